@@ -1,0 +1,53 @@
+// Package dbrev reads the mvcc revision held in an etcd bbolt database.
+package dbrev
+
+import (
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.etcd.io/etcd/server/v3/storage/schema"
+)
+
+// revBytesLen is the length of an encoded mvcc revision: 8 bytes main, '_', 8 bytes sub.
+const revBytesLen = 8 + 1 + 8
+
+// Reader is the part of a bbolt read transaction dbrev needs. *bolt.Tx implements it, and so
+// does the snapshot etcd's backend returns (it embeds its *bolt.Tx).
+type Reader interface {
+	Bucket(name []byte) *bolt.Bucket
+}
+
+// Revision returns the revision etcd reports after starting from the database seen through
+// tx: the highest of the newest main revision in the key bucket and the finished and
+// scheduled compaction revisions in the meta bucket (as etcd's mvcc store computes it when
+// it restores its state), and at least 1, the revision of an empty store.
+func Revision(tx Reader) (int64, error) {
+	keys := tx.Bucket(schema.Key.Name())
+	if keys == nil {
+		return 0, errors.New("read revision: the db has no \"key\" bucket: not an etcd v3 database")
+	}
+	rev := int64(1)
+	if k, _ := keys.Cursor().Last(); k != nil {
+		if len(k) < revBytesLen {
+			return 0, fmt.Errorf("read revision: malformed revision key %x in the \"key\" bucket", k)
+		}
+		rev = max(rev, mvcc.BytesToRev(k[:revBytesLen]).Main)
+	}
+	if meta := tx.Bucket(schema.Meta.Name()); meta != nil {
+		for _, name := range [][]byte{schema.FinishedCompactKeyName, schema.ScheduledCompactKeyName} {
+			v := meta.Get(name)
+			if v == nil {
+				continue
+			}
+			if len(v) < revBytesLen {
+				return 0, fmt.Errorf("read revision: malformed %s value %x in the \"meta\" bucket", name, v)
+			}
+			if r := mvcc.BytesToRev(v[:revBytesLen]).Main; r > rev {
+				rev = r
+			}
+		}
+	}
+	return rev, nil
+}

@@ -1,0 +1,40 @@
+// Package snapstore is etcdbr's backup store: the layout of backup objects
+// under a store URL's prefix, listing them, and the streaming codec that
+// writes and reads them. The format is specified in docs/store-format.md.
+//
+// # Layout
+//
+// Everything lives under the store URL's prefix:
+//
+//	full/<rev>-<time>.db.zst[.age]
+//	delta/<from>-<to>-<time>.delta.zst[.age]
+//
+// Revisions are zero-padded to 20 digits and <time> is UTC with millisecond
+// precision (20060102T150405.000Z), so a name tells what an object holds
+// and the lexical order of a listing is revision order. Any other key under
+// the prefix (temporary files of uploads in progress, other tools' files)
+// is ignored: ParseName rejects it.
+//
+// # Objects
+//
+// An object is the zstd-compressed payload followed by a trailer, a zstd
+// skippable frame recording the payload's length and SHA-256, the whole
+// optionally encrypted with age:
+//
+//	object = [age]( zstd(payload) || trailer )
+//
+// A plain zstd decoder skips the trailer, so `zstd -d` of an unencrypted
+// object yields the payload. Writer streams the payload through the encoder
+// and the upload with bounded memory; the object becomes visible only when
+// Writer.Commit closes the upload, and Writer.Abort or a cancelled context
+// discards it. Store.Open streams the payload back and verifies it against
+// the trailer: corruption is an error wrapping ErrCorrupt that names the
+// object.
+//
+// # Store URLs
+//
+// file:///dir (or a plain path) is a local directory; s3://bucket/prefix,
+// gs://bucket/prefix and azblob://container/prefix are a bucket and a key
+// prefix in it, with the query parameters of gocloud.dev's drivers;
+// mem://prefix is an in-memory store for tests. See Open.
+package snapstore

@@ -1,0 +1,179 @@
+package snapstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"gocloud.dev/gcerrors"
+)
+
+// Open returns the payload of the object snap.Key (or, when Key is empty,
+// the name built from snap's fields), decrypted and decompressed while it
+// streams. The payload is verified against the object's trailer (length and
+// SHA-256) as it streams: only the Read that returns io.EOF vouches for the
+// whole payload, so read to io.EOF before using it. Corruption is reported
+// by an error wrapping ErrCorrupt that names the key; a missing object by
+// ErrNotFound; an .age object nobody here can decrypt by ErrNoIdentity.
+// Errors reading from the store (network, cancelled ctx) are returned
+// as they are. The caller must Close the reader.
+func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) {
+	key, err := s.keyOf(snap)
+	if err != nil {
+		return nil, fmt.Errorf("read from %q: %w", s.url, err)
+	}
+	parsed, _ := ParseName(key)
+	if parsed.Encrypted && len(s.opts.Identities) == 0 {
+		return nil, fmt.Errorf("read %q from %q: it is encrypted with age and no identity is configured: %w", key, s.url, ErrNoIdentity)
+	}
+	body, err := s.bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return nil, fmt.Errorf("read %q from %q: %w", key, s.url, ErrNotFound)
+		}
+		return nil, fmt.Errorf("read %q from %q: %w", key, s.url, err)
+	}
+	r, err := newPayloadReader(key, s.url, body, parsed.Encrypted, s.opts.Identities)
+	if err != nil {
+		_ = body.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// newPayloadReader builds the reading pipeline over an object's body.
+func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*payloadReader, error) {
+	r := &payloadReader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
+	var compressed io.Reader = r.src
+	if encrypted {
+		plain, err := age.Decrypt(r.src, identities...)
+		if err != nil {
+			var noMatch *age.NoIdentityMatchError
+			if errors.As(err, &noMatch) {
+				return nil, fmt.Errorf("read %q from %q: %w: %w", key, url, ErrNoIdentity, err)
+			}
+			return nil, r.classify("decrypt", err)
+		}
+		compressed = plain
+	}
+	r.split = &trailerSplitter{src: compressed, buf: make([]byte, splitBufSize)}
+	dec, err := newDecoder(r.split)
+	if err != nil {
+		return nil, fmt.Errorf("read %q from %q: %w", key, url, err)
+	}
+	r.dec = dec
+	return r, nil
+}
+
+// payloadReader is the pipeline blob -> [age] -> trailerSplitter -> zstd
+// -> sha256, verifying the trailer at the end.
+type payloadReader struct {
+	key, url string
+	body     io.ReadCloser
+	src      *sourceReader
+	split    *trailerSplitter
+	dec      *zstd.Decoder
+	hash     hash.Hash
+	length   uint64
+	err      error // sticky: io.EOF after a verified end, or the failure
+	closed   bool
+}
+
+// Read returns decompressed payload bytes; at the end it returns io.EOF
+// only if the payload matches the trailer.
+func (r *payloadReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.closed {
+		return 0, fmt.Errorf("read %q from %q: reader is closed", r.key, r.url)
+	}
+	n, err := r.dec.Read(p)
+	r.hash.Write(p[:n])
+	r.length += uint64(n)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, io.EOF):
+		err = r.verify()
+	default:
+		err = r.classify("decompress", err)
+	}
+	r.err = err
+	return n, err
+}
+
+// verify checks the payload against the trailer once the decoder is done.
+func (r *payloadReader) verify() error {
+	if err := r.src.failure(); err != nil {
+		return r.classify("read", err)
+	}
+	if !r.split.eof {
+		return r.corrupt("data after the last zstd frame")
+	}
+	t, err := parseTrailer(r.split.trailer())
+	if err != nil {
+		return r.corrupt(err.Error())
+	}
+	if t.length != r.length {
+		return r.corrupt(fmt.Sprintf("payload is %d bytes, trailer says %d", r.length, t.length))
+	}
+	var sum [sha256.Size]byte
+	r.hash.Sum(sum[:0])
+	if sum != t.sum {
+		return r.corrupt(fmt.Sprintf("payload sha256 %x, trailer says %x", sum, t.sum))
+	}
+	return io.EOF
+}
+
+// classify turns a pipeline error into a store read error when the store
+// failed, and into a corruption error otherwise.
+func (r *payloadReader) classify(op string, err error) error {
+	if srcErr := r.src.failure(); srcErr != nil {
+		return fmt.Errorf("read %q from %q: %w", r.key, r.url, srcErr)
+	}
+	return fmt.Errorf("read %q from %q: %w: %s: %w", r.key, r.url, ErrCorrupt, op, err)
+}
+
+func (r *payloadReader) corrupt(detail string) error {
+	return fmt.Errorf("read %q from %q: %w: %s", r.key, r.url, ErrCorrupt, detail)
+}
+
+// Close stops decoding and closes the object. It may be called before the
+// end of the payload and more than once.
+func (r *payloadReader) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.dec.Close()
+	if err := r.body.Close(); err != nil {
+		return fmt.Errorf("close %q from %q: %w", r.key, r.url, err)
+	}
+	return nil
+}
+
+// sourceReader remembers the first error the store returned, so that store
+// failures are not mistaken for corruption. The whole pipeline runs on the
+// goroutine that calls payloadReader.Read.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *sourceReader) failure() error {
+	return s.err
+}

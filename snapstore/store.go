@@ -1,0 +1,223 @@
+package snapstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"filippo.io/age"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	// The drivers of the supported store schemes register with blob's
+	// default URL mux.
+	_ "gocloud.dev/blob/azureblob"
+	_ "gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/gcsblob"
+	_ "gocloud.dev/blob/memblob"
+	_ "gocloud.dev/blob/s3blob"
+)
+
+// Options configures a Store.
+type Options struct {
+	// Recipients, when not empty, make new objects encrypted with age to
+	// all of them; their names get the .age suffix.
+	Recipients []age.Recipient
+	// Identities decrypt .age objects. Reading an .age object without an
+	// identity that matches it is an error wrapping ErrNoIdentity.
+	Identities []age.Identity
+}
+
+// Store is a backup store: the objects under one URL prefix. It is safe for
+// concurrent use.
+type Store struct {
+	url      string // redacted
+	bucket   *blob.Bucket
+	opts     Options
+	localDir string     // the directory of a file store, "" otherwise
+	s3       *s3.Client // the client of an s3:// store, nil otherwise
+}
+
+// Open opens the store at url:
+//
+//   - file:///abs/dir, file:rel/dir, file://./rel/dir or a plain path: a
+//     local directory, created (mode 0700) when missing;
+//   - s3://bucket/prefix?region=..., gs://bucket/prefix,
+//     azblob://container/prefix: a bucket and a key prefix inside it, with
+//     the query parameters of gocloud's driver for that scheme;
+//   - mem://prefix: an in-memory store for tests, private to this Store.
+//
+// Open does not access the bucket (gocloud's drivers only load their
+// configuration and credentials), so a store that is unreachable for now
+// still opens; use Check to see whether it is reachable.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	shown := url
+	if !isPlainPath(url) {
+		shown = redactURL(url)
+	}
+	loc, err := parseLocation(url)
+	if err != nil {
+		return nil, fmt.Errorf("open store %q: %w", shown, err)
+	}
+	if loc.localDir != "" {
+		if err := os.MkdirAll(loc.localDir, 0o700); err != nil {
+			return nil, fmt.Errorf("open store %q: create directory: %w", shown, err)
+		}
+	}
+	bucket, err := blob.OpenBucket(ctx, loc.bucketURL)
+	if err != nil {
+		// gocloud's errors quote the URL: keep its secrets out of logs.
+		return nil, fmt.Errorf("open store %q: %w%s", shown, scrubError(err, url), openHint(loc.scheme, err))
+	}
+	if loc.prefix != "" {
+		bucket = blob.PrefixedBucket(bucket, loc.prefix)
+	}
+	s := &Store{
+		url:    shown,
+		bucket: bucket,
+		opts: Options{
+			Recipients: slices.Clone(opts.Recipients),
+			Identities: slices.Clone(opts.Identities),
+		},
+		localDir: loc.localDir,
+	}
+	if loc.scheme == "s3" {
+		// For configureS3Upload; stays nil if the driver does not expose it.
+		_ = bucket.As(&s.s3)
+	}
+	return s, nil
+}
+
+// openHint returns advice for errors of gocloud's URL openers that do not
+// say how to fix them.
+func openHint(scheme string, err error) string {
+	if scheme == "azblob" && strings.Contains(err.Error(), "AccountName is required") {
+		return ": set AZURE_STORAGE_ACCOUNT or add ?storage_account=NAME to the URL"
+	}
+	return ""
+}
+
+// URL returns the URL the store was opened with, with passwords and secret
+// query parameters replaced by "xxxxx".
+func (s *Store) URL() string {
+	return s.url
+}
+
+// Close releases the store's resources.
+func (s *Store) Close() error {
+	if err := s.bucket.Close(); err != nil {
+		return fmt.Errorf("close store %q: %w", s.url, err)
+	}
+	return nil
+}
+
+// Check verifies that the store's bucket exists and can be listed.
+func (s *Store) Check(ctx context.Context) error {
+	ok, err := s.bucket.IsAccessible(ctx)
+	if err != nil {
+		return fmt.Errorf("check store %q: %w", s.url, err)
+	}
+	if !ok {
+		return fmt.Errorf("check store %q: the bucket does not exist: create it first (etcdbr never creates buckets)", s.url)
+	}
+	return nil
+}
+
+// List returns all objects of the given kind, sorted by Revision, then
+// From, then Time (then Key). It is one paged listing of <prefix>full/ or
+// <prefix>delta/ and reads no object; keys that ParseName rejects are
+// skipped.
+func (s *Store) List(ctx context.Context, kind Kind) ([]Snapshot, error) {
+	if kind != KindFull && kind != KindDelta {
+		return nil, fmt.Errorf("list store %q: unknown snapshot kind %q: use %q or %q", s.url, kind, KindFull, KindDelta)
+	}
+	var snaps []Snapshot
+	it := s.bucket.List(&blob.ListOptions{Prefix: string(kind) + "/"})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
+		}
+		snap, ok := ParseName(obj.Key)
+		if !ok || snap.Kind != kind {
+			continue
+		}
+		snap.Size = obj.Size
+		snaps = append(snaps, snap)
+	}
+	slices.SortFunc(snaps, compareSnapshots)
+	return snaps, nil
+}
+
+// compareSnapshots orders by Revision, From, Time, Key.
+func compareSnapshots(a, b Snapshot) int {
+	switch {
+	case a.Revision != b.Revision:
+		return cmpInt(a.Revision, b.Revision)
+	case a.From != b.From:
+		return cmpInt(a.From, b.From)
+	case !a.Time.Equal(b.Time):
+		return a.Time.Compare(b.Time)
+	default:
+		return strings.Compare(a.Key, b.Key)
+	}
+}
+
+func cmpInt(a, b int64) int {
+	if a < b {
+		return -1
+	}
+	return 1
+}
+
+// Latest returns the last object of the given kind in List's order: the one
+// with the highest Revision. It reports false when there is none.
+func (s *Store) Latest(ctx context.Context, kind Kind) (Snapshot, bool, error) {
+	snaps, err := s.List(ctx, kind)
+	if err != nil {
+		return Snapshot{}, false, err
+	}
+	if len(snaps) == 0 {
+		return Snapshot{}, false, nil
+	}
+	return snaps[len(snaps)-1], true, nil
+}
+
+// Delete removes the object snap.Key (or, when Key is empty, the name built
+// from snap's fields). Only names that ParseName accepts are deleted.
+// Deleting an object that does not exist is not an error, so that an
+// interrupted garbage collection can simply run again.
+func (s *Store) Delete(ctx context.Context, snap Snapshot) error {
+	key, err := s.keyOf(snap)
+	if err != nil {
+		return fmt.Errorf("delete from %q: %w", s.url, err)
+	}
+	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("delete %q from %q: %w", key, s.url, err)
+	}
+	return nil
+}
+
+// keyOf returns snap.Key, or the name built from snap's fields when Key is
+// empty, after checking that it is one of ours.
+func (s *Store) keyOf(snap Snapshot) (string, error) {
+	key := snap.Key
+	if key == "" {
+		if err := snap.validate(); err != nil {
+			return "", err
+		}
+		key = snap.name(snap.Encrypted)
+	}
+	if _, ok := ParseName(key); !ok {
+		return "", fmt.Errorf("%q is not the name of a backup object", key)
+	}
+	return key, nil
+}

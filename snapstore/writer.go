@@ -1,0 +1,264 @@
+package snapstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"gocloud.dev/blob"
+)
+
+// Content types of stored objects.
+const (
+	contentTypeZstd = "application/zstd"
+	contentTypeAge  = "application/octet-stream"
+)
+
+// Upload buffering, the same for every provider: parts (S3), blocks (Azure)
+// or chunks (GCS) of uploadPartSize, at most uploadConcurrency of them in
+// flight, so an upload holds at most (uploadConcurrency+1) * uploadPartSize
+// of buffers. 8 MiB parts allow S3 objects of up to 78 GiB (10,000 parts).
+const (
+	uploadPartSize    = 8 << 20
+	uploadConcurrency = 3
+)
+
+// Writer uploads one backup object. Write the plaintext payload to it, then
+// call Commit to make the object visible, or Abort to discard it. Until
+// Commit returns, nothing is visible under the object's name. A Writer is
+// not safe for concurrent use; to stop an upload from another goroutine,
+// cancel the context given to Create. Always call Abort (a no-op after
+// Commit), e.g. with defer, so that a failed upload releases its resources.
+type Writer struct {
+	store  *Store
+	snap   Snapshot
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	upload *blob.Writer
+	stored *countingWriter // what reaches upload
+	sealer io.WriteCloser  // age encryption, nil for plain objects
+	enc    *zstd.Encoder
+	hash   hash.Hash
+	length uint64
+	file   *os.File // the temporary file of a file store, for fsync
+
+	done bool  // committed or aborted
+	err  error // why the upload failed, sticky
+}
+
+// Create starts the upload of a new object. The key is built from
+// snap.Kind, From, Revision and Time, encrypted when the store has
+// recipients; snap.Key, Encrypted and Size are ignored. The upload lives
+// until Commit or Abort, or until ctx is cancelled, which discards it.
+func (s *Store) Create(ctx context.Context, snap Snapshot) (*Writer, error) {
+	if err := snap.validate(); err != nil {
+		return nil, fmt.Errorf("create in %q: %w", s.url, err)
+	}
+	snap.Time = snap.Time.UTC().Truncate(timePrecision)
+	snap.Encrypted = len(s.opts.Recipients) > 0
+	snap.Key = snap.name(snap.Encrypted)
+	snap.Size = 0
+
+	w := &Writer{store: s, snap: snap, hash: sha256.New()}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	contentType := contentTypeZstd
+	if snap.Encrypted {
+		contentType = contentTypeAge
+	}
+	// The BeforeWrite closure must not reference w: some drivers keep their
+	// options, and a cycle through blob.Writer, which has a finalizer, is
+	// never collected.
+	var file *os.File
+	upload, err := s.bucket.NewWriter(w.ctx, snap.Key, &blob.WriterOptions{
+		ContentType:    contentType,
+		BufferSize:     uploadPartSize,
+		MaxConcurrency: uploadConcurrency,
+		BeforeWrite: func(as func(any) bool) error {
+			// A file store hands over its temporary file: keep it for
+			// fsync, and readable by the owner only, as snapshots hold
+			// all of etcd's data.
+			if as(&file) {
+				return file.Chmod(0o600)
+			}
+			configureS3Upload(s.s3, as)
+			return nil
+		},
+	})
+	if err != nil {
+		w.cancel()
+		return nil, fmt.Errorf("create %q in %q: %w", snap.Key, s.url, err)
+	}
+	w.file = file
+	w.upload = upload
+	w.stored = &countingWriter{w: upload}
+	var sink io.Writer = w.stored
+	if snap.Encrypted {
+		w.sealer, err = age.Encrypt(w.stored, s.opts.Recipients...)
+		if err != nil {
+			w.discard()
+			return nil, fmt.Errorf("create %q in %q: encrypt: %w", snap.Key, s.url, err)
+		}
+		sink = w.sealer
+	}
+	w.enc, err = newEncoder(sink)
+	if err != nil {
+		w.discard()
+		return nil, fmt.Errorf("create %q in %q: compress: %w", snap.Key, s.url, err)
+	}
+	return w, nil
+}
+
+// timePrecision is the precision of the time in object names.
+const timePrecision = time.Millisecond
+
+// Key returns the key the object will have.
+func (w *Writer) Key() string {
+	return w.snap.Key
+}
+
+// Write compresses p into the upload.
+func (w *Writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	if err := w.ctx.Err(); err != nil {
+		return 0, w.fail("write", err)
+	}
+	n, err := w.enc.Write(p)
+	w.hash.Write(p[:n])
+	w.length += uint64(n)
+	if err != nil {
+		return n, w.fail("write", err)
+	}
+	return n, nil
+}
+
+// Commit finishes compression, appends the trailer, finishes encryption and
+// commits the upload: once it returns nil the object is visible under its
+// name. It returns the object's Snapshot with Key and Size set. If Commit
+// fails, the upload is discarded; the one exception is a failed fsync of a
+// file store's directory, reported after the rename.
+func (w *Writer) Commit() (Snapshot, error) {
+	if err := w.usable(); err != nil {
+		return Snapshot{}, err
+	}
+	if err := w.finish(); err != nil {
+		return Snapshot{}, w.fail("commit", err)
+	}
+	if err := w.upload.Close(); err != nil {
+		w.done = true
+		w.cancel()
+		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
+		return Snapshot{}, w.err
+	}
+	w.done = true
+	w.cancel()
+	if err := w.syncDir(); err != nil {
+		return Snapshot{}, fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
+	}
+	snap := w.snap
+	snap.Size = w.stored.n
+	return snap, nil
+}
+
+// finish writes everything that precedes the upload's commit.
+func (w *Writer) finish() error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.enc.Close(); err != nil {
+		return fmt.Errorf("compress: %w", err)
+	}
+	t := trailer{length: w.length}
+	w.hash.Sum(t.sum[:0])
+	sink := io.Writer(w.stored)
+	if w.sealer != nil {
+		sink = w.sealer
+	}
+	if _, err := sink.Write(t.marshal()); err != nil {
+		return fmt.Errorf("write trailer: %w", err)
+	}
+	if w.sealer != nil {
+		if err := w.sealer.Close(); err != nil {
+			return fmt.Errorf("encrypt: %w", err)
+		}
+	}
+	if w.file != nil {
+		if err := w.file.Sync(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	return w.ctx.Err()
+}
+
+// Abort discards the upload: nothing becomes visible under any name. It is
+// a no-op after Commit or a previous Abort.
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.discard()
+	w.err = fmt.Errorf("upload of %q to %q was aborted", w.snap.Key, w.store.url)
+	return nil
+}
+
+// usable returns the error that prevents further use of w.
+func (w *Writer) usable() error {
+	switch {
+	case w.err != nil:
+		return w.err
+	case w.done:
+		return fmt.Errorf("upload of %q to %q is already committed", w.snap.Key, w.store.url)
+	}
+	return nil
+}
+
+// fail discards the upload and records why.
+func (w *Writer) fail(op string, err error) error {
+	w.discard()
+	w.err = fmt.Errorf("%s %q to %q: %w", op, w.snap.Key, w.store.url, err)
+	return w.err
+}
+
+// discard cancels the upload's context, then closes the upload, which makes
+// gocloud drop it (abort the multipart upload, remove the temporary file).
+func (w *Writer) discard() {
+	w.done = true
+	w.cancel()
+	if w.enc != nil {
+		// Wait for blocks still being compressed and drop them.
+		w.enc.Reset(io.Discard)
+	}
+	if w.upload != nil {
+		_ = w.upload.Close() // reports the cancellation
+	}
+}
+
+// syncDir makes a file store's rename durable.
+func (w *Writer) syncDir() error {
+	if w.store.localDir == "" {
+		return nil
+	}
+	return syncDir(filepath.Join(w.store.localDir, filepath.FromSlash(path.Dir(w.snap.Key))))
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
