@@ -1,0 +1,267 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+)
+
+// State is the condition of an etcd data dir.
+type State int
+
+const (
+	// StateMissing means there is no member data: no data dir, an empty one, or
+	// one without a member directory (etcd would initialize a new member there).
+	StateMissing State = iota
+	// StateValid means etcd 3.6 would start from the data dir and serve the data
+	// in it.
+	StateValid
+	// StateCorrupt means the data dir holds member data etcd would refuse, crash
+	// on, or serve wrongly (or that could not be read).
+	StateCorrupt
+)
+
+// String returns "missing", "valid" or "corrupt".
+func (s State) String() string {
+	switch s {
+	case StateMissing:
+		return "missing"
+	case StateValid:
+		return "valid"
+	case StateCorrupt:
+		return "corrupt"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Verdict is the result of Inspect.
+type Verdict struct {
+	State State
+	// Reason says, for StateCorrupt, what is wrong and where (file and detail)
+	// and, for StateMissing, why the dir counts as missing. Empty when valid.
+	Reason string
+	// Revision is the etcd revision in the db when it could be read: the larger
+	// of the newest revision in the key bucket and the finished and scheduled
+	// compaction revisions. 0 otherwise.
+	Revision int64
+}
+
+// memberLayout names the parts of a member data dir.
+type memberLayout struct {
+	dataDir, memberDir, snapDir, walDir, db string
+	separateWAL                             bool
+}
+
+func newMemberLayout(dataDir, walDir string) memberLayout {
+	member := filepath.Join(dataDir, "member")
+	l := memberLayout{
+		dataDir:   dataDir,
+		memberDir: member,
+		snapDir:   filepath.Join(member, "snap"),
+		walDir:    walDir,
+		db:        filepath.Join(member, "snap", "db"),
+	}
+	if walDir == "" {
+		l.walDir = filepath.Join(member, "wal")
+	} else {
+		l.separateWAL = filepath.Clean(walDir) != filepath.Join(member, "wal")
+	}
+	return l
+}
+
+// Inspect reports whether etcd 3.6 would start correctly from the data dir
+// dataDir (WAL in walDir; "" means <dataDir>/member/wal). It never modifies
+// anything: the db is opened read-only by bbolt with a short lock timeout (a db
+// locked by a running etcd is reported, not waited on), and the WAL is read, not
+// repaired.
+//
+// It checks the member layout; the db's page structure and bbolt's tx.Check; the
+// buckets etcd needs and its storage version; the WAL as etcd reads it at start
+// from the newest snapshot (a torn last record, which etcd cuts off itself, is
+// fine; a CRC mismatch or any other damage is not); and that the WAL holds every
+// entry the db has applied: etcd starts when the db's consistent index is beyond
+// the WAL's last entry, but then reuses those indexes for new entries and skips
+// applying them, so writes are lost. Damage that makes the readers panic or fault
+// is caught and reported as StateCorrupt.
+//
+// A file that cannot be read (permissions, a lock held by another process, ctx
+// ending) is reported as StateCorrupt with the reason.
+func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
+	l := newMemberLayout(dataDir, walDir)
+	in := &inspection{layout: l}
+	done := make(chan Verdict, 1)
+	go func() {
+		// Damaged bbolt and WAL files make their readers panic, and a db file
+		// shorter than its mmap faults: turn both into a verdict.
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if r := recover(); r != nil {
+				done <- Verdict{
+					State:    StateCorrupt,
+					Reason:   fmt.Sprintf("%s is damaged: reading it failed with: %v", in.current, r),
+					Revision: in.revision,
+				}
+			}
+		}()
+		done <- in.run(ctx)
+	}()
+	select {
+	case v := <-done:
+		return v
+	case <-ctx.Done():
+		return Verdict{State: StateCorrupt, Reason: fmt.Sprintf("inspection of data dir %q was cut short: %v", dataDir, ctx.Err())}
+	}
+}
+
+// inspection is the state of one Inspect call, owned by its goroutine.
+type inspection struct {
+	layout   memberLayout
+	current  string // what is being read, for the reason of a panic
+	revision int64
+}
+
+func (in *inspection) run(ctx context.Context) Verdict {
+	l := in.layout
+	in.current = fmt.Sprintf("data dir %q", l.dataDir)
+	if v, done := in.checkLayout(); done {
+		return v
+	}
+	if err := ctx.Err(); err != nil {
+		return in.corrupt("inspection of data dir %q was cut short: %v", l.dataDir, err)
+	}
+
+	in.current = fmt.Sprintf("db file %q", l.db)
+	ci, err := in.checkDB()
+	if err != nil {
+		return in.corrupt("%v", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return in.corrupt("inspection of data dir %q was cut short: %v", l.dataDir, err)
+	}
+
+	in.current = fmt.Sprintf("WAL in %q", l.walDir)
+	ws, err := readWALAsEtcd(l.walDir, l.snapDir)
+	if err != nil {
+		return in.corrupt("%v", err)
+	}
+	if err := checkDBAgainstWAL(l, ci, ws); err != nil {
+		return in.corrupt("%v", err)
+	}
+	return Verdict{State: StateValid, Revision: in.revision}
+}
+
+func (in *inspection) corrupt(format string, args ...any) Verdict {
+	return Verdict{State: StateCorrupt, Reason: fmt.Sprintf(format, args...), Revision: in.revision}
+}
+
+func missing(format string, args ...any) Verdict {
+	return Verdict{State: StateMissing, Reason: fmt.Sprintf(format, args...)}
+}
+
+// checkLayout decides Missing and the layout problems; done is false when the
+// member files are all there to be checked.
+func (in *inspection) checkLayout() (v Verdict, done bool) {
+	l := in.layout
+	entries, err := os.ReadDir(l.dataDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if hasWALFiles(l.walDir) && l.separateWAL {
+			return in.corrupt("data dir %q does not exist but WAL dir %q holds a WAL: the db is lost", l.dataDir, l.walDir), true
+		}
+		return missing("data dir %q does not exist", l.dataDir), true
+	case err != nil:
+		return in.corrupt("cannot read data dir %q: %v", l.dataDir, err), true
+	}
+
+	var hasMember, hasProxy bool
+	for _, e := range entries {
+		switch e.Name() {
+		case "member":
+			hasMember = true
+		case "proxy":
+			hasProxy = true
+		}
+	}
+	if !hasMember {
+		switch {
+		case hasProxy:
+			return in.corrupt("data dir %q holds a v2 proxy directory, which etcd 3.6 refuses", l.dataDir), true
+		case l.separateWAL && hasWALFiles(l.walDir):
+			return in.corrupt("data dir %q has no member directory but WAL dir %q holds a WAL: the db is lost", l.dataDir, l.walDir), true
+		case len(entries) == 0:
+			return missing("data dir %q is empty", l.dataDir), true
+		default:
+			return missing("data dir %q has no member directory (etcd would initialize a new member there)", l.dataDir), true
+		}
+	}
+
+	st, err := os.Stat(l.memberDir)
+	if err != nil {
+		return in.corrupt("cannot read member dir %q: %v", l.memberDir, err), true
+	}
+	if !st.IsDir() {
+		return in.corrupt("member dir %q is not a directory", l.memberDir), true
+	}
+	memberEntries, err := os.ReadDir(l.memberDir)
+	if err != nil {
+		return in.corrupt("cannot read member dir %q: %v", l.memberDir, err), true
+	}
+	if len(memberEntries) == 0 && !(l.separateWAL && hasWALFiles(l.walDir)) {
+		return missing("member dir %q is empty", l.memberDir), true
+	}
+
+	if err := checkDir(l.snapDir, "snap dir"); err != nil {
+		return in.corrupt("%v", err), true
+	}
+	if err := checkDir(l.walDir, "WAL dir"); err != nil {
+		return in.corrupt("%v", err), true
+	}
+	if !hasWALFiles(l.walDir) {
+		return in.corrupt("WAL dir %q holds no WAL files (*.wal)", l.walDir), true
+	}
+	st, err = os.Stat(l.db)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return in.corrupt("db file %q is missing (etcd refuses a WAL without its db)", l.db), true
+	case err != nil:
+		return in.corrupt("cannot read db file %q: %v", l.db, err), true
+	case !st.Mode().IsRegular():
+		return in.corrupt("db file %q is not a regular file (%s)", l.db, st.Mode().Type()), true
+	}
+	return Verdict{}, false
+}
+
+func checkDir(path, what string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s %q is missing", what, path)
+	case err != nil:
+		return fmt.Errorf("cannot read %s %q: %v", what, path, err)
+	case !st.IsDir():
+		return fmt.Errorf("%s %q is not a directory", what, path)
+	}
+	if _, err := os.ReadDir(path); err != nil {
+		return fmt.Errorf("cannot read %s %q: %v", what, path, err)
+	}
+	return nil
+}
+
+// hasWALFiles reports whether dir holds at least one *.wal file.
+func hasWALFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".wal") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,357 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
+type RestoreOptions struct {
+	// SkipHashCheck restores a db without the 32-byte sha256 the Maintenance
+	// API appends (for example a db file copied from a data dir). Without it
+	// the hash must be present and match.
+	SkipHashCheck bool
+	// RevisionBump raises the latest revision by this much after the restore, so
+	// that clients (Kubernetes' informers) never see the revision go back.
+	// Requires MarkCompacted.
+	RevisionBump uint64
+	// MarkCompacted marks the bumped revision as compacted, so that watchers
+	// from older revisions are told to relist. Requires RevisionBump > 0.
+	MarkCompacted bool
+}
+
+// restoreDBProblemsMax is how many problems of a damaged snapshot db an error names.
+const restoreDBProblemsMax = 5
+
+// StagingDir is where a restore for dataDir builds the new data dir: a sibling
+// of dataDir (the same filesystem, so the final rename is atomic),
+// <dataDir>.etcdbr-restore.
+func StagingDir(dataDir string) string {
+	return filepath.Clean(dataDir) + ".etcdbr-restore"
+}
+
+// asideDir returns a free path <dir>.etcdbr-old-<UTC timestamp>[-N] to move dir to.
+func asideDir(dir string, now time.Time) string {
+	base := filepath.Clean(dir) + ".etcdbr-old-" + now.UTC().Format("20060102T150405Z")
+	p := base
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			return p
+		}
+		p = fmt.Sprintf("%s-%d", base, i)
+	}
+}
+
+// BuildDataDir turns the snapshot db file at dbPath into the data dir of cfg's
+// member and swaps it in for cfg.Dir.
+//
+// dbPath is a db as etcd's Maintenance API streams it: the bbolt file followed by
+// its 32-byte sha256, which is checked unless opts.SkipHashCheck. The membership
+// comes from cfg as etcd would use it, defaults included: cfg.Name,
+// cfg.AdvertisePeerUrls, the initial cluster (--initial-cluster or DNS
+// discovery) and cfg.InitialClusterToken; discovery by URL or by v3 discovery
+// endpoints is refused (give --initial-cluster).
+//
+// The new data dir is built with etcdutl's snapshot.Restore in
+// StagingDir(cfg.Dir)/data; a WAL dir outside the data dir (cfg.WalDir) is built
+// in StagingDir(cfg.WalDir)/wal, beside the WAL dir. Every file and directory
+// is fsynced, then the swap: an existing data dir is renamed to
+// <dataDir>.etcdbr-old-<UTC timestamp> (never deleted; the path is returned,
+// "" when there was none), the same for an existing separate WAL dir, the staged
+// dirs are renamed into place and their parent dirs fsynced. A crash during the
+// swap leaves no data dir (Inspect says missing) or the new one; the old one is
+// always kept aside.
+//
+// BuildDataDir refuses when the data dir's db is locked by a running etcd or the
+// staging dir cannot be created. On failure it removes its staging dirs and
+// leaves the existing data dir untouched (a failure during the swap puts it
+// back). It removes a staging dir left over by an earlier, interrupted call.
+func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts RestoreOptions, lg *slog.Logger) (movedAside string, err error) {
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	rc, plan, err := planRestore(dbPath, cfg, opts)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	if inUse, err := dbInUse(newMemberLayout(plan.dataDir, "").db); err != nil {
+		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	} else if inUse {
+		return "", fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", plan.dataDir)
+	}
+	if err := checkSnapshotDB(dbPath); err != nil {
+		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+
+	if err := plan.createStaging(lg); err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			plan.removeStaging(lg)
+		}
+	}()
+
+	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", plan.stage,
+		"name", rc.Name, "initial_cluster", rc.InitialCluster,
+		"revision_bump", opts.RevisionBump, "mark_compacted", opts.MarkCompacted)
+	if err := runRestore(zapLogger(cfg), rc); err != nil {
+		return "", fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
+	}
+	for _, d := range plan.stagingDirs() {
+		if err := syncTree(d); err != nil {
+			return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+
+	movedAside, err = plan.swap(lg, time.Now())
+	if err != nil {
+		return "", err
+	}
+	plan.removeStaging(lg)
+	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "moved_aside", movedAside)
+	return movedAside, nil
+}
+
+// restorePlan is where a restore builds and where it swaps.
+type restorePlan struct {
+	dataDir string
+	stage   string // StagingDir(dataDir)
+	// walDir is set when the WAL lives outside the data dir; walStage is then
+	// StagingDir(walDir).
+	walDir, walStage string
+}
+
+func (p restorePlan) stagedData() string { return filepath.Join(p.stage, "data") }
+func (p restorePlan) stagedWAL() string  { return filepath.Join(p.walStage, "wal") }
+
+func (p restorePlan) stagingDirs() []string {
+	if p.walDir == "" {
+		return []string{p.stage}
+	}
+	return []string{p.stage, p.walStage}
+}
+
+// planRestore checks the inputs and derives etcdutl's restore configuration
+// and the paths from cfg.
+func planRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapshot.RestoreConfig, restorePlan, error) {
+	var none snapshot.RestoreConfig
+	if cfg.Dir == "" {
+		return none, restorePlan{}, errors.New("restore: the etcd config has no data dir")
+	}
+	if (opts.RevisionBump > 0) != opts.MarkCompacted {
+		return none, restorePlan{}, errors.New("restore: RevisionBump and MarkCompacted go together (etcdutl: --mark-compacted required if --bump-revision > 0)")
+	}
+	if st, err := os.Stat(dbPath); err != nil {
+		return none, restorePlan{}, fmt.Errorf("restore: snapshot db: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return none, restorePlan{}, fmt.Errorf("restore: snapshot db %q is not a regular file", dbPath)
+	}
+	if cfg.Durl != "" || len(cfg.DiscoveryCfg.Endpoints) > 0 {
+		return none, restorePlan{}, errors.New("restore: the etcd config bootstraps by discovery; a restore needs the members: give --initial-cluster")
+	}
+	if err := cfg.Validate(); err != nil {
+		return none, restorePlan{}, fmt.Errorf("restore: invalid etcd configuration: %w", err)
+	}
+	urlsmap, token, err := cfg.PeerURLsMapAndToken("etcd")
+	if err != nil {
+		return none, restorePlan{}, fmt.Errorf("restore: initial cluster of the etcd config: %w", err)
+	}
+	peerURLs := make([]string, len(cfg.AdvertisePeerUrls))
+	for i, u := range cfg.AdvertisePeerUrls {
+		peerURLs[i] = u.String()
+	}
+
+	dataDir := filepath.Clean(cfg.Dir)
+	plan := restorePlan{dataDir: dataDir, stage: StagingDir(dataDir)}
+	rc := snapshot.RestoreConfig{
+		SnapshotPath:        dbPath,
+		Name:                cfg.Name,
+		OutputDataDir:       plan.stagedData(),
+		PeerURLs:            peerURLs,
+		InitialCluster:      urlsmap.String(),
+		InitialClusterToken: token,
+		SkipHashCheck:       opts.SkipHashCheck,
+		RevisionBump:        opts.RevisionBump,
+		MarkCompacted:       opts.MarkCompacted,
+	}
+	if cfg.WalDir != "" {
+		walDir := filepath.Clean(cfg.WalDir)
+		rel, err := filepath.Rel(dataDir, walDir)
+		if err != nil {
+			return none, restorePlan{}, fmt.Errorf("restore: WAL dir %q: %w", walDir, err)
+		}
+		switch {
+		case rel == ".":
+			return none, restorePlan{}, fmt.Errorf("restore: the WAL dir %q is the data dir itself", walDir)
+		case rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)):
+			plan.walDir, plan.walStage = walDir, StagingDir(walDir)
+			rc.OutputWALDir = plan.stagedWAL()
+		default: // inside the data dir: built and swapped with it
+			rc.OutputWALDir = filepath.Join(plan.stagedData(), rel)
+		}
+	}
+	return rc, plan, nil
+}
+
+// createStaging creates the empty staging dirs, removing leftovers of an
+// interrupted restore first.
+func (p restorePlan) createStaging(lg *slog.Logger) error {
+	for _, d := range p.stagingDirs() {
+		if _, err := os.Lstat(d); err == nil {
+			lg.Warn("removing the staging dir of an interrupted restore", "path", d)
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("restore: remove the leftover staging dir %q: %w", d, err)
+			}
+		}
+		if err := os.MkdirAll(filepath.Dir(d), 0o700); err != nil {
+			return fmt.Errorf("restore: cannot create the parent of the staging dir %q: %w", d, err)
+		}
+		if err := os.Mkdir(d, 0o700); err != nil {
+			p.removeStaging(lg)
+			return fmt.Errorf("restore: cannot create the staging dir %q (it must sit beside the data dir, on the same filesystem): %w", d, err)
+		}
+	}
+	return nil
+}
+
+func (p restorePlan) removeStaging(lg *slog.Logger) {
+	for _, d := range p.stagingDirs() {
+		if err := os.RemoveAll(d); err != nil {
+			lg.Warn("could not remove the restore staging dir", "path", d, "error", err)
+		}
+	}
+}
+
+// swap moves the existing dirs aside and the staged ones into place. On error
+// it puts back what it moved.
+func (p restorePlan) swap(lg *slog.Logger, now time.Time) (movedAside string, err error) {
+	type move struct{ from, to string }
+	var done []move
+	rename := func(from, to string) error {
+		if err := os.Rename(from, to); err != nil {
+			return fmt.Errorf("restore: rename %q to %q: %w", from, to, err)
+		}
+		done = append(done, move{from, to})
+		return nil
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(done) - 1; i >= 0; i-- {
+			if rerr := os.Rename(done[i].to, done[i].from); rerr != nil {
+				lg.Error("could not undo a rename of the failed restore", "from", done[i].to, "to", done[i].from, "error", rerr)
+				err = errors.Join(err, fmt.Errorf("undo rename %q to %q: %w", done[i].to, done[i].from, rerr))
+			}
+		}
+		movedAside = ""
+	}()
+
+	// The data dir goes aside first and comes back last: until the end there is
+	// no data dir, which Inspect reports as missing, so a crash leads to a
+	// rerun of the restore, never to a half-swapped member.
+	if exists(p.dataDir) {
+		movedAside = asideDir(p.dataDir, now)
+		if err := rename(p.dataDir, movedAside); err != nil {
+			return "", err
+		}
+		lg.Info("moved the old data dir aside", "from", p.dataDir, "to", movedAside)
+	}
+	if p.walDir != "" {
+		if exists(p.walDir) {
+			walAside := asideDir(p.walDir, now)
+			if err := rename(p.walDir, walAside); err != nil {
+				return "", err
+			}
+			lg.Info("moved the old WAL dir aside", "from", p.walDir, "to", walAside)
+		}
+		if err := rename(p.stagedWAL(), p.walDir); err != nil {
+			return "", err
+		}
+		if err := syncPath(filepath.Dir(p.walDir)); err != nil {
+			return "", err
+		}
+	}
+	if err := rename(p.stagedData(), p.dataDir); err != nil {
+		return "", err
+	}
+	if err := syncPath(filepath.Dir(p.dataDir)); err != nil {
+		return "", err
+	}
+	return movedAside, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// zapLogger is the logger etcd's own code logs to for cfg (validated).
+func zapLogger(cfg *embed.Config) *zap.Logger {
+	if lg := cfg.GetLogger(); lg != nil {
+		return lg
+	}
+	return zap.NewNop()
+}
+
+// runRestore runs etcdutl's restore, turning its panics into errors.
+func runRestore(lg *zap.Logger, rc snapshot.RestoreConfig) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("etcdutl restore panicked: %v", r)
+		}
+	}()
+	return snapshot.NewV3(lg).Restore(rc)
+}
+
+// checkSnapshotDB checks the structure of the snapshot db before bbolt opens
+// it for writing: bbolt panics on goroutines of its own (ending the process)
+// when a db it opens is damaged.
+func checkSnapshotDB(dbPath string) error {
+	done := make(chan error, 1)
+	go func() {
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("snapshot db %q is damaged: reading it failed with: %v", dbPath, r)
+			}
+		}()
+		f, err := os.Open(dbPath)
+		if err != nil {
+			done <- fmt.Errorf("snapshot db: %w", err)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			done <- fmt.Errorf("snapshot db: %w", err)
+			return
+		}
+		if err := checkBoltFile(f, st.Size(), restoreDBProblemsMax); err != nil {
+			done <- fmt.Errorf("snapshot db %q is damaged: %w", dbPath, err)
+			return
+		}
+		done <- nil
+	}()
+	return <-done
+}

@@ -1,0 +1,53 @@
+package embedded
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCheckWritable(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	file := filepath.Join(root, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	existing := filepath.Join(root, "existing")
+	require.NoError(t, os.MkdirAll(filepath.Join(existing, "member", "snap"), 0o700))
+
+	for _, dir := range []string{
+		existing,
+		filepath.Join(root, "new"), // created in its parent
+		filepath.Join(root, "new", "nested", "dir"), // parents created too
+	} {
+		assert.NoError(t, CheckWritable(dir), dir)
+	}
+	entries, err := os.ReadDir(existing)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "the probe file is removed")
+
+	for _, dir := range []string{file, filepath.Join(file, "etcd")} {
+		err := CheckWritable(dir)
+		require.Error(t, err, dir)
+		assert.Contains(t, err.Error(), fmt.Sprintf("data dir %q is not writable: ", dir))
+		assert.Contains(t, err.Error(), "; fix the permissions or choose another --data-dir")
+		assert.Contains(t, err.Error(), "not a directory")
+	}
+
+	t.Run("permissions", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("running as root, which writes into any directory whatever its mode")
+		}
+		ro := filepath.Join(root, "read-only")
+		require.NoError(t, os.Mkdir(ro, 0o500))
+		err := CheckWritable(ro)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "permission denied")
+		err = CheckWritable(filepath.Join(ro, "etcd"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "permission denied")
+	})
+}
