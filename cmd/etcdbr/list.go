@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// ListCmd is `etcdbr list`.
+type ListCmd struct {
+	Store string `help:"Backup store URL." required:"" env:"ETCDBR_STORE"`
+}
+
+// Run prints a table of the store's backups, oldest first.
+func (c *ListCmd) Run(ctx context.Context, env *Env) error {
+	store, err := snapstore.Open(ctx, c.Store, snapstore.Options{})
+	if err != nil {
+		return usageError{fmt.Errorf("--store: %w", err)}
+	}
+	defer store.Close()
+	fulls, err := store.List(ctx, snapstore.KindFull)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "KIND\tREVISION\tTIME\tSIZE\tOBJECT")
+	for _, s := range fulls {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\n", s.Kind, s.Revision, s.Time.UTC().Format(time.RFC3339), s.Size, s.Key)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,149 @@
+// Command etcdbr keeps an etcd member alive and its data safe: it validates the data dir,
+// restores it from backups, runs etcd in-process and streams snapshots to object storage.
+//
+// Invoked under the name "etcd" it behaves as "etcdbr run" with every argument taken as an
+// etcd flag, so that it can replace etcd in a container image or a static pod.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure
+	exitUsage   = 2 // the command line or configuration is wrong
+)
+
+// CLI is etcdbr's command line. Every flag also reads an ETCDBR_* environment variable.
+type CLI struct {
+	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"ETCDBR_LOG_LEVEL"`
+	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json" env:"ETCDBR_LOG_FORMAT"`
+
+	Run      RunCmd      `cmd:"" help:"Run etcd in-process with validation, automatic restore and scheduled backups."`
+	Snapshot SnapshotCmd `cmd:"" help:"Take a full snapshot of an external etcd into the store."`
+	Restore  RestoreCmd  `cmd:"" help:"Rebuild a data dir offline from the newest full snapshot in the store."`
+	List     ListCmd     `cmd:"" help:"List the backups in a store."`
+	Version  VersionCmd  `cmd:"" help:"Print the version."`
+}
+
+// usageError marks an error in what the user asked for (exit code 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the process exit code.
+func run(argv []string, stdout, stderr io.Writer) int {
+	args := argv[1:]
+	if strings.TrimSuffix(filepath.Base(argv[0]), ".exe") == "etcd" {
+		// Drop-in for the etcd binary: all arguments are etcd's.
+		args = append([]string{"run", "--"}, args...)
+	}
+	var cli CLI
+	exitCode := -1
+	parser, err := kong.New(&cli,
+		kong.Name("etcdbr"),
+		kong.Description("etcdbr keeps an etcd member alive and its data safe: validation, automatic restore, "+
+			"etcd in-process, full snapshots to object storage. etcd flags go after `--` or in ETCD_* variables."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exitCode = code }),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdbr: %v\n", err)
+		return exitFailure
+	}
+	kctx, err := parser.Parse(args)
+	if exitCode >= 0 { // --help
+		return exitCode
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdbr: %v\n", err)
+		return exitUsage
+	}
+
+	lg := newLogger(stderr, cli.LogLevel, cli.LogFormat)
+	ctx, stop := signalContext(lg, os.Exit)
+	defer stop()
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(env); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "etcdbr: %v\n", err)
+			return exitUsage
+		}
+		if errors.Is(err, errHelpShown) {
+			return exitOK
+		}
+		lg.Error("failed", "err", err)
+		fmt.Fprintf(stderr, "etcdbr: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// Env is what every command gets besides its flags.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Log            *slog.Logger
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level)) // validated by kong's enum
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one calls exit at once.
+func signalContext(lg *slog.Logger, exit func(int)) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			lg.Info("signal received: stopping cleanly (send it again to exit at once)", "signal", sig.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-ch:
+			lg.Warn("second signal received: exiting at once", "signal", sig.String())
+			exit(exitFailure)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}
