@@ -1,0 +1,41 @@
+package testsuite
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// fulls lists the full snapshots in a store.
+func fulls(t testing.TB, url string) []snapstore.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	s, err := snapstore.Open(ctx, url, snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.List(ctx, snapstore.KindFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+// waitFull waits until the store holds a full snapshot at revision rev or later.
+func waitFull(t testing.TB, url string, rev int64, timeout time.Duration) snapstore.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		list := fulls(t, url)
+		if n := len(list); n > 0 && list[n-1].Revision >= rev {
+			return list[n-1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no full snapshot at revision >= %d in %s after %v (have %v)", rev, url, timeout, list)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
