@@ -11,14 +11,14 @@ import (
 
 // ListCmd is `etcdbr list`.
 type ListCmd struct {
-	Store string `help:"Backup store URL." required:"" env:"ETCDBR_STORE"`
+	StoreFlags `embed:""`
 }
 
 // Run prints a table of the store's backups, oldest first.
 func (c *ListCmd) Run(ctx context.Context, env *Env) error {
-	store, err := snapstore.Open(ctx, c.Store, snapstore.Options{})
+	store, err := c.open(ctx)
 	if err != nil {
-		return usageError{fmt.Errorf("--store: %w", err)}
+		return err
 	}
 	defer store.Close()
 	fulls, err := store.List(ctx, snapstore.KindFull)

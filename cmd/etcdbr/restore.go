@@ -6,14 +6,13 @@ import (
 	"os"
 
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
 // RestoreCmd is `etcdbr restore`: an offline rebuild of a data dir.
 type RestoreCmd struct {
+	StoreFlags    `embed:""`
 	DataDir       string   `help:"The data dir to create (must not exist or be empty)." required:"" env:"ETCDBR_DATA_DIR" type:"path"`
-	Store         string   `help:"Backup store URL." required:"" env:"ETCDBR_STORE"`
 	SkipHashCheck bool     `help:"Do not check etcd's own SHA-256 of the snapshot db (etcdbr's checksum is still verified)." env:"ETCDBR_SKIP_HASH_CHECK"`
 	EtcdArgs      []string `arg:"" optional:"" name:"etcd-flags" help:"etcd flags for the member's name, peer URLs, initial cluster and token, after --."`
 }
@@ -28,9 +27,9 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return usageErrorf("data dir %q is not empty: etcdbr restore only creates a new data dir; "+
 			"move it away first (etcdbr run restores a corrupt data dir by itself and keeps the old one)", cfg.Dir)
 	}
-	store, err := snapstore.Open(ctx, c.Store, snapstore.Options{})
+	store, err := c.open(ctx)
 	if err != nil {
-		return usageError{fmt.Errorf("--store: %w", err)}
+		return err
 	}
 	defer store.Close()
 	res, err := supervisor.RestoreLatest(ctx, store, cfg, embedded.RestoreOptions{SkipHashCheck: c.SkipHashCheck}, env.Log)

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -21,8 +19,8 @@ var errHelpShown = errors.New("help shown")
 
 // RunCmd is `etcdbr run`.
 type RunCmd struct {
+	StoreFlags           `embed:""`
 	DataDir              string   `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
-	Store                string   `help:"Backup store URL: file:///dir, s3://bucket/prefix?region=..., gs://bucket/prefix, azblob://container/prefix. Default: a directory beside the data dir." env:"ETCDBR_STORE"`
 	FullSnapshotSchedule string   `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
 }
@@ -37,7 +35,10 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--full-snapshot-schedule: %w", err)}
 	}
-	store, err := openStore(ctx, env.Log, c.Store, etcdCfg.Dir)
+	if c.Store == "" {
+		c.Store = defaultStoreURL(env.Log, etcdCfg.Dir)
+	}
+	store, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -76,19 +77,4 @@ func etcdConfig(env *Env, args []string, dataDir string) (*embed.Config, error) 
 		cfg.Dir = abs
 	}
 	return cfg, nil
-}
-
-// openStore opens the store at url, or the default local store beside dataDir.
-func openStore(ctx context.Context, lg *slog.Logger, url, dataDir string) (*snapstore.Store, error) {
-	if url == "" {
-		dir := filepath.Clean(dataDir) + ".backups"
-		url = "file://" + dir
-		lg.Warn("no --store given: backups go to a local directory beside the data dir; "+
-			"they protect against corruption but not against losing the disk: set --store to object storage", "store", url)
-	}
-	store, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		return nil, usageError{fmt.Errorf("--store: %w", err)}
-	}
-	return store, nil
 }

@@ -13,11 +13,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
-	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // SnapshotCmd is `etcdbr snapshot`: one full snapshot of an external etcd.
 type SnapshotCmd struct {
+	StoreFlags  `embed:""`
 	Endpoints   []string      `help:"etcd client URLs." default:"http://127.0.0.1:2379" env:"ETCDBR_ENDPOINTS" sep:","`
 	Cacert      string        `help:"CA bundle to verify the etcd server's certificate." env:"ETCDBR_CACERT" type:"existingfile"`
 	Cert        string        `help:"Client certificate." env:"ETCDBR_CERT" type:"existingfile"`
@@ -25,7 +25,6 @@ type SnapshotCmd struct {
 	Insecure    bool          `help:"Skip verification of the server's certificate (testing only)." env:"ETCDBR_INSECURE_SKIP_TLS_VERIFY" name:"insecure-skip-tls-verify"`
 	User        string        `help:"etcd user name (USER or USER:PASSWORD) for a cluster with auth enabled." env:"ETCDBR_USER"`
 	DialTimeout time.Duration `help:"Timeout to connect to etcd." default:"10s" env:"ETCDBR_DIAL_TIMEOUT"`
-	Store       string        `help:"Backup store URL." required:"" env:"ETCDBR_STORE"`
 	SpoolDir    string        `help:"Directory for the snapshot while it is verified (needs room for the whole db)." env:"ETCDBR_SPOOL_DIR" type:"path"`
 }
 
@@ -36,9 +35,9 @@ func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer cli.Close()
-	store, err := snapstore.Open(ctx, c.Store, snapstore.Options{})
+	store, err := c.open(ctx)
 	if err != nil {
-		return usageError{fmt.Errorf("--store: %w", err)}
+		return err
 	}
 	defer store.Close()
 	spool := c.SpoolDir
