@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -19,7 +20,13 @@ type Config struct {
 	Etcd     *embed.Config    // the member's etcd configuration (Dir set)
 	Store    *snapstore.Store // where backups go and restores come from
 	Schedule backup.Schedule  // full snapshot schedule
-	Log      *slog.Logger
+	// DeltaPeriod is how often delta snapshots are uploaded while etcd serves; 0 disables
+	// them.
+	DeltaPeriod time.Duration
+	// DeltaMemoryLimit bounds the bytes of events held for delta snapshots (0: the default,
+	// backup.DefaultDeltaMemoryLimit).
+	DeltaMemoryLimit int64
+	Log              *slog.Logger
 	// Started, when set, is called once etcd serves (tests and the HTTP API use it).
 	Started func(*embedded.Etcd)
 }
@@ -60,10 +67,27 @@ func Run(ctx context.Context, cfg Config) error {
 	backupsDone := make(chan error, 1)
 	go func() { backupsDone <- runner.Run(bctx) }()
 
+	dctx, stopDeltas := context.WithCancel(context.WithoutCancel(ctx))
+	var deltasDone chan error // nil (never ready) while deltas are disabled
+	if cfg.DeltaPeriod > 0 {
+		deltasDone = make(chan error, 1)
+		dcfg := backup.DeltaConfig{
+			Store:       cfg.Store,
+			Client:      e.Client(),
+			Period:      cfg.DeltaPeriod,
+			MemoryLimit: cfg.DeltaMemoryLimit,
+			Full:        backup.FullFromRunner(bctx, runner),
+			Log:         lg.With("component", "delta"),
+		}
+		go func() { deltasDone <- deltasWhileLeader(dctx, e, dcfg, lg) }()
+	} else {
+		lg.Info("delta snapshots are disabled (--delta-snapshot-period 0): a restore loses the writes since the last full snapshot")
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
-		lg.Info("stopping: finishing backups, then stopping etcd")
+		lg.Info("stopping: abandoning any full snapshot in flight, uploading the final delta, then stopping etcd")
 	case err := <-e.Err():
 		runErr = fmt.Errorf("etcd failed: %w", err)
 		lg.Error("etcd failed; stopping", "err", err)
@@ -71,10 +95,22 @@ func Run(ctx context.Context, cfg Config) error {
 		// Run only returns early on a setup error.
 		backupsDone <- err
 		runErr = err
+	case err := <-deltasDone:
+		// Likewise.
+		deltasDone <- err
+		runErr = err
 	}
+	// The order matters: the full snapshot runner first (an abandoned full snapshot leaves
+	// nothing behind), then the deltas (the final delta needs etcd), then etcd.
 	stopBackups()
 	if err := <-backupsDone; err != nil && runErr == nil {
 		runErr = err
+	}
+	stopDeltas()
+	if deltasDone != nil {
+		if err := <-deltasDone; err != nil && runErr == nil {
+			runErr = err
+		}
 	}
 	e.Close()
 	return runErr

@@ -177,7 +177,7 @@ func TestSnapshotSidecar(t *testing.T) {
 	}
 
 	store := "file://" + filepath.Join(dir, "sidecar-store")
-	code, out := runToExit(t, []string{"snapshot", "--endpoints", ext.ClientURL, "--store", store})
+	code, out := runToExit(t, []string{"snapshot", "--once", "--endpoints", ext.ClientURL, "--store", store})
 	if code != 0 {
 		t.Fatalf("etcdbr snapshot: exit %d\n%s", code, out)
 	}
@@ -300,7 +300,7 @@ func TestEtcdDropInKubeadm(t *testing.T) {
 
 	// The sidecar reaches the same member over TLS with the client certificate.
 	sidecar := "file://" + filepath.Join(dir, "sidecar")
-	code, out := runToExit(t, []string{"snapshot", "--endpoints", clientURL,
+	code, out := runToExit(t, []string{"snapshot", "--once", "--endpoints", clientURL,
 		"--cacert", certs.CA, "--cert", certs.ClientCert, "--key", certs.ClientKey, "--store", sidecar})
 	if code != 0 || len(fulls(t, sidecar)) != 1 {
 		t.Fatalf("etcdbr snapshot over TLS: exit %d, %d snapshots\n%s", code, len(fulls(t, sidecar)), out)

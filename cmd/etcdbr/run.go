@@ -5,7 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -20,8 +24,9 @@ var errHelpShown = errors.New("help shown")
 // RunCmd is `etcdbr run`.
 type RunCmd struct {
 	StoreFlags           `embed:""`
-	DataDir              string   `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
-	FullSnapshotSchedule string   `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
+	DataDir              string `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
+	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
+	DeltaFlags           `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
 }
 
@@ -35,6 +40,9 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--full-snapshot-schedule: %w", err)}
 	}
+	if err := c.DeltaFlags.validate(); err != nil {
+		return err
+	}
 	if c.Store == "" {
 		c.Store = defaultStoreURL(env.Log, etcdCfg.Dir)
 	}
@@ -44,11 +52,83 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	}
 	defer store.Close()
 	return supervisor.Run(ctx, supervisor.Config{
-		Etcd:     etcdCfg,
-		Store:    store,
-		Schedule: sched,
-		Log:      env.Log,
+		Etcd:             etcdCfg,
+		Store:            store,
+		Schedule:         sched,
+		DeltaPeriod:      c.DeltaSnapshotPeriod,
+		DeltaMemoryLimit: int64(c.DeltaSnapshotMemoryLimit),
+		Log:              env.Log,
 	})
+}
+
+// DeltaFlags are the delta snapshot flags of run and snapshot.
+type DeltaFlags struct {
+	DeltaSnapshotPeriod      time.Duration `help:"How often the writes since the last delta snapshot are uploaded as one (at least 1s; 0 disables delta snapshots)." default:"10s" env:"ETCDBR_DELTA_SNAPSHOT_PERIOD"`
+	DeltaSnapshotMemoryLimit byteSize      `help:"Memory for writes not yet uploaded, in bytes or with a unit (KiB, MiB, GiB, KB, MB, GB); a delta is uploaded early when half of it is used." default:"64MiB" env:"ETCDBR_DELTA_SNAPSHOT_MEMORY_LIMIT"`
+}
+
+// validate checks the delta flags' values.
+func (f DeltaFlags) validate() error {
+	if f.DeltaSnapshotPeriod < 0 || (f.DeltaSnapshotPeriod > 0 && f.DeltaSnapshotPeriod < time.Second) {
+		return usageErrorf("--delta-snapshot-period %v: use at least 1s, or 0 to disable delta snapshots", f.DeltaSnapshotPeriod)
+	}
+	if f.DeltaSnapshotMemoryLimit < 1<<20 {
+		return usageErrorf("--delta-snapshot-memory-limit %v: use at least 1MiB", f.DeltaSnapshotMemoryLimit)
+	}
+	return nil
+}
+
+// byteSize is a size in bytes that parses units: 64MiB, 512KiB, 1GiB, 100MB, 4096.
+type byteSize int64
+
+// byteUnit returns the bytes of a size unit (lower case).
+func byteUnit(unit string) (int64, bool) {
+	switch unit {
+	case "", "b":
+		return 1, true
+	case "k", "kb":
+		return 1e3, true
+	case "ki", "kib":
+		return 1 << 10, true
+	case "m", "mb":
+		return 1e6, true
+	case "mi", "mib":
+		return 1 << 20, true
+	case "g", "gb":
+		return 1e9, true
+	case "gi", "gib":
+		return 1 << 30, true
+	}
+	return 0, false
+}
+
+// UnmarshalText parses a size.
+func (b *byteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	unit, ok := byteUnit(strings.ToLower(strings.TrimSpace(s[i:])))
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if !ok || err != nil || i == 0 || n > math.MaxInt64/unit {
+		return fmt.Errorf("invalid size %q: use bytes or a number with a unit (KiB, MiB, GiB, KB, MB, GB), e.g. 64MiB", s)
+	}
+	*b = byteSize(n * unit)
+	return nil
+}
+
+// String formats the size in the largest binary unit that divides it.
+func (b byteSize) String() string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && int64(b)%u.size == 0 {
+			return fmt.Sprintf("%d%s", int64(b)/u.size, u.name)
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
 }
 
 // etcdConfig parses etcd's flags (and ETCD_* variables) and applies etcdbr's --data-dir.

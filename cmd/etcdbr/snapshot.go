@@ -13,23 +13,39 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// SnapshotCmd is `etcdbr snapshot`: one full snapshot of an external etcd.
+// SnapshotCmd is `etcdbr snapshot`: the sidecar. It backs up an external etcd until
+// SIGTERM (full snapshots on a schedule, delta snapshots from a watch), or takes one full
+// snapshot with --once.
 type SnapshotCmd struct {
-	StoreFlags  `embed:""`
-	Endpoints   []string      `help:"etcd client URLs." default:"http://127.0.0.1:2379" env:"ETCDBR_ENDPOINTS" sep:","`
-	Cacert      string        `help:"CA bundle to verify the etcd server's certificate." env:"ETCDBR_CACERT" type:"existingfile"`
-	Cert        string        `help:"Client certificate." env:"ETCDBR_CERT" type:"existingfile"`
-	Key         string        `help:"Client key." env:"ETCDBR_KEY" type:"existingfile"`
-	Insecure    bool          `help:"Skip verification of the server's certificate (testing only)." env:"ETCDBR_INSECURE_SKIP_TLS_VERIFY" name:"insecure-skip-tls-verify"`
-	User        string        `help:"etcd user name (USER or USER:PASSWORD) for a cluster with auth enabled." env:"ETCDBR_USER"`
-	DialTimeout time.Duration `help:"Timeout to connect to etcd." default:"10s" env:"ETCDBR_DIAL_TIMEOUT"`
-	SpoolDir    string        `help:"Directory for the snapshot while it is verified (needs room for the whole db)." env:"ETCDBR_SPOOL_DIR" type:"path"`
+	StoreFlags           `embed:""`
+	Once                 bool   `help:"Take one full snapshot, print its name and exit (default: run until SIGTERM, with full snapshots on the schedule and delta snapshots)." env:"ETCDBR_ONCE"`
+	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
+	DeltaFlags           `embed:""`
+	Endpoints            []string      `help:"etcd client URLs." default:"http://127.0.0.1:2379" env:"ETCDBR_ENDPOINTS" sep:","`
+	Cacert               string        `help:"CA bundle to verify the etcd server's certificate." env:"ETCDBR_CACERT" type:"existingfile"`
+	Cert                 string        `help:"Client certificate." env:"ETCDBR_CERT" type:"existingfile"`
+	Key                  string        `help:"Client key." env:"ETCDBR_KEY" type:"existingfile"`
+	Insecure             bool          `help:"Skip verification of the server's certificate (testing only)." env:"ETCDBR_INSECURE_SKIP_TLS_VERIFY" name:"insecure-skip-tls-verify"`
+	User                 string        `help:"etcd user name (USER or USER:PASSWORD) for a cluster with auth enabled." env:"ETCDBR_USER"`
+	DialTimeout          time.Duration `help:"Timeout to connect to etcd." default:"10s" env:"ETCDBR_DIAL_TIMEOUT"`
+	SpoolDir             string        `help:"Directory for the snapshot while it is verified (needs room for the whole db)." env:"ETCDBR_SPOOL_DIR" type:"path"`
 }
 
-// Run takes the snapshot.
+// Run backs up the external etcd: continuously, or once with --once.
 func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
+	var sched backup.Schedule
+	if !c.Once {
+		var err error
+		if sched, err = backup.ParseSchedule(c.FullSnapshotSchedule); err != nil {
+			return usageError{fmt.Errorf("--full-snapshot-schedule: %w", err)}
+		}
+		if err := c.DeltaFlags.validate(); err != nil {
+			return err
+		}
+	}
 	cli, err := c.client(ctx)
 	if err != nil {
 		return err
@@ -44,6 +60,9 @@ func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
 	if spool == "" {
 		spool = os.TempDir()
 	}
+	if !c.Once {
+		return c.continuous(ctx, env, cli, store, sched, spool)
+	}
 	start := time.Now()
 	snap, err := backup.FullFromClient(ctx, cli, store, spool)
 	if err != nil {
@@ -53,6 +72,63 @@ func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
 		"duration", time.Since(start).Round(time.Millisecond))
 	fmt.Fprintln(env.Stdout, snap.Key)
 	return nil
+}
+
+// continuous takes full snapshots on the schedule and delta snapshots until ctx ends; then
+// it abandons a full snapshot in flight, uploads the final delta and returns.
+func (c *SnapshotCmd) continuous(ctx context.Context, env *Env, cli *clientv3.Client, store *snapstore.Store, sched backup.Schedule, spool string) error {
+	lg := env.Log
+	runner := &backup.Runner{
+		Store:    store,
+		Schedule: sched,
+		Log:      lg.With("component", "backup"),
+		Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+			return backup.FullFromClient(ctx, cli, store, spool)
+		},
+	}
+	lg.Info("backing up an external etcd until SIGTERM", "endpoints", strings.Join(c.Endpoints, ","), "store", store.URL(),
+		"full_snapshot_schedule", sched.String(), "delta_snapshot_period", c.DeltaSnapshotPeriod)
+	bctx, stopBackups := context.WithCancel(context.WithoutCancel(ctx))
+	backupsDone := make(chan error, 1)
+	go func() { backupsDone <- runner.Run(bctx) }()
+	dctx, stopDeltas := context.WithCancel(context.WithoutCancel(ctx))
+	var deltasDone chan error // nil (never ready) while deltas are disabled
+	if c.DeltaSnapshotPeriod > 0 {
+		deltasDone = make(chan error, 1)
+		go func() {
+			deltasDone <- backup.RunDeltas(dctx, backup.DeltaConfig{
+				Store:       store,
+				Client:      cli,
+				Period:      c.DeltaSnapshotPeriod,
+				MemoryLimit: int64(c.DeltaSnapshotMemoryLimit),
+				Full:        backup.FullFromRunner(bctx, runner),
+				Log:         lg.With("component", "delta"),
+			})
+		}()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		lg.Info("stopping: abandoning any full snapshot in flight, uploading the final delta")
+	case err := <-backupsDone: // only a setup error ends it early
+		backupsDone <- err
+		runErr = err
+	case err := <-deltasDone: // likewise
+		deltasDone <- err
+		runErr = err
+	}
+	stopBackups()
+	if err := <-backupsDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	stopDeltas()
+	if deltasDone != nil {
+		if err := <-deltasDone; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	return runErr
 }
 
 // client connects to the external etcd and checks that it answers.
