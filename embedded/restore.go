@@ -1,9 +1,12 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -12,10 +15,13 @@ import (
 	"strings"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/etcdbr/etcdbr/internal/dbrev"
 )
 
 // RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
@@ -31,6 +37,28 @@ type RestoreOptions struct {
 	// MarkCompacted marks the bumped revision as compacted, so that watchers
 	// from older revisions are told to relist. Requires RevisionBump > 0.
 	MarkCompacted bool
+	// WantRevision, when set, is the revision the snapshot db must hold (the
+	// revision in the full snapshot's name); another one fails the restore with
+	// ErrWrongRevision before anything is written.
+	WantRevision int64
+	// Replay, when it lists deltas, has them replayed into the db (ReplayDeltas)
+	// before the data dir is built, and so before the revision bump. The db file at
+	// dbPath is then changed in place: pass a copy that may be thrown away.
+	Replay ReplayOptions
+}
+
+// ErrWrongRevision is wrapped by the error BuildDataDir returns when the snapshot
+// db does not hold RestoreOptions.WantRevision.
+var ErrWrongRevision = errors.New("the snapshot db holds another revision than its name says")
+
+// BuildResult says what BuildDataDir built.
+type BuildResult struct {
+	// MovedAside is where the previous data dir went ("" when there was none).
+	MovedAside string
+	// Replay is what the replay of the deltas did (zero without deltas).
+	Replay ReplayResult
+	// Revision is the revision of the new data dir, after any bump.
+	Revision int64
 }
 
 // restoreDBProblemsMax is how many problems of a damaged snapshot db an error names.
@@ -55,11 +83,16 @@ func asideDir(dir string, now time.Time) string {
 	}
 }
 
-// BuildDataDir turns the snapshot db file at dbPath into the data dir of cfg's
-// member and swaps it in for cfg.Dir.
+// BuildDataDir turns the snapshot db file at dbPath, with the deltas of
+// opts.Replay replayed into it, into the data dir of cfg's member and swaps it in
+// for cfg.Dir.
 //
 // dbPath is a db as etcd's Maintenance API streams it: the bbolt file followed by
-// its 32-byte sha256, which is checked unless opts.SkipHashCheck. The membership
+// its 32-byte sha256, which is checked unless opts.SkipHashCheck (then the hash
+// may be missing). With deltas, the hash is checked and cut off, the db checked,
+// the deltas replayed into it in place (see ReplayDeltas; leases without a known
+// TTL get MinLeaseTTL(cfg) unless opts.Replay says otherwise), and then the
+// revision bump applies to the replayed db. The membership
 // comes from cfg as etcd would use it, defaults included: cfg.Name,
 // cfg.AdvertisePeerUrls, the initial cluster (--initial-cluster or DNS
 // discovery) and cfg.InitialClusterToken; discovery by URL or by v3 discovery
@@ -79,28 +112,63 @@ func asideDir(dir string, now time.Time) string {
 // staging dir cannot be created. On failure it removes its staging dirs and
 // leaves the existing data dir untouched (a failure during the swap puts it
 // back). It removes a staging dir left over by an earlier, interrupted call.
-func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts RestoreOptions, lg *slog.Logger) (movedAside string, err error) {
+func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts RestoreOptions, lg *slog.Logger) (res BuildResult, err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	rc, plan, err := planRestore(dbPath, cfg, opts)
 	if err != nil {
-		return "", err
+		return res, err
 	}
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
 	if inUse, err := dbInUse(newMemberLayout(plan.dataDir, "").db); err != nil {
-		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	} else if inUse {
-		return "", fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", plan.dataDir)
+		return res, fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", plan.dataDir)
+	}
+	replaying := len(opts.Replay.Deltas) > 0
+	if replaying {
+		if err := stripHash(dbPath, opts.SkipHashCheck); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
+		rc.SkipHashCheck = true // checked above; the replay changes the db
 	}
 	if err := checkSnapshotDB(dbPath); err != nil {
-		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	if opts.WantRevision > 0 {
+		rev, err := fileRevision(dbPath)
+		if err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
+		if rev != opts.WantRevision {
+			return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", plan.dataDir, ErrWrongRevision, rev, opts.WantRevision)
+		}
+	}
+	if replaying {
+		replay := opts.Replay
+		if replay.MinLeaseTTL == 0 {
+			replay.MinLeaseTTL = MinLeaseTTL(cfg)
+		}
+		if replay.Log == nil {
+			replay.Log = lg
+		}
+		if replay.EtcdLog == nil {
+			replay.EtcdLog = zapLogger(cfg)
+		}
+		if res.Replay, err = replayDeltas(ctx, dbPath, replay); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
+		lg.Info("deltas replayed", "from_revision", res.Replay.FromRevision, "revision", res.Replay.Revision,
+			"revisions", res.Replay.Revisions, "events", res.Replay.Events, "skipped", res.Replay.Skipped,
+			"leases_granted", res.Replay.Leases, "duration", res.Replay.Duration.Round(time.Millisecond),
+			"revisions_per_second", perSecond(res.Replay.Revisions, res.Replay.Duration))
 	}
 
 	if err := plan.createStaging(lg); err != nil {
-		return "", err
+		return res, err
 	}
 	defer func() {
 		if err != nil {
@@ -112,24 +180,93 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		"name", rc.Name, "initial_cluster", rc.InitialCluster,
 		"revision_bump", opts.RevisionBump, "mark_compacted", opts.MarkCompacted)
 	if err := runRestore(zapLogger(cfg), rc); err != nil {
-		return "", fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
+		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
+	}
+	if res.Revision, err = fileRevision(filepath.Join(plan.stagedData(), "member", "snap", "db")); err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
 	for _, d := range plan.stagingDirs() {
 		if err := syncTree(d); err != nil {
-			return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
 
-	movedAside, err = plan.swap(lg, time.Now())
+	res.MovedAside, err = plan.swap(lg, time.Now())
 	if err != nil {
-		return "", err
+		return res, err
 	}
 	plan.removeStaging(lg)
-	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "moved_aside", movedAside)
-	return movedAside, nil
+	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
+	return res, nil
+}
+
+// stripHash checks the sha256 etcd appends to a snapshot db (unless skip) and cuts
+// it off, as etcdutl does before it opens the db. With skip, a db without the hash
+// is left as it is.
+func stripHash(dbPath string, skip bool) error {
+	f, err := os.OpenFile(dbPath, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("snapshot db: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("snapshot db: %w", err)
+	}
+	size := st.Size()
+	if size%512 != sha256.Size { // a bbolt file is whole pages: the hash is what sticks out
+		if skip {
+			return nil
+		}
+		return fmt.Errorf("snapshot db %q: missing hash (its size, %d, is whole pages): restore with SkipHashCheck if it comes from a data dir", dbPath, size)
+	}
+	if !skip {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-sha256.Size)); err != nil {
+			return fmt.Errorf("snapshot db %q: %w", dbPath, err)
+		}
+		want := make([]byte, sha256.Size)
+		if _, err := f.ReadAt(want, size-sha256.Size); err != nil {
+			return fmt.Errorf("snapshot db %q: %w", dbPath, err)
+		}
+		if got := h.Sum(nil); !bytes.Equal(got, want) {
+			return fmt.Errorf("snapshot db %q: sha256 mismatch: the db hashes to %x, the snapshot says %x", dbPath, got, want)
+		}
+	}
+	if err := f.Truncate(size - sha256.Size); err != nil {
+		return fmt.Errorf("snapshot db %q: cut off the hash: %w", dbPath, err)
+	}
+	return nil
+}
+
+// fileRevision reads the revision of the db file at path.
+func fileRevision(path string) (int64, error) {
+	// A snapshot db may still end with its sha256: bbolt reads only whole pages.
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return 0, fmt.Errorf("open restored db %q: %w", path, err)
+	}
+	defer db.Close()
+	var rev int64
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		rev, err = dbrev.Revision(tx)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("restored db %q: %w", path, err)
+	}
+	return rev, nil
+}
+
+func perSecond(n int64, d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64(float64(n) / d.Seconds())
 }
 
 // restorePlan is where a restore builds and where it swaps.

@@ -54,9 +54,10 @@ func TestBuildDataDir(t *testing.T) {
 	t.Run("into a new path", func(t *testing.T) {
 		t.Parallel()
 		cfg := embeddedtest.NewConfig(t)
-		aside, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{}, testLogger(t))
+		res, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{}, testLogger(t))
 		require.NoError(t, err)
-		assert.Empty(t, aside)
+		assert.Empty(t, res.MovedAside)
+		assert.Equal(t, wantRev, res.Revision)
 		noLeftovers(t, cfg)
 		v := Inspect(ctx, cfg.Dir, "")
 		require.Equal(t, StateValid, v.State, v.Reason)
@@ -69,8 +70,9 @@ func TestBuildDataDir(t *testing.T) {
 		cfg, _ := newDataDir(t, 5)
 		before := treeDigest(t, cfg.Dir)
 
-		aside, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{}, testLogger(t))
+		res, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{}, testLogger(t))
 		require.NoError(t, err)
+		aside := res.MovedAside
 		require.NotEmpty(t, aside)
 		assert.True(t, strings.HasPrefix(aside, cfg.Dir+".etcdbr-old-"), aside)
 		assert.Equal(t, before, treeDigest(t, aside), "the old data dir is kept byte for byte")
@@ -81,8 +83,9 @@ func TestBuildDataDir(t *testing.T) {
 	t.Run("revision bump and mark compacted", func(t *testing.T) {
 		t.Parallel()
 		cfg := embeddedtest.NewConfig(t)
-		_, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{RevisionBump: 1000, MarkCompacted: true}, testLogger(t))
+		res, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{RevisionBump: 1000, MarkCompacted: true}, testLogger(t))
 		require.NoError(t, err)
+		assert.Equal(t, wantRev+1000, res.Revision)
 		v := Inspect(ctx, cfg.Dir, "")
 		require.Equal(t, StateValid, v.State, v.Reason)
 		assert.Equal(t, wantRev+1000, v.Revision)
@@ -162,10 +165,10 @@ func TestBuildDataDir(t *testing.T) {
 			{"mark compacted without bump", snap, RestoreOptions{MarkCompacted: true}, "RevisionBump and MarkCompacted"},
 			{"bump without mark compacted", snap, RestoreOptions{RevisionBump: 10}, "RevisionBump and MarkCompacted"},
 		} {
-			aside, err := BuildDataDir(ctx, tc.db, cfg, tc.opts, testLogger(t))
+			res, err := BuildDataDir(ctx, tc.db, cfg, tc.opts, testLogger(t))
 			require.Error(t, err, tc.name)
 			assert.Contains(t, err.Error(), tc.want, tc.name)
-			assert.Empty(t, aside, tc.name)
+			assert.Empty(t, res.MovedAside, tc.name)
 		}
 		assert.Equal(t, before, treeDigest(t, cfg.Dir))
 		olds, err := filepath.Glob(cfg.Dir + ".etcdbr-old-*")

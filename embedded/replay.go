@@ -1,0 +1,432 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"time"
+
+	"github.com/coreos/go-semver/semver"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/pkg/v3/traceutil"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/lease"
+	"go.etcd.io/etcd/server/v3/storage/backend"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// ReplayOptions says which deltas ReplayDeltas replays and where it stops.
+type ReplayOptions struct {
+	// Deltas are replayed in this order: a chain as snapstore.PlanRestore returns it.
+	Deltas []snapstore.Snapshot
+	// Open returns a delta's payload (snapstore.Store.Open); reading it to io.EOF must
+	// vouch for all of it.
+	Open func(ctx context.Context, delta snapstore.Snapshot) (io.ReadCloser, error)
+	// Stop is where the replay ends: after revision Stop.Revision, or before the first
+	// revision observed after Stop.Time; the zero Target replays all the deltas.
+	Stop snapstore.Target
+	// Reach is the lowest revision the db may end at (snapstore.Plan.MinRevision): ending
+	// below it fails the replay.
+	Reach int64
+	// MustPassTime (time targets, snapstore.Plan.EndsAtGap): the deltas end at a gap, so
+	// running out of deltas before a revision observed after Stop.Time fails the replay.
+	MustPassTime bool
+	// MinLeaseTTL is the member's minimum lease TTL in seconds (MinLeaseTTL(cfg)); leases
+	// whose TTL the deltas do not know are granted with it. 0 means etcd's default, 2.
+	MinLeaseTTL int64
+	// Log receives progress and warnings (nil: discarded).
+	Log *slog.Logger
+	// EtcdLog is the logger of etcd's storage code (nil: errors to stderr). It must not
+	// exit the process on Fatal if the caller wants to survive a failing disk; etcd's own
+	// loggers do exit, as etcd itself does.
+	EtcdLog *zap.Logger
+}
+
+// ReplayResult says what ReplayDeltas did.
+type ReplayResult struct {
+	// FromRevision is the db's revision before the replay, Revision the one after.
+	FromRevision, Revision int64
+	// Time is when the last replayed revision was observed (zero when none was replayed).
+	Time time.Time
+	// Deltas counts the deltas read (a time target may not need all of them).
+	Deltas int
+	// Revisions and Events count what was written; Skipped counts revisions the db held
+	// already (a delta that starts before the full snapshot).
+	Revisions, Events, Skipped int64
+	// Leases counts the leases granted; UnknownTTL those of them granted with the minimum
+	// TTL because the deltas did not know their TTL.
+	Leases, UnknownTTL int
+	// PassedTime reports that the replay stopped at a revision observed after Stop.Time.
+	PassedTime bool
+	// Duration is how long the replay took.
+	Duration time.Duration
+}
+
+// ObjectError is the failure to read one backup object. When it wraps snapstore.ErrCorrupt
+// or snapstore.ErrMalformedDelta the object itself is bad: a restore can leave it out and
+// plan again.
+type ObjectError struct {
+	Object snapstore.Snapshot
+	Err    error
+}
+
+func (e *ObjectError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+// BadObject returns the object an error reports as corrupt or malformed, if any.
+func BadObject(err error) (snapstore.Snapshot, bool) {
+	var oe *ObjectError
+	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrCorrupt) || errors.Is(oe.Err, snapstore.ErrMalformedDelta)) {
+		return oe.Object, true
+	}
+	return snapstore.Snapshot{}, false
+}
+
+// defaultMinLeaseTTL is etcd's minimum lease TTL with its default heartbeat (100ms) and
+// election timeout (1000ms): ceil(1.5 election timeouts).
+const defaultMinLeaseTTL = 2
+
+// MinLeaseTTL is the minimum lease TTL etcd enforces for cfg's member, in seconds: one and a
+// half election timeouts, rounded up (as etcdserver computes it).
+func MinLeaseTTL(cfg *embed.Config) int64 {
+	if cfg.TickMs == 0 || cfg.ElectionMs == 0 {
+		return defaultMinLeaseTTL
+	}
+	minTTL := time.Duration((3*cfg.ElectionTicks())/2) * time.Duration(cfg.TickMs) * time.Millisecond
+	return int64(math.Ceil(minTTL.Seconds()))
+}
+
+// progressEvery is how often a long replay logs its progress.
+const progressEvery = 10 * time.Second
+
+// ReplayDeltas writes the revisions of opts.Deltas into the etcd db at dbPath (a plain bbolt
+// file: no sha256 appended), offline, straight through etcd's mvcc store: no raft, no
+// network, and a lessor that is never promoted, so no lease expires. Each original revision
+// is one write transaction, so revisions, create and mod revisions and versions come out
+// as the source's; the backend commits in etcd's batches without fsync, and the caller
+// copies or syncs the file afterwards. Revisions the db already holds are skipped.
+//
+// A lease is granted, with the TTL its lease record carries, right before the first
+// revision that attaches a key to it (leases the db already holds are kept as they are); a
+// TTL of 0 (unknown) becomes the minimum TTL, and the log says so. Leases that no replayed
+// key uses are not granted, and leases revoked in the source after the full snapshot stay
+// in the db (with no keys) until they expire once the member runs: the deltas carry no
+// revocations.
+//
+// Every replayed event is checked against the source's: the key-value etcd writes must have
+// the event's create and mod revisions, version and lease, and a delete must find its key.
+// A delta is read to its end even when the replay stops inside it, so that everything
+// written is vouched for by its checksum. A bad object is reported as an *ObjectError; on
+// any error the db is left half-written and must be thrown away.
+func ReplayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (ReplayResult, error) {
+	if err := checkSnapshotDB(dbPath); err != nil {
+		return ReplayResult{}, fmt.Errorf("replay deltas into %q: %w", dbPath, err)
+	}
+	return replayDeltas(ctx, dbPath, opts)
+}
+
+// replayDeltas is ReplayDeltas on a db checked already.
+func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (res ReplayResult, err error) {
+	if err := opts.Stop.Validate(); err != nil {
+		return res, fmt.Errorf("replay deltas: %w", err)
+	}
+	if len(opts.Deltas) > 0 && opts.Open == nil {
+		return res, errors.New("replay deltas: no way to open them (ReplayOptions.Open is nil)")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MinLeaseTTL <= 0 {
+		opts.MinLeaseTTL = defaultMinLeaseTTL
+	}
+	if opts.EtcdLog == nil {
+		opts.EtcdLog = stderrLogger()
+	}
+	started := time.Now()
+	r, err := openReplayer(dbPath, opts)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if cerr := r.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("replay deltas into %q: %w", dbPath, cerr)
+		}
+		res.Duration = time.Since(started)
+	}()
+	res = r.res
+	err = r.run(ctx)
+	res = r.res
+	return res, err
+}
+
+// replayer is one ReplayDeltas.
+type replayer struct {
+	opts    ReplayOptions
+	path    string
+	be      backend.Backend
+	lessor  lease.Lessor
+	kv      mvcc.KV
+	res     ReplayResult
+	pending map[int64]int64 // lease records seen, not granted yet: ID -> TTL
+	unknown []string        // leases granted with the minimum TTL (the first few)
+	lastLog time.Time
+}
+
+func openReplayer(path string, opts ReplayOptions) (r *replayer, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("replay deltas: open the db %q: etcd's storage failed: %v", path, p)
+		}
+	}()
+	bcfg := backend.DefaultBackendConfig(opts.EtcdLog)
+	bcfg.Path = path
+	bcfg.UnsafeNoFsync = true // one sync at the end: the caller copies and syncs the db
+	r = &replayer{opts: opts, path: path, pending: map[int64]int64{}, lastLog: time.Now()}
+	r.be = backend.New(bcfg)
+	r.lessor = lease.NewLessor(opts.EtcdLog, r.be, noCluster{}, lease.LessorConfig{MinLeaseTTL: opts.MinLeaseTTL})
+	r.kv = mvcc.NewStore(opts.EtcdLog, r.be, r.lessor, mvcc.StoreConfig{})
+	r.res.FromRevision = r.kv.Rev()
+	r.res.Revision = r.res.FromRevision
+	return r, nil
+}
+
+func (r *replayer) close() error {
+	if r.kv != nil {
+		r.kv.Close()
+	}
+	if r.lessor != nil {
+		r.lessor.Stop()
+	}
+	if r.be != nil {
+		return r.be.Close() // commits the last batch
+	}
+	return nil
+}
+
+func (r *replayer) run(ctx context.Context) error {
+	stop := r.opts.Stop
+	if stop.Revision > 0 && stop.Revision < r.res.FromRevision {
+		return fmt.Errorf("replay deltas: the db is at revision %d, after the target revision %d", r.res.FromRevision, stop.Revision)
+	}
+	r.opts.Log.Info("replaying deltas", "db", r.path, "from_revision", r.res.FromRevision, "deltas", len(r.opts.Deltas), "target", stop.String())
+	for _, d := range r.opts.Deltas {
+		if stop.Revision > 0 && r.res.Revision >= stop.Revision {
+			break
+		}
+		stopped, err := r.delta(ctx, d)
+		if err != nil {
+			return err
+		}
+		if stopped {
+			break
+		}
+	}
+	switch {
+	case stop.Revision > 0 && r.res.Revision != stop.Revision:
+		return fmt.Errorf("replay deltas: they end at revision %d, not at the target revision %d", r.res.Revision, stop.Revision)
+	case r.res.Revision < r.opts.Reach && stop.Latest():
+		return fmt.Errorf("replay deltas: they end at revision %d, below revision %d, the newest in the store", r.res.Revision, r.opts.Reach)
+	case r.res.Revision < r.opts.Reach:
+		return fmt.Errorf("replay deltas: they end at revision %d, below revision %d, which the store's names show was written by %s",
+			r.res.Revision, r.opts.Reach, stop.Time.UTC().Format(time.RFC3339Nano))
+	case r.opts.MustPassTime && !r.res.PassedTime:
+		return fmt.Errorf("replay deltas: every revision up to %d was observed at or before %s, and the store holds no delta "+
+			"right after it (a gap): the state at that time is not in the store", r.res.Revision, stop.Time.UTC().Format(time.RFC3339Nano))
+	}
+	if r.res.UnknownTTL > 0 {
+		r.opts.Log.Warn("leases whose TTL the deltas did not know were granted with the member's minimum TTL",
+			"count", r.res.UnknownTTL, "ttl_seconds", r.opts.MinLeaseTTL, "leases", r.unknown)
+	}
+	return nil
+}
+
+// delta replays one delta; it reports whether the replay reached its stop inside it.
+func (r *replayer) delta(ctx context.Context, d snapstore.Snapshot) (stopped bool, err error) {
+	bad := func(err error) error { return &ObjectError{Object: d, Err: err} }
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("replay deltas: %w", err)
+	}
+	r.res.Deltas++
+	rc, err := r.opts.Open(ctx, d)
+	if err != nil {
+		return false, bad(fmt.Errorf("open delta %s: %w", d.Key, err))
+	}
+	defer rc.Close()
+	dec, err := snapstore.NewDeltaDecoder(rc)
+	if err != nil {
+		return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+	}
+	if dec.From() != d.From || dec.To() != d.Revision {
+		return false, bad(fmt.Errorf("delta %s: %w: it holds revisions %d..%d, its name says %d..%d",
+			d.Key, snapstore.ErrMalformedDelta, dec.From(), dec.To(), d.From, d.Revision))
+	}
+	stop := r.opts.Stop
+	for {
+		l, rev, err := dec.Next()
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+		}
+		if l != nil {
+			// Every delta repeats the records of the leases it uses: keep the known TTL of
+			// leases not granted yet, and nothing of those granted.
+			if old, ok := r.pending[l.ID]; (!ok || old == 0) && r.lessor.Lookup(lease.LeaseID(l.ID)) == nil {
+				r.pending[l.ID] = l.TTL
+			}
+			continue
+		}
+		if rev.Revision <= r.res.Revision {
+			r.res.Skipped++
+			continue
+		}
+		if rev.Revision != r.res.Revision+1 {
+			return false, fmt.Errorf("replay deltas: %s continues at revision %d, but the db is at revision %d", d.Key, rev.Revision, r.res.Revision)
+		}
+		if (stop.Revision > 0 && rev.Revision > stop.Revision) || (!stop.Time.IsZero() && rev.Time.After(stop.Time)) {
+			r.res.PassedTime = !stop.Time.IsZero()
+			stopped = true
+			break
+		}
+		if err := r.apply(rev); err != nil {
+			return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+		}
+		if r.res.Revision%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return false, fmt.Errorf("replay deltas: %w", err)
+			}
+			r.progress()
+		}
+		if stop.Revision > 0 && rev.Revision == stop.Revision {
+			stopped = true
+			break
+		}
+	}
+	// The replay stops inside the delta: read the rest, so that its checksum vouches for
+	// the revisions written.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+	}
+	return stopped, nil
+}
+
+// apply writes one revision as one write transaction and checks it against the events.
+func (r *replayer) apply(rev *snapstore.Revision) error {
+	// Leases first: the lessor persists a grant through the backend's batch transaction,
+	// which the write transaction holds.
+	for _, ev := range rev.Events {
+		if ev.Type == mvccpb.PUT && ev.Kv.Lease != 0 {
+			if err := r.grant(ev.Kv.Lease, rev.Revision, ev.Kv.Key); err != nil {
+				return err
+			}
+		}
+	}
+	txn := r.kv.Write(traceutil.TODO())
+	var mismatch error
+	for _, ev := range rev.Events {
+		kv := ev.Kv
+		switch ev.Type {
+		case mvccpb.PUT:
+			if got := txn.Put(kv.Key, kv.Value, lease.LeaseID(kv.Lease)); got != rev.Revision && mismatch == nil {
+				mismatch = fmt.Errorf("put of %q went to revision %d", kv.Key, got)
+			}
+		case mvccpb.DELETE:
+			if n, got := txn.DeleteRange(kv.Key, nil); (n != 1 || got != rev.Revision) && mismatch == nil {
+				mismatch = fmt.Errorf("delete of %q removed %d keys at revision %d: the key does not exist", kv.Key, n, got)
+			}
+		}
+	}
+	if mismatch == nil {
+		mismatch = checkChanges(txn.Changes(), rev.Events)
+	}
+	txn.End()
+	if mismatch != nil {
+		return fmt.Errorf("%w: revision %d does not apply to the db as it did to the source (%v): "+
+			"the delta does not belong to the history of the full snapshot", snapstore.ErrMalformedDelta, rev.Revision, mismatch)
+	}
+	r.res.Revision = rev.Revision
+	r.res.Time = rev.Time
+	r.res.Revisions++
+	r.res.Events += int64(len(rev.Events))
+	return nil
+}
+
+// checkChanges compares what a write transaction wrote with the source's events.
+func checkChanges(changes []mvccpb.KeyValue, events []*mvccpb.Event) error {
+	if len(changes) != len(events) {
+		return fmt.Errorf("%d changes for %d events", len(changes), len(events))
+	}
+	for i, ev := range events {
+		got, want := &changes[i], ev.Kv
+		if string(got.Key) != string(want.Key) {
+			return fmt.Errorf("change %d is of key %q, the event's of %q", i, got.Key, want.Key)
+		}
+		if ev.Type == mvccpb.PUT && (got.CreateRevision != want.CreateRevision || got.ModRevision != want.ModRevision ||
+			got.Version != want.Version || got.Lease != want.Lease) {
+			return fmt.Errorf("key %q: create %d mod %d version %d lease %x, the source had create %d mod %d version %d lease %x",
+				got.Key, got.CreateRevision, got.ModRevision, got.Version, got.Lease,
+				want.CreateRevision, want.ModRevision, want.Version, want.Lease)
+		}
+	}
+	return nil
+}
+
+// maxUnknownListed bounds the lease IDs the warning about unknown TTLs lists.
+const maxUnknownListed = 10
+
+// grant grants lease id unless the db has it, with the TTL of its lease record.
+func (r *replayer) grant(id, rev int64, key []byte) error {
+	if r.lessor.Lookup(lease.LeaseID(id)) != nil {
+		return nil
+	}
+	ttl, ok := r.pending[id]
+	if !ok {
+		return fmt.Errorf("%w: revision %d attaches %q to lease %x, which no lease record before it describes",
+			snapstore.ErrMalformedDelta, rev, key, id)
+	}
+	if ttl == 0 {
+		ttl = r.opts.MinLeaseTTL
+		r.res.UnknownTTL++
+		if len(r.unknown) < maxUnknownListed {
+			r.unknown = append(r.unknown, fmt.Sprintf("%x", id))
+		}
+	}
+	if _, err := r.lessor.Grant(lease.LeaseID(id), ttl); err != nil {
+		return fmt.Errorf("grant lease %x with TTL %d: %w", id, ttl, err)
+	}
+	delete(r.pending, id)
+	r.res.Leases++
+	return nil
+}
+
+func (r *replayer) progress() {
+	if time.Since(r.lastLog) < progressEvery {
+		return
+	}
+	r.lastLog = time.Now()
+	r.opts.Log.Info("replaying deltas", "revision", r.res.Revision, "revisions", r.res.Revisions, "events", r.res.Events)
+}
+
+// noCluster is the cluster a lessor asks for its version: there is none offline. The
+// lessor only asks when it checkpoints leases, which a lessor that is never promoted does
+// not do.
+type noCluster struct{}
+
+func (noCluster) Version() *semver.Version { return nil }
+
+// stderrLogger logs etcd's storage errors to stderr.
+func stderrLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zap.ErrorLevel))
+}

@@ -1,0 +1,279 @@
+// Package deltatest records the events of a real etcd member into delta objects, for tests
+// and benchmarks of restores. It writes what etcdbr's delta taker writes (the events of each
+// revision together, lease records with their TTLs, a delta's time when it is cut), but the
+// test decides where each delta ends, and it can write any range again (to make overlaps).
+package deltatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// Recorder watches a member from a revision and keeps the revisions it sees until they are
+// written into deltas.
+type Recorder struct {
+	cli   *clientv3.Client
+	store *snapstore.Store
+	keep  bool
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	mu      sync.Mutex
+	changed chan struct{}        // closed and replaced whenever a revision arrives
+	revs    []snapstore.Revision // received and not cut yet (with keep: all received)
+	first   int64                // the revision of revs[0] (or the next one expected)
+	last    int64                // the last revision received
+	cut     int64                // the last revision written into a delta by Cut
+	ttls    map[int64]int64      // lease TTLs looked up (0: unknown)
+	events  int64                // events received
+	err     error
+}
+
+// Options configures a Recorder.
+type Options struct {
+	// Keep keeps every revision after it was cut, so that WriteRange can write any range.
+	Keep bool
+}
+
+// Start watches cli from revision from (etcd must still hold it) and records into store.
+func Start(ctx context.Context, cli *clientv3.Client, store *snapstore.Store, from int64, opts Options) *Recorder {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	r := &Recorder{
+		cli: cli, store: store, keep: opts.Keep, stop: cancel, done: make(chan struct{}),
+		changed: make(chan struct{}), first: from, last: from - 1, cut: from - 1, ttls: map[int64]int64{},
+	}
+	wch := cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
+	go r.run(wctx, wch)
+	return r
+}
+
+func (r *Recorder) run(ctx context.Context, wch clientv3.WatchChan) {
+	defer close(r.done)
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			r.fail(fmt.Errorf("watch: %w", err))
+			return
+		}
+		if err := r.accept(ctx, resp.Events, time.Now()); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+	if ctx.Err() == nil {
+		r.fail(errors.New("watch ended"))
+	}
+}
+
+// accept groups a response's events by revision; a revision is never split across
+// responses.
+func (r *Recorder) accept(ctx context.Context, evs []*clientv3.Event, at time.Time) error {
+	var group []*mvccpb.Event
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		rev := group[0].Kv.ModRevision
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if rev != r.last+1 {
+			return fmt.Errorf("watch skipped from revision %d to %d", r.last, rev)
+		}
+		r.revs = append(r.revs, snapstore.Revision{Revision: rev, Time: at, Events: group})
+		r.last = rev
+		r.events += int64(len(group))
+		close(r.changed)
+		r.changed = make(chan struct{})
+		group = nil
+		return nil
+	}
+	for _, ev := range evs {
+		e := (*mvccpb.Event)(ev)
+		if len(group) > 0 && e.Kv.ModRevision != group[0].Kv.ModRevision {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if e.Type == mvccpb.PUT && e.Kv.Lease != 0 {
+			if err := r.lookup(ctx, e.Kv.Lease); err != nil {
+				return err
+			}
+		}
+		group = append(group, e)
+	}
+	return flush()
+}
+
+// lookup learns a lease's TTL the first time a key is attached to it; 0 when the lease is
+// gone already.
+func (r *Recorder) lookup(ctx context.Context, id int64) error {
+	r.mu.Lock()
+	_, ok := r.ttls[id]
+	r.mu.Unlock()
+	if ok {
+		return nil
+	}
+	resp, err := r.cli.TimeToLive(ctx, clientv3.LeaseID(id))
+	var ttl int64
+	switch {
+	case err == nil && resp.TTL != -1:
+		ttl = resp.GrantedTTL
+	case err == nil:
+		ttl = 0 // expired or revoked already
+	default:
+		return fmt.Errorf("look up lease %x: %w", id, err)
+	}
+	r.mu.Lock()
+	r.ttls[id] = ttl
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Recorder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = err
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// WaitFor waits until every revision up to rev was received.
+func (r *Recorder) WaitFor(ctx context.Context, rev int64) error {
+	for {
+		r.mu.Lock()
+		last, err, changed := r.last, r.err, r.changed
+		r.mu.Unlock()
+		switch {
+		case last >= rev:
+			return nil
+		case err != nil:
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for revision %d (received up to %d): %w", rev, last, ctx.Err())
+		}
+	}
+}
+
+// Events is how many events the recorder received.
+func (r *Recorder) Events() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events
+}
+
+// Last is the last revision received.
+func (r *Recorder) Last() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// Cut waits for revision to and writes the revisions after the previous cut up to it as one
+// delta, taken now.
+func (r *Recorder) Cut(ctx context.Context, to int64) (snapstore.Snapshot, error) {
+	if err := r.WaitFor(ctx, to); err != nil {
+		return snapstore.Snapshot{}, err
+	}
+	r.mu.Lock()
+	from := r.cut + 1
+	r.mu.Unlock()
+	if to < from {
+		return snapstore.Snapshot{}, fmt.Errorf("cut at %d: revisions up to %d are cut already", to, r.cut)
+	}
+	s, err := r.WriteRange(ctx, from, to, time.Now())
+	if err != nil {
+		return s, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cut = to
+	if !r.keep {
+		n := int(to - r.first + 1)
+		r.revs = append(r.revs[:0], r.revs[n:]...)
+		r.first = to + 1
+	}
+	return s, nil
+}
+
+// WriteRange writes the received revisions from..to as a delta named with time at, whether
+// or not they were cut before (they must still be kept).
+func (r *Recorder) WriteRange(ctx context.Context, from, to int64, at time.Time) (snapstore.Snapshot, error) {
+	r.mu.Lock()
+	if from < r.first || to > r.last {
+		r.mu.Unlock()
+		return snapstore.Snapshot{}, fmt.Errorf("write %d..%d: the recorder holds revisions %d..%d", from, to, r.first, r.last)
+	}
+	revs := r.revs[from-r.first : to-r.first+1]
+	ttls := make(map[int64]int64, len(r.ttls))
+	for id, ttl := range r.ttls {
+		ttls[id] = ttl
+	}
+	r.mu.Unlock()
+	return Write(ctx, r.store, revs, ttls, at)
+}
+
+// Write stores revs (consecutive) as one delta named with time at, with a lease record
+// (TTL from ttls, 0 when missing) before the first revision that attaches a key to a lease.
+func Write(ctx context.Context, store *snapstore.Store, revs []snapstore.Revision, ttls map[int64]int64, at time.Time) (snapstore.Snapshot, error) {
+	if len(revs) == 0 {
+		return snapstore.Snapshot{}, errors.New("write delta: no revisions")
+	}
+	from, to := revs[0].Revision, revs[len(revs)-1].Revision
+	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: at})
+	if err != nil {
+		return snapstore.Snapshot{}, err
+	}
+	defer w.Abort() //nolint:errcheck // a no-op after Commit
+	enc, err := snapstore.NewDeltaEncoder(w, from, to)
+	if err != nil {
+		return snapstore.Snapshot{}, err
+	}
+	written := map[int64]bool{}
+	for _, rev := range revs {
+		for _, ev := range rev.Events {
+			if id := ev.Kv.Lease; ev.Type == mvccpb.PUT && id != 0 && !written[id] {
+				if err := enc.Lease(snapstore.Lease{ID: id, TTL: ttls[id]}); err != nil {
+					return snapstore.Snapshot{}, err
+				}
+				written[id] = true
+			}
+		}
+		if err := enc.Revision(rev); err != nil {
+			return snapstore.Snapshot{}, err
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return snapstore.Snapshot{}, err
+	}
+	return w.Commit()
+}
+
+// TTLs returns the lease TTLs the recorder learned (0: the lease was gone when it asked,
+// and the deltas say the TTL is unknown).
+func (r *Recorder) TTLs() map[int64]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[int64]int64, len(r.ttls))
+	for id, ttl := range r.ttls {
+		out[id] = ttl
+	}
+	return out
+}
+
+// Stop ends the watch.
+func (r *Recorder) Stop() {
+	r.stop()
+	<-r.done
+}

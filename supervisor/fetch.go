@@ -1,0 +1,97 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// fetch streams the verified payload of a full snapshot into a new file at path, without the
+// sha256 etcd appends to the db: the sha256 is checked while the db streams (unless
+// skipHash) and not written. The file is a staging copy: it is not synced.
+func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool) error {
+	r, err := store.Open(ctx, snap)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", snap.Key, err)
+	}
+	defer r.Close()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("fetch %s: create %q: %w", snap.Key, path, err)
+	}
+	db := &dbWriter{w: f, h: sha256.New()}
+	_, err = io.Copy(db, r) // the store vouches for the payload at its end
+	if err == nil {
+		err = db.finish(snap, skipHash)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("fetch %s into %q: %w", snap.Key, path, err)
+	}
+	return nil
+}
+
+// dbWriter writes a snapshot payload but its last sha256.Size bytes, hashing what it writes.
+type dbWriter struct {
+	w    io.Writer
+	h    hash.Hash
+	tail []byte // the last bytes seen, held back
+	n    int64  // bytes seen
+}
+
+func (d *dbWriter) Write(p []byte) (int, error) {
+	d.n += int64(len(p))
+	if len(p) >= sha256.Size {
+		if err := d.emit(d.tail); err != nil {
+			return 0, err
+		}
+		if err := d.emit(p[:len(p)-sha256.Size]); err != nil {
+			return 0, err
+		}
+		d.tail = append(d.tail[:0], p[len(p)-sha256.Size:]...)
+		return len(p), nil
+	}
+	buf := append(append(make([]byte, 0, 2*sha256.Size), d.tail...), p...)
+	if k := len(buf) - sha256.Size; k > 0 {
+		if err := d.emit(buf[:k]); err != nil {
+			return 0, err
+		}
+		buf = buf[k:]
+	}
+	d.tail = buf
+	return len(p), nil
+}
+
+func (d *dbWriter) emit(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	d.h.Write(b)
+	_, err := d.w.Write(b)
+	return err
+}
+
+// finish checks the held-back bytes: the db's sha256 when the payload has one (a bbolt db
+// is whole pages, so the hash is what sticks out), else the end of the db.
+func (d *dbWriter) finish(snap snapstore.Snapshot, skipHash bool) error {
+	if d.n%512 == sha256.Size {
+		if sum := d.h.Sum(nil); !skipHash && !bytes.Equal(sum, d.tail) {
+			return fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", snapstore.ErrCorrupt, snap.Key, sum, d.tail)
+		}
+		return nil
+	}
+	if !skipHash {
+		return fmt.Errorf("%s holds a db without the sha256 etcd appends to snapshots (%d bytes, whole pages); "+
+			"restore with --skip-hash-check if it was made from a data dir's db", snap.Key, d.n)
+	}
+	return d.emit(d.tail)
+}

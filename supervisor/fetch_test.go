@@ -1,0 +1,84 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// dbWriter passes everything but the last 32 bytes, however the payload is cut into writes.
+func TestDBWriter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 31, 32, 33, 64, 4096, 8192 + 32, 100_000} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(rng.IntN(256))
+		}
+		for name, wrap := range map[string]func(io.Reader) io.Reader{
+			"whole": func(r io.Reader) io.Reader { return r }, "one byte": iotest.OneByteReader, "half": iotest.HalfReader,
+		} {
+			var out bytes.Buffer
+			d := &dbWriter{w: &out, h: sha256.New()}
+			_, err := io.Copy(d, wrap(bytes.NewReader(payload)))
+			require.NoError(t, err)
+			keep := max(n-sha256.Size, 0)
+			assert.True(t, bytes.Equal(payload[:keep], out.Bytes()), "%d bytes, %s: written", n, name)
+			assert.True(t, bytes.Equal(payload[keep:], d.tail), "%d bytes, %s: held back", n, name)
+			assert.Equal(t, int64(n), d.n)
+		}
+	}
+}
+
+func TestFetch(t *testing.T) {
+	ctx := context.Background()
+	store, err := snapstore.Open(ctx, "mem://fetch", snapstore.Options{})
+	require.NoError(t, err)
+	defer store.Close()
+	db := bytes.Repeat([]byte("a bbolt db is whole pages......."), 4096/32*3) // 3 pages
+	sum := sha256.Sum256(db)
+	put := func(rev int64, payload []byte) snapstore.Snapshot {
+		w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: time.Now()})
+		require.NoError(t, err)
+		_, err = w.Write(payload)
+		require.NoError(t, err)
+		s, err := w.Commit()
+		require.NoError(t, err)
+		return s
+	}
+	good := put(1, append(bytes.Clone(db), sum[:]...))
+	wrongSum := put(2, append(bytes.Clone(db), bytes.Repeat([]byte{7}, 32)...))
+	noSum := put(3, db)
+	path := filepath.Join(t.TempDir(), "db")
+
+	require.NoError(t, fetch(ctx, store, good, path, false))
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, db, got, "the sha256 is cut off")
+
+	err = fetch(ctx, store, wrongSum, path, false)
+	require.ErrorIs(t, err, snapstore.ErrCorrupt)
+	assert.Contains(t, err.Error(), wrongSum.Key)
+	assert.NoFileExists(t, path)
+	require.NoError(t, fetch(ctx, store, wrongSum, path, true), "skipHash does not check it")
+
+	err = fetch(ctx, store, noSum, path, false)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, snapstore.ErrCorrupt)
+	assert.Contains(t, err.Error(), "--skip-hash-check")
+	require.NoError(t, fetch(ctx, store, noSum, path, true))
+	got, err = os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, db, got, "without a sha256 the whole db is kept")
+}
