@@ -4,14 +4,27 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test lint run clean
+.PHONY: build test soak test-services lint run clean
+
+# The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
+# once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
+# ports around the test run and stopped after it (scripts/test-services).
+WITH_SERVICES := $(GO) run ./scripts/test-services --
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/etcdbr
 
 # Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end).
 test: lint
-	$(GO) test -count=1 -timeout 20m ./...
+	$(WITH_SERVICES) $(GO) test -count=1 -timeout 20m ./...
+
+# Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
+soak: lint
+	$(WITH_SERVICES) $(GO) test -tags soak -count=1 -timeout 60m ./...
+
+# Install the test servers only (the first time takes a few minutes: MinIO builds from source).
+test-services:
+	$(GO) run ./scripts/test-services -install
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -20,8 +20,10 @@ import (
 // whole payload, so read to io.EOF before using it. Corruption is reported
 // by an error wrapping ErrCorrupt that names the key; a missing object by
 // ErrNotFound; an .age object nobody here can decrypt by ErrNoIdentity.
-// Errors reading from the store (network, cancelled ctx) are returned
-// as they are. The caller must Close the reader.
+// Transient failures of the store are retried, and a stream that breaks
+// is resumed from where it stopped (see Options.Retry); errors reading from
+// the store that persist (network, cancelled ctx) are returned as they are.
+// The caller must Close the reader.
 func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
@@ -31,7 +33,7 @@ func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) 
 	if parsed.Encrypted && len(s.opts.Identities) == 0 {
 		return nil, fmt.Errorf("read %q from %q: it is encrypted with age and no identity is configured: %w", key, s.url, ErrNoIdentity)
 	}
-	body, err := s.bucket.NewReader(ctx, key, nil)
+	body, err := openResuming(ctx, bucketRange(s.bucket, key), key, s.url, s.opts.Retry, s.opts.Log)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return nil, fmt.Errorf("read %q from %q: %w", key, s.url, ErrNotFound)

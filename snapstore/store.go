@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -31,6 +32,12 @@ type Options struct {
 	// Identities decrypt .age objects. Reading an .age object without an
 	// identity that matches it is an error wrapping ErrNoIdentity.
 	Identities []age.Identity
+	// Retry is how reads retry transient failures and resume broken
+	// streams; the zero value means up to 8 tries over about a minute.
+	Retry RetryPolicy
+	// Log receives warnings about retried and resumed transfers; nil
+	// discards them.
+	Log *slog.Logger
 }
 
 // Store is a backup store: the objects under one URL prefix. It is safe for
@@ -40,7 +47,7 @@ type Store struct {
 	bucket   *blob.Bucket
 	opts     Options
 	localDir string     // the directory of a file store, "" otherwise
-	s3       *s3.Client // the client of an s3:// store, nil otherwise
+	s3       *s3.Client // the upload client of an s3:// store (openS3), nil otherwise
 }
 
 // Open opens the store at url:
@@ -69,7 +76,20 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %q: create directory: %w", shown, err)
 		}
 	}
-	bucket, err := blob.OpenBucket(ctx, loc.bucketURL)
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var bucket *blob.Bucket
+	var s3Uploads *s3.Client
+	switch loc.scheme {
+	case "s3":
+		bucket, s3Uploads, err = openS3(ctx, loc.bucketURL, log)
+	case "azblob":
+		bucket, err = openAzure(ctx, loc.bucketURL)
+	default:
+		bucket, err = blob.OpenBucket(ctx, loc.bucketURL)
+	}
 	if err != nil {
 		// gocloud's errors quote the URL: keep its secrets out of logs.
 		return nil, fmt.Errorf("open store %q: %w%s", shown, scrubError(err, url), openHint(loc.scheme, err))
@@ -83,13 +103,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		opts: Options{
 			Recipients: slices.Clone(opts.Recipients),
 			Identities: slices.Clone(opts.Identities),
+			Retry:      opts.Retry.orDefault(),
+			Log:        log,
 		},
 		localDir: loc.localDir,
+		s3:       s3Uploads,
 	}
-	if loc.scheme == "s3" {
-		// For configureS3Upload; stays nil if the driver does not expose it.
-		_ = bucket.As(&s.s3)
-	}
+	configureRetries(s, loc.scheme)
 	return s, nil
 }
 

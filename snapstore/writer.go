@@ -154,7 +154,7 @@ func (w *Writer) Commit() (Snapshot, error) {
 	if err := w.finish(); err != nil {
 		return Snapshot{}, w.fail("commit", err)
 	}
-	if err := w.upload.Close(); err != nil {
+	if err := closeUpload(w.upload); err != nil {
 		w.done = true
 		w.cancel()
 		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
@@ -239,7 +239,7 @@ func (w *Writer) discard() {
 		w.enc.Reset(io.Discard)
 	}
 	if w.upload != nil {
-		_ = w.upload.Close() // reports the cancellation
+		_ = closeUpload(w.upload) // reports the cancellation
 	}
 }
 

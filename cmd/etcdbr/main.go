@@ -33,9 +33,11 @@ type CLI struct {
 	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json" env:"ETCDBR_LOG_FORMAT"`
 
 	Run      RunCmd      `cmd:"" help:"Run etcd in-process with validation, automatic restore and scheduled backups."`
-	Snapshot SnapshotCmd `cmd:"" help:"Take a full snapshot of an external etcd into the store."`
+	Snapshot SnapshotCmd `cmd:"" help:"Back up an external etcd (sidecar): full snapshots on a schedule and deltas, or one full snapshot with --once."`
 	Restore  RestoreCmd  `cmd:"" help:"Rebuild a data dir offline from the newest full snapshot in the store."`
 	List     ListCmd     `cmd:"" help:"List the backups in a store."`
+	Verify   VerifyCmd   `cmd:"" help:"Check that every backup in a store reads back intact and that they restore."`
+	Copy     CopyCmd     `cmd:"" help:"Copy backups from one store to another, verified."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 }
 

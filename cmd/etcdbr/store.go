@@ -6,27 +6,83 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"filippo.io/age"
+
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // StoreFlags are the flags every command that reads or writes a store shares.
 type StoreFlags struct {
-	Store string `help:"Backup store URL: file:///dir, s3://bucket/prefix?region=..., gs://bucket/prefix, azblob://container/prefix (run: default a directory beside the data dir)." env:"ETCDBR_STORE"`
+	Store           string `help:"Backup store URL: file:///dir, s3://bucket/prefix?region=..., gs://bucket/prefix, azblob://container/prefix (run: default a directory beside the data dir)." env:"ETCDBR_STORE"`
+	EncryptionFlags `embed:""`
+}
+
+// EncryptionFlags configure client-side encryption with age (https://age-encryption.org).
+type EncryptionFlags struct {
+	EncryptionRecipient      []string `help:"Encrypt new backups with age to this public key (age1...), or to the keys in this file, one per line. Repeatable: any matching identity decrypts." env:"ETCDBR_ENCRYPTION_RECIPIENT" placeholder:"KEY|FILE"`
+	EncryptionIdentity       []string `help:"Decrypt encrypted backups with the age secret keys in this file (age-keygen's output). Repeatable. Only decrypts: new backups are encrypted only with --encryption-recipient or --encryption-passphrase-file." env:"ETCDBR_ENCRYPTION_IDENTITY" placeholder:"FILE"`
+	EncryptionPassphraseFile string   `help:"Encrypt new backups, and decrypt backups, with the passphrase on the first line of this file (at least 16 bytes; a long random one). Not with --encryption-recipient." env:"ETCDBR_ENCRYPTION_PASSPHRASE_FILE" placeholder:"FILE"`
+}
+
+// options turns the encryption flags into the store's recipients and identities.
+func (f EncryptionFlags) options() (snapstore.Options, error) {
+	var opts snapstore.Options
+	for _, arg := range f.EncryptionRecipient {
+		rs, err := snapstore.LoadRecipients(arg)
+		if err != nil {
+			return opts, usageErrorf("--encryption-recipient %q: %v: give an age public key (age1..., "+
+				"from age-keygen) or the path of a file of them", arg, err)
+		}
+		opts.Recipients = append(opts.Recipients, rs...)
+	}
+	for _, path := range f.EncryptionIdentity {
+		ids, err := snapstore.LoadIdentities(path)
+		if err != nil {
+			return opts, usageErrorf("--encryption-identity %q: %v: give the file age-keygen wrote the secret key to", path, err)
+		}
+		opts.Identities = append(opts.Identities, ids...)
+	}
+	if f.EncryptionPassphraseFile != "" {
+		if len(opts.Recipients) > 0 {
+			return opts, usageErrorf("--encryption-passphrase-file and --encryption-recipient cannot be combined: " +
+				"age encrypts to a passphrase alone; use one or the other (--encryption-identity can still " +
+				"be given to read backups encrypted to a key)")
+		}
+		r, id, err := snapstore.LoadPassphrase(f.EncryptionPassphraseFile)
+		if err != nil {
+			return opts, usageErrorf("--encryption-passphrase-file %q: %v", f.EncryptionPassphraseFile, err)
+		}
+		opts.Recipients = []age.Recipient{r}
+		opts.Identities = append(opts.Identities, id)
+	}
+	return opts, nil
 }
 
 // open opens the store named by the flags.
 func (f StoreFlags) open(ctx context.Context) (*snapstore.Store, error) {
+	return f.openLogged(ctx, nil)
+}
+
+// openLogged opens the store named by the flags; the store's warnings (retried and resumed
+// transfers) go to lg.
+func (f StoreFlags) openLogged(ctx context.Context, lg *slog.Logger) (*snapstore.Store, error) {
 	if f.Store == "" {
 		return nil, usageErrorf("--store is required (or ETCDBR_STORE): the URL of the backup store")
 	}
-	return openStoreURL(ctx, f.Store)
+	return f.openURL(ctx, "--store", f.Store, lg)
 }
 
-// openStoreURL opens a store; a URL that cannot be opened is a usage error.
-func openStoreURL(ctx context.Context, url string) (*snapstore.Store, error) {
-	store, err := snapstore.Open(ctx, url, snapstore.Options{})
+// openURL opens the store at url, named flag on the command line, with the encryption
+// flags; a URL that cannot be opened is a usage error.
+func (f EncryptionFlags) openURL(ctx context.Context, flag, url string, lg *slog.Logger) (*snapstore.Store, error) {
+	opts, err := f.options()
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--store: %w", err)}
+		return nil, err
+	}
+	opts.Log = lg
+	store, err := snapstore.Open(ctx, url, opts)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
 	}
 	return store, nil
 }

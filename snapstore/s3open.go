@@ -1,0 +1,119 @@
+package snapstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/logging"
+	gcaws "gocloud.dev/aws"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/s3blob"
+)
+
+// openS3 opens an s3:// bucket URL the way gocloud's s3blob URL opener does
+// (the same query parameters: those of gocloud.dev/aws.V2ConfigFromURLParams,
+// plus ssetype, kmskeyid, accelerate, use_path_style, s3ForcePathStyle and
+// disable_https; credentials from the AWS SDK's default chain), with two
+// differences that the URL opener offers no way to make:
+//
+//   - the SDK logs through log instead of printing to stderr, and does not
+//     warn on every read of a multipart object that its composite checksum
+//     is not validated (etcdbr verifies every object's SHA-256 itself);
+//   - it also returns a second client, for uploads, whose retryer makes
+//     sdkAttempts tries (gocloud's makes 3), so that a part of a streaming
+//     upload, which cannot start over, rides out a minute of trouble. The
+//     bucket's own client keeps 3 tries: reads are resumed by
+//     resumingReader, and callers of List retry. AWS_MAX_ATTEMPTS or
+//     max_attempts in the AWS config, when set, win over both.
+func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s3.Client, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	q := u.Query()
+	var opts s3blob.Options
+	clientOpts := []func(*s3.Options){func(o *s3.Options) {
+		o.Logger = slogLogger{log}
+		o.DisableLogOutputChecksumValidationSkipped = true
+	}}
+	take := func(key string) (string, bool) {
+		v := q.Get(key)
+		q.Del(key)
+		return v, v != ""
+	}
+	boolParam := func(key string, set func(o *s3.Options, v bool)) error {
+		v, ok := take(key)
+		if !ok {
+			return nil
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("invalid value for %q: %w", key, err)
+		}
+		clientOpts = append(clientOpts, func(o *s3.Options) { set(o, b) })
+		return nil
+	}
+	if v, ok := take("ssetype"); ok {
+		if opts.EncryptionType, err = sseType(v); err != nil {
+			return nil, nil, err
+		}
+	}
+	opts.KMSEncryptionID, _ = take("kmskeyid")
+	for key, set := range map[string]func(*s3.Options, bool){
+		"accelerate":       func(o *s3.Options, v bool) { o.UseAccelerate = v },
+		"disable_https":    func(o *s3.Options, v bool) { o.EndpointOptions.DisableHTTPS = v },
+		"use_path_style":   func(o *s3.Options, v bool) { o.UsePathStyle = v },
+		"s3ForcePathStyle": func(o *s3.Options, v bool) { o.UsePathStyle = v },
+	} {
+		if err := boolParam(key, set); err != nil {
+			return nil, nil, err
+		}
+	}
+	cfg, err := gcaws.V2ConfigFromURLParams(ctx, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.RequestChecksumCalculation = cfg.RequestChecksumCalculation
+	client := s3.NewFromConfig(cfg, clientOpts...)
+	bucket, err := s3blob.OpenBucket(ctx, client, u.Host, &opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	uploads := s3.New(client.Options(), func(o *s3.Options) {
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = sdkAttempts
+			so.MaxBackoff = sdkMaxBackoff
+			so.RateLimiter = ratelimit.None
+		})
+	})
+	return bucket, uploads, nil
+}
+
+func sseType(v string) (types.ServerSideEncryption, error) {
+	for _, t := range types.ServerSideEncryptionAes256.Values() {
+		if strings.EqualFold(string(t), v) {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("%q is not a valid value for %q", v, "ssetype")
+}
+
+// slogLogger sends the AWS SDK's log lines to slog: warnings as warnings,
+// the rest (debug output, only when the SDK's log mode asks for it) as debug.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Logf(c logging.Classification, format string, v ...any) {
+	level := slog.LevelDebug
+	if c == logging.Warn {
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, "aws sdk: "+fmt.Sprintf(format, v...))
+}
