@@ -22,11 +22,17 @@ const (
 	// in it.
 	StateValid
 	// StateCorrupt means the data dir holds member data etcd would refuse, crash
-	// on, or serve wrongly (or that could not be read).
+	// on, or serve wrongly.
 	StateCorrupt
+	// StateUnknown means the inspection could not tell: a file could not be
+	// read (permission denied), the db is locked by a running etcd, the
+	// inspection was cut short, or a quick check was asked for without a
+	// clean-stop marker that matches. Such a data dir must not be treated as
+	// corrupt: it may hold good data.
+	StateUnknown
 )
 
-// String returns "missing", "valid" or "corrupt".
+// String returns "missing", "valid", "corrupt" or "unknown".
 func (s State) String() string {
 	switch s {
 	case StateMissing:
@@ -35,6 +41,8 @@ func (s State) String() string {
 		return "valid"
 	case StateCorrupt:
 		return "corrupt"
+	case StateUnknown:
+		return "unknown"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
@@ -42,13 +50,17 @@ func (s State) String() string {
 // Verdict is the result of Inspect.
 type Verdict struct {
 	State State
-	// Reason says, for StateCorrupt, what is wrong and where (file and detail)
-	// and, for StateMissing, why the dir counts as missing. Empty when valid.
+	// Reason says, for StateCorrupt, what is wrong and where (file and detail),
+	// for StateUnknown what could not be read, and for StateMissing why the dir
+	// counts as missing. Empty when valid.
 	Reason string
 	// Revision is the etcd revision in the db when it could be read: the larger
 	// of the newest revision in the key bucket and the finished and scheduled
 	// compaction revisions. 0 otherwise.
 	Revision int64
+	// Depth is how deeply the data dir was checked: DepthQuick when a matching
+	// clean-stop marker let the quick check decide, DepthFull otherwise.
+	Depth Depth
 }
 
 // memberLayout names the parts of a member data dir.
@@ -74,26 +86,47 @@ func newMemberLayout(dataDir, walDir string) memberLayout {
 	return l
 }
 
-// Inspect reports whether etcd 3.6 would start correctly from the data dir
+// Inspect is InspectWith at DepthFull, for callers that know only three
+// states: a verdict of StateUnknown is reported as StateCorrupt (with the same
+// reason). New callers should use InspectWith and treat StateUnknown as "stop
+// and ask", never as corrupt.
+func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
+	v := InspectWith(ctx, dataDir, walDir, InspectOptions{Depth: DepthFull})
+	if v.State == StateUnknown {
+		v.State = StateCorrupt
+	}
+	return v
+}
+
+// InspectWith reports whether etcd 3.6 would start correctly from the data dir
 // dataDir (WAL in walDir; "" means <dataDir>/member/wal). It never modifies
 // anything: the db is opened read-only by bbolt with a short lock timeout (a db
 // locked by a running etcd is reported, not waited on), and the WAL is read, not
 // repaired.
 //
-// It checks the member layout; the db's page structure and bbolt's tx.Check; the
-// buckets etcd needs and its storage version; the WAL as etcd reads it at start
-// from the newest snapshot (a torn last record, which etcd cuts off itself, is
-// fine; a CRC mismatch or any other damage is not); and that the WAL holds every
-// entry the db has applied: etcd starts when the db's consistent index is beyond
-// the WAL's last entry, but then reuses those indexes for new entries and skips
-// applying them, so writes are lost. Damage that makes the readers panic or fault
-// is caught and reported as StateCorrupt.
+// The full check (DepthFull) checks the member layout; the db's page structure
+// and bbolt's tx.Check; the buckets etcd needs and its storage version; every
+// value in the key and lease buckets; the WAL as etcd reads it at start from the
+// newest snapshot (a torn last record, which etcd cuts off itself, is fine; a
+// CRC mismatch or any other damage is not); and that the WAL holds every entry
+// the db has applied: etcd starts when the db's consistent index is beyond the
+// WAL's last entry, but then reuses those indexes for new entries and skips
+// applying them, so writes are lost. Damage that makes the readers panic or
+// fault is caught and reported as StateCorrupt.
 //
-// A file that cannot be read (permissions, a lock held by another process, ctx
-// ending) is reported as StateCorrupt with the reason.
-func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
+// The quick check (DepthQuick) trusts a clean-stop marker (WriteCleanStopMarker)
+// whose record of the member's files still matches them: it checks the layout,
+// the marker, that bbolt opens the db read-only (its meta pages) and that the
+// db's revision is the marker's. DepthAuto (the zero value) runs the quick
+// check when a matching marker is there and the full check otherwise, or when
+// the quick check fails.
+//
+// A file that cannot be read (permissions), a db locked by another process,
+// ctx ending, or DepthQuick without a matching marker give StateUnknown with
+// the reason.
+func InspectWith(ctx context.Context, dataDir, walDir string, opts InspectOptions) Verdict {
 	l := newMemberLayout(dataDir, walDir)
-	in := &inspection{layout: l}
+	in := &inspection{layout: l, depth: opts.Depth}
 	done := make(chan Verdict, 1)
 	go func() {
 		// Damaged bbolt and WAL files make their readers panic, and a db file
@@ -105,6 +138,7 @@ func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
 					State:    StateCorrupt,
 					Reason:   fmt.Sprintf("%s is damaged: reading it failed with: %v", in.current, r),
 					Revision: in.revision,
+					Depth:    in.checked,
 				}
 			}
 		}()
@@ -114,49 +148,92 @@ func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
 	case v := <-done:
 		return v
 	case <-ctx.Done():
-		return Verdict{State: StateCorrupt, Reason: fmt.Sprintf("inspection of data dir %q was cut short: %v", dataDir, ctx.Err())}
+		return Verdict{State: StateUnknown, Reason: fmt.Sprintf("inspection of data dir %q was cut short: %v", dataDir, ctx.Err())}
 	}
 }
 
 // inspection is the state of one Inspect call, owned by its goroutine.
 type inspection struct {
 	layout   memberLayout
+	depth    Depth  // what was asked for
+	checked  Depth  // the check running now
 	current  string // what is being read, for the reason of a panic
 	revision int64
 }
 
 func (in *inspection) run(ctx context.Context) Verdict {
 	l := in.layout
+	in.checked = DepthQuick
+	if in.depth == DepthFull {
+		in.checked = DepthFull
+	}
 	in.current = fmt.Sprintf("data dir %q", l.dataDir)
 	if v, done := in.checkLayout(); done {
 		return v
 	}
 	if err := ctx.Err(); err != nil {
-		return in.corrupt("inspection of data dir %q was cut short: %v", l.dataDir, err)
+		return in.unknown("inspection of data dir %q was cut short: %v", l.dataDir, err)
 	}
+	if in.depth != DepthFull {
+		v, ok := in.quick()
+		if ok || in.depth == DepthQuick {
+			return v
+		}
+		in.revision = 0
+	}
+	return in.full(ctx)
+}
 
+// full is the full check of a data dir whose layout is complete.
+func (in *inspection) full(ctx context.Context) Verdict {
+	l := in.layout
+	in.checked = DepthFull
 	in.current = fmt.Sprintf("db file %q", l.db)
 	ci, err := in.checkDB()
 	if err != nil {
-		return in.corrupt("%v", err)
+		return in.fail(err)
 	}
 	if err := ctx.Err(); err != nil {
-		return in.corrupt("inspection of data dir %q was cut short: %v", l.dataDir, err)
+		return in.unknown("inspection of data dir %q was cut short: %v", l.dataDir, err)
 	}
 
 	in.current = fmt.Sprintf("WAL in %q", l.walDir)
 	ws, err := readWALAsEtcd(l.walDir, l.snapDir)
 	if err != nil {
-		return in.corrupt("%v", err)
+		return in.fail(err)
 	}
 	if err := checkDBAgainstWAL(l, ci, ws); err != nil {
-		return in.corrupt("%v", err)
+		return in.fail(err)
 	}
-	return Verdict{State: StateValid, Revision: in.revision}
+	return Verdict{State: StateValid, Revision: in.revision, Depth: DepthFull}
 }
 
 func (in *inspection) corrupt(format string, args ...any) Verdict {
-	return Verdict{State: StateCorrupt, Reason: fmt.Sprintf(format, args...), Revision: in.revision}
+	return Verdict{State: StateCorrupt, Reason: fmt.Sprintf(format, args...), Revision: in.revision, Depth: in.checked}
+}
+
+func (in *inspection) unknown(format string, args ...any) Verdict {
+	return Verdict{State: StateUnknown, Reason: fmt.Sprintf(format, args...), Revision: in.revision, Depth: in.checked}
+}
+
+// fail turns the error of a check into a verdict: StateUnknown when it says
+// that something could not be read (see cannotTell), StateCorrupt otherwise.
+func (in *inspection) fail(err error) Verdict {
+	if cannotTell(err) {
+		return in.unknown("%v", err)
+	}
+	return in.corrupt("%v", err)
+}
+
+// errLocked is wrapped by the error of a db locked by another process.
+var errLocked = errors.New("locked by another process")
+
+// cannotTell reports whether err means that the data could not be read, as
+// opposed to read and found wrong: permission denied, a lock held by another
+// process, a context that ended.
+func cannotTell(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, errLocked) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func missing(format string, args ...any) Verdict {
@@ -175,7 +252,7 @@ func (in *inspection) checkLayout() (v Verdict, done bool) {
 		}
 		return missing("data dir %q does not exist", l.dataDir), true
 	case err != nil:
-		return in.corrupt("cannot read data dir %q: %v", l.dataDir, err), true
+		return in.fail(fmt.Errorf("cannot read data dir %q: %w", l.dataDir, err)), true
 	}
 
 	var hasMember, hasProxy bool
@@ -202,24 +279,24 @@ func (in *inspection) checkLayout() (v Verdict, done bool) {
 
 	st, err := os.Stat(l.memberDir)
 	if err != nil {
-		return in.corrupt("cannot read member dir %q: %v", l.memberDir, err), true
+		return in.fail(fmt.Errorf("cannot read member dir %q: %w", l.memberDir, err)), true
 	}
 	if !st.IsDir() {
 		return in.corrupt("member dir %q is not a directory", l.memberDir), true
 	}
 	memberEntries, err := os.ReadDir(l.memberDir)
 	if err != nil {
-		return in.corrupt("cannot read member dir %q: %v", l.memberDir, err), true
+		return in.fail(fmt.Errorf("cannot read member dir %q: %w", l.memberDir, err)), true
 	}
 	if len(memberEntries) == 0 && !(l.separateWAL && hasWALFiles(l.walDir)) {
 		return missing("member dir %q is empty", l.memberDir), true
 	}
 
 	if err := checkDir(l.snapDir, "snap dir"); err != nil {
-		return in.corrupt("%v", err), true
+		return in.fail(err), true
 	}
 	if err := checkDir(l.walDir, "WAL dir"); err != nil {
-		return in.corrupt("%v", err), true
+		return in.fail(err), true
 	}
 	if !hasWALFiles(l.walDir) {
 		return in.corrupt("WAL dir %q holds no WAL files (*.wal)", l.walDir), true
@@ -229,7 +306,7 @@ func (in *inspection) checkLayout() (v Verdict, done bool) {
 	case errors.Is(err, fs.ErrNotExist):
 		return in.corrupt("db file %q is missing (etcd refuses a WAL without its db)", l.db), true
 	case err != nil:
-		return in.corrupt("cannot read db file %q: %v", l.db, err), true
+		return in.fail(fmt.Errorf("cannot read db file %q: %w", l.db, err)), true
 	case !st.Mode().IsRegular():
 		return in.corrupt("db file %q is not a regular file (%s)", l.db, st.Mode().Type()), true
 	}
@@ -242,12 +319,12 @@ func checkDir(path, what string) error {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s %q is missing", what, path)
 	case err != nil:
-		return fmt.Errorf("cannot read %s %q: %v", what, path, err)
+		return fmt.Errorf("cannot read %s %q: %w", what, path, err)
 	case !st.IsDir():
 		return fmt.Errorf("%s %q is not a directory", what, path)
 	}
 	if _, err := os.ReadDir(path); err != nil {
-		return fmt.Errorf("cannot read %s %q: %v", what, path, err)
+		return fmt.Errorf("cannot read %s %q: %w", what, path, err)
 	}
 	return nil
 }

@@ -43,19 +43,19 @@ func (in *inspection) checkDB() (dbIndex, error) {
 	path := in.layout.db
 	f, err := os.Open(path)
 	if err != nil {
-		return dbIndex{}, fmt.Errorf("cannot read db file %q: %v", path, err)
+		return dbIndex{}, fmt.Errorf("cannot read db file %q: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return dbIndex{}, fmt.Errorf("cannot read db file %q: %v", path, err)
+		return dbIndex{}, fmt.Errorf("cannot read db file %q: %w", path, err)
 	}
 
 	// Take bbolt's shared lock first, so that a running etcd is reported
 	// instead of its half-written pages.
 	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: dbLockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return dbIndex{}, fmt.Errorf("db file %q is locked by another process (is etcd running on this data dir?)", path)
+		return dbIndex{}, fmt.Errorf("db file %q is %w (is etcd running on this data dir?)", path, errLocked)
 	}
 	if err != nil {
 		if werr := checkBoltFile(f, st.Size(), maxReportedProblems); werr != nil {

@@ -50,7 +50,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 	nop := zap.NewNop()
 	walSnaps, err := wal.ValidSnapshotEntries(nop, walDir)
 	if err != nil {
-		return walState{}, fmt.Errorf("WAL in %q is damaged: %v", walDir, err)
+		return walState{}, fmt.Errorf("WAL in %q is damaged: %w", walDir, err)
 	}
 	var ws walState
 	ws.snapshot, ws.snapFile, err = newestSnapshot(nop, snapDir, walSnaps)
@@ -103,7 +103,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 func newestSnapshot(lg *zap.Logger, snapDir string, walSnaps []walpb.Snapshot) (walpb.Snapshot, string, error) {
 	entries, err := os.ReadDir(snapDir)
 	if err != nil {
-		return walpb.Snapshot{}, "", fmt.Errorf("cannot read snap dir %q: %v", snapDir, err)
+		return walpb.Snapshot{}, "", fmt.Errorf("cannot read snap dir %q: %w", snapDir, err)
 	}
 	var names []string
 	for _, e := range entries {
@@ -133,7 +133,7 @@ func newestSnapshot(lg *zap.Logger, snapDir string, walSnaps []walpb.Snapshot) (
 func selectWALFiles(walDir string, index uint64) ([]walFile, error) {
 	entries, err := os.ReadDir(walDir)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read WAL dir %q: %v", walDir, err)
+		return nil, fmt.Errorf("cannot read WAL dir %q: %w", walDir, err)
 	}
 	type named struct {
 		name       string
@@ -184,7 +184,7 @@ func selectWALFiles(walDir string, index uint64) ([]walFile, error) {
 		for _, wf := range files {
 			wf.f.Close()
 		}
-		return nil, fmt.Errorf("cannot read WAL file %q: %v", path, err)
+		return nil, fmt.Errorf("cannot read WAL file %q: %w", path, err)
 	}
 	return files, nil
 }

@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
+	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
@@ -120,6 +121,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if err != nil {
 		return res, err
 	}
+	failpoint(FailpointAfterFetch)
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
@@ -158,6 +160,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if replay.EtcdLog == nil {
 			replay.EtcdLog = zapLogger(cfg)
 		}
+		replay.Open = failpointOnOpen(replay.Open, len(replay.Deltas))
 		if res.Replay, err = replayDeltas(ctx, dbPath, replay); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
@@ -190,6 +193,10 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
 	}
+	if err := plan.markComplete(); err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	failpoint(FailpointAfterStaging)
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
@@ -198,6 +205,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if err != nil {
 		return res, err
 	}
+	failpoint(FailpointAfterSwap)
 	plan.removeStaging(lg)
 	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
 	return res, nil
@@ -429,6 +437,7 @@ func (p restorePlan) swap(lg *slog.Logger, now time.Time) (movedAside string, er
 			return "", err
 		}
 	}
+	failpoint(FailpointAfterAside)
 	if err := rename(p.stagedData(), p.dataDir); err != nil {
 		return "", err
 	}
@@ -491,4 +500,66 @@ func checkSnapshotDB(dbPath string) error {
 		done <- nil
 	}()
 	return <-done
+}
+
+// Failpoints of BuildDataDir, for crash tests: with the environment variable
+// ETCDBR_FAILPOINT set to one of these names, the process kills itself with
+// SIGKILL at that step. Never set it outside tests.
+const (
+	// FailpointAfterFetch: BuildDataDir was called (the snapshot is fetched).
+	FailpointAfterFetch = "restore-after-fetch"
+	// FailpointDuringReplay: the replay opens its second delta (its first when
+	// there is only one); revisions are already written into the db.
+	FailpointDuringReplay = "restore-during-replay"
+	// FailpointAfterStaging: the staged data dir is complete and fsynced.
+	FailpointAfterStaging = "restore-after-staging"
+	// FailpointAfterAside: the old data dir (if any) was moved aside, the new
+	// one not yet in place (there is no data dir).
+	FailpointAfterAside = "restore-after-aside"
+	// FailpointAfterSwap: the new data dir is in place, the staging dir not yet
+	// removed.
+	FailpointAfterSwap = "restore-after-swap"
+)
+
+// failpointEnv names the environment variable that arms a failpoint.
+const failpointEnv = "ETCDBR_FAILPOINT"
+
+// failpoint kills the process when the failpoint name is armed.
+func failpoint(name string) {
+	if os.Getenv(failpointEnv) != name {
+		return
+	}
+	p, err := os.FindProcess(os.Getpid())
+	if err == nil {
+		_ = p.Kill() // SIGKILL: no deferred function runs
+	}
+	select {} // the signal is on its way
+}
+
+// failpointOnOpen wraps the replay's Open to hit FailpointDuringReplay.
+func failpointOnOpen(open func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), deltas int) func(context.Context, snapstore.Snapshot) (io.ReadCloser, error) {
+	if open == nil || os.Getenv(failpointEnv) != FailpointDuringReplay {
+		return open
+	}
+	at := min(2, deltas)
+	n := 0
+	return func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+		n++
+		if n == at {
+			failpoint(FailpointDuringReplay)
+		}
+		return open(ctx, d)
+	}
+}
+
+// completeMarker is the file, in the staging dir, that says the staged dirs are
+// complete and fsynced: a swap interrupted after it may be finished.
+const completeMarker = "COMPLETE"
+
+// markComplete writes the complete marker into the staging dir and fsyncs it.
+func (p restorePlan) markComplete() error {
+	if err := writeFileSync(filepath.Join(p.stage, completeMarker), []byte("staged data dir complete\n")); err != nil {
+		return fmt.Errorf("mark the staging dir %q complete: %w", p.stage, err)
+	}
+	return syncPath(p.stage)
 }

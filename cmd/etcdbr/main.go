@@ -35,6 +35,7 @@ type CLI struct {
 	Run      RunCmd      `cmd:"" help:"Run etcd in-process with validation, automatic restore and scheduled backups."`
 	Snapshot SnapshotCmd `cmd:"" help:"Back up an external etcd (sidecar): full snapshots on a schedule and deltas, or one full snapshot with --once."`
 	Restore  RestoreCmd  `cmd:"" help:"Rebuild a data dir offline from the store: the newest point, or any revision or time in the backup window."`
+	Validate ValidateCmd `cmd:"" help:"Check a data dir: prints the verdict and the reasons; exit 0 valid, 1 invalid, 2 could not tell."`
 	List     ListCmd     `cmd:"" help:"List the backups in a store."`
 	Verify   VerifyCmd   `cmd:"" help:"Check that every backup in a store reads back intact and that they restore."`
 	Copy     CopyCmd     `cmd:"" help:"Copy backups from one store to another, verified."`

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/supervisor"
+)
+
+// ValidateCmd is `etcdbr validate`: the verdict on a data dir, for scripts and init
+// containers. Exit code 0: valid; 1: invalid (corrupt, missing, or with --store, a dir
+// that start-up would not keep); 2: could not tell (or a usage error).
+type ValidateCmd struct {
+	StoreFlags `embed:""`
+	DataDir    string   `help:"The data dir to validate." required:"" env:"ETCDBR_DATA_DIR" type:"path"`
+	Validation string   `help:"How deeply: quick (trusts the marker of a clean stop; without one: could not tell), full (reads everything), auto (quick when a clean-stop marker matches, else full)." default:"auto" enum:"auto,quick,full" env:"ETCDBR_VALIDATION"`
+	EtcdArgs   []string `arg:"" optional:"" name:"etcd-flags" help:"etcd flags (--wal-dir, --initial-cluster) after --."`
+}
+
+// errCannotTell is the error of a verdict that could not be reached (exit code 2).
+var errCannotTell = errors.New("could not tell")
+
+// Run validates. It never modifies the data dir or the store.
+func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
+	depth, err := embedded.ParseDepth(c.Validation)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg, err := etcdConfig(env, c.EtcdArgs, c.DataDir)
+	if err != nil {
+		return err
+	}
+	v := embedded.InspectWith(ctx, cfg.Dir, cfg.WalDir, embedded.InspectOptions{Depth: depth})
+	fmt.Fprintf(env.Stdout, "data dir: %s\nverdict: %s\ncheck: %s\n", cfg.Dir, v.State, v.Depth)
+	if v.Revision > 0 {
+		fmt.Fprintf(env.Stdout, "revision: %d\n", v.Revision)
+	}
+	if v.Reason != "" {
+		fmt.Fprintf(env.Stdout, "reason: %s\n", v.Reason)
+	}
+	var dirCluster string
+	if v.State == embedded.StateValid || v.State == embedded.StateCorrupt {
+		if id, err := embedded.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
+			dirCluster = id.ClusterID
+			fmt.Fprintf(env.Stdout, "cluster: %s\nmember: %s\n", id.ClusterID, id.MemberID)
+		}
+	}
+
+	if c.Store == "" {
+		switch v.State {
+		case embedded.StateValid:
+			return nil
+		case embedded.StateUnknown:
+			return usageError{fmt.Errorf("%w whether data dir %q is valid: %s", errCannotTell, cfg.Dir, v.Reason)}
+		}
+		return fmt.Errorf("data dir %q is %s: %s", cfg.Dir, v.State, v.Reason)
+	}
+
+	facts := supervisor.StartFacts{Verdict: v, DirCluster: dirCluster, Members: clusterMembers(cfg.InitialCluster)}
+	if err := c.storeFacts(ctx, &facts); err != nil {
+		return usageError{fmt.Errorf("%w: %w", errCannotTell, err)}
+	}
+	decision, reason := supervisor.DecideStart(facts)
+	fmt.Fprintf(env.Stdout, "store: %s\nstore revision: %d\n", c.Store, facts.StoreNewest)
+	if facts.StoreCluster != "" {
+		fmt.Fprintf(env.Stdout, "store cluster: %s\n", facts.StoreCluster)
+	}
+	fmt.Fprintf(env.Stdout, "at start: %s: %s\n", decision, reason)
+	switch {
+	case decision == supervisor.DecideKeep:
+		return nil
+	case v.State == embedded.StateUnknown:
+		return usageError{fmt.Errorf("%w whether data dir %q is valid: %s", errCannotTell, cfg.Dir, v.Reason)}
+	}
+	return fmt.Errorf("data dir %q: %s", cfg.Dir, reason)
+}
+
+// storeFacts reads the store's newest revision and cluster.
+func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) error {
+	store, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	fulls, err := store.List(ctx, snapstore.KindFull)
+	if err != nil {
+		return err
+	}
+	if len(fulls) > 0 {
+		deltas, err := store.List(ctx, snapstore.KindDelta)
+		if err != nil {
+			return err
+		}
+		f.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
+	}
+	id, ok, err := store.ClusterID(ctx)
+	if err != nil {
+		return err
+	}
+	if ok {
+		f.StoreCluster = id
+	}
+	return nil
+}
+
+// clusterMembers counts the members named in an --initial-cluster value.
+func clusterMembers(initialCluster string) int {
+	names := map[string]bool{}
+	for _, part := range strings.Split(initialCluster, ",") {
+		if name, _, ok := strings.Cut(strings.TrimSpace(part), "="); ok {
+			names[name] = true
+		}
+	}
+	return len(names)
+}

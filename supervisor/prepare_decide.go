@@ -1,0 +1,129 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"github.com/etcdbr/etcdbr/embedded"
+)
+
+// Decision is what etcdbr does with the data dir at start.
+type Decision int
+
+const (
+	// DecideStop: do not start etcd; report the reason and exit with an error.
+	// The data dir is left as it is.
+	DecideStop Decision = iota
+	// DecideKeep: start etcd on the data dir as it is.
+	DecideKeep
+	// DecideRestore: restore the newest point of the store (the data dir, if
+	// any, is moved aside and kept), then start etcd.
+	DecideRestore
+	// DecideNewMember: start etcd as configured on no data: a new single-member
+	// cluster, or a member that joins its peers.
+	DecideNewMember
+)
+
+// String returns "stop", "keep", "restore" or "new-member".
+func (d Decision) String() string {
+	switch d {
+	case DecideStop:
+		return "stop"
+	case DecideKeep:
+		return "keep"
+	case DecideRestore:
+		return "restore"
+	case DecideNewMember:
+		return "new-member"
+	}
+	return fmt.Sprintf("Decision(%d)", int(d))
+}
+
+// StartFacts are what the start-up decision looks at.
+type StartFacts struct {
+	// Verdict is the validation of the data dir.
+	Verdict embedded.Verdict
+	// StoreNewest is the newest revision a restore from the store reaches; 0
+	// when the store holds no full snapshot.
+	StoreNewest int64
+	// StoreCluster is the cluster ID the store records ("" for none yet), and
+	// DirCluster the data dir's ("" when it has none or it could not be read).
+	StoreCluster, DirCluster string
+	// Members is the size of the configured initial cluster (0 or 1: a single
+	// member). A member of a larger cluster recovers from its peers, not from
+	// the store.
+	Members int
+	// ForceRestore overrides the refusals of a data dir or a store of another
+	// cluster (--force-restore): the store is restored, the data dir kept aside.
+	ForceRestore bool
+}
+
+// DecideStart decides, from plain facts, what to do with the data dir at start,
+// and says why (for the log). It does no I/O.
+//
+//   - unknown (could not tell): stop; a dir that could not be read is never
+//     treated as corrupt;
+//   - a data dir and a store of two different clusters: stop, unless
+//     ForceRestore (then restore);
+//   - valid: keep, unless a single member's dir is behind the store's newest
+//     revision (data was lost locally): restore. A dir ahead of or equal to the
+//     store is kept;
+//   - corrupt: restore, or stop when the store has nothing to restore or the
+//     member belongs to a cluster of several members;
+//   - missing: restore from the store; a new member when the store is empty
+//     (unless it belongs to a cluster already: stop, or a new member with
+//     ForceRestore) or the member joins its peers.
+func DecideStart(f StartFacts) (Decision, string) {
+	v := f.Verdict
+	multi := f.Members > 1
+	switch v.State {
+	case embedded.StateUnknown:
+		return DecideStop, fmt.Sprintf("could not tell whether the data dir is valid (%s): it was left untouched; "+
+			"fix the cause (permissions, a running etcd) and start again", v.Reason)
+	case embedded.StateValid, embedded.StateCorrupt:
+		if f.StoreCluster != "" && f.DirCluster != "" && f.StoreCluster != f.DirCluster && !multi {
+			if !f.ForceRestore {
+				return DecideStop, fmt.Sprintf("the data dir belongs to cluster %s but the store to cluster %s: "+
+					"refusing to mix them; give this cluster its own store, or restore the store's cluster over the data dir with --force-restore (the data dir is kept aside)",
+					f.DirCluster, f.StoreCluster)
+			}
+			if f.StoreNewest == 0 {
+				return DecideStop, fmt.Sprintf("--force-restore: the store (cluster %s) has no full snapshot to restore", f.StoreCluster)
+			}
+			return DecideRestore, fmt.Sprintf("--force-restore: restoring the store's cluster %s over the data dir of cluster %s (revision %d in the store)",
+				f.StoreCluster, f.DirCluster, f.StoreNewest)
+		}
+	}
+	switch v.State {
+	case embedded.StateValid:
+		if !multi && f.StoreNewest > v.Revision {
+			return DecideRestore, fmt.Sprintf("the data dir is valid but at revision %d, behind the store's newest revision %d: "+
+				"data was lost locally; restoring the store's newest point", v.Revision, f.StoreNewest)
+		}
+		if f.StoreNewest > v.Revision {
+			return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d, behind the store (%d): it catches up from its peers", v.Revision, f.StoreNewest)
+		}
+		return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d (store: %d)", v.Revision, f.StoreNewest)
+	case embedded.StateCorrupt:
+		switch {
+		case multi:
+			return DecideStop, fmt.Sprintf("the data dir is corrupt (%s) and the member belongs to a cluster of %d members: "+
+				"the data dir was left untouched; remove the member from the cluster, move the data dir away and add the member back so that it syncs from its peers", v.Reason, f.Members)
+		case f.StoreNewest == 0:
+			return DecideStop, fmt.Sprintf("the data dir is corrupt (%s) and the store has no full snapshot to restore from; "+
+				"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", v.Reason)
+		}
+		return DecideRestore, fmt.Sprintf("the data dir is corrupt (%s): restoring revision %d from the store (the data dir is kept aside)", v.Reason, f.StoreNewest)
+	case embedded.StateMissing:
+		switch {
+		case multi:
+			return DecideNewMember, fmt.Sprintf("no data dir (%s): the member belongs to a cluster of %d members and joins its peers", v.Reason, f.Members)
+		case f.StoreNewest > 0:
+			return DecideRestore, fmt.Sprintf("no data dir (%s): restoring revision %d from the store", v.Reason, f.StoreNewest)
+		case f.StoreCluster != "" && !f.ForceRestore:
+			return DecideStop, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: a new member would be another cluster, "+
+				"whose backups the store refuses; give it another store, or start a new cluster anyway with --force-restore", v.Reason, f.StoreCluster)
+		}
+		return DecideNewMember, fmt.Sprintf("no data dir (%s) and nothing in the store: starting a new member", v.Reason)
+	}
+	return DecideStop, fmt.Sprintf("unexpected validation state %s", v.State)
+}
