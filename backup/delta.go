@@ -63,6 +63,11 @@ type DeltaConfig struct {
 	// RetryMin and RetryMax bound the backoff between failed attempts to upload, watch, list
 	// the store or take a full snapshot (defaults 1s and 30s).
 	RetryMin, RetryMax time.Duration
+	// Observer, when set, is told about every delta uploaded or failed and about the
+	// taker's position.
+	Observer Observer
+	// Flusher, when set, lets its owner ask the taker to upload what it holds at once.
+	Flusher *Flusher
 }
 
 // ClientLeaseTTL returns a DeltaConfig.LeaseTTL that asks etcd through cli (LeaseTimeToLive)
@@ -128,6 +133,7 @@ func RunDeltas(ctx context.Context, cfg DeltaConfig) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	cfg.Observer = observerOr(cfg.Observer)
 	t := &deltaTaker{cfg: cfg, log: cfg.Log, leases: newLeaseCache(cfg.LeaseTTL)}
 	return t.run(ctx)
 }
@@ -203,7 +209,7 @@ func (t *deltaTaker) final(ctx context.Context) {
 // begin finds where the chain continues.
 func (t *deltaTaker) begin(ctx context.Context) error {
 	var newest, current int64
-	err := t.retry(ctx, "find where the delta chain continues", func() error {
+	err := t.retry(ctx, "find where the delta chain continues", OpList, func() error {
 		var err error
 		if newest, err = storeNewest(ctx, t.cfg.Store); err != nil {
 			return err
@@ -220,9 +226,11 @@ func (t *deltaTaker) begin(ctx context.Context) error {
 		t.last = current
 		t.log.Info("the store has no backups: the delta chain starts at the member's current revision; the first full snapshot anchors it",
 			"from", current+1)
+		t.progress()
 	case current >= newest:
 		t.last = newest
 		t.log.Info("continuing the delta chain from the store's newest revision", "from", newest+1, "member_revision", current)
+		t.progress()
 	default:
 		t.log.Warn("the member's revision is behind the newest revision in the store: its data dir was restored to an older point "+
 			"or the store holds another history; deltas from here would overlap the store's, so a full snapshot starts a new chain",
@@ -239,7 +247,8 @@ func (t *deltaTaker) begin(ctx context.Context) error {
 func (t *deltaTaker) anchor(ctx context.Context) error {
 	for {
 		var snap snapstore.Snapshot
-		err := t.retry(ctx, "take a full snapshot to start a new delta chain", func() error {
+		// The runner reports the full snapshot's failures itself.
+		err := t.retry(ctx, "take a full snapshot to start a new delta chain", "", func() error {
 			var err error
 			snap, err = t.cfg.Full(ctx)
 			return err
@@ -250,6 +259,7 @@ func (t *deltaTaker) anchor(ctx context.Context) error {
 		if snap.Revision >= t.stored {
 			t.last, t.stored = snap.Revision, snap.Revision
 			t.log.Info("new delta chain", "full_snapshot", snap.Key, "from", snap.Revision+1)
+			t.progress()
 			return nil
 		}
 		t.log.Warn("deltas are suspended until the member's revision passes the store's newest: the full snapshot keeps the "+
@@ -263,7 +273,7 @@ func (t *deltaTaker) anchor(ctx context.Context) error {
 
 // waitPast returns once the member has a revision after rev.
 func (t *deltaTaker) waitPast(ctx context.Context, rev int64) error {
-	return t.retry(ctx, "wait for the member to pass the store's newest revision", func() error {
+	return t.retry(ctx, "wait for the member to pass the store's newest revision", "", func() error {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		defer cancel()
 		for resp := range t.cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
@@ -277,7 +287,7 @@ func (t *deltaTaker) waitPast(ctx context.Context, rev int64) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return fmt.Errorf("watch from revision %d ended", rev+1)
+		return classify(ReasonEtcd, fmt.Errorf("watch from revision %d ended", rev+1))
 	})
 }
 
@@ -287,7 +297,7 @@ func (t *deltaTaker) memberRevision(ctx context.Context) (int64, error) {
 	defer cancel()
 	resp, err := t.cfg.Client.Get(ctx, "etcdbr-revision-probe", clientv3.WithCountOnly())
 	if err != nil {
-		return 0, fmt.Errorf("read the member's revision: %w", err)
+		return 0, classify(ReasonEtcd, fmt.Errorf("read the member's revision: %w", err))
 	}
 	return resp.Header.Revision, nil
 }
@@ -299,7 +309,7 @@ func storeNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
 	for _, kind := range []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta} {
 		snap, ok, err := store.Latest(ctx, kind)
 		if err != nil {
-			return 0, err
+			return 0, classify(ReasonStore, err)
 		}
 		if ok {
 			newest = max(newest, snap.Revision)
@@ -308,9 +318,9 @@ func storeNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
 	return newest, nil
 }
 
-// retry calls fn until it succeeds, with backoff, logging failures; it returns ctx's error
-// once ctx ends.
-func (t *deltaTaker) retry(ctx context.Context, what string, fn func() error) error {
+// retry calls fn until it succeeds, with backoff, logging failures and reporting them to the
+// observer as op (unless op is ""); it returns ctx's error once ctx ends.
+func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() error) error {
 	b := newBackoff(t.cfg.RetryMin, t.cfg.RetryMax)
 	for {
 		err := fn()
@@ -324,6 +334,9 @@ func (t *deltaTaker) retry(ctx context.Context, what string, fn func() error) er
 		if errors.Is(err, ErrSkipped) {
 			t.log.Debug("delta snapshots: cannot "+what+" now", "reason", err, "retry_in", wait)
 		} else {
+			if op != "" {
+				t.cfg.Observer.Failed(Failure{Kind: snapstore.KindDelta, Op: op, Reason: ReasonOf(err), Err: err})
+			}
 			t.log.Error("delta snapshots: cannot "+what, "err", err, "retry_in", wait)
 		}
 		select {
@@ -332,6 +345,20 @@ func (t *deltaTaker) retry(ctx context.Context, what string, fn func() error) er
 		case <-time.After(wait):
 		}
 	}
+}
+
+// progress tells the observer where the taker is.
+func (t *deltaTaker) progress() {
+	oldest := t.held.observed()
+	if oldest.IsZero() {
+		oldest = t.pending.observed()
+	}
+	t.cfg.Observer.DeltaProgress(DeltaProgress{
+		Stored:   t.stored,
+		Last:     t.last,
+		Buffered: t.held.size() + t.pending.size(),
+		Oldest:   oldest,
+	})
 }
 
 // backoff doubles a wait from min to max.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
@@ -34,6 +35,14 @@ func (b *deltaBatch) size() int64 {
 		return 0
 	}
 	return b.bytes
+}
+
+// observed returns when the batch's first revision was observed (zero for an empty batch).
+func (b *deltaBatch) observed() time.Time {
+	if b.empty() {
+		return time.Time{}
+	}
+	return b.revs[0].Time
 }
 
 // add appends the next revision.
@@ -107,7 +116,7 @@ func (c *leaseCache) get(ctx context.Context, id int64) (int64, error) {
 	case errors.Is(err, ErrLeaseNotFound):
 		ttl = 0
 	case err != nil:
-		return 0, fmt.Errorf("look up the TTL of lease %x: %w", id, err)
+		return 0, classify(ReasonEtcd, fmt.Errorf("look up the TTL of lease %x: %w", id, err))
 	}
 	c.cur[id] = ttl
 	return ttl, nil

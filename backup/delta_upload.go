@@ -10,8 +10,15 @@ import (
 
 // writeDelta uploads one delta holding b's revisions and leases. The object is named with
 // the batch's exact revision range and the time of the upload, which is after every
-// revision in it was observed. On failure nothing appears in the store.
+// revision in it was observed. On failure nothing appears in the store; the error is
+// classified ReasonStore.
 func writeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (snapstore.Snapshot, error) {
+	snap, err := encodeDelta(ctx, store, b)
+	return snap, classify(ReasonStore, err)
+}
+
+// encodeDelta is writeDelta without the classification.
+func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (snapstore.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, deltaUploadTimeout)
 	defer cancel()
 	from, to := b.from(), b.to()

@@ -43,6 +43,8 @@ type follower struct {
 	rewatch      <-chan time.Time // set while an ended watch waits to be re-created
 
 	uploadBackoff, watchBackoff *backoff
+
+	flushes []*flushWait // flushes asked for and not yet served
 }
 
 // follow takes deltas from a watch starting at t.last+1. It returns a chainBreak when the
@@ -57,6 +59,9 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 	}
 	defer f.closeWatch()
 	defer f.waitUpload(0)
+	defer func() {
+		f.failFlushes(fmt.Errorf("flush deltas: %w (it restarts, or stops)", ErrFlushAbandoned))
+	}()
 	ticker := time.NewTicker(t.cfg.Period)
 	defer ticker.Stop()
 
@@ -73,6 +78,11 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 			if err := f.receive(ctx, resp, ok); err != nil {
 				return err
 			}
+			if len(f.flushes) > 0 {
+				f.serveFlushes(ctx)
+			}
+		case req := <-f.flushRequests():
+			f.startFlush(ctx, req)
 		case <-ticker.C:
 			if t.pending.empty() && f.wch != nil {
 				if err := f.checkNotBehind(ctx); err != nil {
@@ -129,6 +139,7 @@ func (f *follower) receive(ctx context.Context, resp clientv3.WatchResponse, ok 
 	if err != nil {
 		return err
 	}
+	t.progress()
 	f.watchBackoff.reset()
 	if full {
 		t.log.Warn("the delta buffer reached its memory limit: pausing the watch until an upload makes room; etcd keeps the revisions until it compacts them",
@@ -249,6 +260,7 @@ func (f *follower) uploaded(ctx context.Context, res uploadResult) {
 		f.failed(b, res.err)
 		return
 	}
+	f.flushUploaded(res.snap)
 	if f.paused && t.held.size()+t.pending.size() < t.cfg.MemoryLimit {
 		t.log.Info("resuming the delta watch", "from", t.last+1)
 		f.paused = false
@@ -258,6 +270,7 @@ func (f *follower) uploaded(ctx context.Context, res uploadResult) {
 		f.tickMissed = false
 		f.upload(ctx)
 	}
+	f.serveFlushes(ctx)
 }
 
 // settle records the outcome of the upload in flight; it reports whether it succeeded.
@@ -274,6 +287,8 @@ func (f *follower) settle(res uploadResult) bool {
 
 // failed schedules a retry of batch b, which stays held with its revision range.
 func (f *follower) failed(b *deltaBatch, err error) {
+	f.t.cfg.Observer.Failed(Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonOf(err), Err: err})
+	f.failFlushes(fmt.Errorf("flush deltas: upload of revisions %d..%d failed (retried in the background): %w", b.from(), b.to(), err))
 	wait := f.uploadBackoff.next()
 	f.t.log.Error("delta upload failed; the events stay in memory and the upload is retried",
 		"from", b.from(), "to", b.to(), "err", err, "retry_in", wait,
@@ -343,6 +358,8 @@ func (t *deltaTaker) committed(snap snapstore.Snapshot, b *deltaBatch, took time
 		t.held = nil
 	}
 	t.leases.rotate()
+	t.cfg.Observer.Taken(Taken{Snapshot: snap, Duration: took, Revisions: len(b.revs), Events: b.events})
+	t.progress()
 }
 
 // flush uploads the held batch, then the pending one, retrying until they are in the store
@@ -353,7 +370,7 @@ func (t *deltaTaker) flush(ctx context.Context) error {
 			t.held, t.pending = t.pending, &deltaBatch{}
 		}
 		b := t.held
-		err := t.retry(ctx, fmt.Sprintf("upload delta %d..%d", b.from(), b.to()), func() error {
+		err := t.retry(ctx, fmt.Sprintf("upload delta %d..%d", b.from(), b.to()), OpSnapshot, func() error {
 			if b.leases == nil {
 				leases, err := t.leases.resolve(ctx, b.leaseIDs())
 				if err != nil {

@@ -31,24 +31,28 @@ func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.S
 	}
 	rev, err := dbrev.Revision(tx)
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
+		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: %w", err))
 	}
 	return upload(ctx, store, rev, time.Now(), func(w io.Writer) error {
 		_, err := snap.WriteTo(w)
+		if err != nil && ReasonOf(err) == ReasonOther {
+			err = classify(ReasonEtcd, err) // not the store's: reading etcd's db
+		}
 		return err
 	})
 }
 
 // upload streams a db written by writeDB into a new full snapshot object at revision rev,
-// followed by the db's SHA-256 as etcd's Maintenance API appends it.
+// followed by the db's SHA-256 as etcd's Maintenance API appends it. The store's errors are
+// classified ReasonStore.
 func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time, writeDB func(io.Writer) error) (snapstore.Snapshot, error) {
 	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: at})
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+		return snapstore.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
 	h := sha256.New()
-	cw := &ctxWriter{ctx: ctx, w: io.MultiWriter(w, h)}
+	cw := &ctxWriter{ctx: ctx, w: io.MultiWriter(storeWriter{w}, h)}
 	if err := writeDB(cw); err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: stream db: %w", rev, err)
 	}
@@ -57,9 +61,17 @@ func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time
 	}
 	s, err := w.Commit()
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err)
+		return snapstore.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
 	}
 	return s, nil
+}
+
+// storeWriter classifies the errors of a store upload's writes as ReasonStore.
+type storeWriter struct{ w io.Writer }
+
+func (s storeWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	return n, classify(ReasonStore, err)
 }
 
 // ctxWriter fails writes once its context is done, so that a long stream stops promptly when

@@ -38,15 +38,15 @@ func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.
 
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: open snapshot stream: %w", err)
+		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: open snapshot stream: %w", err))
 	}
 	defer rc.Close()
 	tw := &tailWriter{w: f, h: sha256.New(), keep: sha256.Size}
 	if _, err := io.Copy(tw, rc); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: receive snapshot: %w", err)
+		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: receive snapshot: %w", err))
 	}
 	if len(tw.tail) != sha256.Size || !bytes.Equal(tw.h.Sum(nil), tw.tail) {
-		return snapstore.Snapshot{}, errors.New("full snapshot: the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit")
+		return snapstore.Snapshot{}, classify(ReasonEtcd, errors.New("full snapshot: the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit"))
 	}
 
 	rev, err := spooledRevision(f.Name())

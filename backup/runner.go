@@ -31,6 +31,12 @@ type Runner struct {
 	Log      *slog.Logger
 	// RetryMin and RetryMax bound the backoff between failed attempts (defaults 5s and 5m).
 	RetryMin, RetryMax time.Duration
+	// TakeAtStart makes Run take a snapshot at once whatever the store holds (after a
+	// restore, whose fresh full snapshot failed).
+	TakeAtStart bool
+	// Observer, when set, is told about every snapshot taken or failed, and about failed
+	// listings.
+	Observer Observer
 
 	mu sync.Mutex // held while a snapshot is being taken
 }
@@ -51,7 +57,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("full snapshot schedule %q: %w", r.Schedule, err)
 	}
-	if r.due(ctx) {
+	if r.TakeAtStart || r.due(ctx) {
 		r.takeWithRetry(ctx, "startup")
 	}
 	s.Start()
@@ -70,6 +76,9 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) due(ctx context.Context) bool {
 	latest, ok, err := r.Store.Latest(ctx, snapstore.KindFull)
 	if err != nil {
+		if ctx.Err() == nil {
+			observerOr(r.Observer).Failed(Failure{Kind: snapstore.KindFull, Op: OpList, Reason: ReasonStore, Err: err})
+		}
 		r.log().Warn("cannot list full snapshots; taking one now", "store", r.Store.URL(), "err", err)
 		return true
 	}
@@ -136,11 +145,15 @@ func (r *Runner) take(ctx context.Context, trigger string) (snapstore.Snapshot, 
 			r.log().Info("full snapshot abandoned: stopping", "trigger", trigger)
 			return snap, err
 		}
-		r.log().Error("full snapshot failed", "trigger", trigger, "store", r.Store.URL(), "err", err)
+		reason := ReasonOf(err)
+		observerOr(r.Observer).Failed(Failure{Kind: snapstore.KindFull, Op: OpSnapshot, Reason: reason, Err: err})
+		r.log().Error("full snapshot failed", "trigger", trigger, "store", r.Store.URL(), "reason", reason, "err", err)
 		return snap, err
 	}
+	took := time.Since(start)
+	observerOr(r.Observer).Taken(Taken{Snapshot: snap, Duration: took, Trigger: trigger})
 	r.log().Info("full snapshot taken", "trigger", trigger, "revision", snap.Revision, "object", snap.Key,
-		"bytes", snap.Size, "duration", time.Since(start).Round(time.Millisecond))
+		"bytes", snap.Size, "duration", took.Round(time.Millisecond))
 	return snap, nil
 }
 

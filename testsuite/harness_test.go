@@ -24,6 +24,9 @@ import (
 var binary, etcdutl string
 
 func TestMain(m *testing.M) {
+	// Every `etcdbr run` of this suite gets an API on a port of its own (many run at once):
+	// the default 127.0.0.1:2378 would be taken by the first. API tests give --listen-api.
+	os.Setenv("ETCDBR_LISTEN_API", "127.0.0.1:0")
 	dir, err := os.MkdirTemp("", "etcdbr-testsuite-*")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -27,7 +27,36 @@ type RunCmd struct {
 	DataDir              string `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
 	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
 	DeltaFlags           `embed:""`
+	MaxBackupAge         time.Duration `help:"Readiness (/readyz) fails once a write has waited longer than this to reach the store (0: 5m, or 30 delta periods if longer; without deltas the full snapshot period plus 5m)." default:"0s" env:"ETCDBR_MAX_BACKUP_AGE"`
+	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
+	APIFlags             `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
+}
+
+// APIFlags configure the HTTP API (health, status, metrics, snapshots and restores on request).
+type APIFlags struct {
+	ListenAPI            string `name:"listen-api" help:"Address (host:port) of the HTTP API and /metrics; \"\" disables it. Not loopback: needs --api-cert, --api-key and --api-client-ca or --api-token-file." default:"127.0.0.1:2378" env:"ETCDBR_LISTEN_API"`
+	APICert              string `name:"api-cert" help:"TLS certificate (PEM) of the HTTP API." env:"ETCDBR_API_CERT" type:"path"`
+	APIKey               string `name:"api-key" help:"TLS key (PEM) of the HTTP API." env:"ETCDBR_API_KEY" type:"path"`
+	APIClientCA          string `name:"api-client-ca" help:"CA certificates (PEM): clients with a certificate they signed may use every endpoint." env:"ETCDBR_API_CLIENT_CA" type:"path"`
+	APITokenFile         string `name:"api-token-file" help:"File whose first line is a bearer token that may use every endpoint (at least 16 bytes)." env:"ETCDBR_API_TOKEN_FILE" type:"path"`
+	APIReadOnlyTokenFile string `name:"api-read-only-token-file" help:"File whose first line is a bearer token that may use the GET endpoints only." env:"ETCDBR_API_READ_ONLY_TOKEN_FILE" type:"path"`
+}
+
+// config returns the API configuration, checked.
+func (f APIFlags) config() (supervisor.APIConfig, error) {
+	c := supervisor.APIConfig{
+		Listen:            f.ListenAPI,
+		CertFile:          f.APICert,
+		KeyFile:           f.APIKey,
+		ClientCAFile:      f.APIClientCA,
+		TokenFile:         f.APITokenFile,
+		ReadOnlyTokenFile: f.APIReadOnlyTokenFile,
+	}
+	if err := c.Validate(); err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
 }
 
 // Run runs the member until a signal stops it.
@@ -41,6 +70,17 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		return usageError{fmt.Errorf("--full-snapshot-schedule: %w", err)}
 	}
 	if err := c.DeltaFlags.validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.MaxBackupAge < 0:
+		return usageErrorf("--max-backup-age %v: give a positive duration, or 0 for the default", c.MaxBackupAge)
+	case c.MaxBackupAge > 0 && c.MaxBackupAge < 2*c.DeltaSnapshotPeriod:
+		return usageErrorf("--max-backup-age %v is shorter than two delta periods (--delta-snapshot-period %v): "+
+			"readiness would fail between deltas; give at least %v", c.MaxBackupAge, c.DeltaSnapshotPeriod, 2*c.DeltaSnapshotPeriod)
+	}
+	api, err := c.APIFlags.config()
+	if err != nil {
 		return err
 	}
 	if c.Store == "" {
@@ -57,6 +97,9 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		Schedule:         sched,
 		DeltaPeriod:      c.DeltaSnapshotPeriod,
 		DeltaMemoryLimit: int64(c.DeltaSnapshotMemoryLimit),
+		MaxBackupAge:     c.MaxBackupAge,
+		RestoreOnCorrupt: c.RestoreOnCorrupt,
+		API:              api,
 		Log:              env.Log,
 	})
 }

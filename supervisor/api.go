@@ -1,0 +1,182 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+// DefaultAPIListen is the API's default address: loopback only.
+const DefaultAPIListen = "127.0.0.1:2378"
+
+// APIConfig configures the HTTP API (docs/api.md).
+type APIConfig struct {
+	// Listen is the host:port to listen on; "" disables the API. An address that is not
+	// loopback requires TLS and authentication.
+	Listen string
+	// CertFile and KeyFile are the server's TLS certificate and key (PEM); with them the API
+	// serves HTTPS.
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes clients with a certificate signed by these CAs
+	// (PEM) authorized for every endpoint.
+	ClientCAFile string
+	// TokenFile holds a bearer token (first line) authorized for every endpoint.
+	TokenFile string
+	// ReadOnlyTokenFile holds a bearer token authorized for the GET endpoints only.
+	ReadOnlyTokenFile string
+}
+
+// Validate checks the configuration: it refuses an address that is not loopback without
+// TLS and a way to authenticate mutating requests.
+func (c APIConfig) Validate() error {
+	if c.Listen == "" {
+		if c.CertFile != "" || c.KeyFile != "" || c.ClientCAFile != "" || c.TokenFile != "" || c.ReadOnlyTokenFile != "" {
+			return errors.New("API TLS or token flags given but --listen-api is empty (the API is disabled): give an address or drop them")
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen-api %q: want host:port, e.g. %s: %v", c.Listen, DefaultAPIListen, err)
+	}
+	switch {
+	case (c.CertFile == "") != (c.KeyFile == ""):
+		return errors.New("--api-cert and --api-key go together: give both for TLS")
+	case c.ClientCAFile != "" && c.CertFile == "":
+		return errors.New("--api-client-ca needs TLS: give --api-cert and --api-key too")
+	case c.ReadOnlyTokenFile != "" && c.TokenFile == "" && c.ClientCAFile == "":
+		return errors.New("--api-read-only-token-file only authorizes GET requests: give --api-token-file or --api-client-ca " +
+			"too, so that the mutating endpoints can be used")
+	}
+	if isLoopback(host) {
+		return nil
+	}
+	if c.CertFile == "" {
+		return fmt.Errorf("--listen-api %s is not a loopback address: the API must use TLS there (--api-cert, --api-key) and "+
+			"authenticate clients (--api-client-ca or --api-token-file); or listen on 127.0.0.1", c.Listen)
+	}
+	if c.ClientCAFile == "" && c.TokenFile == "" {
+		return fmt.Errorf("--listen-api %s is not a loopback address: its endpoints need authentication there: give "+
+			"--api-client-ca (client certificates) or --api-token-file (a bearer token)", c.Listen)
+	}
+	return nil
+}
+
+// isLoopback reports whether host names only the loopback interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// apiServer is the running HTTP API.
+type apiServer struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+// startAPI loads the API's credentials and starts serving it (unless it is disabled).
+// Requests' contexts end with ctx.
+func (s *Supervisor) startAPI(ctx context.Context) (*apiServer, error) {
+	c := s.cfg.API
+	if c.Listen == "" {
+		s.lg.Info("the HTTP API is disabled (--listen-api is empty)")
+		return &apiServer{}, nil
+	}
+	auth, err := loadAPIAuth(c)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := apiTLS(c)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP API: listen on %s: %w (change --listen-api, or give \"\" to disable the API)", c.Listen, err)
+	}
+	s.mu.Lock()
+	s.apiAddr = ln.Addr().String()
+	s.mu.Unlock()
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	a := &apiServer{
+		srv: &http.Server{
+			Handler:           s.apiHandler(auth),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelDebug),
+			BaseContext:       func(net.Listener) context.Context { return ctx },
+		},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.lg.Error("the HTTP API stopped serving", "err", err)
+		}
+	}()
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	s.lg.Info("HTTP API listening", "url", scheme+"://"+ln.Addr().String(), "authentication", auth.describe())
+	return a, nil
+}
+
+// close stops the API, letting requests in flight finish for a few seconds.
+func (a *apiServer) close() {
+	if a.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		a.srv.Close()
+	}
+	<-a.done
+}
+
+// APIAddr returns the address the HTTP API listens on ("" before Run started it, or when it
+// is disabled).
+func (s *Supervisor) APIAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apiAddr
+}
+
+// apiTLS returns the API's TLS configuration (nil without a certificate).
+func apiTLS(c APIConfig) (*tls.Config, error) {
+	if c.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--api-cert %q, --api-key %q: %w", c.CertFile, c.KeyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--api-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--api-client-ca %q: no PEM certificate in it", c.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		// Health probes come without a certificate; the handlers decide what needs one.
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg, nil
+}

@@ -1,0 +1,360 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// maxRequestBody bounds a request's body.
+const maxRequestBody = 64 << 10
+
+// endpoint is one path of the API: what it needs and its handler per method.
+type endpoint struct {
+	path    string
+	need    access
+	methods map[string]http.HandlerFunc
+}
+
+// apiHandler routes the API's endpoints (docs/api.md).
+func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
+	metrics := promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.metrics.reg},
+		promhttp.HandlerOpts{ErrorLog: slogPrinter{s}})
+	endpoints := []endpoint{
+		{"/healthz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}},
+		{"/readyz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
+		{"/metrics", accessRead, map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+			s.refresh(time.Now())
+			metrics.ServeHTTP(w, r)
+		}}},
+		{"/v1/status", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleStatus}},
+		{"/v1/backups", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleBackups}},
+		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleFull}},
+		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleDelta}},
+		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleRestore}},
+	}
+	mux := http.NewServeMux()
+	for _, ep := range endpoints {
+		mux.Handle(ep.path, s.route(auth, ep))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s: see docs/api.md (GET /v1/status, GET /v1/backups, "+
+			"POST /v1/snapshots/full, POST /v1/snapshots/delta, POST /v1/restore, GET /healthz, GET /readyz, GET /metrics)", r.URL.Path))
+	})
+	return mux
+}
+
+// route enforces the endpoint's methods (405 with Allow; HEAD wherever GET) and access, and
+// logs mutating requests (never their credentials).
+func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
+	var allowed []string
+	for m := range ep.methods {
+		allowed = append(allowed, m)
+		if m == http.MethodGet {
+			allowed = append(allowed, http.MethodHead)
+		}
+	}
+	slices.Sort(allowed)
+	allow := strings.Join(allowed, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
+		h, ok := ep.methods[method]
+		if !ok {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s is not allowed: use %s", r.Method, ep.path, allow))
+			return
+		}
+		if status, msg := auth.authorize(r, ep.need); status != 0 {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="etcdbr"`)
+			}
+			s.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
+			writeError(w, status, msg)
+			return
+		}
+		if ep.need == accessWrite {
+			s.lg.Info("API request", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		h(w, r)
+	})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Status int    `json:"status"`
+	Error  string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Status: status, Error: msg})
+}
+
+// errorStatus maps an error of the supervisor to an HTTP status.
+func errorStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrRestoreRunning), errors.Is(err, ErrNotServing), errors.Is(err, ErrClusterMember),
+		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped):
+		return http.StatusConflict
+	case errors.Is(err, snapstore.ErrNoChain), errors.Is(err, ErrNoBackup):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	case errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable // a restore or a stop began meanwhile
+	case backup.ReasonOf(err) == backup.ReasonStore, errors.Is(err, backup.ErrFlushAbandoned):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func (s *Supervisor) handleHealth(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "alive", "state": state, "pid": s.pid})
+}
+
+// readyAnswer is the body of /readyz.
+type readyAnswer struct {
+	Ready bool `json:"ready"`
+	// Failed says which checks failed and why.
+	Failed string  `json:"failed,omitempty"`
+	Checks []Check `json:"checks"`
+}
+
+func (s *Supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
+	exclude := r.URL.Query()["exclude"]
+	for _, x := range exclude {
+		if !slices.Contains(metricReadyChecks, x) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("exclude=%q: no such check; the checks are %s", x, strings.Join(metricReadyChecks, ", ")))
+			return
+		}
+	}
+	ans := readyAnswer{Ready: true, Checks: []Check{}}
+	var failed []string
+	for _, c := range s.Readiness() {
+		if slices.Contains(exclude, c.Name) {
+			continue
+		}
+		ans.Checks = append(ans.Checks, c)
+		if !c.OK {
+			ans.Ready = false
+			failed = append(failed, c.Name+": "+c.Message)
+		}
+	}
+	ans.Failed = strings.Join(failed, "; ")
+	status := http.StatusOK
+	if !ans.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, ans)
+}
+
+func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Status())
+}
+
+// backupsAnswer is the body of GET /v1/backups.
+type backupsAnswer struct {
+	Store  string          `json:"store"`
+	Full   []*ObjectStatus `json:"full"`
+	Delta  []*ObjectStatus `json:"delta"`
+	Window windowStatus    `json:"window"`
+}
+
+// windowStatus is snapstore.Window in JSON.
+type windowStatus struct {
+	// Oldest and Newest are absent when the store has no full snapshot.
+	Oldest   *pointStatus    `json:"oldest,omitempty"`
+	Newest   *pointStatus    `json:"newest,omitempty"`
+	Gaps     []gapStatus     `json:"gaps"`
+	Overlaps []overlapStatus `json:"overlaps"`
+}
+
+type pointStatus struct {
+	Revision int64     `json:"revision"`
+	Time     time.Time `json:"time"`
+	Key      string    `json:"key"`
+}
+
+type gapStatus struct {
+	From   int64  `json:"from"`
+	To     int64  `json:"to"`
+	After  string `json:"after"`
+	Before string `json:"before"`
+}
+
+type overlapStatus struct {
+	A    string `json:"a"`
+	B    string `json:"b"`
+	From int64  `json:"from"`
+	To   int64  `json:"to"`
+}
+
+func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
+	fulls, deltas, err := s.listStore(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "cannot list the store: "+err.Error())
+		return
+	}
+	now := time.Now()
+	ans := backupsAnswer{Store: s.cfg.Store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
+		Window: windowStatus{Gaps: []gapStatus{}, Overlaps: []overlapStatus{}}}
+	for _, f := range fulls {
+		ans.Full = append(ans.Full, objectStatus(f, now))
+	}
+	for _, d := range deltas {
+		ans.Delta = append(ans.Delta, objectStatus(d, now))
+	}
+	win := snapstore.RestorableWindow(fulls, deltas)
+	if win.Oldest.Key != "" {
+		ans.Window.Oldest = &pointStatus{Revision: win.Oldest.Revision, Time: win.Oldest.Time, Key: win.Oldest.Key}
+		ans.Window.Newest = &pointStatus{Revision: win.Newest.Revision, Time: win.Newest.Time, Key: win.Newest.Key}
+	}
+	for _, g := range win.Gaps {
+		ans.Window.Gaps = append(ans.Window.Gaps, gapStatus(g))
+	}
+	for _, o := range win.Overlaps {
+		ans.Window.Overlaps = append(ans.Window.Overlaps, overlapStatus{A: o.A, B: o.B, From: o.From, To: o.To})
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+func (s *Supervisor) handleFull(w http.ResponseWriter, r *http.Request) {
+	snap, err := s.TakeFull(r.Context())
+	if err != nil {
+		writeError(w, errorStatus(err), "full snapshot: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": objectStatus(snap, time.Time{})})
+}
+
+// deltaAnswer is the body of POST /v1/snapshots/delta.
+type deltaAnswer struct {
+	// Revision is etcd's revision when the request came: the store holds it now.
+	Revision int64 `json:"revision"`
+	// Deltas are the deltas written (none when the store already held Revision).
+	Deltas []*ObjectStatus `json:"deltas"`
+}
+
+func (s *Supervisor) handleDelta(w http.ResponseWriter, r *http.Request) {
+	res, err := s.FlushDeltas(r.Context())
+	if err != nil {
+		writeError(w, errorStatus(err), "delta snapshot: "+err.Error())
+		return
+	}
+	ans := deltaAnswer{Revision: res.Revision, Deltas: []*ObjectStatus{}}
+	for _, d := range res.Deltas {
+		ans.Deltas = append(ans.Deltas, objectStatus(d, time.Time{}))
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// restoreRequest is the body of POST /v1/restore: a revision, a time, or neither (the
+// newest point in the store).
+type restoreRequest struct {
+	Revision int64  `json:"revision"`
+	Time     string `json:"time"`
+}
+
+// parseRestoreRequest reads the restore target from r's body (empty: the newest point).
+func parseRestoreRequest(r *http.Request) (snapstore.Target, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return snapstore.Target{}, fmt.Errorf("read the request body: %w", err)
+	}
+	var req restoreRequest
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return snapstore.Target{}, fmt.Errorf("the body must be JSON: {\"revision\": N}, {\"time\": \"2026-11-25T15:04:05Z\"} or {} for the newest point: %w", err)
+		}
+	}
+	target := snapstore.Target{Revision: req.Revision}
+	if req.Time != "" {
+		t, err := time.Parse(time.RFC3339Nano, req.Time)
+		if err != nil {
+			return snapstore.Target{}, fmt.Errorf("time %q: want an RFC 3339 time such as 2026-11-25T15:04:05Z", req.Time)
+		}
+		target.Time = t
+	}
+	if err := target.Validate(); err != nil {
+		return snapstore.Target{}, err
+	}
+	return target, nil
+}
+
+// restoreAnswer is the body of POST /v1/restore.
+type restoreAnswer struct {
+	Restore RestoreStatus `json:"restore"`
+}
+
+func (s *Supervisor) handleRestore(w http.ResponseWriter, r *http.Request) {
+	target, err := parseRestoreRequest(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "restore: "+err.Error())
+		return
+	}
+	wait := false
+	if v := r.URL.Query().Get("wait"); v != "" {
+		if wait, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("restore: wait=%q: want true or false", v))
+			return
+		}
+	}
+	job, err := s.requestRestore(r.Context(), target, TriggerRequest)
+	if err != nil {
+		writeError(w, errorStatus(err), "restore: "+err.Error())
+		return
+	}
+	w.Header().Set("Location", "/v1/status")
+	if !wait {
+		s.mu.Lock()
+		st := job.statusLocked()
+		s.mu.Unlock()
+		writeJSON(w, http.StatusAccepted, restoreAnswer{Restore: st})
+		return
+	}
+	st, err := s.WaitRestore(r.Context(), job.id)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusGatewayTimeout, "restore: "+err.Error()+" (it goes on: see GET /v1/status)")
+	case st.Phase == string(PhaseFailed):
+		writeJSON(w, http.StatusInternalServerError, restoreAnswer{Restore: st})
+	default:
+		writeJSON(w, http.StatusOK, restoreAnswer{Restore: st})
+	}
+}
+
+// slogPrinter logs promhttp's errors.
+type slogPrinter struct{ s *Supervisor }
+
+func (p slogPrinter) Println(v ...any) { p.s.lg.Error("metrics: " + fmt.Sprint(v...)) }

@@ -1,0 +1,228 @@
+package supervisor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// metricsNamespace prefixes every metric of etcdbr's own.
+const metricsNamespace = "etcdbr"
+
+// The label values of etcdbr's metrics: every label has a small fixed set of values, and
+// every series is created at start (at 0), so that each documented series exists from the
+// first scrape. docs/metrics.md documents them.
+var (
+	metricKinds         = []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta}
+	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck}
+	metricRestoreResult = []string{"succeeded", "failed"}
+	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
+	metricValidations   = []string{embedded.StateValid.String(), embedded.StateMissing.String(), embedded.StateCorrupt.String()}
+	metricAlarms        = []string{"corrupt", "nospace"}
+	metricReadyChecks   = []string{checkEtcd, checkBackup}
+)
+
+// The store operations etcdbr_store_errors_total counts.
+const (
+	storeOpUpload = "upload" // a full snapshot or a delta
+	storeOpList   = "list"   // a listing of full snapshots or deltas
+	storeOpCheck  = "check"  // the periodic reachability check
+)
+
+// metrics are etcdbr's own metrics, in a registry of their own (etcd's are in the
+// prometheus default registry; /metrics serves both).
+type metrics struct {
+	reg *prometheus.Registry
+
+	snapshots        *prometheus.CounterVec
+	snapshotDuration *prometheus.HistogramVec
+	snapshotSize     *prometheus.GaugeVec
+	snapshotBytes    *prometheus.CounterVec
+	snapshotFailures *prometheus.CounterVec
+	newestRevision   *prometheus.GaugeVec
+	newestTime       *prometheus.GaugeVec
+
+	deltaEvents    prometheus.Counter
+	deltaRevisions prometheus.Counter
+	deltaLag       prometheus.Gauge
+	deltaBuffered  prometheus.Gauge
+	unbackedAge    prometheus.Gauge
+
+	restores        *prometheus.CounterVec
+	restoreDuration prometheus.Histogram
+	restorePhase    *prometheus.GaugeVec
+
+	validations        *prometheus.CounterVec
+	validationDuration prometheus.Gauge
+
+	gcDeleted *prometheus.CounterVec
+
+	storeErrors    *prometheus.CounterVec
+	storeReachable prometheus.Gauge
+
+	state        *prometheus.GaugeVec
+	etcdRevision prometheus.Gauge
+	alarm        *prometheus.GaugeVec
+	ready        *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help}, labels)
+		m.reg.MustRegister(c)
+		return c
+	}
+	gaugeVec := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help}, labels)
+		m.reg.MustRegister(g)
+		return g
+	}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help})
+		m.reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help})
+		m.reg.MustRegister(g)
+		return g
+	}
+
+	m.snapshots = counterVec("snapshots_total", "Snapshots that reached the store, by kind (full, delta).", "kind")
+	m.snapshotDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metricsNamespace, Name: "snapshot_duration_seconds",
+		Help:    "How long taking and uploading a snapshot took, by kind.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 9), // 10ms to 11min
+	}, []string{"kind"})
+	m.reg.MustRegister(m.snapshotDuration)
+	m.snapshotSize = gaugeVec("snapshot_last_size_bytes", "Size in the store of the newest snapshot taken, by kind.", "kind")
+	m.snapshotBytes = counterVec("snapshot_uploaded_bytes_total", "Bytes of snapshots that reached the store, by kind.", "kind")
+	m.snapshotFailures = counterVec("snapshot_failures_total",
+		"Failed attempts to take a snapshot, by kind and reason (store, etcd, other); each is retried.", "kind", "reason")
+	m.newestRevision = gaugeVec("newest_snapshot_revision", "Revision of the newest snapshot in the store, by kind (a delta's last revision).", "kind")
+	m.newestTime = gaugeVec("newest_snapshot_timestamp_seconds", "Unix time the newest snapshot in the store was taken, by kind.", "kind")
+
+	m.deltaEvents = counter("delta_events_total", "etcd events (puts and deletes) uploaded in deltas.")
+	m.deltaRevisions = counter("delta_revisions_total", "etcd revisions uploaded in deltas.")
+	m.deltaLag = gauge("delta_lag_revisions", "etcd's current revision minus the newest revision in the store.")
+	m.deltaBuffered = gauge("delta_buffered_bytes", "Memory held by revisions received from the watch and not yet in the store.")
+	m.unbackedAge = gauge("backup_unbacked_age_seconds",
+		"How long the oldest write that is not in the store has waited (0 when the store holds etcd's current revision).")
+
+	m.restores = counterVec("restores_total", "Restores while running, by trigger (request, corrupt) and result (succeeded, failed).", "trigger", "result")
+	m.restoreDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: metricsNamespace, Name: "restore_duration_seconds",
+		Help:    "How long restores while running took, from stopping the backups to etcd serving again with a fresh full snapshot.",
+		Buckets: prometheus.ExponentialBuckets(1, 3, 9), // 1s to 1.8h
+	})
+	m.reg.MustRegister(m.restoreDuration)
+	m.restorePhase = gaugeVec("restore_phase", "1 for the phase the running restore is in, 0 for the others (all 0 when none runs).", "phase")
+
+	m.validations = counterVec("validations_total", "Data dir validations at start, by result (valid, missing, corrupt).", "result")
+	m.validationDuration = gauge("validation_duration_seconds", "How long the last data dir validation took.")
+
+	m.gcDeleted = counterVec("gc_deleted_objects_total", "Backup objects deleted by the retention policy, by kind.", "kind")
+
+	m.storeErrors = counterVec("store_errors_total", "Failed store operations, by operation (upload, list, check).", "op")
+	m.storeReachable = gauge("store_reachable", "1 when the last store operation succeeded, 0 when it failed.")
+
+	m.state = gaugeVec("state", "1 for the supervisor's current state, 0 for the others.", "state")
+	m.etcdRevision = gauge("etcd_revision", "etcd's current revision (the last known while etcd is stopped).")
+	m.alarm = gaugeVec("etcd_alarm", "1 while etcd has raised the alarm (corrupt, nospace).", "alarm")
+	m.ready = gaugeVec("ready", "1 when the readiness check passes (etcd, backup), 0 when it fails.", "check")
+
+	for _, k := range metricKinds {
+		kind := string(k)
+		m.snapshots.WithLabelValues(kind)
+		m.snapshotDuration.WithLabelValues(kind)
+		m.snapshotSize.WithLabelValues(kind)
+		m.snapshotBytes.WithLabelValues(kind)
+		m.newestRevision.WithLabelValues(kind)
+		m.newestTime.WithLabelValues(kind)
+		m.gcDeleted.WithLabelValues(kind)
+		for _, r := range backup.Reasons {
+			m.snapshotFailures.WithLabelValues(kind, string(r))
+		}
+	}
+	for _, tr := range metricTriggers {
+		for _, r := range metricRestoreResult {
+			m.restores.WithLabelValues(tr, r)
+		}
+	}
+	for _, p := range restorePhases {
+		m.restorePhase.WithLabelValues(string(p))
+	}
+	for _, v := range metricValidations {
+		m.validations.WithLabelValues(v)
+	}
+	for _, op := range metricStoreOps {
+		m.storeErrors.WithLabelValues(op)
+	}
+	for _, st := range States {
+		m.state.WithLabelValues(string(st))
+	}
+	for _, a := range metricAlarms {
+		m.alarm.WithLabelValues(a)
+	}
+	for _, c := range metricReadyChecks {
+		m.ready.WithLabelValues(c)
+	}
+	return m
+}
+
+// setState sets the state gauge.
+func (m *metrics) setState(s State) {
+	for _, st := range States {
+		v := 0.0
+		if st == s {
+			v = 1
+		}
+		m.state.WithLabelValues(string(st)).Set(v)
+	}
+}
+
+// setRestorePhase sets the restore phase gauge; a phase that is not in progress (done,
+// failed, "") zeroes them all.
+func (m *metrics) setRestorePhase(p RestorePhase) {
+	for _, ph := range restorePhases {
+		v := 0.0
+		if ph == p {
+			v = 1
+		}
+		m.restorePhase.WithLabelValues(string(ph)).Set(v)
+	}
+}
+
+// taken records a snapshot that reached the store.
+func (m *metrics) taken(t backup.Taken) {
+	kind := string(t.Snapshot.Kind)
+	m.snapshots.WithLabelValues(kind).Inc()
+	m.snapshotDuration.WithLabelValues(kind).Observe(t.Duration.Seconds())
+	m.snapshotSize.WithLabelValues(kind).Set(float64(t.Snapshot.Size))
+	m.snapshotBytes.WithLabelValues(kind).Add(float64(t.Snapshot.Size))
+	if t.Snapshot.Kind == snapstore.KindDelta {
+		m.deltaEvents.Add(float64(t.Events))
+		m.deltaRevisions.Add(float64(t.Revisions))
+	}
+}
+
+// newest records the newest snapshot of its kind in the store.
+func (m *metrics) newest(s snapstore.Snapshot) {
+	m.newestRevision.WithLabelValues(string(s.Kind)).Set(float64(s.Revision))
+	m.newestTime.WithLabelValues(string(s.Kind)).Set(float64(s.Time.UnixMilli()) / 1000)
+}
+
+// failed records a failed step of a taker.
+func (m *metrics) failed(f backup.Failure) {
+	if f.Op == backup.OpList {
+		m.storeErrors.WithLabelValues(storeOpList).Inc()
+		return
+	}
+	m.snapshotFailures.WithLabelValues(string(f.Kind), string(f.Reason)).Inc()
+	if f.Reason == backup.ReasonStore {
+		m.storeErrors.WithLabelValues(storeOpUpload).Inc()
+	}
+}

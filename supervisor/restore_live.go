@@ -1,0 +1,378 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// Why a restore while running is refused.
+var (
+	// ErrRestoreRunning: a restore runs already.
+	ErrRestoreRunning = errors.New("a restore is already running")
+	// ErrNotServing: etcd does not serve (it is starting, stopping, or being restored).
+	ErrNotServing = errors.New("etcd is not serving")
+	// ErrClusterMember: the member belongs to a cluster of several members, which must be
+	// repaired from its peers, not from a backup.
+	ErrClusterMember = errors.New("the member belongs to a cluster of several members")
+)
+
+// restoreJob is one restore while running. Its fields after done are guarded by the
+// supervisor's mutex.
+type restoreJob struct {
+	id      int64
+	trigger string
+	target  snapstore.Target
+	done    chan struct{} // closed when it ended
+
+	phase          RestorePhase
+	started, ended time.Time
+	err            error
+	bump           uint64
+	result         *RestoreResult
+	fresh          snapstore.Snapshot // the full snapshot taken after it
+	warning        string
+	storeRevision  int64 // the newest revision in the store before the restore
+	memberRevision int64 // etcd's revision when it stopped
+}
+
+func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
+
+// RestoreStatus describes a restore while running.
+type RestoreStatus struct {
+	ID      int64  `json:"id"`
+	Trigger string `json:"trigger"` // request, corrupt
+	// Target says what was asked for: "revision N", "time T" or "the latest point".
+	Target         string     `json:"target"`
+	TargetRevision int64      `json:"target_revision,omitempty"`
+	TargetTime     *time.Time `json:"target_time,omitempty"`
+	Phase          string     `json:"phase"`
+	Running        bool       `json:"running"`
+	Started        time.Time  `json:"started"`
+	Ended          *time.Time `json:"ended,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	Warning        string     `json:"warning,omitempty"`
+	// MemberRevision is etcd's revision when it stopped, StoreRevision the newest revision
+	// in the store then.
+	MemberRevision int64 `json:"member_revision,omitempty"`
+	StoreRevision  int64 `json:"store_revision,omitempty"`
+	// Revision is the revision restored, RevisionTime when it was observed; DataRevision the
+	// new data dir's revision after RevisionBump (marked compacted when not 0).
+	Revision     int64      `json:"revision,omitempty"`
+	RevisionTime *time.Time `json:"revision_time,omitempty"`
+	DataRevision int64      `json:"data_revision,omitempty"`
+	RevisionBump uint64     `json:"revision_bump,omitempty"`
+	// Full is the full snapshot restored, Deltas how many deltas were replayed after it.
+	Full   string `json:"full,omitempty"`
+	Deltas int    `json:"deltas,omitempty"`
+	// Excluded are objects that failed verification and were left out.
+	Excluded []string `json:"excluded,omitempty"`
+	// MovedAside is where the replaced data dir was moved (kept: delete it when no longer
+	// needed).
+	MovedAside string `json:"moved_aside,omitempty"`
+	// FreshFull is the full snapshot taken after etcd started again.
+	FreshFull string `json:"fresh_full,omitempty"`
+}
+
+func (j *restoreJob) statusLocked() RestoreStatus {
+	r := RestoreStatus{
+		ID: j.id, Trigger: j.trigger, Target: j.target.String(), TargetRevision: j.target.Revision,
+		Phase: string(j.phase), Running: j.running(), Started: j.started.UTC(), Warning: j.warning,
+		MemberRevision: j.memberRevision, StoreRevision: j.storeRevision, RevisionBump: j.bump, FreshFull: j.fresh.Key,
+	}
+	if !j.target.Time.IsZero() {
+		t := j.target.Time.UTC()
+		r.TargetTime = &t
+	}
+	if !j.ended.IsZero() {
+		e := j.ended.UTC()
+		r.Ended = &e
+	}
+	if j.err != nil {
+		r.Error = j.err.Error()
+	}
+	if res := j.result; res != nil {
+		t := res.Time.UTC()
+		r.Revision, r.RevisionTime, r.DataRevision = res.Revision, &t, res.DataRevision
+		r.Full, r.Deltas, r.MovedAside = res.Snapshot.Key, len(res.Deltas), res.MovedAside
+		for _, x := range res.Excluded {
+			r.Excluded = append(r.Excluded, x.Key)
+		}
+	}
+	return r
+}
+
+// RequestRestore asks the running supervisor to restore the data dir to target (the zero
+// Target: the newest point in the store) without the process exiting: it stops the backups
+// (the final delta is uploaded) and etcd, restores (crash-safe; the old data dir is moved
+// aside), starts etcd again, takes a fresh full snapshot and resumes the backups. A restore
+// to a point before the newest revision in the store (or etcd's, if higher) bumps the
+// revision past it and marks it compacted, so that revisions never repeat across histories.
+//
+// It checks first, from a listing of the store, that the target can be restored; then it
+// returns at once with the restore's status, and the restore runs in Run's goroutine (see
+// Status, WaitRestore). It refuses with ErrRestoreRunning, ErrNotServing or
+// ErrClusterMember, or with the planner's error (wrapping snapstore.ErrNoChain or
+// ErrNoBackup) when the target cannot be restored.
+func (s *Supervisor) RequestRestore(ctx context.Context, target snapstore.Target) (RestoreStatus, error) {
+	job, err := s.requestRestore(ctx, target, TriggerRequest)
+	if err != nil {
+		return RestoreStatus{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return job.statusLocked(), nil
+}
+
+// WaitRestore waits until the restore with the given ID ended (or ctx ends) and returns its
+// status.
+func (s *Supervisor) WaitRestore(ctx context.Context, id int64) (RestoreStatus, error) {
+	s.mu.Lock()
+	job := s.job
+	s.mu.Unlock()
+	if job == nil || job.id != id {
+		return RestoreStatus{}, fmt.Errorf("no restore with id %d: only the last one is kept", id)
+	}
+	select {
+	case <-job.done:
+	case <-ctx.Done():
+		return RestoreStatus{}, fmt.Errorf("wait for restore %d: %w", id, ctx.Err())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return job.statusLocked(), nil
+}
+
+func (s *Supervisor) requestRestore(ctx context.Context, target snapstore.Target, trigger string) (*restoreJob, error) {
+	if err := target.Validate(); err != nil {
+		return nil, err
+	}
+	if s.members > 1 {
+		return nil, fmt.Errorf("%w (%d): a member is repaired by removing it, moving its data dir away and adding it back "+
+			"so that it syncs from its peers; restoring a whole cluster from a backup means restoring every member offline "+
+			"(etcdbr restore) with a new cluster token", ErrClusterMember, s.members)
+	}
+	if err := s.checkBusy(); err != nil {
+		return nil, err
+	}
+	if err := s.checkRestorable(ctx, target); err != nil {
+		return nil, err
+	}
+	return s.startRestore(target, trigger)
+}
+
+// startRestore hands a restore to Run, unless one runs or etcd does not serve.
+func (s *Supervisor) startRestore(target snapstore.Target, trigger string) (*restoreJob, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkBusyLocked(); err != nil {
+		return nil, err
+	}
+	s.jobs++
+	job := &restoreJob{id: s.jobs, trigger: trigger, target: target, done: make(chan struct{}),
+		phase: PhaseStoppingBackups, started: time.Now()}
+	s.job = job
+	s.restores <- job // never blocks: one job at a time, and Run takes it
+	s.metrics.setRestorePhase(job.phase)
+	s.lg.Warn("restore requested: stopping backups and etcd", "id", job.id, "trigger", trigger, "target", target.String())
+	return job, nil
+}
+
+func (s *Supervisor) checkBusy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkBusyLocked()
+}
+
+func (s *Supervisor) checkBusyLocked() error {
+	if s.job != nil && s.job.running() {
+		return fmt.Errorf("%w (id %d, phase %s): wait for it to end (GET /v1/status)", ErrRestoreRunning, s.job.id, s.job.phase)
+	}
+	if s.state != StateServing {
+		return fmt.Errorf("%w (state %s): try again once it serves", ErrNotServing, s.state)
+	}
+	return nil
+}
+
+// checkRestorable plans the restore from a listing of the store.
+func (s *Supervisor) checkRestorable(ctx context.Context, target snapstore.Target) error {
+	fulls, deltas, err := s.listStore(ctx)
+	if err != nil {
+		return err
+	}
+	if len(fulls) == 0 {
+		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
+	}
+	if _, err := snapstore.PlanRestore(fulls, deltas, target, nil); err != nil {
+		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
+	}
+	return nil
+}
+
+// listStore lists the store's full snapshots and deltas.
+func (s *Supervisor) listStore(ctx context.Context) (fulls, deltas []snapstore.Snapshot, err error) {
+	fulls, err = s.cfg.Store.List(ctx, snapstore.KindFull)
+	if err == nil {
+		deltas, err = s.cfg.Store.List(ctx, snapstore.KindDelta)
+	}
+	if err != nil {
+		s.metrics.storeErrors.WithLabelValues(storeOpList).Inc()
+		s.storeResult(err)
+		return nil, nil, err
+	}
+	s.storeResult(nil)
+	return fulls, deltas, nil
+}
+
+// setPhase moves job to phase p.
+func (s *Supervisor) setPhase(job *restoreJob, p RestorePhase) {
+	s.mu.Lock()
+	job.phase = p
+	s.mu.Unlock()
+	s.metrics.setRestorePhase(p)
+	s.lg.Info("restore", "id", job.id, "phase", string(p))
+}
+
+// restoreWhileRunning stops the backups and etcd and rebuilds the data dir for job. etcd is
+// to be started again by the caller, on the new data dir, or on the old one (left as it
+// was) when the restore failed: job.err says which.
+func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, sess *session, job *restoreJob) {
+	s.setState(StateRestoring)
+	if err := sess.stop(nil); err != nil {
+		s.lg.Error("backups ended with an error", "err", err)
+	}
+	s.setPhase(job, PhaseStoppingEtcd)
+	s.clearEtcd()
+	e.Close()
+	memberRev := e.Server().KV().Rev() // final: etcd is stopped
+
+	s.setPhase(job, PhaseRestoring)
+	res, err := s.restoreData(ctx, job, memberRev)
+	s.mu.Lock()
+	if err != nil {
+		job.err = err
+	} else {
+		job.result = &res
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.lg.Error("restore failed: etcd starts again on its data dir, which was left as it was", "id", job.id, "err", err)
+	} else if res.MovedAside != "" {
+		s.lg.Warn("the replaced data dir was moved aside and kept: it holds the data before the restore; delete it once you no longer need it",
+			"path", res.MovedAside)
+	}
+	s.setPhase(job, PhaseStartingEtcd)
+}
+
+// restoreData restores job's target, bumping the revision past the newest one the store or
+// etcd (at memberRev) ever held when the target is before it.
+func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev int64) (RestoreResult, error) {
+	fulls, deltas, err := s.listStore(ctx)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if len(fulls) == 0 {
+		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
+	}
+	plan, err := snapstore.PlanRestore(fulls, deltas, job.target, nil)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
+	}
+	storeRev := newestRevision(fulls, deltas)
+	bump := revisionBump(plan.MinRevision, max(storeRev, memberRev))
+	s.mu.Lock()
+	job.storeRevision, job.memberRevision, job.bump = storeRev, memberRev, bump
+	s.mu.Unlock()
+	if bump > 0 {
+		s.lg.Info("restoring to a point before the newest revision: the revision is bumped past it and marked compacted, "+
+			"so that revisions never repeat across histories and watchers relist",
+			"target", job.target.String(), "store_revision", storeRev, "member_revision", memberRev, "bump", bump)
+	}
+	opts := embedded.RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0}
+	res, err := Restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if high := max(storeRev, memberRev); bump > 0 && res.DataRevision <= high {
+		// Restore ended below the plan's lowest revision, which it must refuse.
+		s.lg.Error("the restored data dir's revision does not pass the newest revision: revisions may repeat",
+			"data_revision", res.DataRevision, "newest", high)
+	}
+	return res, nil
+}
+
+// revisionBump is how much a restore must raise the revision so that the restored data dir
+// is past high, the newest revision the store or etcd held, when the restore ends at lowest
+// or later: 0 when lowest is not before high. The data dir then starts at high+1 when the
+// restore ends exactly at lowest (always so for a revision target).
+func revisionBump(lowest, high int64) uint64 {
+	if lowest >= high {
+		return 0
+	}
+	return uint64(high - lowest + 1)
+}
+
+// afterRestore finishes job once etcd serves again: after a successful restore it takes a
+// fresh full snapshot of the restored member. It reports whether the full snapshot runner
+// must take one at once (the fresh one failed).
+func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *restoreJob) (takeFull bool) {
+	s.mu.Lock()
+	err := job.err
+	s.mu.Unlock()
+	if err != nil {
+		s.finishRestore(job, err)
+		return false
+	}
+	s.setPhase(job, PhaseFullSnapshot)
+	start := time.Now()
+	snap, err := backup.FullFromBackend(ctx, e.Server().Backend(), s.cfg.Store)
+	if err != nil {
+		if ctx.Err() == nil {
+			observer{s}.Failed(backup.Failure{Kind: snapstore.KindFull, Op: backup.OpSnapshot, Reason: backup.ReasonOf(err), Err: err})
+		}
+		s.mu.Lock()
+		job.warning = "the fresh full snapshot failed (the full snapshot runner retries it): " + err.Error()
+		s.mu.Unlock()
+		s.lg.Error("the full snapshot after the restore failed; the full snapshot runner retries it", "err", err)
+		takeFull = true
+	} else {
+		observer{s}.Taken(backup.Taken{Snapshot: snap, Duration: time.Since(start), Trigger: "restore"})
+		s.mu.Lock()
+		job.fresh = snap
+		s.mu.Unlock()
+		s.lg.Info("full snapshot of the restored member taken", "object", snap.Key, "revision", snap.Revision)
+	}
+	s.finishRestore(job, nil)
+	return takeFull
+}
+
+// finishRestore ends job with err (nil: it succeeded).
+func (s *Supervisor) finishRestore(job *restoreJob, err error) {
+	s.mu.Lock()
+	if job.err == nil {
+		job.err = err
+	}
+	job.ended = time.Now()
+	result := "succeeded"
+	job.phase = PhaseSucceeded
+	if job.err != nil {
+		job.phase, result = PhaseFailed, "failed"
+		s.lastErr = &ErrorStatus{Component: "restore", Message: job.err.Error(), Time: job.ended.UTC()}
+	}
+	took := job.ended.Sub(job.started)
+	s.mu.Unlock()
+	s.metrics.setRestorePhase(job.phase)
+	s.metrics.restores.WithLabelValues(job.trigger, result).Inc()
+	s.metrics.restoreDuration.Observe(took.Seconds())
+	close(job.done)
+	if result == "succeeded" {
+		s.lg.Info("restore done: etcd serves the restored data", "id", job.id, "duration", took.Round(time.Millisecond))
+	} else {
+		s.lg.Error("restore failed", "id", job.id, "err", job.err, "duration", took.Round(time.Millisecond))
+	}
+}

@@ -1,0 +1,121 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// session is the backups of one running etcd: the full snapshot runner and the delta taker
+// (while this member leads). It ends when etcd stops, or before a restore.
+type session struct {
+	runner      *backup.Runner
+	fullNow     backup.TakeFunc // a full snapshot through the runner, abandoned when it stops
+	deltas      bool            // delta snapshots are enabled
+	stopBackups context.CancelFunc
+	stopDeltas  context.CancelCauseFunc
+	backupsDone chan struct{}
+	deltasDone  chan struct{}
+	errc        chan error // the first setup error of either
+
+	mu                    sync.Mutex
+	backupsErr, deltasErr error
+}
+
+// startSession starts taking backups of e. takeFull makes the runner take a full snapshot at
+// once, whatever the store holds.
+func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFull bool) *session {
+	lg := s.lg
+	store := s.cfg.Store
+	runner := &backup.Runner{
+		Store:       store,
+		Schedule:    s.cfg.Schedule,
+		Log:         lg.With("component", "backup"),
+		TakeAtStart: takeFull,
+		Observer:    observer{s},
+		Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+			srv := e.Server()
+			if srv.Leader() != srv.MemberID() {
+				return snapstore.Snapshot{}, fmt.Errorf("member %s is not the leader: %w", srv.MemberID(), backup.ErrSkipped)
+			}
+			if hasCorruptAlarm(srv.Alarms()) {
+				return snapstore.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
+			}
+			return backup.FullFromBackend(ctx, srv.Backend(), store)
+		},
+	}
+	ss := &session{
+		runner:      runner,
+		deltas:      s.cfg.DeltaPeriod > 0,
+		backupsDone: make(chan struct{}),
+		deltasDone:  make(chan struct{}),
+		errc:        make(chan error, 2),
+	}
+	bctx, stopBackups := context.WithCancel(context.WithoutCancel(ctx))
+	ss.stopBackups = stopBackups
+	ss.fullNow = backup.FullFromRunner(bctx, runner)
+	go func() {
+		defer close(ss.backupsDone)
+		err := runner.Run(bctx) // only a setup error ends it early
+		ss.mu.Lock()
+		ss.backupsErr = err
+		ss.mu.Unlock()
+		if err != nil {
+			ss.errc <- err
+		}
+	}()
+
+	dctx, stopDeltas := context.WithCancelCause(context.WithoutCancel(ctx))
+	ss.stopDeltas = stopDeltas
+	if ss.deltas {
+		dcfg := backup.DeltaConfig{
+			Store:       store,
+			Client:      e.Client(),
+			Period:      s.cfg.DeltaPeriod,
+			MemoryLimit: s.cfg.DeltaMemoryLimit,
+			Full:        ss.fullNow,
+			Log:         lg.With("component", "delta"),
+			Observer:    observer{s},
+			Flusher:     s.flusher,
+		}
+		go func() {
+			defer close(ss.deltasDone)
+			err := deltasWhileLeader(dctx, e, dcfg, lg) // likewise
+			ss.mu.Lock()
+			ss.deltasErr = err
+			ss.mu.Unlock()
+			if err != nil {
+				ss.errc <- err
+			}
+		}()
+	} else {
+		close(ss.deltasDone)
+		lg.Info("delta snapshots are disabled (--delta-snapshot-period 0): a restore loses the writes since the last full snapshot")
+	}
+	s.mu.Lock()
+	s.sess = ss
+	s.mu.Unlock()
+	return ss
+}
+
+// failed receives the error of a runner that could not start.
+func (ss *session) failed() <-chan error { return ss.errc }
+
+// stop stops the backups: the full snapshot runner first (a full snapshot in flight is
+// abandoned and leaves nothing behind), then the delta taker, which uploads its final delta
+// (etcd must still run) unless cause wraps backup.ErrSkipped. It returns a runner's setup
+// error, if any.
+func (ss *session) stop(cause error) error {
+	ss.stopBackups()
+	<-ss.backupsDone
+	ss.stopDeltas(cause)
+	<-ss.deltasDone
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return errors.Join(ss.backupsErr, ss.deltasErr)
+}
