@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test soak test-services lint run clean
+.PHONY: build test soak bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -21,6 +21,11 @@ test: lint
 # Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
 soak: lint
 	$(WITH_SERVICES) $(GO) test -tags soak -count=1 -timeout 60m ./...
+
+# Benchmarks beside plain etcd and etcd's tools (docs/bench.md); sizes: BENCH_FLAGS, e.g.
+# BENCH_FLAGS='-keys 10000 -json'. Not part of test (its -short smoke is).
+bench:
+	$(GO) run ./testsuite/bench $(BENCH_FLAGS)
 
 # Install the test servers only (the first time takes a few minutes: MinIO builds from source).
 test-services:

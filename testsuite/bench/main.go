@@ -1,14 +1,24 @@
-// Command bench measures etcdbr against etcd's own tools on this machine.
+// Command bench measures etcdbr beside plain etcd and etcd's own tools, in the same run on
+// the same machine, and prints a table (docs/bench.md):
 //
-//	go run ./testsuite/bench -scenario restore -keys 100000 -events 200000
+//	go run ./testsuite/bench                # every figure, default sizes
+//	go run ./testsuite/bench -short -json   # tiny sizes, one JSON line per figure
 //
-// Scenario restore: an in-process etcd gets -keys keys, a full snapshot is taken into a file
-// store, then -events events of churn (overwrites, deletes and re-creates, multi-op
-// transactions, leased keys) are recorded into deltas. Then, as child processes, the
-// baseline `etcdutl snapshot restore` of the full snapshot alone, and `etcdbr restore` of the
-// full snapshot and every delta, each with its wall time, peak RSS and peak anonymous memory
-// (RssAnon, sampled from /proc/PID/status; bbolt's mmap of the db is file-backed and does
-// not count). The restored data dir is checked to end at the source's last revision.
+// It builds etcdbr, etcdutl, etcdctl and plain etcd (go.mod's versions), then:
+//
+//   - restore: an in-process etcd gets -keys keys of -value-size bytes, a full snapshot goes
+//     into a file:// store, then -events and then -long-events events of churn (overwrites,
+//     deletes and re-creates, 4-put transactions, leased keys) go into deltas. `etcdbr
+//     restore` to both points, beside `etcdutl snapshot restore` of the full snapshot alone.
+//   - start: start to ready of etcdbr run on the data dir restored to the last point (clean,
+//     then after a SIGKILL), beside plain etcd on the same dir.
+//   - snapshot: `etcdbr snapshot --once` of that member into a file:// store, beside
+//     `etcdctl snapshot save` into a file.
+//   - put: put throughput with -clients clients, etcdbr run with deltas every second beside
+//     the same etcdbr run with backups off.
+//
+// Every child's wall time, peak RSS (VmHWM) and peak RssAnon (sampled from /proc/PID/status)
+// are measured from outside.
 package main
 
 import (
@@ -18,7 +28,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -28,38 +42,156 @@ func main() {
 	os.Exit(code)
 }
 
-// run parses the flags, runs the scenario and prints its report; it returns the exit code.
+// scenarios are the parts of the benchmark, in the order they run.
+var scenarios = []string{"restore", "start", "snapshot", "put"}
+
+// config sizes a run.
+type config struct {
+	Keys, ValueSize, Writers int
+	Events, LongEvents       int
+	DeltaRevisions           int64
+	Seed                     uint64
+	Clients, Conns, Rounds   int
+	PutDuration              time.Duration
+	Scenarios                []string
+	Dir                      string
+	Bins                     binaries
+	Log                      io.Writer // progress
+}
+
+// progress logs a line of progress.
+func (c config) progress(format string, args ...any) {
+	fmt.Fprintf(c.Log, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// run parses the flags, runs the benchmark and prints its table; it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scenario := fs.String("scenario", "restore", "what to measure: restore")
-	var cfg restoreConfig
+	var cfg config
+	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (start and snapshot need restore's data dir: restore runs with them)")
+	short := fs.Bool("short", false, "tiny sizes (a smoke test of the harness; the figures mean nothing)")
+	asJSON := fs.Bool("json", false, "print one JSON object per figure and line instead of the table")
 	fs.IntVar(&cfg.Keys, "keys", 100_000, "keys in the full snapshot")
-	fs.IntVar(&cfg.Events, "events", 200_000, "events in the deltas after the full snapshot")
-	fs.IntVar(&cfg.ValueSize, "value-size", 200, "bytes per value")
+	fs.IntVar(&cfg.ValueSize, "value-size", 1024, "bytes per value (initial keys, churn and the put load)")
+	fs.IntVar(&cfg.Events, "events", 200_000, "events in the deltas of the first restore")
+	fs.IntVar(&cfg.LongEvents, "long-events", 1_000_000, "events in the deltas of the second restore (0: no second restore)")
 	fs.Int64Var(&cfg.DeltaRevisions, "delta-revisions", 10_000, "revisions per delta")
 	fs.IntVar(&cfg.Writers, "writers", 8, "concurrent writers making the churn")
-	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the churn")
-	fs.StringVar(&cfg.Dir, "dir", "", "work directory (default: a new temporary directory, removed at the end)")
-	fs.StringVar(&cfg.Etcdbr, "etcdbr", "", "etcdbr binary (default: built from this checkout)")
-	fs.StringVar(&cfg.Etcdutl, "etcdutl", "", "etcdutl binary (default: built from the etcd version in go.mod)")
+	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients of the put load")
+	fs.IntVar(&cfg.Conns, "conns", 8, "connections the put clients share")
+	fs.DurationVar(&cfg.PutDuration, "put-duration", 15*time.Second, "how long each put round is measured")
+	fs.IntVar(&cfg.Rounds, "rounds", 2, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline)")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
+	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
+	fs.StringVar(&cfg.Bins.Etcdbr, "etcdbr", "", "etcdbr binary (default: built from this checkout)")
+	fs.StringVar(&cfg.Bins.Etcdutl, "etcdutl", "", "etcdutl binary (default: built, go.mod's version)")
+	fs.StringVar(&cfg.Bins.Etcdctl, "etcdctl", "", "etcdctl binary (default: built, go.mod's version)")
+	fs.StringVar(&cfg.Bins.Etcd, "etcd", "", "plain etcd binary (default: built from go.etcd.io/etcd/server/v3, go.mod's version)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *scenario != "restore" {
-		fmt.Fprintf(stderr, "bench: unknown scenario %q (there is: restore)\n", *scenario)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if cfg.Keys < 1 || cfg.Events < 0 || cfg.ValueSize < 1 || cfg.DeltaRevisions < 1 || cfg.Writers < 1 {
-		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions and -writers must be positive, -events not negative")
+	if *short {
+		cfg.Keys, cfg.ValueSize, cfg.Events, cfg.LongEvents, cfg.DeltaRevisions = 300, 200, 600, 1500, 150
+		cfg.Writers, cfg.Clients, cfg.Conns, cfg.PutDuration, cfg.Rounds = 3, 4, 2, time.Second, 1
+	}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); !slices.Contains(scenarios, s) {
+			fmt.Fprintf(stderr, "bench: unknown scenario %q (there are: %s)\n", s, strings.Join(scenarios, ", "))
+			return 2
+		}
+		cfg.Scenarios = append(cfg.Scenarios, s)
+	}
+	if cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.DeltaRevisions < 1 || cfg.Writers < 1 || cfg.Clients < 1 || cfg.Conns < 1 ||
+		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 {
+		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds and -put-duration must be positive, -events and -long-events not negative")
 		return 2
 	}
 	cfg.Log = stderr
-	res, err := benchRestore(ctx, cfg)
+	figs, err := bench(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
-	res.print(stdout)
+	if *asJSON {
+		err = printJSON(stdout, figs)
+	} else {
+		err = machine(stdout)
+		printTable(stdout, figs)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
 	return 0
+}
+
+// bench runs the scenarios of cfg and returns their figures.
+func bench(ctx context.Context, cfg config) (figs []figure, err error) {
+	dir := cfg.Dir
+	if entries, err := os.ReadDir(dir); dir != "" && err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("the work directory %q is not empty", dir)
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "etcdbr-bench-*"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cfg.progress("building etcdbr, etcdutl, etcdctl and etcd into %s", filepath.Join(dir, "bin"))
+	if err := cfg.Bins.build(ctx, filepath.Join(dir, "bin")); err != nil {
+		return nil, err
+	}
+	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
+	if want("restore") || want("start") || want("snapshot") {
+		ds, err := makeDataset(ctx, cfg, dir)
+		if err != nil {
+			return nil, err
+		}
+		restored := filepath.Join(dir, "restored")
+		f, err := benchRestore(ctx, cfg, ds, dir, restored)
+		if err != nil {
+			return nil, err
+		}
+		if want("restore") {
+			figs = append(figs, f...)
+		}
+		if want("start") {
+			if f, err = benchStart(ctx, cfg, restored, ds.StoreURL, dir); err != nil {
+				return nil, fmt.Errorf("start to ready: %w", err)
+			}
+			figs = append(figs, f...)
+		}
+		if want("snapshot") {
+			if f, err = benchSnapshot(ctx, cfg, restored, dir); err != nil {
+				return nil, fmt.Errorf("snapshot: %w", err)
+			}
+			figs = append(figs, f...)
+		}
+	}
+	if want("put") {
+		f, err := benchPut(ctx, cfg, dir)
+		if err != nil {
+			return nil, err
+		}
+		figs = append(figs, f...)
+	}
+	return figs, nil
+}
+
+// machine says what the numbers were measured on.
+func machine(w io.Writer) error {
+	mem := "unknown"
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if line, _, ok := strings.Cut(string(data), "\n"); ok {
+			mem = strings.Join(strings.Fields(line)[1:], " ")
+		}
+	}
+	host, _ := os.Hostname()
+	_, err := fmt.Fprintf(w, "machine: %s, %d CPUs, memory %s, %s\n\n", host, runtimeCPUs(), mem, time.Now().UTC().Format(time.RFC3339))
+	return err
 }

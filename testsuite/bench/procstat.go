@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -32,41 +35,101 @@ func (p procStats) String() string {
 		p.Wall.Seconds(), float64(p.PeakRSS)/mib, float64(p.PeakAnon)/mib, p.Samples)
 }
 
-// runMeasured runs cmd to its end, sampling its memory, and fails if it fails.
+// runMeasured runs cmd to its end, sampling its memory, and fails if it fails; its output
+// is kept in the stats.
 func runMeasured(ctx context.Context, cmd *exec.Cmd) (procStats, error) {
-	var st procStats
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return st, err
+	c, err := startChild(ctx, cmd)
+	if err != nil {
+		return procStats{}, err
 	}
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(sampleEvery)
-	defer tick.Stop()
-	var err error
-wait:
-	for {
-		select {
-		case err = <-done:
-			break wait
-		case <-tick.C:
-			if hwm, anon, ok := readStatus(status); ok {
-				st.PeakRSS, st.PeakAnon = max(st.PeakRSS, hwm), max(st.PeakAnon, anon)
-				st.Samples++
-			}
-		case <-ctx.Done():
-			cmd.Process.Kill()
-		}
-	}
-	st.Wall = time.Since(start)
+	st, err := c.wait()
 	st.Stdout, st.Stderr = stdout.Bytes(), stderr.Bytes()
 	if err != nil {
 		return st, fmt.Errorf("%s: %w\n%s", cmd.Path, err, stderr.Bytes())
 	}
 	return st, nil
+}
+
+// child is a process started by startChild, its memory sampled until it ends.
+type child struct {
+	cmd   *exec.Cmd
+	start time.Time
+	done  chan struct{} // closed when the process ended and stats and err are final
+	stats procStats
+	err   error
+}
+
+// startChild starts cmd (its output already directed) and samples its memory until it ends;
+// ctx ending kills it.
+func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	c.start = time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	go func() {
+		defer close(c.done)
+		tick := time.NewTicker(sampleEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case err := <-exited:
+				c.stats.Wall, c.err = time.Since(c.start), err
+				return
+			case <-tick.C:
+				if hwm, anon, ok := readStatus(status); ok {
+					c.stats.PeakRSS, c.stats.PeakAnon = max(c.stats.PeakRSS, hwm), max(c.stats.PeakAnon, anon)
+					c.stats.Samples++
+				}
+			case <-ctx.Done():
+				cmd.Process.Kill()
+			}
+		}
+	}()
+	return c, nil
+}
+
+// exited reports whether the process ended.
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the process to end.
+func (c *child) wait() (procStats, error) {
+	<-c.done
+	return c.stats, c.err
+}
+
+// stop sends sig and waits (at most a minute, then kills) for the process to end; a process
+// killed by the signal sent is not an error.
+func (c *child) stop(sig syscall.Signal) (procStats, error) {
+	if !c.exited() {
+		c.cmd.Process.Signal(sig)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(time.Minute):
+		c.cmd.Process.Kill()
+		<-c.done
+		return c.stats, fmt.Errorf("%s did not stop within a minute of %v: killed", c.cmd.Path, sig)
+	}
+	var exit *exec.ExitError
+	if errors.As(c.err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == sig {
+			return c.stats, nil
+		}
+	}
+	return c.stats, c.err
 }
 
 // readStatus reads VmHWM (the peak RSS so far) and RssAnon (in bytes) from a
@@ -103,3 +166,6 @@ func readStatus(path string) (hwm, anon int64, ok bool) {
 	}
 	return hwm, anon, found == 2
 }
+
+// runtimeCPUs is the number of CPUs this process may use.
+func runtimeCPUs() int { return runtime.NumCPU() }

@@ -27,25 +27,22 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// restoreConfig sizes the restore scenario.
-type restoreConfig struct {
-	Keys, Events, ValueSize, Writers int
-	DeltaRevisions                   int64
-	Seed                             uint64
-	Dir, Etcdbr, Etcdutl             string
-	Log                              io.Writer // progress
+// dataset is the store every restore reads: a full snapshot and the deltas after it.
+type dataset struct {
+	StoreURL string
+	Full     snapstore.Snapshot
+	// DBBytes is the size of the full snapshot's db; DeltaBytes of the deltas as stored.
+	DBBytes, DeltaBytes int64
+	Deltas              int
+	// Points are where the churn stood after cfg.Events and after cfg.LongEvents events.
+	Points []point
 }
 
-// restoreResult is what the restore scenario measured.
-type restoreResult struct {
-	Config                restoreConfig
-	Revisions, Events     int64 // in the deltas
-	Deltas                int
-	FullBytes, DeltaBytes int64 // as stored
-	DBBytes               int64 // the full snapshot's db
-	Baseline, Restore     procStats
-	Replay                replayLog
-	SourceRevision        int64
+// point is a revision the deltas reach, and what led there from the full snapshot.
+type point struct {
+	Events    int64 // events after the full snapshot
+	Revisions int64 // revisions after the full snapshot
+	Revision  int64
 }
 
 // replayLog is what etcdbr restore logs about its replay.
@@ -55,118 +52,129 @@ type replayLog struct {
 	Duration  time.Duration `json:"duration"`
 }
 
-// benchRestore builds the store and measures both restores.
-func benchRestore(ctx context.Context, cfg restoreConfig) (res restoreResult, err error) {
-	res.Config = cfg
-	dir := cfg.Dir
-	if entries, err := os.ReadDir(dir); dir != "" && err == nil && len(entries) > 0 {
-		return res, fmt.Errorf("the work directory %q is not empty", dir)
-	}
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "etcdbr-bench-*"); err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-	}
-	progress := func(format string, args ...any) {
-		fmt.Fprintf(cfg.Log, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-	}
-	if cfg.Etcdbr == "" || cfg.Etcdutl == "" {
-		progress("building etcdbr and etcdutl")
-		if cfg.Etcdbr, cfg.Etcdutl, err = buildBinaries(ctx, filepath.Join(dir, "bin"), cfg.Etcdbr, cfg.Etcdutl); err != nil {
-			return res, err
-		}
-	}
-	storeURL := "file://" + filepath.Join(dir, "store")
-	store, err := snapstore.Open(ctx, storeURL, snapstore.Options{})
+// makeDataset runs an etcd (in this process) with cfg.Keys keys, takes the full snapshot
+// into a file store in dir, then makes cfg.Events and then cfg.LongEvents events in all of
+// churn, recorded into deltas.
+func makeDataset(ctx context.Context, cfg config, dir string) (ds dataset, err error) {
+	ds.StoreURL = "file://" + filepath.Join(dir, "store")
+	store, err := snapstore.Open(ctx, ds.StoreURL, snapstore.Options{})
 	if err != nil {
-		return res, err
+		return ds, err
 	}
 	defer store.Close()
-
-	full, err := makeSource(ctx, cfg, filepath.Join(dir, "source"), store, &res, progress)
-	if err != nil {
-		return res, fmt.Errorf("make the source: %w", err)
+	if err := makeSource(ctx, cfg, filepath.Join(dir, "source"), store, &ds); err != nil {
+		return ds, fmt.Errorf("make the source: %w", err)
 	}
-	res.FullBytes = full.Size
 	deltas, err := store.List(ctx, snapstore.KindDelta)
 	if err != nil {
-		return res, err
+		return ds, err
 	}
 	for _, d := range deltas {
-		res.DeltaBytes += d.Size
+		ds.DeltaBytes += d.Size
 	}
-	res.Deltas = len(deltas)
-
-	// The baseline: etcd's own restore of the full snapshot alone.
-	dbPath := filepath.Join(dir, "full.db")
-	if res.DBBytes, err = saveObject(ctx, store, full, dbPath); err != nil {
-		return res, err
+	ds.Deltas = len(deltas)
+	// The source is only needed for the store: its data dir is as large as the store.
+	if err := os.RemoveAll(filepath.Join(dir, "source")); err != nil {
+		return ds, err
 	}
-	member := []string{"--name", "bench", "--initial-cluster", "bench=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}
-	progress("etcdutl snapshot restore of the full snapshot")
-	res.Baseline, err = runMeasured(ctx, exec.CommandContext(ctx, cfg.Etcdutl,
-		append([]string{"snapshot", "restore", dbPath, "--data-dir", filepath.Join(dir, "etcdutl-restored")}, member...)...))
-	if err != nil {
-		return res, fmt.Errorf("etcdutl snapshot restore: %w", err)
-	}
-	os.Remove(dbPath)
-
-	progress("etcdbr restore of the full snapshot and %d deltas", res.Deltas)
-	restored := filepath.Join(dir, "etcdbr-restored")
-	res.Restore, err = runMeasured(ctx, exec.CommandContext(ctx, cfg.Etcdbr,
-		append([]string{"--log-format", "json", "restore", "--store", storeURL, "--data-dir", restored, "--"}, member...)...))
-	if err != nil {
-		return res, fmt.Errorf("etcdbr restore: %w", err)
-	}
-	if res.Replay, err = findReplayLog(res.Restore.Stderr); err != nil && res.Revisions > 0 {
-		return res, err
-	}
-	v := embedded.Inspect(ctx, restored, "")
-	if v.State != embedded.StateValid || v.Revision != res.SourceRevision {
-		return res, fmt.Errorf("the restored data dir is %s at revision %d (%s), the source ended at revision %d",
-			v.State, v.Revision, v.Reason, res.SourceRevision)
-	}
-	return res, nil
+	return ds, nil
 }
 
-// buildBinaries builds the binaries not given into dir.
-func buildBinaries(ctx context.Context, dir, etcdbr, etcdutl string) (string, string, error) {
-	for _, b := range []struct {
-		path *string
-		name string
-		pkg  string
-	}{
-		{&etcdbr, "etcdbr", "github.com/etcdbr/etcdbr/cmd/etcdbr"},
-		{&etcdutl, "etcdutl", "go.etcd.io/etcd/etcdutl/v3"},
-	} {
-		if *b.path != "" {
-			continue
-		}
-		*b.path = filepath.Join(dir, b.name)
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", *b.path, b.pkg).CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
-		}
+// benchRestore measures, beside the baseline (etcdutl snapshot restore of the full snapshot
+// alone), etcdbr restore to each point of the dataset; the data dir restored to the last
+// point is left in lastDir.
+func benchRestore(ctx context.Context, cfg config, ds dataset, dir, lastDir string) ([]figure, error) {
+	store, err := snapstore.Open(ctx, ds.StoreURL, snapstore.Options{})
+	if err != nil {
+		return nil, err
 	}
-	return etcdbr, etcdutl, nil
+	defer store.Close()
+	dbPath := filepath.Join(dir, "full.db")
+	if ds.DBBytes, err = saveObject(ctx, store, ds.Full, dbPath); err != nil {
+		return nil, err
+	}
+	member := []string{"--name", "bench", "--initial-cluster", "bench=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}
+	cfg.progress("etcdutl snapshot restore of the full snapshot (%d MiB db)", ds.DBBytes>>20)
+	baseDir := filepath.Join(dir, "etcdutl-restored")
+	base, err := runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdutl,
+		append([]string{"snapshot", "restore", dbPath, "--data-dir", baseDir}, member...)...))
+	if err != nil {
+		return nil, fmt.Errorf("etcdutl snapshot restore: %w", err)
+	}
+	os.Remove(dbPath)
+	os.RemoveAll(baseDir)
+	baseline := []value{{"wall_s", base.Wall.Seconds()}, {"peak_rss_mib", mibs(base.PeakRSS)}, {"peak_anon_mib", mibs(base.PeakAnon)}}
+
+	var figs []figure
+	for i, p := range ds.Points {
+		restored := lastDir
+		if i < len(ds.Points)-1 {
+			restored = filepath.Join(dir, fmt.Sprintf("etcdbr-restored-%d", i))
+		}
+		cfg.progress("etcdbr restore of the full snapshot and %d events (%d revisions)", p.Events, p.Revisions)
+		st, err := runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr,
+			append([]string{"--log-format", "json", "restore", "--store", ds.StoreURL, "--data-dir", restored,
+				"--to-revision", fmt.Sprint(p.Revision), "--"}, member...)...))
+		if err != nil {
+			return nil, fmt.Errorf("etcdbr restore: %w", err)
+		}
+		replay, err := findReplayLog(st.Stderr)
+		if err != nil && p.Revisions > 0 {
+			return nil, err
+		}
+		v := embedded.Inspect(ctx, restored, "")
+		if v.State != embedded.StateValid || v.Revision != p.Revision {
+			return nil, fmt.Errorf("the restored data dir is %s at revision %d (%s), the source was at revision %d",
+				v.State, v.Revision, v.Reason, p.Revision)
+		}
+		if restored != lastDir {
+			os.RemoveAll(restored)
+		}
+		f := figure{
+			Name: fmt.Sprintf("restore: full (%d keys x %d B) + %d delta events", cfg.Keys, cfg.ValueSize, p.Events),
+			Etcdbr: []value{{"wall_s", st.Wall.Seconds()}, {"peak_rss_mib", mibs(st.PeakRSS)}, {"peak_anon_mib", mibs(st.PeakAnon)},
+				{"revisions_per_s", perSecond(replay.Revisions, replay.Duration)}, {"wall_revisions_per_s", perSecond(p.Revisions, st.Wall)}},
+			BaselineName: "etcdutl snapshot restore of the full alone",
+			Baseline:     baseline,
+			Note: fmt.Sprintf("%d revisions (%d events) replayed in %.2f s; full snapshot %.1f MiB stored (db %.1f MiB), deltas %.1f MiB in %d objects for the whole chain",
+				replay.Revisions, replay.Events, replay.Duration.Seconds(), mibs(ds.Full.Size), mibs(ds.DBBytes), mibs(ds.DeltaBytes), ds.Deltas),
+		}
+		f.compare("wall_s")
+		if i == 0 {
+			f.want("wall ratio <= 5", f.Ratio <= 5)
+		} else {
+			f.want("RssAnon < 300 MiB", st.PeakAnon < 300<<20)
+		}
+		f.want(">= 100,000 rev/s", get(f.Etcdbr, "revisions_per_s") >= 100_000)
+		figs = append(figs, f)
+	}
+	return figs, nil
+}
+
+func mibs(n int64) float64 { return float64(n) / mib }
+
+func perSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
 }
 
 // makeSource runs an etcd with cfg.Keys keys, takes the full snapshot into store, then
-// makes cfg.Events events of churn and records them into deltas.
-func makeSource(ctx context.Context, cfg restoreConfig, dir string, store *snapstore.Store, res *restoreResult, progress func(string, ...any)) (snapstore.Snapshot, error) {
+// makes the churn and records it into deltas.
+func makeSource(ctx context.Context, cfg config, dir string, store *snapstore.Store, ds *dataset) error {
 	ecfg, err := sourceConfig(dir)
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return err
 	}
 	e, err := embedded.Start(ctx, ecfg, nil)
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return err
 	}
 	defer e.Close()
 	cli := e.Client()
-	key := func(i int) string { return fmt.Sprintf("/registry/bench/%08d", i) }
 
-	progress("writing %d keys", cfg.Keys)
+	cfg.progress("writing %d keys of %d bytes", cfg.Keys, cfg.ValueSize)
 	const txnOps = 128 // etcd's default --max-txn-ops
 	var next atomic.Int64
 	err = parallel(ctx, cfg.Writers, func(ctx context.Context, _ int) error {
@@ -178,7 +186,7 @@ func makeSource(ctx context.Context, cfg restoreConfig, dir string, store *snaps
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(from)))
 			var ops []clientv3.Op
 			for i := from; i < min(from+txnOps, cfg.Keys); i++ {
-				ops = append(ops, clientv3.OpPut(key(i), randomValue(rng, cfg.ValueSize)))
+				ops = append(ops, clientv3.OpPut(benchKey(i), randomValue(rng, cfg.ValueSize)))
 			}
 			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 				return err
@@ -186,13 +194,14 @@ func makeSource(ctx context.Context, cfg restoreConfig, dir string, store *snaps
 		}
 	})
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return err
 	}
 	full, err := backup.FullFromBackend(ctx, e.Server().Backend(), store)
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return err
 	}
-	progress("full snapshot at revision %d: %d bytes; now %d events of churn", full.Revision, full.Size, cfg.Events)
+	ds.Full = full
+	cfg.progress("full snapshot at revision %d: %d bytes; now %d events of churn", full.Revision, full.Size, cfg.LongEvents)
 
 	rec := deltatest.Start(ctx, cli, store, full.Revision+1, deltatest.Options{})
 	defer rec.Stop()
@@ -206,28 +215,45 @@ func makeSource(ctx context.Context, cfg restoreConfig, dir string, store *snaps
 		last, err := cutEvery(cutCtx, rec, full.Revision, cfg.DeltaRevisions)
 		cuts <- cutDone{last, err}
 	}()
-	churnErr := churn(ctx, cli, cfg, key, progress)
+	ch, err := newChurner(ctx, cli, cfg)
+	if err == nil {
+		phases := []int{cfg.Events}
+		if cfg.LongEvents > cfg.Events {
+			phases = append(phases, cfg.LongEvents-cfg.Events)
+		}
+		for _, n := range phases {
+			if err = ch.run(ctx, n); err != nil {
+				break
+			}
+			var resp *clientv3.GetResponse
+			if resp, err = cli.Get(ctx, "/", clientv3.WithCountOnly()); err != nil {
+				break
+			}
+			rev := resp.Header.Revision
+			if err = rec.WaitFor(ctx, rev); err != nil {
+				break
+			}
+			ds.Points = append(ds.Points, point{Events: rec.Events(), Revisions: rev - full.Revision, Revision: rev})
+		}
+	}
 	stopCuts()
 	cut := <-cuts
-	if err := errors.Join(churnErr, cut.err); err != nil {
-		return snapstore.Snapshot{}, err
+	if err := errors.Join(err, cut.err); err != nil {
+		return err
 	}
-	cutAt := cut.last
-	resp, err := cli.Get(ctx, "/")
-	if err != nil {
-		return snapstore.Snapshot{}, err
-	}
-	res.SourceRevision = resp.Header.Revision
-	for cutAt < res.SourceRevision {
-		to := min(cutAt+cfg.DeltaRevisions, res.SourceRevision)
+	last := ds.Points[len(ds.Points)-1].Revision
+	for cutAt := cut.last; cutAt < last; {
+		to := min(cutAt+cfg.DeltaRevisions, last)
 		if _, err := rec.Cut(ctx, to); err != nil {
-			return snapstore.Snapshot{}, err
+			return err
 		}
 		cutAt = to
 	}
-	res.Revisions, res.Events = res.SourceRevision-full.Revision, rec.Events()
-	return full, nil
+	return nil
 }
+
+// benchKey is the name of the i-th key of the dataset.
+func benchKey(i int) string { return fmt.Sprintf("/registry/bench/%08d", i) }
 
 // cutEvery writes a delta whenever n revisions after the previous one were received, until
 // ctx ends; it returns the last revision cut.
@@ -251,25 +277,47 @@ func cutEvery(ctx context.Context, rec *deltatest.Recorder, from, n int64) (int6
 	}
 }
 
-// churn makes cfg.Events events with cfg.Writers writers, each on its own keys: mostly
-// overwrites, some with a lease, deletes and re-creates, and transactions of 4 puts.
-func churn(ctx context.Context, cli *clientv3.Client, cfg restoreConfig, key func(int) string, progress func(string, ...any)) error {
+// churner makes churn with cfg.Writers writers, each on its own keys: mostly overwrites,
+// some with a lease, deletes and re-creates, and transactions of 4 puts. Its writers keep
+// their state (random source, deleted keys) from one run to the next.
+type churner struct {
+	cli     *clientv3.Client
+	cfg     config
+	leases  []clientv3.LeaseID
+	writers []*churnWriter
+}
+
+type churnWriter struct {
+	rng     *rand.Rand
+	deleted map[int]bool
+}
+
+func newChurner(ctx context.Context, cli *clientv3.Client, cfg config) (*churner, error) {
+	c := &churner{cli: cli, cfg: cfg}
+	for range 16 {
+		l, err := cli.Grant(ctx, 3600)
+		if err != nil {
+			return nil, err
+		}
+		c.leases = append(c.leases, l.ID)
+	}
+	for w := range cfg.Writers {
+		c.writers = append(c.writers, &churnWriter{rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w))), deleted: map[int]bool{}})
+	}
+	return c, nil
+}
+
+// run makes n events.
+func (c *churner) run(ctx context.Context, n int) error {
+	cfg, cli := c.cfg, c.cli
 	var left atomic.Int64
-	left.Store(int64(cfg.Events))
+	left.Store(int64(n))
 	claim := func(n int64) bool {
 		if left.Add(-n) >= 0 {
 			return true
 		}
 		left.Add(n)
 		return false
-	}
-	var leases []clientv3.LeaseID
-	for range 16 {
-		l, err := cli.Grant(ctx, 3600)
-		if err != nil {
-			return err
-		}
-		leases = append(leases, l.ID)
 	}
 	var done atomic.Int64
 	stopProgress := make(chan struct{})
@@ -282,27 +330,20 @@ func churn(ctx context.Context, cli *clientv3.Client, cfg restoreConfig, key fun
 			case <-stopProgress:
 				return
 			case <-time.After(10 * time.Second):
-				progress("%d of %d events written", done.Load(), cfg.Events)
+				cfg.progress("%d of %d events written", done.Load(), n)
 			}
 		}
 	}()
 	defer func() { close(stopProgress); wg.Wait() }()
 
 	return parallel(ctx, cfg.Writers, func(gctx context.Context, w int) error {
-		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
+		rng, deleted := c.writers[w].rng, c.writers[w].deleted
 		owned := (cfg.Keys - w + cfg.Writers - 1) / cfg.Writers
 		if owned == 0 {
 			return nil
 		}
 		mine := func() int { return w + cfg.Writers*rng.IntN(owned) }
-		deleted := map[int]bool{}
-		value := func() string {
-			b := make([]byte, cfg.ValueSize)
-			for i := range b {
-				b[i] = byte('a' + rng.IntN(26))
-			}
-			return string(b)
-		}
+		value := func() string { return randomValue(rng, cfg.ValueSize) }
 		for {
 			var err error
 			switch p := rng.IntN(100); {
@@ -313,7 +354,7 @@ func churn(ctx context.Context, cli *clientv3.Client, cfg restoreConfig, key fun
 					if k := mine(); !seen[k] {
 						seen[k] = true
 						delete(deleted, k)
-						ops = append(ops, clientv3.OpPut(key(k), value()))
+						ops = append(ops, clientv3.OpPut(benchKey(k), value()))
 					}
 				}
 				_, err = cli.Txn(gctx).Then(ops...).Commit()
@@ -323,10 +364,10 @@ func churn(ctx context.Context, cli *clientv3.Client, cfg restoreConfig, key fun
 			case p < 18:
 				k := mine()
 				if deleted[k] {
-					_, err = cli.Put(gctx, key(k), value())
+					_, err = cli.Put(gctx, benchKey(k), value())
 					delete(deleted, k)
 				} else {
-					_, err = cli.Delete(gctx, key(k))
+					_, err = cli.Delete(gctx, benchKey(k))
 					deleted[k] = true
 				}
 				done.Add(1)
@@ -334,9 +375,9 @@ func churn(ctx context.Context, cli *clientv3.Client, cfg restoreConfig, key fun
 				k := mine()
 				var opts []clientv3.OpOption
 				if rng.IntN(50) == 0 {
-					opts = append(opts, clientv3.WithLease(leases[rng.IntN(len(leases))]))
+					opts = append(opts, clientv3.WithLease(c.leases[rng.IntN(len(c.leases))]))
 				}
-				_, err = cli.Put(gctx, key(k), value(), opts...)
+				_, err = cli.Put(gctx, benchKey(k), value(), opts...)
 				delete(deleted, k)
 				done.Add(1)
 			}
@@ -386,7 +427,7 @@ func sourceConfig(dir string) (*embed.Config, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "source"
 	cfg.Dir = dir
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "panic" // its errors while closing are noise here
 	cfg.UnsafeNoFsync = true
 	cfg.QuotaBackendBytes = 8 << 30
 	var urls [3]url.URL
@@ -441,21 +482,3 @@ func findReplayLog(stderr []byte) (replayLog, error) {
 }
 
 const mib = 1 << 20
-
-// print writes the report.
-func (r restoreResult) print(w io.Writer) {
-	c := r.Config
-	fmt.Fprintf(w, "restore: %d keys of %d bytes in the full snapshot, then %d events in %d revisions (%d writers, seed %d)\n",
-		c.Keys, c.ValueSize, r.Events, r.Revisions, c.Writers, c.Seed)
-	fmt.Fprintf(w, "store: full snapshot %.1f MiB (db %.1f MiB), %d deltas %.1f MiB\n",
-		float64(r.FullBytes)/mib, float64(r.DBBytes)/mib, r.Deltas, float64(r.DeltaBytes)/mib)
-	fmt.Fprintf(w, "etcdutl snapshot restore, full snapshot alone: %s\n", r.Baseline)
-	fmt.Fprintf(w, "etcdbr restore, full snapshot and deltas:      %s\n", r.Restore)
-	if r.Replay.Duration > 0 {
-		fmt.Fprintf(w, "  replay: %d revisions, %d events in %.2f s: %.0f revisions/s, %.0f events/s\n",
-			r.Replay.Revisions, r.Replay.Events, r.Replay.Duration.Seconds(),
-			float64(r.Replay.Revisions)/r.Replay.Duration.Seconds(), float64(r.Replay.Events)/r.Replay.Duration.Seconds())
-	}
-	fmt.Fprintf(w, "  overall: %.0f revisions/s of wall time\n", float64(r.Revisions)/r.Restore.Wall.Seconds())
-	fmt.Fprintf(w, "restored data dir at revision %d, the source's last\n", r.SourceRevision)
-}
