@@ -36,6 +36,14 @@ type Config struct {
 	RestoreOnCorrupt bool
 	// API is the HTTP API's configuration; an empty API.Listen disables it.
 	API APIConfig
+	// Validation is how deeply the data dir is checked at start (embedded.DepthAuto: quick
+	// after a clean stop, full otherwise).
+	Validation embedded.Depth
+	// ForceRestore restores from the store even when the data dir or the store belongs to
+	// another cluster (the data dir is moved aside, never deleted).
+	ForceRestore bool
+	// KeepOldDataDirs is how many data dirs moved aside by restores are kept (at least 1).
+	KeepOldDataDirs int
 	Log *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
@@ -151,6 +159,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	var job *restoreJob // a restore that waits for etcd to serve again
 	for {
 		s.setState(StateStarting)
+		if err := embedded.RemoveCleanStopMarker(s.cfg.Etcd.Dir); err != nil {
+			return fmt.Errorf("remove the clean-stop marker before starting etcd: %w", err)
+		}
 		e, err := embedded.Start(ctx, s.cfg.Etcd, s.lg)
 		if err != nil {
 			err = fmt.Errorf("start etcd: %w", err)
@@ -185,8 +196,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			e.Close()
 			if runErr != nil {
 				s.recordError("etcd", runErr)
+				return runErr
 			}
-			return runErr
+			// A clean stop: the next start may trust the data dir after a quick check.
+			if err := embedded.WriteCleanStopMarker(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir); err != nil {
+				s.lg.Warn("could not write the clean-stop marker: the next start checks the data dir fully", "err", err)
+			}
+			return nil
 		}
 		job = next
 		s.restoreWhileRunning(ctx, e, sess, job)
@@ -244,55 +260,79 @@ func (s *Supervisor) refuseQueuedRestore() {
 
 // validate checks the data dir and restores it when needed, and records how it went.
 func (s *Supervisor) validate(ctx context.Context) error {
-	if err := embedded.CheckWritable(s.cfg.Etcd.Dir); err != nil {
+	dir, walDir := s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir
+	if err := embedded.CheckWritable(dir); err != nil {
 		return err
 	}
+	if _, err := embedded.RecoverInterruptedRestore(dir, walDir, s.lg); err != nil {
+		return fmt.Errorf("finish an interrupted restore of %q: %w", dir, err)
+	}
 	start := time.Now()
-	v := embedded.Inspect(ctx, s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir)
+	v := embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: s.cfg.Validation})
 	took := time.Since(start)
 	s.metrics.validationDuration.Set(took.Seconds())
 	s.metrics.validations.WithLabelValues(v.State.String()).Inc()
 	s.mu.Lock()
 	s.validation = ValidationStatus{Result: v.State.String(), Reason: v.Reason, Revision: v.Revision, DurationSeconds: took.Seconds()}
 	s.mu.Unlock()
+	s.lg.Info("data dir checked", "data_dir", dir, "verdict", v.State.String(), "depth", v.Depth.String(),
+		"revision", v.Revision, "reason", v.Reason, "took", took.Round(time.Millisecond))
 	return prepareDataDir(ctx, s.cfg, v, s.lg)
 }
 
-// prepareDataDir restores the data dir from the store when the verdict v says it is missing
-// (and the store has a backup) or corrupt. A corrupt data dir with nothing to restore from is
-// an error and the dir is left as it is.
+// prepareDataDir decides from the verdict and the store what to do with the data dir
+// (DecideStart) and does it: keep it, restore the store's newest point over it (the old dir
+// is moved aside and kept), start a new member, or stop with the reason.
 func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slog.Logger) error {
 	dir := cfg.Etcd.Dir
-	switch v.State {
-	case embedded.StateValid:
-		lg.Info("data dir is valid", "data_dir", dir, "revision", v.Revision)
-		return nil
-	case embedded.StateMissing:
-		lg.Info("no data dir", "data_dir", dir, "reason", v.Reason)
-	default:
-		lg.Error("data dir is corrupt", "data_dir", dir, "reason", v.Reason)
+	facts := StartFacts{Verdict: v, Members: clusterSize(cfg.Etcd), ForceRestore: cfg.ForceRestore}
+	fulls, err := cfg.Store.List(ctx, snapstore.KindFull)
+	var deltas []snapstore.Snapshot
+	if err == nil {
+		deltas, err = cfg.Store.List(ctx, snapstore.KindDelta)
 	}
-
-	if n := clusterSize(cfg.Etcd); n > 1 {
-		if v.State == embedded.StateMissing {
-			lg.Info("the member belongs to a cluster of several members: starting it as configured so that it joins its peers", "members", n)
+	if err == nil {
+		var ok bool
+		facts.StoreCluster, ok, err = cfg.Store.ClusterID(ctx)
+		if !ok {
+			facts.StoreCluster = ""
+		}
+	}
+	if err != nil {
+		if v.State == embedded.StateValid {
+			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
+				"store", cfg.Store.URL(), "err", err)
 			return nil
 		}
-		return fmt.Errorf("data dir %q is corrupt (%s) and the member belongs to a cluster of %d members: "+
-			"the data dir was left untouched; remove the member from the cluster, move the data dir away and add the member back so that it syncs from its peers", dir, v.Reason, n)
+		return fmt.Errorf("data dir %q is %s (%s) and the store %s cannot be read to restore it: %w",
+			dir, v.State, v.Reason, cfg.Store.URL(), err)
 	}
-
+	facts.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
+	if v.State == embedded.StateValid || v.State == embedded.StateCorrupt {
+		if id, err := embedded.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
+			facts.DirCluster = id.ClusterID
+		}
+	}
+	decision, reason := DecideStart(facts)
+	lg.Info("start-up decision", "decision", decision.String(), "reason", reason,
+		"data_revision", v.Revision, "store_revision", facts.StoreNewest)
+	switch decision {
+	case DecideKeep, DecideNewMember:
+		return nil
+	case DecideStop:
+		return errors.New(reason)
+	}
 	res, err := RestoreLatest(ctx, cfg.Store, cfg.Etcd, embedded.RestoreOptions{}, lg)
 	switch {
 	case err == nil:
 		if res.MovedAside != "" {
-			lg.Warn("the corrupt data dir was moved aside and kept; delete it once you no longer need it", "path", res.MovedAside)
+			lg.Warn("the previous data dir was moved aside and kept", "path", res.MovedAside)
+		}
+		if _, err := embedded.PruneOldDataDirs(dir, cfg.Etcd.WalDir, max(cfg.KeepOldDataDirs, 1), lg); err != nil {
+			lg.Warn("could not prune old data dirs", "err", err)
 		}
 		return nil
-	case errors.Is(err, ErrNoBackup) && v.State == embedded.StateMissing:
-		lg.Info("the store has no backup: starting a new member", "store", cfg.Store.URL())
-		return nil
-	case errors.Is(err, ErrNoBackup):
+	case errors.Is(err, ErrNoBackup) && v.State == embedded.StateCorrupt:
 		return fmt.Errorf("data dir %q is corrupt (%s) and the store %s has no full snapshot to restore from; "+
 			"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", dir, v.Reason, cfg.Store.URL())
 	default:

@@ -77,8 +77,21 @@ func TestValidateCommand(t *testing.T) {
 		t.Fatal("validate changed the data dir")
 	}
 
-	t.Run("quick without a clean-stop marker cannot tell", func(t *testing.T) {
+	t.Run("etcdbr run's clean stop leaves a marker that quick trusts", func(t *testing.T) {
 		code, out := validate(t, m.DataDir, "--validation", "quick")
+		if code != 0 {
+			t.Fatalf("exit %d, want 0", code)
+		}
+		wantOutput(t, out, "verdict: valid", "check: quick", fmt.Sprintf("revision: %d", rev2))
+	})
+
+	t.Run("quick without a clean-stop marker cannot tell", func(t *testing.T) {
+		d := filepath.Join(t.TempDir(), "data")
+		copyTree(t, m.DataDir, d)
+		if err := embedded.RemoveCleanStopMarker(d); err != nil {
+			t.Fatal(err)
+		}
+		code, out := validate(t, d, "--validation", "quick")
 		if code != 2 {
 			t.Fatalf("exit %d, want 2", code)
 		}

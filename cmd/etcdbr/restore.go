@@ -56,6 +56,10 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	// A restore killed halfway is finished (or its staging removed) before anything else.
+	if _, err := embedded.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, env.Log); err != nil {
+		return fmt.Errorf("finish an interrupted restore of %q: %w", cfg.Dir, err)
+	}
 	if entries, err := os.ReadDir(cfg.Dir); err == nil && len(entries) > 0 {
 		return usageErrorf("data dir %q is not empty: etcdbr restore only creates a new data dir; "+
 			"move it away first (etcdbr run restores a corrupt data dir by itself and keeps the old one)", cfg.Dir)

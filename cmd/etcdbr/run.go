@@ -28,6 +28,9 @@ type RunCmd struct {
 	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
 	DeltaFlags           `embed:""`
 	MaxBackupAge         time.Duration `help:"Readiness (/readyz) fails once a write has waited longer than this to reach the store (0: 5m, or 30 delta periods if longer; without deltas the full snapshot period plus 5m)." default:"0s" env:"ETCDBR_MAX_BACKUP_AGE"`
+	Validation           string        `help:"How deeply the data dir is checked before etcd starts: quick (trust a clean stop: layout, file sizes and times, the db's meta pages), full (every db page, every WAL record), auto (quick after a clean stop, full otherwise)." default:"auto" enum:"auto,quick,full" env:"ETCDBR_VALIDATION"`
+	ForceRestore         bool          `help:"Restore from the store even when the data dir or the store belongs to another cluster (the data dir is moved aside, never deleted)." env:"ETCDBR_FORCE_RESTORE"`
+	KeepOldDataDirs      int           `help:"How many data dirs moved aside by restores are kept (at least 1)." default:"1" env:"ETCDBR_KEEP_OLD_DATA_DIRS"`
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
 	APIFlags             `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
@@ -91,7 +94,17 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
+	depth, err := embedded.ParseDepth(c.Validation)
+	if err != nil {
+		return usageError{fmt.Errorf("--validation: %w", err)}
+	}
+	if c.KeepOldDataDirs < 1 {
+		return usageErrorf("--keep-old-data-dirs %d: keep at least 1 (the newest old data dir is the last copy before a restore)", c.KeepOldDataDirs)
+	}
 	return supervisor.Run(ctx, supervisor.Config{
+		Validation:       depth,
+		ForceRestore:     c.ForceRestore,
+		KeepOldDataDirs:  c.KeepOldDataDirs,
 		Etcd:             etcdCfg,
 		Store:            store,
 		Schedule:         sched,
