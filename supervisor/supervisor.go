@@ -44,7 +44,7 @@ type Config struct {
 	ForceRestore bool
 	// KeepOldDataDirs is how many data dirs moved aside by restores are kept (at least 1).
 	KeepOldDataDirs int
-	Log *slog.Logger
+	Log             *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)
