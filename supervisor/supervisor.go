@@ -269,6 +269,11 @@ func (s *Supervisor) validate(ctx context.Context) error {
 	}
 	start := time.Now()
 	v := embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: s.cfg.Validation})
+	if v.State == embedded.StateUnknown && s.cfg.Validation == embedded.DepthQuick {
+		// Quick needs what a clean stop leaves; without it, check fully rather than refuse.
+		s.lg.Warn("quick validation cannot vouch for the data dir; validating fully", "reason", v.Reason)
+		v = embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: embedded.DepthFull})
+	}
 	took := time.Since(start)
 	s.metrics.validationDuration.Set(took.Seconds())
 	s.metrics.validations.WithLabelValues(v.State.String()).Inc()
