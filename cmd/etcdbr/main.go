@@ -39,6 +39,7 @@ type CLI struct {
 	List     ListCmd     `cmd:"" help:"List the backups in a store."`
 	Verify   VerifyCmd   `cmd:"" help:"Check that every backup in a store reads back intact and that they restore."`
 	Copy     CopyCmd     `cmd:"" help:"Copy backups from one store to another, verified."`
+	Gc       GcCmd       `cmd:"" help:"Delete old backups by the retention policy; never what a restore needs."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 }
 

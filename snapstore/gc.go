@@ -1,0 +1,593 @@
+package snapstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+)
+
+// Listing is what garbage collection decides from: the store's full snapshots and deltas,
+// and its restore leases.
+type Listing struct {
+	Fulls, Deltas []Snapshot
+	Leases        []RestoreLease
+}
+
+// ListForGC lists the store for garbage collection: one paged listing of everything under
+// the prefix (backup objects by name, as List parses them, and restore leases), then one
+// read per restore lease. It reads no backup object.
+func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
+	var l Listing
+	type leaseObject struct {
+		key string
+		mod time.Time
+	}
+	var leases []leaseObject
+	it := s.bucket.List(&blob.ListOptions{})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Listing{}, fmt.Errorf("list %q for garbage collection: %w", s.url, err)
+		}
+		if snap, ok := ParseName(obj.Key); ok {
+			snap.Size = obj.Size
+			if snap.Kind == KindFull {
+				l.Fulls = append(l.Fulls, snap)
+			} else {
+				l.Deltas = append(l.Deltas, snap)
+			}
+		} else if isLeaseKey(obj.Key) {
+			leases = append(leases, leaseObject{obj.Key, obj.ModTime})
+		}
+	}
+	l.Fulls, l.Deltas = sortedListing(l.Fulls, l.Deltas)
+	for _, o := range leases {
+		lease, ok, err := s.readLease(ctx, o.key, o.mod)
+		if err != nil {
+			return Listing{}, err
+		}
+		if ok {
+			l.Leases = append(l.Leases, lease)
+		}
+	}
+	return l, nil
+}
+
+// Decision is what garbage collection does with one object, and why.
+type Decision struct {
+	Snapshot Snapshot
+	Keep     bool
+	Reason   string
+}
+
+// GCPlan is what one garbage collection run deletes.
+type GCPlan struct {
+	Policy Policy
+	Now    time.Time
+	// Delete lists the objects to delete with the reason, in the order ApplyGC deletes
+	// them: the deltas from the highest revision down, then the full snapshots likewise.
+	// Whenever a run stops, every object left can still be restored: each delta left still
+	// follows its full snapshot without a gap.
+	Delete []Decision
+	// KeptFulls and KeptDeltas count the objects that stay; Kept lists them.
+	KeptFulls, KeptDeltas int
+	// WindowFrom is when the point-in-time window starts (every point from then to the
+	// newest stays restorable) and WindowBase the full snapshot a restore to it starts from.
+	// Both are zero when the store has no full snapshot.
+	WindowFrom time.Time
+	WindowBase Snapshot
+	// Paused says why nothing is deleted this time ("" when the plan deletes normally).
+	Paused string
+	// Leases are the live restore leases the plan honours. StaleLeases are lease objects
+	// that stopped protecting over an hour ago, left by restores that died: ApplyGC deletes
+	// them.
+	Leases, StaleLeases []RestoreLease
+
+	st *gcState
+}
+
+// gcState is a plan's decisions with what is needed to explain them.
+type gcState struct {
+	retention
+	paused  string
+	leaseOf map[string]string // object key -> the live lease that protects it
+	neededF map[int]string    // full snapshot index -> the kept delta whose chain needs it
+	neededD map[int]string    // likewise for deltas
+}
+
+// ErrUnsafeGC is wrapped by the error PlanGC returns when the objects it would delete are
+// needed by a point it promises to keep (which would be a bug): nothing is deleted.
+var ErrUnsafeGC = errors.New("garbage collection refused: it would break a restore")
+
+// PlanGC decides, from a listing of the store and the time now, what garbage collection
+// deletes under policy p. It is a pure function of its arguments (docs/retention.md).
+//
+// Besides what the policy keeps, it keeps every object a live restore lease names, and
+// the chain (full snapshot and deltas) of every delta it keeps, so that a kept delta never
+// lacks its full snapshot; while a lease is planning (names no object yet), or the store
+// has no full snapshot, it deletes nothing (Paused says why). Before it returns a plan that
+// deletes, it checks with PlanRestore that the newest restorable point and the start of
+// the point-in-time window restore from what is kept exactly as from the whole listing;
+// if not, it returns an error wrapping ErrUnsafeGC.
+func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
+	if err := p.Validate(); err != nil {
+		return GCPlan{}, err
+	}
+	fulls, deltas := sortedListing(withKeys(l.Fulls), withKeys(l.Deltas))
+	st := &gcState{retention: p.retain(fulls, deltas, now)}
+	plan := GCPlan{Policy: p, Now: now, st: st}
+	if st.base >= 0 {
+		plan.WindowFrom, plan.WindowBase = st.windowFrom(), fulls[st.base]
+	}
+	for _, lease := range l.Leases {
+		switch {
+		case lease.Live(now):
+			plan.Leases = append(plan.Leases, lease)
+		case lease.stale(now):
+			plan.StaleLeases = append(plan.StaleLeases, lease)
+		}
+	}
+	switch {
+	case len(fulls) == 0:
+		st.paused = "the store has no full snapshot: nothing can be restored from it, and nothing is deleted until one is there"
+	default:
+		for _, lease := range plan.Leases {
+			if lease.Pending() {
+				st.paused = fmt.Sprintf("%s is planning (the lease ends at %s at the latest): nothing is deleted until it names what it reads",
+					lease, gcTime(lease.End()))
+				if lease.Malformed != "" {
+					st.paused = fmt.Sprintf("the restore lease %s cannot be read (%s): nothing is deleted until %s, an hour after which it is removed",
+						lease.Key, lease.Malformed, gcTime(lease.End()))
+				}
+				break
+			}
+		}
+	}
+	plan.Paused = st.paused
+	if st.paused == "" {
+		st.protect(plan.Leases)
+		st.closeChains()
+		plan.Delete = st.deletions()
+		if len(plan.Delete) > 0 {
+			if err := st.guard(); err != nil {
+				return GCPlan{}, err
+			}
+		}
+	}
+	plan.KeptFulls, plan.KeptDeltas = len(fulls), len(deltas)
+	for _, d := range plan.Delete {
+		if d.Snapshot.Kind == KindFull {
+			plan.KeptFulls--
+		} else {
+			plan.KeptDeltas--
+		}
+	}
+	return plan, nil
+}
+
+// withKeys returns snaps with every empty Key set to the object's name.
+func withKeys(snaps []Snapshot) []Snapshot {
+	for i := range snaps {
+		if snaps[i].Key == "" {
+			out := append([]Snapshot(nil), snaps...)
+			for j := i; j < len(out); j++ {
+				if out[j].Key == "" {
+					out[j].Key = out[j].name(out[j].Encrypted)
+				}
+			}
+			return out
+		}
+	}
+	return snaps
+}
+
+// protect keeps the objects the live leases name.
+func (st *gcState) protect(leases []RestoreLease) {
+	for _, lease := range leases {
+		for _, key := range lease.Keys {
+			if st.leaseOf == nil {
+				st.leaseOf = map[string]string{}
+			}
+			st.leaseOf[key] = lease.String()
+		}
+	}
+	if st.leaseOf == nil {
+		return
+	}
+	for i, f := range st.fulls {
+		if _, ok := st.leaseOf[f.Key]; ok {
+			st.keepF[i] |= keepLease
+		}
+	}
+	for i, d := range st.deltas {
+		if _, ok := st.leaseOf[d.Key]; ok {
+			st.keepD[i] |= keepLease
+		}
+	}
+}
+
+// closeChains keeps the chain of every kept delta outside the window's revisions (kept by a
+// lease, or taken in the window's time in a store whose history went back): the full
+// snapshot and deltas that a restore to its revision reads. Deltas after the window's base
+// have their chain from the base, which is kept.
+func (st *gcState) closeChains() {
+	baseRev := st.fulls[st.base].Revision
+	var fullAt, deltaAt map[string]int
+	var covered map[int]bool
+	// The deltas after the base's revision (a suffix of the listing) have their chain.
+	end, _ := slices.BinarySearchFunc(st.deltas, baseRev, func(s Snapshot, rev int64) int {
+		if s.Revision <= rev {
+			return -1
+		}
+		return 1
+	})
+	for i := end - 1; i >= 0; i-- {
+		if st.keepD[i] == 0 || covered[i] {
+			continue
+		}
+		d := st.deltas[i]
+		p, err := PlanRestore(st.fulls, st.deltas, Target{Revision: d.Revision}, nil)
+		if err != nil {
+			continue // nothing restores it in the whole store either
+		}
+		if fullAt == nil {
+			fullAt, deltaAt = indexByKey(st.fulls), indexByKey(st.deltas)
+			st.neededF, st.neededD, covered = map[int]string{}, map[int]string{}, map[int]bool{}
+		}
+		if j := fullAt[p.Full.Key]; st.keepF[j] == 0 {
+			st.keepF[j] |= keepNeeded
+			st.neededF[j] = d.Key
+		}
+		for _, pd := range p.Deltas {
+			j := deltaAt[pd.Key]
+			covered[j] = true
+			if st.keepD[j] == 0 {
+				st.keepD[j] |= keepNeeded
+				st.neededD[j] = d.Key
+			}
+		}
+	}
+}
+
+func indexByKey(snaps []Snapshot) map[string]int {
+	m := make(map[string]int, len(snaps))
+	for i, s := range snaps {
+		m[s.Key] = i
+	}
+	return m
+}
+
+// deletions lists what is not kept, in deletion order.
+func (st *gcState) deletions() []Decision {
+	var del []Decision
+	deltaReason := ""
+	for i := len(st.deltas) - 1; i >= 0; i-- {
+		if st.keepD[i] == 0 {
+			if deltaReason == "" {
+				deltaReason = st.deltaDeleted()
+			}
+			del = append(del, Decision{Snapshot: st.deltas[i], Reason: deltaReason})
+		}
+	}
+	for i := len(st.fulls) - 1; i >= 0; i-- {
+		if st.keepF[i] == 0 {
+			del = append(del, Decision{Snapshot: st.fulls[i], Reason: st.fullDeleted(i)})
+		}
+	}
+	return del
+}
+
+// guard checks that the newest restorable point and the start of the point-in-time window
+// restore from the kept objects as they do from the whole listing. Usually one plan shows
+// it: from the window's start, the kept chain reaches the newest revision in the store.
+func (st *gcState) guard() error {
+	var keptF, keptD []Snapshot
+	var newestRev int64
+	for i, f := range st.fulls {
+		newestRev = max(newestRev, f.Revision)
+		if st.keepF[i] != 0 {
+			keptF = append(keptF, f)
+		}
+	}
+	for i, d := range st.deltas {
+		newestRev = max(newestRev, d.Revision)
+		if st.keepD[i] != 0 {
+			keptD = append(keptD, d)
+		}
+	}
+	from := Target{Time: st.windowFrom()}
+	if p, err := PlanRestore(keptF, keptD, from, nil); err == nil && p.Full.Key == st.fulls[st.base].Key &&
+		!p.EndsAtGap && p.Revision == newestRev {
+		return nil
+	}
+	// The store itself may not restore there (a gap; the revisions just before a new full
+	// snapshot that no delta holds yet): compare with the whole listing.
+	if before, err := PlanRestore(st.fulls, st.deltas, from, nil); err == nil {
+		if err := sameRestore(keptF, keptD, from, before); err != nil {
+			return err
+		}
+	}
+	newest := Target{}
+	before, err := PlanRestore(st.fulls, st.deltas, newest, nil)
+	if err != nil {
+		// The store's newest objects do not restore (a gap or an overlap): the newest point
+		// that does is the end of the restorable window.
+		if w := RestorableWindow(st.fulls, st.deltas); w.Newest.Key != "" {
+			newest = Target{Revision: w.Newest.Revision}
+			before, err = PlanRestore(st.fulls, st.deltas, newest, nil)
+		}
+	}
+	if err == nil {
+		return sameRestore(keptF, keptD, newest, before)
+	}
+	return nil
+}
+
+// sameRestore checks that a restore to target from the kept objects reaches what before,
+// the plan from the whole listing, reaches.
+func sameRestore(keptF, keptD []Snapshot, target Target, before Plan) error {
+	after, err := PlanRestore(keptF, keptD, target, nil)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: a restore to %s would fail: %w (a bug in etcdbr: please report it; nothing was deleted)", ErrUnsafeGC, target, err)
+	case after.Revision != before.Revision || after.MinRevision != before.MinRevision:
+		return fmt.Errorf("%w: a restore to %s would reach revision %d instead of %d (a bug in etcdbr: please report it; nothing was deleted)",
+			ErrUnsafeGC, target, after.Revision, before.Revision)
+	}
+	return nil
+}
+
+// Kept lists the objects the plan keeps, full snapshots first, each in revision order,
+// with the reasons.
+func (p GCPlan) Kept() []Decision {
+	if p.st == nil {
+		return nil
+	}
+	st := p.st
+	var kept []Decision
+	for i, f := range st.fulls {
+		if st.paused != "" || st.keepF[i] != 0 {
+			kept = append(kept, Decision{Snapshot: f, Keep: true, Reason: st.keptReason(f, st.keepF[i], i, st.neededF)})
+		}
+	}
+	for i, d := range st.deltas {
+		if st.paused != "" || st.keepD[i] != 0 {
+			kept = append(kept, Decision{Snapshot: d, Keep: true, Reason: st.keptReason(d, st.keepD[i], i, st.neededD)})
+		}
+	}
+	return kept
+}
+
+// keptReason says why an object is kept.
+func (st *gcState) keptReason(s Snapshot, bits uint8, i int, needed map[int]string) string {
+	if st.paused != "" {
+		return st.paused
+	}
+	var why []string
+	from := gcTime(st.windowFrom())
+	if bits&keepLease != 0 {
+		why = append(why, st.leaseOf[s.Key]+" reads it")
+	}
+	if bits&keepBase != 0 {
+		why = append(why, "a restore to any point from "+from+" on starts from it")
+	}
+	if bits&keepBucket != 0 {
+		switch {
+		case st.policy.Kind == PolicyLimit && st.policy.MaxBackups == 1:
+			why = append(why, "the newest full snapshot")
+		case st.policy.Kind == PolicyLimit:
+			why = append(why, "one of "+newestFulls(st.policy.MaxBackups))
+		default:
+			why = append(why, "the newest full snapshot of "+st.cal.describe(st.bucket[i]))
+		}
+	}
+	if bits&keepWindow != 0 && bits&keepBase == 0 {
+		why = append(why, "in the point-in-time window from "+from)
+	}
+	if bits&keepNeeded != 0 {
+		why = append(why, "restoring "+needed[i]+", which is kept, needs it")
+	}
+	if bits&keepNoFull != 0 {
+		why = append(why, "the store has no full snapshot")
+	}
+	return strings.Join(why, "; ")
+}
+
+// deltaDeleted says why the deltas that go are deleted (the same for all).
+func (st *gcState) deltaDeleted() string {
+	return fmt.Sprintf("older than the point-in-time window (from %s, restored from %s), and no kept point needs it",
+		gcTime(st.windowFrom()), st.fulls[st.base].Key)
+}
+
+// fullDeleted says why the full snapshot i is deleted.
+func (st *gcState) fullDeleted(i int) string {
+	if st.policy.Kind == PolicyLimit {
+		if st.policy.MaxBackups == 1 {
+			return "not the newest full snapshot, and older than the point-in-time window"
+		}
+		return "not one of " + newestFulls(st.policy.MaxBackups) + ", and older than the point-in-time window"
+	}
+	b := st.bucket[i]
+	if b.tier == tierOlder {
+		return fmt.Sprintf("older than the 4 weeks before this one, which the exponential policy keeps (they start on Monday %s, %s)",
+			dayString(st.cal.thisWeek-28), st.cal.loc)
+	}
+	return fmt.Sprintf("not the newest full snapshot of %s (%s is kept)", st.cal.describe(b), st.fulls[st.rep[i]].Key)
+}
+
+func gcTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// ApplyOptions configure ApplyGC.
+type ApplyOptions struct {
+	// Concurrency is how many deletions run at once (0: 1 for a file store, whose
+	// deletions are local, 8 for object stores).
+	Concurrency int
+	// Deleted, when set, is called after each object is deleted (from one goroutine at a
+	// time).
+	Deleted func(Decision)
+	// Now is the clock that tells whether restore leases are live (nil: time.Now).
+	Now func() time.Time
+	// Log receives the run's warnings (nil: discarded).
+	Log *slog.Logger
+}
+
+// GCResult says what ApplyGC did.
+type GCResult struct {
+	// DeletedFulls and DeletedDeltas count the objects deleted, Bytes their listed size.
+	DeletedFulls, DeletedDeltas int
+	Bytes                       int64
+	// Left counts the planned deletions not done.
+	Left int
+	// Stopped says why the run stopped before the end without an error (a restore
+	// started); "" otherwise. The next run deletes what is left.
+	Stopped string
+	// StaleLeases counts the dead restore leases deleted.
+	StaleLeases int
+}
+
+// ApplyGC deletes what plan says, in its order: every delta first, then the full snapshots.
+// A file store's directory is synced after the deltas, so that no full snapshot goes before
+// the deltas that follow it, even across a power failure.
+//
+// It reads the restore leases again at the start and whenever it last read them more than
+// 2 s before the next deletion; when a restore started or changed what it reads since the
+// plan, it stops (Stopped says why) and leaves the rest to the next run, which plans with
+// the lease. It stops at the first failed deletion and returns the error: the full snapshots
+// are deleted only once every delta planned for deletion is gone. An object already gone is
+// not an error, so a run that was interrupted can simply run again.
+func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GCResult, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 8
+		if s.localDir != "" {
+			opts.Concurrency = 1
+		}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &gcApply{store: s, plan: plan, opts: opts, known: map[string]bool{}}
+	for _, l := range plan.Leases {
+		a.known[l.fingerprint()] = true
+	}
+	nDeltas := 0
+	for nDeltas < len(plan.Delete) && plan.Delete[nDeltas].Snapshot.Kind == KindDelta {
+		nDeltas++
+	}
+	err := a.run(ctx, plan.Delete[:nDeltas], string(KindDelta))
+	if err == nil && a.res.Stopped == "" {
+		err = a.run(ctx, plan.Delete[nDeltas:], string(KindFull))
+	}
+	a.res.Left = len(plan.Delete) - a.res.DeletedDeltas - a.res.DeletedFulls
+	if err != nil {
+		return a.res, err
+	}
+	for _, l := range plan.StaleLeases {
+		if err := s.bucket.Delete(ctx, l.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+			opts.Log.Warn("cannot delete a dead restore lease; the next run tries again", "lease", l.Key, "err", err)
+			continue
+		}
+		a.res.StaleLeases++
+	}
+	return a.res, nil
+}
+
+// gcApply is one ApplyGC run.
+type gcApply struct {
+	store   *Store
+	plan    GCPlan
+	opts    ApplyOptions
+	known   map[string]bool // fingerprints of the leases the plan knows
+	checked time.Time       // when the leases were last read
+	res     GCResult
+}
+
+// run deletes the objects of one phase (one kind), in chunks of Concurrency, reading the
+// leases again between chunks when due, then syncs the kind's directory of a file store.
+func (a *gcApply) run(ctx context.Context, dels []Decision, dir string) error {
+	if len(dels) == 0 {
+		return nil
+	}
+	for i := 0; i < len(dels); i += a.opts.Concurrency {
+		if time.Since(a.checked) >= leaseRecheck {
+			if stop, err := a.leasesChanged(ctx); err != nil || stop {
+				return err
+			}
+		}
+		chunk := dels[i:min(i+a.opts.Concurrency, len(dels))]
+		if err := a.deleteChunk(ctx, chunk); err != nil {
+			return err
+		}
+	}
+	if a.store.localDir != "" {
+		if err := syncDir(filepath.Join(a.store.localDir, dir)); err != nil {
+			return fmt.Errorf("garbage collection in %q: %w", a.store.url, err)
+		}
+	}
+	return nil
+}
+
+// leasesChanged reads the leases and reports whether the run must stop: a live lease the
+// plan does not know (a restore started, or recorded its plan, since).
+func (a *gcApply) leasesChanged(ctx context.Context) (bool, error) {
+	leases, err := a.store.RestoreLeases(ctx)
+	if err != nil {
+		return true, fmt.Errorf("garbage collection stopped: cannot check for restores in progress: %w", err)
+	}
+	a.checked = time.Now()
+	now := a.opts.Now()
+	for _, l := range leases {
+		if l.Live(now) && !a.known[l.fingerprint()] {
+			a.res.Stopped = fmt.Sprintf("%s started or changed what it reads during the run: the rest waits for the next run", l)
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// deleteChunk deletes objects at once and returns the first error after all are done.
+func (a *gcApply) deleteChunk(ctx context.Context, chunk []Decision) error {
+	errs := make([]error, len(chunk))
+	if len(chunk) == 1 {
+		errs[0] = a.store.Delete(ctx, chunk[0].Snapshot)
+	} else {
+		var wg sync.WaitGroup
+		for i, d := range chunk {
+			wg.Go(func() { errs[i] = a.store.Delete(ctx, d.Snapshot) })
+		}
+		wg.Wait()
+	}
+	for i, d := range chunk {
+		if errs[i] != nil {
+			continue
+		}
+		if d.Snapshot.Kind == KindFull {
+			a.res.DeletedFulls++
+		} else {
+			a.res.DeletedDeltas++
+		}
+		a.res.Bytes += d.Snapshot.Size
+		if a.opts.Deleted != nil {
+			a.opts.Deleted(d)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("garbage collection stopped (the next run goes on): %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,320 @@
+package snapstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// gcStore writes three generations of backups (a full snapshot and three deltas each, the
+// first delta starting before its full snapshot) and returns them in List order.
+func gcStore(t *testing.T, s *Store) (fulls, deltas []Snapshot) {
+	t.Helper()
+	start := time.Now().UTC().Add(-3 * time.Hour).Truncate(time.Millisecond)
+	lastTo := int64(9)
+	for g := range 3 {
+		at := start.Add(time.Duration(g) * time.Hour)
+		rev := lastTo + 2
+		fulls = append(fulls, writeObject(t, s, Snapshot{Kind: KindFull, Revision: rev, Time: at}, compressible(2000)))
+		for d := 1; d <= 3; d++ {
+			from, to := lastTo+1, lastTo+5
+			deltas = append(deltas, writeObject(t, s, Snapshot{Kind: KindDelta, From: from, Revision: to, Time: at.Add(time.Duration(d) * time.Minute)},
+				randomBytes(300, uint64(to))))
+			lastTo = to
+		}
+	}
+	return fulls, deltas
+}
+
+func keysOfSnaps(snaps []Snapshot) []string {
+	out := make([]string, len(snaps))
+	for i, s := range snaps {
+		out[i] = s.Key
+	}
+	return out
+}
+
+// listedKeys is every backup object's key in the store.
+func listedKeys(t *testing.T, s *Store) []string {
+	t.Helper()
+	l, err := s.ListForGC(context.Background())
+	require.NoError(t, err)
+	keys := slices.Concat(keysOfSnaps(l.Fulls), keysOfSnaps(l.Deltas))
+	slices.Sort(keys)
+	return keys
+}
+
+var limit1 = Policy{Kind: PolicyLimit, MaxBackups: 1}
+
+// Garbage collection on every kind of store: one listing finds the backups, leases and
+// nothing else; the plan's objects are deleted in its order, and exactly the rest stays.
+func TestGCOnStore(t *testing.T) {
+	forEachKind(t, func(t *testing.T, kind storeKind) {
+		ctx := context.Background()
+		ts := newTestStore(t, kind)
+		s := ts.open(t, Options{})
+		fulls, deltas := gcStore(t, s)
+		ts.putRaw(t, s, "notes.txt", []byte("another tool's file"))
+		ts.putRaw(t, s, "full/"+strings.TrimPrefix(fulls[0].Key, "full/")+".1234.tmp", []byte("an upload in progress"))
+		ts.putRaw(t, s, "locks/other.json", []byte("not a lease"))
+
+		l, err := s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Equal(t, keysOfSnaps(fulls), keysOfSnaps(l.Fulls))
+		require.Equal(t, keysOfSnaps(deltas), keysOfSnaps(l.Deltas))
+		require.Empty(t, l.Leases)
+		for _, f := range l.Fulls {
+			require.Positive(t, f.Size, "sizes come from the listing")
+		}
+
+		plan, err := PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		// The newest full snapshot and its deltas stay (the first starts before it).
+		wantKept := slices.Concat(keysOfSnaps(fulls[2:]), keysOfSnaps(deltas[6:]))
+		slices.Sort(wantKept)
+		var order []string
+		res, err := s.ApplyGC(ctx, plan, ApplyOptions{Deleted: func(d Decision) { order = append(order, d.Snapshot.Key) }})
+		require.NoError(t, err)
+		require.Equal(t, keysOfSnaps(decisionSnaps(plan.Delete)), order, "deleted in the plan's order")
+		require.Equal(t, GCResult{DeletedFulls: 2, DeletedDeltas: 6, Bytes: sizes(plan.Delete)}, res)
+		require.Equal(t, wantKept, listedKeys(t, s))
+		// Deltas go first, newest first, then the full snapshots.
+		require.Equal(t, []string{deltas[5].Key, deltas[4].Key, deltas[3].Key, deltas[2].Key, deltas[1].Key, deltas[0].Key, fulls[1].Key, fulls[0].Key}, order)
+		// Foreign objects are left alone.
+		raw := ts.rawKeys(t, s)
+		for _, k := range []string{"notes.txt", "locks/other.json"} {
+			require.Contains(t, raw, k)
+		}
+
+		// Running again finds nothing to delete.
+		l, err = s.ListForGC(ctx)
+		require.NoError(t, err)
+		plan, err = PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		require.Empty(t, plan.Delete)
+	})
+}
+
+func decisionSnaps(ds []Decision) []Snapshot {
+	out := make([]Snapshot, len(ds))
+	for i, d := range ds {
+		out[i] = d.Snapshot
+	}
+	return out
+}
+
+func sizes(ds []Decision) int64 {
+	var n int64
+	for _, d := range ds {
+		n += d.Snapshot.Size
+	}
+	return n
+}
+
+// A restore announces itself with a lease: while it plans, garbage collection deletes
+// nothing; once it names its objects, they (and their chain) stay; released, they go. A
+// restore that starts between the plan and the deletions stops the run.
+func TestGCRestoreLeaseOnStore(t *testing.T) {
+	forEachKind(t, func(t *testing.T, kind storeKind) {
+		ctx := context.Background()
+		ts := newTestStore(t, kind)
+		s := ts.open(t, Options{})
+		fulls, deltas := gcStore(t, s)
+		all := listedKeys(t, s)
+
+		lease, err := s.AcquireRestoreLease(ctx, LeaseOptions{Purpose: "restore to revision 14", Settle: -1})
+		require.NoError(t, err)
+		l, err := s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Len(t, l.Leases, 1)
+		got := l.Leases[0]
+		require.True(t, got.Pending())
+		require.Equal(t, lease.Lease().ID, got.ID)
+		require.Equal(t, "restore to revision 14", got.Purpose)
+		require.False(t, got.ModTime.IsZero(), "the listing gives the lease's time")
+		require.True(t, got.Live(time.Now()))
+		plan, err := PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		require.Contains(t, plan.Paused, "is planning")
+		require.Empty(t, plan.Delete)
+
+		// The restore reads the first generation's full snapshot and its first delta.
+		p, err := PlanRestore(fulls, deltas, Target{Revision: 14}, nil)
+		require.NoError(t, err)
+		require.Equal(t, []string{fulls[0].Key, deltas[0].Key}, PlanKeys(p))
+		require.NoError(t, lease.Protect(ctx, PlanKeys(p)))
+		l, err = s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Equal(t, PlanKeys(p), l.Leases[0].Keys)
+		plan, err = PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
+		require.NoError(t, err)
+		kept := listedKeys(t, s)
+		require.Contains(t, kept, fulls[0].Key)
+		require.Contains(t, kept, deltas[0].Key)
+		require.NotContains(t, kept, deltas[1].Key)
+		require.NotContains(t, kept, fulls[1].Key)
+
+		// Another restore starts after the plan was made: the run stops before deleting.
+		l, err = s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.NoError(t, lease.Release(ctx))
+		plan, err = PlanGC(snapListing(l), limit1, time.Now())
+		require.NoError(t, err)
+		require.Len(t, plan.Delete, 2)
+		second, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: -1})
+		require.NoError(t, err)
+		res, err := s.ApplyGC(ctx, plan, ApplyOptions{})
+		require.NoError(t, err)
+		require.Contains(t, res.Stopped, second.Lease().String())
+		require.Equal(t, 2, res.Left)
+		require.Equal(t, kept, listedKeys(t, s))
+
+		// Released, nothing protects the old chain any more.
+		require.NoError(t, second.Release(ctx))
+		l, err = s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Empty(t, l.Leases)
+		plan, err = PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
+		require.NoError(t, err)
+		wantKept := slices.Concat(keysOfSnaps(fulls[2:]), keysOfSnaps(deltas[6:]))
+		slices.Sort(wantKept)
+		require.Equal(t, wantKept, listedKeys(t, s))
+		require.Len(t, all, 12)
+	})
+}
+
+// snapListing is l without its leases.
+func snapListing(l Listing) Listing { return Listing{Fulls: l.Fulls, Deltas: l.Deltas} }
+
+// A deletion that fails stops the run: the deltas before it in the plan's order are gone,
+// the rest and every full snapshot stay, and the error says so.
+func TestGCDeleteFailureKeepsFulls(t *testing.T) {
+	ctx := context.Background()
+	s, dir := openFileStore(t, Options{})
+	fulls, _ := gcStore(t, s)
+	l, err := s.ListForGC(ctx)
+	require.NoError(t, err)
+	plan, err := PlanGC(l, limit1, time.Now())
+	require.NoError(t, err)
+	// The third delta to delete cannot be: its name is now a directory that is not empty.
+	stuck := plan.Delete[2].Snapshot
+	path := filepath.Join(dir, filepath.FromSlash(stuck.Key))
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, os.MkdirAll(filepath.Join(path, "x"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(path, "x", "y"), nil, 0o600))
+
+	res, err := s.ApplyGC(ctx, plan, ApplyOptions{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), stuck.Key)
+	require.Contains(t, err.Error(), "the next run goes on")
+	require.Equal(t, 2, res.DeletedDeltas)
+	require.Equal(t, 0, res.DeletedFulls)
+	require.Equal(t, len(plan.Delete)-2, res.Left)
+	kept := listedKeys(t, s)
+	for _, f := range fulls {
+		require.Contains(t, kept, f.Key)
+	}
+	for _, d := range plan.Delete[3:] {
+		require.Contains(t, kept, d.Snapshot.Key)
+	}
+}
+
+// A lease that cannot be read protects everything until TTL after it was written, and is
+// removed an hour after that.
+func TestGCMalformedLease(t *testing.T) {
+	ctx := context.Background()
+	s, dir := openFileStore(t, Options{})
+	gcStore(t, s)
+	path := filepath.Join(dir, "locks", "restore-bad.json")
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o700))
+	require.NoError(t, os.WriteFile(path, []byte(`{"version": 1, "keys": [`), 0o600))
+
+	l, err := s.ListForGC(ctx)
+	require.NoError(t, err)
+	require.Len(t, l.Leases, 1)
+	require.NotEmpty(t, l.Leases[0].Malformed)
+	require.True(t, l.Leases[0].Pending())
+	plan, err := PlanGC(l, limit1, time.Now())
+	require.NoError(t, err)
+	require.Contains(t, plan.Paused, "cannot be read")
+
+	old := time.Now().Add(-DefaultLeaseTTL - staleLeaseAge - time.Minute)
+	require.NoError(t, os.Chtimes(path, old, old))
+	l, err = s.ListForGC(ctx)
+	require.NoError(t, err)
+	plan, err = PlanGC(l, limit1, time.Now())
+	require.NoError(t, err)
+	require.Empty(t, plan.Paused)
+	require.Len(t, plan.StaleLeases, 1)
+	res, err := s.ApplyGC(ctx, plan, ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.StaleLeases)
+	require.Equal(t, 8, res.DeletedFulls+res.DeletedDeltas)
+	_, err = os.Stat(path)
+	require.True(t, errors.Is(err, os.ErrNotExist), "the dead lease is removed: %v", err)
+}
+
+// The holder rewrites its lease while it lives, and deletes it when released.
+func TestRestoreLeaseRefresh(t *testing.T) {
+	stores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		h, err := s.AcquireRestoreLease(ctx, LeaseOptions{TTL: time.Second, Settle: -1})
+		require.NoError(t, err)
+		first := h.Lease()
+		require.Equal(t, int64(1), first.TTLSeconds)
+		deadline := time.Now().Add(time.Minute)
+		for {
+			leases, err := s.RestoreLeases(ctx)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			if leases[0].Expires.After(first.Expires) {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "the lease was not refreshed")
+			time.Sleep(50 * time.Millisecond)
+		}
+		require.NoError(t, h.Release(ctx))
+		leases, err := s.RestoreLeases(ctx)
+		require.NoError(t, err)
+		require.Empty(t, leases)
+		require.NoError(t, h.Release(ctx), "releasing twice is harmless")
+
+		// A restore that could not announce itself goes on with a nil holder.
+		var none *LeaseHolder
+		require.NoError(t, none.Protect(ctx, []string{"full/x"}))
+		require.NoError(t, none.Release(ctx))
+		require.Empty(t, none.Lease().ID)
+	})
+}
+
+// A restore cancelled while it waits for garbage collection to settle leaves no lease.
+func TestRestoreLeaseCancelledWhileSettling(t *testing.T) {
+	s := openMemStore(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			leases, err := s.RestoreLeases(context.Background())
+			if err == nil && len(leases) > 0 {
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	_, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: time.Hour})
+	require.ErrorIs(t, err, context.Canceled)
+	leases, err := s.RestoreLeases(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, leases)
+}

@@ -1,0 +1,258 @@
+package snapstore_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+)
+
+// keysOf returns the objects' keys.
+func keysOf(objs []obj) []string {
+	out := make([]string, len(objs))
+	for i, o := range objs {
+		out[i] = o.snap.Key
+	}
+	return out
+}
+
+func TestGCRestoreLeases(t *testing.T) {
+	t.Parallel()
+	now := ts("2026-11-25T14:30:00Z")
+	store := fourHours(keep, drop, drop, keep, drop, drop, keep, keep, keep, keep, keep, keep)
+	live := func(id string, keys ...string) snapstore.RestoreLease {
+		return snapstore.RestoreLease{ID: id, Key: "locks/restore-" + id + ".json", ModTime: now.Add(-time.Minute), TTLSeconds: 600, Keys: keys}
+	}
+	// What the plan must keep, as verdicts for the store's objects in order.
+	with := func(verdicts ...bool) []obj {
+		out := slices.Clone(store)
+		for i := range out {
+			out[i].keep = verdicts[i]
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		leases []snapstore.RestoreLease
+		objs   []obj
+		paused string // a substring of Paused; "" when the plan deletes
+		stale  int
+	}{
+		{
+			name:   "a restore reading the 11:00 chain keeps it",
+			leases: []snapstore.RestoreLease{live("a", store[0].snap.Key, store[1].snap.Key, store[2].snap.Key)},
+			objs:   with(keep, keep, keep, keep, drop, drop, keep, keep, keep, keep, keep, keep),
+		},
+		{
+			// A lease that names a delta but not the full snapshot it needs (not what etcdbr
+			// writes): the delta's chain is kept anyway, so that it is never left without it.
+			name:   "a lease on a delta alone keeps its chain",
+			leases: []snapstore.RestoreLease{live("b", store[5].snap.Key)},
+			objs:   with(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
+		},
+		{
+			name:   "a restore that is planning stops all deletion",
+			leases: []snapstore.RestoreLease{live("c")},
+			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
+			paused: "restore lease c",
+		},
+		{
+			name: "an unreadable lease stops all deletion until it expires",
+			leases: []snapstore.RestoreLease{{ID: "d", Key: "locks/restore-d.json", ModTime: now.Add(-9 * time.Minute),
+				Malformed: "unexpected end of JSON input"}},
+			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
+			paused: "cannot be read",
+		},
+		{
+			name: "an expired lease protects nothing; one dead for over an hour is removed",
+			leases: []snapstore.RestoreLease{
+				{ID: "f", Key: "locks/restore-f.json", ModTime: now.Add(-11 * time.Minute), TTLSeconds: 600, Keys: keysOf(store[:3])},
+				{ID: "g", Key: "locks/restore-g.json", ModTime: now.Add(-2 * time.Hour), TTLSeconds: 600},
+			},
+			objs:  with(keep, drop, drop, keep, drop, drop, keep, keep, keep, keep, keep, keep),
+			stale: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := listing(tc.objs)
+			l.Leases = tc.leases
+			plan, err := snapstore.PlanGC(l, exponential, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDecisions(t, plan, tc.objs)
+			if tc.paused == "" && plan.Paused != "" || !strings.Contains(plan.Paused, tc.paused) {
+				t.Errorf("Paused %q, want %q", plan.Paused, tc.paused)
+			}
+			if len(plan.StaleLeases) != tc.stale {
+				t.Errorf("%d stale leases, want %d", len(plan.StaleLeases), tc.stale)
+			}
+		})
+	}
+}
+
+func TestRestoreLeaseEnd(t *testing.T) {
+	t.Parallel()
+	written := ts("2026-11-25T14:00:00Z")
+	for _, tc := range []struct {
+		name  string
+		lease snapstore.RestoreLease
+		end   time.Time
+	}{
+		{"TTL after the store wrote it", snapstore.RestoreLease{ModTime: written, Expires: written.Add(10 * time.Minute), TTLSeconds: 600},
+			written.Add(10 * time.Minute)},
+		{"the holder's later expiry (its clock ahead)", snapstore.RestoreLease{ModTime: written, Expires: written.Add(15 * time.Minute), TTLSeconds: 600},
+			written.Add(15 * time.Minute)},
+		{"at most 2 TTL after the write", snapstore.RestoreLease{ModTime: written, Expires: written.Add(24 * time.Hour), TTLSeconds: 600},
+			written.Add(20 * time.Minute)},
+		{"the holder's earlier expiry (its clock behind) does not shorten it", snapstore.RestoreLease{ModTime: written, Expires: written.Add(-time.Hour), TTLSeconds: 600},
+			written.Add(10 * time.Minute)},
+		{"no TTL: the default", snapstore.RestoreLease{ModTime: written}, written.Add(snapstore.DefaultLeaseTTL)},
+		{"a TTL above an hour is an hour", snapstore.RestoreLease{ModTime: written, TTLSeconds: 86400}, written.Add(time.Hour)},
+	} {
+		if got := tc.lease.End(); !got.Equal(tc.end) {
+			t.Errorf("%s: End %s, want %s", tc.name, got, tc.end)
+		}
+		if !tc.lease.Live(tc.end.Add(-time.Nanosecond)) || tc.lease.Live(tc.end) {
+			t.Errorf("%s: Live does not end at %s", tc.name, tc.end)
+		}
+	}
+}
+
+// A rich store: four days of hourly full snapshots and deltas every ten minutes, the first
+// after each full snapshot starting before it, an hour without deltas (a member that was
+// idle), and a chain break (a full snapshot after a gap).
+func fourDays() (fulls, deltas []snapstore.Snapshot) {
+	start := ts("2026-11-22T00:00:00Z")
+	rev := int64(1)
+	for h := 0; h < 4*24+14; h++ {
+		hour := start.Add(time.Duration(h) * time.Hour)
+		if h == 50 {
+			rev += 100 // a gap: the chain broke; the next full snapshot starts a new one
+		}
+		at := hour.Add(300 * time.Millisecond)
+		fulls = append(fulls, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev + 1, Time: at, Key: snapstore.FullName(rev+1, at, false)})
+		if h == 30 {
+			continue // an idle hour
+		}
+		for m := 10; m <= 60; m += 10 {
+			at := hour.Add(time.Duration(m) * time.Minute)
+			deltas = append(deltas, snapstore.Snapshot{Kind: snapstore.KindDelta, From: rev + 1, Revision: rev + 7, Time: at,
+				Key: snapstore.DeltaName(rev+1, rev+7, at, false)})
+			rev += 7
+		}
+	}
+	return fulls, deltas
+}
+
+// Whenever a garbage collection run stops (a crash, an error), what is left restores: the
+// newest point and the window as before, every kept full snapshot, and every delta left
+// still follows its full snapshot without a gap (snapstore.CheckChain finds no problem).
+func TestGCDeleteOrderSurvivesAnyCrash(t *testing.T) {
+	t.Parallel()
+	fulls, deltas := fourDays()
+	for _, p := range []snapstore.Policy{
+		exponential,
+		{Kind: snapstore.PolicyExponential, KeepWithin: 5 * time.Hour},
+		{Kind: snapstore.PolicyLimit, MaxBackups: 3},
+	} {
+		plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, p, ts("2026-11-26T13:30:00Z"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Delete) < 100 {
+			t.Fatalf("%s: only %d objects to delete", p, len(plan.Delete))
+		}
+		if problems := crashedRuns(fulls, deltas, plan); len(problems) > 0 {
+			t.Errorf("%s: %s", p, strings.Join(problems, "\n"))
+		}
+	}
+	// Deleting the deltas oldest first would leave deltas cut off from their full
+	// snapshot: the check sees it.
+	plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := slices.IndexFunc(plan.Delete, func(d snapstore.Decision) bool { return d.Snapshot.Kind == snapstore.KindFull })
+	slices.Reverse(plan.Delete[:n])
+	if problems := crashedRuns(fulls, deltas, plan); len(problems) == 0 {
+		t.Error("deleting the deltas oldest first left no stranded delta: the check is blind")
+	}
+}
+
+// crashedRuns checks the store after every prefix of plan.Delete, and returns the problems
+// (at most a few).
+func crashedRuns(fulls, deltas []snapstore.Snapshot, plan snapstore.GCPlan) []string {
+	var problems []string
+	report := func(k int, format string, args ...any) {
+		if len(problems) < 5 {
+			problems = append(problems, fmt.Sprintf("after %d deletions: ", k)+fmt.Sprintf(format, args...))
+		}
+	}
+	newest, err := snapstore.PlanRestore(fulls, deltas, snapstore.Target{}, nil)
+	if err != nil {
+		return []string{"the store does not restore to begin with: " + err.Error()}
+	}
+	window := snapstore.Target{Time: plan.WindowFrom}
+	gone := map[string]bool{}
+	left := func(snaps []snapstore.Snapshot) []snapstore.Snapshot {
+		return slices.DeleteFunc(slices.Clone(snaps), func(s snapstore.Snapshot) bool { return gone[s.Key] })
+	}
+	baseline := len(snapstore.CheckChain(fulls, deltas))
+	for k := 0; k <= len(plan.Delete); k++ {
+		if k > 0 {
+			gone[plan.Delete[k-1].Snapshot.Key] = true
+		}
+		lf, ld := left(fulls), left(deltas)
+		if p, err := snapstore.PlanRestore(lf, ld, snapstore.Target{}, nil); err != nil || p.Revision != newest.Revision {
+			report(k, "the newest point %d restores to %d: %v", newest.Revision, p.Revision, err)
+		}
+		if p, err := snapstore.PlanRestore(lf, ld, window, nil); err != nil || !p.Newest || p.Full.Key != plan.WindowBase.Key {
+			report(k, "the window from %s does not restore: %v", plan.WindowFrom, err)
+		}
+		// The store has one gap of its own (the chain break); any other problem is a delta
+		// cut off by the deletions.
+		if problems := snapstore.CheckChain(lf, ld); len(problems) > baseline {
+			report(k, "%d problems: %v", len(problems), problems)
+		}
+	}
+	return problems
+}
+
+func TestGCReasons(t *testing.T) {
+	t.Parallel()
+	fulls, deltas := fourDays()
+	plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, d := range slices.Concat(plan.Kept(), plan.Delete) {
+		reasons[d.Snapshot.Key] = d.Reason
+	}
+	key := func(kind snapstore.Kind, at string) string {
+		for _, s := range slices.Concat(fulls, deltas) {
+			if s.Kind == kind && s.Time.Equal(ts(at)) {
+				return s.Key
+			}
+		}
+		t.Fatalf("no %s at %s", kind, at)
+		return ""
+	}
+	for _, tc := range []struct{ key, reason string }{
+		{key(snapstore.KindFull, "2026-11-26T13:00:00.300Z"), "in the point-in-time window from 2026-11-26T13:00:00.000Z"},
+		{key(snapstore.KindFull, "2026-11-26T12:00:00.300Z"), "a restore to any point from 2026-11-26T13:00:00.000Z on starts from it; the newest full snapshot of hour 2026-11-26 12:00 UTC"},
+		{key(snapstore.KindDelta, "2026-11-26T12:10:00Z"), "in the point-in-time window"},
+		{key(snapstore.KindDelta, "2026-11-26T11:10:00Z"), "older than the point-in-time window (from 2026-11-26T13:00:00.000Z, restored from full/"},
+		{key(snapstore.KindFull, "2026-11-25T23:00:00.300Z"), "the newest full snapshot of day 2026-11-25 (UTC)"},
+		{key(snapstore.KindFull, "2026-11-25T22:00:00.300Z"), "not the newest full snapshot of day 2026-11-25 (UTC) (" + key(snapstore.KindFull, "2026-11-25T23:00:00.300Z") + " is kept)"},
+	} {
+		if got := reasons[tc.key]; !strings.Contains(got, tc.reason) {
+			t.Errorf("%s: reason %q, want %q", tc.key, got, tc.reason)
+		}
+	}
+}
