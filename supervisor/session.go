@@ -23,6 +23,9 @@ type session struct {
 	deltasDone  chan struct{}
 	errc        chan error // the first setup error of either
 
+	gc     *backup.GC    // nil when retention is off
+	gcDone chan struct{} // closed when the GC runner has returned
+
 	mu                    sync.Mutex
 	backupsErr, deltasErr error
 }
@@ -32,6 +35,7 @@ type session struct {
 func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFull bool) *session {
 	lg := s.lg
 	store := s.cfg.Store
+	ss := &session{}
 	runner := &backup.Runner{
 		Store:       store,
 		Schedule:    s.cfg.Schedule,
@@ -46,17 +50,49 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 			if hasCorruptAlarm(srv.Alarms()) {
 				return snapstore.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
 			}
-			return backup.FullFromBackend(ctx, srv.Backend(), store)
+			snap, err := backup.FullFromBackend(ctx, srv.Backend(), store)
+			if err == nil && ss.gc != nil {
+				ss.gc.Trigger() // a new full snapshot may let older backups go
+			}
+			return snap, err
 		},
 	}
-	ss := &session{
+	*ss = session{
 		runner:      runner,
 		deltas:      s.cfg.DeltaPeriod > 0,
 		backupsDone: make(chan struct{}),
 		deltasDone:  make(chan struct{}),
 		errc:        make(chan error, 2),
+		gcDone:      make(chan struct{}),
 	}
 	bctx, stopBackups := context.WithCancel(context.WithoutCancel(ctx))
+	if s.cfg.GC != nil {
+		gc, err := backup.NewGC(backup.GCConfig{
+			Store:  store,
+			Policy: *s.cfg.GC,
+			Period: s.cfg.GCPeriod,
+			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() },
+			OnRun: func(r backup.GCRun) {
+				s.GCDeleted(snapstore.KindFull, r.Result.DeletedFulls)
+				s.GCDeleted(snapstore.KindDelta, r.Result.DeletedDeltas)
+			},
+			Log: lg.With("component", "gc"),
+		})
+		if err != nil {
+			lg.Error("garbage collection is off: its configuration was refused", "err", err)
+			close(ss.gcDone)
+		} else {
+			ss.gc = gc
+		}
+	}
+	if ss.gc != nil {
+		go func() {
+			defer close(ss.gcDone)
+			ss.gc.Run(bctx)
+		}()
+	} else if s.cfg.GC == nil {
+		close(ss.gcDone)
+	}
 	ss.stopBackups = stopBackups
 	ss.fullNow = backup.FullFromRunner(bctx, runner)
 	go func() {
@@ -113,6 +149,7 @@ func (ss *session) failed() <-chan error { return ss.errc }
 func (ss *session) stop(cause error) error {
 	ss.stopBackups()
 	<-ss.backupsDone
+	<-ss.gcDone
 	ss.stopDeltas(cause)
 	<-ss.deltasDone
 	ss.mu.Lock()

@@ -44,7 +44,11 @@ type Config struct {
 	ForceRestore bool
 	// KeepOldDataDirs is how many data dirs moved aside by restores are kept (at least 1).
 	KeepOldDataDirs int
-	Log             *slog.Logger
+	// GC, when set, is the retention policy applied while this member takes backups: every
+	// GCPeriod (0: backup.DefaultGCPeriod) and after each full snapshot.
+	GC       *snapstore.Policy
+	GCPeriod time.Duration
+	Log      *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -23,6 +24,7 @@ var errHelpShown = errors.New("help shown")
 
 // RunCmd is `etcdbr run`.
 type RunCmd struct {
+	GCFlags              `embed:""`
 	StoreFlags           `embed:""`
 	DataDir              string `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
 	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
@@ -101,7 +103,17 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if c.KeepOldDataDirs < 1 {
 		return usageErrorf("--keep-old-data-dirs %d: keep at least 1 (the newest old data dir is the last copy before a restore)", c.KeepOldDataDirs)
 	}
+	gcPolicy, gcPeriod, gcEnabled, err := c.GCFlags.config()
+	if err != nil {
+		return err
+	}
+	var gc *snapstore.Policy
+	if gcEnabled {
+		gc = &gcPolicy
+	}
 	return supervisor.Run(ctx, supervisor.Config{
+		GC:               gc,
+		GCPeriod:         gcPeriod,
 		Validation:       depth,
 		ForceRestore:     c.ForceRestore,
 		KeepOldDataDirs:  c.KeepOldDataDirs,
