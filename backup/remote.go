@@ -11,7 +11,6 @@ import (
 	"os"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
@@ -64,18 +63,7 @@ func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.
 
 // spooledRevision reads the revision inside the bbolt db at path.
 func spooledRevision(path string) (int64, error) {
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return 0, fmt.Errorf("open spooled snapshot %q: %w", path, err)
-	}
-	defer db.Close()
-	var rev int64
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
-		rev, err = dbrev.Revision(tx)
-		return err
-	})
-	return rev, err
+	return dbrev.FileRevision(path, time.Second)
 }
 
 // tailWriter writes everything but the last keep bytes to w and hashes what it writes; the

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
@@ -263,22 +262,12 @@ func readRevisionQuick(path string) (int64, error) {
 		return 0, fmt.Errorf("cannot read db file %q: %w", path, err)
 	}
 	f.Close()
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: dbLockTimeout})
+	rev, err := dbrev.FileRevision(path, dbLockTimeout)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return 0, fmt.Errorf("db file %q is %w (is etcd running on this data dir?)", path, errLocked)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("db file %q cannot be opened by bbolt: %v", path, err)
-	}
-	defer db.Close()
-	var rev int64
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
-		rev, err = dbrev.Revision(tx)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("db file %q: %v", path, err)
+		return 0, fmt.Errorf("db file %q cannot be read by bbolt: %v", path, err)
 	}
 	return rev, nil
 }

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
@@ -250,24 +249,10 @@ func stripHash(dbPath string, skip bool) error {
 	return nil
 }
 
-// fileRevision reads the revision of the db file at path.
+// fileRevision reads the revision of the db file at path (a snapshot db may still end with
+// its sha256: bbolt reads only whole pages).
 func fileRevision(path string) (int64, error) {
-	// A snapshot db may still end with its sha256: bbolt reads only whole pages.
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return 0, fmt.Errorf("open restored db %q: %w", path, err)
-	}
-	defer db.Close()
-	var rev int64
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
-		rev, err = dbrev.Revision(tx)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("restored db %q: %w", path, err)
-	}
-	return rev, nil
+	return dbrev.FileRevision(path, time.Second)
 }
 
 func perSecond(n int64, d time.Duration) int64 {

@@ -4,6 +4,7 @@ package dbrev
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
@@ -48,6 +49,26 @@ func Revision(tx Reader) (int64, error) {
 				rev = r
 			}
 		}
+	}
+	return rev, nil
+}
+
+// FileRevision opens the bbolt db at path read-only (waiting at most lockTimeout for the
+// file lock; bolt's ErrTimeout is wrapped when it is held) and returns Revision of it.
+func FileRevision(path string, lockTimeout time.Duration) (int64, error) {
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		return 0, fmt.Errorf("open db %q: %w", path, err)
+	}
+	defer db.Close()
+	var rev int64
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		rev, err = Revision(tx)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db %q: %w", path, err)
 	}
 	return rev, nil
 }
