@@ -34,19 +34,7 @@ func (s *Store) createRaw(ctx context.Context, key string, encrypted bool) (*raw
 		contentType = contentTypeAge
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var file *os.File
-	upload, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{
-		ContentType:    contentType,
-		BufferSize:     uploadPartSize,
-		MaxConcurrency: uploadConcurrency,
-		BeforeWrite: func(as func(any) bool) error {
-			if as(&file) {
-				return file.Chmod(0o600)
-			}
-			configureS3Upload(s.s3, as)
-			return nil
-		},
-	})
+	upload, file, err := s.newUpload(ctx, key, contentType)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("create %q in %q: %w", key, s.url, err)

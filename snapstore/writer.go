@@ -74,25 +74,7 @@ func (s *Store) Create(ctx context.Context, snap Snapshot) (*Writer, error) {
 	if snap.Encrypted {
 		contentType = contentTypeAge
 	}
-	// The BeforeWrite closure must not reference w: some drivers keep their
-	// options, and a cycle through blob.Writer, which has a finalizer, is
-	// never collected.
-	var file *os.File
-	upload, err := s.bucket.NewWriter(w.ctx, snap.Key, &blob.WriterOptions{
-		ContentType:    contentType,
-		BufferSize:     uploadPartSize,
-		MaxConcurrency: uploadConcurrency,
-		BeforeWrite: func(as func(any) bool) error {
-			// A file store hands over its temporary file: keep it for
-			// fsync, and readable by the owner only, as snapshots hold
-			// all of etcd's data.
-			if as(&file) {
-				return file.Chmod(0o600)
-			}
-			configureS3Upload(s.s3, as)
-			return nil
-		},
-	})
+	upload, file, err := s.newUpload(w.ctx, snap.Key, contentType)
 	if err != nil {
 		w.cancel()
 		return nil, fmt.Errorf("create %q in %q: %w", snap.Key, s.url, err)
@@ -261,4 +243,25 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// newUpload opens the bucket's writer for key with etcdbr's upload settings (part size,
+// concurrency, S3 abort handling). file is a file store's temporary file (nil for other
+// stores), kept for fsync and made readable by the owner only, as snapshots hold all of
+// etcd's data. The closure must not refer to a Writer: gocloud keeps the options, and a
+// cycle through blob.Writer, which has a finalizer, is never collected.
+func (s *Store) newUpload(ctx context.Context, key, contentType string) (upload *blob.Writer, file *os.File, err error) {
+	upload, err = s.bucket.NewWriter(ctx, key, &blob.WriterOptions{
+		ContentType:    contentType,
+		BufferSize:     uploadPartSize,
+		MaxConcurrency: uploadConcurrency,
+		BeforeWrite: func(as func(any) bool) error {
+			if as(&file) {
+				return file.Chmod(0o600)
+			}
+			configureS3Upload(s.s3, as)
+			return nil
+		},
+	})
+	return upload, file, err
 }

@@ -19,22 +19,6 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// deltas lists the deltas in a store.
-func deltas(t testing.TB, url string) []snapstore.Snapshot {
-	t.Helper()
-	ctx := context.Background()
-	s, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	list, err := s.List(ctx, snapstore.KindDelta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return list
-}
-
 // newestRevision is the newest revision in a store: its newest full snapshot's or delta's.
 func newestRevision(t testing.TB, url string) int64 {
 	t.Helper()

@@ -11,13 +11,25 @@ import (
 // fulls lists the full snapshots in a store.
 func fulls(t testing.TB, url string) []snapstore.Snapshot {
 	t.Helper()
+	return listKind(t, url, snapstore.KindFull)
+}
+
+// deltas lists the deltas in a store.
+func deltas(t testing.TB, url string) []snapstore.Snapshot {
+	t.Helper()
+	return listKind(t, url, snapstore.KindDelta)
+}
+
+// listKind lists the objects of one kind in a store.
+func listKind(t testing.TB, url string, kind snapstore.Kind) []snapstore.Snapshot {
+	t.Helper()
 	ctx := context.Background()
 	s, err := snapstore.Open(ctx, url, snapstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	list, err := s.List(ctx, snapstore.KindFull)
+	list, err := s.List(ctx, kind)
 	if err != nil {
 		t.Fatal(err)
 	}
