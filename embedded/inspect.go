@@ -52,11 +52,14 @@ type Verdict struct {
 	State State
 	// Reason says, for StateCorrupt, what is wrong and where (file and detail),
 	// for StateUnknown what could not be read, and for StateMissing why the dir
-	// counts as missing. Empty when valid.
+	// counts as missing. For StateValid it is empty, except when the db is
+	// missing and etcd would rebuild it at start by replaying a WAL that holds
+	// the member's whole history: then it says so.
 	Reason string
 	// Revision is the etcd revision in the db when it could be read: the larger
 	// of the newest revision in the key bucket and the finished and scheduled
-	// compaction revisions. 0 otherwise.
+	// compaction revisions. 0 otherwise, also for a valid dir whose db etcd
+	// rebuilds from the WAL (the revision is known only after that replay).
 	Revision int64
 	// Depth is how deeply the data dir was checked: DepthQuick when a matching
 	// clean-stop marker let the quick check decide, DepthFull otherwise.
@@ -159,6 +162,10 @@ type inspection struct {
 	checked  Depth  // the check running now
 	current  string // what is being read, for the reason of a panic
 	revision int64
+	// dbMissing: there is a WAL but no db (the snap dir, member dir or data
+	// dir may be gone too). etcd 3.6 creates what is missing and, when no raft
+	// snapshot is on disk, replays the whole WAL into a new db.
+	dbMissing bool
 }
 
 func (in *inspection) run(ctx context.Context) Verdict {
@@ -174,7 +181,11 @@ func (in *inspection) run(ctx context.Context) Verdict {
 	if err := ctx.Err(); err != nil {
 		return in.unknown("inspection of data dir %q was cut short: %v", l.dataDir, err)
 	}
-	if in.depth != DepthFull {
+	if in.dbMissing && in.depth == DepthQuick {
+		// A clean-stop marker records the db: none can match.
+		return in.unknown("db file %q is missing: quick validation cannot vouch for a data dir whose db etcd would have to rebuild; validate fully", l.db)
+	}
+	if in.depth != DepthFull && !in.dbMissing {
 		v, ok := in.quick()
 		if ok || in.depth == DepthQuick {
 			return v
@@ -188,6 +199,9 @@ func (in *inspection) run(ctx context.Context) Verdict {
 func (in *inspection) full(ctx context.Context) Verdict {
 	l := in.layout
 	in.checked = DepthFull
+	if in.dbMissing {
+		return in.rebuild()
+	}
 	in.current = fmt.Sprintf("db file %q", l.db)
 	ci, err := in.checkDB()
 	if err != nil {
@@ -206,6 +220,39 @@ func (in *inspection) full(ctx context.Context) Verdict {
 		return in.fail(err)
 	}
 	return Verdict{State: StateValid, Revision: in.revision, Depth: DepthFull}
+}
+
+// rebuild is the full check of a data dir with a WAL but no db. etcd 3.6
+// starts on it: it creates the snap dir and an empty db, and with no raft
+// snapshot to start from it replays the WAL from index 1 into that db. That
+// serves the member's data only when the WAL holds its whole history: it must
+// read from its first entry (no WAL file purged, no gap) and must not start
+// from a raft snapshot whose data came from outside its log (etcdutl snapshot
+// restore, which etcdbr's restores use, or a snapshot sent by the leader); that
+// data was in the db alone. With a raft snapshot on disk etcd looks for its db
+// and panics.
+func (in *inspection) rebuild() Verdict {
+	l := in.layout
+	in.current = fmt.Sprintf("WAL in %q", l.walDir)
+	ws, err := readWALAsEtcd(l.walDir, l.snapDir)
+	if err != nil {
+		return in.fail(fmt.Errorf("db file %q is missing and etcd cannot rebuild it from the WAL: %w", l.db, err))
+	}
+	switch {
+	case ws.snapFile != "":
+		return in.corrupt("db file %q is missing and etcd would start from the raft snapshot %q at index %d, whose data only the db holds "+
+			"(etcd panics: failed to recover v3 backend from snapshot)", l.db, ws.snapFile, ws.snapshot.Index)
+	case ws.firstSnap > 0 && !ws.requestsBefore:
+		return in.corrupt("db file %q is missing and the WAL in %q starts from a raft snapshot at index %d that it holds no history of "+
+			"(a data dir made by a snapshot restore, or a member that got a snapshot from its leader): the data up to it was only in the db, "+
+			"and etcd would replay the WAL without it and serve a keyspace that lacks it", l.db, l.walDir, ws.firstSnap)
+	}
+	return Verdict{
+		State: StateValid,
+		Reason: fmt.Sprintf("db file %q is missing: etcd 3.6 rebuilds it at start by replaying the WAL in %q, which holds the member's whole history "+
+			"(entries 1 to %d); the revision is known only after that replay", l.db, l.walDir, ws.lastIndex),
+		Depth: DepthFull,
+	}
 }
 
 func (in *inspection) corrupt(format string, args ...any) Verdict {
@@ -241,14 +288,16 @@ func missing(format string, args ...any) Verdict {
 }
 
 // checkLayout decides Missing and the layout problems; done is false when the
-// member files are all there to be checked.
+// member files are there to be checked (a WAL without its db included: see
+// rebuild).
 func (in *inspection) checkLayout() (v Verdict, done bool) {
 	l := in.layout
 	entries, err := os.ReadDir(l.dataDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if hasWALFiles(l.walDir) && l.separateWAL {
-			return in.corrupt("data dir %q does not exist but WAL dir %q holds a WAL: the db is lost", l.dataDir, l.walDir), true
+		if l.separateWAL && hasWALFiles(l.walDir) {
+			// etcd creates the data dir and replays the WAL into a new db.
+			return in.walWithoutDB()
 		}
 		return missing("data dir %q does not exist", l.dataDir), true
 	case err != nil:
@@ -269,7 +318,7 @@ func (in *inspection) checkLayout() (v Verdict, done bool) {
 		case hasProxy:
 			return in.corrupt("data dir %q holds a v2 proxy directory, which etcd 3.6 refuses", l.dataDir), true
 		case l.separateWAL && hasWALFiles(l.walDir):
-			return in.corrupt("data dir %q has no member directory but WAL dir %q holds a WAL: the db is lost", l.dataDir, l.walDir), true
+			return in.walWithoutDB()
 		case len(entries) == 0:
 			return missing("data dir %q is empty", l.dataDir), true
 		default:
@@ -289,27 +338,39 @@ func (in *inspection) checkLayout() (v Verdict, done bool) {
 		return in.fail(fmt.Errorf("cannot read member dir %q: %w", l.memberDir, err)), true
 	}
 	if len(memberEntries) == 0 && !(l.separateWAL && hasWALFiles(l.walDir)) {
-		return missing("member dir %q is empty", l.memberDir), true
+		// etcd finds no WAL and starts a new member, as on an empty data dir.
+		return missing("member dir %q is empty (etcd would initialize a new member there)", l.memberDir), true
 	}
 
-	if err := checkDir(l.snapDir, "snap dir"); err != nil {
-		return in.fail(err), true
-	}
 	if err := checkDir(l.walDir, "WAL dir"); err != nil {
 		return in.fail(err), true
 	}
 	if !hasWALFiles(l.walDir) {
 		return in.corrupt("WAL dir %q holds no WAL files (*.wal)", l.walDir), true
 	}
+	if _, err := os.Lstat(l.snapDir); errors.Is(err, fs.ErrNotExist) {
+		// etcd creates the snap dir and replays the WAL into a new db.
+		return in.walWithoutDB()
+	}
+	if err := checkDir(l.snapDir, "snap dir"); err != nil {
+		return in.fail(err), true
+	}
 	st, err = os.Stat(l.db)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return in.corrupt("db file %q is missing (etcd refuses a WAL without its db)", l.db), true
+		return in.walWithoutDB()
 	case err != nil:
 		return in.fail(fmt.Errorf("cannot read db file %q: %w", l.db, err)), true
 	case !st.Mode().IsRegular():
 		return in.corrupt("db file %q is not a regular file (%s)", l.db, st.Mode().Type()), true
 	}
+	return Verdict{}, false
+}
+
+// walWithoutDB marks the inspection as one of a WAL without its db, which the
+// full check decides (rebuild).
+func (in *inspection) walWithoutDB() (Verdict, bool) {
+	in.dbMissing = true
 	return Verdict{}, false
 }
 

@@ -114,10 +114,20 @@ func TestInspect(t *testing.T) {
 		name string
 		// damage changes the copy of the data dir at dir; it returns the WAL dir
 		// to inspect ("" for the default).
-		damage  func(t *testing.T, dir string) string
-		state   State
-		reason  []string // substrings of the reason; "$DIR" is the data dir
-		started bool     // start etcd on the result and check the data
+		damage func(t *testing.T, dir string) string
+		state  State
+		reason []string // substrings of the reason (at DepthFull); "$DIR" is the data dir
+		// layout: the verdict comes from the layout, before any depth applies,
+		// so DepthQuick gives it too; otherwise DepthQuick, with no clean-stop
+		// marker to trust, cannot tell.
+		layout bool
+		// rebuilt: valid because etcd rebuilds the missing db from the WAL; the
+		// revision is not known before it did.
+		rebuilt bool
+		started bool // start etcd on the result and check that it serves the data
+		// startsEmpty: start etcd on the result and check that it starts a new
+		// member with no keys (what "missing" means).
+		startsEmpty bool
 	}{
 		{
 			name:    "valid after a clean stop",
@@ -132,6 +142,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateMissing,
+			layout: true,
 			reason: []string{"$DIR", "does not exist"},
 		},
 		{
@@ -141,6 +152,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateMissing,
+			layout: true,
 			reason: []string{"$DIR", "empty"},
 		},
 		{
@@ -151,6 +163,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateMissing,
+			layout: true,
 			reason: []string{"$DIR", "no member directory"},
 		},
 		{
@@ -172,6 +185,22 @@ func TestInspect(t *testing.T) {
 				require.NotEmpty(t, leaves)
 				id := leaves[len(leaves)/2]
 				patchFile(t, db, int64(id*pageSize), make([]byte, pageSize))
+				return ""
+			},
+			state:  StateCorrupt,
+			reason: []string{"$DIR/member/snap/db", "page"},
+		},
+		{
+			name: "db leaf page with a broken header",
+			damage: func(t *testing.T, dir string) string {
+				// The page header: id (8 bytes), flags (2), count (2), overflow (4).
+				// A page type bbolt does not know, the rest of the page intact.
+				db := filepath.Join(dir, "member", "snap", "db")
+				leaves, pageSize := boltPages(t, db, "leaf")
+				require.NotEmpty(t, leaves)
+				var flags [2]byte
+				binary.NativeEndian.PutUint16(flags[:], 0x40)
+				patchFile(t, db, int64(leaves[len(leaves)/2]*pageSize+8), flags[:])
 				return ""
 			},
 			state:  StateCorrupt,
@@ -210,13 +239,74 @@ func TestInspect(t *testing.T) {
 			reason: []string{"$DIR/member/snap/db"},
 		},
 		{
+			// etcd 3.6 creates an empty db and, with no raft snapshot on disk,
+			// replays the whole WAL into it: it serves the same data.
 			name: "db missing",
 			damage: func(t *testing.T, dir string) string {
 				require.NoError(t, os.Remove(filepath.Join(dir, "member", "snap", "db")))
 				return ""
 			},
+			state:   StateValid,
+			rebuilt: true,
+			reason:  []string{"$DIR/member/snap/db", "missing", "rebuilds it", "$DIR/member/wal"},
+			started: true,
+		},
+		{
+			// etcd creates the snap dir again; the rest is as with the db missing.
+			name: "snap dir missing",
+			damage: func(t *testing.T, dir string) string {
+				require.NoError(t, os.RemoveAll(filepath.Join(dir, "member", "snap")))
+				return ""
+			},
+			state:   StateValid,
+			rebuilt: true,
+			reason:  []string{"$DIR/member/snap/db", "missing", "rebuilds it", "$DIR/member/wal"},
+			started: true,
+		},
+		{
+			name: "member dir missing, separate WAL dir",
+			damage: func(t *testing.T, dir string) string {
+				walDir := dir + "-wal"
+				require.NoError(t, os.Rename(filepath.Join(dir, "member", "wal"), walDir))
+				require.NoError(t, os.RemoveAll(filepath.Join(dir, "member")))
+				return walDir
+			},
+			state:   StateValid,
+			rebuilt: true,
+			reason:  []string{"$DIR/member/snap/db", "missing", "rebuilds it", "$DIR-wal"},
+			started: true,
+		},
+		{
+			name: "snap dir missing, WAL record damaged",
+			damage: func(t *testing.T, dir string) string {
+				require.NoError(t, os.RemoveAll(filepath.Join(dir, "member", "snap")))
+				path := walFilePath(t, filepath.Join(dir, "member", "wal"))
+				recs := walRecords(t, path)
+				// Damage in the middle: the replay would stop there.
+				r := recs[len(recs)/2]
+				f, err := os.ReadFile(path)
+				require.NoError(t, err)
+				recBytes := int64(binary.LittleEndian.Uint64(f[r.off:]) & 0x00FFFFFFFFFFFFFF)
+				patchFile(t, path, r.off+8+recBytes-1, []byte{f[r.off+8+recBytes-1] ^ 0x40})
+				return ""
+			},
 			state:  StateCorrupt,
-			reason: []string{"$DIR/member/snap/db", "missing"},
+			reason: []string{"$DIR/member/snap/db", "missing", "cannot rebuild", "crc mismatch"},
+		},
+		{
+			// etcd finds no WAL and starts a new member: nothing of the old one
+			// is there, as with no member dir at all.
+			name: "empty member dir",
+			damage: func(t *testing.T, dir string) string {
+				member := filepath.Join(dir, "member")
+				require.NoError(t, os.RemoveAll(member))
+				require.NoError(t, os.Mkdir(member, 0o700))
+				return ""
+			},
+			state:       StateMissing,
+			layout:      true,
+			reason:      []string{"$DIR/member", "empty"},
+			startsEmpty: true,
 		},
 		{
 			name: "db unreadable",
@@ -229,6 +319,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateCorrupt,
+			layout: true,
 			reason: []string{"$DIR/member/snap/db", "not a regular file"},
 		},
 		{
@@ -297,6 +388,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateCorrupt,
+			layout: true,
 			reason: []string{"$DIR/member/wal", "no WAL files"},
 		},
 		{
@@ -315,6 +407,7 @@ func TestInspect(t *testing.T) {
 				return ""
 			},
 			state:  StateCorrupt,
+			layout: true,
 			reason: []string{"$DIR/member/wal", "missing"},
 		},
 	}
@@ -331,17 +424,41 @@ func TestInspect(t *testing.T) {
 			for _, want := range tt.reason {
 				assert.Contains(t, v.Reason, replaceDir(want, dir))
 			}
-			if tt.state == StateValid {
+			switch {
+			case tt.rebuilt:
+				assert.Zero(t, v.Revision, "the revision of a db etcd has yet to rebuild")
+			case tt.state == StateValid:
 				assert.Empty(t, v.Reason)
 				assert.Equal(t, rev, v.Revision)
 			}
-			if tt.started {
+
+			// Every depth agrees: auto has no marker to trust and checks fully;
+			// quick can only tell what the layout decides.
+			for _, d := range []Depth{DepthFull, DepthAuto, DepthQuick} {
+				want := tt.state
+				if d == DepthQuick && !tt.layout {
+					want = StateUnknown
+				}
+				dv := InspectWith(ctx, dir, walDir, InspectOptions{Depth: d})
+				assert.Equal(t, want, dv.State, "depth %s: %s", d, dv.Reason)
+				if want == StateValid {
+					assert.Equal(t, v.Revision, dv.Revision, "depth %s", d)
+				}
+			}
+
+			if tt.started || tt.startsEmpty {
 				cfg := embeddedtest.NewConfig(t)
 				cfg.Dir = dir
+				cfg.WalDir = walDir
 				e := mustStart(t, cfg)
 				got, gotRev := allKeys(t, e.Client())
-				assert.Equal(t, keys, got)
-				assert.Equal(t, rev, gotRev)
+				if tt.startsEmpty {
+					assert.Empty(t, got, "etcd started a new member")
+					assert.Equal(t, int64(1), gotRev)
+				} else {
+					assert.Equal(t, keys, got)
+					assert.Equal(t, rev, gotRev)
+				}
 			}
 		})
 	}
@@ -481,6 +598,40 @@ func TestInspectWithRaftSnapshots(t *testing.T) {
 		require.Equal(t, StateValid, v.State, v.Reason)
 	})
 
+	t.Run("db missing, raft snapshots on disk", func(t *testing.T) {
+		// etcd starts from the newest snapshot, looks for its db and panics
+		// ("failed to recover v3 backend from snapshot"; checked with etcd
+		// 3.6.16 in a separate process: it takes the process down).
+		dir, snapDir, snaps := copyDir(t)
+		require.NoError(t, os.Remove(filepath.Join(snapDir, "db")))
+		for _, d := range []Depth{DepthFull, DepthAuto} {
+			v := InspectWith(ctx, dir, "", InspectOptions{Depth: d})
+			require.Equal(t, StateCorrupt, v.State, "%s: %s", d, v.Reason)
+			assert.Contains(t, v.Reason, filepath.Join(snapDir, "db"))
+			assert.Contains(t, v.Reason, snaps[len(snaps)-1])
+		}
+		v := InspectWith(ctx, dir, "", InspectOptions{Depth: DepthQuick})
+		require.Equal(t, StateUnknown, v.State, v.Reason)
+	})
+
+	t.Run("snap dir missing", func(t *testing.T) {
+		// No .snap file: etcd replays the WAL from its first entry into a new
+		// db. This member made its snapshots from its own log, which is whole.
+		dir, snapDir, _ := copyDir(t)
+		require.NoError(t, os.RemoveAll(snapDir))
+		for _, d := range []Depth{DepthFull, DepthAuto} {
+			v := InspectWith(ctx, dir, "", InspectOptions{Depth: d})
+			require.Equal(t, StateValid, v.State, "%s: %s", d, v.Reason)
+			assert.Contains(t, v.Reason, "rebuilds it")
+		}
+		c2 := embeddedtest.NewConfig(t)
+		c2.Dir = dir
+		e := mustStart(t, c2)
+		got, gotRev := allKeys(t, e.Client())
+		assert.Equal(t, keys, got)
+		assert.Equal(t, rev, gotRev)
+	})
+
 	t.Run("db behind the raft snapshot", func(t *testing.T) {
 		// An older db: etcd would need a leader's snapshot db to catch up and
 		// panics without one.
@@ -493,4 +644,52 @@ func TestInspectWithRaftSnapshots(t *testing.T) {
 		assert.Contains(t, v.Reason, db)
 		assert.Contains(t, v.Reason, "behind the raft snapshot")
 	})
+}
+
+// TestInspectRestoredWithoutSnapDir: a data dir made by a snapshot restore (as
+// etcdbr's restores make them) holds its data in the db alone; its WAL starts
+// with the restore's raft snapshot. Without the snap dir etcd would replay
+// that WAL into an empty db and serve a keyspace without the restored data, so
+// the verdict is corrupt, not valid.
+func TestInspectRestoredWithoutSnapDir(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	src := embeddedtest.NewConfig(t)
+	se := mustStart(t, src)
+	fillKeys(t, se.Client(), 40)
+	snapFile := writeSnapshotFile(t, src)
+	se.Close()
+
+	cfg := embeddedtest.NewConfig(t)
+	_, err := BuildDataDir(ctx, snapFile, cfg, RestoreOptions{}, testLogger(t))
+	require.NoError(t, err)
+	e := mustStart(t, cfg)
+	_, err = e.Client().Put(ctx, "after-restore", "v")
+	require.NoError(t, err)
+	want, wantRev := allKeys(t, e.Client())
+	e.Close()
+	v := InspectWith(ctx, cfg.Dir, "", InspectOptions{Depth: DepthFull})
+	require.Equal(t, StateValid, v.State, v.Reason)
+	require.Equal(t, wantRev, v.Revision)
+
+	dir := filepath.Join(t.TempDir(), "data")
+	copyTree(t, cfg.Dir, dir)
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "member", "snap")))
+	for _, d := range []Depth{DepthFull, DepthAuto} {
+		v := InspectWith(ctx, dir, "", InspectOptions{Depth: d})
+		require.Equal(t, StateCorrupt, v.State, "%s: %s", d, v.Reason)
+		assert.Contains(t, v.Reason, filepath.Join(dir, "member", "snap", "db"))
+		assert.Contains(t, v.Reason, "raft snapshot at index")
+	}
+
+	// What etcd makes of it: it starts, and the restored keys are gone.
+	c2 := embeddedtest.NewConfig(t)
+	c2.Dir = dir
+	e2 := mustStart(t, c2)
+	got, gotRev := allKeys(t, e2.Client())
+	t.Logf("etcd on the restored dir without its snap dir: %d keys at revision %d (the dir held %d keys at revision %d)", len(got), gotRev, len(want), wantRev)
+	assert.Less(t, len(got), len(want), "etcd served the restored keys without their db")
+	assert.NotContains(t, got, "key-001")
+	assert.Less(t, gotRev, wantRev)
 }

@@ -30,6 +30,13 @@ type walState struct {
 	lastIndex uint64 // index of the last entry; the snapshot's index when there is none
 	tornFile  string // WAL file whose torn tail etcd would cut off, "" for none
 	tornAt    int64  // offset of the cut
+	// firstSnap is the index of the first raft snapshot record above index 0
+	// in the WAL read (0: none), and requestsBefore whether an entry carrying a
+	// request precedes it. A snapshot record with no request before it was not
+	// made by this member from its own log (etcdutl snapshot restore, or a
+	// snapshot from the leader): the data up to it is only in the db.
+	firstSnap      uint64
+	requestsBefore bool
 }
 
 // walFile is one WAL segment selected for reading.
@@ -87,6 +94,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 		return walState{}, fmt.Errorf("WAL in %q is damaged: %v", walDir, err)
 	}
 	ws.hardState, ws.lastIndex = res.hardState, res.lastIndex
+	ws.firstSnap, ws.requestsBefore = res.firstSnap, res.requestsBefore
 
 	// raft refuses to start from a hard state whose commit lies outside the log.
 	if !raft.IsEmptyHardState(ws.hardState) &&
@@ -99,9 +107,13 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 
 // newestSnapshot picks the snapshot etcd starts from: the newest .snap file that
 // reads and that the WAL lists as committed. etcd renames the ones that fail to
-// read to *.broken and moves on; so does this (without renaming).
+// read to *.broken and moves on; so does this (without renaming). A snap dir
+// that does not exist holds none (etcd creates it empty).
 func newestSnapshot(lg *zap.Logger, snapDir string, walSnaps []walpb.Snapshot) (walpb.Snapshot, string, error) {
 	entries, err := os.ReadDir(snapDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return walpb.Snapshot{}, "", nil
+	}
 	if err != nil {
 		return walpb.Snapshot{}, "", fmt.Errorf("cannot read snap dir %q: %w", snapDir, err)
 	}
@@ -191,8 +203,10 @@ func selectWALFiles(walDir string, index uint64) ([]walFile, error) {
 
 // walRead is the result of decoding the WAL.
 type walRead struct {
-	hardState raftpb.HardState
-	lastIndex uint64
+	hardState      raftpb.HardState
+	lastIndex      uint64
+	firstSnap      uint64 // see walState
+	requestsBefore bool
 }
 
 // decodeWAL decodes the records of files from the start of the first one, as
@@ -225,6 +239,9 @@ func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead,
 			if uerr := e.Unmarshal(rec.Data); uerr != nil {
 				return walRead{}, fmt.Errorf("undecodable entry record: %v", uerr)
 			}
+			if res.firstSnap == 0 && e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+				res.requestsBefore = true
+			}
 			if e.Index > start.Index {
 				offset := e.Index - start.Index - 1
 				if offset > n {
@@ -253,6 +270,9 @@ func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead,
 			var s walpb.Snapshot
 			if uerr := s.Unmarshal(rec.Data); uerr != nil {
 				return walRead{}, fmt.Errorf("undecodable snapshot record: %v", uerr)
+			}
+			if s.Index > 0 && res.firstSnap == 0 {
+				res.firstSnap = s.Index
 			}
 			if s.Index == start.Index {
 				if s.Term != start.Term {
