@@ -298,23 +298,110 @@ func TestRestoreLeaseRefresh(t *testing.T) {
 	})
 }
 
-// A restore cancelled while it waits for garbage collection to settle leaves no lease.
-func TestRestoreLeaseCancelledWhileSettling(t *testing.T) {
+// AcquireRestoreLease does not wait; Settle waits until Settle after the lease last started
+// protecting everything (written first, or made pending again by Replan), and Replan makes
+// garbage collection pause again.
+func TestRestoreLeaseSettleAndReplan(t *testing.T) {
+	ctx := context.Background()
 	s := openMemStore(t, Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for {
-			leases, err := s.RestoreLeases(context.Background())
-			if err == nil && len(leases) > 0 {
-				cancel()
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	_, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: time.Hour})
-	require.ErrorIs(t, err, context.Canceled)
-	leases, err := s.RestoreLeases(context.Background())
+	gcStore(t, s)
+	h, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: time.Hour}) // returns at once
+	require.NoError(t, err)
+	defer h.Release(ctx)
+	pending := func() bool {
+		t.Helper()
+		l, err := s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Len(t, l.Leases, 1)
+		plan, err := PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		require.Equal(t, l.Leases[0].Pending(), plan.Paused != "", "garbage collection pauses exactly while the lease is pending")
+		return l.Leases[0].Pending()
+	}
+	require.True(t, pending())
+
+	// Settle waits for the hour after the write: a restore cancelled meanwhile gets ctx's error.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, h.Settle(cctx), context.DeadlineExceeded)
+
+	require.NoError(t, h.Protect(ctx, []string{"full/x"}))
+	require.False(t, pending())
+	require.NoError(t, h.Replan(ctx))
+	require.True(t, pending())
+	require.Nil(t, h.Lease().Keys)
+	cctx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, h.Settle(cctx), context.DeadlineExceeded, "Replan starts the wait again")
+	require.NoError(t, h.Release(ctx))
+
+	// Without a settle time there is nothing to wait for; a nil holder waits for nothing.
+	none, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: -1})
+	require.NoError(t, err)
+	require.NoError(t, none.Settle(cctx))
+	require.NoError(t, none.Release(ctx))
+	var nilHolder *LeaseHolder
+	require.NoError(t, nilHolder.Replan(ctx))
+	require.NoError(t, nilHolder.Settle(cctx))
+	leases, err := s.RestoreLeases(ctx)
 	require.NoError(t, err)
 	require.Empty(t, leases)
+}
+
+// A lease whose holder died (it stopped refreshing and never released it) stops protecting
+// at most 2 TTL after its last write, by the store's clock, and its object is removed an
+// hour after that.
+func TestRestoreLeaseOfADeadHolder(t *testing.T) {
+	s, dir := openFileStore(t, Options{})
+	fulls, _ := gcStore(t, s)
+	hctx, die := context.WithCancel(context.Background())
+	h, err := s.AcquireRestoreLease(hctx, LeaseOptions{Settle: -1})
+	require.NoError(t, err)
+	p, err := PlanRestore(fulls, nil, Target{Revision: fulls[0].Revision}, nil)
+	require.NoError(t, err)
+	require.NoError(t, h.Protect(hctx, PlanKeys(p)))
+	die() // the refresh stops with the holder's context, as when its process is killed
+	ctx := context.Background()
+	path := filepath.Join(dir, filepath.FromSlash(h.Lease().Key))
+
+	plan := func() GCPlan {
+		t.Helper()
+		l, err := s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Len(t, l.Leases, 1)
+		plan, err := PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		return plan
+	}
+	require.Len(t, plan().Leases, 1, "a lease written just now protects")
+	require.NotContains(t, keysOfSnaps(decisionSnaps(plan().Delete)), fulls[0].Key)
+
+	lastWrite := time.Now().Add(-2*DefaultLeaseTTL - time.Minute)
+	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
+	dead := plan()
+	require.Empty(t, dead.Leases, "the lease protects more than 2 TTL after its last write")
+	require.Empty(t, dead.StaleLeases, "the lease is removed before an hour after it stopped protecting")
+	require.Contains(t, keysOfSnaps(decisionSnaps(dead.Delete)), fulls[0].Key)
+
+	lastWrite = lastWrite.Add(-staleLeaseAge)
+	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
+	stale := plan()
+	require.Len(t, stale.StaleLeases, 1)
+	res, err := s.ApplyGC(ctx, stale, ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.StaleLeases)
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.NoError(t, h.Release(ctx), "releasing a lease garbage collection removed is harmless")
+}
+
+// A lease that cannot be written is an error that says which (the restore goes on without
+// one), and no holder.
+func TestRestoreLeaseWriteFails(t *testing.T) {
+	s, dir := openFileStore(t, Options{})
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "locks"), []byte("a file, not a directory"), 0o600))
+	h, err := s.AcquireRestoreLease(context.Background(), LeaseOptions{})
+	require.Error(t, err)
+	require.Nil(t, h)
+	require.Contains(t, err.Error(), "write restore lease")
 }

@@ -40,9 +40,9 @@ const (
 	// leaseRecheck is the longest garbage collection goes on deleting after it last read
 	// the leases: it reads them again before a deletion that would start later.
 	leaseRecheck = 2 * time.Second
-	// DefaultLeaseSettle is how long a restore waits after announcing itself before it
-	// lists the store: longer than a garbage collection that read the leases just before
-	// the announcement goes on deleting, with time for deletions in flight to finish.
+	// DefaultLeaseSettle is how long a garbage collection that read the leases just before
+	// a lease started protecting everything may go on deleting, with time for deletions in
+	// flight to finish (LeaseHolder.Settle waits it out).
 	DefaultLeaseSettle = leaseRecheck + 3*time.Second
 	// staleLeaseAge is how long after a lease stopped protecting garbage collection
 	// deletes its object.
@@ -222,8 +222,10 @@ type LeaseOptions struct {
 	// TTL is how long the lease protects after each refresh (default DefaultLeaseTTL, at
 	// most an hour). The holder refreshes it every TTL/5.
 	TTL time.Duration
-	// Settle is how long AcquireRestoreLease waits after writing the lease (0: the default,
-	// DefaultLeaseSettle; negative: no wait).
+	// Settle is how long after the lease started protecting everything (written first, or
+	// by Replan) a garbage collection that read the leases just before may go on deleting:
+	// LeaseHolder.Settle waits until then (0: the default, DefaultLeaseSettle; negative: no
+	// wait).
 	Settle time.Duration
 	// Log receives warnings about failed refreshes (nil: discarded).
 	Log *slog.Logger
@@ -233,22 +235,35 @@ type LeaseOptions struct {
 // concurrent use, and do nothing on a nil *LeaseHolder (a restore that could not announce
 // itself, e.g. with read-only credentials, goes on without a lease).
 type LeaseHolder struct {
-	store *Store
-	log   *slog.Logger
-	stop  context.CancelFunc
-	done  chan struct{}
+	store  *Store
+	log    *slog.Logger
+	settle time.Duration
+	stop   context.CancelFunc
+	done   chan struct{}
 
 	mu    sync.Mutex // serializes writes of the lease
 	lease RestoreLease
+	// wroteAll reports that the store holds the lease as protecting everything (pending),
+	// since widened: when it was written so after it named keys, or first.
+	wroteAll bool
+	widened  time.Time
 }
 
 // AcquireRestoreLease announces a restore in the store: it writes a lease that protects
-// every object, keeps it refreshed in the background until Release (or until ctx ends),
-// and waits opts.Settle, so that a garbage collection that read the leases just before
-// has stopped deleting. List and plan after it returns, then call Protect with the plan's
-// objects. A restore that cannot write the lease may go on without it (the returned error
-// says why; garbage collection may then delete what it reads, which a restore notices as a
-// missing object and plans again).
+// every object and keeps it refreshed in the background until Release (or until ctx
+// ends). List and plan after it returns, then call Protect with the plan's objects.
+//
+// It does not wait: a garbage collection that read the leases just before the lease was
+// written may go on deleting for up to opts.Settle, so a listing made at once may still
+// name objects that are about to go. That is safe (an object is read whole and verified,
+// or reported missing: a restore never uses part of one), and rare, so a restore pays for it
+// only when it happens: on a missing object it calls Replan, waits Settle, lists again and
+// plans again; that listing is as good as one made after waiting up front.
+//
+// A restore that cannot write the lease may go on without it (the returned error says why;
+// garbage collection may then delete what it reads, which the restore notices as a missing
+// object and plans again). When writing fails, the lease is deleted again in case the
+// write landed after all.
 func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*LeaseHolder, error) {
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -269,8 +284,12 @@ func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*Le
 		log = slog.New(slog.DiscardHandler)
 	}
 	now := time.Now()
+	settle := opts.Settle
+	if settle == 0 {
+		settle = DefaultLeaseSettle
+	}
 	h := &LeaseHolder{
-		store: s, log: log, done: make(chan struct{}),
+		store: s, log: log, settle: max(settle, 0), done: make(chan struct{}),
 		lease: RestoreLease{
 			ID: hex.EncodeToString(id[:]), Holder: holder, Purpose: opts.Purpose,
 			Created: now.UTC(), TTLSeconds: int64(ttl / time.Second),
@@ -278,23 +297,20 @@ func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*Le
 	}
 	h.lease.Key = leasePrefix + h.lease.ID + leaseSuffix
 	if err := h.write(ctx); err != nil {
+		// A write cut off (a cancelled context, a timeout) may still land: take it back.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseCleanupTimeout)
+		_ = s.bucket.Delete(dctx, h.lease.Key)
+		cancel()
 		return nil, err
 	}
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	h.stop = stop
 	go h.refresh(rctx, ctx.Done(), ttl/5)
-	settle := opts.Settle
-	if settle == 0 {
-		settle = DefaultLeaseSettle
-	}
-	if settle > 0 {
-		if err := sleep(ctx, settle); err != nil {
-			_ = h.Release(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("restore lease: %w", err)
-		}
-	}
 	return h, nil
 }
+
+// leaseCleanupTimeout bounds the deletion of a lease whose write failed.
+const leaseCleanupTimeout = 10 * time.Second
 
 // Lease returns the lease as last written.
 func (h *LeaseHolder) Lease() RestoreLease {
@@ -319,6 +335,43 @@ func (h *LeaseHolder) Protect(ctx context.Context, keys []string) error {
 	h.lease.Keys = append(make([]string, 0, len(keys)), keys...)
 	h.mu.Unlock()
 	return h.write(ctx)
+}
+
+// Replan makes the lease protect every object again, as before the first Protect: call it
+// before listing the store to plan again (after an object the plan named disappeared), then
+// Settle, so that no garbage collection that planned with the old keys still deletes while
+// the restore lists. Protect the new plan's objects afterwards.
+func (h *LeaseHolder) Replan(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	h.lease.Keys = nil
+	h.mu.Unlock()
+	return h.write(ctx)
+}
+
+// Settle waits until a garbage collection that read the leases just before the lease last
+// started protecting everything (AcquireRestoreLease, Replan) has stopped deleting:
+// LeaseOptions.Settle after that write. When that write has not reached the store yet (it
+// failed and the background refresh retries it), it waits Settle from now. It returns at
+// once on a nil holder, and ctx's error when ctx ends first.
+func (h *LeaseHolder) Settle(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	until, name := h.widened.Add(h.settle), h.lease.String()
+	if !h.wroteAll {
+		until = time.Now().Add(h.settle)
+	}
+	h.mu.Unlock()
+	if d := time.Until(until); d > 0 {
+		if err := sleep(ctx, d); err != nil {
+			return fmt.Errorf("wait for garbage collection to notice %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Release stops refreshing the lease and deletes it. Call it when the restore ends, also
@@ -379,6 +432,12 @@ func (h *LeaseHolder) write(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("write %s to %q: %w", h.lease, h.store.url, err)
+	}
+	switch {
+	case h.lease.Keys != nil:
+		h.wroteAll = false
+	case !h.wroteAll:
+		h.wroteAll, h.widened = true, time.Now()
 	}
 	return nil
 }

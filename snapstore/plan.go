@@ -100,9 +100,11 @@ func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]boo
 		}
 		goal = target.Revision
 	case !target.Time.IsZero():
-		for _, s := range slices.Concat(fulls, deltas) {
-			if !s.Time.After(target.Time) {
-				goal = max(goal, s.Revision)
+		for _, list := range [2][]Snapshot{fulls, deltas} {
+			for _, s := range list {
+				if !s.Time.After(target.Time) {
+					goal = max(goal, s.Revision)
+				}
 			}
 		}
 	default:
@@ -148,29 +150,32 @@ func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest S
 	p := Plan{Full: full, Target: target, Revision: full.Revision}
 	byTime := !target.Time.IsZero()
 	passed := false // (time target) the chain holds a delta taken after the time
-	var prev *Snapshot
 	cover := newSweep(deltas, exclude)
+	var picked []int // the chain's deltas, as indexes into cover.byFrom
+	var prev *Snapshot
 	for !byTime || p.Revision < newest.Revision {
 		if !byTime && p.Revision >= goal {
 			break
 		}
 		next := p.Revision + 1
 		found, bad := cover.at(next)
+		var d *Snapshot
 		var err error
 		switch {
 		case len(found) > 1:
-			err = overlapError(found[0], found[1], next)
+			err = overlapError(cover.byFrom[found[0]], cover.byFrom[found[1]], next)
 		case len(found) == 0:
-			err = gapError(p, prev, deltas, next, bad, target, goal)
-		case prev != nil && found[0].From <= prev.Revision:
-			err = overlapError(*prev, found[0], found[0].From)
+			err = gapError(p, prev, deltas, next, cover.snaps(bad), target, goal)
 		default:
-			end := found[0].Revision
+			d = &cover.byFrom[found[0]]
+			end := d.Revision
 			if target.Revision > 0 {
 				end = min(end, target.Revision)
 			}
-			if inside := cover.startingIn(next, end, found[0]); inside != nil {
-				err = overlapError(found[0], *inside, inside.From)
+			if prev != nil && d.From <= prev.Revision {
+				err = overlapError(*prev, *d, d.From)
+			} else if inside := cover.startingIn(next, end, d); inside != nil {
+				err = overlapError(*d, *inside, inside.From)
 			}
 		}
 		if err != nil {
@@ -183,11 +188,16 @@ func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest S
 			}
 			return Plan{}, err
 		}
-		d := found[0]
-		p.Deltas = append(p.Deltas, d)
+		picked = append(picked, found[0])
 		p.Revision = d.Revision
-		prev = &p.Deltas[len(p.Deltas)-1]
+		prev = d
 		passed = passed || d.Time.After(target.Time)
+	}
+	if len(picked) > 0 {
+		p.Deltas = make([]Snapshot, len(picked))
+		for i, j := range picked {
+			p.Deltas[i] = cover.byFrom[j]
+		}
 	}
 	p.MinRevision = goal
 	switch {
@@ -200,42 +210,65 @@ func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest S
 	return p, nil
 }
 
-// sweep finds the deltas that hold a revision, for revisions asked in increasing order.
+// sweep finds the deltas that hold a revision, for revisions asked in increasing order. It
+// allocates nothing per step that holds pointers: a plan over n deltas allocates O(log n)
+// times, and copies each delta of its chain once.
 type sweep struct {
-	byFrom  []Snapshot // the deltas sorted by From
+	byFrom  []Snapshot // the deltas sorted by From (the caller's slice when it already is)
 	i       int        // byFrom[:i] start at or before the last revision asked
-	active  []Snapshot // of those, the ones that end at or after it
+	active  []int      // of those, the ones that end at or after it
 	exclude map[string]bool
+	// found and bad are the buffers at returns, reused by the next call.
+	found, bad []int
 }
 
 func newSweep(deltas []Snapshot, exclude map[string]bool) *sweep {
-	byFrom := slices.Clone(deltas)
-	slices.SortStableFunc(byFrom, func(a, b Snapshot) int { return cmp.Compare(a.From, b.From) })
+	byFrom := deltas
+	byStart := func(a, b Snapshot) int { return cmp.Compare(a.From, b.From) }
+	if !slices.IsSortedFunc(byFrom, byStart) { // a listing is sorted by From unless deltas overlap
+		byFrom = slices.Clone(deltas)
+		slices.SortStableFunc(byFrom, byStart)
+	}
 	return &sweep{byFrom: byFrom, exclude: exclude}
 }
 
 // at returns the usable deltas that hold revision rev (one of several over the same range,
-// an upload retried under a new time) and the excluded ones that hold it.
-func (s *sweep) at(rev int64) (found, bad []Snapshot) {
+// an upload retried under a new time) and the excluded ones that hold it, as indexes into
+// byFrom. The slices are valid until the next call.
+func (s *sweep) at(rev int64) (found, bad []int) {
 	for ; s.i < len(s.byFrom) && s.byFrom[s.i].From <= rev; s.i++ {
-		s.active = append(s.active, s.byFrom[s.i])
-	}
-	s.active = slices.DeleteFunc(s.active, func(d Snapshot) bool { return d.Revision < rev })
-	for _, d := range s.active {
-		switch {
-		case s.exclude[d.Key]:
-			bad = append(bad, d)
-		case !slices.ContainsFunc(found, func(f Snapshot) bool { return f.From == d.From && f.Revision == d.Revision }):
-			found = append(found, d)
+		if s.byFrom[s.i].Revision >= rev { // a delta that ends before rev is never asked for again
+			s.active = append(s.active, s.i)
 		}
 	}
+	s.active = slices.DeleteFunc(s.active, func(j int) bool { return s.byFrom[j].Revision < rev })
+	found, bad = s.found[:0], s.bad[:0]
+	for _, j := range s.active {
+		d := &s.byFrom[j]
+		switch {
+		case s.exclude[d.Key]:
+			bad = append(bad, j)
+		case !slices.ContainsFunc(found, func(k int) bool { return s.byFrom[k].From == d.From && s.byFrom[k].Revision == d.Revision }):
+			found = append(found, j)
+		}
+	}
+	s.found, s.bad = found, bad
 	return found, bad
+}
+
+// snaps returns the deltas at indexes idx.
+func (s *sweep) snaps(idx []int) []Snapshot {
+	var out []Snapshot
+	for _, j := range idx {
+		out = append(out, s.byFrom[j])
+	}
+	return out
 }
 
 // startingIn returns a usable delta, other than a copy of d, that starts after rev and at or
 // before end (the revisions d holds that the chain uses), if any. It does not advance the
 // sweep.
-func (s *sweep) startingIn(rev, end int64, d Snapshot) *Snapshot {
+func (s *sweep) startingIn(rev, end int64, d *Snapshot) *Snapshot {
 	for j := s.i; j < len(s.byFrom) && s.byFrom[j].From <= end; j++ {
 		o := &s.byFrom[j]
 		if o.From > rev && !s.exclude[o.Key] && (o.From != d.From || o.Revision != d.Revision) {
@@ -290,9 +323,11 @@ func firstAfter(deltas []Snapshot, rev int64) *Snapshot {
 // newestObject returns the object with the highest revision (fulls first on a tie).
 func newestObject(fulls, deltas []Snapshot) Snapshot {
 	n := fulls[0]
-	for _, s := range slices.Concat(fulls, deltas) {
-		if s.Revision > n.Revision {
-			n = s
+	for _, list := range [2][]Snapshot{fulls, deltas} {
+		for _, s := range list {
+			if s.Revision > n.Revision {
+				n = s
+			}
 		}
 	}
 	return n
@@ -323,11 +358,21 @@ type Overlap struct {
 }
 
 // Window is the restorable window of a store: every revision from Oldest to Newest can be
-// restored, except those in Gaps.
+// restored, except those in Gaps and Pruned.
 type Window struct {
 	Oldest, Newest Point // zero when the store has no full snapshot
-	Gaps           []Gap
-	Overlaps       []Overlap
+	// Gaps are breaks in the history the deltas hold: revisions after the last point a
+	// chain reaches for which the store holds deltas that cannot be reached (a delta lies
+	// wholly inside the range), or which end at no full snapshot (nothing after them
+	// restores: the break is after the newest full snapshot). Points were lost.
+	Gaps []Gap
+	// Pruned are the ranges between two full snapshots that no delta holds, as garbage
+	// collection leaves them when it deletes the deltas between two full snapshots it keeps
+	// outside the point-in-time window: the full snapshots on either side restore, the
+	// revisions between them do not. Expected with retention (docs/retention.md); the
+	// listing alone cannot tell them from deltas that were never uploaded.
+	Pruned   []Gap
+	Overlaps []Overlap
 }
 
 // RestorableWindow computes the restorable window from listings of the store's full
@@ -372,12 +417,30 @@ func RestorableWindow(fulls, deltas []Snapshot) Window {
 		}
 		f := fs[fi]
 		if f.Revision > reach.Revision+1 {
-			w.Gaps = append(w.Gaps, Gap{From: reach.Revision + 1, To: f.Revision - 1, After: reach.Key, Before: f.Key})
+			g := Gap{From: reach.Revision + 1, To: f.Revision - 1, After: reach.Key, Before: f.Key}
+			if strandedIn(ds, g.From, g.To) {
+				w.Gaps = append(w.Gaps, g)
+			} else {
+				w.Pruned = append(w.Pruned, g)
+			}
 		}
 		reach = point(f)
 	}
 	w.Newest = reach
 	return w
+}
+
+// strandedIn reports whether a delta of ds (sorted by From) holds only revisions from..to:
+// a delta no chain reaches. A delta that starts in the range and ends after it continues the
+// full snapshot at to+1 (the restore skips what that holds) and is no sign of a break.
+func strandedIn(ds []Snapshot, from, to int64) bool {
+	i, _ := slices.BinarySearchFunc(ds, from, func(d Snapshot, rev int64) int { return cmp.Compare(d.From, rev) })
+	for ; i < len(ds) && ds[i].From <= to; i++ {
+		if ds[i].Revision <= to {
+			return true
+		}
+	}
+	return false
 }
 
 // overlaps finds deltas (sorted by From) that hold the same revisions, other than copies

@@ -199,7 +199,7 @@ func TestRestorableWindow(t *testing.T) {
 		name           string
 		fulls, deltas  []Snapshot
 		oldest, newest Snapshot
-		gaps           []Gap
+		gaps, pruned   []Gap
 		overlaps       []Overlap
 	}{
 		{name: "empty store"},
@@ -210,12 +210,20 @@ func TestRestorableWindow(t *testing.T) {
 			oldest: f100, newest: delta(151, 200, 20)},
 		{name: "deltas before the oldest full do not count", fulls: sorted(f100), deltas: sorted(delta(10, 50, -5), delta(51, 99, -1)),
 			oldest: f100, newest: f100},
-		{name: "a gap bridged by a newer full", fulls: sorted(f100, f300), deltas: sorted(delta(101, 150, 10), delta(290, 320, 65)),
+		{name: "a chain cut short before a newer full is pruned", fulls: sorted(f100, f300), deltas: sorted(delta(101, 150, 10), delta(290, 320, 65)),
+			oldest: f100, newest: delta(290, 320, 65),
+			pruned: []Gap{{From: 151, To: 299, After: delta(101, 150, 10).Key, Before: f300.Key}}},
+		{name: "retention's holes between kept fulls are pruned", fulls: sorted(f100, f300, f500),
+			deltas: sorted(delta(495, 520, 125), delta(521, 530, 126)),
+			oldest: f100, newest: delta(521, 530, 126),
+			pruned: []Gap{{From: 101, To: 299, After: f100.Key, Before: f300.Key}, {From: 301, To: 499, After: f300.Key, Before: f500.Key}}},
+		{name: "a delta that no chain reaches makes a hole a gap", fulls: sorted(f100, f300), deltas: sorted(delta(101, 150, 10), delta(201, 250, 40), delta(290, 320, 65)),
 			oldest: f100, newest: delta(290, 320, 65),
 			gaps: []Gap{{From: 151, To: 299, After: delta(101, 150, 10).Key, Before: f300.Key}}},
 		{name: "a gap after the newest full", fulls: sorted(f100, f300), deltas: sorted(delta(301, 320, 65), delta(331, 340, 70), delta(341, 350, 75)),
 			oldest: f100, newest: delta(301, 320, 65),
-			gaps: []Gap{{From: 101, To: 299, After: f100.Key, Before: f300.Key}, {From: 321, To: 350, After: delta(301, 320, 65).Key, Before: delta(331, 340, 70).Key}}},
+			pruned: []Gap{{From: 101, To: 299, After: f100.Key, Before: f300.Key}},
+			gaps:   []Gap{{From: 321, To: 350, After: delta(301, 320, 65).Key, Before: delta(331, 340, 70).Key}}},
 		{name: "fulls inside a chain are no gap", fulls: sorted(f100, f300, f500), deltas: sorted(delta(101, 400, 70), delta(401, 600, 130)),
 			oldest: f100, newest: delta(401, 600, 130)},
 		{name: "copies of a delta are no overlap", fulls: sorted(f100), deltas: sorted(delta(101, 200, 10), delta(101, 200, 11), delta(201, 250, 20)),
@@ -239,6 +247,7 @@ func TestRestorableWindow(t *testing.T) {
 			assert.Equal(t, point(tt.oldest), w.Oldest, "oldest")
 			assert.Equal(t, point(tt.newest), w.Newest, "newest")
 			assert.Equal(t, tt.gaps, w.Gaps, "gaps")
+			assert.Equal(t, tt.pruned, w.Pruned, "pruned")
 			assert.Equal(t, tt.overlaps, w.Overlaps, "overlaps")
 		})
 	}
@@ -250,8 +259,10 @@ func TestRestorableWindowMatchesPlans(t *testing.T) {
 	fulls := sorted(full(100, 0), full(300, 60), full(500, 120))
 	deltas := sorted(delta(90, 150, 10), delta(151, 200, 20), delta(290, 320, 65), delta(331, 340, 70), delta(495, 520, 125))
 	w := RestorableWindow(fulls, deltas)
+	require.NotEmpty(t, w.Gaps)
+	require.NotEmpty(t, w.Pruned)
 	inGap := func(rev int64) bool {
-		for _, g := range w.Gaps {
+		for _, g := range slices.Concat(w.Gaps, w.Pruned) {
 			if g.From <= rev && rev <= g.To {
 				return true
 			}

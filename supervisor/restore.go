@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"gocloud.dev/gcerrors"
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/snapstore"
@@ -60,6 +62,13 @@ func RestoreLatest(ctx context.Context, store *snapstore.Store, cfg *embed.Confi
 // opts.Replay is filled in by Restore; the revision bump applies after the replay. The
 // previous data dir, if any, is moved aside, never deleted. A store without any full
 // snapshot gives an error wrapping ErrNoBackup.
+//
+// The restore holds a restore lease in the store while it runs (docs/retention.md), so that
+// garbage collection elsewhere leaves what it reads alone; the lease is removed when it
+// returns, whatever the outcome. An object that disappears between the listing and its
+// reading (deleted by a garbage collection that started before the lease, or by one that
+// does not honour leases) is not a bad object: the restore lists the store again and plans
+// again, up to maxReplans times, and then fails naming the objects that disappeared.
 func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -67,48 +76,169 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	if err := target.Validate(); err != nil {
 		return RestoreResult{}, err
 	}
-	fulls, err := store.List(ctx, snapstore.KindFull)
+	lease, err := store.AcquireRestoreLease(ctx, snapstore.LeaseOptions{Purpose: "restore to " + target.String(), Log: lg})
 	if err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		if ctx.Err() != nil {
+			return RestoreResult{}, fmt.Errorf("restore: %w", err)
+		}
+		lg.Warn("cannot announce the restore in the store (no restore lease under locks/; read-only credentials?): "+
+			"going on without it. Garbage collection elsewhere (another member, etcdbr gc) may delete the backups "+
+			"this restore reads; it would then list the store again, or fail naming what disappeared",
+			"store", store.URL(), "err", err)
 	}
-	if len(fulls) == 0 {
-		return RestoreResult{}, fmt.Errorf("restore from %s: %w", store.URL(), ErrNoBackup)
-	}
-	deltas, err := store.List(ctx, snapstore.KindDelta)
-	if err != nil {
-		return RestoreResult{}, fmt.Errorf("restore: %w", err)
-	}
+	defer releaseLease(ctx, lease, lg)
 
 	exclude := map[string]bool{}
-	var excluded []snapstore.Snapshot
+	var excluded, gone []snapstore.Snapshot
 	var failures []error
 	for {
-		plan, err := snapstore.PlanRestore(fulls, deltas, target, exclude)
+		fulls, deltas, err := listBackups(ctx, store)
 		if err != nil {
-			if len(failures) > 0 {
-				return RestoreResult{}, fmt.Errorf("restore from %s: %w; objects left out because they failed verification: %w",
-					store.URL(), err, errors.Join(failures...))
+			return RestoreResult{}, withGone(err, gone)
+		}
+		for {
+			plan, err := snapstore.PlanRestore(fulls, deltas, target, exclude)
+			if err != nil {
+				return RestoreResult{}, planFailed(store, err, failures, gone)
 			}
-			return RestoreResult{}, fmt.Errorf("restore from %s: %w", store.URL(), err)
+			lg.Info("restore plan", "target", target.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
+				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
+			if err := lease.Protect(ctx, snapstore.PlanKeys(plan)); err != nil {
+				lg.Warn("cannot record in the restore lease what the restore reads: the lease goes on protecting "+
+					"every object (garbage collection deletes nothing meanwhile)", "err", err)
+			} else if lease != nil {
+				lg.Debug("the restore lease names what the restore reads", "lease", lease.Lease().Key, "objects", 1+len(plan.Deltas))
+			}
+			res, err := restorePlan(ctx, store, plan, cfg, opts, lg)
+			if err == nil {
+				res.Excluded = excluded
+				res.StoreRevision = newestRevision(fulls, deltas)
+				logRestored(lg, cfg, target, res)
+				return res, nil
+			}
+			if ctx.Err() != nil {
+				return RestoreResult{}, err
+			}
+			if missing, ok := missingObject(err); ok {
+				gone = append(gone, missing)
+				if len(gone) > maxReplans {
+					return RestoreResult{}, fmt.Errorf("restore from %s: %s was listed in the store but is gone (deleted while the "+
+						"restore ran, by garbage collection that does not honour restore leases or by another tool); "+
+						"the restore listed the store and planned again %d times and each time an object disappeared (%s): "+
+						"stop what deletes backups and restore again: %w", store.URL(), missing.Key, maxReplans, snapKeys(gone), err)
+				}
+				lg.Warn("a backup object the restore planned to read is gone from the store (deleted meanwhile, e.g. by "+
+					"garbage collection): listing the store again and planning again", "object", missing.Key,
+					"replan", len(gone), "max_replans", maxReplans, "err", err)
+				if err := settleBeforeListing(ctx, lease, lg); err != nil {
+					return RestoreResult{}, fmt.Errorf("restore from %s: %w", store.URL(), err)
+				}
+				break // list again
+			}
+			bad, isBad := embedded.BadObject(err)
+			if !isBad || exclude[bad.Key] {
+				return RestoreResult{}, err
+			}
+			lg.Error("backup object failed verification: leaving it out and planning again", "object", bad.Key, "err", err)
+			exclude[bad.Key] = true
+			excluded = append(excluded, bad)
+			failures = append(failures, err)
 		}
-		lg.Info("restore plan", "target", target.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
-			"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded))
-		res, err := restorePlan(ctx, store, plan, cfg, opts, lg)
-		if err == nil {
-			res.Excluded = excluded
-			res.StoreRevision = newestRevision(fulls, deltas)
-			logRestored(lg, cfg, target, res)
-			return res, nil
-		}
-		bad, isBad := embedded.BadObject(err)
-		if !isBad || ctx.Err() != nil || exclude[bad.Key] {
-			return RestoreResult{}, err
-		}
-		lg.Error("backup object failed verification: leaving it out and planning again", "object", bad.Key, "err", err)
-		exclude[bad.Key] = true
-		excluded = append(excluded, bad)
-		failures = append(failures, err)
 	}
+}
+
+// maxReplans is how many times a restore lists the store and plans again after an object it
+// planned to read disappeared.
+const maxReplans = 3
+
+// leaseReleaseTimeout bounds the removal of the restore lease at the end of a restore, also
+// a cancelled one (a lease that stays stops protecting by itself, TTL after its last
+// refresh).
+const leaseReleaseTimeout = 30 * time.Second
+
+// listBackups lists the store's full snapshots and deltas for a restore.
+func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []snapstore.Snapshot, err error) {
+	if fulls, err = store.List(ctx, snapstore.KindFull); err != nil {
+		return nil, nil, fmt.Errorf("restore: %w", err)
+	}
+	if len(fulls) == 0 {
+		return nil, nil, fmt.Errorf("restore from %s: %w", store.URL(), ErrNoBackup)
+	}
+	if deltas, err = store.List(ctx, snapstore.KindDelta); err != nil {
+		return nil, nil, fmt.Errorf("restore: %w", err)
+	}
+	return fulls, deltas, nil
+}
+
+// planFailed is the error of a restore that cannot plan: err, with the objects left out
+// because they failed verification and those that disappeared while the restore ran.
+func planFailed(store *snapstore.Store, err error, failures []error, gone []snapstore.Snapshot) error {
+	err = withGone(fmt.Errorf("restore from %s: %w", store.URL(), err), gone)
+	if len(failures) > 0 {
+		err = fmt.Errorf("%w; objects left out because they failed verification: %w", err, errors.Join(failures...))
+	}
+	return err
+}
+
+// withGone adds to err the objects that disappeared while the restore ran, if any.
+func withGone(err error, gone []snapstore.Snapshot) error {
+	if len(gone) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w; objects that the restore planned to read disappeared from the store while it ran "+
+		"(deleted by garbage collection or another tool), so it listed the store again: %s", err, snapKeys(gone))
+}
+
+// missingObject returns the object an error reports as not found in the store, if any: an
+// object the plan listed that disappeared before it was read.
+func missingObject(err error) (snapstore.Snapshot, bool) {
+	var oe *embedded.ObjectError
+	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrNotFound) || gcerrors.Code(oe.Err) == gcerrors.NotFound) {
+		return oe.Object, true
+	}
+	return snapstore.Snapshot{}, false
+}
+
+// settleBeforeListing makes the lease protect every object again and waits until no garbage
+// collection that planned with the old plan's objects still deletes, so that the next
+// listing is not missing objects that are about to go. Without a lease it waits as long, for
+// a garbage collection run in progress to end.
+func settleBeforeListing(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Logger) error {
+	if lease == nil {
+		t := time.NewTimer(snapstore.DefaultLeaseSettle)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	if err := lease.Replan(ctx); err != nil {
+		lg.Warn("cannot mark the restore lease as planning again; it names the old plan's objects meanwhile", "err", err)
+	}
+	return lease.Settle(ctx)
+}
+
+// releaseLease removes the restore lease, with a context that outlives ctx's cancellation.
+func releaseLease(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Logger) {
+	if lease == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseTimeout)
+	defer cancel()
+	if err := lease.Release(rctx); err != nil {
+		lg.Warn("cannot remove the restore lease from the store", "err", err)
+	}
+}
+
+// snapKeys joins the keys of snaps.
+func snapKeys(snaps []snapstore.Snapshot) string {
+	keys := make([]string, len(snaps))
+	for i, s := range snaps {
+		keys[i] = s.Key
+	}
+	return strings.Join(keys, ", ")
 }
 
 // restorePlan fetches the plan's full snapshot into a staging file beside the data dir,

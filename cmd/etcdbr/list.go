@@ -15,11 +15,12 @@ import (
 // ListCmd is `etcdbr list`.
 type ListCmd struct {
 	StoreFlags `embed:""`
-	WindowOnly bool `help:"Print only the restorable window, gaps and overlaps, not every object." env:"ETCDBR_WINDOW_ONLY"`
+	WindowOnly bool `help:"Print only the restorable window (with what retention pruned, gaps and overlaps), not every object." env:"ETCDBR_WINDOW_ONLY"`
 }
 
 // Run prints a table of the store's backups in revision order, then the restorable window:
-// the revisions (and times) a restore can reach, and the gaps and overlaps that break it.
+// the revisions (and times) a restore can reach, the ranges retention pruned between full
+// snapshots, and the gaps and overlaps that break it.
 func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 	store, err := c.open(ctx)
 	if err != nil {
@@ -68,7 +69,9 @@ func printObjects(out io.Writer, fulls, deltas []snapstore.Snapshot) error {
 	return w.Flush()
 }
 
-// printWindow prints the restorable window with its gaps and overlaps.
+// printWindow prints the restorable window, then its holes in revision order: the ranges
+// that retention pruned (expected) and the gaps that break the backups (a warning), then the
+// overlaps. docs/retention.md says how the two kinds of holes are told apart.
 func printWindow(out io.Writer, w snapstore.Window) {
 	if w.Oldest.Key == "" {
 		fmt.Fprintln(out, "restorable: nothing (the store has no full snapshot)")
@@ -76,14 +79,52 @@ func printWindow(out io.Writer, w snapstore.Window) {
 		fmt.Fprintf(out, "restorable: revision %d (%s) to revision %d (%s)\n",
 			w.Oldest.Revision, listTime(w.Oldest.Time), w.Newest.Revision, listTime(w.Newest.Time))
 	}
+	type hole struct {
+		snapstore.Gap
+		pruned bool
+	}
+	var holes []hole
+	for _, g := range w.Pruned {
+		holes = append(holes, hole{g, true})
+	}
 	for _, g := range w.Gaps {
-		fmt.Fprintf(out, "gap: revisions %d to %d cannot be restored: no delta holds revision %d after %s; next: %s\n",
-			g.From, g.To, g.From, g.After, g.Before)
+		holes = append(holes, hole{g, false})
+	}
+	slices.SortStableFunc(holes, func(a, b hole) int { return cmp.Compare(a.From, b.From) })
+	for _, h := range holes {
+		if h.pruned {
+			fmt.Fprintln(out, prunedLine(h.Gap))
+			continue
+		}
+		fmt.Fprintf(out, "gap: revisions %d to %d cannot be restored: no delta holds revision %d after %s; next: %s (%s)\n",
+			h.From, h.To, h.From, h.After, h.Before, gapMeaning(h.Gap))
 	}
 	for _, o := range w.Overlaps {
 		fmt.Fprintf(out, "overlap: %s and %s both hold revisions %d to %d: they cannot both belong to one history\n",
 			o.A, o.B, o.From, o.To)
 	}
+}
+
+// prunedLine describes a range between two full snapshots that no delta holds: what
+// garbage collection leaves between the full snapshots it keeps.
+func prunedLine(g snapstore.Gap) string {
+	after, _ := snapstore.ParseName(g.After)
+	before, _ := snapstore.ParseName(g.Before)
+	reach := "the full snapshots themselves"
+	if after.Kind == snapstore.KindDelta {
+		reach = fmt.Sprintf("every revision up to %d and to the full snapshot at revision %d", after.Revision, before.Revision)
+	}
+	return fmt.Sprintf("pruned: not restorable between revision %d (%s, %s) and revision %d (%s, %s): "+
+		"deltas pruned by retention (expected); restorable to %s",
+		after.Revision, listTime(after.Time), g.After, before.Revision, listTime(before.Time), g.Before, reach)
+}
+
+// gapMeaning says what a gap breaks.
+func gapMeaning(g snapstore.Gap) string {
+	if next, _ := snapstore.ParseName(g.Before); next.Kind == snapstore.KindFull {
+		return "a break in a chain of deltas: the store holds deltas in it that no restore can reach; points were lost"
+	}
+	return "a break in the chain of deltas after the newest full snapshot: nothing after it restores until the next full snapshot"
 }
 
 func listTime(t time.Time) string {
