@@ -207,6 +207,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 //   - no two deltas overlap, except copies of the same range (an upload
 //     retried under a new time).
 //
+// A range between two full snapshots that no delta holds is not a gap when no delta lies
+// wholly inside it: retention deletes the deltas between full snapshots it keeps, and the
+// first delta of the later one usually starts a little before it (RestorableWindow calls
+// such a range Pruned).
+//
 // Deltas older than the oldest full snapshot are ignored: nothing can
 // restore them, and retention removes them.
 func CheckChain(fulls, deltas []Snapshot) []Problem {
@@ -223,6 +228,13 @@ func CheckChain(fulls, deltas []Snapshot) []Problem {
 		if item.Kind == KindFull {
 			reach = max(reach, item.Revision)
 			continue
+		}
+		if item.From > reach+1 && item.Revision > fulls[0].Revision {
+			// A delta that starts before a later full snapshot and ends after it continues
+			// that snapshot: the hole before it is a range retention pruned, not a break.
+			if f, ok := fullWithin(fulls, max(reach, item.From-1), item.Revision); ok {
+				reach = f
+			}
 		}
 		switch {
 		case item.Revision <= fulls[0].Revision:
@@ -245,6 +257,16 @@ func CheckChain(fulls, deltas []Snapshot) []Problem {
 		}
 	}
 	return problems
+}
+
+// fullWithin returns the revision of a full snapshot of fulls (sorted by revision) in
+// from..to, the lowest one.
+func fullWithin(fulls []Snapshot, from, to int64) (int64, bool) {
+	i, _ := slices.BinarySearchFunc(fulls, from, func(f Snapshot, rev int64) int { return cmpInt(f.Revision, rev) })
+	if i < len(fulls) && fulls[i].Revision <= to {
+		return fulls[i].Revision, true
+	}
+	return 0, false
 }
 
 // mergeByRevision merges full snapshots and deltas (each sorted as List

@@ -148,6 +148,12 @@ func TestCheckChain(t *testing.T) {
 		{"gap right after the full", []Snapshot{full(10)}, []Snapshot{delta(12, 20, 0)},
 			[]string{"gap: no delta covers revisions 11..11 (after the full snapshot at revision 10)"}},
 		{"a later full bridges a revision bump", []Snapshot{full(10), full(1000)}, []Snapshot{delta(11, 20, 0), delta(1001, 1010, 1)}, nil},
+		{"deltas pruned between two kept fulls", []Snapshot{full(100), full(300)}, []Snapshot{delta(101, 150, 0), delta(295, 320, 1)}, nil},
+		{"no delta left before the newer full", []Snapshot{full(100), full(300)}, []Snapshot{delta(295, 320, 1)}, nil},
+		{"a stranded delta between two fulls", []Snapshot{full(100), full(300)}, []Snapshot{delta(150, 160, 0), delta(295, 320, 1)},
+			[]string{"gap: no delta covers revisions 101..149 (after the full snapshot at revision 100)"}},
+		{"a delta ends right before the newer full", []Snapshot{full(100), full(300)}, []Snapshot{delta(280, 299, 0), delta(301, 320, 1)},
+			[]string{"gap: no delta covers revisions 101..279"}},
 		{"overlap", []Snapshot{full(10)}, []Snapshot{delta(11, 20, 0), delta(15, 25, 1)},
 			[]string{"overlaps delta/00000000000000000011-00000000000000000020"}},
 	} {

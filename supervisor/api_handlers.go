@@ -194,7 +194,10 @@ type windowStatus struct {
 	// Oldest and Newest are absent when the store has no full snapshot.
 	Oldest   *pointStatus    `json:"oldest,omitempty"`
 	Newest   *pointStatus    `json:"newest,omitempty"`
+	// Gaps are breaks in the delta chain (points were lost); Pruned the ranges between two
+	// full snapshots whose deltas retention deleted (expected).
 	Gaps     []gapStatus     `json:"gaps"`
+	Pruned   []gapStatus     `json:"pruned"`
 	Overlaps []overlapStatus `json:"overlaps"`
 }
 
@@ -226,7 +229,7 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	ans := backupsAnswer{Store: s.cfg.Store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
-		Window: windowStatus{Gaps: []gapStatus{}, Overlaps: []overlapStatus{}}}
+		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}}}
 	for _, f := range fulls {
 		ans.Full = append(ans.Full, objectStatus(f, now))
 	}
@@ -240,6 +243,9 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, g := range win.Gaps {
 		ans.Window.Gaps = append(ans.Window.Gaps, gapStatus(g))
+	}
+	for _, g := range win.Pruned {
+		ans.Window.Pruned = append(ans.Window.Pruned, gapStatus(g))
 	}
 	for _, o := range win.Overlaps {
 		ans.Window.Overlaps = append(ans.Window.Overlaps, overlapStatus{A: o.A, B: o.B, From: o.From, To: o.To})
