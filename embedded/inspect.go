@@ -61,6 +61,20 @@ type Verdict struct {
 	// compaction revisions. 0 otherwise, also for a valid dir whose db etcd
 	// rebuilds from the WAL (the revision is known only after that replay).
 	Revision int64
+	// MaxRevision is an upper bound of the revision etcd serves once it has
+	// started on the data dir: after a crash (SIGKILL, power loss) the db lags
+	// the WAL, and etcd applies at start the entries after the db's consistent
+	// index. It is Revision plus the number of those entries that can raise the
+	// revision (each raises it by one at most: Put, DeleteRange, a Txn that
+	// writes, LeaseRevoke; an entry that cannot be decoded counts too), read by
+	// the full check's walk of the WAL. For a valid dir whose db etcd rebuilds
+	// from the WAL it is 1 (the revision of an empty store) plus those entries
+	// of the whole WAL. The quick check trusts the clean stop to have applied
+	// the WAL: there it is Revision (a write that was in flight at the stop,
+	// never acknowledged, may still be in the WAL and be applied at start). It
+	// is never below Revision; compare a store's revision against it, not
+	// Revision, to tell whether the store holds writes the data dir lacks.
+	MaxRevision int64
 	// Depth is how deeply the data dir was checked: DepthQuick when a matching
 	// clean-stop marker let the quick check decide, DepthFull otherwise.
 	Depth Depth
@@ -115,7 +129,9 @@ func Inspect(ctx context.Context, dataDir, walDir string) Verdict {
 // the db has applied: etcd starts when the db's consistent index is beyond the
 // WAL's last entry, but then reuses those indexes for new entries and skips
 // applying them, so writes are lost. Damage that makes the readers panic or
-// fault is caught and reported as StateCorrupt.
+// fault is caught and reported as StateCorrupt. Its walk of the WAL also
+// bounds the revision etcd reaches by applying, at start, the entries the db
+// lacks (Verdict.MaxRevision).
 //
 // The quick check (DepthQuick) trusts a clean-stop marker (WriteCleanStopMarker)
 // whose record of the member's files still matches them: it checks the layout,
@@ -149,6 +165,7 @@ func InspectWith(ctx context.Context, dataDir, walDir string, opts InspectOption
 	}()
 	select {
 	case v := <-done:
+		v.MaxRevision = max(v.MaxRevision, v.Revision)
 		return v
 	case <-ctx.Done():
 		return Verdict{State: StateUnknown, Reason: fmt.Sprintf("inspection of data dir %q was cut short: %v", dataDir, ctx.Err())}
@@ -212,15 +229,18 @@ func (in *inspection) full(ctx context.Context) Verdict {
 	}
 
 	in.current = fmt.Sprintf("WAL in %q", l.walDir)
-	ws, err := readWALAsEtcd(l.walDir, l.snapDir)
+	ws, err := readWALAsEtcd(l.walDir, l.snapDir, ci.consistentIndex)
 	if err != nil {
 		return in.fail(err)
 	}
 	if err := checkDBAgainstWAL(l, ci, ws); err != nil {
 		return in.fail(err)
 	}
-	return Verdict{State: StateValid, Revision: in.revision, Depth: DepthFull}
+	return Verdict{State: StateValid, Revision: in.revision, MaxRevision: in.revision + ws.raising, Depth: DepthFull}
 }
+
+// emptyStoreRevision is the revision of an mvcc store without a write.
+const emptyStoreRevision = 1
 
 // rebuild is the full check of a data dir with a WAL but no db. etcd 3.6
 // starts on it: it creates the snap dir and an empty db, and with no raft
@@ -234,7 +254,7 @@ func (in *inspection) full(ctx context.Context) Verdict {
 func (in *inspection) rebuild() Verdict {
 	l := in.layout
 	in.current = fmt.Sprintf("WAL in %q", l.walDir)
-	ws, err := readWALAsEtcd(l.walDir, l.snapDir)
+	ws, err := readWALAsEtcd(l.walDir, l.snapDir, 0)
 	if err != nil {
 		return in.fail(fmt.Errorf("db file %q is missing and etcd cannot rebuild it from the WAL: %w", l.db, err))
 	}
@@ -250,8 +270,9 @@ func (in *inspection) rebuild() Verdict {
 	return Verdict{
 		State: StateValid,
 		Reason: fmt.Sprintf("db file %q is missing: etcd 3.6 rebuilds it at start by replaying the WAL in %q, which holds the member's whole history "+
-			"(entries 1 to %d); the revision is known only after that replay", l.db, l.walDir, ws.lastIndex),
-		Depth: DepthFull,
+			"(entries 1 to %d); the revision is known only after that replay (at most %d)", l.db, l.walDir, ws.lastIndex, emptyStoreRevision+ws.raising),
+		MaxRevision: emptyStoreRevision + ws.raising,
+		Depth:       DepthFull,
 	}
 }
 

@@ -427,9 +427,13 @@ func TestInspect(t *testing.T) {
 			switch {
 			case tt.rebuilt:
 				assert.Zero(t, v.Revision, "the revision of a db etcd has yet to rebuild")
+				// Every request of the WAL raised the revision (puts, and a
+				// delete of an existing key): the bound is exact.
+				assert.Equal(t, rev, v.MaxRevision, "the revision after the replay of the whole WAL")
 			case tt.state == StateValid:
 				assert.Empty(t, v.Reason)
 				assert.Equal(t, rev, v.Revision)
+				assert.Equal(t, rev, v.MaxRevision, "a clean stop left nothing to replay")
 			}
 
 			// Every depth agrees: auto has no marker to trust and checks fully;
@@ -443,6 +447,7 @@ func TestInspect(t *testing.T) {
 				assert.Equal(t, want, dv.State, "depth %s: %s", d, dv.Reason)
 				if want == StateValid {
 					assert.Equal(t, v.Revision, dv.Revision, "depth %s", d)
+					assert.Equal(t, v.MaxRevision, dv.MaxRevision, "depth %s", d)
 				}
 			}
 

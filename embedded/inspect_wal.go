@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	"go.etcd.io/etcd/server/v3/storage/wal"
@@ -37,6 +38,11 @@ type walState struct {
 	// snapshot from the leader): the data up to it is only in the db.
 	firstSnap      uint64
 	requestsBefore bool
+	// raising counts the entries of the log read, after the index the db has
+	// applied (readWALAsEtcd's applied), that can raise the mvcc revision when
+	// etcd applies them at start (see entryCanRaiseRevision): an upper bound of
+	// how far the replay moves the revision.
+	raising int64
 }
 
 // walFile is one WAL segment selected for reading.
@@ -52,8 +58,10 @@ type walFile struct {
 // files from that snapshot on, reads every record as wal.WAL.ReadAll does in
 // write mode and, where etcd would repair a torn tail (io.ErrUnexpectedEOF in the
 // last file), reads again as if the tail had been cut off. Any error is what
-// would stop etcd.
-func readWALAsEtcd(walDir, snapDir string) (walState, error) {
+// would stop etcd. applied is the index up to which the db has applied the log
+// (its consistent index; 0 for a db etcd rebuilds): the entries after it are
+// the ones etcd applies at start, counted in walState.raising.
+func readWALAsEtcd(walDir, snapDir string, applied uint64) (walState, error) {
 	nop := zap.NewNop()
 	walSnaps, err := wal.ValidSnapshotEntries(nop, walDir)
 	if err != nil {
@@ -75,7 +83,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 		}
 	}()
 
-	res, err := decodeWAL(files, -1, ws.snapshot)
+	res, err := decodeWAL(files, -1, ws.snapshot, applied)
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		// etcd repairs the last file by cutting it at its first torn record,
 		// then reads again; it gives up when that read fails too.
@@ -85,7 +93,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 			return walState{}, fmt.Errorf("WAL file %q is damaged and etcd cannot repair it: %v (first error: %v)", last.path, rerr, err)
 		}
 		ws.tornFile, ws.tornAt = last.path, cut
-		res, err = decodeWAL(files, cut, ws.snapshot)
+		res, err = decodeWAL(files, cut, ws.snapshot, applied)
 		if err != nil {
 			return walState{}, fmt.Errorf("WAL in %q is damaged: %v (even after cutting the torn tail of %q at offset %d, as etcd would)", walDir, err, last.path, cut)
 		}
@@ -95,6 +103,7 @@ func readWALAsEtcd(walDir, snapDir string) (walState, error) {
 	}
 	ws.hardState, ws.lastIndex = res.hardState, res.lastIndex
 	ws.firstSnap, ws.requestsBefore = res.firstSnap, res.requestsBefore
+	ws.raising = res.raising
 
 	// raft refuses to start from a hard state whose commit lies outside the log.
 	if !raft.IsEmptyHardState(ws.hardState) &&
@@ -207,13 +216,15 @@ type walRead struct {
 	lastIndex      uint64
 	firstSnap      uint64 // see walState
 	requestsBefore bool
+	raising        int64 // see walState
 }
 
 // decodeWAL decodes the records of files from the start of the first one, as
 // wal.WAL.ReadAll does for a WAL opened for writing (every record must decode
 // up to the end). With lastLimit >= 0 the last file is read as if truncated to
-// that many bytes.
-func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead, error) {
+// that many bytes. The entries after index applied that can raise the revision
+// are counted in raising.
+func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot, applied uint64) (walRead, error) {
 	readers := make([]fileutil.FileReader, len(files))
 	for i, wf := range files {
 		size := wf.size
@@ -231,6 +242,11 @@ func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead,
 		n        uint64 // entries after the snapshot, as ReadAll's slice length
 		rec      walpb.Record
 		err      error
+		// raises[i]: whether entry from+1+i can raise the revision, for the
+		// entries of the log after from (a later entry at a lower index drops
+		// the flags of the entries it truncates).
+		from   = max(applied, start.Index)
+		raises []bool
 	)
 	for err = dec.Decode(&rec); err == nil; err = dec.Decode(&rec) {
 		switch rec.Type {
@@ -248,6 +264,13 @@ func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead,
 					return walRead{}, fmt.Errorf("entry %d follows entry %d: %d entries are missing", e.Index, start.Index+n, offset-n)
 				}
 				n = offset + 1
+				if e.Index > from {
+					// The check above keeps e.Index at most one past the log's
+					// end, so the entries it truncates are the flags it cuts.
+					raises = append(raises[:e.Index-from-1], entryCanRaiseRevision(e))
+				} else {
+					raises = raises[:0] // the log now ends at or before from
+				}
 			}
 		case wal.StateType:
 			var st raftpb.HardState
@@ -293,6 +316,11 @@ func decodeWAL(files []walFile, lastLimit int64, start walpb.Snapshot) (walRead,
 	// Entries are kept only up to the last one written; a later entry at a lower
 	// index truncates the log (raft overwriting an uncommitted tail).
 	res.lastIndex = start.Index + n
+	for _, r := range raises {
+		if r {
+			res.raising++
+		}
+	}
 	return res, nil
 }
 
@@ -370,4 +398,62 @@ func checkDBAgainstWAL(l memberLayout, idx dbIndex, ws walState) error {
 			l.db, idx.consistentIndex, where, ws.lastIndex)
 	}
 	return nil
+}
+
+// entryCanRaiseRevision reports whether etcd 3.6 applying the raft entry e can
+// raise the mvcc revision. A request is at most one write transaction, so it
+// raises the revision by one or not at all. Yes for Put, DeleteRange, a Txn
+// with a write among its operations (either branch, nested txns included), and
+// LeaseRevoke (it deletes the keys attached to the lease in one transaction).
+// No for conf changes, the empty entries a new leader appends, lease grants and
+// checkpoints, compactions, alarms, auth and membership requests, read-only
+// txns, and v2 requests (etcd 3.6 turns them into member attribute or cluster
+// version updates, or refuses them). An entry it cannot decode, or a request of
+// a kind it does not know, counts as yes: the count is an upper bound and must
+// never be short.
+func entryCanRaiseRevision(e raftpb.Entry) bool {
+	if e.Type != raftpb.EntryNormal || len(e.Data) == 0 {
+		return false
+	}
+	var r pb.InternalRaftRequest
+	if err := r.Unmarshal(e.Data); err != nil {
+		// etcd reads such an entry as a v2 request (pb.Request).
+		var v2 pb.Request
+		return v2.Unmarshal(e.Data) != nil
+	}
+	switch {
+	case r.Put != nil, r.DeleteRange != nil, r.LeaseRevoke != nil:
+		return true
+	case r.Txn != nil:
+		return txnCanWrite(r.Txn)
+	case r.V2 != nil, r.Range != nil, r.Compaction != nil, r.LeaseGrant != nil, r.LeaseCheckpoint != nil, r.Alarm != nil,
+		r.AuthEnable != nil, r.AuthDisable != nil, r.AuthStatus != nil, r.Authenticate != nil,
+		r.AuthUserAdd != nil, r.AuthUserDelete != nil, r.AuthUserGet != nil, r.AuthUserChangePassword != nil,
+		r.AuthUserGrantRole != nil, r.AuthUserRevokeRole != nil, r.AuthUserList != nil, r.AuthRoleList != nil,
+		r.AuthRoleAdd != nil, r.AuthRoleDelete != nil, r.AuthRoleGet != nil, r.AuthRoleGrantPermission != nil,
+		r.AuthRoleRevokePermission != nil,
+		r.ClusterVersionSet != nil, r.ClusterMemberAttrSet != nil, r.DowngradeInfoSet != nil, r.DowngradeVersionTest != nil:
+		return false
+	}
+	return true
+}
+
+// txnCanWrite reports whether a txn holds an operation that writes, in either
+// branch (which one runs depends on the compares, unknown here).
+func txnCanWrite(t *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{t.Success, t.Failure} {
+		for _, op := range ops {
+			switch r := op.GetRequest().(type) {
+			case *pb.RequestOp_RequestRange:
+			case *pb.RequestOp_RequestTxn:
+				if r.RequestTxn != nil && txnCanWrite(r.RequestTxn) {
+					return true
+				}
+			default:
+				// Put, DeleteRange, or an operation of a kind not known here.
+				return true
+			}
+		}
+	}
+	return false
 }

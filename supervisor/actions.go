@@ -58,6 +58,12 @@ func (s *Supervisor) FlushDeltas(ctx context.Context) (backup.FlushResult, error
 	if _, err := s.servingSession(); err != nil {
 		return backup.FlushResult{}, err
 	}
+	s.mu.Lock()
+	mismatch := s.mismatch
+	s.mu.Unlock()
+	if mismatch != "" {
+		return backup.FlushResult{}, clusterError(mismatch)
+	}
 	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	return s.flusher.Flush(ctx)

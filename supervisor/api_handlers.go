@@ -119,7 +119,8 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrRestoreRunning), errors.Is(err, ErrNotServing), errors.Is(err, ErrClusterMember),
-		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped):
+		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped),
+		errors.Is(err, snapstore.ErrClusterMismatch):
 		return http.StatusConflict
 	case errors.Is(err, snapstore.ErrNoChain), errors.Is(err, ErrNoBackup):
 		return http.StatusUnprocessableEntity
@@ -192,8 +193,8 @@ type backupsAnswer struct {
 // windowStatus is snapstore.Window in JSON.
 type windowStatus struct {
 	// Oldest and Newest are absent when the store has no full snapshot.
-	Oldest   *pointStatus    `json:"oldest,omitempty"`
-	Newest   *pointStatus    `json:"newest,omitempty"`
+	Oldest *pointStatus `json:"oldest,omitempty"`
+	Newest *pointStatus `json:"newest,omitempty"`
 	// Gaps are breaks in the delta chain (points were lost); Pruned the ranges between two
 	// full snapshots whose deltas retention deleted (expected).
 	Gaps     []gapStatus     `json:"gaps"`

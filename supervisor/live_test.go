@@ -337,3 +337,30 @@ func TestRestoreFailureKeepsData(t *testing.T) {
 	require.Equal(t, "restore", st.LastError.Component)
 	require.Equal(t, 1.0, testutil.ToFloat64(l.s.metrics.restores.WithLabelValues(TriggerRequest, "failed")))
 }
+
+// Every restore while running moves the replaced data dir aside; once etcd started on the
+// new one, the old dirs are pruned to the newest --keep-old-data-dirs, and the one kept is
+// the dir the latest restore replaced, with that data.
+func TestRestoresKeepNewestOldDataDirs(t *testing.T) {
+	l := startLive(t, func(c *Config) { c.KeepOldDataDirs = 1 })
+	ctx := context.Background()
+	var aside []string
+	for i := range 3 {
+		_, err := etcdtest.Workload{Seed: uint64(20 + i), Keys: 50, Overwrites: 10}.Run(ctx, l.cli)
+		require.NoError(t, err)
+		_, err = l.s.FlushDeltas(ctx)
+		require.NoError(t, err)
+		st, err := l.s.RequestRestore(ctx, snapstore.Target{})
+		require.NoError(t, err)
+		st, err = l.s.WaitRestore(ctx, st.ID)
+		require.NoError(t, err)
+		require.Equal(t, string(PhaseSucceeded), st.Phase, st.Error)
+		require.DirExists(t, st.MovedAside)
+		aside = append(aside, st.MovedAside)
+		take(t, l.cli) // serving again
+	}
+	olds, err := embedded.OldDataDirs(l.s.cfg.Etcd.Dir)
+	require.NoError(t, err)
+	require.Equal(t, aside[len(aside)-1:], olds, "only the newest old data dir is kept")
+	require.NoError(t, l.stop())
+}

@@ -16,7 +16,7 @@ const metricsNamespace = "etcdbr"
 // first scrape. docs/metrics.md documents them.
 var (
 	metricKinds         = []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta}
-	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck}
+	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck, storeOpClaim}
 	metricRestoreResult = []string{"succeeded", "failed"}
 	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
 	metricValidations   = []string{embedded.StateValid.String(), embedded.StateMissing.String(), embedded.StateCorrupt.String()}
@@ -29,6 +29,7 @@ const (
 	storeOpUpload = "upload" // a full snapshot or a delta
 	storeOpList   = "list"   // a listing of full snapshots or deltas
 	storeOpCheck  = "check"  // the periodic reachability check
+	storeOpClaim  = "claim"  // reading or writing the store's cluster record (cluster.json)
 )
 
 // metrics are etcdbr's own metrics, in a registry of their own (etcd's are in the
@@ -59,8 +60,9 @@ type metrics struct {
 
 	gcDeleted *prometheus.CounterVec
 
-	storeErrors    *prometheus.CounterVec
-	storeReachable prometheus.Gauge
+	storeErrors     *prometheus.CounterVec
+	storeReachable  prometheus.Gauge
+	clusterMismatch prometheus.Gauge
 
 	state        *prometheus.GaugeVec
 	etcdRevision prometheus.Gauge
@@ -126,8 +128,10 @@ func newMetrics() *metrics {
 
 	m.gcDeleted = counterVec("gc_deleted_objects_total", "Backup objects deleted by the retention policy, by kind.", "kind")
 
-	m.storeErrors = counterVec("store_errors_total", "Failed store operations, by operation (upload, list, check).", "op")
+	m.storeErrors = counterVec("store_errors_total", "Failed store operations, by operation (upload, list, check, claim).", "op")
 	m.storeReachable = gauge("store_reachable", "1 when the last store operation succeeded, 0 when it failed.")
+	m.clusterMismatch = gauge("store_cluster_mismatch",
+		"1 while the store belongs to another etcd cluster than this member's: no backups are taken into it.")
 
 	m.state = gaugeVec("state", "1 for the supervisor's current state, 0 for the others.", "state")
 	m.etcdRevision = gauge("etcd_revision", "etcd's current revision (the last known while etcd is stopped).")

@@ -48,12 +48,16 @@ type StartFacts struct {
 	// StoreCluster is the cluster ID the store records ("" for none yet), and
 	// DirCluster the data dir's ("" when it has none or it could not be read).
 	StoreCluster, DirCluster string
+	// NewCluster is the cluster ID that a restore, or a new member, creates from
+	// the etcd configuration (embedded.ClusterIDFor; "" when unknown).
+	NewCluster string
 	// Members is the size of the configured initial cluster (0 or 1: a single
 	// member). A member of a larger cluster recovers from its peers, not from
 	// the store.
 	Members int
 	// ForceRestore overrides the refusals of a data dir or a store of another
-	// cluster (--force-restore): the store is restored, the data dir kept aside.
+	// cluster (--force-restore): the store is restored, the data dir kept aside,
+	// and the store then belongs to the cluster the restore created.
 	ForceRestore bool
 }
 
@@ -70,9 +74,48 @@ type StartFacts struct {
 //   - corrupt: restore, or stop when the store has nothing to restore or the
 //     member belongs to a cluster of several members;
 //   - missing: restore from the store; a new member when the store is empty
-//     (unless it belongs to a cluster already: stop, or a new member with
-//     ForceRestore) or the member joins its peers.
+//     (unless it belongs to another cluster than the configuration creates: stop,
+//     or a new member with ForceRestore) or the member joins its peers;
+//   - a restore that creates another cluster than the store records (other peer
+//     URLs or another token: NewCluster) is refused (stop) unless the data dir
+//     belonged to the store's cluster (the same member, whose URLs or token
+//     changed) or ForceRestore (CheckRestoreCluster); the store then follows the
+//     new cluster (storeFollows).
 func DecideStart(f StartFacts) (Decision, string) {
+	d, reason := decideStart(f)
+	if d != DecideRestore {
+		return d, reason
+	}
+	follow, err := CheckRestoreCluster(RestoreCluster{Store: f.StoreCluster, New: f.NewCluster, Replaced: f.DirCluster, Force: f.ForceRestore})
+	if err != nil {
+		return DecideStop, fmt.Sprintf("refusing to restore (%s): %v", reason, err)
+	}
+	if follow {
+		reason += fmt.Sprintf("; the restore creates cluster %s (other peer URLs or another token than those of cluster %s), "+
+			"which the store then records instead of %s", f.NewCluster, f.StoreCluster, f.StoreCluster)
+	}
+	return d, reason
+}
+
+// storeFollows reports whether, after decision d, the store's record is to move from
+// f.StoreCluster to the cluster the restore or the new member creates.
+func storeFollows(f StartFacts, d Decision) bool {
+	if f.StoreCluster == "" || f.Members > 1 {
+		return false
+	}
+	switch d {
+	case DecideRestore:
+		follow, err := CheckRestoreCluster(RestoreCluster{Store: f.StoreCluster, New: f.NewCluster, Replaced: f.DirCluster, Force: f.ForceRestore})
+		return err == nil && follow
+	case DecideNewMember:
+		// Allowed by decideStart only for the store's own cluster or with ForceRestore.
+		return f.NewCluster != f.StoreCluster
+	}
+	return false
+}
+
+// decideStart is DecideStart without the check of the cluster a restore creates.
+func decideStart(f StartFacts) (Decision, string) {
 	v := f.Verdict
 	multi := f.Members > 1
 	switch v.State {
@@ -95,14 +138,19 @@ func DecideStart(f StartFacts) (Decision, string) {
 	}
 	switch v.State {
 	case embedded.StateValid:
-		if !multi && f.StoreNewest > v.Revision {
-			return DecideRestore, fmt.Sprintf("the data dir is valid but at revision %d, behind the store's newest revision %d: "+
-				"data was lost locally; restoring the store's newest point", v.Revision, f.StoreNewest)
+		// After a crash the db lags its WAL, whose entries etcd applies at start:
+		// MaxRevision bounds the revision it then serves. Restore only when the store is
+		// past that bound, so that no write the WAL holds is thrown away.
+		local := max(v.Revision, v.MaxRevision)
+		if !multi && f.StoreNewest > local {
+			return DecideRestore, fmt.Sprintf("the data dir is valid but at revision %d (at most %d once etcd replays its WAL), behind the store's newest revision %d: "+
+				"data was lost locally; restoring the store's newest point", v.Revision, local, f.StoreNewest)
 		}
-		if f.StoreNewest > v.Revision {
-			return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d, behind the store (%d): it catches up from its peers", v.Revision, f.StoreNewest)
+		if f.StoreNewest > local {
+			return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d (at most %d once etcd replays its WAL), behind the store (%d): it catches up from its peers",
+				v.Revision, local, f.StoreNewest)
 		}
-		return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d (store: %d)", v.Revision, f.StoreNewest)
+		return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d (at most %d once etcd replays its WAL; store: %d)", v.Revision, local, f.StoreNewest)
 	case embedded.StateCorrupt:
 		switch {
 		case multi:
@@ -119,9 +167,16 @@ func DecideStart(f StartFacts) (Decision, string) {
 			return DecideNewMember, fmt.Sprintf("no data dir (%s): the member belongs to a cluster of %d members and joins its peers", v.Reason, f.Members)
 		case f.StoreNewest > 0:
 			return DecideRestore, fmt.Sprintf("no data dir (%s): restoring revision %d from the store", v.Reason, f.StoreNewest)
+		case f.StoreCluster != "" && f.NewCluster == f.StoreCluster:
+			return DecideNewMember, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: "+
+				"starting a new member, of the same cluster ID (the same initial cluster and token)", v.Reason, f.StoreCluster)
 		case f.StoreCluster != "" && !f.ForceRestore:
 			return DecideStop, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: a new member would be another cluster, "+
-				"whose backups the store refuses; give it another store, or start a new cluster anyway with --force-restore", v.Reason, f.StoreCluster)
+				"whose backups the store refuses; give it another store, or start a new cluster anyway with --force-restore "+
+				"(the store then belongs to it)", v.Reason, f.StoreCluster)
+		case f.StoreCluster != "":
+			return DecideNewMember, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: --force-restore: "+
+				"starting a new member; the store then belongs to its cluster", v.Reason, f.StoreCluster)
 		}
 		return DecideNewMember, fmt.Sprintf("no data dir (%s) and nothing in the store: starting a new member", v.Reason)
 	}

@@ -13,7 +13,7 @@ const (
 	// checkEtcd: etcd serves, with a leader, without an alarm.
 	checkEtcd = "etcd"
 	// checkBackup: no write has waited longer than the maximum backup age to reach the
-	// store, and the store holds a full snapshot.
+	// store, the store holds a full snapshot, and it belongs to this member's cluster.
 	checkBackup = "backup"
 )
 
@@ -25,9 +25,9 @@ type Check struct {
 }
 
 // Readiness runs the readiness checks: "etcd" (etcd serves, has a leader, and no alarm) and "backup"
-// (the store holds a full snapshot, and no write has waited longer than MaxBackupAge to
-// reach the store; an idle member whose store holds its revision passes whatever the age
-// of its newest backup).
+// (the store belongs to this member's cluster and holds a full snapshot, and no write has
+// waited longer than MaxBackupAge to reach the store; an idle member whose store holds its
+// revision passes whatever the age of its newest backup).
 func (s *Supervisor) Readiness() []Check {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,6 +71,9 @@ func (s *Supervisor) backupCheckLocked(now time.Time) Check {
 	case s.etcd.Server().Leader() != s.etcd.Server().MemberID():
 		c.OK = true
 		c.Message = fmt.Sprintf("this member is not the leader (%s): the leader takes the backups", s.etcd.Server().Leader())
+		return c
+	case s.mismatch != "":
+		c.Message = s.mismatch
 		return c
 	}
 	full, ok := s.newest[snapstore.KindFull]

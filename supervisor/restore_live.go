@@ -37,8 +37,9 @@ type restoreJob struct {
 	result         *RestoreResult
 	fresh          snapstore.Snapshot // the full snapshot taken after it
 	warning        string
-	storeRevision  int64 // the newest revision in the store before the restore
-	memberRevision int64 // etcd's revision when it stopped
+	storeRevision  int64  // the newest revision in the store before the restore
+	memberRevision int64  // etcd's revision when it stopped
+	cluster        string // the cluster ID of the member restored (etcd's when the restore was asked for)
 }
 
 func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
@@ -163,6 +164,15 @@ func (s *Supervisor) requestRestore(ctx context.Context, target snapstore.Target
 	if err := s.checkRestorable(ctx, target); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	running := ""
+	if s.etcd != nil {
+		running = clusterID(s.etcd)
+	}
+	s.mu.Unlock()
+	if _, err := s.checkRestoreCluster(ctx, running); err != nil {
+		return nil, err
+	}
 	return s.startRestore(target, trigger)
 }
 
@@ -176,6 +186,9 @@ func (s *Supervisor) startRestore(target snapstore.Target, trigger string) (*res
 	s.jobs++
 	job := &restoreJob{id: s.jobs, trigger: trigger, target: target, done: make(chan struct{}),
 		phase: PhaseStoppingBackups, started: time.Now()}
+	if s.etcd != nil { // serving: checked above
+		job.cluster = clusterID(s.etcd)
+	}
 	s.job = job
 	s.restores <- job // never blocks: one job at a time, and Run takes it
 	s.metrics.setRestorePhase(job.phase)
@@ -279,6 +292,10 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	if len(fulls) == 0 {
 		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
 	}
+	follow, err := s.checkRestoreCluster(ctx, job.cluster)
+	if err != nil {
+		return RestoreResult{}, err
+	}
 	plan, err := snapstore.PlanRestore(fulls, deltas, job.target, nil)
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
@@ -297,6 +314,9 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	res, err := Restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg)
 	if err != nil {
 		return RestoreResult{}, err
+	}
+	if follow != "" {
+		s.followRestore(ctx, follow)
 	}
 	if high := max(storeRev, memberRev); bump > 0 && res.DataRevision <= high {
 		// Restore ended below the plan's lowest revision, which it must refuse.
@@ -330,7 +350,11 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	}
 	s.setPhase(job, PhaseFullSnapshot)
 	start := time.Now()
-	snap, err := backup.FullFromBackend(ctx, e.Server().Backend(), s.cfg.Store)
+	err = s.claimStore(ctx, e, false) // before the first upload of the restored member
+	var snap snapstore.Snapshot
+	if err == nil {
+		snap, err = backup.FullFromBackend(ctx, e.Server().Backend(), s.cfg.Store)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			observer{s}.Failed(backup.Failure{Kind: snapstore.KindFull, Op: backup.OpSnapshot, Reason: backup.ReasonOf(err), Err: err})

@@ -31,7 +31,10 @@ type session struct {
 }
 
 // startSession starts taking backups of e. takeFull makes the runner take a full snapshot at
-// once, whatever the store holds.
+// once, whatever the store holds. Nothing is uploaded before the store is claimed for e's
+// cluster (claimStore): the full snapshot runner claims (and reads the claim again) before
+// each full snapshot, the delta taker waits for the claim; a store of another cluster gets
+// neither, nor any garbage collection.
 func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFull bool) *session {
 	lg := s.lg
 	store := s.cfg.Store
@@ -49,6 +52,18 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 			}
 			if hasCorruptAlarm(srv.Alarms()) {
 				return snapstore.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
+			}
+			wasClaimed := s.claimed(e)
+			if err := s.claimStore(ctx, e, true); errors.Is(err, snapstore.ErrClusterMismatch) {
+				if wasClaimed {
+					// The store was given to another cluster meanwhile: no delta either (the
+					// taker stops without a final delta, until etcdbr restarts).
+					s.lg.Error("the store's record names another cluster now: no more backups; delta snapshots stay off until etcdbr restarts", "err", err)
+					ss.stopDeltas(fmt.Errorf("%w: %w", err, backup.ErrSkipped))
+				}
+				return snapstore.Snapshot{}, fmt.Errorf("no full snapshot: %w: %w", err, backup.ErrSkipped)
+			} else if err != nil {
+				return snapstore.Snapshot{}, err // retried by the runner
 			}
 			snap, err := backup.FullFromBackend(ctx, srv.Backend(), store)
 			if err == nil && ss.gc != nil {
@@ -71,7 +86,8 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 			Store:  store,
 			Policy: *s.cfg.GC,
 			Period: s.cfg.GCPeriod,
-			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() },
+			// Only once the store is known to be this cluster's: never another cluster's backups.
+			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() && s.claimed(e) },
 			OnRun: func(r backup.GCRun) {
 				s.GCDeleted(snapstore.KindFull, r.Result.DeletedFulls)
 				s.GCDeleted(snapstore.KindDelta, r.Result.DeletedDeltas)
@@ -94,6 +110,8 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 		close(ss.gcDone)
 	}
 	ss.stopBackups = stopBackups
+	dctx, stopDeltas := context.WithCancelCause(context.WithoutCancel(ctx))
+	ss.stopDeltas = stopDeltas // before the runner starts: a full snapshot refused may stop the deltas
 	ss.fullNow = backup.FullFromRunner(bctx, runner)
 	go func() {
 		defer close(ss.backupsDone)
@@ -106,8 +124,6 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 		}
 	}()
 
-	dctx, stopDeltas := context.WithCancelCause(context.WithoutCancel(ctx))
-	ss.stopDeltas = stopDeltas
 	if ss.deltas {
 		dcfg := backup.DeltaConfig{
 			Store:       store,
@@ -121,6 +137,9 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 		}
 		go func() {
 			defer close(ss.deltasDone)
+			if !s.waitClaim(dctx, e, dcfg.Log) { // no delta before the store is this cluster's
+				return
+			}
 			err := deltasWhileLeader(dctx, e, dcfg, lg) // likewise
 			ss.mu.Lock()
 			ss.deltasErr = err

@@ -42,6 +42,12 @@ type BackupStatus struct {
 	StoreReachable *bool      `json:"store_reachable"`
 	StoreCheckedAt *time.Time `json:"store_checked_at,omitempty"`
 	StoreError     string     `json:"store_error,omitempty"`
+	// StoreCluster is the etcd cluster the store belongs to, as last read (absent while it
+	// records none, or before it was read).
+	StoreCluster string `json:"store_cluster,omitempty"`
+	// ClusterMismatch says why no backups are taken when the store belongs to another
+	// cluster than this member's (absent otherwise).
+	ClusterMismatch string `json:"cluster_mismatch,omitempty"`
 	// NewestFull and NewestDelta are the newest objects of each kind in the store.
 	NewestFull  *ObjectStatus `json:"newest_full,omitempty"`
 	NewestDelta *ObjectStatus `json:"newest_delta,omitempty"`
@@ -132,6 +138,7 @@ func (s *Supervisor) Status() Status {
 		reachable, at := s.store.reachable, s.store.at
 		b.StoreReachable, b.StoreCheckedAt, b.StoreError = &reachable, &at, s.store.err
 	}
+	b.StoreCluster, b.ClusterMismatch = s.storeCluster, s.mismatch
 	if f, ok := s.newest[snapstore.KindFull]; ok {
 		b.NewestFull = objectStatus(f, now)
 	}

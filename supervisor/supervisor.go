@@ -93,6 +93,13 @@ type Supervisor struct {
 	unbacked   time.Time     // when the oldest write not in the store was made (zero: none)
 	validation ValidationStatus
 	apiAddr    string
+
+	// The store's cluster record (identity.go). claimMu serializes the claims.
+	claimMu      sync.Mutex
+	claimedFor   string // the cluster the store was claimed for since etcd started ("" none yet)
+	reclaimFrom  string // after a restore that created another cluster: the record to replace at the first claim
+	storeCluster string // the cluster the store records, as last read ("" unknown or none)
+	mismatch     string // why no backups are taken: the store belongs to another cluster ("" none)
 }
 
 // New checks cfg and returns a Supervisor for it.
@@ -183,6 +190,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.cfg.Started(e)
 		}
 		s.setState(StateServing)
+		// etcd started on the data dir: the dirs earlier restores moved aside may go, but
+		// for the newest --keep-old-data-dirs.
+		if _, err := embedded.PruneOldDataDirs(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir, max(s.cfg.KeepOldDataDirs, 1), s.lg); err != nil {
+			s.lg.Warn("could not prune old data dirs", "err", err)
+		}
 		takeFull := false
 		if job != nil {
 			takeFull = s.afterRestore(ctx, e, job)
@@ -285,14 +297,43 @@ func (s *Supervisor) validate(ctx context.Context) error {
 	s.validation = ValidationStatus{Result: v.State.String(), Reason: v.Reason, Revision: v.Revision, DurationSeconds: took.Seconds()}
 	s.mu.Unlock()
 	s.lg.Info("data dir checked", "data_dir", dir, "verdict", v.State.String(), "depth", v.Depth.String(),
-		"revision", v.Revision, "reason", v.Reason, "took", took.Round(time.Millisecond))
-	return prepareDataDir(ctx, s.cfg, v, s.lg)
+		"revision", v.Revision, "max_revision", v.MaxRevision, "reason", v.Reason, "took", took.Round(time.Millisecond))
+	prep, err := prepareDataDir(ctx, s.cfg, v, s.lg)
+	s.mu.Lock()
+	s.storeCluster = prep.storeCluster
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	switch {
+	case prep.follow == "":
+	case prep.restored:
+		s.followRestore(ctx, prep.follow)
+	default: // a new member: its cluster is known once it started; the first claim records it
+		s.mu.Lock()
+		s.reclaimFrom = prep.follow
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// prepared is what prepareDataDir did.
+type prepared struct {
+	storeCluster string // the cluster the store records ("" none, or unknown)
+	restored     bool   // the data dir was restored
+	// follow is the store's cluster, to replace in its record with the cluster of the
+	// restored data dir or new member ("" nothing to replace).
+	follow string
 }
 
 // prepareDataDir decides from the verdict and the store what to do with the data dir
 // (DecideStart) and does it: keep it, restore the store's newest point over it (the old dir
-// is moved aside and kept), start a new member, or stop with the reason.
-func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slog.Logger) error {
+// is moved aside and kept), start a new member, or stop with the reason. A restore or a new
+// member that creates another cluster than the one the store records is refused unless it
+// replaces the store's own member or --force-restore (CheckRestoreCluster); then the store's
+// record is to follow it (prepared.follow).
+func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slog.Logger) (prepared, error) {
+	var prep prepared
 	dir := cfg.Etcd.Dir
 	facts := StartFacts{Verdict: v, Members: clusterSize(cfg.Etcd), ForceRestore: cfg.ForceRestore}
 	fulls, err := cfg.Store.List(ctx, snapstore.KindFull)
@@ -311,41 +352,47 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 		if v.State == embedded.StateValid {
 			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
 				"store", cfg.Store.URL(), "err", err)
-			return nil
+			return prep, nil
 		}
-		return fmt.Errorf("data dir %q is %s (%s) and the store %s cannot be read to restore it: %w",
+		return prep, fmt.Errorf("data dir %q is %s (%s) and the store %s cannot be read to restore it: %w",
 			dir, v.State, v.Reason, cfg.Store.URL(), err)
 	}
+	prep.storeCluster = facts.StoreCluster
 	facts.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
 	if v.State == embedded.StateValid || v.State == embedded.StateCorrupt {
 		if id, err := embedded.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
 			facts.DirCluster = id.ClusterID
 		}
 	}
+	if facts.NewCluster, err = embedded.ClusterIDFor(cfg.Etcd); err != nil {
+		lg.Warn("cannot tell which cluster ID a restore would create", "err", err)
+	}
 	decision, reason := DecideStart(facts)
 	lg.Info("start-up decision", "decision", decision.String(), "reason", reason,
-		"data_revision", v.Revision, "store_revision", facts.StoreNewest)
+		"data_revision", v.Revision, "store_revision", facts.StoreNewest,
+		"data_cluster", facts.DirCluster, "store_cluster", facts.StoreCluster, "config_cluster", facts.NewCluster)
+	if storeFollows(facts, decision) {
+		prep.follow = facts.StoreCluster
+	}
 	switch decision {
 	case DecideKeep, DecideNewMember:
-		return nil
+		return prep, nil
 	case DecideStop:
-		return errors.New(reason)
+		return prep, errors.New(reason)
 	}
 	res, err := RestoreLatest(ctx, cfg.Store, cfg.Etcd, embedded.RestoreOptions{}, lg)
 	switch {
 	case err == nil:
+		prep.restored = true
 		if res.MovedAside != "" {
 			lg.Warn("the previous data dir was moved aside and kept", "path", res.MovedAside)
 		}
-		if _, err := embedded.PruneOldDataDirs(dir, cfg.Etcd.WalDir, max(cfg.KeepOldDataDirs, 1), lg); err != nil {
-			lg.Warn("could not prune old data dirs", "err", err)
-		}
-		return nil
+		return prep, nil // old data dirs are pruned once etcd started on the new one
 	case errors.Is(err, ErrNoBackup) && v.State == embedded.StateCorrupt:
-		return fmt.Errorf("data dir %q is corrupt (%s) and the store %s has no full snapshot to restore from; "+
+		return prep, fmt.Errorf("data dir %q is corrupt (%s) and the store %s has no full snapshot to restore from; "+
 			"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", dir, v.Reason, cfg.Store.URL())
 	default:
-		return fmt.Errorf("data dir %q: %w", dir, err)
+		return prep, fmt.Errorf("data dir %q: %w", dir, err)
 	}
 }
 
@@ -386,6 +433,7 @@ func (s *Supervisor) clearEtcd() {
 		s.revision = s.etcd.Server().KV().Rev()
 	}
 	s.etcd, s.sess = nil, nil
+	s.claimedFor = "" // claimed again by the next etcd, whose cluster a restore may change
 	s.mu.Unlock()
 }
 

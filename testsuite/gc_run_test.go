@@ -50,7 +50,7 @@ func TestRunCollectsGarbage(t *testing.T) {
 
 	// What GC kept restores the newest point.
 	m2 := newMember(t, filepath.Join(dir, "restored"))
-	code, out := runToExit(t, append([]string{"restore", "--data-dir", m2.DataDir, "--store", store, "--"}, m2.etcdFlags()...))
+	code, out := runToExit(t, append([]string{"restore", "--data-dir", m2.DataDir, "--store", store, "--force-restore", "--"}, m2.etcdFlags()...))
 	if code != 0 {
 		t.Fatalf("restore after GC: exit %d\n%s", code, out)
 	}

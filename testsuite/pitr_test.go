@@ -465,7 +465,7 @@ func TestPITRFromRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMember(t, t.TempDir())
-			args := append(append([]string{"restore", "--data-dir", m.DataDir, "--store", store}, tc.flags...), "--")
+			args := append(append([]string{"restore", "--data-dir", m.DataDir, "--store", store, "--keep-store-cluster"}, tc.flags...), "--")
 			code, out := runToExit(t, append(args, m.etcdFlags()...))
 			if code != 0 || !strings.Contains(out, fmt.Sprintf("to revision %d", tc.want.Revision)) {
 				t.Fatalf("etcdbr restore: exit %d, want revision %d\n%s", code, tc.want.Revision, out)

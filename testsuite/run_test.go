@@ -99,10 +99,16 @@ func TestRunRestoresDamagedDataDir(t *testing.T) {
 			m.Name = src.Name
 			copyTree(t, src.DataDir, m.DataDir)
 			copyTree(t, storeDir, filepath.Join(dir, "store"))
-			// The member keeps its name and cluster; only its URLs move, which a restore
-			// takes from the flags.
+			// The member keeps its name; its URLs move, which a restore takes from the flags:
+			// the restored member is another cluster ID. A damaged data dir still tells (in its
+			// WAL) that it was the store's cluster, and the store follows the member; a deleted
+			// one does not, and --force-restore hands the store over.
 			fn(t, m.DataDir)
-			p := start(t, m.runArgs("file://"+filepath.Join(dir, "store"), "--full-snapshot-schedule", "@daily"))
+			extra := []string{"--full-snapshot-schedule", "@daily"}
+			if name == "data dir deleted" {
+				extra = append(extra, "--force-restore")
+			}
+			p := start(t, m.runArgs("file://"+filepath.Join(dir, "store"), extra...))
 			cli := client(t, m.ClientURL)
 			got, err := etcdtest.Take(context.Background(), cli, 0)
 			if err != nil {

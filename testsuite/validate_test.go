@@ -219,6 +219,9 @@ func TestValidateCommand(t *testing.T) {
 
 		other := "file://" + filepath.Join(t.TempDir(), "other")
 		copyTree(t, strings.TrimPrefix(store, "file://"), strings.TrimPrefix(other, "file://"))
+		if err := os.Remove(filepath.Join(strings.TrimPrefix(other, "file://"), snapstore.ClusterIDKey)); err != nil {
+			t.Fatal(err) // etcdbr run recorded the member's cluster: replace it with another
+		}
 		claim(other, "1234567890abcdef")
 		code, out = validate(t, m.DataDir, "--store", other)
 		if code != 1 {

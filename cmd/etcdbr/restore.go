@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/snapstore"
@@ -20,6 +23,8 @@ type RestoreCmd struct {
 	BumpRevision  uint64   `placeholder:"N" help:"Raise the restored revision by this much, so that clients never see revisions go back (the Kubernetes-safe restore; requires --mark-compacted)." env:"ETCDBR_BUMP_REVISION"`
 	MarkCompacted bool     `help:"Mark the bumped revision compacted, so that watchers relist (requires --bump-revision)." env:"ETCDBR_MARK_COMPACTED"`
 	SkipHashCheck bool     `help:"Do not check etcd's own SHA-256 of the snapshot db (etcdbr's checksum is still verified)." env:"ETCDBR_SKIP_HASH_CHECK"`
+	ForceRestore  bool     `help:"Restore even when the etcd flags create another cluster than the one the store belongs to (other peer URLs or --initial-cluster-token); the store then belongs to the restored cluster, whose backups continue it." env:"ETCDBR_FORCE_RESTORE"`
+	KeepStore     bool     `name:"keep-store-cluster" help:"Restore even when the etcd flags create another cluster than the one the store belongs to, and leave the store's record as it is: for a copy that backs up into another store, or not at all." env:"ETCDBR_KEEP_STORE_CLUSTER"`
 	EtcdArgs      []string `arg:"" optional:"" name:"etcd-flags" help:"etcd flags for the member's name, peer URLs, initial cluster and token, after --."`
 }
 
@@ -42,6 +47,9 @@ func (c *RestoreCmd) target() (snapstore.Target, error) {
 	}
 	if (c.BumpRevision > 0) != c.MarkCompacted {
 		return t, usageErrorf("--bump-revision and --mark-compacted go together (as in etcdutl snapshot restore)")
+	}
+	if c.ForceRestore && c.KeepStore {
+		return t, usageErrorf("give --force-restore (the store then belongs to the restored cluster) or --keep-store-cluster (it stays the old cluster's), not both")
 	}
 	return t, nil
 }
@@ -69,6 +77,17 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
+	// Before anything is written: may the cluster this restore creates use the store?
+	clusters, err := supervisor.RestoreClusterFor(ctx, store, cfg)
+	if err != nil {
+		return err
+	}
+	clusters.Force, clusters.Keep = c.ForceRestore, c.KeepStore
+	follow, err := supervisor.CheckRestoreCluster(clusters)
+	if err != nil {
+		return fmt.Errorf("%w; to restore a copy that backs up into another store (or not at all), leaving the store's record as it is, "+
+			"give --keep-store-cluster", err)
+	}
 	opts := embedded.RestoreOptions{SkipHashCheck: c.SkipHashCheck, RevisionBump: c.BumpRevision, MarkCompacted: c.MarkCompacted}
 	res, err := supervisor.Restore(ctx, store, cfg, target, opts, env.Log)
 	if err != nil {
@@ -88,5 +107,36 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 	if res.DataRevision != res.Revision {
 		fmt.Fprintf(env.Stdout, "the data dir is at revision %d, marked compacted\n", res.DataRevision)
 	}
+	if follow {
+		id, err := followStore(ctx, env, store, cfg, clusters.Store)
+		if err != nil {
+			return fmt.Errorf("data dir %q is restored (cluster %s), but the store %s does not record it instead of cluster %s: %w; "+
+				"etcdbr run with this store takes no backups until it does: once the store answers, move %s out of the store's prefix "+
+				"and the first backup records the restored cluster", cfg.Dir, id, store.URL(), clusters.Store, err, snapstore.ClusterIDKey)
+		}
+		fmt.Fprintf(env.Stdout, "the store now belongs to cluster %s (it belonged to cluster %s)\n", id, clusters.Store)
+	} else if clusters.Keep && clusters.Store != "" && clusters.New != clusters.Store {
+		env.Log.Warn("the restored member is another cluster than the one the store belongs to, which was left as it is: "+
+			"give it its own store; etcdbr run with this store takes no backups", "cluster", clusters.New, "store_cluster", clusters.Store)
+	}
 	return nil
+}
+
+// followStore records the restored data dir's cluster as the store's, replacing from
+// (supervisor.FollowRestore), retrying a store that fails for about a minute.
+func followStore(ctx context.Context, env *Env, store *snapstore.Store, cfg *embed.Config, from string) (string, error) {
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		id, err := supervisor.FollowRestore(ctx, store, cfg, from)
+		if err == nil || errors.Is(err, snapstore.ErrClusterMismatch) || attempt == 6 || ctx.Err() != nil {
+			return id, err
+		}
+		env.Log.Warn("cannot record the restored cluster in the store; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return id, err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }

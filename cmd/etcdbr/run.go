@@ -31,7 +31,7 @@ type RunCmd struct {
 	DeltaFlags           `embed:""`
 	MaxBackupAge         time.Duration `help:"Readiness (/readyz) fails once a write has waited longer than this to reach the store (0: 5m, or 30 delta periods if longer; without deltas the full snapshot period plus 5m)." default:"0s" env:"ETCDBR_MAX_BACKUP_AGE"`
 	Validation           string        `help:"How deeply the data dir is checked before etcd starts: quick (trust a clean stop: layout, file sizes and times, the db's meta pages; without a clean-stop marker it validates fully), full (every db page, every WAL record), auto (quick after a clean stop, full otherwise)." default:"auto" enum:"auto,quick,full" env:"ETCDBR_VALIDATION"`
-	ForceRestore         bool          `help:"Restore from the store even when the data dir or the store belongs to another cluster (the data dir is moved aside, never deleted)." env:"ETCDBR_FORCE_RESTORE"`
+	ForceRestore         bool          `help:"Restore from the store even when the data dir belongs to another cluster than the store, or the etcd flags create another cluster (other peer URLs or --initial-cluster-token); the data dir is moved aside, never deleted, and the store then belongs to the restored cluster." env:"ETCDBR_FORCE_RESTORE"`
 	KeepOldDataDirs      int           `help:"How many data dirs moved aside by restores are kept (at least 1)." default:"1" env:"ETCDBR_KEEP_OLD_DATA_DIRS"`
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
 	APIFlags             `embed:""`

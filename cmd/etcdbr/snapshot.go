@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -46,7 +48,7 @@ func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	}
-	cli, err := c.client(ctx)
+	cli, cluster, err := c.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -56,6 +58,10 @@ func (c *SnapshotCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
+	// Before the first upload: the store must be this cluster's (or nobody's yet).
+	if err := c.claim(ctx, env, store, cluster); err != nil || ctx.Err() != nil {
+		return err // nil: stopped (SIGTERM) while the store failed
+	}
 	spool := c.SpoolDir
 	if spool == "" {
 		spool = os.TempDir()
@@ -131,8 +137,38 @@ func (c *SnapshotCmd) continuous(ctx context.Context, env *Env, cli *clientv3.Cl
 	return runErr
 }
 
-// client connects to the external etcd and checks that it answers.
-func (c *SnapshotCmd) client(ctx context.Context) (*clientv3.Client, error) {
+// claim records that the store belongs to the external etcd's cluster, unless it belongs to
+// another cluster (an error). A store that fails is retried with backoff until ctx ends, or
+// fails at once with --once.
+func (c *SnapshotCmd) claim(ctx context.Context, env *Env, store *snapstore.Store, cluster string) error {
+	wait := time.Second
+	for {
+		err := store.ClaimClusterID(ctx, cluster)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, snapstore.ErrClusterMismatch):
+			have, _, _ := store.ClusterID(ctx)
+			return fmt.Errorf("the store %s belongs to cluster %s, but etcd at %s is cluster %s: refusing to mix the backups of two clusters "+
+				"in one store; give this cluster its own store (another --store prefix): %w",
+				store.URL(), have, strings.Join(c.Endpoints, ","), cluster, err)
+		case c.Once || ctx.Err() != nil:
+			return fmt.Errorf("claim the store for cluster %s before backing it up: %w", cluster, err)
+		}
+		env.Log.Warn("cannot claim the store for this cluster before the first backup; retrying", "store", store.URL(),
+			"cluster", cluster, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// client connects to the external etcd, checks that it answers and returns its cluster ID
+// (etcd's hex form).
+func (c *SnapshotCmd) client(ctx context.Context) (*clientv3.Client, string, error) {
 	cfg := clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: c.DialTimeout,
@@ -140,12 +176,12 @@ func (c *SnapshotCmd) client(ctx context.Context) (*clientv3.Client, error) {
 	}
 	if c.Cacert != "" || c.Cert != "" || c.Key != "" || c.Insecure {
 		if (c.Cert == "") != (c.Key == "") {
-			return nil, usageErrorf("--cert and --key go together: give both or neither")
+			return nil, "", usageErrorf("--cert and --key go together: give both or neither")
 		}
 		info := transport.TLSInfo{TrustedCAFile: c.Cacert, CertFile: c.Cert, KeyFile: c.Key, InsecureSkipVerify: c.Insecure}
 		tlsCfg, err := info.ClientConfig()
 		if err != nil {
-			return nil, usageErrorf("TLS configuration: %v", err)
+			return nil, "", usageErrorf("TLS configuration: %v", err)
 		}
 		cfg.TLS = tlsCfg
 	} else {
@@ -162,13 +198,18 @@ func (c *SnapshotCmd) client(ctx context.Context) (*clientv3.Client, error) {
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(c.Endpoints, ","), err)
+		return nil, "", fmt.Errorf("connect to etcd at %s: %w", strings.Join(c.Endpoints, ","), err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
-	if _, err := cli.Status(sctx, c.Endpoints[0]); err != nil {
+	st, err := cli.Status(sctx, c.Endpoints[0])
+	if err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("etcd at %s does not answer: %w; check --endpoints and the TLS flags", c.Endpoints[0], err)
+		return nil, "", fmt.Errorf("etcd at %s does not answer: %w; check --endpoints and the TLS flags", c.Endpoints[0], err)
 	}
-	return cli, nil
+	if st.Header == nil || st.Header.ClusterId == 0 {
+		cli.Close()
+		return nil, "", fmt.Errorf("etcd at %s did not say its cluster ID", c.Endpoints[0])
+	}
+	return cli, types.ID(st.Header.ClusterId).String(), nil
 }

@@ -39,6 +39,10 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if v.Revision > 0 {
 		fmt.Fprintf(env.Stdout, "revision: %d\n", v.Revision)
 	}
+	if v.MaxRevision != v.Revision {
+		// The db lags its WAL (a crash) or etcd rebuilds it from the WAL.
+		fmt.Fprintf(env.Stdout, "revision after the WAL replay: at most %d\n", v.MaxRevision)
+	}
 	if v.Reason != "" {
 		fmt.Fprintf(env.Stdout, "reason: %s\n", v.Reason)
 	}
@@ -61,6 +65,10 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	}
 
 	facts := supervisor.StartFacts{Verdict: v, DirCluster: dirCluster, Members: clusterMembers(cfg.InitialCluster)}
+	// The cluster a restore with this configuration would create, as etcdbr run computes it.
+	if id, err := embedded.ClusterIDFor(cfg); err == nil {
+		facts.NewCluster = id
+	}
 	if err := c.storeFacts(ctx, &facts); err != nil {
 		return usageError{fmt.Errorf("%w: %w", errCannotTell, err)}
 	}
