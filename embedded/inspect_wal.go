@@ -64,6 +64,9 @@ type walFile struct {
 func readWALAsEtcd(walDir, snapDir string, applied uint64) (walState, error) {
 	nop := zap.NewNop()
 	walSnaps, err := wal.ValidSnapshotEntries(nop, walDir)
+	if errors.Is(err, fs.ErrPermission) {
+		return walState{}, fmt.Errorf("cannot read the WAL in %q: %w", walDir, err)
+	}
 	if err != nil {
 		return walState{}, fmt.Errorf("WAL in %q is damaged: %w", walDir, err)
 	}
