@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -66,21 +68,30 @@ func TestInspectUnreadableFile(t *testing.T) {
 }
 
 // inspectUnprivileged runs the full check of dir as a user that file modes bind: this
-// process, or, when it runs as root, a copy of the test binary running as nobody, to which
-// root (a temporary dir holding dir) and dir are handed over.
+// process, or, when it runs as root, a copy of the test binary running as nobody.
 func inspectUnprivileged(t *testing.T, root, dir string) Verdict {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		return InspectWith(context.Background(), dir, "", InspectOptions{Depth: DepthFull})
 	}
-	// nobody must reach the dir: the test's own dirs between the temp dir and root are
-	// opened for others to search; the temp dir itself must already be.
+	out := runAsNobody(t, root, "TestInspectUnreadableFile", inspectChildEnv+"="+dir)
+	var v Verdict
+	require.NoError(t, json.NewDecoder(bytes.NewReader(out)).Decode(&v), "the child's verdict: %s", out)
+	return v
+}
+
+// runAsNobody runs the test named test in a copy of the test binary as user nobody, with
+// env added to its environment, and returns its standard output. Root must be a temporary
+// dir of the test: it and everything below are handed over to nobody, and the dirs between
+// the system's temp dir and it are opened for others to search.
+func runAsNobody(t *testing.T, root, test string, env ...string) []byte {
+	t.Helper()
 	tmp := filepath.Clean(os.TempDir())
 	require.True(t, strings.HasPrefix(root, tmp+string(filepath.Separator)), "t.TempDir %s outside %s", root, tmp)
 	info, err := os.Stat(tmp)
 	require.NoError(t, err)
 	require.NotZero(t, info.Mode().Perm()&0o001, "the temp dir %s is not searchable by other users: "+
-		"this test runs the check as user %d; set TMPDIR to a dir others may search (like /tmp)", tmp, nobody)
+		"this test runs as user %d; set TMPDIR to a dir others may search (like /tmp)", tmp, nobody)
 	for p := filepath.Dir(root); p != tmp; p = filepath.Dir(p) {
 		info, err := os.Stat(p)
 		require.NoError(t, err)
@@ -93,18 +104,25 @@ func inspectUnprivileged(t *testing.T, root, dir string) Verdict {
 		return os.Lchown(path, nobody, nobody)
 	}))
 	bin := filepath.Join(root, "embedded.test")
-	copyExecutable(t, os.Args[0], bin)
-	cmd := exec.Command(bin, "-test.run=^TestInspectUnreadableFile$", "-test.count=1")
-	cmd.Env = append(os.Environ(), inspectChildEnv+"="+dir)
-	cmd.Dir = root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "the check as user %d: %s", nobody, out)
-	var v Verdict
-	dec := json.NewDecoder(bytes.NewReader(out))
-	require.NoError(t, dec.Decode(&v), "the child's verdict: %s", out)
-	return v
+	if _, err := os.Stat(bin); errors.Is(err, fs.ErrNotExist) { // copied by an earlier call
+		copyExecutable(t, os.Args[0], bin)
+	}
+	for attempt := 1; ; attempt++ {
+		cmd := exec.Command(bin, "-test.run=^"+test+"$", "-test.count=1")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Dir = root
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		// A process forked by a parallel test while the copy was open for writing holds
+		// it until it execs: ETXTBSY for a moment.
+		if errors.Is(err, syscall.ETXTBSY) && attempt < 50 {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		require.NoError(t, err, "%s as user %d: %s", test, nobody, out)
+		return out
+	}
 }
 
 // copyExecutable copies the file src to dst, executable by anybody.

@@ -1,3 +1,5 @@
+//go:build unix
+
 package embedded
 
 import (
@@ -11,6 +13,12 @@ import (
 )
 
 func TestCheckWritable(t *testing.T) {
+	if dir := os.Getenv(writableChildEnv); dir != "" { // the unprivileged child
+		err := CheckWritable(dir)
+		require.Error(t, err, dir)
+		fmt.Println(err)
+		return
+	}
 	t.Parallel()
 	root := t.TempDir()
 	file := filepath.Join(root, "file")
@@ -38,16 +46,28 @@ func TestCheckWritable(t *testing.T) {
 	}
 
 	t.Run("permissions", func(t *testing.T) {
-		if os.Geteuid() == 0 {
-			t.Skip("running as root, which writes into any directory whatever its mode")
-		}
 		ro := filepath.Join(root, "read-only")
 		require.NoError(t, os.Mkdir(ro, 0o500))
-		err := CheckWritable(ro)
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "permission denied")
-		err = CheckWritable(filepath.Join(ro, "etcd"))
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "permission denied")
+		for _, dir := range []string{ro, filepath.Join(ro, "etcd")} {
+			msg := checkWritableUnprivileged(t, root, dir)
+			assert.Contains(t, msg, fmt.Sprintf("data dir %q is not writable: ", dir))
+			assert.Contains(t, msg, "permission denied")
+		}
 	})
+}
+
+// writableChildEnv names the dir a child process of TestCheckWritable checks.
+const writableChildEnv = "ETCDBR_TEST_WRITABLE_DIR"
+
+// checkWritableUnprivileged returns CheckWritable(dir)'s error message, checked as a user
+// that file modes bind: this process, or, when it runs as root (which writes into any
+// directory whatever its mode), a copy of the test binary running as nobody.
+func checkWritableUnprivileged(t *testing.T, root, dir string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		err := CheckWritable(dir)
+		require.Error(t, err)
+		return err.Error()
+	}
+	return string(runAsNobody(t, root, "TestCheckWritable", writableChildEnv+"="+dir))
 }
