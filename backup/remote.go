@@ -9,6 +9,8 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,12 +22,119 @@ import (
 // FullFromClient takes a full snapshot of an external etcd member through its Maintenance API
 // and writes it to the store.
 //
-// The stream is spooled to a temporary file in spoolDir (it needs as much free space as the
-// db is large), verified against the SHA-256 etcd appends, and opened read-only to read the
-// exact revision inside it, which names the object; then it is streamed to the store and the
-// spool file removed. An external member gives no other way to learn that revision exactly.
+// The object's name carries the exact revision inside the snapshot, which the stream tells
+// only once it ended: it is the newest key of the db's key bucket (or a compaction revision in
+// its meta bucket), whose pages may be anywhere in the db. So the member's current revision is
+// read just before the stream is opened, and again once its first bytes arrived. When the two
+// are equal, no write came in between, and the snapshot, taken in between, is at that revision:
+// the stream is compressed and uploaded under it while it is received, and its pages are
+// scanned as they go by for the revision inside the db (revisionScanner). The upload is
+// committed only when the stream's SHA-256 (which etcd appends) matches and the scanned
+// revision is the one in the name; otherwise it is abandoned, never visible, and the snapshot
+// is taken again, spooled.
+//
+// When the two reads differ (writes are coming in), the stream is spooled to a temporary file
+// in spoolDir (it needs as much free space as the db is large) while it is hashed, the
+// revision is read from the spooled db with bbolt, and the spool is uploaded under it and
+// removed. Either way an object appears only complete, verified, and named with the revision
+// read from the snapshot itself.
 func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.Store, spoolDir string) (snapstore.Snapshot, error) {
+	return fullFromStream(ctx, store, spoolDir, streamSource{
+		guess: func(ctx context.Context) (int64, error) { return currentRevision(ctx, cli) },
+		open:  func(ctx context.Context) (io.ReadCloser, error) { return cli.Snapshot(ctx) },
+	})
+}
+
+// streamSource is where fullFromStream gets a snapshot: guess reads the member's current
+// revision, open opens its snapshot stream (the db followed by its SHA-256).
+type streamSource struct {
+	guess func(context.Context) (int64, error)
+	open  func(context.Context) (io.ReadCloser, error)
+}
+
+// currentRevision is the revision of the member cli reaches, without a round of raft.
+func currentRevision(ctx context.Context, cli *clientv3.Client) (int64, error) {
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// fullFromStream is FullFromClient reading from src.
+func fullFromStream(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource) (snapstore.Snapshot, error) {
+	snap, retake, err := fullOnce(ctx, store, spoolDir, src, false)
+	if retake {
+		snap, _, err = fullOnce(ctx, store, spoolDir, src, true)
+	}
+	return snap, err
+}
+
+// fullOnce takes one snapshot from src: streamed when the revision is known before it ends
+// (unless spool), else spooled. retake reports a streamed snapshot abandoned because the
+// revision inside was not the one expected.
+func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource, spool bool) (snap snapstore.Snapshot, retake bool, err error) {
 	at := time.Now()
+	var before int64
+	beforeErr := errors.New("not read: spooling")
+	if !spool {
+		before, beforeErr = src.guess(ctx)
+	}
+	rc, err := src.open(ctx)
+	if err != nil {
+		return snapstore.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: open snapshot stream: %w", err))
+	}
+	defer rc.Close()
+	if spool || beforeErr != nil || before < 1 {
+		snap, err := spooled(ctx, store, spoolDir, at, rc)
+		return snap, false, err
+	}
+	// etcd takes the snapshot before it sends a byte.
+	first := make([]byte, 4096)
+	n, err := io.ReadFull(rc, first)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return snapstore.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: receive snapshot: %w", err))
+	}
+	stream := io.MultiReader(bytes.NewReader(first[:n]), rc)
+	if after, err := src.guess(ctx); err != nil || after != before {
+		snap, err := spooled(ctx, store, spoolDir, at, stream)
+		return snap, false, err
+	}
+	return streamed(ctx, store, at, before, stream)
+}
+
+// streamed uploads the snapshot stream r while it is received, under revision rev, and
+// commits it if the stream's checksum matches and the db inside is at rev. retake reports a
+// db at another revision (or one whose revision the scan could not read): nothing was
+// committed, and the snapshot must be taken again, spooled.
+func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int64, r io.Reader) (snap snapstore.Snapshot, retake bool, err error) {
+	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: at})
+	if err != nil {
+		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
+	}
+	defer w.Abort() //nolint:errcheck // a no-op once committed
+	hash := &tailWriter{w: io.Discard, h: sha256.New(), keep: sha256.Size}
+	scan := newRevisionScanner()
+	// The object's payload is what etcd sends: the db followed by its SHA-256.
+	if err := broadcast(ctx, r, hash, scan, &ctxWriter{ctx: ctx, w: storeWriter{w}}); err != nil {
+		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+	}
+	if err := hash.check(); err != nil {
+		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+	}
+	if got, err := scan.Revision(); err != nil || got != rev {
+		return snapstore.Snapshot{}, true, nil
+	}
+	snap, err = w.Commit()
+	if err != nil {
+		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
+	}
+	return snap, false, nil
+}
+
+// spooled receives the snapshot stream r into a spool file in spoolDir while it is hashed,
+// reads the revision from the spooled db, then uploads the spool under it.
+func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at time.Time, r io.Reader) (snapstore.Snapshot, error) {
 	f, err := os.CreateTemp(spoolDir, "etcdbr-snapshot-*.db")
 	if err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: create spool file in %q: %w (set --spool-dir to a writable directory with room for the db)", spoolDir, err)
@@ -34,31 +143,127 @@ func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.
 		f.Close()
 		os.Remove(f.Name())
 	}()
-
-	rc, err := cli.Snapshot(ctx)
-	if err != nil {
-		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: open snapshot stream: %w", err))
+	spool := spoolWriter{f: f}
+	hash := &tailWriter{w: io.Discard, h: sha256.New(), keep: sha256.Size}
+	if err := broadcast(ctx, r, hash, &spool); err != nil {
+		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
-	defer rc.Close()
-	tw := &tailWriter{w: f, h: sha256.New(), keep: sha256.Size}
-	if _, err := io.Copy(tw, rc); err != nil {
-		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: receive snapshot: %w", err))
+	if err := hash.check(); err != nil {
+		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
-	if len(tw.tail) != sha256.Size || !bytes.Equal(tw.h.Sum(nil), tw.tail) {
-		return snapstore.Snapshot{}, classify(ReasonEtcd, errors.New("full snapshot: the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit"))
+	db := spool.n - sha256.Size
+	if err := f.Truncate(db); err != nil {
+		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: cut the checksum off the spool file: %w", err)
 	}
-
 	rev, err := spooledRevision(f.Name())
 	if err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: rewind spool file: %w", err)
-	}
 	return upload(ctx, store, rev, at, func(w io.Writer) error {
-		_, err := io.Copy(w, f)
+		_, err := io.Copy(w, spoolReader{io.NewSectionReader(f, 0, db)})
 		return err
 	})
+}
+
+// broadcast reads r to its end and writes all of it to each of ws, each writer on its own
+// goroutine: hashing, spooling and compressing run in parallel with each other and with the
+// next read. It returns the first error; a read error is classified ReasonEtcd.
+func broadcast(ctx context.Context, r io.Reader, ws ...io.Writer) error {
+	const bufSize, buffers = 1 << 20, 4
+	type chunk struct {
+		buf  []byte
+		left atomic.Int32 // writers that have yet to write it
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	free := make(chan *chunk, buffers)
+	for range buffers {
+		free <- &chunk{buf: make([]byte, bufSize)}
+	}
+	ins := make([]chan *chunk, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		ins[i] = make(chan *chunk, buffers)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range ins[i] {
+				if ctx.Err() == nil {
+					if _, err := w.Write(c.buf); err != nil {
+						cancel(err)
+					}
+				}
+				if c.left.Add(-1) == 0 {
+					free <- c
+				}
+			}
+		}()
+	}
+	readErr := func() error {
+		defer func() {
+			for _, in := range ins {
+				close(in)
+			}
+		}()
+		for {
+			var c *chunk
+			select {
+			case c = <-free:
+			case <-ctx.Done():
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			n, err := io.ReadFull(r, c.buf[:cap(c.buf)])
+			if n > 0 {
+				c.buf = c.buf[:n]
+				c.left.Store(int32(len(ws)))
+				for _, in := range ins {
+					in <- c
+				}
+			} else {
+				free <- c
+			}
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				return nil
+			case err != nil:
+				return classify(ReasonEtcd, fmt.Errorf("receive snapshot: %w", err))
+			}
+		}
+	}()
+	wg.Wait()
+	if readErr != nil {
+		return readErr
+	}
+	return context.Cause(ctx)
+}
+
+// spoolWriter and spoolReader say that their errors are the spool file's; spoolWriter counts
+// what it wrote.
+type spoolWriter struct {
+	f *os.File
+	n int64
+}
+
+func (s *spoolWriter) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.n += int64(n)
+	if err != nil {
+		err = fmt.Errorf("write spool file (set --spool-dir to a directory with room for the db): %w", err)
+	}
+	return n, err
+}
+
+type spoolReader struct{ r io.Reader }
+
+func (s spoolReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read spool file: %w", err)
+	}
+	return n, err
 }
 
 // spooledRevision reads the revision inside the bbolt db at path.
@@ -81,16 +286,33 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 		return 0, t.err
 	}
 	n := len(p)
-	buf := append(t.tail, p...)
-	if over := len(buf) - t.keep; over > 0 {
-		if _, err := t.w.Write(buf[:over]); err != nil {
+	over := len(t.tail) + len(p) - t.keep // what goes out now: the old tail first, then p
+	if over <= 0 {
+		t.tail = append(t.tail, p...)
+		return n, nil
+	}
+	fromTail := min(over, len(t.tail))
+	fromP := over - fromTail
+	for _, b := range [][]byte{t.tail[:fromTail], p[:fromP]} {
+		if len(b) == 0 {
+			continue
+		}
+		if _, err := t.w.Write(b); err != nil {
 			t.err = err
 			return 0, err
 		}
-		t.h.Write(buf[:over])
-		t.tail = append(t.tail[:0:0], buf[over:]...)
-	} else {
-		t.tail = buf
+		t.h.Write(b)
 	}
+	tail := make([]byte, 0, t.keep)
+	t.tail = append(append(tail, t.tail[fromTail:]...), p[fromP:]...)
 	return n, nil
+}
+
+// check reports whether the stream ended with the SHA-256 of what came before (etcd's
+// snapshot stream does), classified ReasonEtcd.
+func (t *tailWriter) check() error {
+	if len(t.tail) != sha256.Size || !bytes.Equal(t.h.Sum(nil), t.tail) {
+		return classify(ReasonEtcd, errors.New("the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit"))
+	}
+	return nil
 }

@@ -19,10 +19,23 @@ import (
 
 // Recorder watches a member from a revision and keeps the revisions it sees until they are
 // written into deltas.
+//
+// A watch that falls behind etcd is served by etcd's slow path: on etcd 3.6, every 100 ms it
+// reads every event from the watch's next revision up to the newest one and sends the first
+// 1000 revisions of them, so catching up costs time quadratic in the backlog (minutes for a
+// few hundred thousand revisions of 1 KiB values). When the recorder sees that it is more
+// than Options.CatchUpLag revisions behind, it replaces its watch by Options.CatchUpWatchers
+// watches, each from the start of its own segment of 1000 revisions: etcd serves all of them
+// from one read, so one such read delivers that many segments. It goes back to a single
+// watch once it is close to the newest revision again. The revisions and events recorded are
+// the same either way (a round holds up to CatchUpWatchers x CatchUpSegment revisions in
+// memory); a revision's time is when the recorder received it, later than the write when the
+// recorder was behind.
 type Recorder struct {
 	cli   *clientv3.Client
 	store *snapstore.Store
 	keep  bool
+	opts  Options
 	stop  context.CancelFunc
 	done  chan struct{}
 
@@ -34,6 +47,8 @@ type Recorder struct {
 	cut     int64                // the last revision written into a delta by Cut
 	ttls    map[int64]int64      // lease TTLs looked up (0: unknown)
 	events  int64                // events received
+	newest  int64                // the newest revision of etcd a watch response reported
+	catchUp int                  // rounds of segment watches made to catch up
 	err     error
 }
 
@@ -41,35 +56,171 @@ type Recorder struct {
 type Options struct {
 	// Keep keeps every revision after it was cut, so that WriteRange can write any range.
 	Keep bool
+	// CatchUpLag is how many revisions behind etcd's newest revision the watch may fall
+	// before the recorder catches up with segment watches (default 5000; negative: never).
+	CatchUpLag int64
+	// CatchUpWatchers is how many segments one round of catching up watches at once
+	// (default 32); CatchUpSegment how many revisions a segment holds (default 1000, the
+	// most etcd 3.6 sends a watch that is behind at once).
+	CatchUpWatchers int
+	CatchUpSegment  int64
+}
+
+// withDefaults fills in the defaults of the zero fields.
+func (o Options) withDefaults() Options {
+	if o.CatchUpLag == 0 {
+		o.CatchUpLag = 5000
+	}
+	if o.CatchUpWatchers <= 0 {
+		o.CatchUpWatchers = 32
+	}
+	if o.CatchUpSegment <= 0 {
+		o.CatchUpSegment = 1000
+	}
+	return o
 }
 
 // Start watches cli from revision from (etcd must still hold it) and records into store.
 func Start(ctx context.Context, cli *clientv3.Client, store *snapstore.Store, from int64, opts Options) *Recorder {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	r := &Recorder{
-		cli: cli, store: store, keep: opts.Keep, stop: cancel, done: make(chan struct{}),
+		cli: cli, store: store, keep: opts.Keep, opts: opts.withDefaults(), stop: cancel, done: make(chan struct{}),
 		changed: make(chan struct{}), first: from, last: from - 1, cut: from - 1, ttls: map[int64]int64{},
 	}
-	wch := cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
-	go r.run(wctx, wch)
+	go r.run(wctx)
 	return r
 }
 
-func (r *Recorder) run(ctx context.Context, wch clientv3.WatchChan) {
+// run records until ctx ends or a watch fails: watching live, and catching up in segments
+// whenever the live watch fell too far behind.
+func (r *Recorder) run(ctx context.Context) {
 	defer close(r.done)
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
-			r.fail(fmt.Errorf("watch: %w", err))
-			return
+	for {
+		behind, err := r.live(ctx)
+		if err == nil && behind {
+			err = r.catchUpRounds(ctx)
 		}
-		if err := r.accept(ctx, resp.Events, time.Now()); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
 			r.fail(err)
 			return
 		}
 	}
-	if ctx.Err() == nil {
-		r.fail(errors.New("watch ended"))
+}
+
+// live watches from the revision after the last one received; it returns true once the
+// watch is more than CatchUpLag revisions behind etcd's newest revision.
+func (r *Recorder) live(ctx context.Context) (behind bool, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := r.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(r.Last()+1))
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return false, fmt.Errorf("watch: %w", err)
+		}
+		if err := r.accept(ctx, resp.Events, time.Now()); err != nil {
+			return false, err
+		}
+		if r.behind(resp.Header.Revision) {
+			return true, nil
+		}
 	}
+	if ctx.Err() == nil {
+		return false, errors.New("watch ended")
+	}
+	return false, nil
+}
+
+// behind notes newest, a revision etcd reported, and reports whether the recorder is more
+// than CatchUpLag revisions behind the newest one seen.
+func (r *Recorder) behind(newest int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.newest = max(r.newest, newest)
+	return r.opts.CatchUpLag >= 0 && r.newest-r.last > r.opts.CatchUpLag
+}
+
+// catchUpRounds catches up in rounds of segment watches until the recorder is within half
+// of CatchUpLag of the newest revision etcd reported.
+func (r *Recorder) catchUpRounds(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		next, newest := r.last+1, r.newest
+		r.mu.Unlock()
+		if newest-next < r.opts.CatchUpLag/2 {
+			return nil
+		}
+		if err := r.catchUpRound(ctx, next, newest); err != nil {
+			return err
+		}
+	}
+}
+
+// catchUpRound receives the revisions from next up to at most newest (which etcd holds) with
+// one watch per segment, all at once, and accepts them in order.
+func (r *Recorder) catchUpRound(ctx context.Context, next, newest int64) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type segment struct {
+		evs    []*clientv3.Event
+		newest int64
+		err    error
+	}
+	segs := make([]chan segment, 0, r.opts.CatchUpWatchers)
+	for from := next; from <= newest && len(segs) < r.opts.CatchUpWatchers; from += r.opts.CatchUpSegment {
+		to := min(from+r.opts.CatchUpSegment-1, newest)
+		done := make(chan segment, 1)
+		segs = append(segs, done)
+		go func() {
+			evs, newest, err := r.watchSegment(rctx, from, to)
+			done <- segment{evs, newest, err}
+		}()
+	}
+	r.mu.Lock()
+	r.catchUp++
+	r.mu.Unlock()
+	for _, done := range segs {
+		s := <-done
+		if s.err != nil {
+			return s.err
+		}
+		r.behind(s.newest)
+		if err := r.accept(ctx, s.evs, time.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// watchSegment watches from revision from until it received revision to (a watch response
+// never splits a revision) and returns the events of from..to and the newest revision etcd
+// reported.
+func (r *Recorder) watchSegment(ctx context.Context, from, to int64) ([]*clientv3.Event, int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var evs []*clientv3.Event
+	var newest int64
+	for resp := range r.cli.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from)) {
+		if err := resp.Err(); err != nil {
+			return nil, 0, fmt.Errorf("watch revisions %d..%d: %w", from, to, err)
+		}
+		newest = max(newest, resp.Header.Revision)
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision > to {
+				return evs, newest, nil
+			}
+			evs = append(evs, ev)
+		}
+		if n := len(evs); n > 0 && evs[n-1].Kv.ModRevision == to {
+			return evs, newest, nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("watch revisions %d..%d: %w", from, to, err)
+	}
+	return nil, 0, fmt.Errorf("watch revisions %d..%d ended", from, to)
 }
 
 // accept groups a response's events by revision; a revision is never split across
@@ -171,6 +322,14 @@ func (r *Recorder) Events() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.events
+}
+
+// CatchUpRounds is how many rounds of segment watches the recorder made to catch up with
+// etcd (0 while it kept up).
+func (r *Recorder) CatchUpRounds() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.catchUp
 }
 
 // Last is the last revision received.

@@ -10,15 +10,20 @@
 //     into a file:// store, then -events and then -long-events events of churn (overwrites,
 //     deletes and re-creates, 4-put transactions, leased keys) go into deltas. `etcdbr
 //     restore` to both points, beside `etcdutl snapshot restore` of the full snapshot alone.
-//   - start: start to ready of etcdbr run on the data dir restored to the last point (clean,
-//     then after a SIGKILL), beside plain etcd on the same dir.
-//   - snapshot: `etcdbr snapshot --once` of that member into a file:// store, beside
-//     `etcdctl snapshot save` into a file.
+//   - start: start to ready of etcdbr run on the data dir restored to the last point, clean
+//     (--validation quick, after a clean stop of etcdbr run) and after a SIGKILL (--validation
+//     full), each checked from etcdbr's log to have run at that depth, beside plain etcd on the
+//     same dir.
+//   - snapshot: a full snapshot of that member into a file:// store, by `etcdbr snapshot --once`
+//     from plain etcd (the sidecar, through the Maintenance API) and by etcdbr run itself
+//     (POST /v1/snapshots/full, from the backend), each beside `etcdctl snapshot save` into a
+//     file from the same member.
 //   - put: put throughput with -clients clients, etcdbr run with deltas every second beside
 //     the same etcdbr run with backups off.
 //
-// Every child's wall time, peak RSS (VmHWM) and peak RssAnon (sampled from /proc/PID/status)
-// are measured from outside.
+// Every child's wall time, CPU time, peak RSS (VmHWM) and peak RssAnon (sampled from
+// /proc/PID/status) are measured from outside; start and snapshot alternate the two sides for
+// -rounds rounds and report the median.
 package main
 
 import (
@@ -81,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients of the put load")
 	fs.IntVar(&cfg.Conns, "conns", 8, "connections the put clients share")
 	fs.DurationVar(&cfg.PutDuration, "put-duration", 15*time.Second, "how long each put round is measured")
-	fs.IntVar(&cfg.Rounds, "rounds", 2, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline)")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline; start and snapshot report the median)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
 	fs.StringVar(&cfg.Bins.Etcdbr, "etcdbr", "", "etcdbr binary (default: built from this checkout)")

@@ -5,19 +5,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
 // TestBenchSmoke runs every scenario with tiny sizes (-short): it builds the binaries, makes
-// the store, restores it both ways, starts etcdbr and plain etcd clean and after a SIGKILL,
-// takes snapshots both ways and puts into both, and prints one JSON line per figure.
+// the store, restores it both ways, starts etcdbr (checked from its log to have validated at
+// the depth each figure times) and plain etcd clean and after a SIGKILL, takes snapshots with
+// etcdbr snapshot (which must stream in one pass: it has no spool dir), with etcdbr run's API
+// and with etcdctl, puts into both, and prints one JSON line per figure.
 func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"-short", "-json", "-dir", t.TempDir()}, &stdout, &stderr)
+	dir := t.TempDir()
+	code := run(ctx, []string{"-short", "-json", "-dir", dir}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
@@ -34,14 +39,16 @@ func TestBenchSmoke(t *testing.T) {
 	want := []struct {
 		name     string
 		measured []string // in both etcdbr's values and the baseline's
+		etcdbr   []string // in etcdbr's values only
 		targets  int
 	}{
-		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, 2},
-		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, 2},
-		{"start to ready, clean data dir", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, 1},
-		{"start to ready after a SIGKILL", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, 0},
-		{"full snapshot of a", []string{"wall_s", "mb_per_s", "peak_rss_mib"}, 1},
-		{"put throughput, 200 B values, 4 clients", []string{"ops_per_s", "peak_rss_mib"}, 1},
+		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
+		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
+		{"start to ready, clean data dir", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, nil, 1},
+		{"start to ready after a SIGKILL", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, nil, 0},
+		{"full snapshot of a", []string{"wall_s", "mb_per_s", "cpu_s", "peak_rss_mib"}, nil, 1},
+		{"full snapshot of a", []string{"wall_s", "mb_per_s"}, nil, 1},
+		{"put throughput, 200 B values, 4 clients", []string{"ops_per_s", "peak_rss_mib"}, nil, 1},
 	}
 	if len(figs) != len(want) {
 		t.Fatalf("%d figures, want %d:\n%s", len(figs), len(want), &stdout)
@@ -56,6 +63,11 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s: %s is %v for etcdbr and %v for the baseline, want both measured", f.Name, m, get(f.Etcdbr, m), get(f.Baseline, m))
 			}
 		}
+		for _, m := range w.etcdbr {
+			if get(f.Etcdbr, m) <= 0 {
+				t.Errorf("%s: %s is %v for etcdbr, want it measured", f.Name, m, get(f.Etcdbr, m))
+			}
+		}
 		if f.Ratio <= 0 {
 			t.Errorf("%s: no ratio", f.Name)
 		}
@@ -63,18 +75,60 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s: targets %v, want %d", f.Name, f.Targets, w.targets)
 		}
 	}
-	if len(figs) >= 2 {
-		if get(figs[0].Etcdbr, "revisions_per_s") <= 0 || get(figs[1].Etcdbr, "revisions_per_s") <= 0 {
-			t.Errorf("a restore does not report its replay rate: %v, %v", figs[0].Etcdbr, figs[1].Etcdbr)
-		}
+	if len(figs) == len(want) {
 		if !strings.Contains(figs[0].Name, " 600 delta events") && !strings.Contains(figs[0].Name, "+ 6") {
 			t.Errorf("the first restore is %q, want about 600 events", figs[0].Name)
+		}
+		// The timed etcdbr starts validated at the depth their figure names.
+		for log, depth := range map[string]string{"start-clean-etcdbr-0.log": "quick", "start-killed-etcdbr-0-after.log": "full"} {
+			v, err := readValidationLog(filepath.Join(dir, log))
+			if err != nil || v.Depth != depth || v.Verdict != "valid" {
+				t.Errorf("%s: %+v, %v; want a valid data dir, checked at depth %s", log, v, err, depth)
+			}
+		}
+		if !strings.Contains(figs[4].Name, "etcdbr snapshot (sidecar") || !strings.Contains(figs[5].Name, "etcdbr run (in-process") {
+			t.Errorf("the snapshot figures are %q and %q, want the sidecar's then etcdbr run's", figs[4].Name, figs[5].Name)
 		}
 	}
 	var table bytes.Buffer
 	printTable(&table, figs)
 	if !strings.Contains(table.String(), "| restore: full (300 keys x 200 B)") || !strings.Contains(table.String(), "etcdutl snapshot restore") {
 		t.Errorf("the table does not show the figures:\n%s", &table)
+	}
+}
+
+// The depth a start validated at is read from etcdbr's log, and a log without it is an error
+// (the start figures fail rather than time the wrong depth).
+func TestReadValidationLog(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.log")
+	if err := os.WriteFile(good, []byte(`{"level":"warn","msg":"etcd says something"}
+not json
+{"time":"2026-11-25T19:12:23.612116896Z","level":"INFO","msg":"data dir checked","verdict":"valid","depth":"quick","reason":"","took":1000000}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := readValidationLog(good)
+	if err != nil || v.Depth != "quick" || v.Took != time.Millisecond || v.Verdict != "valid" {
+		t.Errorf("readValidationLog = %+v, %v; want depth quick, took 1ms", v, err)
+	}
+	bad := filepath.Join(dir, "bad.log")
+	if err := os.WriteFile(bad, []byte(`{"msg":"starting etcd"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readValidationLog(bad); err == nil {
+		t.Error("a log without \"data dir checked\" was accepted")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 4}, 4}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.xs); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
+		}
 	}
 }
 

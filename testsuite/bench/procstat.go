@@ -26,8 +26,10 @@ type procStats struct {
 	// fork); PeakAnon the highest RssAnon sampled from /proc/PID/status: the process's own
 	// memory, without file-backed pages such as bbolt's mmap of the db.
 	PeakRSS, PeakAnon int64
-	Samples           int
-	Stdout, Stderr    []byte
+	// CPU is the user and system time the process used (from its rusage).
+	CPU            time.Duration
+	Samples        int
+	Stdout, Stderr []byte
 }
 
 func (p procStats) String() string {
@@ -80,6 +82,9 @@ func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
 			select {
 			case err := <-exited:
 				c.stats.Wall, c.err = time.Since(c.start), err
+				if ps := cmd.ProcessState; ps != nil {
+					c.stats.CPU = ps.UserTime() + ps.SystemTime()
+				}
 				return
 			case <-tick.C:
 				if hwm, anon, ok := readStatus(status); ok {
@@ -165,6 +170,33 @@ func readStatus(path string) (hwm, anon int64, ok bool) {
 		found++
 	}
 	return hwm, anon, found == 2
+}
+
+// clockTicks is the unit of the times in /proc/PID/stat (USER_HZ, 100 on every Linux
+// architecture Go supports).
+const clockTicks = 100
+
+// cpuTime is the user and system time the running process pid used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count after it.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, data)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] { // utime, stime: fields 14 and 15 of the line
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, data)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // runtimeCPUs is the number of CPUs this process may use.

@@ -21,14 +21,17 @@ const putKeys = 100_000
 // benchPut measures put throughput (cfg.ValueSize values, cfg.Clients concurrent clients
 // over cfg.Conns connections) of etcdbr run with deltas every second, beside the same etcdbr
 // run with backups off (no deltas, no full snapshot while measuring), each on a new data dir,
-// alternating for cfg.Rounds rounds.
+// alternating for cfg.Rounds rounds (the side that goes first alternates too).
 func benchPut(ctx context.Context, cfg config, dir string) ([]figure, error) {
 	var ops, secs [2]float64
 	var rss, anon [2]float64
 	var lag time.Duration
 	for r := range cfg.Rounds {
-		for i, deltas := range []bool{false, true} {
-			name := map[bool]string{false: "backups off", true: "deltas every 1s"}[deltas]
+		for _, side := range alternate(r) { // which side goes first alternates
+			i, deltas, name := 0, false, "backups off"
+			if side == "etcdbr" {
+				i, deltas, name = 1, true, "deltas every 1s"
+			}
 			cfg.progress("put throughput, %d clients, %s, round %d", cfg.Clients, name, r+1)
 			round := filepath.Join(dir, fmt.Sprintf("put-%d-%d", r, i))
 			period := "0s"
@@ -67,7 +70,7 @@ func benchPut(ctx context.Context, cfg config, dir string) ([]figure, error) {
 		Etcdbr:       []value{{"ops_per_s", ops[1] / secs[1]}, {"peak_rss_mib", rss[1]}, {"peak_anon_mib", anon[1]}, {"delta_lag_s", lag.Seconds()}},
 		Baseline:     []value{{"ops_per_s", ops[0] / secs[0]}, {"peak_rss_mib", rss[0]}, {"peak_anon_mib", anon[0]}},
 		BaselineName: "the same etcdbr run, backups off",
-		Note: fmt.Sprintf("%d rounds of %v each, alternating, over %d connections, fsync on; delta lag = the longest wait after the load stopped until the store held its last revision",
+		Note: fmt.Sprintf("%d rounds of %v each, alternating (which goes first too), over %d connections, fsync on; delta lag = the longest wait after the load stopped until the store held its last revision",
 			cfg.Rounds, cfg.PutDuration, cfg.Conns),
 	}
 	f.compare("ops_per_s")

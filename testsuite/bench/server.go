@@ -28,6 +28,7 @@ type serverSpec struct {
 	DataDir string   // the member's data dir
 	Store   string   // etcdbr run's store URL
 	Args    []string // more etcdbr run flags (before --)
+	API     string   // etcdbr run's --listen-api (default: none)
 	LogPath string   // where its output goes
 }
 
@@ -47,7 +48,7 @@ func startServer(ctx context.Context, bins binaries, spec serverSpec) (*server, 
 	}
 	var cmd *exec.Cmd
 	if spec.Etcdbr {
-		args := append([]string{"--log-format", "json", "run", "--data-dir", spec.DataDir, "--store", spec.Store, "--listen-api="}, spec.Args...)
+		args := append([]string{"--log-format", "json", "run", "--data-dir", spec.DataDir, "--store", spec.Store, "--listen-api=" + spec.API}, spec.Args...)
 		cmd = exec.CommandContext(ctx, bins.Etcdbr, append(append(args, "--"), etcdFlags...)...)
 	} else {
 		cmd = exec.CommandContext(ctx, bins.Etcd, append([]string{"--data-dir", spec.DataDir}, etcdFlags...)...)

@@ -1,0 +1,493 @@
+package backup
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+)
+
+// revisionScanner reads the revision of an etcd bbolt db from the db's bytes as they go by,
+// without keeping them: it is an io.Writer for what bbolt's Tx.WriteTo writes and etcd's
+// Maintenance API sends (a meta page with the transaction's root, a second copy, then every
+// page of the file up to the high-water mark, in order; anything after that, such as etcd's
+// SHA-256, is ignored).
+//
+// The revision is the one dbrev.Revision reads through bbolt: the newest key of the "key"
+// bucket (the last key of the last non-empty leaf under the bucket's root), raised to the
+// compaction revisions of the "meta" bucket. bbolt reads a page when the search needs it;
+// here the pages go by in file order, and a bucket's pages may be anywhere in the file, before
+// or after its root. So the scanner keeps of every page what the search may need (the children
+// of a branch page; the element count and the newest key's first 17 bytes of a leaf page; the
+// value of a leaf element named like one of the things searched for, so that buckets stored
+// inline and the meta bucket's values are found), about 24 bytes a page, and searches from the
+// meta page's root once the stream ended. Free pages are scanned too, but the search only
+// follows the tree from the root, as bbolt does, so their stale contents are never read.
+//
+// Write never fails (so that scanning cannot stop the stream it watches); what made the
+// stream unreadable is reported by Revision. The stream is not verified here: use the result
+// only once etcd's checksum matched.
+type revisionScanner struct {
+	off      int64 // bytes of the stream seen
+	pageSize int64
+	root     uint64 // the root bucket's page
+	hwm      uint64 // pages in the db
+	cur      []byte // the page being received when a write ends inside it
+	pages    []scannedPage
+	children map[uint64][]uint64
+	named    map[uint64][]namedElem
+	spans    []*pageSpan // pages with overflow pages, until their last one arrived
+	spanned  int64       // bytes held by spans
+	err      error
+}
+
+// Limits on what a scan holds beyond its per-page records.
+const (
+	maxScannedSpan  = 64 << 20  // the largest page (with its overflow) that is read
+	maxScannedSpans = 256 << 20 // pages with overflow held at once
+	maxNamedValue   = 64 << 10  // the largest value kept of a named element
+)
+
+// bbolt's on-disk format (go.etcd.io/bbolt/internal/common), unchanged since bolt's version 2.
+const (
+	boltPageHeader   = 16 // id u64, flags u16, count u16, overflow u32
+	boltElement      = 16 // branch: pos u32, ksize u32, pgid u64; leaf: flags u32, pos u32, ksize u32, vsize u32
+	boltMetaSize     = 64 // magic, version, page size, flags u32; root, sequence, freelist, pgid, txid, checksum u64
+	boltMagic        = 0xED0CDAED
+	boltVersion      = 2
+	boltBranchFlag   = 0x01
+	boltLeafFlag     = 0x02
+	boltBucketFlag   = 0x01 // a leaf element that is a bucket
+	boltBucketHeader = 16   // root pgid u64 (0: inline, the page follows), sequence u64
+)
+
+// revKeyLen is the length of a revision: 8 bytes main, '_', 8 bytes sub (mvcc's revBytesLen).
+const revKeyLen = 17
+
+// The names the search looks for: buckets in the root bucket, keys in the meta bucket (etcd's
+// schema.Key, schema.Meta, schema.FinishedCompactKeyName, schema.ScheduledCompactKeyName).
+var scannedNames = [][]byte{[]byte("key"), []byte("meta"), []byte("finishedCompactRev"), []byte("scheduledCompactRev")}
+
+// scannedPage is what is kept of one page.
+type scannedPage struct {
+	kind    uint8 // pageNone, pageBranch, pageLeaf, pageUnreadable
+	count   uint16
+	lastLen uint16 // length of the newest key of a leaf (capped)
+	last    [revKeyLen]byte
+}
+
+const (
+	pageNone       = iota // not a branch or leaf page (meta, freelist, overflow, garbage)
+	pageBranch            // children in revisionScanner.children
+	pageLeaf              // count and newest key here; named elements in revisionScanner.named
+	pageUnreadable        // claims to be a branch or leaf page but cannot be read
+)
+
+// namedElem is a leaf element whose key is one of scannedNames.
+type namedElem struct {
+	key      string
+	flags    uint32
+	value    []byte
+	tooLarge bool // above maxNamedValue: not kept
+}
+
+// pageSpan is a page with overflow pages being received.
+type pageSpan struct {
+	id  uint64
+	buf []byte
+}
+
+func newRevisionScanner() *revisionScanner {
+	return &revisionScanner{children: map[uint64][]uint64{}, named: map[uint64][]namedElem{}}
+}
+
+func (s *revisionScanner) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 && s.err == nil {
+		if s.pageSize == 0 {
+			k := min(len(p), boltPageHeader+boltMetaSize-len(s.cur))
+			s.cur = append(s.cur, p[:k]...)
+			s.off += int64(k)
+			p = p[k:]
+			if len(s.cur) == boltPageHeader+boltMetaSize {
+				s.err = s.readMeta(s.cur)
+			}
+			continue
+		}
+		end := int64(s.hwm) * s.pageSize
+		if s.off >= end {
+			s.off += int64(len(p))
+			break
+		}
+		pgid := uint64(s.off / s.pageSize)
+		if s.off%s.pageSize == 0 && int64(len(p)) >= s.pageSize {
+			page := p[:s.pageSize]
+			s.feedSpans(page)
+			s.page(pgid, page)
+			p = p[s.pageSize:]
+			s.off += s.pageSize
+			continue
+		}
+		k := min(int64(len(p)), s.pageSize-s.off%s.pageSize)
+		s.cur = append(s.cur, p[:k]...)
+		s.feedSpans(p[:k])
+		p = p[k:]
+		s.off += k
+		if int64(len(s.cur)) == s.pageSize {
+			s.page(pgid, s.cur)
+			s.cur = s.cur[:0]
+		}
+	}
+	return n, nil
+}
+
+// readMeta reads the first meta page's header and meta.
+func (s *revisionScanner) readMeta(b []byte) error {
+	m := b[boltPageHeader:]
+	if magic := binary.LittleEndian.Uint32(m[0:]); magic != boltMagic {
+		return fmt.Errorf("not a bbolt db: magic %#x", magic)
+	}
+	if v := binary.LittleEndian.Uint32(m[4:]); v != boltVersion {
+		return fmt.Errorf("bbolt format version %d, want %d", v, boltVersion)
+	}
+	h := fnv.New64a()
+	h.Write(m[:boltMetaSize-8])
+	if sum := binary.LittleEndian.Uint64(m[boltMetaSize-8:]); sum != h.Sum64() {
+		return errors.New("the db's meta page fails its checksum")
+	}
+	ps := int64(binary.LittleEndian.Uint32(m[8:]))
+	if ps < 512 || ps > 1<<20 || ps&(ps-1) != 0 {
+		return fmt.Errorf("bbolt page size %d", ps)
+	}
+	s.pageSize = ps
+	s.root = binary.LittleEndian.Uint64(m[16:])
+	s.hwm = binary.LittleEndian.Uint64(m[40:])
+	if s.hwm < 2 || s.hwm > math.MaxInt64/uint64(ps) {
+		return fmt.Errorf("the db's meta page says it has %d pages", s.hwm)
+	}
+	return nil
+}
+
+// page records the page pgid, whose first page is data.
+func (s *revisionScanner) page(pgid uint64, data []byte) {
+	if pgid != uint64(len(s.pages)) {
+		s.err = fmt.Errorf("scanned page %d after %d pages", pgid, len(s.pages)) // a bug, not the stream's fault
+		return
+	}
+	s.pages = append(s.pages, scannedPage{})
+	flags := binary.LittleEndian.Uint16(data[8:])
+	if pgid < 2 || (flags != boltBranchFlag && flags != boltLeafFlag) {
+		return
+	}
+	rec := &s.pages[pgid]
+	rec.count = binary.LittleEndian.Uint16(data[10:])
+	if binary.LittleEndian.Uint64(data[0:]) != pgid {
+		rec.kind = pageUnreadable
+		return
+	}
+	rec.kind = pageBranch
+	if flags == boltLeafFlag {
+		rec.kind = pageLeaf
+	}
+	overflow := uint64(binary.LittleEndian.Uint32(data[12:]))
+	if overflow == 0 {
+		s.parse(pgid, data)
+		return
+	}
+	size := int64(overflow+1) * s.pageSize
+	if pgid+overflow >= s.hwm || size > maxScannedSpan || s.spanned+size > maxScannedSpans {
+		rec.kind = pageUnreadable
+		return
+	}
+	span := &pageSpan{id: pgid, buf: make([]byte, 0, size)}
+	span.buf = append(span.buf, data...)
+	s.spans = append(s.spans, span)
+	s.spanned += size
+}
+
+// feedSpans adds b, the next bytes of the stream, to the pages with overflow being received,
+// and reads those that are complete.
+func (s *revisionScanner) feedSpans(b []byte) {
+	kept := s.spans[:0]
+	for _, sp := range s.spans {
+		sp.buf = append(sp.buf, b[:min(len(b), cap(sp.buf)-len(sp.buf))]...)
+		if len(sp.buf) < cap(sp.buf) {
+			kept = append(kept, sp)
+			continue
+		}
+		s.parse(sp.id, sp.buf)
+		s.spanned -= int64(cap(sp.buf))
+	}
+	clear(s.spans[len(kept):])
+	s.spans = kept
+}
+
+// parse reads the elements of the branch or leaf page pgid (with its overflow pages).
+func (s *revisionScanner) parse(pgid uint64, data []byte) {
+	rec := &s.pages[pgid]
+	switch rec.kind {
+	case pageBranch:
+		kids, err := parseBranch(data, int(rec.count))
+		if err != nil {
+			rec.kind = pageUnreadable
+			return
+		}
+		s.children[pgid] = kids
+	case pageLeaf:
+		leaf, err := parseLeaf(data, int(rec.count))
+		if err != nil {
+			rec.kind = pageUnreadable
+			return
+		}
+		if leaf.last != nil {
+			rec.lastLen = uint16(min(len(leaf.last), math.MaxUint16))
+			copy(rec.last[:], leaf.last)
+		}
+		if len(leaf.named) > 0 {
+			s.named[pgid] = leaf.named
+		}
+	}
+}
+
+// parseBranch returns the children of a branch page.
+func parseBranch(data []byte, count int) ([]uint64, error) {
+	if boltPageHeader+count*boltElement > len(data) {
+		return nil, errors.New("branch page elements beyond the page")
+	}
+	kids := make([]uint64, count)
+	for i := range kids {
+		kids[i] = binary.LittleEndian.Uint64(data[boltPageHeader+i*boltElement+8:])
+	}
+	return kids, nil
+}
+
+// leafPage is what the search needs of a leaf page.
+type leafPage struct {
+	count int
+	last  []byte // the newest key (aliases the page)
+	named []namedElem
+}
+
+// parseLeaf reads a leaf page (a page of the file or a bucket's inline page).
+func parseLeaf(data []byte, count int) (leafPage, error) {
+	if boltPageHeader+count*boltElement > len(data) {
+		return leafPage{}, errors.New("leaf page elements beyond the page")
+	}
+	l := leafPage{count: count}
+	for i := range count {
+		e := boltPageHeader + i*boltElement
+		flags := binary.LittleEndian.Uint32(data[e:])
+		kStart := uint64(e) + uint64(binary.LittleEndian.Uint32(data[e+4:]))
+		kEnd := kStart + uint64(binary.LittleEndian.Uint32(data[e+8:]))
+		vEnd := kEnd + uint64(binary.LittleEndian.Uint32(data[e+12:]))
+		if vEnd > uint64(len(data)) {
+			return leafPage{}, errors.New("leaf page element beyond the page")
+		}
+		key := data[kStart:kEnd]
+		if i == count-1 {
+			l.last = key
+		}
+		for _, name := range scannedNames {
+			if bytes.Equal(key, name) {
+				ne := namedElem{key: string(key), flags: flags, tooLarge: vEnd-kEnd > maxNamedValue}
+				if !ne.tooLarge {
+					ne.value = bytes.Clone(data[kEnd:vEnd])
+				}
+				l.named = append(l.named, ne)
+			}
+		}
+	}
+	return l, nil
+}
+
+// Revision returns the revision of the db the stream held.
+func (s *revisionScanner) Revision() (int64, error) {
+	if s.err != nil {
+		return 0, fmt.Errorf("read the revision from the snapshot stream: %w", s.err)
+	}
+	if s.pageSize == 0 || s.off < int64(s.hwm)*s.pageSize {
+		return 0, fmt.Errorf("read the revision from the snapshot stream: it ended after %d bytes, before the db's last page", s.off)
+	}
+	rev, err := s.revision()
+	if err != nil {
+		return 0, fmt.Errorf("read the revision from the snapshot stream: %w", err)
+	}
+	return rev, nil
+}
+
+func (s *revisionScanner) revision() (int64, error) {
+	root := bucketRef{root: s.root}
+	keys, ok, err := s.find(root, "key", true)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, errors.New("the db has no \"key\" bucket: not an etcd v3 database")
+	}
+	rev := int64(1)
+	last, err := s.lastKey(keys)
+	if err != nil {
+		return 0, err
+	}
+	if last != nil {
+		if len(last) < revKeyLen {
+			return 0, fmt.Errorf("malformed revision key %x in the \"key\" bucket", last)
+		}
+		rev = max(rev, int64(binary.BigEndian.Uint64(last)))
+	}
+	meta, ok, err := s.find(root, "meta", true)
+	if err != nil || !ok {
+		return rev, err
+	}
+	for _, name := range []string{"finishedCompactRev", "scheduledCompactRev"} {
+		v, ok, err := s.find(meta, name, false)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			continue
+		}
+		if len(v.value) < revKeyLen {
+			return 0, fmt.Errorf("malformed %s value %x in the \"meta\" bucket", name, v.value)
+		}
+		rev = max(rev, int64(binary.BigEndian.Uint64(v.value)))
+	}
+	return rev, nil
+}
+
+// bucketRef is a bucket: its root page, or its inline page.
+type bucketRef struct {
+	root   uint64
+	inline []byte
+	value  []byte // for a plain value found by find
+}
+
+// maxDepth bounds a search through the tree (bbolt trees are a few levels deep; a deeper one
+// is a cycle in damaged data).
+const maxDepth = 64
+
+// find looks name up in bucket b: a sub-bucket (bucket true) or a plain value, as bbolt's
+// Bucket and Get do.
+func (s *revisionScanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, error) {
+	match := func(elems []namedElem) (bucketRef, bool, error) {
+		for _, e := range elems {
+			if e.key != name || (e.flags&boltBucketFlag != 0) != bucket {
+				continue
+			}
+			if e.tooLarge {
+				return bucketRef{}, false, fmt.Errorf("the value of %q is larger than the scan keeps", name)
+			}
+			if !bucket {
+				return bucketRef{value: e.value}, true, nil
+			}
+			if len(e.value) < boltBucketHeader {
+				return bucketRef{}, false, fmt.Errorf("malformed bucket header of %q", name)
+			}
+			ref := bucketRef{root: binary.LittleEndian.Uint64(e.value)}
+			if ref.root == 0 {
+				ref.inline = e.value[boltBucketHeader:]
+			}
+			return ref, true, nil
+		}
+		return bucketRef{}, false, nil
+	}
+	if b.root == 0 {
+		leaf, err := inlineLeaf(b.inline)
+		if err != nil {
+			return bucketRef{}, false, err
+		}
+		return match(leaf.named)
+	}
+	var ref bucketRef
+	found, err := s.walk(b.root, 0, func(pgid uint64) (bool, error) {
+		var found bool
+		var err error
+		ref, found, err = match(s.named[pgid])
+		return found, err
+	})
+	return ref, found, err
+}
+
+// walk calls leaf for every leaf page under pgid, in key order, until it returns true.
+func (s *revisionScanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) (bool, error) {
+	rec, err := s.readable(pgid, depth)
+	if err != nil {
+		return false, err
+	}
+	if rec.kind == pageLeaf {
+		return leaf(pgid)
+	}
+	for _, kid := range s.children[pgid] {
+		if stop, err := s.walk(kid, depth+1, leaf); stop || err != nil {
+			return stop, err
+		}
+	}
+	return false, nil
+}
+
+// lastKey returns the newest key of bucket b (nil when it is empty), as bbolt's Cursor.Last:
+// the last key of the last leaf that is not empty. Only its first revKeyLen bytes are kept,
+// unless it is shorter.
+func (s *revisionScanner) lastKey(b bucketRef) ([]byte, error) {
+	if b.root == 0 {
+		leaf, err := inlineLeaf(b.inline)
+		if err != nil {
+			return nil, err
+		}
+		return leaf.last, nil
+	}
+	return s.lastUnder(b.root, 0)
+}
+
+func (s *revisionScanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
+	rec, err := s.readable(pgid, depth)
+	if err != nil {
+		return nil, err
+	}
+	if rec.kind == pageLeaf {
+		if rec.count == 0 {
+			return nil, nil
+		}
+		return rec.last[:min(int(rec.lastLen), revKeyLen)], nil
+	}
+	kids := s.children[pgid]
+	for i := len(kids) - 1; i >= 0; i-- {
+		last, err := s.lastUnder(kids[i], depth+1)
+		if last != nil || err != nil {
+			return last, err
+		}
+	}
+	return nil, nil
+}
+
+// readable returns the record of page pgid, reached at depth, when it was read as a branch or
+// leaf page.
+func (s *revisionScanner) readable(pgid uint64, depth int) (scannedPage, error) {
+	switch {
+	case depth > maxDepth:
+		return scannedPage{}, errors.New("the db's tree is deeper than any bbolt tree: damaged")
+	case pgid >= uint64(len(s.pages)):
+		return scannedPage{}, fmt.Errorf("the tree refers to page %d beyond the db's %d pages", pgid, len(s.pages))
+	}
+	rec := s.pages[pgid]
+	switch rec.kind {
+	case pageBranch, pageLeaf:
+		return rec, nil
+	case pageUnreadable:
+		return rec, fmt.Errorf("page %d of the tree cannot be read (damaged, or above the scan's limits)", pgid)
+	}
+	return rec, fmt.Errorf("the tree refers to page %d, which is not a branch or leaf page", pgid)
+}
+
+// inlineLeaf reads a bucket's inline page.
+func inlineLeaf(page []byte) (leafPage, error) {
+	if len(page) < boltPageHeader {
+		return leafPage{}, errors.New("malformed inline bucket")
+	}
+	if flags := binary.LittleEndian.Uint16(page[8:]); flags != boltLeafFlag {
+		return leafPage{}, fmt.Errorf("inline bucket page with flags %#x", flags)
+	}
+	return parseLeaf(page, int(binary.LittleEndian.Uint16(page[10:])))
+}
