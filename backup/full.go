@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"time"
@@ -51,12 +50,12 @@ func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time
 		return snapstore.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
-	h := sha256.New()
-	cw := &ctxWriter{ctx: ctx, w: io.MultiWriter(storeWriter{w}, h)}
+	cw := &ctxWriter{ctx: ctx, w: storeWriter{w}}
 	if err := writeDB(cw); err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: stream db: %w", rev, err)
 	}
-	if _, err := cw.Write(h.Sum(nil)); err != nil {
+	// The Writer hashes what it compresses: so far, the db.
+	if _, err := cw.Write(w.Sum()); err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
 	s, err := w.Commit()

@@ -113,14 +113,19 @@ func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int
 		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
-	hash := &tailWriter{w: io.Discard, h: sha256.New(), keep: sha256.Size}
 	scan := newRevisionScanner()
-	// The object's payload is what etcd sends: the db followed by its SHA-256.
-	if err := broadcast(ctx, r, hash, scan, &ctxWriter{ctx: ctx, w: storeWriter{w}}); err != nil {
+	// The object's payload is what etcd sends: the db followed by its SHA-256. The Writer
+	// hashes what it compresses, so its running hash after the db checks etcd's: one pass.
+	out := &ctxWriter{ctx: ctx, w: storeWriter{w}}
+	db := &tailWriter{w: out, keep: sha256.Size}
+	if err := broadcast(ctx, r, scan, db); err != nil {
 		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
 	}
-	if err := hash.check(); err != nil {
+	if err := db.checkSum(w.Sum()); err != nil {
 		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+	}
+	if _, err := out.Write(db.tail); err != nil {
+		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
 	if got, err := scan.Revision(); err != nil || got != rev {
 		return snapstore.Snapshot{}, true, nil
@@ -271,8 +276,8 @@ func spooledRevision(path string) (int64, error) {
 	return dbrev.FileRevision(path, time.Second)
 }
 
-// tailWriter writes everything but the last keep bytes to w and hashes what it writes; the
-// last keep bytes end up in tail.
+// tailWriter writes everything but the last keep bytes to w and, when h is set, hashes what
+// it writes; the last keep bytes end up in tail.
 type tailWriter struct {
 	w    io.Writer
 	h    hash.Hash
@@ -301,7 +306,9 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 			t.err = err
 			return 0, err
 		}
-		t.h.Write(b)
+		if t.h != nil {
+			t.h.Write(b)
+		}
 	}
 	tail := make([]byte, 0, t.keep)
 	t.tail = append(append(tail, t.tail[fromTail:]...), p[fromP:]...)
@@ -311,7 +318,13 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 // check reports whether the stream ended with the SHA-256 of what came before (etcd's
 // snapshot stream does), classified ReasonEtcd.
 func (t *tailWriter) check() error {
-	if len(t.tail) != sha256.Size || !bytes.Equal(t.h.Sum(nil), t.tail) {
+	return t.checkSum(t.h.Sum(nil))
+}
+
+// checkSum reports whether the stream ended with sum, the SHA-256 of what came before
+// (computed elsewhere), classified ReasonEtcd.
+func (t *tailWriter) checkSum(sum []byte) error {
+	if len(t.tail) != sha256.Size || !bytes.Equal(sum, t.tail) {
 		return classify(ReasonEtcd, errors.New("the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit"))
 	}
 	return nil

@@ -58,3 +58,26 @@ func TestObjectFormat(t *testing.T) {
 		})
 	}
 }
+
+// Writer.Sum is the SHA-256 of the payload written so far; asking for it changes nothing of
+// what is written, and the committed trailer records the whole payload's.
+func TestWriterSum(t *testing.T) {
+	s, _ := openFileStore(t, Options{})
+	payload := randomBytes(3<<20+7, 4)
+	w, err := s.Create(t.Context(), Snapshot{Kind: KindFull, Revision: 42, Time: testTime})
+	require.NoError(t, err)
+	empty := sha256.Sum256(nil)
+	assert.Equal(t, empty[:], w.Sum())
+	for _, cut := range []int{1 << 20, 3 << 20, len(payload)} {
+		done := int(w.length)
+		_, err := w.Write(payload[done:cut])
+		require.NoError(t, err)
+		want := sha256.Sum256(payload[:cut])
+		assert.Equal(t, want[:], w.Sum(), "after %d bytes", cut)
+	}
+	snap, err := w.Commit()
+	require.NoError(t, err)
+	got, err := readObject(s, snap) // verifies the trailer's length and SHA-256
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(payload, got), "the payload read back")
+}

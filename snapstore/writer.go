@@ -124,6 +124,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Sum returns the SHA-256 of the bytes written so far (before compression and
+// encryption): what the object's trailer will record if nothing more is written.
+func (w *Writer) Sum() []byte {
+	return w.hash.Sum(nil)
+}
+
 // Commit finishes compression, appends the trailer, finishes encryption and
 // commits the upload: once it returns nil the object is visible under its
 // name. It returns the object's Snapshot with Key and Size set. If Commit
