@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/server/v3/lease"
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.etcd.io/etcd/server/v3/storage/schema"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -128,15 +129,28 @@ const progressEvery = 10 * time.Second
 // A delta is read to its end even when the replay stops inside it, so that everything
 // written is vouched for by its checksum. A bad object is reported as an *ObjectError; on
 // any error the db is left half-written and must be thrown away.
+//
+// The deltas are read (fetched, decompressed, verified, decoded) on a goroutine of their
+// own while the revisions before are written, at most a few MiB ahead (readAhead batches),
+// and never past the delta that holds opts.Stop: a delta after it is not opened.
 func ReplayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (ReplayResult, error) {
 	if err := checkSnapshotDB(dbPath); err != nil {
 		return ReplayResult{}, fmt.Errorf("replay deltas into %q: %w", dbPath, err)
 	}
-	return replayDeltas(ctx, dbPath, opts)
+	return replayDeltas(ctx, dbPath, opts, replayExtras{})
+}
+
+// replayExtras are what BuildDataDir adds to a replay.
+type replayExtras struct {
+	// bump, after a replay that succeeded, raises the db's revision by this much and marks
+	// it compacted, as etcdutl's restore does (bumpRevision).
+	bump int64
+	// onDelta is called when the replay begins to write the records of delta number i.
+	onDelta func(i int)
 }
 
 // replayDeltas is ReplayDeltas on a db checked already.
-func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (res ReplayResult, err error) {
+func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, err error) {
 	if err := opts.Stop.Validate(); err != nil {
 		return res, fmt.Errorf("replay deltas: %w", err)
 	}
@@ -157,6 +171,7 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (res R
 	if err != nil {
 		return res, err
 	}
+	r.extras = extras
 	defer func() {
 		if cerr := r.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("replay deltas into %q: %w", dbPath, cerr)
@@ -166,12 +181,16 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (res R
 	res = r.res
 	err = r.run(ctx)
 	res = r.res
+	if err == nil && extras.bump > 0 {
+		err = r.bumpRevision(extras.bump)
+	}
 	return res, err
 }
 
 // replayer is one ReplayDeltas.
 type replayer struct {
 	opts    ReplayOptions
+	extras  replayExtras
 	path    string
 	be      backend.Backend
 	lessor  lease.Lessor
@@ -219,17 +238,46 @@ func (r *replayer) run(ctx context.Context) error {
 		return fmt.Errorf("replay deltas: the db is at revision %d, after the target revision %d", r.res.FromRevision, stop.Revision)
 	}
 	r.opts.Log.Info("replaying deltas", "db", r.path, "from_revision", r.res.FromRevision, "deltas", len(r.opts.Deltas), "target", stop.String())
-	for _, d := range r.opts.Deltas {
-		if stop.Revision > 0 && r.res.Revision >= stop.Revision {
+	// The deltas are read and decoded on a goroutine of their own, a bounded stretch ahead
+	// of the writes; it stops once this returns.
+	rctx, cancel := context.WithCancel(ctx)
+	batches := make(chan readBatch, readAhead)
+	go r.read(rctx, batches)
+	defer func() {
+		cancel()
+		for range batches { // until the reader closed its delta and ended
+		}
+	}()
+	current, stopped := -1, false
+	for b := range batches {
+		if b.delta != current {
+			if stopped {
+				break // the delta that held the stop was read to its end
+			}
+			current = b.delta
+			r.res.Deltas++
+			if r.extras.onDelta != nil {
+				r.extras.onDelta(current)
+			}
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("replay deltas: %w", err)
+			}
+		}
+		if b.err != nil {
+			return b.err
+		}
+		if !stopped {
+			var err error
+			if stopped, err = r.batch(ctx, r.opts.Deltas[current], b.items); err != nil {
+				return err
+			}
+		}
+		if b.end && stopped {
 			break
 		}
-		stopped, err := r.delta(ctx, d)
-		if err != nil {
-			return err
-		}
-		if stopped {
-			break
-		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("replay deltas: %w", err)
 	}
 	switch {
 	case stop.Revision > 0 && r.res.Revision != stop.Revision:
@@ -250,36 +298,12 @@ func (r *replayer) run(ctx context.Context) error {
 	return nil
 }
 
-// delta replays one delta; it reports whether the replay reached its stop inside it.
-func (r *replayer) delta(ctx context.Context, d snapstore.Snapshot) (stopped bool, err error) {
-	bad := func(err error) error { return &ObjectError{Object: d, Err: err} }
-	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("replay deltas: %w", err)
-	}
-	r.res.Deltas++
-	rc, err := r.opts.Open(ctx, d)
-	if err != nil {
-		return false, bad(fmt.Errorf("open delta %s: %w", d.Key, err))
-	}
-	defer rc.Close()
-	dec, err := snapstore.NewDeltaDecoder(rc)
-	if err != nil {
-		return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
-	}
-	if dec.From() != d.From || dec.To() != d.Revision {
-		return false, bad(fmt.Errorf("delta %s: %w: it holds revisions %d..%d, its name says %d..%d",
-			d.Key, snapstore.ErrMalformedDelta, dec.From(), dec.To(), d.From, d.Revision))
-	}
+// batch replays the records of one batch of delta d; it reports whether the replay reached
+// its stop.
+func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []readItem) (stopped bool, err error) {
 	stop := r.opts.Stop
-	for {
-		l, rev, err := dec.Next()
-		if errors.Is(err, io.EOF) {
-			return false, nil
-		}
-		if err != nil {
-			return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
-		}
-		if l != nil {
+	for _, it := range items {
+		if l := it.lease; l != nil {
 			// Every delta repeats the records of the leases it uses: keep the known TTL of
 			// leases not granted yet, and nothing of those granted.
 			if old, ok := r.pending[l.ID]; (!ok || old == 0) && r.lessor.Lookup(lease.LeaseID(l.ID)) == nil {
@@ -287,6 +311,7 @@ func (r *replayer) delta(ctx context.Context, d snapstore.Snapshot) (stopped boo
 			}
 			continue
 		}
+		rev := it.rev
 		if rev.Revision <= r.res.Revision {
 			r.res.Skipped++
 			continue
@@ -294,13 +319,12 @@ func (r *replayer) delta(ctx context.Context, d snapstore.Snapshot) (stopped boo
 		if rev.Revision != r.res.Revision+1 {
 			return false, fmt.Errorf("replay deltas: %s continues at revision %d, but the db is at revision %d", d.Key, rev.Revision, r.res.Revision)
 		}
-		if (stop.Revision > 0 && rev.Revision > stop.Revision) || (!stop.Time.IsZero() && rev.Time.After(stop.Time)) {
+		if pastStop(stop, rev) {
 			r.res.PassedTime = !stop.Time.IsZero()
-			stopped = true
-			break
+			return true, nil
 		}
 		if err := r.apply(rev); err != nil {
-			return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+			return false, &ObjectError{Object: d, Err: fmt.Errorf("delta %s: %w", d.Key, err)}
 		}
 		if r.res.Revision%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -309,14 +333,143 @@ func (r *replayer) delta(ctx context.Context, d snapstore.Snapshot) (stopped boo
 			r.progress()
 		}
 		if stop.Revision > 0 && rev.Revision == stop.Revision {
-			stopped = true
-			break
+			return true, nil
 		}
 	}
-	// The replay stops inside the delta: read the rest, so that its checksum vouches for
-	// the revisions written.
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return false, bad(fmt.Errorf("delta %s: %w", d.Key, err))
+	return false, nil
+}
+
+// pastStop reports whether rev comes after the replay's stop: after its revision, or
+// observed after its time.
+func pastStop(stop snapstore.Target, rev *snapstore.Revision) bool {
+	return (stop.Revision > 0 && rev.Revision > stop.Revision) || (!stop.Time.IsZero() && rev.Time.After(stop.Time))
+}
+
+// Reading ahead: the reader hands the records over in batches of at most readBatchRevisions
+// revisions or readBatchBytes bytes of keys and values (or one revision, when it is
+// larger), and at most readAhead batches wait in the channel: with the batch being
+// filled and the one being replayed, about 4 MiB of records are held at most, whatever
+// the size of the deltas.
+const (
+	readAhead          = 2
+	readBatchRevisions = 256
+	readBatchBytes     = 1 << 20
+)
+
+// readItem is a lease record or a revision record of a delta.
+type readItem struct {
+	lease *snapstore.Lease
+	rev   *snapstore.Revision
+}
+
+// readBatch is the next records of delta number delta (an index of ReplayOptions.Deltas).
+type readBatch struct {
+	delta int
+	items []readItem
+	// end reports that the delta was read to its end, so that its checksum vouches for
+	// every record handed over.
+	end bool
+	// err is the failure to read the delta (the last batch).
+	err error
+}
+
+// read reads the deltas in order and sends their records in batches, up to the delta that
+// holds the replay's stop, which it reads to its end without decoding the rest. It follows
+// the revisions as the replay does on success; when the replay fails or stops earlier, it
+// cancels ctx. read closes out when it returns.
+func (r *replayer) read(ctx context.Context, out chan<- readBatch) {
+	defer close(out)
+	send := func(b readBatch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	stop := r.opts.Stop
+	reached := r.res.FromRevision // the revision the replay reaches with what was read
+	for i, d := range r.opts.Deltas {
+		if stop.Revision > 0 && reached >= stop.Revision {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		stopped, err := r.readDelta(ctx, i, d, &reached, send)
+		if err != nil {
+			send(readBatch{delta: i, err: &ObjectError{Object: d, Err: err}})
+			return
+		}
+		if stopped {
+			return
+		}
+	}
+}
+
+// readDelta reads delta number i; it reports whether the replay's stop is inside it. Its
+// errors are the delta's.
+func (r *replayer) readDelta(ctx context.Context, i int, d snapstore.Snapshot, reached *int64, send func(readBatch) bool) (stopped bool, err error) {
+	rc, err := r.opts.Open(ctx, d)
+	if err != nil {
+		return false, fmt.Errorf("open delta %s: %w", d.Key, err)
+	}
+	defer rc.Close()
+	dec, err := snapstore.NewDeltaDecoder(rc)
+	if err != nil {
+		return false, fmt.Errorf("delta %s: %w", d.Key, err)
+	}
+	if dec.From() != d.From || dec.To() != d.Revision {
+		return false, fmt.Errorf("delta %s: %w: it holds revisions %d..%d, its name says %d..%d",
+			d.Key, snapstore.ErrMalformedDelta, dec.From(), dec.To(), d.From, d.Revision)
+	}
+	b := readBatch{delta: i}
+	revs, size := 0, 0
+	for {
+		l, rev, err := dec.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// What was read before goes first: the replay reports the first problem of
+			// the delta, as it comes.
+			if len(b.items) > 0 && !send(b) {
+				return false, ctx.Err()
+			}
+			return false, fmt.Errorf("delta %s: %w", d.Key, err)
+		}
+		b.items = append(b.items, readItem{lease: l, rev: rev})
+		if rev == nil {
+			continue
+		}
+		if rev.Revision > *reached {
+			if pastStop(r.opts.Stop, rev) || rev.Revision == r.opts.Stop.Revision {
+				stopped = true
+				break
+			}
+			*reached = rev.Revision
+		}
+		revs++
+		for _, ev := range rev.Events {
+			size += len(ev.Kv.Key) + len(ev.Kv.Value)
+		}
+		if revs >= readBatchRevisions || size >= readBatchBytes {
+			if !send(b) {
+				return false, ctx.Err()
+			}
+			b, revs, size = readBatch{delta: i}, 0, 0
+		}
+	}
+	if stopped {
+		// The replay stops inside the delta: read the rest, so that its checksum vouches
+		// for the revisions written.
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			return false, fmt.Errorf("delta %s: %w", d.Key, err)
+		}
+	}
+	b.end = true
+	if !send(b) {
+		return false, ctx.Err()
 	}
 	return stopped, nil
 }
@@ -332,21 +485,27 @@ func (r *replayer) apply(rev *snapstore.Revision) error {
 			}
 		}
 	}
-	txn := r.kv.Write(traceutil.TODO())
+	// The writes run inside StepWithFunction, which turns the trace's steps off: etcd's
+	// store records a timed step per put otherwise (a clock read and an allocation each),
+	// for a trace nobody reads.
+	trace := traceutil.TODO()
+	txn := r.kv.Write(trace)
 	var mismatch error
-	for _, ev := range rev.Events {
-		kv := ev.Kv
-		switch ev.Type {
-		case mvccpb.PUT:
-			if got := txn.Put(kv.Key, kv.Value, lease.LeaseID(kv.Lease)); got != rev.Revision && mismatch == nil {
-				mismatch = fmt.Errorf("put of %q went to revision %d", kv.Key, got)
-			}
-		case mvccpb.DELETE:
-			if n, got := txn.DeleteRange(kv.Key, nil); (n != 1 || got != rev.Revision) && mismatch == nil {
-				mismatch = fmt.Errorf("delete of %q removed %d keys at revision %d: the key does not exist", kv.Key, n, got)
+	trace.StepWithFunction(func() {
+		for _, ev := range rev.Events {
+			kv := ev.Kv
+			switch ev.Type {
+			case mvccpb.PUT:
+				if got := txn.Put(kv.Key, kv.Value, lease.LeaseID(kv.Lease)); got != rev.Revision && mismatch == nil {
+					mismatch = fmt.Errorf("put of %q went to revision %d", kv.Key, got)
+				}
+			case mvccpb.DELETE:
+				if n, got := txn.DeleteRange(kv.Key, nil); (n != 1 || got != rev.Revision) && mismatch == nil {
+					mismatch = fmt.Errorf("delete of %q removed %d keys at revision %d: the key does not exist", kv.Key, n, got)
+				}
 			}
 		}
-	}
+	}, "replay a revision")
 	if mismatch == nil {
 		mismatch = checkChanges(txn.Changes(), rev.Events)
 	}
@@ -407,6 +566,50 @@ func (r *replayer) grant(id, rev int64, key []byte) error {
 	}
 	delete(r.pending, id)
 	r.res.Leases++
+	return nil
+}
+
+// bumpRevision raises the db's latest revision by amount and marks it compacted, exactly
+// as etcdutl's snapshot restore does with RevisionBump and MarkCompacted
+// (v3Manager.modifyLatestRevision): the latest revision key of the "key" bucket (main and
+// sub) is found, an empty value is put at main+amount (sub 0), and that revision becomes
+// the scheduled compaction, which etcd finishes when it starts. etcdutl scans the whole
+// bucket for the latest key; no key has a revision above the store's current one, so the
+// keys from it on hold the latest (the whole bucket is scanned only when there are none,
+// a db whose current revision comes from its compaction).
+func (r *replayer) bumpRevision(amount int64) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("bump the revision of %q: etcd's storage failed: %v", r.path, p)
+		}
+	}()
+	tx := r.be.BatchTx()
+	tx.LockOutsideApply()
+	defer tx.Unlock()
+	var latest mvcc.Revision
+	see := func(k, _ []byte) error {
+		if rev := mvcc.BytesToRev(k); rev.GreaterThan(latest) {
+			latest = rev
+		}
+		return nil
+	}
+	from := mvcc.RevToBytes(mvcc.Revision{Main: r.kv.Rev()}, mvcc.NewRevBytes())
+	to := mvcc.RevToBytes(mvcc.Revision{Main: math.MaxInt64}, mvcc.NewRevBytes())
+	keys, _ := tx.UnsafeRange(schema.Key, from, to, 0)
+	for _, k := range keys {
+		_ = see(k, nil)
+	}
+	if len(keys) == 0 {
+		if err := tx.UnsafeForEach(schema.Key, see); err != nil {
+			return fmt.Errorf("bump the revision of %q: %w", r.path, err)
+		}
+	}
+	r.opts.Log.Info("bumping the latest revision and marking it compacted", "latest_revision", latest.Main,
+		"bump", amount, "new_latest_revision", latest.Main+amount)
+	latest.Main += amount
+	latest.Sub = 0
+	tx.UnsafePut(schema.Key, mvcc.RevToBytes(latest, mvcc.NewRevBytes()), []byte{})
+	mvcc.UnsafeSetScheduledCompact(tx, latest.Main)
 	return nil
 }
 

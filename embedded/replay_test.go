@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -49,6 +53,7 @@ func TestReplayDeltas(t *testing.T) {
 	f, err := buildFixture(t)
 	require.NoError(t, err)
 	t.Run("targets", func(t *testing.T) { testReplayTargets(t, f) })
+	t.Run("same db as etcdutl's restore of the replayed snapshot", func(t *testing.T) { testReplayOrder(t, f) })
 	t.Run("unknown lease TTL", func(t *testing.T) { testReplayUnknownLeaseTTL(t, f) })
 	t.Run("rejects", func(t *testing.T) { testReplayRejects(t, f) })
 }
@@ -234,6 +239,36 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 		})
 	}
 
+	// The deltas are read ahead of the writes, but never past the one that holds the target:
+	// a damaged delta after it is not even opened, so it cannot fail the restore.
+	for _, target := range []int64{f.deltas[1].Revision, mid} {
+		t.Run(fmt.Sprintf("a damaged delta after the target %d", target), func(t *testing.T) {
+			t.Parallel()
+			p := f.planFor(t, snapstore.Target{Revision: target})
+			last := slices.Index(f.deltas, p.Deltas[len(p.Deltas)-1])
+			opts := f.replayOptions(p, testLogger(t))
+			opts.Deltas = f.deltas // the damaged one too
+			open := flipped(t, f, f.deltas[3], 0.5)
+			var mu sync.Mutex
+			var opened []int
+			opts.Open = func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+				mu.Lock()
+				opened = append(opened, slices.Index(f.deltas, d))
+				mu.Unlock()
+				return open(ctx, d)
+			}
+			cfg := embeddedtest.NewConfig(t)
+			res, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg, RestoreOptions{Replay: opts}, testLogger(t))
+			require.NoError(t, err)
+			assert.Equal(t, target, res.Revision)
+			assert.Equal(t, last+1, res.Replay.Deltas)
+			mu.Lock()
+			assert.Equal(t, last, slices.Max(opened), "deltas opened: %v", opened)
+			mu.Unlock()
+			f.checkMember(t, cfg, target)
+		})
+	}
+
 	t.Run("revision bump after the replay", func(t *testing.T) {
 		t.Parallel()
 		p := f.planFor(t, snapstore.Target{Revision: mid})
@@ -252,6 +287,65 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 		_, err = e.Client().Get(context.Background(), "x", clientv3.WithRev(mid))
 		require.ErrorIs(t, err, rpctypes.ErrCompacted)
 	})
+}
+
+// BuildDataDir replays into the member etcdutl's restore built from the full snapshot, and
+// applies the revision bump itself: the member's db holds exactly, bucket by bucket and byte
+// by byte, what etcdutl's restore (with the bump) of the replayed snapshot db holds.
+func testReplayOrder(t *testing.T, f *replayFixture) {
+	p := f.planFor(t, snapstore.Target{})
+	for _, bump := range []uint64{0, 1000} {
+		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cfg := embeddedtest.NewConfig(t)
+			opts := RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0}
+
+			// The other order: replay into the snapshot db, then etcdutl's restore of it.
+			replayed := stripped(t, f)
+			_, err := ReplayDeltas(ctx, replayed, f.replayOptions(p, testLogger(t)))
+			require.NoError(t, err)
+			other := *cfg
+			other.Dir = filepath.Join(t.TempDir(), "other")
+			rc, plan, err := planRestore(replayed, &other, opts)
+			require.NoError(t, err)
+			rc.SkipHashCheck = true
+			require.NoError(t, runRestore(zapLogger(&other), rc))
+
+			opts.Replay = f.replayOptions(p, testLogger(t))
+			res, err := BuildDataDir(ctx, copyFile(t, f.snapPath), cfg, opts, testLogger(t))
+			require.NoError(t, err)
+			assert.Equal(t, f.last+int64(bump), res.Revision)
+
+			want := dumpBuckets(t, filepath.Join(plan.stagedData(), "member", "snap", "db"))
+			got := dumpBuckets(t, filepath.Join(cfg.Dir, "member", "snap", "db"))
+			require.NotEmpty(t, want["key"])
+			require.Equal(t, len(want), len(got), "buckets")
+			for name, kvs := range want {
+				assert.Equal(t, kvs, got[name], "bucket %q", name)
+			}
+		})
+	}
+}
+
+// dumpBuckets reads every bucket of the bbolt db at path: bucket -> key -> value.
+func dumpBuckets(t *testing.T, path string) map[string]map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer db.Close()
+	out := map[string]map[string]string{}
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			kvs := map[string]string{}
+			out[string(name)] = kvs
+			return b.ForEach(func(k, v []byte) error {
+				kvs[string(k)] = string(v)
+				return nil
+			})
+		})
+	}))
+	return out
 }
 
 // A lease whose TTL the taker could not learn is granted with the member's minimum TTL,
@@ -414,8 +508,11 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 // stripped is a copy of the fixture's snapshot db without its sha256.
 func stripped(t *testing.T, f *replayFixture) string {
 	t.Helper()
-	p := copyFile(t, f.snapPath)
-	require.NoError(t, stripHash(p, false))
+	b, err := os.ReadFile(f.snapPath)
+	require.NoError(t, err)
+	require.Equal(t, 32, len(b)%512, "the fixture's snapshot ends with its sha256")
+	p := filepath.Join(t.TempDir(), "snapshot.db")
+	require.NoError(t, os.WriteFile(p, b[:len(b)-32], 0o600))
 	return p
 }
 

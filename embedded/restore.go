@@ -1,12 +1,9 @@
 package embedded
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -21,7 +18,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
-	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
@@ -41,9 +37,9 @@ type RestoreOptions struct {
 	// revision in the full snapshot's name); another one fails the restore with
 	// ErrWrongRevision before anything is written.
 	WantRevision int64
-	// Replay, when it lists deltas, has them replayed into the db (ReplayDeltas)
-	// before the data dir is built, and so before the revision bump. The db file at
-	// dbPath is then changed in place: pass a copy that may be thrown away.
+	// Replay, when it lists deltas, has them replayed (ReplayDeltas) into the db of
+	// the member that etcdutl's restore built from the snapshot, before the revision
+	// bump. The snapshot db at dbPath is never changed.
 	Replay ReplayOptions
 }
 
@@ -89,10 +85,12 @@ func asideDir(dir string, now time.Time) string {
 //
 // dbPath is a db as etcd's Maintenance API streams it: the bbolt file followed by
 // its 32-byte sha256, which is checked unless opts.SkipHashCheck (then the hash
-// may be missing). With deltas, the hash is checked and cut off, the db checked,
-// the deltas replayed into it in place (see ReplayDeltas; leases without a known
-// TTL get MinLeaseTTL(cfg) unless opts.Replay says otherwise), and then the
-// revision bump applies to the replayed db. The membership
+// may be missing); BuildDataDir only reads it. With deltas, they are replayed (see
+// ReplayDeltas; leases without a known TTL get MinLeaseTTL(cfg) unless opts.Replay
+// says otherwise) into the staged member's db once etcdutl's restore built it from
+// the snapshot, so that the snapshot's db is copied once and the replayed one
+// never; the revision bump then applies to the replayed db, exactly as etcdutl
+// applies it (see RestoreOptions.RevisionBump). The membership
 // comes from cfg as etcd would use it, defaults included: cfg.Name,
 // cfg.AdvertisePeerUrls, the initial cluster (--initial-cluster or DNS
 // discovery) and cfg.InitialClusterToken; discovery by URL or by v3 discovery
@@ -131,10 +129,9 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	}
 	replaying := len(opts.Replay.Deltas) > 0
 	if replaying {
-		if err := stripHash(dbPath, opts.SkipHashCheck); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
-		}
-		rc.SkipHashCheck = true // checked above; the replay changes the db
+		// The deltas are replayed into the staged member's db after etcdutl's restore, and
+		// the revision bump must come after them: the replay applies it.
+		rc.RevisionBump, rc.MarkCompacted = 0, false
 	}
 	if err := checkSnapshotDB(dbPath); err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
@@ -147,26 +144,6 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if rev != opts.WantRevision {
 			return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", plan.dataDir, ErrWrongRevision, rev, opts.WantRevision)
 		}
-	}
-	if replaying {
-		replay := opts.Replay
-		if replay.MinLeaseTTL == 0 {
-			replay.MinLeaseTTL = MinLeaseTTL(cfg)
-		}
-		if replay.Log == nil {
-			replay.Log = lg
-		}
-		if replay.EtcdLog == nil {
-			replay.EtcdLog = zapLogger(cfg)
-		}
-		replay.Open = failpointOnOpen(replay.Open, len(replay.Deltas))
-		if res.Replay, err = replayDeltas(ctx, dbPath, replay); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
-		}
-		lg.Info("deltas replayed", "from_revision", res.Replay.FromRevision, "revision", res.Replay.Revision,
-			"revisions", res.Replay.Revisions, "events", res.Replay.Events, "skipped", res.Replay.Skipped,
-			"leases_granted", res.Replay.Leases, "duration", res.Replay.Duration.Round(time.Millisecond),
-			"revisions_per_second", perSecond(res.Replay.Revisions, res.Replay.Duration))
 	}
 
 	if err := plan.createStaging(lg); err != nil {
@@ -184,7 +161,30 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if err := runRestore(zapLogger(cfg), rc); err != nil {
 		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
 	}
-	if res.Revision, err = fileRevision(filepath.Join(plan.stagedData(), "member", "snap", "db")); err != nil {
+	stagedDB := filepath.Join(plan.stagedData(), "member", "snap", "db")
+	if replaying {
+		// Replayed into the staged member's db: etcdutl copies only the full snapshot's db,
+		// and the one fsync of the staged tree below makes the replayed db durable.
+		replay := opts.Replay
+		if replay.MinLeaseTTL == 0 {
+			replay.MinLeaseTTL = MinLeaseTTL(cfg)
+		}
+		if replay.Log == nil {
+			replay.Log = lg
+		}
+		if replay.EtcdLog == nil {
+			replay.EtcdLog = zapLogger(cfg)
+		}
+		extras := replayExtras{bump: int64(opts.RevisionBump), onDelta: failpointOnDelta(len(replay.Deltas))}
+		if res.Replay, err = replayDeltas(ctx, stagedDB, replay, extras); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
+		lg.Info("deltas replayed", "from_revision", res.Replay.FromRevision, "revision", res.Replay.Revision,
+			"revisions", res.Replay.Revisions, "events", res.Replay.Events, "skipped", res.Replay.Skipped,
+			"leases_granted", res.Replay.Leases, "duration", res.Replay.Duration.Round(time.Millisecond),
+			"revisions_per_second", perSecond(res.Replay.Revisions, res.Replay.Duration))
+	}
+	if res.Revision, err = fileRevision(stagedDB); err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 	}
 	for _, d := range plan.stagingDirs() {
@@ -208,45 +208,6 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	plan.removeStaging(lg)
 	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
 	return res, nil
-}
-
-// stripHash checks the sha256 etcd appends to a snapshot db (unless skip) and cuts
-// it off, as etcdutl does before it opens the db. With skip, a db without the hash
-// is left as it is.
-func stripHash(dbPath string, skip bool) error {
-	f, err := os.OpenFile(dbPath, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("snapshot db: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("snapshot db: %w", err)
-	}
-	size := st.Size()
-	if size%512 != sha256.Size { // a bbolt file is whole pages: the hash is what sticks out
-		if skip {
-			return nil
-		}
-		return fmt.Errorf("snapshot db %q: missing hash (its size, %d, is whole pages): restore with SkipHashCheck if it comes from a data dir", dbPath, size)
-	}
-	if !skip {
-		h := sha256.New()
-		if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-sha256.Size)); err != nil {
-			return fmt.Errorf("snapshot db %q: %w", dbPath, err)
-		}
-		want := make([]byte, sha256.Size)
-		if _, err := f.ReadAt(want, size-sha256.Size); err != nil {
-			return fmt.Errorf("snapshot db %q: %w", dbPath, err)
-		}
-		if got := h.Sum(nil); !bytes.Equal(got, want) {
-			return fmt.Errorf("snapshot db %q: sha256 mismatch: the db hashes to %x, the snapshot says %x", dbPath, got, want)
-		}
-	}
-	if err := f.Truncate(size - sha256.Size); err != nil {
-		return fmt.Errorf("snapshot db %q: cut off the hash: %w", dbPath, err)
-	}
-	return nil
 }
 
 // fileRevision reads the revision of the db file at path (a snapshot db may still end with
@@ -493,8 +454,9 @@ func checkSnapshotDB(dbPath string) error {
 const (
 	// FailpointAfterFetch: BuildDataDir was called (the snapshot is fetched).
 	FailpointAfterFetch = "restore-after-fetch"
-	// FailpointDuringReplay: the replay opens its second delta (its first when
-	// there is only one); revisions are already written into the db.
+	// FailpointDuringReplay: the replay begins to write the revisions of its second
+	// delta (its first when there is only one) into the staged member's db; those of
+	// the first are written already.
 	FailpointDuringReplay = "restore-during-replay"
 	// FailpointAfterStaging: the staged data dir is complete and fsynced.
 	FailpointAfterStaging = "restore-after-staging"
@@ -521,19 +483,17 @@ func failpoint(name string) {
 	select {} // the signal is on its way
 }
 
-// failpointOnOpen wraps the replay's Open to hit FailpointDuringReplay.
-func failpointOnOpen(open func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), deltas int) func(context.Context, snapstore.Snapshot) (io.ReadCloser, error) {
-	if open == nil || os.Getenv(failpointEnv) != FailpointDuringReplay {
-		return open
+// failpointOnDelta returns the replay's hook that hits FailpointDuringReplay when the
+// replay begins to write its second delta (its first when there is only one).
+func failpointOnDelta(deltas int) func(int) {
+	if os.Getenv(failpointEnv) != FailpointDuringReplay {
+		return nil
 	}
-	at := min(2, deltas)
-	n := 0
-	return func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
-		n++
-		if n == at {
+	at := min(2, deltas) - 1
+	return func(i int) {
+		if i == at {
 			failpoint(FailpointDuringReplay)
 		}
-		return open(ctx, d)
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -39,6 +41,66 @@ func TestDBWriter(t *testing.T) {
 			assert.Equal(t, int64(n), d.n)
 		}
 	}
+}
+
+// copyAhead copies everything, in order, across its buffers, and stops at the first error
+// of either side; once it returned, the source is not read any more.
+func TestCopyAhead(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, fetchBufferSize - 1, fetchBufferSize, fetchBufferSize + 1, (fetchBuffers+2)*fetchBufferSize + 5} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(rng.IntN(256))
+		}
+		for name, wrap := range map[string]func(io.Reader) io.Reader{
+			"whole": func(r io.Reader) io.Reader { return r }, "half": iotest.HalfReader, "data and EOF": iotest.DataErrReader,
+		} {
+			var out bytes.Buffer
+			require.NoError(t, copyAhead(&out, wrap(bytes.NewReader(payload))), "%d bytes, %s", n, name)
+			assert.True(t, bytes.Equal(payload, out.Bytes()), "%d bytes, %s: copied", n, name)
+		}
+	}
+
+	payload := bytes.Repeat([]byte("x"), 3*fetchBufferSize)
+	readErr := errors.New("the store failed")
+	var out bytes.Buffer
+	src := io.MultiReader(bytes.NewReader(payload), iotest.ErrReader(readErr))
+	require.ErrorIs(t, copyAhead(&out, src), readErr)
+	assert.Equal(t, payload, out.Bytes(), "what was read before the error is written")
+
+	writeErr := errors.New("disk full")
+	var returned atomic.Bool
+	var readsAfter atomic.Int64
+	endless := readerFunc(func(p []byte) (int, error) {
+		if returned.Load() {
+			readsAfter.Add(1)
+		}
+		return len(p), nil
+	})
+	err := copyAhead(&failingWriter{left: fetchBufferSize + 10, err: writeErr}, endless)
+	returned.Store(true)
+	require.ErrorIs(t, err, writeErr)
+	assert.Zero(t, readsAfter.Load(), "the source was read after copyAhead returned")
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// failingWriter accepts left bytes, then fails with err.
+type failingWriter struct {
+	left int
+	err  error
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		n := w.left
+		w.left = 0
+		return n, w.err
+	}
+	w.left -= len(p)
+	return len(p), nil
 }
 
 func TestFetch(t *testing.T) {
