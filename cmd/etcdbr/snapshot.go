@@ -33,7 +33,7 @@ type SnapshotCmd struct {
 	Insecure             bool          `help:"Skip verification of the server's certificate (testing only)." env:"ETCDBR_INSECURE_SKIP_TLS_VERIFY" name:"insecure-skip-tls-verify"`
 	User                 string        `help:"etcd user name (USER or USER:PASSWORD) for a cluster with auth enabled." env:"ETCDBR_USER"`
 	DialTimeout          time.Duration `help:"Timeout to connect to etcd." default:"10s" env:"ETCDBR_DIAL_TIMEOUT"`
-	SpoolDir             string        `help:"Directory for the snapshot while it is verified (needs room for the whole db)." env:"ETCDBR_SPOOL_DIR" type:"path"`
+	SpoolDir             string        `help:"Directory for a snapshot that cannot stream straight to the store (writes moved the revision while it started) while it is verified (needs room for the whole db)." env:"ETCDBR_SPOOL_DIR" type:"path"`
 }
 
 // Run backs up the external etcd: continuously, or once with --once.
