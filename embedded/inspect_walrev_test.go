@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,7 +237,7 @@ func killEtcdUnderLoad(t *testing.T, spec killedEtcdSpec, opts loadOptions) stri
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestInspectMaxRevisionAfterSIGKILL$", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), killedEtcdEnv+"="+string(specJSON), "TMPDIR="+childTmp)
-	var stderr syncBuffer
+	var stderr embeddedtest.SyncBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -447,25 +446,6 @@ func (l *revisionLoad) drain() {
 func (l *revisionLoad) stop() {
 	l.cancel()
 	l.wg.Wait()
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader on two
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWALRaisingCountsTheLogEtcdKeeps: a later entry at a lower index

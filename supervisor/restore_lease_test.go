@@ -32,7 +32,7 @@ type hookHandler struct {
 	n    *int
 }
 
-func newHookLogger(buf *syncBuffer, msg string, hook func(n int)) *slog.Logger {
+func newHookLogger(buf *embeddedtest.SyncBuffer, msg string, hook func(n int)) *slog.Logger {
 	return slog.New(hookHandler{Handler: slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		msg: msg, hook: hook, mu: &sync.Mutex{}, n: new(int)})
 }
@@ -130,7 +130,7 @@ func TestRestoreLease(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, keysOf(early.Delete), f.f1.Key)
 
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		ran := false
 		lg := newHookLogger(&logs, protectedMsg, func(int) {
 			ran = true
@@ -180,7 +180,7 @@ func TestRestoreLease(t *testing.T) {
 	t.Run("the planned full snapshot disappears: an older one restores", func(t *testing.T) {
 		t.Parallel()
 		store, _ := f.copyStore(t)
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
 			if n == 1 {
 				reads := leaseKeys(t, store)
@@ -209,7 +209,7 @@ func TestRestoreLease(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(d.Key)))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(copyName)), b, 0o600))
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		var deleted string
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
 			reads := leaseKeys(t, store)
@@ -237,7 +237,7 @@ func TestRestoreLease(t *testing.T) {
 		t.Parallel()
 		store, _ := f.copyStore(t)
 		d := afterF2[1]
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
 			if n == 1 {
 				require.Contains(t, leaseKeys(t, store), d.Key)
@@ -260,7 +260,7 @@ func TestRestoreLease(t *testing.T) {
 	t.Run("objects keep disappearing", func(t *testing.T) {
 		t.Parallel()
 		store, _ := f.copyStore(t)
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		var deleted []string
 		lg := newHookLogger(&logs, protectedMsg, func(int) {
 			reads := leaseKeys(t, store)
@@ -286,7 +286,7 @@ func TestRestoreLease(t *testing.T) {
 		store, _ := f.copyStore(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(int) { cancel() })
 		cfg := embeddedtest.NewConfig(t)
 		_, err := Restore(ctx, store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
@@ -300,7 +300,7 @@ func TestRestoreLease(t *testing.T) {
 		store, dir := f.copyStore(t)
 		// locks/ cannot be a directory: writing a lease fails, as with read-only credentials.
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "locks"), []byte("not a directory"), 0o600))
-		var logs syncBuffer
+		var logs embeddedtest.SyncBuffer
 		lg := slog.New(slog.NewTextHandler(&logs, nil))
 		cfg := embeddedtest.NewConfig(t)
 		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)

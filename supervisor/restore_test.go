@@ -1,14 +1,12 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,24 +127,6 @@ func flipByte(t *testing.T, dir string, snap snapstore.Snapshot) {
 	require.NoError(t, os.WriteFile(path, b, 0o600))
 }
 
-// syncBuffer is a log sink safe for the goroutines of a restore.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRestore restores from real stores, intact and damaged: a damaged object is left out
 // when an older full snapshot or another copy of a delta reaches the same point, and
 // otherwise the restore fails naming it; the data always equals the source's at the target.
@@ -214,7 +194,7 @@ func TestRestore(t *testing.T) {
 				tc.damage(t, store, dir)
 			}
 			cfg := embeddedtest.NewConfig(t)
-			var logs syncBuffer
+			var logs embeddedtest.SyncBuffer
 			lg := slog.New(slog.NewTextHandler(&logs, nil))
 			res, err := Restore(ctx, store, cfg, tc.target, embedded.RestoreOptions{}, lg)
 			if len(tc.want.err) > 0 {
