@@ -127,7 +127,14 @@ type boltWalk struct {
 	reachable []bool
 	freed     map[uint64]bool
 	probs     *problems
+	// bufs[d] is the buffer of the page being walked at depth d: a page's keys bound its
+	// children's, so it must stay intact while they are walked, and is used again after.
+	bufs [][]byte
 }
+
+// boltMaxPooledBytes bounds a page buffer kept for the next page at its depth; a larger
+// page (a big value's overflow pages) gets a buffer of its own.
+const boltMaxPooledBytes = 1 << 20
 
 // checkBoltFile walks the bbolt file f of the given size and returns an error
 // listing what is damaged (at most maxProblems items named).
@@ -214,13 +221,17 @@ func (w *boltWalk) readMeta() error {
 }
 
 // readPage reads page id with its overflow pages, checking that it lies below
-// the high water mark and that its header names it.
-func (w *boltWalk) readPage(id uint64) ([]byte, bool) {
+// the high water mark and that its header names it. The page is read into the
+// buffer of depth, valid until the next page of that depth is read.
+func (w *boltWalk) readPage(id uint64, depth int) ([]byte, bool) {
 	if id >= w.meta.pgid {
 		w.probs.add("page %d: out of bounds: %d", id, w.meta.pgid)
 		return nil, false
 	}
-	hdr := make([]byte, boltPageHeaderSize)
+	for len(w.bufs) <= depth {
+		w.bufs = append(w.bufs, make([]byte, w.pageSize))
+	}
+	hdr := w.bufs[depth][:w.pageSize]
 	if _, err := w.r.ReadAt(hdr, int64(id)*w.pageSize); err != nil {
 		w.probs.add("page %d: read: %v", id, err)
 		return nil, false
@@ -238,8 +249,21 @@ func (w *boltWalk) readPage(id uint64) ([]byte, bool) {
 		w.probs.add("page %d: implausible size of %d pages", id, overflow+1)
 		return nil, false
 	}
-	p := make([]byte, int64(overflow+1)*w.pageSize)
-	if _, err := w.r.ReadAt(p, int64(id)*w.pageSize); err != nil {
+	if overflow == 0 {
+		return hdr, true
+	}
+	// The first page is read: read the overflow pages after it.
+	n := int64(overflow+1) * w.pageSize
+	p := w.bufs[depth]
+	if int64(cap(p)) < n {
+		p = make([]byte, n)
+		if n <= boltMaxPooledBytes {
+			w.bufs[depth] = p
+		}
+		copy(p, hdr)
+	}
+	p = p[:n]
+	if _, err := w.r.ReadAt(p[w.pageSize:], (int64(id)+1)*w.pageSize); err != nil {
 		w.probs.add("page %d: read: %v", id, err)
 		return nil, false
 	}
@@ -255,7 +279,7 @@ func (w *boltWalk) readFreelist() {
 		return
 	}
 	id := w.meta.freelist
-	p, ok := w.readPage(id)
+	p, ok := w.readPage(id, 0)
 	if !ok {
 		return
 	}
@@ -316,7 +340,8 @@ func element(p []byte, i int, leaf bool) (key, value []byte, flags uint32, child
 
 // walkTree checks the b+tree rooted at page id, whose keys must lie in
 // [minKey, maxKey) (nil = unbounded), and every bucket below it. It returns the
-// largest key found.
+// largest key found (in a page buffer: valid until the walk reads the next page of
+// that depth).
 func (w *boltWalk) walkTree(id uint64, minKey, maxKey []byte, stack []uint64, depth int) []byte {
 	stack = append(stack, id)
 	if depth > boltMaxDepth {
@@ -331,7 +356,7 @@ func (w *boltWalk) walkTree(id uint64, minKey, maxKey []byte, stack []uint64, de
 		w.probs.add("page %d: multiple references (stack: %v)", id, stack)
 		return nil
 	}
-	p, ok := w.readPage(id)
+	p, ok := w.readPage(id, depth)
 	if !ok {
 		return nil
 	}

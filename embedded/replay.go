@@ -7,19 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"time"
 
-	"github.com/coreos/go-semver/semver"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/pkg/v3/traceutil"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/lease"
-	"go.etcd.io/etcd/server/v3/storage/backend"
-	"go.etcd.io/etcd/server/v3/storage/mvcc"
-	"go.etcd.io/etcd/server/v3/storage/schema"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -45,10 +36,6 @@ type ReplayOptions struct {
 	MinLeaseTTL int64
 	// Log receives progress and warnings (nil: discarded).
 	Log *slog.Logger
-	// EtcdLog is the logger of etcd's storage code (nil: errors to stderr). It must not
-	// exit the process on Fatal if the caller wants to survive a failing disk; etcd's own
-	// loggers do exit, as etcd itself does.
-	EtcdLog *zap.Logger
 }
 
 // ReplayResult says what ReplayDeltas did.
@@ -111,11 +98,12 @@ func MinLeaseTTL(cfg *embed.Config) int64 {
 const progressEvery = 10 * time.Second
 
 // ReplayDeltas writes the revisions of opts.Deltas into the etcd db at dbPath (a plain bbolt
-// file: no sha256 appended), offline, straight through etcd's mvcc store: no raft, no
-// network, and a lessor that is never promoted, so no lease expires. Each original revision
-// is one write transaction, so revisions, create and mod revisions and versions come out
-// as the source's; the backend commits in etcd's batches without fsync, and the caller
-// copies or syncs the file afterwards. Revisions the db already holds are skipped.
+// file: no sha256 appended), offline: no raft, no network, no lease expiry. Each original
+// revision is written as etcd's mvcc store writes a write transaction, byte for byte, into
+// the db's "key" bucket (see directWriter), so revisions, create and mod revisions and
+// versions come out as the source's; the writes are committed in batches without fsync,
+// and the caller copies or syncs the file afterwards. Revisions the db already holds are
+// skipped.
 //
 // A lease is granted, with the TTL its lease record carries, right before the first
 // revision that attaches a key to it (leases the db already holds are kept as they are); a
@@ -147,6 +135,9 @@ type replayExtras struct {
 	bump int64
 	// onDelta is called when the replay begins to write the records of delta number i.
 	onDelta func(i int)
+	// writer opens the write side (nil: openDirectWriter); tests replay through etcd's
+	// own store with it.
+	writer func(path string, opts ReplayOptions) (revisionWriter, error)
 }
 
 // replayDeltas is ReplayDeltas on a db checked already.
@@ -163,15 +154,11 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 	if opts.MinLeaseTTL <= 0 {
 		opts.MinLeaseTTL = defaultMinLeaseTTL
 	}
-	if opts.EtcdLog == nil {
-		opts.EtcdLog = stderrLogger()
-	}
 	started := time.Now()
-	r, err := openReplayer(dbPath, opts)
+	r, err := openReplayer(dbPath, opts, extras)
 	if err != nil {
 		return res, err
 	}
-	r.extras = extras
 	defer func() {
 		if cerr := r.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("replay deltas into %q: %w", dbPath, cerr)
@@ -182,7 +169,7 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 	err = r.run(ctx)
 	res = r.res
 	if err == nil && extras.bump > 0 {
-		err = r.bumpRevision(extras.bump)
+		err = r.w.bumpRevision(extras.bump, opts.Log)
 	}
 	return res, err
 }
@@ -192,45 +179,31 @@ type replayer struct {
 	opts    ReplayOptions
 	extras  replayExtras
 	path    string
-	be      backend.Backend
-	lessor  lease.Lessor
-	kv      mvcc.KV
+	w       revisionWriter
 	res     ReplayResult
 	pending map[int64]int64 // lease records seen, not granted yet: ID -> TTL
 	unknown []string        // leases granted with the minimum TTL (the first few)
 	lastLog time.Time
 }
 
-func openReplayer(path string, opts ReplayOptions) (r *replayer, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("replay deltas: open the db %q: etcd's storage failed: %v", path, p)
+func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replayer, error) {
+	open := extras.writer
+	if open == nil {
+		open = func(path string, opts ReplayOptions) (revisionWriter, error) {
+			return openDirectWriter(path, opts.MinLeaseTTL)
 		}
-	}()
-	bcfg := backend.DefaultBackendConfig(opts.EtcdLog)
-	bcfg.Path = path
-	bcfg.UnsafeNoFsync = true // one sync at the end: the caller copies and syncs the db
-	r = &replayer{opts: opts, path: path, pending: map[int64]int64{}, lastLog: time.Now()}
-	r.be = backend.New(bcfg)
-	r.lessor = lease.NewLessor(opts.EtcdLog, r.be, noCluster{}, lease.LessorConfig{MinLeaseTTL: opts.MinLeaseTTL})
-	r.kv = mvcc.NewStore(opts.EtcdLog, r.be, r.lessor, mvcc.StoreConfig{})
-	r.res.FromRevision = r.kv.Rev()
+	}
+	w, err := open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &replayer{opts: opts, extras: extras, path: path, w: w, pending: map[int64]int64{}, lastLog: time.Now()}
+	r.res.FromRevision = w.revision()
 	r.res.Revision = r.res.FromRevision
 	return r, nil
 }
 
-func (r *replayer) close() error {
-	if r.kv != nil {
-		r.kv.Close()
-	}
-	if r.lessor != nil {
-		r.lessor.Stop()
-	}
-	if r.be != nil {
-		return r.be.Close() // commits the last batch
-	}
-	return nil
-}
+func (r *replayer) close() error { return r.w.close() }
 
 func (r *replayer) run(ctx context.Context) error {
 	stop := r.opts.Stop
@@ -306,7 +279,7 @@ func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []read
 		if l := it.lease; l != nil {
 			// Every delta repeats the records of the leases it uses: keep the known TTL of
 			// leases not granted yet, and nothing of those granted.
-			if old, ok := r.pending[l.ID]; (!ok || old == 0) && r.lessor.Lookup(lease.LeaseID(l.ID)) == nil {
+			if old, ok := r.pending[l.ID]; (!ok || old == 0) && !r.w.hasLease(l.ID) {
 				r.pending[l.ID] = l.TTL
 			}
 			continue
@@ -474,45 +447,19 @@ func (r *replayer) readDelta(ctx context.Context, i int, d snapstore.Snapshot, r
 	return stopped, nil
 }
 
-// apply writes one revision as one write transaction and checks it against the events.
+// apply writes one revision and checks it against the events.
 func (r *replayer) apply(rev *snapstore.Revision) error {
-	// Leases first: the lessor persists a grant through the backend's batch transaction,
-	// which the write transaction holds.
+	// The leases its puts attach keys to are granted first, as etcd requires.
 	for _, ev := range rev.Events {
-		if ev.Type == mvccpb.PUT && ev.Kv.Lease != 0 {
+		if ev.Type == mvccpb.PUT && ev.Kv != nil && ev.Kv.Lease != 0 {
 			if err := r.grant(ev.Kv.Lease, rev.Revision, ev.Kv.Key); err != nil {
 				return err
 			}
 		}
 	}
-	// The writes run inside StepWithFunction, which turns the trace's steps off: etcd's
-	// store records a timed step per put otherwise (a clock read and an allocation each),
-	// for a trace nobody reads.
-	trace := traceutil.TODO()
-	txn := r.kv.Write(trace)
-	var mismatch error
-	trace.StepWithFunction(func() {
-		for _, ev := range rev.Events {
-			kv := ev.Kv
-			switch ev.Type {
-			case mvccpb.PUT:
-				if got := txn.Put(kv.Key, kv.Value, lease.LeaseID(kv.Lease)); got != rev.Revision && mismatch == nil {
-					mismatch = fmt.Errorf("put of %q went to revision %d", kv.Key, got)
-				}
-			case mvccpb.DELETE:
-				if n, got := txn.DeleteRange(kv.Key, nil); (n != 1 || got != rev.Revision) && mismatch == nil {
-					mismatch = fmt.Errorf("delete of %q removed %d keys at revision %d: the key does not exist", kv.Key, n, got)
-				}
-			}
-		}
-	}, "replay a revision")
-	if mismatch == nil {
-		mismatch = checkChanges(txn.Changes(), rev.Events)
-	}
-	txn.End()
-	if mismatch != nil {
+	if err := r.w.apply(rev); err != nil {
 		return fmt.Errorf("%w: revision %d does not apply to the db as it did to the source (%v): "+
-			"the delta does not belong to the history of the full snapshot", snapstore.ErrMalformedDelta, rev.Revision, mismatch)
+			"the delta does not belong to the history of the full snapshot", snapstore.ErrMalformedDelta, rev.Revision, err)
 	}
 	r.res.Revision = rev.Revision
 	r.res.Time = rev.Time
@@ -521,32 +468,12 @@ func (r *replayer) apply(rev *snapstore.Revision) error {
 	return nil
 }
 
-// checkChanges compares what a write transaction wrote with the source's events.
-func checkChanges(changes []mvccpb.KeyValue, events []*mvccpb.Event) error {
-	if len(changes) != len(events) {
-		return fmt.Errorf("%d changes for %d events", len(changes), len(events))
-	}
-	for i, ev := range events {
-		got, want := &changes[i], ev.Kv
-		if string(got.Key) != string(want.Key) {
-			return fmt.Errorf("change %d is of key %q, the event's of %q", i, got.Key, want.Key)
-		}
-		if ev.Type == mvccpb.PUT && (got.CreateRevision != want.CreateRevision || got.ModRevision != want.ModRevision ||
-			got.Version != want.Version || got.Lease != want.Lease) {
-			return fmt.Errorf("key %q: create %d mod %d version %d lease %x, the source had create %d mod %d version %d lease %x",
-				got.Key, got.CreateRevision, got.ModRevision, got.Version, got.Lease,
-				want.CreateRevision, want.ModRevision, want.Version, want.Lease)
-		}
-	}
-	return nil
-}
-
 // maxUnknownListed bounds the lease IDs the warning about unknown TTLs lists.
 const maxUnknownListed = 10
 
 // grant grants lease id unless the db has it, with the TTL of its lease record.
 func (r *replayer) grant(id, rev int64, key []byte) error {
-	if r.lessor.Lookup(lease.LeaseID(id)) != nil {
+	if r.w.hasLease(id) {
 		return nil
 	}
 	ttl, ok := r.pending[id]
@@ -561,55 +488,11 @@ func (r *replayer) grant(id, rev int64, key []byte) error {
 			r.unknown = append(r.unknown, fmt.Sprintf("%x", id))
 		}
 	}
-	if _, err := r.lessor.Grant(lease.LeaseID(id), ttl); err != nil {
+	if err := r.w.grant(id, ttl); err != nil {
 		return fmt.Errorf("grant lease %x with TTL %d: %w", id, ttl, err)
 	}
 	delete(r.pending, id)
 	r.res.Leases++
-	return nil
-}
-
-// bumpRevision raises the db's latest revision by amount and marks it compacted, exactly
-// as etcdutl's snapshot restore does with RevisionBump and MarkCompacted
-// (v3Manager.modifyLatestRevision): the latest revision key of the "key" bucket (main and
-// sub) is found, an empty value is put at main+amount (sub 0), and that revision becomes
-// the scheduled compaction, which etcd finishes when it starts. etcdutl scans the whole
-// bucket for the latest key; no key has a revision above the store's current one, so the
-// keys from it on hold the latest (the whole bucket is scanned only when there are none,
-// a db whose current revision comes from its compaction).
-func (r *replayer) bumpRevision(amount int64) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("bump the revision of %q: etcd's storage failed: %v", r.path, p)
-		}
-	}()
-	tx := r.be.BatchTx()
-	tx.LockOutsideApply()
-	defer tx.Unlock()
-	var latest mvcc.Revision
-	see := func(k, _ []byte) error {
-		if rev := mvcc.BytesToRev(k); rev.GreaterThan(latest) {
-			latest = rev
-		}
-		return nil
-	}
-	from := mvcc.RevToBytes(mvcc.Revision{Main: r.kv.Rev()}, mvcc.NewRevBytes())
-	to := mvcc.RevToBytes(mvcc.Revision{Main: math.MaxInt64}, mvcc.NewRevBytes())
-	keys, _ := tx.UnsafeRange(schema.Key, from, to, 0)
-	for _, k := range keys {
-		_ = see(k, nil)
-	}
-	if len(keys) == 0 {
-		if err := tx.UnsafeForEach(schema.Key, see); err != nil {
-			return fmt.Errorf("bump the revision of %q: %w", r.path, err)
-		}
-	}
-	r.opts.Log.Info("bumping the latest revision and marking it compacted", "latest_revision", latest.Main,
-		"bump", amount, "new_latest_revision", latest.Main+amount)
-	latest.Main += amount
-	latest.Sub = 0
-	tx.UnsafePut(schema.Key, mvcc.RevToBytes(latest, mvcc.NewRevBytes()), []byte{})
-	mvcc.UnsafeSetScheduledCompact(tx, latest.Main)
 	return nil
 }
 
@@ -619,17 +502,4 @@ func (r *replayer) progress() {
 	}
 	r.lastLog = time.Now()
 	r.opts.Log.Info("replaying deltas", "revision", r.res.Revision, "revisions", r.res.Revisions, "events", r.res.Events)
-}
-
-// noCluster is the cluster a lessor asks for its version: there is none offline. The
-// lessor only asks when it checkpoints leases, which a lessor that is never promoted does
-// not do.
-type noCluster struct{}
-
-func (noCluster) Version() *semver.Version { return nil }
-
-// stderrLogger logs etcd's storage errors to stderr.
-func stderrLogger() *zap.Logger {
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zap.ErrorLevel))
 }

@@ -44,6 +44,8 @@ type replayFixture struct {
 	// timeTarget is a moment after revision timeRev was observed and before the next one.
 	timeTarget time.Time
 	timeRev    int64
+	// hashKV is the source's HashKV at revision last.
+	hashKV *clientv3.HashKVResponse
 }
 
 // TestReplayDeltas builds one fixture (a source member, its full snapshot, its deltas) for
@@ -54,6 +56,7 @@ func TestReplayDeltas(t *testing.T) {
 	require.NoError(t, err)
 	t.Run("targets", func(t *testing.T) { testReplayTargets(t, f) })
 	t.Run("same db as etcdutl's restore of the replayed snapshot", func(t *testing.T) { testReplayOrder(t, f) })
+	t.Run("same db as etcd's own store writes", func(t *testing.T) { testReplaySameAsMVCC(t, f) })
 	t.Run("unknown lease TTL", func(t *testing.T) { testReplayUnknownLeaseTTL(t, f) })
 	t.Run("rejects", func(t *testing.T) { testReplayRejects(t, f) })
 }
@@ -135,6 +138,9 @@ func buildFixture(t *testing.T) (*replayFixture, error) {
 	}
 	res.TTLs[int64(l.ID)] = l.TTL
 	f.last, f.ttls = res.Revision, deltatest.ExpectedTTLs(res.TTLs, rec.TTLs(), MinLeaseTTL(cfg))
+	if f.hashKV, err = hashKV(ctx, cfg, f.last); err != nil {
+		return nil, err
+	}
 	for rev := fullRev; rev <= f.last; rev++ {
 		d, err := etcdtest.Take(ctx, cli, rev)
 		if err != nil {
@@ -166,6 +172,17 @@ func saveSnapshot(ctx context.Context, cfg *embed.Config, path string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// hashKV is the member's HashKV at rev, over its client URL.
+func hashKV(ctx context.Context, cfg *embed.Config, rev int64) (*clientv3.HashKVResponse, error) {
+	ep := cfg.AdvertiseClientUrls[0].String()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.HashKV(ctx, ep, rev)
 }
 
 // copyFile copies the fixture's snapshot: a replay changes its db in place.
@@ -326,6 +343,103 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 			}
 		})
 	}
+}
+
+// The deltas are written into the db directly, as etcd's mvcc store writes them: the db
+// holds exactly, bucket by bucket and byte by byte, what a replay through etcd's own store
+// and lessor (the oracle, test-only) writes, with and without a revision bump; etcd starts
+// on it and its HashKV at the last revision is the source member's.
+func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
+	t.Parallel()
+	p := f.planFor(t, snapstore.Target{})
+	requireRichHistory(t, f, p.Deltas)
+	for _, bump := range []int64{0, 1000} {
+		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			opts := f.replayOptions(p, testLogger(t))
+			opts.MinLeaseTTL = defaultMinLeaseTTL
+			oracle := stripped(t, f)
+			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bump, writer: openMVCCWriter})
+			require.NoError(t, err)
+			direct := stripped(t, f)
+			got, err := replayDeltas(ctx, direct, opts, replayExtras{bump: bump})
+			require.NoError(t, err)
+			assert.Equal(t, f.last, got.Revision)
+			want.Duration, got.Duration = 0, 0
+			assert.Equal(t, want, got)
+			wantDB, gotDB := dumpBuckets(t, oracle), dumpBuckets(t, direct)
+			require.Greater(t, len(wantDB["key"]), int(f.last-f.full.Revision))
+			require.NotEmpty(t, wantDB["lease"])
+			require.Equal(t, len(wantDB), len(gotDB), "buckets")
+			for name, kvs := range wantDB {
+				assert.Equal(t, kvs, gotDB[name], "bucket %q", name)
+			}
+		})
+	}
+	t.Run("etcd starts on it with the source's HashKV", func(t *testing.T) {
+		t.Parallel()
+		cfg := embeddedtest.NewConfig(t)
+		_, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg,
+			RestoreOptions{Replay: f.replayOptions(p, testLogger(t))}, testLogger(t))
+		require.NoError(t, err)
+		mustStart(t, cfg)
+		got, err := hashKV(context.Background(), cfg, f.last)
+		require.NoError(t, err)
+		assert.Equal(t, f.hashKV.Hash, got.Hash, "HashKV at revision %d", f.last)
+		assert.Equal(t, f.hashKV.CompactRevision, got.CompactRevision)
+		assert.Equal(t, f.hashKV.HashRevision, got.HashRevision)
+	})
+}
+
+// requireRichHistory checks that the deltas hold what the comparison with etcd's store
+// must cover: revisions of several events with puts and deletes (multi-op transactions,
+// range deletes, lease revocations), puts with a lease, overwrites, re-creations.
+func requireRichHistory(t *testing.T, f *replayFixture, deltas []snapstore.Snapshot) {
+	t.Helper()
+	var multi, multiDelete, leased, overwrite, recreate int
+	for _, d := range deltas {
+		rc, err := f.store.Open(context.Background(), d)
+		require.NoError(t, err)
+		dec, err := snapstore.NewDeltaDecoder(rc)
+		require.NoError(t, err)
+		for {
+			_, rev, err := dec.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			if rev == nil {
+				continue
+			}
+			deletes := 0
+			for _, ev := range rev.Events {
+				switch {
+				case ev.Type == mvccpb.DELETE:
+					deletes++
+				case ev.Kv.Lease != 0:
+					leased++
+				case ev.Kv.Version > 1:
+					overwrite++
+				case ev.Kv.CreateRevision == rev.Revision && ev.Kv.Version == 1 && strings.HasPrefix(string(ev.Kv.Key), "/churn/k0"):
+					recreate++
+				}
+			}
+			if len(rev.Events) > 1 {
+				multi++
+				if deletes > 1 || (deletes > 0 && deletes < len(rev.Events)) {
+					multiDelete++
+				}
+			}
+		}
+		require.NoError(t, rc.Close())
+	}
+	t.Logf("revisions of several events %d (with deletes %d), lease puts %d, overwrites %d, creations %d", multi, multiDelete, leased, overwrite, recreate)
+	require.Positive(t, multi)
+	require.Positive(t, multiDelete)
+	require.Positive(t, leased)
+	require.Positive(t, overwrite)
+	require.Positive(t, recreate)
 }
 
 // dumpBuckets reads every bucket of the bbolt db at path: bucket -> key -> value.
@@ -567,4 +681,48 @@ func flipped(t *testing.T, f *replayFixture, d snapstore.Snapshot, at float64) f
 		}
 		return f.store.Open(ctx, snap)
 	}
+}
+
+// A full snapshot of a member that holds no key yet is at revision 1, as etcd's store
+// counts it: the deltas after it are written exactly as etcd's own store writes them.
+func TestReplayIntoEmptySnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := embeddedtest.NewConfig(t)
+	e := mustStart(t, cfg)
+	snap := filepath.Join(t.TempDir(), "full.db")
+	require.NoError(t, saveSnapshot(ctx, cfg, snap))
+	e.Close()
+	raw, err := os.ReadFile(snap)
+	require.NoError(t, err)
+
+	put := func(key string, rev, create, version, lease int64) *mvccpb.Event {
+		return &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte(key), Value: []byte("v" + key), CreateRevision: create, ModRevision: rev, Version: version, Lease: lease}}
+	}
+	del := func(key string, rev int64) *mvccpb.Event {
+		return &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte(key), ModRevision: rev}}
+	}
+	now := time.Now()
+	store := openStore(t)
+	writeRaw(t, store, 2, 5, []snapstore.Lease{{ID: 0x51, TTL: 60}}, []snapstore.Revision{
+		{Revision: 2, Time: now, Events: []*mvccpb.Event{put("/a", 2, 2, 1, 0)}},
+		{Revision: 3, Time: now, Events: []*mvccpb.Event{put("/a", 3, 2, 2, 0x51), put("/b", 3, 3, 1, 0), put("/c", 3, 3, 1, 0)}},
+		{Revision: 4, Time: now, Events: []*mvccpb.Event{del("/a", 4), del("/b", 4)}},
+		{Revision: 5, Time: now, Events: []*mvccpb.Event{put("/a", 5, 5, 1, 0), del("/c", 5)}},
+	})
+	dbs := map[string]string{}
+	for name, writer := range map[string]func(string, ReplayOptions) (revisionWriter, error){"oracle": openMVCCWriter, "direct": nil} {
+		path := filepath.Join(t.TempDir(), "db")
+		require.NoError(t, os.WriteFile(path, raw[:len(raw)-32], 0o600))
+		res, err := replayDeltas(ctx, path, ReplayOptions{Deltas: list(t, store), Open: store.Open, MinLeaseTTL: 2},
+			replayExtras{writer: writer})
+		require.NoError(t, err, name)
+		assert.Equal(t, int64(1), res.FromRevision, name)
+		assert.Equal(t, int64(5), res.Revision, name)
+		dbs[name] = path
+	}
+	want, got := dumpBuckets(t, dbs["oracle"]), dumpBuckets(t, dbs["direct"])
+	require.Len(t, want["key"], 8)
+	require.Len(t, want["lease"], 1)
+	assert.Equal(t, want, got)
 }

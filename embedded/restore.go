@@ -172,9 +172,6 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if replay.Log == nil {
 			replay.Log = lg
 		}
-		if replay.EtcdLog == nil {
-			replay.EtcdLog = zapLogger(cfg)
-		}
 		extras := replayExtras{bump: int64(opts.RevisionBump), onDelta: failpointOnDelta(len(replay.Deltas))}
 		if res.Replay, err = replayDeltas(ctx, stagedDB, replay, extras); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
