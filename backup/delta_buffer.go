@@ -37,6 +37,14 @@ func (b *deltaBatch) size() int64 {
 	return b.bytes
 }
 
+// bytesPerRevision is the average memory a revision of the batch holds (0: empty).
+func (b *deltaBatch) bytesPerRevision() int64 {
+	if b.empty() {
+		return 0
+	}
+	return b.bytes / int64(len(b.revs))
+}
+
 // observed returns when the batch's first revision was observed (zero for an empty batch).
 func (b *deltaBatch) observed() time.Time {
 	if b.empty() {

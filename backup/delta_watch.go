@@ -35,6 +35,9 @@ type follower struct {
 	stopWatch context.CancelFunc
 	paused    bool // the watch is stopped because the memory limit is reached
 
+	round  *catchUpRound // the segment watches that replace the watch while catching up
+	newest int64         // the newest revision of the member a watch response reported
+
 	uploading    bool
 	tickMissed   bool // a period ended while an upload was in flight or waited for its retry
 	cancelUpload context.CancelFunc
@@ -58,6 +61,7 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 		watchBackoff:  newBackoff(t.cfg.RetryMin, t.cfg.RetryMax),
 	}
 	defer f.closeWatch()
+	defer f.stopCatchUp()
 	defer f.waitUpload(0)
 	defer func() {
 		f.failFlushes(fmt.Errorf("flush deltas: %w (it restarts, or stops)", ErrFlushAbandoned))
@@ -69,7 +73,7 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			if !errors.Is(context.Cause(ctx), ErrSkipped) && f.wch != nil {
+			if !errors.Is(context.Cause(ctx), ErrSkipped) && (f.wch != nil || f.round != nil) {
 				f.drain(ctx)
 			}
 			f.waitUpload(deltaDrainTimeout)
@@ -81,10 +85,17 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 			if len(f.flushes) > 0 {
 				f.serveFlushes(ctx)
 			}
+		case s := <-f.segment():
+			if err := f.receiveSegment(ctx, s); err != nil {
+				return err
+			}
+			if len(f.flushes) > 0 {
+				f.serveFlushes(ctx)
+			}
 		case req := <-f.flushRequests():
 			f.startFlush(ctx, req)
 		case <-ticker.C:
-			if t.pending.empty() && f.wch != nil {
+			if t.pending.empty() && (f.wch != nil || f.round != nil) {
 				if err := f.checkNotBehind(ctx); err != nil {
 					return err
 				}
@@ -141,16 +152,39 @@ func (f *follower) receive(ctx context.Context, resp clientv3.WatchResponse, ok 
 	}
 	t.progress()
 	f.watchBackoff.reset()
+	if behind := f.behindBy(resp.Header.Revision); !full && behind > catchUpLag {
+		t.log.Info("the delta watch is behind the member: catching up with segment watches",
+			"from", t.last+1, "member_revision", f.newest, "behind", behind)
+		f.startCatchUp(ctx)
+	}
+	f.accepted(ctx, full)
+	return nil
+}
+
+// receiveSegment handles the next segment of a catch-up round.
+func (f *follower) receiveSegment(ctx context.Context, s segmentResult) error {
+	full, err := f.acceptSegment(ctx, s)
+	if err != nil {
+		return err
+	}
+	f.accepted(ctx, full)
+	return nil
+}
+
+// accepted pauses the watch when the memory limit is reached (full) and starts an upload
+// once the pending batch holds half of it.
+func (f *follower) accepted(ctx context.Context, full bool) {
+	t := f.t
 	if full {
 		t.log.Warn("the delta buffer reached its memory limit: pausing the watch until an upload makes room; etcd keeps the revisions until it compacts them",
 			"buffered_bytes", t.held.size()+t.pending.size(), "limit", t.cfg.MemoryLimit, "last_revision", t.last)
 		f.closeWatch()
+		f.stopCatchUp()
 		f.paused = true
 	}
 	if t.pending.size() >= t.cfg.MemoryLimit/2 {
 		f.upload(ctx)
 	}
-	return nil
 }
 
 // checkNotBehind breaks the chain when the member's revision is below the chain's last: it
@@ -338,6 +372,10 @@ func (f *follower) drain(ctx context.Context) {
 			t.log.Warn("stopping before the watch delivered every revision: the final delta ends earlier",
 				"last_revision", t.last, "member_revision", target)
 			return
+		case s := <-f.segment():
+			if full, err := f.acceptSegment(dctx, s); err != nil || full || (f.round == nil && f.wch == nil) {
+				return
+			}
 		case resp, ok := <-f.wch:
 			if !ok || resp.CompactRevision != 0 || resp.Err() != nil {
 				return
