@@ -28,7 +28,7 @@ import (
 // read just before the stream is opened, and again once its first bytes arrived. When the two
 // are equal, no write came in between, and the snapshot, taken in between, is at that revision:
 // the stream is compressed and uploaded under it while it is received, and its pages are
-// scanned as they go by for the revision inside the db (revisionScanner). The upload is
+// scanned as they go by for the revision inside the db (dbrev.Scanner). The upload is
 // committed only when the stream's SHA-256 (which etcd appends) matches and the scanned
 // revision is the one in the name; otherwise it is abandoned, never visible, and the snapshot
 // is taken again, spooled.
@@ -113,7 +113,7 @@ func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int
 		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
-	scan := newRevisionScanner()
+	scan := dbrev.NewScanner()
 	// The object's payload is what etcd sends: the db followed by its SHA-256. The Writer
 	// hashes what it compresses, so its running hash after the db checks etcd's: one pass.
 	out := &ctxWriter{ctx: ctx, w: storeWriter{w}}

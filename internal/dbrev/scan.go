@@ -1,4 +1,4 @@
-package backup
+package dbrev
 
 import (
 	"bytes"
@@ -9,13 +9,13 @@ import (
 	"math"
 )
 
-// revisionScanner reads the revision of an etcd bbolt db from the db's bytes as they go by,
+// Scanner reads the revision of an etcd bbolt db from the db's bytes as they go by,
 // without keeping them: it is an io.Writer for what bbolt's Tx.WriteTo writes and etcd's
 // Maintenance API sends (a meta page with the transaction's root, a second copy, then every
 // page of the file up to the high-water mark, in order; anything after that, such as etcd's
 // SHA-256, is ignored).
 //
-// The revision is the one dbrev.Revision reads through bbolt: the newest key of the "key"
+// The revision is the one Revision reads through bbolt: the newest key of the "key"
 // bucket (the last key of the last non-empty leaf under the bucket's root), raised to the
 // compaction revisions of the "meta" bucket. bbolt reads a page when the search needs it;
 // here the pages go by in file order, and a bucket's pages may be anywhere in the file, before
@@ -29,7 +29,7 @@ import (
 // Write never fails (so that scanning cannot stop the stream it watches); what made the
 // stream unreadable is reported by Revision. The stream is not verified here: use the result
 // only once etcd's checksum matched.
-type revisionScanner struct {
+type Scanner struct {
 	off      int64 // bytes of the stream seen
 	pageSize int64
 	root     uint64 // the root bucket's page
@@ -63,9 +63,6 @@ const (
 	boltBucketHeader = 16   // root pgid u64 (0: inline, the page follows), sequence u64
 )
 
-// revKeyLen is the length of a revision: 8 bytes main, '_', 8 bytes sub (mvcc's revBytesLen).
-const revKeyLen = 17
-
 // The names the search looks for: buckets in the root bucket, keys in the meta bucket (etcd's
 // schema.Key, schema.Meta, schema.FinishedCompactKeyName, schema.ScheduledCompactKeyName).
 var scannedNames = [][]byte{[]byte("key"), []byte("meta"), []byte("finishedCompactRev"), []byte("scheduledCompactRev")}
@@ -75,13 +72,13 @@ type scannedPage struct {
 	kind    uint8 // pageNone, pageBranch, pageLeaf, pageUnreadable
 	count   uint16
 	lastLen uint16 // length of the newest key of a leaf (capped)
-	last    [revKeyLen]byte
+	last    [revBytesLen]byte
 }
 
 const (
 	pageNone       = iota // not a branch or leaf page (meta, freelist, overflow, garbage)
-	pageBranch            // children in revisionScanner.children
-	pageLeaf              // count and newest key here; named elements in revisionScanner.named
+	pageBranch            // children in Scanner.children
+	pageLeaf              // count and newest key here; named elements in Scanner.named
 	pageUnreadable        // claims to be a branch or leaf page but cannot be read
 )
 
@@ -99,11 +96,12 @@ type pageSpan struct {
 	buf []byte
 }
 
-func newRevisionScanner() *revisionScanner {
-	return &revisionScanner{children: map[uint64][]uint64{}, named: map[uint64][]namedElem{}}
+// NewScanner returns a Scanner for one stream.
+func NewScanner() *Scanner {
+	return &Scanner{children: map[uint64][]uint64{}, named: map[uint64][]namedElem{}}
 }
 
-func (s *revisionScanner) Write(p []byte) (int, error) {
+func (s *Scanner) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 && s.err == nil {
 		if s.pageSize == 0 {
@@ -144,7 +142,7 @@ func (s *revisionScanner) Write(p []byte) (int, error) {
 }
 
 // readMeta reads the first meta page's header and meta.
-func (s *revisionScanner) readMeta(b []byte) error {
+func (s *Scanner) readMeta(b []byte) error {
 	m := b[boltPageHeader:]
 	if magic := binary.LittleEndian.Uint32(m[0:]); magic != boltMagic {
 		return fmt.Errorf("not a bbolt db: magic %#x", magic)
@@ -171,7 +169,7 @@ func (s *revisionScanner) readMeta(b []byte) error {
 }
 
 // page records the page pgid, whose first page is data.
-func (s *revisionScanner) page(pgid uint64, data []byte) {
+func (s *Scanner) page(pgid uint64, data []byte) {
 	if pgid != uint64(len(s.pages)) {
 		s.err = fmt.Errorf("scanned page %d after %d pages", pgid, len(s.pages)) // a bug, not the stream's fault
 		return
@@ -209,7 +207,7 @@ func (s *revisionScanner) page(pgid uint64, data []byte) {
 
 // feedSpans adds b, the next bytes of the stream, to the pages with overflow being received,
 // and reads those that are complete.
-func (s *revisionScanner) feedSpans(b []byte) {
+func (s *Scanner) feedSpans(b []byte) {
 	kept := s.spans[:0]
 	for _, sp := range s.spans {
 		sp.buf = append(sp.buf, b[:min(len(b), cap(sp.buf)-len(sp.buf))]...)
@@ -225,7 +223,7 @@ func (s *revisionScanner) feedSpans(b []byte) {
 }
 
 // parse reads the elements of the branch or leaf page pgid (with its overflow pages).
-func (s *revisionScanner) parse(pgid uint64, data []byte) {
+func (s *Scanner) parse(pgid uint64, data []byte) {
 	rec := &s.pages[pgid]
 	switch rec.kind {
 	case pageBranch:
@@ -303,7 +301,7 @@ func parseLeaf(data []byte, count int) (leafPage, error) {
 }
 
 // Revision returns the revision of the db the stream held.
-func (s *revisionScanner) Revision() (int64, error) {
+func (s *Scanner) Revision() (int64, error) {
 	if s.err != nil {
 		return 0, fmt.Errorf("read the revision from the snapshot stream: %w", s.err)
 	}
@@ -317,7 +315,7 @@ func (s *revisionScanner) Revision() (int64, error) {
 	return rev, nil
 }
 
-func (s *revisionScanner) revision() (int64, error) {
+func (s *Scanner) revision() (int64, error) {
 	root := bucketRef{root: s.root}
 	keys, ok, err := s.find(root, "key", true)
 	if err != nil {
@@ -332,7 +330,7 @@ func (s *revisionScanner) revision() (int64, error) {
 		return 0, err
 	}
 	if last != nil {
-		if len(last) < revKeyLen {
+		if len(last) < revBytesLen {
 			return 0, fmt.Errorf("malformed revision key %x in the \"key\" bucket", last)
 		}
 		rev = max(rev, int64(binary.BigEndian.Uint64(last)))
@@ -349,7 +347,7 @@ func (s *revisionScanner) revision() (int64, error) {
 		if !ok {
 			continue
 		}
-		if len(v.value) < revKeyLen {
+		if len(v.value) < revBytesLen {
 			return 0, fmt.Errorf("malformed %s value %x in the \"meta\" bucket", name, v.value)
 		}
 		rev = max(rev, int64(binary.BigEndian.Uint64(v.value)))
@@ -370,7 +368,7 @@ const maxDepth = 64
 
 // find looks name up in bucket b: a sub-bucket (bucket true) or a plain value, as bbolt's
 // Bucket and Get do.
-func (s *revisionScanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, error) {
+func (s *Scanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, error) {
 	match := func(elems []namedElem) (bucketRef, bool, error) {
 		for _, e := range elems {
 			if e.key != name || (e.flags&boltBucketFlag != 0) != bucket {
@@ -411,7 +409,7 @@ func (s *revisionScanner) find(b bucketRef, name string, bucket bool) (bucketRef
 }
 
 // walk calls leaf for every leaf page under pgid, in key order, until it returns true.
-func (s *revisionScanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) (bool, error) {
+func (s *Scanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) (bool, error) {
 	rec, err := s.readable(pgid, depth)
 	if err != nil {
 		return false, err
@@ -428,9 +426,9 @@ func (s *revisionScanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, 
 }
 
 // lastKey returns the newest key of bucket b (nil when it is empty), as bbolt's Cursor.Last:
-// the last key of the last leaf that is not empty. Only its first revKeyLen bytes are kept,
+// the last key of the last leaf that is not empty. Only its first revBytesLen bytes are kept,
 // unless it is shorter.
-func (s *revisionScanner) lastKey(b bucketRef) ([]byte, error) {
+func (s *Scanner) lastKey(b bucketRef) ([]byte, error) {
 	if b.root == 0 {
 		leaf, err := inlineLeaf(b.inline)
 		if err != nil {
@@ -441,7 +439,7 @@ func (s *revisionScanner) lastKey(b bucketRef) ([]byte, error) {
 	return s.lastUnder(b.root, 0)
 }
 
-func (s *revisionScanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
+func (s *Scanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
 	rec, err := s.readable(pgid, depth)
 	if err != nil {
 		return nil, err
@@ -450,7 +448,7 @@ func (s *revisionScanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
 		if rec.count == 0 {
 			return nil, nil
 		}
-		return rec.last[:min(int(rec.lastLen), revKeyLen)], nil
+		return rec.last[:min(int(rec.lastLen), revBytesLen)], nil
 	}
 	kids := s.children[pgid]
 	for i := len(kids) - 1; i >= 0; i-- {
@@ -464,7 +462,7 @@ func (s *revisionScanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
 
 // readable returns the record of page pgid, reached at depth, when it was read as a branch or
 // leaf page.
-func (s *revisionScanner) readable(pgid uint64, depth int) (scannedPage, error) {
+func (s *Scanner) readable(pgid uint64, depth int) (scannedPage, error) {
 	switch {
 	case depth > maxDepth:
 		return scannedPage{}, errors.New("the db's tree is deeper than any bbolt tree: damaged")
