@@ -92,18 +92,7 @@ func dumpDataDir(t *testing.T, m member, dataDir string) etcdtest.Dump {
 		t.Fatal(err)
 	}
 	cfg.Dir = dataDir
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := embedded.Start(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	d, err := etcdtest.Take(ctx, e.Client(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return pitrDump(t, cfg)
 }
 
 // crashPoint is a failpoint of the restore and what a crash there leaves once
