@@ -41,10 +41,16 @@ var ErrLeaseNotFound = errors.New("lease not found")
 type DeltaConfig struct {
 	// Store is where deltas go; the chain continues from the newest revision in it.
 	Store *snapstore.Store
-	// Client is the watch source: the in-process client of an embedded member
-	// (embedded.Etcd.Client) or a client of an external one. Its user must be able to read
-	// every key (root): a watch that skips revisions cannot make exact deltas.
+	// Client is the member: the in-process client of an embedded member
+	// (embedded.Etcd.Client) or a client of an external one. The events are watched through
+	// it unless Events is set; lease TTLs and the member's revision are read through it. Its
+	// user must be able to read every key (root): a watch that skips revisions cannot make
+	// exact deltas.
 	Client *clientv3.Client
+	// Events, when set, is where the taker reads the events of every key from a revision on
+	// instead of a watch through Client, with a watch's responses (embedded.Etcd.Events reads
+	// them from the in-process member's backend, at no cost to its writes).
+	Events func(ctx context.Context, from int64) clientv3.WatchChan
 	// LeaseTTL returns the granted TTL of a lease, or an error wrapping ErrLeaseNotFound when
 	// the lease no longer exists. Nil means ClientLeaseTTL(Client).
 	LeaseTTL func(ctx context.Context, id int64) (ttl int64, err error)
@@ -68,6 +74,14 @@ type DeltaConfig struct {
 	Observer Observer
 	// Flusher, when set, lets its owner ask the taker to upload what it holds at once.
 	Flusher *Flusher
+}
+
+// ClientEvents returns a DeltaConfig.Events that watches every key through cli. The watch
+// requires a leader: it ends when the member loses it.
+func ClientEvents(cli *clientv3.Client) func(ctx context.Context, from int64) clientv3.WatchChan {
+	return func(ctx context.Context, from int64) clientv3.WatchChan {
+		return cli.Watch(clientv3.WithRequireLeader(ctx), "", clientv3.WithPrefix(), clientv3.WithRev(from))
+	}
 }
 
 // ClientLeaseTTL returns a DeltaConfig.LeaseTTL that asks etcd through cli (LeaseTimeToLive)
@@ -123,6 +137,9 @@ func RunDeltas(ctx context.Context, cfg DeltaConfig) error {
 	}
 	if cfg.LeaseTTL == nil {
 		cfg.LeaseTTL = ClientLeaseTTL(cfg.Client)
+	}
+	if cfg.Events == nil {
+		cfg.Events = ClientEvents(cfg.Client)
 	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = time.Second
@@ -274,9 +291,9 @@ func (t *deltaTaker) anchor(ctx context.Context) error {
 // waitPast returns once the member has a revision after rev.
 func (t *deltaTaker) waitPast(ctx context.Context, rev int64) error {
 	return t.retry(ctx, "wait for the member to pass the store's newest revision", "", func() error {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		for resp := range t.cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		for resp := range t.cfg.Events(wctx, rev+1) {
 			if len(resp.Events) > 0 {
 				return nil
 			}

@@ -70,13 +70,13 @@ func (f *follower) startCatchUp(ctx context.Context) {
 		free := t.cfg.MemoryLimit/2 - t.held.size() - t.pending.size()
 		watchers = min(watchers, max(1, free/(perRev*catchUpSegment)))
 	}
-	rctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	round := &catchUpRound{cancel: cancel}
 	for from := t.last + 1; from <= f.newest && int64(len(round.segs)) < watchers; from += catchUpSegment {
 		to := min(from+catchUpSegment-1, f.newest)
 		done := make(chan segmentResult, 1)
 		round.segs = append(round.segs, done)
-		go func() { done <- watchSegment(rctx, t.cfg.Client, from, to) }()
+		go func() { done <- watchSegment(rctx, t.cfg.Events, from, to) }()
 	}
 	f.round = round
 	t.log.Debug("delta watch: a round of segment watches", "from", t.last+1, "member_revision", f.newest,
@@ -140,11 +140,11 @@ func (f *follower) acceptSegment(ctx context.Context, s segmentResult) (full boo
 
 // watchSegment watches every key from revision from until it received revision to (etcd
 // never splits a revision across watch responses) and returns the events of from..to.
-func watchSegment(ctx context.Context, cli *clientv3.Client, from, to int64) segmentResult {
+func watchSegment(ctx context.Context, events func(context.Context, int64) clientv3.WatchChan, from, to int64) segmentResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	res := segmentResult{from: from, to: to}
-	for resp := range cli.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from)) {
+	for resp := range events(ctx, from) {
 		if resp.CompactRevision != 0 {
 			res.compacted = resp.CompactRevision
 			return res

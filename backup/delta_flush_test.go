@@ -49,92 +49,96 @@ func (r *recorder) snapshot() ([]Taken, []Failure, []DeltaProgress) {
 // applied; the deltas hold exactly the source's events, and the observer saw them and the
 // taker's position.
 func TestFlushUploadsAtOnce(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	obs := &recorder{}
-	cfg := deltaConfig(e, cli, store, log)
-	cfg.Period = time.Hour
-	cfg.Flusher = NewFlusher()
-	cfg.Observer = obs
-	start := revisionOf(t, cli)
-	startDeltasReady(t, cfg, logs)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		obs := &recorder{}
+		cfg := deltaConfig(src, e, cli, store, log)
+		cfg.Period = time.Hour
+		cfg.Flusher = NewFlusher()
+		cfg.Observer = obs
+		start := revisionOf(t, cli)
+		startDeltasReady(t, cfg, logs)
+		want := newLeaseWant()
 
-	last := churn(t, cli, "/a", 80, want)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := cfg.Flusher.Flush(ctx)
-	require.NoError(t, err)
-	require.Equal(t, last, res.Revision)
-	require.NotEmpty(t, res.Deltas)
-	require.Equal(t, res.Deltas, listKind(t, store, snapstore.KindDelta), "the flush answers with the objects in the store")
-	checkChain(t, store, cli, start+1, last, *want)
+		last := churn(t, cli, "/a", 80, want)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		res, err := cfg.Flusher.Flush(ctx)
+		require.NoError(t, err)
+		require.Equal(t, last, res.Revision)
+		require.NotEmpty(t, res.Deltas)
+		require.Equal(t, res.Deltas, listKind(t, store, snapstore.KindDelta), "the flush answers with the objects in the store")
+		checkChain(t, store, cli, start+1, last, *want)
 
-	taken, failures, progress := obs.snapshot()
-	require.Empty(t, failures)
-	var observed []snapstore.Snapshot
-	events := 0
-	for _, tk := range taken {
-		observed = append(observed, tk.Snapshot)
-		events += tk.Events
-		require.Equal(t, int(tk.Snapshot.Revision-tk.Snapshot.From+1), tk.Revisions, tk.Snapshot.Key)
-	}
-	require.Equal(t, res.Deltas, observed)
-	hist := history(t, cli, start+1, last)
-	n := 0
-	for _, evs := range hist {
-		n += len(evs)
-	}
-	require.Equal(t, n, events, "the observer counts every event of the deltas")
-	require.Equal(t, DeltaProgress{Stored: last, Last: last}, progress[len(progress)-1], "all in the store, nothing held")
+		taken, failures, progress := obs.snapshot()
+		require.Empty(t, failures)
+		var observed []snapstore.Snapshot
+		events := 0
+		for _, tk := range taken {
+			observed = append(observed, tk.Snapshot)
+			events += tk.Events
+			require.Equal(t, int(tk.Snapshot.Revision-tk.Snapshot.From+1), tk.Revisions, tk.Snapshot.Key)
+		}
+		require.Equal(t, res.Deltas, observed)
+		hist := history(t, cli, start+1, last)
+		n := 0
+		for _, evs := range hist {
+			n += len(evs)
+		}
+		require.Equal(t, n, events, "the observer counts every event of the deltas")
+		require.Equal(t, DeltaProgress{Stored: last, Last: last}, progress[len(progress)-1], "all in the store, nothing held")
 
-	// Nothing new: nothing uploaded.
-	again, err := cfg.Flusher.Flush(ctx)
-	require.NoError(t, err)
-	require.Equal(t, FlushResult{Revision: last}, again)
+		// Nothing new: nothing uploaded.
+		again, err := cfg.Flusher.Flush(ctx)
+		require.NoError(t, err)
+		require.Equal(t, FlushResult{Revision: last}, again)
+	})
 }
 
 // A flush while the store fails answers with the store's error at once (the upload goes on
 // being retried in the background, with the same range); once the store works, the next
 // flush uploads everything without waiting for the backoff, and the chain has no gap.
 func TestFlushWhileStoreFails(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := newBreakableStore(t)
-	log, logs := testLog(t)
-	obs := &recorder{}
-	cfg := deltaConfig(e, cli, store.Store, log)
-	cfg.Period = time.Hour
-	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // only flushes try again
-	cfg.Flusher = NewFlusher()
-	cfg.Observer = obs
-	start := revisionOf(t, cli)
-	startDeltasReady(t, cfg, logs)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := newBreakableStore(t)
+		log, logs := testLog(t)
+		obs := &recorder{}
+		cfg := deltaConfig(src, e, cli, store.Store, log)
+		cfg.Period = time.Hour
+		cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour // only flushes try again
+		cfg.Flusher = NewFlusher()
+		cfg.Observer = obs
+		start := revisionOf(t, cli)
+		startDeltasReady(t, cfg, logs)
+		want := newLeaseWant()
 
-	store.breakDeltas(t)
-	churn(t, cli, "/broken", 40, want)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, err := cfg.Flusher.Flush(ctx)
-	require.Error(t, err)
-	require.Equal(t, ReasonStore, ReasonOf(err), "%v", err)
-	_, failures, progress := obs.snapshot()
-	require.NotEmpty(t, failures)
-	require.Equal(t, Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonStore, Err: failures[0].Err}, failures[0])
-	p := progress[len(progress)-1]
-	require.LessOrEqual(t, p.Stored, start, "nothing reached the store")
-	require.False(t, p.Oldest.IsZero(), "the oldest revision not in the store is reported")
-	require.Positive(t, p.Buffered)
+		store.breakDeltas(t)
+		churn(t, cli, "/broken", 40, want)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := cfg.Flusher.Flush(ctx)
+		require.Error(t, err)
+		require.Equal(t, ReasonStore, ReasonOf(err), "%v", err)
+		_, failures, progress := obs.snapshot()
+		require.NotEmpty(t, failures)
+		require.Equal(t, Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonStore, Err: failures[0].Err}, failures[0])
+		p := progress[len(progress)-1]
+		require.LessOrEqual(t, p.Stored, start, "nothing reached the store")
+		require.False(t, p.Oldest.IsZero(), "the oldest revision not in the store is reported")
+		require.Positive(t, p.Buffered)
 
-	store.repair(t)
-	last := churn(t, cli, "/after", 40, want)
-	res, err := cfg.Flusher.Flush(ctx)
-	require.NoError(t, err)
-	require.Equal(t, last, res.Revision)
-	checkChain(t, store.Store, cli, start+1, last, *want)
+		store.repair(t)
+		last := churn(t, cli, "/after", 40, want)
+		res, err := cfg.Flusher.Flush(ctx)
+		require.NoError(t, err)
+		require.Equal(t, last, res.Revision)
+		checkChain(t, store.Store, cli, start+1, last, *want)
+	})
 }
 
 // The runner tells its observer about the snapshots it takes, with their trigger, and

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -116,11 +117,31 @@ func (r *deltaRun) stop(t *testing.T, cause error) {
 	r.done = nil
 }
 
-// deltaConfig is a taker of member e's events into store with a short period.
-func deltaConfig(e *embed.Etcd, cli *clientv3.Client, store *snapstore.Store, log *slog.Logger) DeltaConfig {
+// eventSource is where a taker under test reads events: etcd's watch through its client (as
+// the sidecar does) or the in-process member's backend (as etcdbr run does).
+type eventSource string
+
+const (
+	watchSource   eventSource = "watch"
+	backendSource eventSource = "backend"
+)
+
+// eachSource runs test once with each event source.
+func eachSource(t *testing.T, test func(t *testing.T, src eventSource)) {
+	for _, src := range []eventSource{watchSource, backendSource} {
+		t.Run(string(src), func(t *testing.T) { test(t, src) })
+	}
+}
+
+// deltaConfig is a taker of member e's events (read from src) into store with a short period.
+func deltaConfig(src eventSource, e *embed.Etcd, cli *clientv3.Client, store *snapstore.Store, log *slog.Logger) DeltaConfig {
 	if e == nil {
 		return DeltaConfig{Store: store, Client: cli, Period: 100 * time.Millisecond, Log: log,
 			RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	}
+	var events func(context.Context, int64) clientv3.WatchChan
+	if src == backendSource {
+		events = embedded.ServerEvents(e.Server, log)
 	}
 	return DeltaConfig{
 		Store:  store,
@@ -132,6 +153,7 @@ func deltaConfig(e *embed.Etcd, cli *clientv3.Client, store *snapstore.Store, lo
 		Log:      log,
 		RetryMin: 20 * time.Millisecond,
 		RetryMax: 200 * time.Millisecond,
+		Events:   events,
 	}
 }
 

@@ -31,228 +31,244 @@ func inProcess(t *testing.T, e *embed.Etcd) *clientv3.Client {
 // Deltas taken while writes go on cover every revision exactly once, and every revision
 // holds exactly the source's events, with the leases they reference.
 func TestDeltasCoverEveryRevision(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	start := revisionOf(t, cli)
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		start := revisionOf(t, cli)
 
-	run := startDeltasReady(t, deltaConfig(e, cli, store, log), logs)
-	want := newLeaseWant()
-	var last int64
-	for round := 0; round < 5; round++ {
-		last = churn(t, cli, fmt.Sprintf("/r%d", round), 120, want)
-		time.Sleep(150 * time.Millisecond) // let a period pass between rounds
-	}
-	waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store) >= last })
-	run.stop(t, nil)
+		run := startDeltasReady(t, deltaConfig(src, e, cli, store, log), logs)
+		want := newLeaseWant()
+		var last int64
+		for round := 0; round < 5; round++ {
+			last = churn(t, cli, fmt.Sprintf("/r%d", round), 120, want)
+			time.Sleep(150 * time.Millisecond) // let a period pass between rounds
+		}
+		waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store) >= last })
+		run.stop(t, nil)
 
-	deltas := checkChain(t, store, cli, start+1, last, *want)
-	require.Greater(t, len(deltas), 3, "one delta per period with writes")
-	require.Empty(t, listKind(t, store, snapstore.KindFull), "an empty store's chain starts without a full snapshot")
-	multi := 0
-	for _, d := range deltas {
-		for _, r := range d.revs {
-			if len(r.Events) > 1 {
-				multi++
+		deltas := checkChain(t, store, cli, start+1, last, *want)
+		require.Greater(t, len(deltas), 3, "one delta per period with writes")
+		require.Empty(t, listKind(t, store, snapstore.KindFull), "an empty store's chain starts without a full snapshot")
+		multi := 0
+		for _, d := range deltas {
+			for _, r := range d.revs {
+				if len(r.Events) > 1 {
+					multi++
+				}
 			}
 		}
-	}
-	require.Positive(t, multi, "transactions and range deletes make revisions of several events")
+		require.Positive(t, multi, "transactions and range deletes make revisions of several events")
+	})
 }
 
 // Without writes no delta is written; on stop the events seen so far are uploaded as a
 // final delta that covers the last write.
 func TestDeltasFinalOnStop(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	cfg := deltaConfig(e, cli, store, log)
-	cfg.Period = 50 * time.Millisecond
-	start := revisionOf(t, cli)
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		cfg := deltaConfig(src, e, cli, store, log)
+		cfg.Period = 50 * time.Millisecond
+		start := revisionOf(t, cli)
 
-	run := startDeltasReady(t, cfg, logs)
-	time.Sleep(300 * time.Millisecond) // several periods without writes
-	require.Empty(t, listKind(t, store, snapstore.KindDelta), "a delta without writes")
+		run := startDeltasReady(t, cfg, logs)
+		time.Sleep(300 * time.Millisecond) // several periods without writes
+		require.Empty(t, listKind(t, store, snapstore.KindDelta), "a delta without writes")
 
-	cfg.Period = time.Hour
-	run.stop(t, nil)
-	run = startDeltasReady(t, cfg, logs) // no periodic upload: only the final one
-	want := newLeaseWant()
-	last := churn(t, cli, "/final", 50, want)
-	run.stop(t, nil)
+		cfg.Period = time.Hour
+		run.stop(t, nil)
+		run = startDeltasReady(t, cfg, logs) // no periodic upload: only the final one
+		want := newLeaseWant()
+		last := churn(t, cli, "/final", 50, want)
+		run.stop(t, nil)
 
-	deltas := checkChain(t, store, cli, start+1, last, *want)
-	require.Len(t, deltas, 1, "one final delta")
+		deltas := checkChain(t, store, cli, start+1, last, *want)
+		require.Len(t, deltas, 1, "one final delta")
+	})
 }
 
 // Cancelling with a cause wrapping ErrSkipped (leadership lost) drops the events instead of
 // uploading them; the next run continues the chain from the store without a gap.
 func TestDeltasSkippedStopDropsThenContinues(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	cfg := deltaConfig(e, cli, store, log)
-	cfg.Period = time.Hour
-	start := revisionOf(t, cli)
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		cfg := deltaConfig(src, e, cli, store, log)
+		cfg.Period = time.Hour
+		start := revisionOf(t, cli)
 
-	run := startDeltasReady(t, cfg, logs)
-	want := newLeaseWant()
-	dropped := churn(t, cli, "/a", 30, want)
-	time.Sleep(500 * time.Millisecond) // the in-process watch delivers within milliseconds
-	run.stop(t, fmt.Errorf("not the leader any more: %w", ErrSkipped))
-	require.Empty(t, listKind(t, store, snapstore.KindDelta))
-	require.Contains(t, logs.String(), "without a final delta")
-	require.Contains(t, logs.String(), fmt.Sprintf("dropped_from=%d dropped_to=%d", start+1, dropped))
+		run := startDeltasReady(t, cfg, logs)
+		want := newLeaseWant()
+		dropped := churn(t, cli, "/a", 30, want)
+		time.Sleep(500 * time.Millisecond) // the in-process watch delivers within milliseconds
+		run.stop(t, fmt.Errorf("not the leader any more: %w", ErrSkipped))
+		require.Empty(t, listKind(t, store, snapstore.KindDelta))
+		require.Contains(t, logs.String(), "without a final delta")
+		require.Contains(t, logs.String(), fmt.Sprintf("dropped_from=%d dropped_to=%d", start+1, dropped))
 
-	// The store is still empty: the next run starts at the member's current revision, so
-	// anchor the chain with a full snapshot first, as the runner does.
-	full, err := FullFromBackend(context.Background(), e.Server.Backend(), store)
-	require.NoError(t, err)
-	require.Greater(t, full.Revision, start)
-	run = startDeltasReady(t, cfg, logs)
-	last := churn(t, cli, "/b", 30, want)
-	run.stop(t, nil)
-	checkChain(t, store, cli, full.Revision+1, last, *want)
+		// The store is still empty: the next run starts at the member's current revision, so
+		// anchor the chain with a full snapshot first, as the runner does.
+		full, err := FullFromBackend(context.Background(), e.Server.Backend(), store)
+		require.NoError(t, err)
+		require.Greater(t, full.Revision, start)
+		run = startDeltasReady(t, cfg, logs)
+		last := churn(t, cli, "/b", 30, want)
+		run.stop(t, nil)
+		checkChain(t, store, cli, full.Revision+1, last, *want)
+	})
 }
 
 // A new run continues the chain from the store's newest revision: the writes made while no
 // taker ran are read from etcd's history.
 func TestDeltasContinueAfterRestart(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	cfg := deltaConfig(e, cli, store, log)
-	start := revisionOf(t, cli)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		cfg := deltaConfig(src, e, cli, store, log)
+		start := revisionOf(t, cli)
+		want := newLeaseWant()
 
-	run := startDeltasReady(t, cfg, logs)
-	churn(t, cli, "/one", 100, want)
-	run.stop(t, nil)
-	first := newestDelta(t, store)
+		run := startDeltasReady(t, cfg, logs)
+		churn(t, cli, "/one", 100, want)
+		run.stop(t, nil)
+		first := newestDelta(t, store)
 
-	churn(t, cli, "/gap", 100, want) // nobody watches
-	run = startDeltasReady(t, cfg, logs)
-	last := churn(t, cli, "/two", 100, want)
-	waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store) >= last })
-	run.stop(t, nil)
+		churn(t, cli, "/gap", 100, want) // nobody watches
+		run = startDeltasReady(t, cfg, logs)
+		last := churn(t, cli, "/two", 100, want)
+		waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store) >= last })
+		run.stop(t, nil)
 
-	require.Contains(t, logs.String(), "continuing the delta chain")
-	require.Contains(t, logs.String(), fmt.Sprintf("from=%d", first+1))
-	checkChain(t, store, cli, start+1, last, *want)
-	require.Empty(t, listKind(t, store, snapstore.KindFull), "a continued chain needs no full snapshot")
+		require.Contains(t, logs.String(), "continuing the delta chain")
+		require.Contains(t, logs.String(), fmt.Sprintf("from=%d", first+1))
+		checkChain(t, store, cli, start+1, last, *want)
+		require.Empty(t, listKind(t, store, snapstore.KindFull), "a continued chain needs no full snapshot")
+	})
 }
 
 // When etcd compacted the revisions the chain needs, a full snapshot starts a new chain.
 func TestDeltasAfterCompactionStartNewChain(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	cfg := deltaConfig(e, cli, store, log)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		cfg := deltaConfig(src, e, cli, store, log)
+		want := newLeaseWant()
 
-	run := startDeltasReady(t, cfg, logs)
-	churn(t, cli, "/one", 40, want)
-	run.stop(t, nil)
-	old := newestDelta(t, store)
+		run := startDeltasReady(t, cfg, logs)
+		churn(t, cli, "/one", 40, want)
+		run.stop(t, nil)
+		old := newestDelta(t, store)
 
-	compactAt := churn(t, cli, "/gap", 40, want)
-	_, err := cli.Compact(context.Background(), compactAt)
-	require.NoError(t, err)
+		compactAt := churn(t, cli, "/gap", 40, want)
+		_, err := cli.Compact(context.Background(), compactAt)
+		require.NoError(t, err)
 
-	run = startDeltasReady(t, cfg, logs)
-	waitFor(t, "a full snapshot", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
-	full := listKind(t, store, snapstore.KindFull)[0]
-	require.GreaterOrEqual(t, full.Revision, compactAt)
-	last := churn(t, cli, "/two", 40, want)
-	run.stop(t, nil)
+		run = startDeltasReady(t, cfg, logs)
+		waitFor(t, "a full snapshot", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
+		full := listKind(t, store, snapstore.KindFull)[0]
+		require.GreaterOrEqual(t, full.Revision, compactAt)
+		last := churn(t, cli, "/two", 40, want)
+		run.stop(t, nil)
 
-	require.Contains(t, logs.String(), "compacted")
-	require.Contains(t, logs.String(), "new delta chain")
-	checkChain(t, store, cli, full.Revision+1, last, *want)
-	for _, d := range listKind(t, store, snapstore.KindDelta) {
-		require.True(t, d.Revision <= old || d.From > full.Revision, "delta %s spans the break", d.Key)
-	}
+		require.Contains(t, logs.String(), "compacted")
+		require.Contains(t, logs.String(), "new delta chain")
+		checkChain(t, store, cli, full.Revision+1, last, *want)
+		for _, d := range listKind(t, store, snapstore.KindDelta) {
+			require.True(t, d.Revision <= old || d.From > full.Revision, "delta %s spans the break", d.Key)
+		}
+	})
 }
 
 // A member behind the store (restored to an older point, or another history) never writes a
 // delta that overlaps the store's: it takes a full snapshot, waits until it passes the
 // store's newest revision, takes another and starts the chain from that one.
 func TestDeltasMemberBehindStore(t *testing.T) {
-	store := memStore(t)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		store := memStore(t)
+		want := newLeaseWant()
 
-	a := startEtcd(t)
-	acli := inProcess(t, a)
-	log, logs := testLog(t)
-	run := startDeltasReady(t, deltaConfig(a, acli, store, log), logs)
-	storeRev := churn(t, acli, "/a", 200, want)
-	run.stop(t, nil)
-	require.Equal(t, storeRev, newestDelta(t, store))
-	oldDeltas := listKind(t, store, snapstore.KindDelta)
+		a := startEtcd(t)
+		acli := inProcess(t, a)
+		log, logs := testLog(t)
+		run := startDeltasReady(t, deltaConfig(src, a, acli, store, log), logs)
+		storeRev := churn(t, acli, "/a", 200, want)
+		run.stop(t, nil)
+		require.Equal(t, storeRev, newestDelta(t, store))
+		oldDeltas := listKind(t, store, snapstore.KindDelta)
 
-	b := startEtcd(t)
-	bcli := inProcess(t, b)
-	log, logs = testLog(t)
-	churn(t, bcli, "/b", 20, want)
-	run = startDeltas(t, deltaConfig(b, bcli, store, log))
-	waitFor(t, "a full snapshot of the member behind", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
-	require.Less(t, listKind(t, store, snapstore.KindFull)[0].Revision, storeRev)
-	waitFor(t, "the suspension", func() bool { return strings.Contains(logs.String(), "deltas are suspended") })
+		b := startEtcd(t)
+		bcli := inProcess(t, b)
+		log, logs = testLog(t)
+		churn(t, bcli, "/b", 20, want)
+		run = startDeltas(t, deltaConfig(src, b, bcli, store, log))
+		waitFor(t, "a full snapshot of the member behind", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
+		require.Less(t, listKind(t, store, snapstore.KindFull)[0].Revision, storeRev)
+		waitFor(t, "the suspension", func() bool { return strings.Contains(logs.String(), "deltas are suspended") })
 
-	// Writes below the store's newest revision make no delta.
-	for revisionOf(t, bcli) < storeRev-5 {
-		churn(t, bcli, "/b2", 8, want)
-	}
-	time.Sleep(300 * time.Millisecond)
-	require.Equal(t, oldDeltas, listKind(t, store, snapstore.KindDelta))
+		// Writes below the store's newest revision make no delta.
+		for revisionOf(t, bcli) < storeRev-5 {
+			churn(t, bcli, "/b2", 8, want)
+		}
+		time.Sleep(300 * time.Millisecond)
+		require.Equal(t, oldDeltas, listKind(t, store, snapstore.KindDelta))
 
-	last := churn(t, bcli, "/b3", 60, want)
-	waitFor(t, "the deltas of the new chain", func() bool { return newestDelta(t, store) >= last })
-	run.stop(t, nil)
+		churn(t, bcli, "/b3", 10, want) // past the store's newest
+		waitFor(t, "the full snapshot that anchors the new chain", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 2 })
+		last := churn(t, bcli, "/b4", 60, want)
+		waitFor(t, "the deltas of the new chain", func() bool { return newestDelta(t, store) >= last })
+		run.stop(t, nil)
 
-	fulls := listKind(t, store, snapstore.KindFull)
-	require.Len(t, fulls, 2)
-	anchor := fulls[1]
-	require.Greater(t, anchor.Revision, storeRev)
-	for _, d := range listKind(t, store, snapstore.KindDelta) {
-		require.True(t, d.Revision <= storeRev || d.From > anchor.Revision, "delta %s overlaps the store's or precedes its anchor", d.Key)
-	}
-	checkChain(t, store, bcli, anchor.Revision+1, last, *want)
+		fulls := listKind(t, store, snapstore.KindFull)
+		require.Len(t, fulls, 2)
+		anchor := fulls[1]
+		require.Greater(t, anchor.Revision, storeRev)
+		for _, d := range listKind(t, store, snapstore.KindDelta) {
+			require.True(t, d.Revision <= storeRev || d.From > anchor.Revision, "delta %s overlaps the store's or precedes its anchor", d.Key)
+		}
+		checkChain(t, store, bcli, anchor.Revision+1, last, *want)
+	})
 }
 
 // A lease revoked before the taker sees the put that used it is recorded with TTL 0; a live
 // lease with its granted TTL.
 func TestDeltasLeaseGoneIsRecordedWithTTL0(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := memStore(t)
-	log, logs := testLog(t)
-	ctx := context.Background()
-	full, err := FullFromBackend(ctx, e.Server.Backend(), store)
-	require.NoError(t, err)
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := memStore(t)
+		log, logs := testLog(t)
+		ctx := context.Background()
+		full, err := FullFromBackend(ctx, e.Server.Backend(), store)
+		require.NoError(t, err)
 
-	gone, err := cli.Grant(ctx, 300)
-	require.NoError(t, err)
-	live, err := cli.Grant(ctx, 400)
-	require.NoError(t, err)
-	_, err = cli.Put(ctx, "/gone", "v", clientv3.WithLease(gone.ID))
-	require.NoError(t, err)
-	_, err = cli.Put(ctx, "/live", "v", clientv3.WithLease(live.ID))
-	require.NoError(t, err)
-	_, err = cli.Revoke(ctx, gone.ID)
-	require.NoError(t, err)
-	last := revisionOf(t, cli)
+		gone, err := cli.Grant(ctx, 300)
+		require.NoError(t, err)
+		live, err := cli.Grant(ctx, 400)
+		require.NoError(t, err)
+		_, err = cli.Put(ctx, "/gone", "v", clientv3.WithLease(gone.ID))
+		require.NoError(t, err)
+		_, err = cli.Put(ctx, "/live", "v", clientv3.WithLease(live.ID))
+		require.NoError(t, err)
+		_, err = cli.Revoke(ctx, gone.ID)
+		require.NoError(t, err)
+		last := revisionOf(t, cli)
 
-	run := startDeltasReady(t, deltaConfig(e, cli, store, log), logs)
-	run.stop(t, nil)
-	deltas := checkChain(t, store, cli, full.Revision+1, last, leaseWant{ttl: map[int64]int64{int64(live.ID): 400}})
-	require.Len(t, deltas, 1)
-	require.ElementsMatch(t, []snapstore.Lease{{ID: int64(gone.ID), TTL: 0}, {ID: int64(live.ID), TTL: 400}}, deltas[0].leases)
+		run := startDeltasReady(t, deltaConfig(src, e, cli, store, log), logs)
+		run.stop(t, nil)
+		deltas := checkChain(t, store, cli, full.Revision+1, last, leaseWant{ttl: map[int64]int64{int64(live.ID): 400}})
+		require.Len(t, deltas, 1)
+		require.ElementsMatch(t, []snapstore.Lease{{ID: int64(gone.ID), TTL: 0}, {ID: int64(live.ID), TTL: 400}}, deltas[0].leases)
+	})
 }
 
 // breakableStore is a file store whose delta uploads fail while broken: the delta directory
@@ -291,51 +307,55 @@ func (b *breakableStore) repair(t *testing.T) {
 
 // Failed uploads keep the events and are retried; nothing is lost and the chain has no gap.
 func TestDeltasUploadFailureIsRetried(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := newBreakableStore(t)
-	log, logs := testLog(t)
-	start := revisionOf(t, cli)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := newBreakableStore(t)
+		log, logs := testLog(t)
+		start := revisionOf(t, cli)
+		want := newLeaseWant()
 
-	run := startDeltasReady(t, deltaConfig(e, cli, store.Store, log), logs)
-	churn(t, cli, "/before", 40, want)
-	waitFor(t, "a delta", func() bool { return newestDelta(t, store.Store) > start })
+		run := startDeltasReady(t, deltaConfig(src, e, cli, store.Store, log), logs)
+		churn(t, cli, "/before", 40, want)
+		waitFor(t, "a delta", func() bool { return newestDelta(t, store.Store) > start })
 
-	store.breakDeltas(t)
-	churn(t, cli, "/broken", 60, want)
-	waitFor(t, "failed uploads", func() bool { return strings.Count(logs.String(), "delta upload failed") >= 3 })
-	store.repair(t)
-	last := churn(t, cli, "/after", 40, want)
-	waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store.Store) >= last })
-	run.stop(t, nil)
+		store.breakDeltas(t)
+		churn(t, cli, "/broken", 60, want)
+		waitFor(t, "failed uploads", func() bool { return strings.Count(logs.String(), "delta upload failed") >= 3 })
+		store.repair(t)
+		last := churn(t, cli, "/after", 40, want)
+		waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store.Store) >= last })
+		run.stop(t, nil)
 
-	checkChain(t, store.Store, cli, start+1, last, *want)
+		checkChain(t, store.Store, cli, start+1, last, *want)
+	})
 }
 
 // When the buffer reaches the memory limit while uploads fail, the watch pauses; once the
 // store works again, the taker catches up from etcd's history with no gap.
 func TestDeltasMemoryLimitPausesWatch(t *testing.T) {
-	e := startEtcd(t)
-	cli := inProcess(t, e)
-	store := newBreakableStore(t)
-	log, logs := testLog(t)
-	cfg := deltaConfig(e, cli, store.Store, log)
-	cfg.MemoryLimit = 32 << 10
-	start := revisionOf(t, cli)
-	want := newLeaseWant()
+	eachSource(t, func(t *testing.T, src eventSource) {
+		e := startEtcd(t)
+		cli := inProcess(t, e)
+		store := newBreakableStore(t)
+		log, logs := testLog(t)
+		cfg := deltaConfig(src, e, cli, store.Store, log)
+		cfg.MemoryLimit = 32 << 10
+		start := revisionOf(t, cli)
+		want := newLeaseWant()
 
-	run := startDeltasReady(t, cfg, logs)
-	store.breakDeltas(t)
-	churn(t, cli, "/a", 400, want) // far more than 32 KiB of events
-	waitFor(t, "the pause", func() bool { return strings.Contains(logs.String(), "reached its memory limit") })
-	store.repair(t)
-	last := churn(t, cli, "/b", 100, want)
-	waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store.Store) >= last })
-	run.stop(t, nil)
+		run := startDeltasReady(t, cfg, logs)
+		store.breakDeltas(t)
+		churn(t, cli, "/a", 400, want) // far more than 32 KiB of events
+		waitFor(t, "the pause", func() bool { return strings.Contains(logs.String(), "reached its memory limit") })
+		store.repair(t)
+		last := churn(t, cli, "/b", 100, want)
+		waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store.Store) >= last })
+		run.stop(t, nil)
 
-	require.Contains(t, logs.String(), "resuming the delta watch")
-	checkChain(t, store.Store, cli, start+1, last, *want)
+		require.Contains(t, logs.String(), "resuming the delta watch")
+		checkChain(t, store.Store, cli, start+1, last, *want)
+	})
 }
 
 // An external member that goes back in history under a running taker (restored from a
@@ -352,7 +372,7 @@ func TestDeltasExternalMemberWentBack(t *testing.T) {
 	store := memStore(t)
 	log, logs := testLog(t)
 	spool := t.TempDir()
-	cfg := deltaConfig(nil, cli, store, log)
+	cfg := deltaConfig(watchSource, nil, cli, store, log)
 	cfg.Full = func(ctx context.Context) (snapstore.Snapshot, error) { return FullFromClient(ctx, cli, store, spool) }
 	want := newLeaseWant()
 

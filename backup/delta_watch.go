@@ -117,8 +117,8 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 // watch starts a watch of every key from the revision after the chain's last. It does not
 // end with ctx, so that the events of the writes made before a stop can still be drained.
 func (f *follower) watch(ctx context.Context) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
-	f.wch = f.t.cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(f.t.last+1))
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.wch = f.t.cfg.Events(wctx, f.t.last+1)
 	f.stopWatch = cancel
 }
 

@@ -128,6 +128,7 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 		dcfg := backup.DeltaConfig{
 			Store:       store,
 			Client:      e.Client(),
+			Events:      e.Events,
 			Period:      s.cfg.DeltaPeriod,
 			MemoryLimit: s.cfg.DeltaMemoryLimit,
 			Full:        ss.fullNow,
