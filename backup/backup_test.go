@@ -177,7 +177,7 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 // matches what the member holds.
 func TestFullFromClient(t *testing.T) {
 	e := startEtcd(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Clients[0].Addr().String()}, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Clients[0].Addr().String()}, Logger: zap.NewNop(), DialOptions: SnapshotDialOptions()})
 	require.NoError(t, err)
 	defer cli.Close()
 	ctx := context.Background()

@@ -58,7 +58,7 @@ func clientSource(cli *clientv3.Client, guess func(context.Context) (int64, erro
 // inside the db.
 func TestFullFromClientStreams(t *testing.T) {
 	e := startEtcd(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Clients[0].Addr().String()}, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Clients[0].Addr().String()}, Logger: zap.NewNop(), DialOptions: SnapshotDialOptions()})
 	require.NoError(t, err)
 	defer cli.Close()
 	ctx := context.Background()
@@ -212,4 +212,31 @@ func (f *flipByte) Read(p []byte) (int, error) {
 	}
 	f.n += int64(n)
 	return n, err
+}
+
+// The snapshot client's buffer pool hands out buffers of the length asked for, pooled by
+// power-of-two capacity up to 4 MiB and plain above; it ignores buffers it could not have
+// handed out. (TestFullFromClient and TestFullFromClientStreams receive through it and check
+// every byte against etcd's SHA-256.)
+func TestRecvPool(t *testing.T) {
+	p := &recvPool{}
+	for _, n := range []int{0, 1, 2, 3, 1000, 32<<10 + 30, 1 << 20, 1<<22 - 1, 1 << 22, 1<<22 + 1, 9 << 20} {
+		b := p.Get(n)
+		require.Len(t, *b, n)
+		c := cap(*b)
+		if n <= 1<<maxPoolShift {
+			require.Equal(t, 0, c&(c-1), "capacity %d of a pooled buffer for %d bytes is a power of two", c, n)
+			require.Less(t, c, 2*max(n, 1), "capacity %d for %d bytes", c, n)
+		} else {
+			require.Equal(t, n, c)
+		}
+		p.Put(b)
+		again := p.Get(n)
+		require.Len(t, *again, n)
+	}
+	odd := make([]byte, 100)
+	p.Put(&odd) // not a power of two: dropped
+	huge := make([]byte, 0, 1<<23)
+	p.Put(&huge) // above the pooled sizes: dropped
+	require.Len(t, *p.Get(100), 100)
 }

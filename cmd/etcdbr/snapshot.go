@@ -172,6 +172,7 @@ func (c *SnapshotCmd) client(ctx context.Context) (*clientv3.Client, string, err
 	cfg := clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: c.DialTimeout,
+		DialOptions: backup.SnapshotDialOptions(),
 		Logger:      zap.NewNop(),
 	}
 	if c.Cacert != "" || c.Cert != "" || c.Key != "" || c.Insecure {
