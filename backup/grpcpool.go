@@ -5,17 +5,47 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 )
 
-// SnapshotDialOptions are gRPC dial options for a client that streams full snapshots: gRPC
-// receives messages into buffers of its pool, and its default pool clears a buffer's whole
-// capacity each time it hands it out; a snapshot stream's messages (32 KiB of db each) land
-// in its 1 MiB buffers, so receiving a db clears 32 times its size. This pool hands buffers
-// out again without clearing them (gRPC reads the message into the buffer before it uses it).
+// SnapshotDialOptions are gRPC dial options for a client that streams full snapshots. gRPC
+// receives messages into buffers of a pool, and gathers a message that arrived in several
+// buffers into one more (its proto codec takes that one from its default pool); its default
+// pool clears a buffer's whole capacity each time it hands it out, and a snapshot stream's
+// messages (32 KiB of db each, in 16 KiB HTTP/2 frames) land in its 1 MiB buffers: receiving
+// a db cleared 32 times its size. Here both come from a pool that hands buffers out again
+// without clearing them (gRPC and the codec write a whole message into a buffer before they
+// read it).
 func SnapshotDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{experimental.WithBufferPool(&recvPool{})}
+	pool := &recvPool{}
+	return []grpc.DialOption{
+		experimental.WithBufferPool(pool),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(recvCodec{proto: encoding.GetCodecV2(grpcproto.Name), pool: pool})),
+	}
 }
+
+// recvCodec is gRPC's proto codec, except that a message received in several buffers is
+// gathered into a buffer of pool.
+type recvCodec struct {
+	proto encoding.CodecV2
+	pool  mem.BufferPool
+}
+
+func (c recvCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c recvCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if len(data) <= 1 {
+		return c.proto.Unmarshal(data, v) // nothing to gather
+	}
+	buf := data.MaterializeToBuffer(c.pool)
+	defer buf.Free()
+	return c.proto.Unmarshal(mem.BufferSlice{buf}, v)
+}
+
+func (c recvCodec) Name() string { return c.proto.Name() }
 
 // recvPool is a gRPC buffer pool of buffers of a power of two capacity, up to 1<<maxPoolShift
 // bytes, that are not cleared when reused.
