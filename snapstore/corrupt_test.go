@@ -91,6 +91,14 @@ func TestCorruption(t *testing.T) {
 			// The error is sticky.
 			_, again := r.Read(make([]byte, 10))
 			assert.Equal(t, err, again)
+
+			// Hashing aside sees the same.
+			aside, err := s.Open(t.Context(), snap)
+			require.NoError(t, err)
+			defer aside.Close()
+			aside.HashAside()
+			_, err = io.Copy(io.Discard, aside)
+			assert.ErrorIs(t, err, ErrCorrupt)
 		})
 	}
 

@@ -24,7 +24,7 @@ import (
 // is resumed from where it stopped (see Options.Retry); errors reading from
 // the store that persist (network, cancelled ctx) are returned as they are.
 // The caller must Close the reader.
-func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) {
+func (s *Store) Open(ctx context.Context, snap Snapshot) (*Reader, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)
@@ -49,8 +49,8 @@ func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) 
 }
 
 // newPayloadReader builds the reading pipeline over an object's body.
-func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*payloadReader, error) {
-	r := &payloadReader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
+func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*Reader, error) {
+	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
 	var compressed io.Reader = r.src
 	if encrypted {
 		plain, err := age.Decrypt(r.src, identities...)
@@ -72,15 +72,18 @@ func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, ident
 	return r, nil
 }
 
-// payloadReader is the pipeline blob -> [age] -> trailerSplitter -> zstd
-// -> sha256, verifying the trailer at the end.
-type payloadReader struct {
+// Reader is an object's payload as Open returns it: the pipeline blob -> [age] ->
+// trailerSplitter -> zstd -> sha256, verifying the trailer at the end.
+type Reader struct {
 	key, url string
 	body     io.ReadCloser
 	src      *sourceReader
 	split    *trailerSplitter
 	dec      *zstd.Decoder
-	hash     hash.Hash
+	hash     hash.Hash  // of the payload but its last headTail bytes (held)
+	held     []byte     // the last headTail bytes read, not hashed yet
+	headSum  []byte     // set at the end: hash of the payload but its last headTail bytes
+	aside    *hashAside // set by HashAside
 	length   uint64
 	err      error // sticky: io.EOF after a verified end, or the failure
 	closed   bool
@@ -88,7 +91,7 @@ type payloadReader struct {
 
 // Read returns decompressed payload bytes; at the end it returns io.EOF
 // only if the payload matches the trailer.
-func (r *payloadReader) Read(p []byte) (int, error) {
+func (r *Reader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -96,12 +99,17 @@ func (r *payloadReader) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("read %q from %q: reader is closed", r.key, r.url)
 	}
 	n, err := r.dec.Read(p)
-	r.hash.Write(p[:n])
+	if r.aside != nil {
+		r.aside.add(p[:n])
+	} else {
+		r.hashLagging(p[:n])
+	}
 	r.length += uint64(n)
 	switch {
 	case err == nil:
 		return n, nil
 	case errors.Is(err, io.EOF):
+		r.aside.finish()
 		err = r.verify()
 	default:
 		err = r.classify("decompress", err)
@@ -110,8 +118,102 @@ func (r *payloadReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// headTail is how many bytes at the payload's end HeadSum leaves out: a full snapshot's
+// payload is the db followed by its SHA-256, as etcd sends it.
+const headTail = sha256.Size
+
+// hashLagging hashes b but holds the last headTail bytes read back, so that at the end the
+// hash of the payload without them (HeadSum) is there for the price of one pass.
+func (r *Reader) hashLagging(b []byte) {
+	if len(b) >= headTail {
+		r.hash.Write(r.held)
+		r.hash.Write(b[:len(b)-headTail])
+		r.held = append(r.held[:0], b[len(b)-headTail:]...)
+		return
+	}
+	r.held = append(r.held, b...)
+	if over := len(r.held) - headTail; over > 0 {
+		r.hash.Write(r.held[:over])
+		r.held = append(r.held[:0], r.held[over:]...)
+	}
+}
+
+// HashAside makes the reader hash the payload on a goroutine of its own, on a copy of what
+// it reads, instead of on the goroutine that calls Read: for a large payload read where
+// another core is free (hashing is about a third of reading a full snapshot). The payload is
+// verified the same way, before the Read that returns io.EOF. Call it before the first Read.
+func (r *Reader) HashAside() {
+	if r.aside != nil || r.length > 0 || r.err != nil {
+		return
+	}
+	a := &hashAside{work: make(chan []byte, asideBuffers), free: make(chan []byte, asideBuffers), done: make(chan struct{})}
+	for range asideBuffers {
+		a.free <- make([]byte, 0, asideBufferSize)
+	}
+	a.cur = <-a.free
+	go func() {
+		defer close(a.done)
+		for b := range a.work {
+			r.hashLagging(b)
+			a.free <- b[:0]
+		}
+	}()
+	r.aside = a
+}
+
+// Hashing aside: at most asideBuffers buffers of asideBufferSize bytes wait for the hash.
+const (
+	asideBuffers    = 4
+	asideBufferSize = 1 << 20
+)
+
+// hashAside hands what the reader read over to the goroutine that hashes it (nil: none).
+type hashAside struct {
+	cur    []byte // being filled
+	work   chan []byte
+	free   chan []byte
+	done   chan struct{}
+	closed bool
+}
+
+// add copies b to be hashed.
+func (a *hashAside) add(b []byte) {
+	for len(b) > 0 {
+		k := min(len(b), cap(a.cur)-len(a.cur))
+		a.cur = append(a.cur, b[:k]...)
+		b = b[k:]
+		if len(a.cur) == cap(a.cur) {
+			a.work <- a.cur
+			a.cur = <-a.free
+		}
+	}
+}
+
+// finish hashes what is left and waits until everything was hashed.
+func (a *hashAside) finish() {
+	if a == nil || a.closed {
+		return
+	}
+	a.closed = true
+	if len(a.cur) > 0 {
+		a.work <- a.cur
+	}
+	close(a.work)
+	<-a.done
+}
+
+// HeadSum returns the SHA-256 of the payload without its last 32 bytes, once Read returned
+// io.EOF (nil before): for a full snapshot, the hash of the db, which etcd appends to it, so
+// that a reader checks etcd's hash without hashing the db a second time.
+func (r *Reader) HeadSum() []byte {
+	if r.err != io.EOF {
+		return nil
+	}
+	return r.headSum
+}
+
 // verify checks the payload against the trailer once the decoder is done.
-func (r *payloadReader) verify() error {
+func (r *Reader) verify() error {
 	if err := r.src.failure(); err != nil {
 		return r.classify("read", err)
 	}
@@ -125,6 +227,8 @@ func (r *payloadReader) verify() error {
 	if t.length != r.length {
 		return r.corrupt(fmt.Sprintf("payload is %d bytes, trailer says %d", r.length, t.length))
 	}
+	r.headSum = r.hash.Sum(nil)
+	r.hash.Write(r.held)
 	var sum [sha256.Size]byte
 	r.hash.Sum(sum[:0])
 	if sum != t.sum {
@@ -135,24 +239,25 @@ func (r *payloadReader) verify() error {
 
 // classify turns a pipeline error into a store read error when the store
 // failed, and into a corruption error otherwise.
-func (r *payloadReader) classify(op string, err error) error {
+func (r *Reader) classify(op string, err error) error {
 	if srcErr := r.src.failure(); srcErr != nil {
 		return fmt.Errorf("read %q from %q: %w", r.key, r.url, srcErr)
 	}
 	return fmt.Errorf("read %q from %q: %w: %s: %w", r.key, r.url, ErrCorrupt, op, err)
 }
 
-func (r *payloadReader) corrupt(detail string) error {
+func (r *Reader) corrupt(detail string) error {
 	return fmt.Errorf("read %q from %q: %w: %s", r.key, r.url, ErrCorrupt, detail)
 }
 
 // Close stops decoding and closes the object. It may be called before the
 // end of the payload and more than once.
-func (r *payloadReader) Close() error {
+func (r *Reader) Close() error {
 	if r.closed {
 		return nil
 	}
 	r.closed = true
+	r.aside.finish()
 	r.dec.Close()
 	if err := r.body.Close(); err != nil {
 		return fmt.Errorf("close %q from %q: %w", r.key, r.url, err)
@@ -162,7 +267,7 @@ func (r *payloadReader) Close() error {
 
 // sourceReader remembers the first error the store returned, so that store
 // failures are not mistaken for corruption. The whole pipeline runs on the
-// goroutine that calls payloadReader.Read.
+// goroutine that calls Reader.Read.
 type sourceReader struct {
 	r   io.Reader
 	err error

@@ -3,11 +3,14 @@ package snapstore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -246,4 +249,35 @@ func TestWriterAfterCommit(t *testing.T) {
 	back, err := readObject(s, Snapshot{Kind: KindFull, Revision: 1, Time: testTime})
 	require.NoError(t, err)
 	assert.Equal(t, "x", string(back))
+}
+
+// HeadSum is the SHA-256 of the payload without its last 32 bytes once the reader reached
+// io.EOF (nil before), however the payload is read, hashed aside or not.
+func TestReaderHeadSum(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "mem://headsum", Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	for i, n := range []int{0, 1, 31, 32, 33, 64, 4096 + 32, 3<<20 + 7} {
+		payload := randomBytes(n, uint64(i))
+		snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: int64(i + 1), Time: testTime}, payload)
+		head := sha256.Sum256(payload[:max(n-sha256.Size, 0)])
+		for name, wrap := range map[string]func(io.Reader) io.Reader{
+			"whole": func(r io.Reader) io.Reader { return r }, "one byte": iotest.OneByteReader, "half": iotest.HalfReader,
+		} {
+			for _, aside := range []bool{false, true} {
+				r, err := s.Open(ctx, snap)
+				require.NoError(t, err)
+				if aside {
+					r.HashAside()
+				}
+				require.Nil(t, r.HeadSum(), "%d bytes, %s: before the end", n, name)
+				back, err := io.ReadAll(wrap(r))
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(payload, back))
+				require.Equal(t, head[:], r.HeadSum(), "%d bytes, %s, hashed aside %v", n, name, aside)
+				require.NoError(t, r.Close())
+			}
+		}
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 
@@ -14,8 +13,10 @@ import (
 )
 
 // fetch streams the verified payload of a full snapshot into a new file at path, without the
-// sha256 etcd appends to the db: the sha256 is checked while the db streams (unless
-// skipHash) and not written. The file is a staging copy: it is not synced.
+// sha256 etcd appends to the db: the sha256 is checked (unless skipHash) against the hash the
+// store's reader computed of the db on its way (its own checksum covers the db and the
+// sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
+// synced.
 func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool) error {
 	r, err := store.Open(ctx, snap)
 	if err != nil {
@@ -26,10 +27,11 @@ func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot,
 	if err != nil {
 		return fmt.Errorf("fetch %s: create %q: %w", snap.Key, path, err)
 	}
-	db := &dbWriter{w: f, h: sha256.New()}
+	r.HashAside() // decompressing, hashing and writing the db each on a core
+	db := &dbWriter{w: f}
 	err = copyAhead(db, r) // the store vouches for the payload at its end
 	if err == nil {
-		err = db.finish(snap, skipHash)
+		err = db.finish(snap, r.HeadSum(), skipHash)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -102,10 +104,9 @@ func copyAhead(dst io.Writer, src io.Reader) error {
 	return nil // not reached: the reader ends with an error or io.EOF
 }
 
-// dbWriter writes a snapshot payload but its last sha256.Size bytes, hashing what it writes.
+// dbWriter writes a snapshot payload but its last sha256.Size bytes.
 type dbWriter struct {
 	w    io.Writer
-	h    hash.Hash
 	tail []byte // the last bytes seen, held back
 	n    int64  // bytes seen
 }
@@ -137,16 +138,16 @@ func (d *dbWriter) emit(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	d.h.Write(b)
 	_, err := d.w.Write(b)
 	return err
 }
 
 // finish checks the held-back bytes: the db's sha256 when the payload has one (a bbolt db
-// is whole pages, so the hash is what sticks out), else the end of the db.
-func (d *dbWriter) finish(snap snapstore.Snapshot, skipHash bool) error {
+// is whole pages, so the hash is what sticks out), which must be dbSum, the hash of what was
+// written; else they are the end of the db.
+func (d *dbWriter) finish(snap snapstore.Snapshot, dbSum []byte, skipHash bool) error {
 	if d.n%512 == sha256.Size {
-		if sum := d.h.Sum(nil); !skipHash && !bytes.Equal(sum, d.tail) {
+		if sum := dbSum; !skipHash && !bytes.Equal(sum, d.tail) {
 			return fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", snapstore.ErrCorrupt, snap.Key, sum, d.tail)
 		}
 		return nil

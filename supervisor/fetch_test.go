@@ -32,7 +32,7 @@ func TestDBWriter(t *testing.T) {
 			"whole": func(r io.Reader) io.Reader { return r }, "one byte": iotest.OneByteReader, "half": iotest.HalfReader,
 		} {
 			var out bytes.Buffer
-			d := &dbWriter{w: &out, h: sha256.New()}
+			d := &dbWriter{w: &out}
 			_, err := io.Copy(d, wrap(bytes.NewReader(payload)))
 			require.NoError(t, err)
 			keep := max(n-sha256.Size, 0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -257,8 +258,14 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 	opts.SkipHashCheck = true // checked and cut off while fetching
 	opts.WantRevision = full.Revision
 	opts.Replay = embedded.ReplayOptions{
-		Deltas:       plan.Deltas,
-		Open:         store.Open,
+		Deltas: plan.Deltas,
+		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+			r, err := store.Open(ctx, d)
+			if err != nil {
+				return nil, err // not a nil *Reader in an interface
+			}
+			return r, nil
+		},
 		Stop:         plan.Target,
 		Reach:        plan.MinRevision,
 		MustPassTime: plan.EndsAtGap,
