@@ -93,7 +93,7 @@ func TestCorruption(t *testing.T) {
 			assert.Equal(t, err, again)
 
 			// Hashing aside sees the same.
-			aside, err := s.Open(t.Context(), snap)
+			aside, err := s.OpenReader(t.Context(), snap)
 			require.NoError(t, err)
 			defer aside.Close()
 			aside.HashAside()

@@ -24,7 +24,16 @@ import (
 // is resumed from where it stopped (see Options.Retry); errors reading from
 // the store that persist (network, cancelled ctx) are returned as they are.
 // The caller must Close the reader.
-func (s *Store) Open(ctx context.Context, snap Snapshot) (*Reader, error) {
+func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) {
+	r, err := s.OpenReader(ctx, snap)
+	if err != nil {
+		return nil, err // not a nil *Reader in an interface
+	}
+	return r, nil
+}
+
+// OpenReader is Open returning the Reader itself, for its HeadSum and HashAside.
+func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)

@@ -79,7 +79,7 @@ func testRestartDownload(t *testing.T, s *Store, kind storetest.Kind, restart fu
 	require.NoError(t, err, "the download did not survive the restart")
 	require.NoError(t, <-restarted)
 	assert.True(t, bytes.Equal(payload, append(head, rest...)), "payload differs")
-	resumes := r.body.(*resumingReader).resumes
+	resumes := r.(*Reader).body.(*resumingReader).resumes
 	t.Logf("download resumed %d time(s) by etcdbr", resumes)
 	if kind != storetest.GCS {
 		assert.Positive(t, resumes, "the stream was never resumed: the restart did not break it")

@@ -266,7 +266,7 @@ func TestReaderHeadSum(t *testing.T) {
 			"whole": func(r io.Reader) io.Reader { return r }, "one byte": iotest.OneByteReader, "half": iotest.HalfReader,
 		} {
 			for _, aside := range []bool{false, true} {
-				r, err := s.Open(ctx, snap)
+				r, err := s.OpenReader(ctx, snap)
 				require.NoError(t, err)
 				if aside {
 					r.HashAside()

@@ -18,7 +18,7 @@ import (
 // sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
 // synced.
 func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool) error {
-	r, err := store.Open(ctx, snap)
+	r, err := store.OpenReader(ctx, snap)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", snap.Key, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -258,14 +257,8 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 	opts.SkipHashCheck = true // checked and cut off while fetching
 	opts.WantRevision = full.Revision
 	opts.Replay = embedded.ReplayOptions{
-		Deltas: plan.Deltas,
-		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
-			r, err := store.Open(ctx, d)
-			if err != nil {
-				return nil, err // not a nil *Reader in an interface
-			}
-			return r, nil
-		},
+		Deltas:       plan.Deltas,
+		Open:         store.Open,
 		Stop:         plan.Target,
 		Reach:        plan.MinRevision,
 		MustPassTime: plan.EndsAtGap,
