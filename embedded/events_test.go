@@ -67,7 +67,7 @@ func TestEventsEqualWatch(t *testing.T) {
 	last := revisionNow(t, cli)
 	require.Greater(t, last-from, int64(eventsWindow), "the writes must span more than one read of the bucket")
 
-	want := watchRevisions(ctx, t, cli, from, last)
+	want := deltatest.WatchRevisions(ctx, t, cli, from, last)
 	requireSameRevisions(t, want, got.until(t, last))
 	fromMid := collect(ctx, e.Events(ctx, mid))
 	requireSameRevisions(t, want[mid-from:], fromMid.until(t, last))
@@ -107,7 +107,7 @@ func TestEventsCompactedAndClosing(t *testing.T) {
 	require.Error(t, resps[0].Err())
 
 	after := collect(ctx, e.Events(ctx, compactAt))
-	want := watchRevisions(ctx, t, cli, compactAt, revisionNow(t, cli))
+	want := deltatest.WatchRevisions(ctx, t, cli, compactAt, revisionNow(t, cli))
 	requireSameRevisions(t, want, after.until(t, revisionNow(t, cli)))
 
 	cctx, ccancel := context.WithCancel(ctx)
@@ -180,13 +180,11 @@ func (c *collected) until(t *testing.T, last int64) [][]*mvccpb.Event {
 		var out [][]*mvccpb.Event
 		for _, resp := range c.resps {
 			require.NoError(t, resp.Err())
-			out = appendRevisions(t, out, resp.Events)
+			out = deltatest.GroupRevisions(t, out, resp.Events)
 		}
 		c.mu.Unlock()
-		for i, rev := range out {
-			if rev[0].Kv.ModRevision == last {
-				return out[:i+1]
-			}
+		if upTo, ok := deltatest.UpTo(out, last); ok {
+			return upTo
 		}
 		select {
 		case <-c.cond:
@@ -211,42 +209,6 @@ func (c *collected) sizes() []int {
 	return out
 }
 
-// appendRevisions appends the events of one response to out, grouped by revision; a
-// revision already in out is a revision split across responses.
-func appendRevisions(t *testing.T, out [][]*mvccpb.Event, evs []*clientv3.Event) [][]*mvccpb.Event {
-	t.Helper()
-	for i, ev := range evs {
-		e := (*mvccpb.Event)(ev)
-		if n := len(out); n > 0 && out[n-1][0].Kv.ModRevision == e.Kv.ModRevision {
-			require.NotZero(t, i, "revision %d is split across responses", e.Kv.ModRevision)
-			out[n-1] = append(out[n-1], e)
-		} else {
-			out = append(out, []*mvccpb.Event{e})
-		}
-	}
-	return out
-}
-
-// watchRevisions returns the events of revisions from..to as a plain watch sends them,
-// grouped by revision.
-func watchRevisions(ctx context.Context, t *testing.T, cli *clientv3.Client, from, to int64) [][]*mvccpb.Event {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out [][]*mvccpb.Event
-	for resp := range cli.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from)) {
-		require.NoError(t, resp.Err())
-		out = appendRevisions(t, out, resp.Events)
-		for i, rev := range out {
-			if rev[0].Kv.ModRevision == to {
-				return out[:i+1]
-			}
-		}
-	}
-	t.Fatalf("the watch ended before revision %d", to)
-	return nil
-}
-
 // requireSameRevisions checks that got holds the revisions of want, event by event.
 func requireSameRevisions(t *testing.T, want, got [][]*mvccpb.Event) {
 	t.Helper()
@@ -254,14 +216,7 @@ func requireSameRevisions(t *testing.T, want, got [][]*mvccpb.Event) {
 	for i := range want {
 		require.Equal(t, len(want[i]), len(got[i]), "events of revision %d", want[i][0].Kv.ModRevision)
 		for j := range want[i] {
-			require.Equal(t, eventText(want[i][j]), eventText(got[i][j]), "event %d of revision %d", j, want[i][0].Kv.ModRevision)
+			require.Equal(t, deltatest.EventString(want[i][j]), deltatest.EventString(got[i][j]), "event %d of revision %d", j, want[i][0].Kv.ModRevision)
 		}
 	}
-}
-
-// eventText is everything an event says.
-func eventText(e *mvccpb.Event) string {
-	kv := e.Kv
-	return fmt.Sprintf("%v %q=%q create %d mod %d version %d lease %x", e.Type, kv.Key, kv.Value,
-		kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease)
 }

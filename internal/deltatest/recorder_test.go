@@ -3,13 +3,11 @@ package deltatest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -58,14 +56,14 @@ func TestRecorderCatchesUp(t *testing.T) {
 			require.Equal(t, int64(2), delta.From)
 			require.Equal(t, last, delta.Revision)
 			got := readDelta(t, store, delta)
-			want := watchAll(ctx, t, cli, 2, last)
+			want := WatchRevisions(ctx, t, cli, 2, last)
 			require.Equal(t, len(want), len(got.revs), "revisions recorded")
 			for i, w := range want {
 				g := got.revs[i]
 				require.Equal(t, w[0].Kv.ModRevision, g.Revision)
 				require.Equal(t, len(w), len(g.Events), "events of revision %d", g.Revision)
 				for j := range w {
-					require.Equal(t, eventString(w[j]), eventString(g.Events[j]), "event %d of revision %d", j, g.Revision)
+					require.Equal(t, EventString(w[j]), EventString(g.Events[j]), "event %d of revision %d", j, g.Revision)
 				}
 			}
 			granted := map[int64]int64{}
@@ -110,36 +108,4 @@ func readDelta(t *testing.T, store *snapstore.Store, delta snapstore.Snapshot) r
 			out.revs = append(out.revs, *rev)
 		}
 	}
-}
-
-// watchAll returns the events of revisions from..to as one plain watch sees them, grouped by
-// revision.
-func watchAll(ctx context.Context, t *testing.T, cli *clientv3.Client, from, to int64) [][]*mvccpb.Event {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out [][]*mvccpb.Event
-	for resp := range cli.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from)) {
-		require.NoError(t, resp.Err())
-		for _, ev := range resp.Events {
-			e := (*mvccpb.Event)(ev)
-			if n := len(out); n > 0 && out[n-1][0].Kv.ModRevision == e.Kv.ModRevision {
-				out[n-1] = append(out[n-1], e)
-			} else {
-				out = append(out, []*mvccpb.Event{e})
-			}
-		}
-		if n := len(out); n > 0 && out[n-1][0].Kv.ModRevision >= to {
-			return out
-		}
-	}
-	t.Fatalf("the watch ended before revision %d", to)
-	return nil
-}
-
-// eventString is everything an event says.
-func eventString(e *mvccpb.Event) string {
-	kv := e.Kv
-	return fmt.Sprintf("%v %q=%q create %d mod %d version %d lease %x", e.Type, kv.Key, kv.Value,
-		kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease)
 }
