@@ -18,7 +18,8 @@ import (
 // messages (32 KiB of db each, in 16 KiB HTTP/2 frames) land in its 1 MiB buffers: receiving
 // a db cleared 32 times its size. Here both come from a pool that hands buffers out again
 // without clearing them (gRPC and the codec write a whole message into a buffer before they
-// read it).
+// read it). experimental.WithBufferPool and grpc.ForceCodecV2 are experimental in gRPC
+// 1.83: check them when gRPC is upgraded (TestFullFromClientStreams receives through both).
 func SnapshotDialOptions() []grpc.DialOption {
 	pool := &recvPool{}
 	return []grpc.DialOption{
