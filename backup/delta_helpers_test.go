@@ -1,14 +1,12 @@
 package backup
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,32 +16,15 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// logBuffer collects a test's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testLog returns a logger that keeps its lines, printed if the test fails.
-func testLog(t *testing.T) (*slog.Logger, *logBuffer) {
+func testLog(t *testing.T) (*slog.Logger, *embeddedtest.SyncBuffer) {
 	t.Helper()
-	buf := &logBuffer{}
+	buf := &embeddedtest.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", buf.String())
@@ -81,7 +62,7 @@ func startDeltas(t *testing.T, cfg DeltaConfig) *deltaRun {
 }
 
 // chainStarts counts the log lines that start or continue a delta chain.
-func chainStarts(logs *logBuffer) int {
+func chainStarts(logs *embeddedtest.SyncBuffer) int {
 	n := 0
 	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, "delta chain") && strings.Contains(line, " from=") {
@@ -93,7 +74,7 @@ func chainStarts(logs *logBuffer) int {
 
 // startDeltasReady starts RunDeltas and waits until it knows where its chain starts, so
 // that the test's writes come after that point.
-func startDeltasReady(t *testing.T, cfg DeltaConfig, logs *logBuffer) *deltaRun {
+func startDeltasReady(t *testing.T, cfg DeltaConfig, logs *embeddedtest.SyncBuffer) *deltaRun {
 	t.Helper()
 	before := chainStarts(logs)
 	r := startDeltas(t, cfg)

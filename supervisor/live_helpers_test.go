@@ -1,14 +1,12 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,24 +26,6 @@ func mustTime(t *testing.T, s string) time.Time {
 	return at
 }
 
-// liveLog is a log that tests can read while the supervisor writes it.
-type liveLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *liveLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *liveLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // liveSup is a Supervisor running in the test with a real etcd and a file store.
 type liveSup struct {
 	t     *testing.T
@@ -53,7 +33,7 @@ type liveSup struct {
 	cfg   Config
 	cli   *clientv3.Client // a client of the member's URL: it reconnects after restarts
 	url   string           // the API's base URL
-	log   *liveLog
+	log   *embeddedtest.SyncBuffer
 	store *snapstore.Store
 	stop  func() error
 }
@@ -69,7 +49,7 @@ func startLive(t *testing.T, change func(*Config)) *liveSup {
 	t.Cleanup(func() { store.Close() })
 	sched, err := backup.ParseSchedule("@daily")
 	require.NoError(t, err)
-	logs := &liveLog{}
+	logs := &embeddedtest.SyncBuffer{}
 	cfg := Config{
 		Etcd:        etcdCfg,
 		Store:       store,

@@ -573,10 +573,7 @@ func (l *putLoop) halt() {
 // delta chain and the deltas hold exactly the member's history.
 func TestStoreOutage(t *testing.T) {
 	srv := startStoppableS3(t)
-	for _, kv := range srv.env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v) // for this process's own listings; the binary inherits them
-	}
+	srv.setEnv(t)
 	dir := t.TempDir()
 	m := newMember(t, dir)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -645,6 +642,15 @@ type stoppableS3 struct {
 	url           string   // the store URL
 	env           []string // the credentials etcdbr needs
 	stop, restart func()
+}
+
+// setEnv sets the server's credentials in the test's environment, for this process's own
+// listings; the binaries the test starts inherit them.
+func (s *stoppableS3) setEnv(t *testing.T) {
+	for _, kv := range s.env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 }
 
 // startStoppableS3 starts a MinIO server of its own when scripts/test-services announced

@@ -112,10 +112,7 @@ func checkDeltaContent(t testing.TB, url string, cli *clientv3.Client, chain []s
 			break
 		}
 	}
-	s, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, url)
 	defer s.Close()
 	for _, d := range chain {
 		r, err := s.Open(ctx, d)

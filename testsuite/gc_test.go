@@ -49,10 +49,7 @@ func buildGCSource(t *testing.T, oldDeltas, copies int) *gcSource {
 	cli := e.Client()
 	src := &gcSource{dir: filepath.Join(t.TempDir(), "store"), copies: copies}
 	src.url = "file://" + src.dir
-	store, err := snapstore.Open(ctx, src.url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, src.url)
 	defer store.Close()
 	put := func(i int) int64 {
 		resp, err := cli.Put(ctx, fmt.Sprintf("/registry/k%03d", i%300), fmt.Sprintf("value %d", i))
@@ -117,10 +114,7 @@ func buildGCSource(t *testing.T, oldDeltas, copies int) *gcSource {
 // listing lists the store's backup objects.
 func (src *gcSource) listing(t *testing.T) (fulls, deltas []snapstore.Snapshot) {
 	t.Helper()
-	store, err := snapstore.Open(context.Background(), src.url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, src.url)
 	defer store.Close()
 	l, err := store.ListForGC(context.Background())
 	if err != nil {
@@ -133,10 +127,7 @@ func (src *gcSource) listing(t *testing.T) (fulls, deltas []snapstore.Snapshot) 
 // compares every key with the source's.
 func (src *gcSource) restoreAndCompare(t *testing.T, target snapstore.Target, want etcdtest.Dump) {
 	t.Helper()
-	store, err := snapstore.Open(context.Background(), src.url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, src.url)
 	defer store.Close()
 	cfg := embeddedtest.NewConfig(t)
 	res, err := supervisor.Restore(context.Background(), store, cfg, target, embedded.RestoreOptions{}, nil)

@@ -62,10 +62,7 @@ func configCluster(t testing.TB, flags []string) string {
 func clusterRecord(t testing.TB, url string) (snapstore.ClusterRecord, bool) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, url)
 	defer s.Close()
 	rec, ok, err := s.ClusterRecord(ctx)
 	if err != nil {
@@ -122,10 +119,7 @@ func putKeys(t testing.TB, cli *clientv3.Client, prefix string, n int) int64 {
 // metrics say why; the sidecar refuses it likewise.
 func TestIdentityBackupsClaimTheStore(t *testing.T) {
 	srv := startStoppableS3(t)
-	for _, kv := range srv.env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v) // for this process's own listings; the binary inherits them
-	}
+	srv.setEnv(t)
 	dir := t.TempDir()
 
 	// Cluster A backs up into the store, which then records A.

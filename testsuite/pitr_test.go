@@ -59,10 +59,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 	cli := e.Client()
 	src := &pitrSource{storeDir: filepath.Join(t.TempDir(), "store")}
 	src.storeURL = "file://" + src.storeDir
-	store, err := snapstore.Open(ctx, src.storeURL, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, src.storeURL)
 	defer store.Close()
 
 	rng := rand.New(rand.NewPCG(seed, 99))
@@ -188,10 +185,7 @@ func TestPITRRandomized(t *testing.T) {
 		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
 			t.Parallel()
 			src := buildPITRSource(t, seed, 900)
-			store, err := snapstore.Open(context.Background(), src.storeURL, snapstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			store := openStore(t, src.storeURL)
 			defer store.Close()
 			for _, tc := range src.targets {
 				t.Run(tc.name, func(t *testing.T) {
@@ -487,10 +481,7 @@ func TestPITRFromRun(t *testing.T) {
 func pitrRecordedTTLs(t *testing.T, url string) map[int64]int64 {
 	t.Helper()
 	ctx := context.Background()
-	s, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, url)
 	defer s.Close()
 	ttls := map[int64]int64{}
 	for _, d := range deltas(t, url) {

@@ -20,14 +20,21 @@ func deltas(t testing.TB, url string) []snapstore.Snapshot {
 	return listKind(t, url, snapstore.KindDelta)
 }
 
+// openStore opens the store at url without encryption; the caller closes it.
+func openStore(t testing.TB, url string) *snapstore.Store {
+	t.Helper()
+	s, err := snapstore.Open(context.Background(), url, snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // listKind lists the objects of one kind in a store.
 func listKind(t testing.TB, url string, kind snapstore.Kind) []snapstore.Snapshot {
 	t.Helper()
 	ctx := context.Background()
-	s, err := snapstore.Open(ctx, url, snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, url)
 	defer s.Close()
 	list, err := s.List(ctx, kind)
 	if err != nil {

@@ -199,10 +199,7 @@ func TestValidateCommand(t *testing.T) {
 		}
 		ctx := context.Background()
 		claim := func(url, cluster string) {
-			s, err := snapstore.Open(ctx, url, snapstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openStore(t, url)
 			defer s.Close()
 			if err := s.ClaimClusterID(ctx, cluster); err != nil {
 				t.Fatal(err)

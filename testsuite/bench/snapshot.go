@@ -96,11 +96,7 @@ func benchSidecarSnapshot(ctx context.Context, cfg config, dataDir, dir string, 
 			}
 			cfg.progress("full snapshot of a %d MiB db from plain etcd: etcdbr snapshot --once, round %d", dbBytes>>20, r+1)
 			store := filepath.Join(dir, "snapshot-store")
-			before, err := cpuTime(s.cmd.Process.Pid)
-			if err != nil {
-				return figure{}, err
-			}
-			st, err := runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr, "snapshot", "--once", "--store", "file://"+store,
+			st, cpu, err := runWithServerCPU(ctx, s, exec.CommandContext(ctx, cfg.Bins.Etcdbr, "snapshot", "--once", "--store", "file://"+store,
 				"--endpoints", s.Endpoint, "--spool-dir", filepath.Join(dir, "no-spool-dir")))
 			if err != nil {
 				if strings.Contains(string(st.Stderr), "spool file") {
@@ -108,14 +104,10 @@ func benchSidecarSnapshot(ctx context.Context, cfg config, dataDir, dir string, 
 				}
 				return figure{}, err
 			}
-			after, err := cpuTime(s.cmd.Process.Pid)
-			if err != nil {
-				return figure{}, err
-			}
 			if err := checkSnapshotName(ctx, strings.TrimSpace(string(st.Stdout)), s); err != nil {
 				return figure{}, err
 			}
-			br.add(st.Wall, st.CPU+after-before, st.PeakRSS, st.PeakAnon)
+			br.add(st.Wall, cpu, st.PeakRSS, st.PeakAnon)
 			if err := os.RemoveAll(store); err != nil {
 				return figure{}, err
 			}
@@ -137,19 +129,27 @@ func benchSidecarSnapshot(ctx context.Context, cfg config, dataDir, dir string, 
 // cpu is etcdctl's and s's.
 func snapshotWithEtcdctl(ctx context.Context, cfg config, s *server, dir string) (procStats, time.Duration, error) {
 	out := filepath.Join(dir, "etcdctl-snapshot.db")
+	st, cpu, err := runWithServerCPU(ctx, s, exec.CommandContext(ctx, cfg.Bins.Etcdctl, "--endpoints", s.Endpoint, "snapshot", "save", out))
+	if err != nil {
+		return st, 0, fmt.Errorf("etcdctl snapshot save: %w", err)
+	}
+	return st, cpu, os.Remove(out)
+}
+
+// runWithServerCPU runs cmd measured; cpu is its CPU time and the server s's during it.
+func runWithServerCPU(ctx context.Context, s *server, cmd *exec.Cmd) (st procStats, cpu time.Duration, err error) {
 	before, err := cpuTime(s.cmd.Process.Pid)
 	if err != nil {
 		return procStats{}, 0, err
 	}
-	st, err := runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdctl, "--endpoints", s.Endpoint, "snapshot", "save", out))
-	if err != nil {
-		return st, 0, fmt.Errorf("etcdctl snapshot save: %w", err)
+	if st, err = runMeasured(ctx, cmd); err != nil {
+		return st, 0, err
 	}
 	after, err := cpuTime(s.cmd.Process.Pid)
 	if err != nil {
 		return st, 0, err
 	}
-	return st, st.CPU + after - before, os.Remove(out)
+	return st, st.CPU + after - before, nil
 }
 
 // checkSnapshotName checks that the object key names the member's revision (the member is

@@ -66,7 +66,7 @@ func benchStart(ctx context.Context, cfg config, dataDir, storeURL, logDir strin
 			}
 			cfg.progress("start to ready after a SIGKILL: %s, round %d", side, r+1)
 			s := spec(side == "etcdbr", fmt.Sprintf("start-killed-%s-%d", side, r))
-			if _, _, err := startOnce(ctx, cfg.Bins, s, dataDir, writeThenKill); err != nil {
+			if _, _, err := startOnce(ctx, cfg.Bins, s, writeThenKill); err != nil {
 				return nil, fmt.Errorf("before the SIGKILL: %w", err)
 			}
 			s = spec(side == "etcdbr", fmt.Sprintf("start-killed-%s-%d-after", side, r), args...)
@@ -110,7 +110,7 @@ type startRuns struct {
 // start times one start to ready of spec; for etcdbr run with depth set, its log must say it
 // validated at that depth.
 func (r *startRuns) start(ctx context.Context, cfg config, spec serverSpec, depth string) error {
-	ready, st, err := startOnce(ctx, cfg.Bins, spec, spec.DataDir, nil)
+	ready, st, err := startOnce(ctx, cfg.Bins, spec, nil)
 	if err != nil {
 		return err
 	}
@@ -190,8 +190,8 @@ func readValidationLog(path string) (validationLog, error) {
 
 // startOnce warms the page cache with the member's files, starts a server, waits until it is
 // ready and then either stops it with SIGTERM, or, with then, leaves the end to then.
-func startOnce(ctx context.Context, bins binaries, spec serverSpec, dataDir string, then func(context.Context, *server) error) (time.Duration, procStats, error) {
-	if err := warm(filepath.Join(dataDir, "member")); err != nil {
+func startOnce(ctx context.Context, bins binaries, spec serverSpec, then func(context.Context, *server) error) (time.Duration, procStats, error) {
+	if err := warm(filepath.Join(spec.DataDir, "member")); err != nil {
 		return 0, procStats{}, err
 	}
 	s, err := startServer(ctx, bins, spec)
