@@ -76,7 +76,7 @@ func fullFromStream(ctx context.Context, store *snapstore.Store, spoolDir string
 func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource, spool bool) (snap snapstore.Snapshot, retake bool, err error) {
 	at := time.Now()
 	var before int64
-	beforeErr := errors.New("not read: spooling")
+	var beforeErr error
 	if !spool {
 		before, beforeErr = src.guess(ctx)
 	}

@@ -250,6 +250,9 @@ func (r *Reader) verify() error {
 // failed, and into a corruption error otherwise.
 func (r *Reader) classify(op string, err error) error {
 	if srcErr := r.src.failure(); srcErr != nil {
+		if gcerrors.Code(srcErr) == gcerrors.NotFound { // deleted while it was read
+			return fmt.Errorf("read %q from %q: %w: %w", r.key, r.url, ErrNotFound, srcErr)
+		}
 		return fmt.Errorf("read %q from %q: %w", r.key, r.url, srcErr)
 	}
 	return fmt.Errorf("read %q from %q: %w: %s: %w", r.key, r.url, ErrCorrupt, op, err)

@@ -179,17 +179,9 @@ func (s *Supervisor) claimStore(ctx context.Context, e *embedded.Etcd, verify bo
 	switch {
 	case done && !verify:
 		return nil
-	case done:
-		var have string
-		var ok bool
-		if have, ok, err = store.ClusterID(ctx); err == nil && !ok {
-			err = store.ClaimClusterID(ctx, id) // the record was removed: write it again
-		} else if err == nil && have != id {
-			err = fmt.Errorf("store %q records cluster %s, not %s: %w", store.URL(), have, id, snapstore.ErrClusterMismatch)
-		}
-	case from != "" && from != id:
+	case !done && from != "" && from != id:
 		err = store.ReclaimClusterID(ctx, id, from)
-	default:
+	default: // also when done, verifying: a record removed meanwhile is written again
 		err = store.ClaimClusterID(ctx, id)
 	}
 	switch {
@@ -263,18 +255,20 @@ func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.L
 	retry := claimRetryMin
 	for {
 		var wait time.Duration
-		switch err := s.claimIfLeader(ctx, e); {
-		case err == nil && s.claimed(e):
-			return true
-		case err == nil: // not the leader
+		if srv.Leader() != srv.MemberID() { // a follower uploads nothing, and claims nothing
 			wait = leaderPoll
-		case ctx.Err() != nil:
-			return false
-		case errors.Is(err, snapstore.ErrClusterMismatch):
-			wait = claimRecheck
-		default:
-			lg.Warn("cannot claim the store; no delta snapshot until it can", "err", err, "retry_in", retry)
-			wait, retry = retry, min(2*retry, claimRetryMax)
+		} else if err := s.claimStore(ctx, e, false); err == nil {
+			return true
+		} else {
+			switch {
+			case ctx.Err() != nil:
+				return false
+			case errors.Is(err, snapstore.ErrClusterMismatch):
+				wait = claimRecheck
+			default:
+				lg.Warn("cannot claim the store; no delta snapshot until it can", "err", err, "retry_in", retry)
+				wait, retry = retry, min(2*retry, claimRetryMax)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -283,16 +277,6 @@ func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.L
 		case <-time.After(wait):
 		}
 	}
-}
-
-// claimIfLeader claims the store when this member leads (a follower uploads
-// nothing, and claims nothing).
-func (s *Supervisor) claimIfLeader(ctx context.Context, e *embedded.Etcd) error {
-	srv := e.Server()
-	if srv.Leader() != srv.MemberID() {
-		return nil
-	}
-	return s.claimStore(ctx, e, false)
 }
 
 // checkRestoreCluster checks, before a restore while running touches anything,

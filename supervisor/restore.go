@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"gocloud.dev/gcerrors"
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/snapstore"
@@ -193,7 +192,7 @@ func withGone(err error, gone []snapstore.Snapshot) error {
 // object the plan listed that disappeared before it was read.
 func missingObject(err error) (snapstore.Snapshot, bool) {
 	var oe *embedded.ObjectError
-	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrNotFound) || gcerrors.Code(oe.Err) == gcerrors.NotFound) {
+	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrNotFound)) {
 		return oe.Object, true
 	}
 	return snapstore.Snapshot{}, false
