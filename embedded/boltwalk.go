@@ -339,26 +339,24 @@ func element(p []byte, i int, leaf bool) (key, value []byte, flags uint32, child
 }
 
 // walkTree checks the b+tree rooted at page id, whose keys must lie in
-// [minKey, maxKey) (nil = unbounded), and every bucket below it. It returns the
-// largest key found (in a page buffer: valid until the walk reads the next page of
-// that depth).
-func (w *boltWalk) walkTree(id uint64, minKey, maxKey []byte, stack []uint64, depth int) []byte {
+// [minKey, maxKey) (nil = unbounded), and every bucket below it.
+func (w *boltWalk) walkTree(id uint64, minKey, maxKey []byte, stack []uint64, depth int) {
 	stack = append(stack, id)
 	if depth > boltMaxDepth {
 		w.probs.add("page %d: nested deeper than %d levels (stack: %v)", id, boltMaxDepth, stack)
-		return nil
+		return
 	}
 	if id < 2 || id >= w.meta.pgid {
 		w.probs.add("page %d: out of bounds: %d (stack: %v)", id, w.meta.pgid, stack)
-		return nil
+		return
 	}
 	if w.reachable[id] {
 		w.probs.add("page %d: multiple references (stack: %v)", id, stack)
-		return nil
+		return
 	}
 	p, ok := w.readPage(id, depth)
 	if !ok {
-		return nil
+		return
 	}
 	for i := uint64(0); i <= pageOverflow(p); i++ {
 		if w.reachable[id+i] {
@@ -371,20 +369,19 @@ func (w *boltWalk) walkTree(id uint64, minKey, maxKey []byte, stack []uint64, de
 	}
 	switch pageFlags(p) {
 	case boltBranchPage:
-		return w.walkBranch(id, p, minKey, maxKey, stack, depth)
+		w.walkBranch(id, p, minKey, maxKey, stack, depth)
 	case boltLeafPage:
-		return w.walkLeaf(id, p, minKey, maxKey, stack, depth)
+		w.walkLeaf(id, p, minKey, maxKey, stack, depth)
 	default:
 		w.probs.add("page %d: invalid type %#x (stack: %v)", id, pageFlags(p), stack)
-		return nil
 	}
 }
 
-func (w *boltWalk) walkBranch(id uint64, p []byte, minKey, maxKey []byte, stack []uint64, depth int) []byte {
+func (w *boltWalk) walkBranch(id uint64, p []byte, minKey, maxKey []byte, stack []uint64, depth int) {
 	n := int(pageCount(p))
 	if n == 0 {
 		w.probs.add("page %d: empty branch page (stack: %v)", id, stack)
-		return nil
+		return
 	}
 	keys := make([][]byte, n)
 	children := make([]uint64, n)
@@ -392,36 +389,34 @@ func (w *boltWalk) walkBranch(id uint64, p []byte, minKey, maxKey []byte, stack 
 		k, _, _, child, err := element(p, i, false)
 		if err != nil {
 			w.probs.add("page %d: %v (stack: %v)", id, err, stack)
-			return nil
+			return
 		}
 		keys[i], children[i] = k, child
 	}
 	w.checkKeyOrder(id, "branch", keys, minKey, maxKey, stack)
-	var maxInSubtree []byte
 	for i := range n {
 		upper := maxKey
 		if i < n-1 {
 			upper = keys[i+1]
 		}
-		maxInSubtree = w.walkTree(children[i], keys[i], upper, stack, depth+1)
+		w.walkTree(children[i], keys[i], upper, stack, depth+1)
 	}
-	return maxInSubtree
 }
 
-func (w *boltWalk) walkLeaf(id uint64, p []byte, minKey, maxKey []byte, stack []uint64, depth int) []byte {
-	return w.walkLeafElements(fmt.Sprintf("page %d", id), p, minKey, maxKey, stack, depth)
+func (w *boltWalk) walkLeaf(id uint64, p []byte, minKey, maxKey []byte, stack []uint64, depth int) {
+	w.walkLeafElements(fmt.Sprintf("page %d", id), p, minKey, maxKey, stack, depth)
 }
 
 // walkLeafElements checks the elements of a leaf page (a real page or the inline
 // page of a small bucket) and descends into the buckets among them.
-func (w *boltWalk) walkLeafElements(where string, p []byte, minKey, maxKey []byte, stack []uint64, depth int) []byte {
+func (w *boltWalk) walkLeafElements(where string, p []byte, minKey, maxKey []byte, stack []uint64, depth int) {
 	n := int(pageCount(p))
 	keys := make([][]byte, 0, n)
 	for i := range n {
 		k, v, flags, _, err := element(p, i, true)
 		if err != nil {
 			w.probs.add("%s: %v (stack: %v)", where, err, stack)
-			return nil
+			return
 		}
 		keys = append(keys, k)
 		if flags&boltBucketLeaf == 0 {
@@ -452,10 +447,6 @@ func (w *boltWalk) walkLeafElements(where string, p []byte, minKey, maxKey []byt
 		w.walkLeafElements(fmt.Sprintf("%s: inline bucket %q", where, k), inline, nil, nil, stack, depth+1)
 	}
 	w.checkKeyOrder(0, where, keys, minKey, maxKey, stack)
-	if len(keys) == 0 {
-		return nil
-	}
-	return keys[len(keys)-1]
 }
 
 // checkKeyOrder reports keys that are not strictly increasing or fall outside

@@ -198,16 +198,13 @@ func (r *eventReader) read() (resp *clientv3.WatchResponse, more bool, err error
 
 // revKey is the key of the "key" bucket that sorts before every write of revision main.
 func revKey(main int64) []byte {
-	k := make([]byte, 17)
-	binary.BigEndian.PutUint64(k, uint64(main))
-	k[8] = '_'
-	return k
+	return mvcc.RevToBytes(mvcc.Revision{Main: main}, mvcc.NewRevBytes())
 }
 
 // parseRevKey reads a key of the "key" bucket.
 func parseRevKey(k []byte) (main int64, tombstone bool, err error) {
-	if (len(k) != 17 && len(k) != 18) || k[8] != '_' || (len(k) == 18 && k[17] != 't') {
-		return 0, false, fmt.Errorf("malformed revision key %x in the backend's key bucket", k)
+	if (len(k) != 17 && len(k) != 18) || k[8] != '_' || (len(k) == 18 && k[17] != tombstoneMark) {
+		return 0, false, fmt.Errorf("malformed revision key %x in the \"key\" bucket", k)
 	}
 	return int64(binary.BigEndian.Uint64(k)), len(k) == 18, nil
 }

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
 
+	"github.com/etcdbr/etcdbr/internal/dbrev"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -149,20 +150,18 @@ func (w *directWriter) begin() error {
 // highest in the bucket (at least 1), or the finished or scheduled compaction's when
 // higher. And the leases the "lease" bucket holds.
 func (w *directWriter) load() error {
-	w.current = 1 // etcd's store starts at revision 1, even with no key
 	c := w.keys.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) != 17 && len(k) != 18 {
-			return fmt.Errorf("replay deltas: the db %q holds a key %x in its key bucket that is no revision", w.path, k)
+		main, tombstone, err := parseRevKey(k)
+		if err != nil {
+			return fmt.Errorf("replay deltas: the db %q: %w", w.path, err)
 		}
-		rev := mvcc.BytesToRev(k)
-		w.current = max(w.current, rev.Main)
 		key, create, version, err := parseKeyValue(v)
 		if err != nil {
-			return fmt.Errorf("replay deltas: the db %q, revision %d_%d: %w", w.path, rev.Main, rev.Sub, err)
+			return fmt.Errorf("replay deltas: the db %q, revision %d_%d: %w", w.path, main, mvcc.BytesToRev(k).Sub, err)
 		}
 		i, ok := w.index[string(key)]
-		if mvcc.IsTombstone(k) {
+		if tombstone {
 			if ok {
 				w.states[i] = genState{}
 			}
@@ -176,12 +175,12 @@ func (w *directWriter) load() error {
 		}
 		w.set(key, i, ok, genState{create: create, version: version})
 	}
-	meta := w.tx.Bucket(schema.Meta.Name())
-	for _, name := range [][]byte{schema.FinishedCompactKeyName, schema.ScheduledCompactKeyName} {
-		if v := meta.Get(name); len(v) == 17 {
-			w.current = max(w.current, mvcc.BytesToRev(v).Main)
-		}
+	// etcd's store starts at revision 1 even with no key, and at a compaction past its keys.
+	rev, err := dbrev.Revision(w.tx)
+	if err != nil {
+		return fmt.Errorf("replay deltas: the db %q: %w", w.path, err)
 	}
+	w.current = rev
 	return w.tx.Bucket(schema.Lease.Name()).ForEach(func(k, _ []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("replay deltas: the db %q holds a lease key %x that is no lease ID", w.path, k)
