@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"sync"
@@ -117,14 +116,14 @@ func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int
 	// The object's payload is what etcd sends: the db followed by its SHA-256. The Writer
 	// hashes what it compresses, so its running hash after the db checks etcd's: one pass.
 	out := &ctxWriter{ctx: ctx, w: storeWriter{w}}
-	db := &tailWriter{w: out, keep: sha256.Size}
+	db := &snapstore.TailHolder{W: out, Keep: sha256.Size}
 	if err := broadcast(ctx, r, scan, db); err != nil {
 		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
 	}
-	if err := db.checkSum(w.Sum()); err != nil {
+	if err := checkTrailer(db.Tail(), w.Sum()); err != nil {
 		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
 	}
-	if _, err := out.Write(db.tail); err != nil {
+	if _, err := out.Write(db.Tail()); err != nil {
 		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
 	if got, err := scan.Revision(); err != nil || got != rev {
@@ -149,11 +148,12 @@ func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at ti
 		os.Remove(f.Name())
 	}()
 	spool := spoolWriter{f: f}
-	hash := &tailWriter{w: io.Discard, h: sha256.New(), keep: sha256.Size}
+	h := sha256.New()
+	hash := &snapstore.TailHolder{W: h, Keep: sha256.Size}
 	if err := broadcast(ctx, r, hash, &spool); err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
-	if err := hash.check(); err != nil {
+	if err := checkTrailer(hash.Tail(), h.Sum(nil)); err != nil {
 		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
 	db := spool.n - sha256.Size
@@ -276,55 +276,10 @@ func spooledRevision(path string) (int64, error) {
 	return dbrev.FileRevision(path, time.Second)
 }
 
-// tailWriter writes everything but the last keep bytes to w and, when h is set, hashes what
-// it writes; the last keep bytes end up in tail.
-type tailWriter struct {
-	w    io.Writer
-	h    hash.Hash
-	keep int
-	tail []byte
-	err  error
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	if t.err != nil {
-		return 0, t.err
-	}
-	n := len(p)
-	over := len(t.tail) + len(p) - t.keep // what goes out now: the old tail first, then p
-	if over <= 0 {
-		t.tail = append(t.tail, p...)
-		return n, nil
-	}
-	fromTail := min(over, len(t.tail))
-	fromP := over - fromTail
-	for _, b := range [][]byte{t.tail[:fromTail], p[:fromP]} {
-		if len(b) == 0 {
-			continue
-		}
-		if _, err := t.w.Write(b); err != nil {
-			t.err = err
-			return 0, err
-		}
-		if t.h != nil {
-			t.h.Write(b)
-		}
-	}
-	tail := make([]byte, 0, t.keep)
-	t.tail = append(append(tail, t.tail[fromTail:]...), p[fromP:]...)
-	return n, nil
-}
-
-// check reports whether the stream ended with the SHA-256 of what came before (etcd's
-// snapshot stream does), classified ReasonEtcd.
-func (t *tailWriter) check() error {
-	return t.checkSum(t.h.Sum(nil))
-}
-
-// checkSum reports whether the stream ended with sum, the SHA-256 of what came before
-// (computed elsewhere), classified ReasonEtcd.
-func (t *tailWriter) checkSum(sum []byte) error {
-	if len(t.tail) != sha256.Size || !bytes.Equal(sum, t.tail) {
+// checkTrailer reports whether a snapshot stream ended with tail (the bytes held back after
+// its db) equal to sum, the SHA-256 of the db, classified ReasonEtcd.
+func checkTrailer(tail, sum []byte) error {
+	if len(tail) != sha256.Size || !bytes.Equal(sum, tail) {
 		return classify(ReasonEtcd, errors.New("the snapshot stream does not end with the SHA-256 of its db: it was cut short or damaged in transit"))
 	}
 	return nil

@@ -3,11 +3,9 @@ package backup
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,34 +17,6 @@ import (
 
 	"github.com/etcdbr/etcdbr/snapstore"
 )
-
-// The tail writer passes on everything but the last bytes, however the stream is cut into
-// writes, and hashes exactly what it passed on.
-func TestTailWriter(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, size := range []int{0, 1, 31, 32, 33, 64, 1000, 100_000} {
-		data := make([]byte, size)
-		for i := range data {
-			data[i] = byte(rng.IntN(256))
-		}
-		for _, maxWrite := range []int{1, 7, 32, 33, 4096, size + 1} {
-			var out bytes.Buffer
-			tw := &tailWriter{w: &out, h: sha256.New(), keep: sha256.Size}
-			for rest := data; len(rest) > 0; {
-				n := min(len(rest), 1+rng.IntN(maxWrite))
-				w, err := tw.Write(rest[:n])
-				require.NoError(t, err)
-				require.Equal(t, n, w)
-				rest = rest[n:]
-			}
-			cut := max(0, size-sha256.Size)
-			require.True(t, bytes.Equal(data[:cut], out.Bytes()), "size %d, writes up to %d: %d bytes out", size, maxWrite, out.Len())
-			require.True(t, bytes.Equal(data[cut:], tw.tail), "size %d, writes up to %d: tail %x", size, maxWrite, tw.tail)
-			sum := sha256.Sum256(data[:cut])
-			require.Equal(t, sum[:], tw.h.Sum(nil), "size %d, writes up to %d", size, maxWrite)
-		}
-	}
-}
 
 // clientSource is FullFromClient's source, with guess instead of its revision read.
 func clientSource(cli *clientv3.Client, guess func(context.Context) (int64, error)) streamSource {

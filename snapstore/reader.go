@@ -60,6 +60,7 @@ func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) 
 // newPayloadReader builds the reading pipeline over an object's body.
 func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*Reader, error) {
 	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
+	r.lag = &TailHolder{W: r.hash, Keep: headTail}
 	var compressed io.Reader = r.src
 	if encrypted {
 		plain, err := age.Decrypt(r.src, identities...)
@@ -89,10 +90,10 @@ type Reader struct {
 	src      *sourceReader
 	split    *trailerSplitter
 	dec      *zstd.Decoder
-	hash     hash.Hash  // of the payload but its last headTail bytes (held)
-	held     []byte     // the last headTail bytes read, not hashed yet
-	headSum  []byte     // set at the end: hash of the payload but its last headTail bytes
-	aside    *hashAside // set by HashAside
+	hash     hash.Hash   // of the payload but its last headTail bytes (held back by lag)
+	lag      *TailHolder // writes to hash
+	headSum  []byte      // set at the end: hash of the payload but its last headTail bytes
+	aside    *hashAside  // set by HashAside
 	length   uint64
 	err      error // sticky: io.EOF after a verified end, or the failure
 	closed   bool
@@ -111,7 +112,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.aside != nil {
 		r.aside.add(p[:n])
 	} else {
-		r.hashLagging(p[:n])
+		r.lag.Write(p[:n]) // never fails: hashes do not
 	}
 	r.length += uint64(n)
 	switch {
@@ -131,22 +132,6 @@ func (r *Reader) Read(p []byte) (int, error) {
 // payload is the db followed by its SHA-256, as etcd sends it.
 const headTail = sha256.Size
 
-// hashLagging hashes b but holds the last headTail bytes read back, so that at the end the
-// hash of the payload without them (HeadSum) is there for the price of one pass.
-func (r *Reader) hashLagging(b []byte) {
-	if len(b) >= headTail {
-		r.hash.Write(r.held)
-		r.hash.Write(b[:len(b)-headTail])
-		r.held = append(r.held[:0], b[len(b)-headTail:]...)
-		return
-	}
-	r.held = append(r.held, b...)
-	if over := len(r.held) - headTail; over > 0 {
-		r.hash.Write(r.held[:over])
-		r.held = append(r.held[:0], r.held[over:]...)
-	}
-}
-
 // HashAside makes the reader hash the payload on a goroutine of its own, on a copy of what
 // it reads, instead of on the goroutine that calls Read: for a large payload read where
 // another core is free (hashing is about a third of reading a full snapshot). The payload is
@@ -163,7 +148,7 @@ func (r *Reader) HashAside() {
 	go func() {
 		defer close(a.done)
 		for b := range a.work {
-			r.hashLagging(b)
+			r.lag.Write(b)
 			a.free <- b[:0]
 		}
 	}()
@@ -237,7 +222,7 @@ func (r *Reader) verify() error {
 		return r.corrupt(fmt.Sprintf("payload is %d bytes, trailer says %d", r.length, t.length))
 	}
 	r.headSum = r.hash.Sum(nil)
-	r.hash.Write(r.held)
+	r.hash.Write(r.lag.Tail())
 	var sum [sha256.Size]byte
 	r.hash.Sum(sum[:0])
 	if sum != t.sum {

@@ -28,10 +28,10 @@ func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot,
 		return fmt.Errorf("fetch %s: create %q: %w", snap.Key, path, err)
 	}
 	r.HashAside() // decompressing, hashing and writing the db each on a core
-	db := &dbWriter{w: f}
+	db := &snapstore.TailHolder{W: f, Keep: sha256.Size}
 	err = copyAhead(db, r) // the store vouches for the payload at its end
 	if err == nil {
-		err = db.finish(snap, r.HeadSum(), skipHash)
+		err = finishDB(f, db, snap, r.HeadSum(), skipHash)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -104,57 +104,20 @@ func copyAhead(dst io.Writer, src io.Reader) error {
 	return nil // not reached: the reader ends with an error or io.EOF
 }
 
-// dbWriter writes a snapshot payload but its last sha256.Size bytes.
-type dbWriter struct {
-	w    io.Writer
-	tail []byte // the last bytes seen, held back
-	n    int64  // bytes seen
-}
-
-func (d *dbWriter) Write(p []byte) (int, error) {
-	d.n += int64(len(p))
-	if len(p) >= sha256.Size {
-		if err := d.emit(d.tail); err != nil {
-			return 0, err
-		}
-		if err := d.emit(p[:len(p)-sha256.Size]); err != nil {
-			return 0, err
-		}
-		d.tail = append(d.tail[:0], p[len(p)-sha256.Size:]...)
-		return len(p), nil
-	}
-	buf := append(append(make([]byte, 0, 2*sha256.Size), d.tail...), p...)
-	if k := len(buf) - sha256.Size; k > 0 {
-		if err := d.emit(buf[:k]); err != nil {
-			return 0, err
-		}
-		buf = buf[k:]
-	}
-	d.tail = buf
-	return len(p), nil
-}
-
-func (d *dbWriter) emit(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	_, err := d.w.Write(b)
-	return err
-}
-
 // finish checks the held-back bytes: the db's sha256 when the payload has one (a bbolt db
 // is whole pages, so the hash is what sticks out), which must be dbSum, the hash of what was
-// written; else they are the end of the db.
-func (d *dbWriter) finish(snap snapstore.Snapshot, dbSum []byte, skipHash bool) error {
-	if d.n%512 == sha256.Size {
-		if sum := dbSum; !skipHash && !bytes.Equal(sum, d.tail) {
-			return fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", snapstore.ErrCorrupt, snap.Key, sum, d.tail)
+// written; else they are the end of the db, written to w.
+func finishDB(w io.Writer, db *snapstore.TailHolder, snap snapstore.Snapshot, dbSum []byte, skipHash bool) error {
+	if db.Written()%512 == sha256.Size {
+		if tail := db.Tail(); !skipHash && !bytes.Equal(dbSum, tail) {
+			return fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", snapstore.ErrCorrupt, snap.Key, dbSum, tail)
 		}
 		return nil
 	}
 	if !skipHash {
 		return fmt.Errorf("%s holds a db without the sha256 etcd appends to snapshots (%d bytes, whole pages); "+
-			"restore with --skip-hash-check if it was made from a data dir's db", snap.Key, d.n)
+			"restore with --skip-hash-check if it was made from a data dir's db", snap.Key, db.Written())
 	}
-	return d.emit(d.tail)
+	_, err := w.Write(db.Tail())
+	return err
 }

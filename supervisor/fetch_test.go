@@ -20,29 +20,6 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// dbWriter passes everything but the last 32 bytes, however the payload is cut into writes.
-func TestDBWriter(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int{0, 1, 31, 32, 33, 64, 4096, 8192 + 32, 100_000} {
-		payload := make([]byte, n)
-		for i := range payload {
-			payload[i] = byte(rng.IntN(256))
-		}
-		for name, wrap := range map[string]func(io.Reader) io.Reader{
-			"whole": func(r io.Reader) io.Reader { return r }, "one byte": iotest.OneByteReader, "half": iotest.HalfReader,
-		} {
-			var out bytes.Buffer
-			d := &dbWriter{w: &out}
-			_, err := io.Copy(d, wrap(bytes.NewReader(payload)))
-			require.NoError(t, err)
-			keep := max(n-sha256.Size, 0)
-			assert.True(t, bytes.Equal(payload[:keep], out.Bytes()), "%d bytes, %s: written", n, name)
-			assert.True(t, bytes.Equal(payload[keep:], d.tail), "%d bytes, %s: held back", n, name)
-			assert.Equal(t, int64(n), d.n)
-		}
-	}
-}
-
 // copyAhead copies everything, in order, across its buffers, and stops at the first error
 // of either side; once it returned, the source is not read any more.
 func TestCopyAhead(t *testing.T) {
