@@ -130,9 +130,10 @@ func ReplayDeltas(ctx context.Context, dbPath string, opts ReplayOptions) (Repla
 
 // replayExtras are what BuildDataDir adds to a replay.
 type replayExtras struct {
-	// bump, after a replay that succeeded, raises the db's revision by this much and marks
-	// it compacted, as etcdutl's restore does (bumpRevision).
-	bump int64
+	// bump, after a replay that succeeded up to revision, returns how much to raise the
+	// db's revision; when not 0 it is raised and marked compacted, as etcdutl's restore
+	// does (bumpRevision). Nil: no bump.
+	bump func(revision int64) int64
 	// onDelta is called when the replay begins to write the records of delta number i.
 	onDelta func(i int)
 	// writer opens the write side (nil: openDirectWriter); tests replay through etcd's
@@ -168,8 +169,10 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 	res = r.res
 	err = r.run(ctx)
 	res = r.res
-	if err == nil && extras.bump > 0 {
-		err = r.w.bumpRevision(extras.bump, opts.Log)
+	if err == nil && extras.bump != nil {
+		if n := extras.bump(res.Revision); n > 0 {
+			err = r.w.bumpRevision(n, opts.Log)
+		}
 	}
 	return res, err
 }

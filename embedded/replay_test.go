@@ -360,10 +360,11 @@ func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
 			opts := f.replayOptions(p, testLogger(t))
 			opts.MinLeaseTTL = defaultMinLeaseTTL
 			oracle := stripped(t, f)
-			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bump, writer: openMVCCWriter})
+			bumpBy := func(int64) int64 { return bump }
+			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bumpBy, writer: openMVCCWriter})
 			require.NoError(t, err)
 			direct := stripped(t, f)
-			got, err := replayDeltas(ctx, direct, opts, replayExtras{bump: bump})
+			got, err := replayDeltas(ctx, direct, opts, replayExtras{bump: bumpBy})
 			require.NoError(t, err)
 			assert.Equal(t, f.last, got.Revision)
 			want.Duration, got.Duration = 0, 0

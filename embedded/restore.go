@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
+	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
@@ -41,6 +42,25 @@ type RestoreOptions struct {
 	// the member that etcdutl's restore built from the snapshot, before the revision
 	// bump. The snapshot db at dbPath is never changed.
 	Replay ReplayOptions
+	// Served, when not 0, is the newest revision clients may have been served by the
+	// history the restore replaces: a restore that ends before it raises the revision
+	// past it (snapstore.RevisionBump, at least RevisionBump) and marks it compacted, so
+	// that every watcher of the old history is told to relist. MarkCompacted is then
+	// implied.
+	Served int64
+	// Marker, when set, is completed with what the restore did and written into the new
+	// data dir as RestoredMarkerName, swapped in with it.
+	Marker *RestoredMarker
+}
+
+// bumpFor returns the revision bump for a restore that ends at revision rev: the larger of
+// RevisionBump and what Served requires.
+func (o RestoreOptions) bumpFor(rev int64) uint64 {
+	b := o.RevisionBump
+	if o.Served > 0 {
+		b = max(b, snapstore.RevisionBump(rev, o.Served))
+	}
+	return b
 }
 
 // ErrWrongRevision is wrapped by the error BuildDataDir returns when the snapshot
@@ -53,8 +73,10 @@ type BuildResult struct {
 	MovedAside string
 	// Replay is what the replay of the deltas did (zero without deltas).
 	Replay ReplayResult
-	// Revision is the revision of the new data dir, after any bump.
+	// Revision is the revision of the new data dir, after any bump; Bump is the bump
+	// (the data dir is marked compacted at Revision when it is not 0).
 	Revision int64
+	Bump     uint64
 }
 
 // restoreDBProblemsMax is how many problems of a damaged snapshot db an error names.
@@ -128,22 +150,23 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		return res, fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", plan.dataDir)
 	}
 	replaying := len(opts.Replay.Deltas) > 0
+	if err := checkSnapshotDB(dbPath); err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	snapRev, err := fileRevision(dbPath)
+	if err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	if opts.WantRevision > 0 && snapRev != opts.WantRevision {
+		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", plan.dataDir, ErrWrongRevision, snapRev, opts.WantRevision)
+	}
 	if replaying {
 		// The deltas are replayed into the staged member's db after etcdutl's restore, and
 		// the revision bump must come after them: the replay applies it.
 		rc.RevisionBump, rc.MarkCompacted = 0, false
-	}
-	if err := checkSnapshotDB(dbPath); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
-	}
-	if opts.WantRevision > 0 {
-		rev, err := fileRevision(dbPath)
-		if err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
-		}
-		if rev != opts.WantRevision {
-			return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", plan.dataDir, ErrWrongRevision, rev, opts.WantRevision)
-		}
+	} else {
+		res.Bump = opts.bumpFor(snapRev)
+		rc.RevisionBump, rc.MarkCompacted = res.Bump, res.Bump > 0
 	}
 
 	if err := plan.createStaging(lg); err != nil {
@@ -157,7 +180,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 
 	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", plan.stage,
 		"name", rc.Name, "initial_cluster", rc.InitialCluster,
-		"revision_bump", opts.RevisionBump, "mark_compacted", opts.MarkCompacted)
+		"revision_bump", rc.RevisionBump, "mark_compacted", rc.MarkCompacted, "served", opts.Served)
 	if err := runRestore(zapLogger(cfg), rc); err != nil {
 		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
 	}
@@ -172,7 +195,13 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if replay.Log == nil {
 			replay.Log = lg
 		}
-		extras := replayExtras{bump: int64(opts.RevisionBump), onDelta: failpointOnDelta(len(replay.Deltas))}
+		extras := replayExtras{
+			bump: func(rev int64) int64 {
+				res.Bump = opts.bumpFor(rev)
+				return int64(res.Bump)
+			},
+			onDelta: failpointOnDelta(len(replay.Deltas)),
+		}
 		if res.Replay, err = replayDeltas(ctx, stagedDB, replay, extras); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
@@ -183,6 +212,15 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	}
 	if res.Revision, err = fileRevision(stagedDB); err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	}
+	if m := opts.Marker; m != nil {
+		m.Revision, m.DataRevision, m.Bump, m.Served = res.Revision-int64(res.Bump), res.Revision, res.Bump, opts.Served
+		if res.Replay.Revisions > 0 {
+			m.RevisionTime = res.Replay.Time
+		}
+		if err := writeRestoredMarker(plan.stagedData(), *m); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		}
 	}
 	for _, d := range plan.stagingDirs() {
 		if err := syncTree(d); err != nil {
@@ -246,7 +284,7 @@ func planRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapsho
 	if cfg.Dir == "" {
 		return none, restorePlan{}, errors.New("restore: the etcd config has no data dir")
 	}
-	if (opts.RevisionBump > 0) != opts.MarkCompacted {
+	if opts.Served == 0 && (opts.RevisionBump > 0) != opts.MarkCompacted {
 		return none, restorePlan{}, errors.New("restore: RevisionBump and MarkCompacted go together (etcdutl: --mark-compacted required if --bump-revision > 0)")
 	}
 	if st, err := os.Stat(dbPath); err != nil {

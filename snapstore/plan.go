@@ -373,6 +373,39 @@ type Window struct {
 	// listing alone cannot tell them from deltas that were never uploaded.
 	Pruned   []Gap
 	Overlaps []Overlap
+	// Boundaries are the ranges between two histories (WithHistories): a restore to an
+	// earlier point started a new history at Boundary.History.Start, and the revisions
+	// between the old history's last backed-up one and the new history's first full
+	// snapshot were never served, or were served by the old history and never backed up.
+	Boundaries []Boundary
+}
+
+// Boundary is a range From..To of revisions between the end of one history's backups
+// (After) and the first full snapshot of the next (Before), which History started.
+type Boundary struct {
+	From, To      int64
+	After, Before string
+	History       History
+}
+
+// WithHistories returns w with each range of w.Pruned that holds the start of one of hs
+// moved to w.Boundaries: not backups that retention deleted, but the jump between two
+// histories.
+func (w Window) WithHistories(hs []History) Window {
+	if len(hs) == 0 || len(w.Pruned) == 0 {
+		return w
+	}
+	var pruned []Gap
+	for _, g := range w.Pruned {
+		i := slices.IndexFunc(hs, func(h History) bool { return h.Start > g.From && h.Start <= g.To+1 })
+		if i < 0 {
+			pruned = append(pruned, g)
+			continue
+		}
+		w.Boundaries = append(w.Boundaries, Boundary{From: g.From, To: g.To, After: g.After, Before: g.Before, History: hs[i]})
+	}
+	w.Pruned = pruned
+	return w
 }
 
 // RestorableWindow computes the restorable window from listings of the store's full

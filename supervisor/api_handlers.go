@@ -200,6 +200,20 @@ type windowStatus struct {
 	Gaps     []gapStatus     `json:"gaps"`
 	Pruned   []gapStatus     `json:"pruned"`
 	Overlaps []overlapStatus `json:"overlaps"`
+	// Histories are the ranges between two histories: a restore to an earlier point
+	// started a new history at Start (docs/kubernetes.md).
+	Histories []historyStatus `json:"histories"`
+}
+
+type historyStatus struct {
+	From     int64     `json:"from"`
+	To       int64     `json:"to"`
+	After    string    `json:"after"`
+	Before   string    `json:"before"`
+	Start    int64     `json:"start"`
+	Began    time.Time `json:"began"`
+	Revision int64     `json:"restored_revision"`
+	Trigger  string    `json:"trigger,omitempty"`
 }
 
 type pointStatus struct {
@@ -230,14 +244,23 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	ans := backupsAnswer{Store: s.cfg.Store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
-		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}}}
+		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}, Histories: []historyStatus{}}}
 	for _, f := range fulls {
 		ans.Full = append(ans.Full, objectStatus(f, now))
 	}
 	for _, d := range deltas {
 		ans.Delta = append(ans.Delta, objectStatus(d, now))
 	}
-	win := snapstore.RestorableWindow(fulls, deltas)
+	hs, err := s.cfg.Store.Histories(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "cannot read the store's histories: "+err.Error())
+		return
+	}
+	win := snapstore.RestorableWindow(fulls, deltas).WithHistories(hs)
+	for _, b := range win.Boundaries {
+		ans.Window.Histories = append(ans.Window.Histories, historyStatus{From: b.From, To: b.To, After: b.After, Before: b.Before,
+			Start: b.History.Start, Began: b.History.Began, Revision: b.History.Revision, Trigger: b.History.Trigger})
+	}
 	if win.Oldest.Key != "" {
 		ans.Window.Oldest = &pointStatus{Revision: win.Oldest.Revision, Time: win.Oldest.Time, Key: win.Oldest.Key}
 		ans.Window.Newest = &pointStatus{Revision: win.Newest.Revision, Time: win.Newest.Time, Key: win.Newest.Key}

@@ -111,24 +111,6 @@ func TestAPIAuthorize(t *testing.T) {
 	require.ErrorContains(t, err, "--api-token-file")
 }
 
-func TestRevisionBump(t *testing.T) {
-	for _, c := range []struct {
-		lowest, high int64
-		want         uint64
-	}{
-		{100, 100, 0}, // the newest point: no new history
-		{120, 100, 0}, // (cannot happen: past everything)
-		{99, 100, 2},  // one revision back: the data dir starts at 101
-		{1, 5000, 5000},
-	} {
-		got := revisionBump(c.lowest, c.high)
-		require.Equal(t, c.want, got, "lowest %d high %d", c.lowest, c.high)
-		if got > 0 {
-			require.Equal(t, c.high+1, c.lowest+int64(got), "a restore ending at lowest starts right after high")
-		}
-	}
-}
-
 func TestParseRestoreRequest(t *testing.T) {
 	for _, c := range []struct {
 		body string

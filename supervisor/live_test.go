@@ -83,36 +83,50 @@ func TestRestoreWhileRunning(t *testing.T) {
 	require.Equal(t, atA.Revision, st.Revision)
 	require.Equal(t, revB, st.MemberRevision)
 	require.Equal(t, revB, st.StoreRevision)
-	require.Equal(t, uint64(revB-atA.Revision+1), st.RevisionBump)
-	require.Equal(t, revB+1, st.DataRevision, "the new history starts right after the newest revision")
+	newHistory := revB + snapstore.BumpMargin
+	require.Equal(t, uint64(newHistory-atA.Revision), st.RevisionBump)
+	require.Equal(t, newHistory, st.DataRevision, "the new history starts past the newest revision served")
 	require.DirExists(t, st.MovedAside, "the replaced data dir is kept")
 
 	got := take(t, l.cli)
-	require.Equal(t, revB+1, got.Revision)
+	require.Equal(t, newHistory, got.Revision)
 	requireSameData(t, atA, got)
-	// Watchers from the old history are told to relist.
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	resp := <-l.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(atA.Revision))
-	require.Equal(t, revB+1, resp.CompactRevision, "the bumped revision is marked compacted")
+	// Every watcher of the old history is told to relist: one that resumes from an old
+	// revision, and one that saw the newest revision served (revB) and resumes right after it.
+	for _, from := range []int64{atA.Revision, revB, revB + 1} {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp := <-l.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
+		cancel()
+		require.Equal(t, newHistory, resp.CompactRevision, "a watch from revision %d is told the history was compacted", from)
+	}
+	hs, err := l.store.Histories(ctx)
+	require.NoError(t, err)
+	require.Len(t, hs, 1, "the store records the new history")
+	require.Equal(t, newHistory, hs[0].Start)
+	require.Equal(t, atA.Revision, hs[0].Revision)
+	require.Equal(t, revB, hs[0].Served)
+	require.Equal(t, TriggerRequest, hs[0].Trigger)
 
 	fulls, err := l.store.List(ctx, snapstore.KindFull)
 	require.NoError(t, err)
 	fresh := fulls[len(fulls)-1]
 	require.Equal(t, st.FreshFull, fresh.Key)
-	require.Equal(t, revB+1, fresh.Revision)
+	require.Equal(t, newHistory, fresh.Revision)
 
 	// The backups resumed: new writes continue the chain from the fresh full snapshot.
 	_, err = etcdtest.Workload{Seed: 3, Keys: 50, Overwrites: 20}.Run(ctx, l.cli)
 	require.NoError(t, err)
 	res, err := l.s.FlushDeltas(ctx)
 	require.NoError(t, err)
-	require.Equal(t, revB+2, res.Deltas[0].From)
+	require.Equal(t, newHistory+1, res.Deltas[0].From)
 	fulls, deltas, err := l.s.listStore(ctx)
 	require.NoError(t, err)
-	win := snapstore.RestorableWindow(fulls, deltas)
+	win := snapstore.RestorableWindow(fulls, deltas).WithHistories(hs)
 	require.Empty(t, win.Gaps)
 	require.Empty(t, win.Overlaps)
+	require.Empty(t, win.Pruned, "the range between the histories is not taken for pruned backups")
+	require.Equal(t, []snapstore.Boundary{{From: revB + 1, To: newHistory - 1, After: flushed.Deltas[len(flushed.Deltas)-1].Key,
+		Before: fresh.Key, History: hs[0]}}, win.Boundaries)
 	require.Equal(t, res.Revision, win.Newest.Revision)
 
 	// The store restores the new history's newest point exactly.
@@ -298,7 +312,7 @@ func TestRestoreToTimeWhileRunning(t *testing.T) {
 	require.Equal(t, string(PhaseSucceeded), r.Phase, r.Error)
 	require.Equal(t, atA.Revision, r.Revision)
 	require.Equal(t, revB, r.StoreRevision, "the final delta reached the store before the restore")
-	require.Equal(t, revB+1, r.DataRevision)
+	require.Equal(t, revB+snapstore.BumpMargin, r.DataRevision)
 	requireSameData(t, atA, take(t, l.cli))
 }
 

@@ -29,8 +29,10 @@ type RestoreResult struct {
 	// observed: a delta's revision time, or the full snapshot's time.
 	Revision int64
 	Time     time.Time
-	// DataRevision is the new data dir's revision, after any revision bump.
+	// DataRevision is the new data dir's revision, after any revision bump; Bump is the
+	// bump (not 0: the data dir starts a new history, marked compacted at DataRevision).
 	DataRevision int64
+	Bump         uint64
 	// Newest reports that the restore reached the newest revision in the store, and
 	// StoreRevision is that revision.
 	Newest        bool
@@ -255,6 +257,9 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
 	opts.WantRevision = full.Revision
+	if opts.Marker != nil {
+		opts.Marker.RevisionTime = full.Time // the replay's time instead once it passes the full snapshot
+	}
 	opts.Replay = embedded.ReplayOptions{
 		Deltas:       plan.Deltas,
 		Open:         store.Open,
@@ -276,6 +281,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 		Revision:     full.Revision,
 		Time:         full.Time,
 		DataRevision: build.Revision,
+		Bump:         build.Bump,
 		Replay:       build.Replay,
 		MovedAside:   build.MovedAside,
 	}
@@ -305,6 +311,15 @@ func logRestored(lg *slog.Logger, cfg *embed.Config, target snapstore.Target, re
 // sibling of the data dir, on the same filesystem.
 func snapshotStagingPath(dataDir string) string {
 	return filepath.Clean(dataDir) + ".etcdbr-snapshot.db"
+}
+
+// StoreNewest returns the newest revision the store holds a backup of (0 for none).
+func StoreNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
+	fulls, deltas, err := listBackups(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	return newestRevision(fulls, deltas), nil
 }
 
 // newestRevision is the highest revision of the listed objects.

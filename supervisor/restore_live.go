@@ -37,9 +37,10 @@ type restoreJob struct {
 	result         *RestoreResult
 	fresh          snapstore.Snapshot // the full snapshot taken after it
 	warning        string
-	storeRevision  int64  // the newest revision in the store before the restore
-	memberRevision int64  // etcd's revision when it stopped
-	cluster        string // the cluster ID of the member restored (etcd's when the restore was asked for)
+	storeRevision  int64                    // the newest revision in the store before the restore
+	memberRevision int64                    // etcd's revision when it stopped
+	cluster        string                   // the cluster ID of the member restored (etcd's when the restore was asked for)
+	marker         *embedded.RestoredMarker // what the restore recorded in the new data dir
 }
 
 func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
@@ -301,40 +302,32 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
 	}
 	storeRev := newestRevision(fulls, deltas)
-	bump := revisionBump(plan.MinRevision, max(storeRev, memberRev))
+	// etcd stopped: memberRev is the newest revision any client was served (the store's
+	// newest cannot be higher, unless the store holds what another member served).
+	served := max(storeRev, memberRev)
 	s.mu.Lock()
-	job.storeRevision, job.memberRevision, job.bump = storeRev, memberRev, bump
+	job.storeRevision, job.memberRevision = storeRev, memberRev
 	s.mu.Unlock()
-	if bump > 0 {
-		s.lg.Info("restoring to a point before the newest revision: the revision is bumped past it and marked compacted, "+
-			"so that revisions never repeat across histories and watchers relist",
-			"target", job.target.String(), "store_revision", storeRev, "member_revision", memberRev, "bump", bump)
+	if plan.MinRevision < served {
+		s.lg.Info("restoring to a point before the newest revision clients were served: the restored data starts a new history, "+
+			"its revision raised past that one and marked compacted, so that revisions never repeat and every watcher lists again",
+			"target", job.target.String(), "store_revision", storeRev, "member_revision", memberRev)
 	}
-	opts := embedded.RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0}
+	opts := embedded.RestoreOptions{
+		Served: served,
+		Marker: &embedded.RestoredMarker{Source: s.cfg.Store.URL(), Trigger: job.trigger},
+	}
 	res, err := Restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg)
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	s.mu.Lock()
+	job.bump, job.marker = res.Bump, opts.Marker
+	s.mu.Unlock()
 	if follow != "" {
 		s.followRestore(ctx, follow)
 	}
-	if high := max(storeRev, memberRev); bump > 0 && res.DataRevision <= high {
-		// Restore ended below the plan's lowest revision, which it must refuse.
-		s.lg.Error("the restored data dir's revision does not pass the newest revision: revisions may repeat",
-			"data_revision", res.DataRevision, "newest", high)
-	}
 	return res, nil
-}
-
-// revisionBump is how much a restore must raise the revision so that the restored data dir
-// is past high, the newest revision the store or etcd held, when the restore ends at lowest
-// or later: 0 when lowest is not before high. The data dir then starts at high+1 when the
-// restore ends exactly at lowest (always so for a revision target).
-func revisionBump(lowest, high int64) uint64 {
-	if lowest >= high {
-		return 0
-	}
-	return uint64(high - lowest + 1)
 }
 
 // afterRestore finishes job once etcd serves again: after a successful restore it takes a
@@ -351,6 +344,12 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	s.setPhase(job, PhaseFullSnapshot)
 	start := time.Now()
 	err = s.claimStore(ctx, e, false) // before the first upload of the restored member
+	s.mu.Lock()
+	marker := job.marker
+	s.mu.Unlock()
+	if err == nil && marker != nil && marker.NewHistory() {
+		s.recordHistory(ctx, e, *marker)
+	}
 	var snap snapstore.Snapshot
 	if err == nil {
 		snap, err = backup.FullFromBackend(ctx, e.Server().Backend(), s.cfg.Store)

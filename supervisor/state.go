@@ -61,3 +61,12 @@ const (
 	// TriggerCorrupt: etcd raised a CORRUPT alarm and --restore-on-corrupt is set.
 	TriggerCorrupt = "corrupt"
 )
+
+// The triggers of the other restores, as the restore marker and the store's history records
+// name them.
+const (
+	// TriggerStart: a restore at start, of a missing, corrupt or stale data dir.
+	TriggerStart = "start"
+	// TriggerOffline: etcdbr restore.
+	TriggerOffline = "offline"
+)

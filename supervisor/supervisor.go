@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ type Config struct {
 	ForceRestore bool
 	// KeepOldDataDirs is how many data dirs moved aside by restores are kept (at least 1).
 	KeepOldDataDirs int
+	// UnbackedRevisions bounds how many revisions the member may have served beyond the
+	// store's newest when that is unknown (a restore at start): the restore starts a new
+	// history past it (snapstore.DefaultUnbackedRevisions when 0).
+	UnbackedRevisions int64
 	// GC, when set, is the retention policy applied while this member takes backups: every
 	// GCPeriod (0: backup.DefaultGCPeriod) and after each full snapshot.
 	GC       *snapstore.Policy
@@ -163,7 +168,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer monitors.Wait()
 	defer stopMonitors()
 
-	if err := s.validate(ctx); err != nil {
+	history, err := s.validate(ctx)
+	if err != nil {
 		s.recordError("validate", err)
 		return err
 	}
@@ -196,9 +202,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.lg.Warn("could not prune old data dirs", "err", err)
 		}
 		takeFull := false
-		if job != nil {
+		switch {
+		case job != nil:
 			takeFull = s.afterRestore(ctx, e, job)
 			job = nil
+		case history != nil:
+			// The data dir starts a history the store has no full snapshot of: record the
+			// history, and take one at once so that the new history's chain starts now.
+			s.recordHistory(ctx, e, *history)
+			takeFull, history = true, nil
 		}
 		sess := s.startSession(ctx, e, takeFull)
 		next, runErr := s.serve(ctx, e, sess)
@@ -274,14 +286,16 @@ func (s *Supervisor) refuseQueuedRestore() {
 	}
 }
 
-// validate checks the data dir and restores it when needed, and records how it went.
-func (s *Supervisor) validate(ctx context.Context) error {
+// validate checks the data dir and restores it when needed, and records how it went. It
+// returns the restore that built the data dir when it started a history the store has no
+// full snapshot of yet.
+func (s *Supervisor) validate(ctx context.Context) (*embedded.RestoredMarker, error) {
 	dir, walDir := s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir
 	if err := embedded.CheckWritable(dir); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := embedded.RecoverInterruptedRestore(dir, walDir, s.lg); err != nil {
-		return fmt.Errorf("finish an interrupted restore of %q: %w", dir, err)
+		return nil, fmt.Errorf("finish an interrupted restore of %q: %w", dir, err)
 	}
 	start := time.Now()
 	v := embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: s.cfg.Validation})
@@ -303,7 +317,7 @@ func (s *Supervisor) validate(ctx context.Context) error {
 	s.storeCluster = prep.storeCluster
 	s.mu.Unlock()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case prep.follow == "":
@@ -314,7 +328,7 @@ func (s *Supervisor) validate(ctx context.Context) error {
 		s.reclaimFrom = prep.follow
 		s.mu.Unlock()
 	}
-	return nil
+	return prep.history, nil
 }
 
 // prepared is what prepareDataDir did.
@@ -324,6 +338,10 @@ type prepared struct {
 	// follow is the store's cluster, to replace in its record with the cluster of the
 	// restored data dir or new member ("" nothing to replace).
 	follow string
+	// history is the restore that built the data dir, when it started a new history of
+	// which the store holds no full snapshot yet: etcdbr records the history and takes
+	// one at once.
+	history *embedded.RestoredMarker
 }
 
 // prepareDataDir decides from the verdict and the store what to do with the data dir
@@ -367,6 +385,20 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	if facts.NewCluster, err = embedded.ClusterIDFor(cfg.Etcd); err != nil {
 		lg.Warn("cannot tell which cluster ID a restore would create", "err", err)
 	}
+	if v.State == embedded.StateValid {
+		m, ok, err := embedded.ReadRestoredMarker(dir)
+		switch {
+		case err != nil:
+			lg.Warn("cannot read what the restore that built the data dir did", "err", err)
+		case ok && m.Exact && m.Source == cfg.Store.URL():
+			return prep, fmt.Errorf("data dir %q is an exact copy of revision %d restored from this store (etcdbr restore --exact): "+
+				"its history is not the store's, so it never backs up into it and is never restored over; "+
+				"give it another --store (or move %s out of it to restore the store's newest point over it, the data dir kept aside)",
+				dir, m.Revision, filepath.Join(dir, embedded.RestoredMarkerName))
+		case ok && m.NewHistory() && newestRevision(fulls) < m.DataRevision:
+			prep.history = &m
+		}
+	}
 	decision, reason := DecideStart(facts)
 	lg.Info("start-up decision", "decision", decision.String(), "reason", reason,
 		"data_revision", v.Revision, "store_revision", facts.StoreNewest,
@@ -380,12 +412,24 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	case DecideStop:
 		return prep, errors.New(reason)
 	}
-	res, err := RestoreLatest(ctx, cfg.Store, cfg.Etcd, embedded.RestoreOptions{}, lg)
+	// What the member served after the store's newest revision is unknown (it is lost):
+	// the restore starts a new history past a bound of it.
+	opts := embedded.RestoreOptions{
+		Served: facts.StoreNewest + cfg.unbacked(),
+		Marker: &embedded.RestoredMarker{Source: cfg.Store.URL(), Trigger: TriggerStart},
+	}
+	res, err := RestoreLatest(ctx, cfg.Store, cfg.Etcd, opts, lg)
 	switch {
 	case err == nil:
 		prep.restored = true
 		if res.MovedAside != "" {
 			lg.Warn("the previous data dir was moved aside and kept", "path", res.MovedAside)
+		}
+		if res.Bump > 0 {
+			lg.Warn("the restored data starts a new history: what the lost member served after the store's newest revision is unknown, "+
+				"so the revision is raised past a bound of it and marked compacted; clients (kube-apiserver, informers) are told to list again",
+				"revision", res.Revision, "data_revision", res.DataRevision, "store_revision", facts.StoreNewest, "unbacked_bound", cfg.unbacked())
+			prep.history = opts.Marker
 		}
 		return prep, nil // old data dirs are pruned once etcd started on the new one
 	case errors.Is(err, ErrNoBackup) && v.State == embedded.StateCorrupt:
@@ -394,6 +438,14 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	default:
 		return prep, fmt.Errorf("data dir %q: %w", dir, err)
 	}
+}
+
+// unbacked is Config.UnbackedRevisions, or its default.
+func (c Config) unbacked() int64 {
+	if c.UnbackedRevisions > 0 {
+		return c.UnbackedRevisions
+	}
+	return snapstore.DefaultUnbackedRevisions
 }
 
 // clusterSize counts the members in the initial cluster configuration.

@@ -41,7 +41,11 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 		}
 		fmt.Fprintln(env.Stdout)
 	}
-	printWindow(env.Stdout, snapstore.RestorableWindow(fulls, deltas))
+	hs, err := store.Histories(ctx)
+	if err != nil {
+		return err
+	}
+	printWindow(env.Stdout, snapstore.RestorableWindow(fulls, deltas).WithHistories(hs))
 	return nil
 }
 
@@ -81,17 +85,25 @@ func printWindow(out io.Writer, w snapstore.Window) {
 	}
 	type hole struct {
 		snapstore.Gap
-		pruned bool
+		pruned  bool
+		history *snapstore.History
 	}
 	var holes []hole
 	for _, g := range w.Pruned {
-		holes = append(holes, hole{g, true})
+		holes = append(holes, hole{Gap: g, pruned: true})
 	}
 	for _, g := range w.Gaps {
-		holes = append(holes, hole{g, false})
+		holes = append(holes, hole{Gap: g})
+	}
+	for _, b := range w.Boundaries {
+		holes = append(holes, hole{Gap: snapstore.Gap{From: b.From, To: b.To, After: b.After, Before: b.Before}, history: &b.History})
 	}
 	slices.SortStableFunc(holes, func(a, b hole) int { return cmp.Compare(a.From, b.From) })
 	for _, h := range holes {
+		if h.history != nil {
+			fmt.Fprintln(out, historyLine(h.Gap, *h.history))
+			continue
+		}
 		if h.pruned {
 			fmt.Fprintln(out, prunedLine(h.Gap))
 			continue
@@ -117,6 +129,20 @@ func prunedLine(g snapstore.Gap) string {
 	return fmt.Sprintf("pruned: not restorable between revision %d (%s, %s) and revision %d (%s, %s): "+
 		"deltas pruned by retention (expected); restorable to %s",
 		after.Revision, listTime(after.Time), g.After, before.Revision, listTime(before.Time), g.Before, reach)
+}
+
+// historyLine describes the range between two histories.
+func historyLine(g snapstore.Gap, h snapstore.History) string {
+	after, _ := snapstore.ParseName(g.After)
+	before, _ := snapstore.ParseName(g.Before)
+	by := "a restore"
+	if h.Trigger != "" {
+		by = fmt.Sprintf("a restore (%s)", h.Trigger)
+	}
+	return fmt.Sprintf("new history: %s at %s went back to revision %d and started a new history at revision %d; "+
+		"revisions %d to %d are in neither (the old history is restorable up to revision %d (%s), the new one from "+
+		"revision %d (%s))", by, listTime(h.Began), h.Revision, h.Start, g.From, g.To, after.Revision, g.After,
+		before.Revision, g.Before)
 }
 
 // gapMeaning says what a gap breaks.

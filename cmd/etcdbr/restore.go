@@ -20,8 +20,10 @@ type RestoreCmd struct {
 	DataDir       string   `help:"The data dir to create (must not exist or be empty)." required:"" env:"ETCDBR_DATA_DIR" type:"path"`
 	ToRevision    int64    `placeholder:"REV" help:"Restore to exactly this revision (default: the newest revision in the store)." env:"ETCDBR_TO_REVISION"`
 	ToTime        string   `placeholder:"TIME" help:"Restore to the last revision observed at or before this time (RFC 3339, e.g. 2026-11-25T15:04:05Z)." env:"ETCDBR_TO_TIME"`
-	BumpRevision  uint64   `placeholder:"N" help:"Raise the restored revision by this much, so that clients never see revisions go back (the Kubernetes-safe restore; requires --mark-compacted)." env:"ETCDBR_BUMP_REVISION"`
-	MarkCompacted bool     `help:"Mark the bumped revision compacted, so that watchers relist (requires --bump-revision)." env:"ETCDBR_MARK_COMPACTED"`
+	Unbacked      int64    `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the member may have served beyond the store's newest without backing them up: the restored data starts a new history past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again and revisions never repeat." env:"ETCDBR_UNBACKED_REVISIONS"`
+	Exact         bool     `help:"Restore exactly, without starting a new history (forensics): the revision is not raised, and etcdbr run refuses to back the copy up into this store." env:"ETCDBR_EXACT"`
+	BumpRevision  uint64   `placeholder:"N" help:"Raise the restored revision by at least this much (etcdutl's --bump-revision; the new history's bump is never less than --unbacked-revisions requires)." env:"ETCDBR_BUMP_REVISION"`
+	MarkCompacted bool     `help:"Accepted for etcdutl's --mark-compacted: a raised revision is always marked compacted." env:"ETCDBR_MARK_COMPACTED"`
 	SkipHashCheck bool     `help:"Do not check etcd's own SHA-256 of the snapshot db (etcdbr's checksum is still verified)." env:"ETCDBR_SKIP_HASH_CHECK"`
 	ForceRestore  bool     `help:"Restore even when the etcd flags create another cluster than the one the store belongs to (other peer URLs or --initial-cluster-token); the store then belongs to the restored cluster, whose backups continue it." env:"ETCDBR_FORCE_RESTORE"`
 	KeepStore     bool     `name:"keep-store-cluster" help:"Restore even when the etcd flags create another cluster than the one the store belongs to, and leave the store's record as it is: for a copy that backs up into another store, or not at all." env:"ETCDBR_KEEP_STORE_CLUSTER"`
@@ -45,8 +47,11 @@ func (c *RestoreCmd) target() (snapstore.Target, error) {
 		}
 		t.Time = at
 	}
-	if (c.BumpRevision > 0) != c.MarkCompacted {
-		return t, usageErrorf("--bump-revision and --mark-compacted go together (as in etcdutl snapshot restore)")
+	switch {
+	case c.Exact && (c.BumpRevision > 0 || c.MarkCompacted):
+		return t, usageErrorf("--exact restores without raising the revision: give it without --bump-revision and --mark-compacted")
+	case c.Unbacked < 0:
+		return t, usageErrorf("--unbacked-revisions %d: give 0 or more", c.Unbacked)
 	}
 	if c.ForceRestore && c.KeepStore {
 		return t, usageErrorf("give --force-restore (the store then belongs to the restored cluster) or --keep-store-cluster (it stays the old cluster's), not both")
@@ -88,24 +93,36 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("%w; to restore a copy that backs up into another store (or not at all), leaving the store's record as it is, "+
 			"give --keep-store-cluster", err)
 	}
-	opts := embedded.RestoreOptions{SkipHashCheck: c.SkipHashCheck, RevisionBump: c.BumpRevision, MarkCompacted: c.MarkCompacted}
+	opts := embedded.RestoreOptions{
+		SkipHashCheck: c.SkipHashCheck,
+		RevisionBump:  c.BumpRevision, MarkCompacted: c.BumpRevision > 0,
+		Marker: &embedded.RestoredMarker{Source: store.URL(), Trigger: supervisor.TriggerOffline, Exact: c.Exact},
+	}
+	if !c.Exact {
+		// Offline, nothing says what the member served after the store's newest revision:
+		// the restored data starts a new history past a bound of it.
+		newest, err := supervisor.StoreNewest(ctx, store)
+		if err != nil {
+			return err
+		}
+		opts.Served = newest + c.Unbacked
+	}
 	res, err := supervisor.Restore(ctx, store, cfg, target, opts, env.Log)
 	if err != nil {
 		return err
 	}
-	if !res.Newest && c.BumpRevision < uint64(res.StoreRevision-res.Revision) {
-		env.Log.Warn("restored a point before the newest revision in the store: a member started on this data dir begins a new history, "+
-			"and its revisions would repeat those already in the store; before it backs up into the same store, restore with "+
-			"--bump-revision (at least the difference) and --mark-compacted, or give it another store",
-			"revision", res.Revision, "store_revision", res.StoreRevision, "difference", res.StoreRevision-res.Revision)
+	if c.Exact && !res.Newest {
+		env.Log.Warn("restored an exact copy of a point before the newest revision in the store: it is another history than the store's; "+
+			"etcdbr run refuses to back it up into this store (give it another --store)",
+			"revision", res.Revision, "store_revision", res.StoreRevision)
 	}
 	fmt.Fprintf(env.Stdout, "restored %s", res.Snapshot.Key)
 	if len(res.Deltas) > 0 {
 		fmt.Fprintf(env.Stdout, " and %d deltas", len(res.Deltas))
 	}
 	fmt.Fprintf(env.Stdout, " to revision %d (%s) into %s\n", res.Revision, res.Time.UTC().Format(time.RFC3339Nano), cfg.Dir)
-	if res.DataRevision != res.Revision {
-		fmt.Fprintf(env.Stdout, "the data dir is at revision %d, marked compacted\n", res.DataRevision)
+	if res.Bump > 0 {
+		fmt.Fprintf(env.Stdout, "the data dir starts a new history at revision %d (marked compacted): clients list again, and etcdbr run backs it up with a fresh full snapshot\n", res.DataRevision)
 	}
 	if follow {
 		id, err := followStore(ctx, env, store, cfg, clusters.Store)

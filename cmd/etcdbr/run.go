@@ -33,6 +33,7 @@ type RunCmd struct {
 	Validation           string        `help:"How deeply the data dir is checked before etcd starts: quick (trust a clean stop: layout, file sizes and times, the db's meta pages; without a clean-stop marker it validates fully), full (every db page, every WAL record), auto (quick after a clean stop, full otherwise)." default:"auto" enum:"auto,quick,full" env:"ETCDBR_VALIDATION"`
 	ForceRestore         bool          `help:"Restore from the store even when the data dir belongs to another cluster than the store, or the etcd flags create another cluster (other peer URLs or --initial-cluster-token); the data dir is moved aside, never deleted, and the store then belongs to the restored cluster." env:"ETCDBR_FORCE_RESTORE"`
 	KeepOldDataDirs      int           `help:"How many data dirs moved aside by restores are kept (at least 1)." default:"1" env:"ETCDBR_KEEP_OLD_DATA_DIRS"`
+	UnbackedRevisions    int64         `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the member may have served beyond the store's newest without backing them up: a restore at start (lost or corrupt data dir) starts a new history past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again." env:"ETCDBR_UNBACKED_REVISIONS"`
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
 	APIFlags             `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
@@ -112,20 +113,21 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		gc = &gcPolicy
 	}
 	return supervisor.Run(ctx, supervisor.Config{
-		GC:               gc,
-		GCPeriod:         gcPeriod,
-		Validation:       depth,
-		ForceRestore:     c.ForceRestore,
-		KeepOldDataDirs:  c.KeepOldDataDirs,
-		Etcd:             etcdCfg,
-		Store:            store,
-		Schedule:         sched,
-		DeltaPeriod:      c.DeltaSnapshotPeriod,
-		DeltaMemoryLimit: int64(c.DeltaSnapshotMemoryLimit),
-		MaxBackupAge:     c.MaxBackupAge,
-		RestoreOnCorrupt: c.RestoreOnCorrupt,
-		API:              api,
-		Log:              env.Log,
+		GC:                gc,
+		GCPeriod:          gcPeriod,
+		Validation:        depth,
+		ForceRestore:      c.ForceRestore,
+		KeepOldDataDirs:   c.KeepOldDataDirs,
+		UnbackedRevisions: c.UnbackedRevisions,
+		Etcd:              etcdCfg,
+		Store:             store,
+		Schedule:          sched,
+		DeltaPeriod:       c.DeltaSnapshotPeriod,
+		DeltaMemoryLimit:  int64(c.DeltaSnapshotMemoryLimit),
+		MaxBackupAge:      c.MaxBackupAge,
+		RestoreOnCorrupt:  c.RestoreOnCorrupt,
+		API:               api,
+		Log:               env.Log,
 	})
 }
 

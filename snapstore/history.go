@@ -1,0 +1,195 @@
+package snapstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+)
+
+// A history is one line of revisions that clients were served. A restore to a point before
+// the newest revision clients may have seen starts a new history: the restored data dir's
+// revision is raised past every revision of the old one and marked compacted there
+// (RevisionBump), so that revisions never repeat across histories and every watcher of the
+// old history is told "compacted" and lists again (kube-apiserver's watch cache, informers).
+// The store records where each new history starts (RecordHistory), so that a listing tells
+// the revisions that never existed from backups that are missing.
+
+// BumpMargin is how far past the newest revision clients may have seen a new history
+// starts. It must be at least 2: a client that saw revision N resumes its watch at N+1, and
+// etcd accepts a watch at exactly its compacted revision, so the compacted revision must be
+// above N+1. The rest is slack for a bound that is off by a few.
+const BumpMargin = 1000
+
+// DefaultUnbackedRevisions bounds how many revisions a member may have served beyond the
+// newest revision in the store when nothing else says (a restore at start-up after a lost
+// data dir, an offline restore): the revisions written after the last delta and lost with
+// the member. It is the bump etcd's own documentation uses when the revisions clients saw
+// are unknown; revisions are int64, so a billion per restore leaves room for billions of
+// restores.
+const DefaultUnbackedRevisions = 1_000_000_000
+
+// RevisionBump returns how much a restore that ends at revision restored must raise the
+// revision so that the restored data starts a history no client can confuse with the one
+// that served revisions up to served: 0 when restored is not before served (nothing newer
+// was served: the restore continues the same history); otherwise the data dir's revision
+// becomes served+BumpMargin, marked compacted there, above served+1 where a caught-up
+// watcher resumes.
+func RevisionBump(restored, served int64) uint64 {
+	if restored >= served {
+		return 0
+	}
+	return uint64(served - restored + BumpMargin)
+}
+
+// HistoryPrefix is where the store records the histories that restores started, one object
+// per history: history/<start>.json, <start> zero-padded to 20 digits like revisions in
+// snapshot names.
+const HistoryPrefix = "history/"
+
+// historyVersion is the version of a history record's format.
+const historyVersion = 1
+
+// maxHistorySize bounds what is read of one history record.
+const maxHistorySize = 64 << 10
+
+// History is the record of a history that a restore started.
+type History struct {
+	// Version is the format's version (1).
+	Version int `json:"version"`
+	// Start is the history's first revision: the restored data dir's revision after the
+	// bump, compacted there. No revision between the previous history's last one and Start
+	// ever existed.
+	Start int64 `json:"start"`
+	// Began is when the restore built the data dir.
+	Began time.Time `json:"began"`
+	// Revision is the point of the earlier history the new one continues from (the revision
+	// restored), RevisionTime when it was observed.
+	Revision     int64     `json:"revision"`
+	RevisionTime time.Time `json:"revision_time,omitzero"`
+	// Served is the bound on the revisions the earlier history served that the bump passed.
+	Served int64 `json:"served"`
+	// Trigger says what asked for the restore: request (the API), corrupt (a CORRUPT
+	// alarm), start (a missing, corrupt or stale data dir at start), offline (etcdbr
+	// restore).
+	Trigger string `json:"trigger,omitempty"`
+}
+
+// HistoryKey returns the key of the record of the history starting at start.
+func HistoryKey(start int64) string {
+	return fmt.Sprintf("%s%020d.json", HistoryPrefix, start)
+}
+
+// parseHistoryKey returns the start revision in a HistoryKey.
+func parseHistoryKey(key string) (int64, bool) {
+	rest, ok := strings.CutPrefix(key, HistoryPrefix)
+	if !ok {
+		return 0, false
+	}
+	digits, ok := strings.CutSuffix(rest, ".json")
+	if !ok || len(digits) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 1 {
+		return 0, false
+	}
+	return n, true
+}
+
+// RecordHistory records h in the store, unless a record of a history starting at h.Start is
+// there already (a restart records the same history again: the first record stays).
+func (s *Store) RecordHistory(ctx context.Context, h History) error {
+	if h.Start < 1 {
+		return fmt.Errorf("record a history in store %q: start revision %d: revisions start at 1", s.url, h.Start)
+	}
+	h.Version = historyVersion
+	data, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return fmt.Errorf("record the history starting at revision %d in store %q: %w", h.Start, s.url, err)
+	}
+	key := HistoryKey(h.Start)
+	if ok, err := s.bucket.Exists(ctx, key); err != nil {
+		return fmt.Errorf("record the history starting at revision %d in store %q: %w", h.Start, s.url, err)
+	} else if ok {
+		return nil
+	}
+	var file *os.File
+	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+		ContentType: "application/json",
+		BeforeWrite: func(as func(any) bool) error {
+			if as(&file) {
+				return file.Chmod(0o600)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("record the history starting at revision %d in store %q: %w", h.Start, s.url, err)
+	}
+	return nil
+}
+
+// Histories returns the histories the store records, sorted by Start. Records this etcdbr
+// cannot read are errors that name them.
+func (s *Store) Histories(ctx context.Context) ([]History, error) {
+	var out []History
+	it := s.bucket.List(&blob.ListOptions{Prefix: HistoryPrefix})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list the histories in store %q: %w", s.url, err)
+		}
+		start, ok := parseHistoryKey(obj.Key)
+		if !ok {
+			continue
+		}
+		h, err := s.readHistory(ctx, obj.Key, start)
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			continue // deleted since the listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b History) int { return cmp.Compare(a.Start, b.Start) })
+	return out, nil
+}
+
+func (s *Store) readHistory(ctx context.Context, key string, start int64) (History, error) {
+	r, err := s.bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		return History{}, err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, maxHistorySize+1))
+	if err != nil {
+		return History{}, fmt.Errorf("read %s in store %q: %w", key, s.url, err)
+	}
+	var h History
+	switch err := json.Unmarshal(data, &h); {
+	case len(data) > maxHistorySize:
+		return History{}, fmt.Errorf("store %q: %s is larger than %d bytes: it was not written by etcdbr; move it away", s.url, key, maxHistorySize)
+	case err != nil:
+		return History{}, fmt.Errorf("store %q: %s is unreadable (%v): it was not written by etcdbr; move it away", s.url, key, err)
+	case h.Version != historyVersion:
+		return History{}, fmt.Errorf("store %q: %s has version %d; this etcdbr reads version %d: use a newer etcdbr", s.url, key, h.Version, historyVersion)
+	case h.Start != start:
+		return History{}, fmt.Errorf("store %q: %s records start revision %d, not the one in its name: move it away", s.url, key, h.Start)
+	}
+	return h, nil
+}
