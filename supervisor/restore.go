@@ -100,7 +100,7 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 		for {
 			plan, err := snapstore.PlanRestore(fulls, deltas, target, exclude)
 			if err != nil {
-				return RestoreResult{}, planFailed(store, err, failures, gone)
+				return RestoreResult{}, planFailed(store, betweenHistories(ctx, store, fulls, deltas, target, err), failures, gone)
 			}
 			lg.Info("restore plan", "target", target.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
 				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
@@ -177,6 +177,28 @@ func planFailed(store *snapstore.Store, err error, failures []error, gone []snap
 	err = withGone(fmt.Errorf("restore from %s: %w", store.URL(), err), gone)
 	if len(failures) > 0 {
 		err = fmt.Errorf("%w; objects left out because they failed verification: %w", err, errors.Join(failures...))
+	}
+	return err
+}
+
+// betweenHistories says, when target is a revision between two histories (a revision that
+// never existed in either), so in err.
+func betweenHistories(ctx context.Context, store *snapstore.Store, fulls, deltas []snapstore.Snapshot, target snapstore.Target, err error) error {
+	if target.Revision == 0 {
+		return err
+	}
+	hs, herr := store.Histories(ctx)
+	if herr != nil || len(hs) == 0 {
+		return err
+	}
+	for _, b := range snapstore.RestorableWindow(fulls, deltas).WithHistories(hs).Boundaries {
+		if target.Revision >= b.From && target.Revision <= b.To {
+			return fmt.Errorf("%w: revision %d lies between two histories: a restore at %s went back to revision %d and "+
+				"started a new history at revision %d, so revisions %d to %d were never served by the new one and are not "+
+				"in the backups of the old one; restore the old history's end (--to-revision %d) or the new one's start",
+				err, target.Revision, b.History.Began.UTC().Format(time.RFC3339), b.History.Revision, b.History.Start,
+				b.From, b.To, b.From-1)
+		}
 	}
 	return err
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/storetest"
 )
 
@@ -229,8 +230,10 @@ func TestAPIRestoreInPlace(t *testing.T) {
 		return st.Restore != nil && st.Restore.ID == accepted.Restore.ID && !st.Restore.Running
 	})
 	r := st.Restore
-	if r.Phase != "succeeded" || r.Revision != atA.Revision || r.DataRevision != revB+1 || r.RevisionBump != uint64(revB-atA.Revision+1) {
-		t.Fatalf("restore: %+v, want revision %d restored into a data dir at revision %d", r, atA.Revision, revB+1)
+	// A new history, past the newest revision served (revB), compacted there.
+	newStart := revB + snapstore.BumpMargin
+	if r.Phase != "succeeded" || r.Revision != atA.Revision || r.DataRevision != newStart || r.RevisionBump != uint64(newStart-atA.Revision) {
+		t.Fatalf("restore: %+v, want revision %d restored into a data dir at revision %d", r, atA.Revision, newStart)
 	}
 	select {
 	case <-p.done:
@@ -245,16 +248,16 @@ func TestAPIRestoreInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Revision != revB+1 {
-		t.Fatalf("the restored member is at revision %d, want %d", got.Revision, revB+1)
+	if got.Revision != newStart {
+		t.Fatalf("the restored member is at revision %d, want %d", got.Revision, newStart)
 	}
 	atA.Revision = got.Revision
 	if diff := etcdtest.Diff(atA, got, 20); len(diff) > 0 {
 		t.Fatalf("the restored member does not hold revision %d's data:\n%s", r.Revision, strings.Join(diff, "\n"))
 	}
-	fresh := waitFull(t, store, revB+1, time.Minute)
-	if fresh.Key != r.FreshFull || fresh.Revision != revB+1 {
-		t.Fatalf("the store's newest full snapshot is %+v, want %s at revision %d", fresh, r.FreshFull, revB+1)
+	fresh := waitFull(t, store, newStart, time.Minute)
+	if fresh.Key != r.FreshFull || fresh.Revision != newStart {
+		t.Fatalf("the store's newest full snapshot is %+v, want %s at revision %d", fresh, r.FreshFull, newStart)
 	}
 	if _, err := os.Stat(r.MovedAside); err != nil {
 		t.Fatalf("the replaced data dir is not kept: %v", err)

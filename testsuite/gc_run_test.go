@@ -59,7 +59,7 @@ func TestRunCollectsGarbage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := etcdtest.Diff(want, got, 20); len(diff) > 0 {
+	if diff := etcdtest.Diff(newHistory(want, want.Revision), got, 20); len(diff) > 0 {
 		t.Fatalf("restored data differs after GC:\n%s", strings.Join(diff, "\n"))
 	}
 	p2.stop()

@@ -324,7 +324,9 @@ func TestIdentityRestoreAnotherCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := etcdtest.Diff(want, got, 20); len(diff) > 0 {
+	// An offline restore cannot know what the member served after the store's newest
+	// revision: a new history.
+	if diff := etcdtest.Diff(newHistory(want, want.Revision), got, 20); len(diff) > 0 {
 		t.Fatalf("restored data differs from the source:\n%s", strings.Join(diff, "\n"))
 	}
 	// Its backups continue the store.
@@ -373,7 +375,7 @@ func TestIdentityRestoreAnotherCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := etcdtest.Diff(wantB, got, 20); len(diff) > 0 {
+	if diff := etcdtest.Diff(newHistory(wantB, wantB.Revision), got, 20); len(diff) > 0 {
 		t.Fatalf("restored data differs from the source:\n%s", strings.Join(diff, "\n"))
 	}
 	rec, _ = clusterRecord(t, store)

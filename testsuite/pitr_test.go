@@ -263,11 +263,18 @@ func TestPITRCommands(t *testing.T) {
 		t.Cleanup(p.stop)
 		return client(t, m.ClientURL)
 	}
-	check := func(t *testing.T, cli *clientv3.Client, want etcdtest.Dump) {
+	// A restore without --exact starts a new history past the store's newest revision and
+	// what the lost member may have served after it.
+	newHistory := latest + snapstore.DefaultUnbackedRevisions + snapstore.BumpMargin
+	check := func(t *testing.T, cli *clientv3.Client, want etcdtest.Dump, dataRev int64) {
 		got, err := etcdtest.Take(context.Background(), cli, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if got.Revision != dataRev {
+			t.Fatalf("the restored member is at revision %d, want %d", got.Revision, dataRev)
+		}
+		got.Revision = want.Revision
 		if diff := deltatest.Compare(want, got, src.ttls, 20); len(diff) > 0 {
 			t.Fatalf("restored data differs from the source's at revision %d:\n%s", want.Revision, strings.Join(diff, "\n"))
 		}
@@ -280,10 +287,10 @@ func TestPITRCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, fmt.Sprintf("to revision %d", tg.want.Revision)) {
 			t.Fatalf("etcdbr restore: exit %d\n%s", code, out)
 		}
-		if !strings.Contains(out, "before the newest revision in the store") || !strings.Contains(out, "--bump-revision") {
-			t.Errorf("restoring a past point does not warn about the revisions that would repeat:\n%s", out)
+		if !strings.Contains(out, fmt.Sprintf("starts a new history at revision %d", newHistory)) {
+			t.Errorf("restoring a past point does not say it starts a new history at revision %d:\n%s", newHistory, out)
 		}
-		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want)
+		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want, newHistory)
 	})
 
 	t.Run("to a time", func(t *testing.T) {
@@ -293,23 +300,42 @@ func TestPITRCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, fmt.Sprintf("to revision %d", tg.want.Revision)) {
 			t.Fatalf("etcdbr restore --to-time: exit %d, want revision %d\n%s", code, tg.want.Revision, out)
 		}
-		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want)
+		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want, newHistory)
 	})
 
-	t.Run("latest with a revision bump", func(t *testing.T) {
+	t.Run("latest with a larger revision bump", func(t *testing.T) {
 		t.Parallel()
 		tg := byName["the latest point"]
-		m, code, out := restore(t, src.storeURL, "--bump-revision", "1000", "--mark-compacted")
-		if code != 0 || !strings.Contains(out, fmt.Sprintf("at revision %d, marked compacted", tg.want.Revision+1000)) {
+		const bump = 3 * snapstore.DefaultUnbackedRevisions
+		m, code, out := restore(t, src.storeURL, "--bump-revision", fmt.Sprint(bump), "--mark-compacted")
+		if code != 0 || !strings.Contains(out, fmt.Sprintf("new history at revision %d (marked compacted)", tg.want.Revision+bump)) {
 			t.Fatalf("etcdbr restore --bump-revision: exit %d\n%s", code, out)
 		}
 		cli := serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store"))
-		want := tg.want
-		want.Revision += 1000
-		check(t, cli, want)
+		check(t, cli, tg.want, tg.want.Revision+bump)
 		if _, err := cli.Get(context.Background(), "x", clientv3.WithRev(tg.want.Revision)); !errors.Is(err, rpctypes.ErrCompacted) {
 			t.Fatalf("a read at the restored revision after the bump: %v, want ErrCompacted", err)
 		}
+	})
+
+	t.Run("latest when nothing was served after the store's newest", func(t *testing.T) {
+		t.Parallel()
+		tg := byName["the latest point"]
+		m, code, out := restore(t, src.storeURL, "--unbacked-revisions", "0")
+		if code != 0 || strings.Contains(out, "new history") {
+			t.Fatalf("etcdbr restore --unbacked-revisions 0: exit %d, want the same history\n%s", code, out)
+		}
+		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want, tg.want.Revision)
+	})
+
+	t.Run("exact copy of a past point", func(t *testing.T) {
+		t.Parallel()
+		tg := byName["inside a delta"]
+		m, code, out := restore(t, src.storeURL, "--exact", "--to-revision", fmt.Sprint(tg.want.Revision))
+		if code != 0 || strings.Contains(out, "new history") || !strings.Contains(out, "refuses to back it up into this store") {
+			t.Fatalf("etcdbr restore --exact: exit %d\n%s", code, out)
+		}
+		check(t, serve(t, m, "file://"+filepath.Join(t.TempDir(), "new-store")), tg.want, tg.want.Revision)
 	})
 
 	t.Run("run restores a missing data dir with the deltas", func(t *testing.T) {
@@ -320,7 +346,7 @@ func TestPITRCommands(t *testing.T) {
 		copyTree(t, src.storeDir, filepath.Join(dir, "store"))
 		p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily"))
 		t.Cleanup(p.stop)
-		check(t, client(t, m.ClientURL), byName["the latest point"].want)
+		check(t, client(t, m.ClientURL), byName["the latest point"].want, newHistory)
 	})
 
 	t.Run("damaged stores", func(t *testing.T) {
@@ -398,8 +424,9 @@ func TestPITRCommands(t *testing.T) {
 		}{
 			{[]string{"--to-revision", "5", "--to-time", "2026-11-25T10:00:00Z"}, "not both"},
 			{[]string{"--to-time", "yesterday"}, "RFC 3339"},
-			{[]string{"--bump-revision", "10"}, "go together"},
-			{[]string{"--mark-compacted"}, "go together"},
+			{[]string{"--exact", "--bump-revision", "10"}, "without --bump-revision"},
+			{[]string{"--exact", "--mark-compacted"}, "without --bump-revision"},
+			{[]string{"--unbacked-revisions=-1"}, "give 0 or more"},
 			{[]string{"--to-revision=-3"}, "revisions start at 1"},
 		} {
 			_, code, out := restore(t, src.storeURL, tc.flags...)
@@ -448,6 +475,7 @@ func TestPITRFromRun(t *testing.T) {
 		t.Fatal("etcdbr run wrote no delta")
 	}
 	ttls := deltatest.ExpectedTTLs(res.TTLs, pitrRecordedTTLs(t, store), embedded.MinLeaseTTL(embed.NewConfig()))
+	newest := newestRevision(t, store)
 
 	for _, tc := range []struct {
 		name  string
@@ -470,7 +498,8 @@ func TestPITRFromRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := deltatest.Compare(tc.want, got, ttls, 20); len(diff) > 0 {
+			// An offline restore starts a new history past the store's newest revision.
+			if diff := deltatest.Compare(newHistory(tc.want, newest), got, ttls, 20); len(diff) > 0 {
 				t.Fatalf("restored data differs from the source's at revision %d:\n%s", tc.want.Revision, strings.Join(diff, "\n"))
 			}
 		})

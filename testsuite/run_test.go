@@ -114,8 +114,15 @@ func TestRunRestoresDamagedDataDir(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := etcdtest.Diff(want, got, 20); len(diff) > 0 {
-				t.Fatalf("restored data differs from the source:\n%s", strings.Join(diff, "\n"))
+			// A restore at start cannot know what the member served after the store's
+			// newest revision: the restored data starts a new history. A truncated db is
+			// not restored: the verdict finds the data dir valid (etcd rebuilds it).
+			served := want
+			if name != "truncated db" {
+				served = newHistory(want, want.Revision)
+			}
+			if diff := etcdtest.Diff(served, got, 20); len(diff) > 0 {
+				t.Fatalf("restored data differs from the source:\n%s\n%s", strings.Join(diff, "\n"), p.Output())
 			}
 			p.stop()
 		})

@@ -208,7 +208,7 @@ func TestSnapshotSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := etcdtest.Diff(want, got, 20); len(diff) > 0 {
+	if diff := etcdtest.Diff(newHistory(want, want.Revision), got, 20); len(diff) > 0 {
 		t.Fatalf("restored data differs:\n%s", strings.Join(diff, "\n"))
 	}
 	p.stop()

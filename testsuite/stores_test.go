@@ -119,11 +119,13 @@ func testMinIOEndToEnd(t *testing.T, svc storetest.Service, encrypted bool) {
 
 	p = start(t, args)
 	cli = client(t, m.ClientURL)
-	got, err := etcdtest.Take(ctx, cli, want.Revision)
+	got, err := etcdtest.Take(ctx, cli, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := etcdtest.Diff(want, got, 10); len(diff) > 0 {
+	// The restore at start cannot know what the lost member served after the store's newest
+	// revision: the restored data starts a new history.
+	if diff := etcdtest.Diff(newHistory(want, want.Revision), got, 10); len(diff) > 0 {
 		t.Fatalf("restored data differs from the source:\n%s", strings.Join(diff, "\n"))
 	}
 	t.Logf("restored %d keys and %d leases at revision %d from %s", len(got.KVs), len(got.Leases), got.Revision, store)
@@ -154,15 +156,16 @@ func checkObjectsInClear(t *testing.T, svc storetest.Service, bucket string, enc
 		if err != nil {
 			t.Fatal(err)
 		}
-		if path.Base(key) == snapstore.ClusterIDKey {
-			// The store's cluster record: plain JSON naming the cluster, no etcd data.
+		if path.Base(key) == snapstore.ClusterIDKey || strings.Contains(key, "/"+snapstore.HistoryPrefix) {
+			// The store's cluster record and history records: plain JSON naming the cluster
+			// or revisions and times, no etcd data.
 			for _, s := range secrets {
 				if bytes.Contains(raw, s) {
-					t.Errorf("the cluster record %s holds %q", key, s)
+					t.Errorf("the record %s holds %q", key, s)
 				}
 			}
 			if !json.Valid(raw) {
-				t.Errorf("the cluster record %s is not JSON: %q", key, raw)
+				t.Errorf("the record %s is not JSON: %q", key, raw)
 			}
 			continue
 		}
