@@ -65,6 +65,13 @@ func (c *clientCalls) stop() {
 	}
 }
 
+// stopping reports whether stop was called.
+func (c *clientCalls) stopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}
+
 // track returns a context for a call with parent ctx that stop cancels, and a
 // function to call when the call ended; it returns errStopping once stop was
 // called.

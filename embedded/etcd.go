@@ -93,9 +93,14 @@ func Start(ctx context.Context, cfg *embed.Config, lg *slog.Logger) (*Etcd, erro
 }
 
 // startEtcd calls embed.StartEtcd with calls' interceptors on etcd's gRPC
-// servers and turns a panic into an error. cfg is left as it was: StartEtcd keeps
-// a copy of it.
+// servers and etcd's logger quiet about the listeners a stop closes, and turns a
+// panic into an error. cfg is left as it was: StartEtcd keeps a copy of it.
 func startEtcd(cfg *embed.Config, calls *clientCalls) (e *embed.Etcd, err error) {
+	restoreLogger, err := quietStopLogs(cfg, calls)
+	if err != nil {
+		return nil, err
+	}
+	defer restoreLogger()
 	opts := cfg.GRPCAdditionalServerOptions
 	cfg.GRPCAdditionalServerOptions = append(opts[:len(opts):len(opts)], calls.serverOptions()...)
 	defer func() {
