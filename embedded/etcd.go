@@ -17,6 +17,7 @@ import (
 type Etcd struct {
 	name   string
 	etcd   *embed.Etcd
+	calls  *clientCalls
 	client *clientv3.Client
 	lg     *slog.Logger
 
@@ -53,7 +54,8 @@ func Start(ctx context.Context, cfg *embed.Config, lg *slog.Logger) (*Etcd, erro
 	}
 	lg.Info("starting etcd", "name", cfg.Name, "data_dir", cfg.Dir, "cluster_state", cfg.ClusterState)
 
-	ee, err := startEtcd(cfg)
+	calls := newClientCalls()
+	ee, err := startEtcd(cfg, calls)
 	if err != nil {
 		return nil, fmt.Errorf("start etcd member %q with data dir %q: %w", cfg.Name, cfg.Dir, err)
 	}
@@ -61,22 +63,23 @@ func Start(ctx context.Context, cfg *embed.Config, lg *slog.Logger) (*Etcd, erro
 	select {
 	case <-ee.Server.ReadyNotify():
 	case err, ok := <-ee.Err():
-		ee.Close()
+		stopEtcd(ee, calls)
 		if !ok || err == nil {
 			err = errors.New("a listener stopped")
 		}
 		return nil, fmt.Errorf("etcd member %q failed while starting: %w", cfg.Name, err)
 	case <-ee.Server.StopNotify():
-		ee.Close()
+		stopEtcd(ee, calls)
 		return nil, fmt.Errorf("etcd member %q stopped before it became ready (see etcd's log)", cfg.Name)
 	case <-ctx.Done():
-		ee.Close()
+		stopEtcd(ee, calls)
 		return nil, fmt.Errorf("etcd member %q did not become ready: %w", cfg.Name, ctx.Err())
 	}
 
 	e := &Etcd{
 		name:      cfg.Name,
 		etcd:      ee,
+		calls:     calls,
 		client:    v3client.New(ee.Server),
 		lg:        lg,
 		errc:      make(chan error, 1),
@@ -89,15 +92,34 @@ func Start(ctx context.Context, cfg *embed.Config, lg *slog.Logger) (*Etcd, erro
 	return e, nil
 }
 
-// startEtcd calls embed.StartEtcd and turns a panic into an error.
-func startEtcd(cfg *embed.Config) (e *embed.Etcd, err error) {
+// startEtcd calls embed.StartEtcd with calls' interceptors on etcd's gRPC
+// servers and etcd's logger quiet about the listeners a stop closes, and turns a
+// panic into an error. cfg is left as it was: StartEtcd keeps a copy of it.
+func startEtcd(cfg *embed.Config, calls *clientCalls) (e *embed.Etcd, err error) {
+	restoreLogger, err := quietStopLogs(cfg, calls)
+	if err != nil {
+		return nil, err
+	}
+	defer restoreLogger()
+	opts := cfg.GRPCAdditionalServerOptions
+	cfg.GRPCAdditionalServerOptions = append(opts[:len(opts):len(opts)], calls.serverOptions()...)
 	defer func() {
+		cfg.GRPCAdditionalServerOptions = opts
 		if r := recover(); r != nil {
 			e, err = nil, fmt.Errorf("etcd panicked while starting: %v "+
 				"(it may still hold its ports and db lock: restart the process)", r)
 		}
 	}()
 	return embed.StartEtcd(cfg)
+}
+
+// stopEtcd stops ee: it ends the client calls that would hold up the stop
+// (streams such as watches; see clientCalls), then closes ee, which lets the
+// other calls in flight finish, stops the server (the raft loop ends, the WAL is
+// synced and closed, the backend committed and closed) and closes its listeners.
+func stopEtcd(ee *embed.Etcd, calls *clientCalls) {
+	calls.stop()
+	ee.Close()
 }
 
 // watch forwards the first fatal error of the running etcd to errc.
@@ -140,9 +162,11 @@ func (e *Etcd) Client() *clientv3.Client { return e.client }
 // failed or Close was called.
 func (e *Etcd) Err() <-chan error { return e.errc }
 
-// Close stops etcd gracefully and returns when it has fully stopped (listeners
-// closed, WAL and db closed). It is idempotent and safe to call concurrently;
-// every call returns after the stop completed.
+// Close stops etcd and returns when it has fully stopped (listeners closed, WAL
+// and db closed). Clients' streams (watches, lease keep-alives, ...) are ended at
+// once with Unavailable ("etcd is stopping"), so that clients reconnect, rather
+// than waited for; other requests in flight may finish. It is idempotent and safe
+// to call concurrently; every call returns after the stop completed.
 func (e *Etcd) Close() {
 	e.closeOnce.Do(func() {
 		close(e.stopping)
@@ -151,7 +175,7 @@ func (e *Etcd) Close() {
 		if err := e.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			e.lg.Warn("closing the in-process etcd client", "error", err)
 		}
-		e.etcd.Close()
+		stopEtcd(e.etcd, e.calls)
 		e.lg.Info("etcd stopped", "name", e.name)
 	})
 }
