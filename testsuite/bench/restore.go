@@ -127,10 +127,16 @@ func benchRestore(ctx context.Context, cfg config, ds dataset, dir, lastDir stri
 			if err != nil && p.Revisions > 0 {
 				return nil, err
 			}
+			// A restore to a point before the store's newest starts a new history: the data
+			// dir's revision is raised (its marker says by how much).
 			v := embedded.Inspect(ctx, restored, "")
-			if v.State != embedded.StateValid || v.Revision != p.Revision {
-				return nil, fmt.Errorf("the restored data dir is %s at revision %d (%s), the source was at revision %d",
-					v.State, v.Revision, v.Reason, p.Revision)
+			m, ok, err := embedded.ReadRestoredMarker(restored)
+			if err != nil || !ok || m.Revision != p.Revision {
+				return nil, fmt.Errorf("the restored data dir's marker: %+v, %v (found %v), want revision %d restored", m, err, ok, p.Revision)
+			}
+			if v.State != embedded.StateValid || v.Revision != m.DataRevision {
+				return nil, fmt.Errorf("the restored data dir is %s at revision %d (%s), the source was at revision %d, raised to %d",
+					v.State, v.Revision, v.Reason, p.Revision, m.DataRevision)
 			}
 			if restored != lastDir {
 				os.RemoveAll(restored)
