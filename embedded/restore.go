@@ -218,7 +218,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if res.Replay.Revisions > 0 {
 			m.RevisionTime = res.Replay.Time
 		}
-		if err := writeRestoredMarker(plan.stagedData(), *m); err != nil {
+		if err := writeRestoredMarker(plan.stagedData(), m); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
 	}

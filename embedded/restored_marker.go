@@ -51,8 +51,9 @@ func (m RestoredMarker) NewHistory() bool { return m.Bump > 0 }
 
 func restoredMarkerPath(dataDir string) string { return filepath.Join(dataDir, RestoredMarkerName) }
 
-// writeRestoredMarker writes m into dataDir (a staged data dir, fsynced with it later).
-func writeRestoredMarker(dataDir string, m RestoredMarker) error {
+// writeRestoredMarker sets m's version and time and writes it into dataDir (a staged data
+// dir, fsynced with it later).
+func writeRestoredMarker(dataDir string, m *RestoredMarker) error {
 	m.Version, m.Written = restoredMarkerVersion, time.Now().UTC()
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {

@@ -106,6 +106,8 @@ func TestRestoreWhileRunning(t *testing.T) {
 	require.Equal(t, atA.Revision, hs[0].Revision)
 	require.Equal(t, revB, hs[0].Served)
 	require.Equal(t, TriggerRequest, hs[0].Trigger)
+	require.WithinDuration(t, time.Now(), hs[0].Began, time.Hour, "when the restore built the data dir")
+	require.False(t, hs[0].RevisionTime.IsZero())
 
 	fulls, err := l.store.List(ctx, snapstore.KindFull)
 	require.NoError(t, err)

@@ -263,6 +263,26 @@ func TestAPIRestoreInPlace(t *testing.T) {
 		t.Fatalf("the replaced data dir is not kept: %v", err)
 	}
 	p.stop()
+
+	// list, verify --deep and a restore of the newest point agree after the live restore:
+	// the two histories with the jump between them, no gap, and the restored data.
+	code, out := runToExit(t, []string{"list", "--store", store})
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("went back to revision %d and started a new history at revision %d", r.Revision, newStart)) ||
+		strings.Contains(out, "0001-01-01") ||
+		strings.Contains(out, "gap:") || strings.Contains(out, "pruned:") {
+		t.Fatalf("etcdbr list after the live restore: exit %d\n%s", code, out)
+	}
+	if code, out := runToExit(t, []string{"verify", "--store", store, "--deep"}); code != 0 {
+		t.Fatalf("etcdbr verify --deep after the live restore: exit %d\n%s", code, out)
+	}
+	r2 := newMember(t, t.TempDir())
+	code, out = runToExit(t, append([]string{"restore", "--data-dir", r2.DataDir, "--store", store, "--keep-store-cluster", "--"}, r2.etcdFlags()...))
+	if code != 0 {
+		t.Fatalf("etcdbr restore of the newest point after the live restore: exit %d\n%s", code, out)
+	}
+	p2 := start(t, r2.runArgs("file://"+filepath.Join(t.TempDir(), "other"), "--full-snapshot-schedule", "@daily"))
+	defer p2.stop()
+	sameData(t, atA, takeDump(t, r2), newStart+snapstore.DefaultUnbackedRevisions+snapstore.BumpMargin, "the newest point after the live restore")
 }
 
 // TestAPIAuthNonLoopback: on an address that is not loopback etcdbr refuses to start
