@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test soak bench test-services lint run clean
+.PHONY: build test test-kube kube-apiserver soak bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -14,9 +14,22 @@ WITH_SERVICES := $(GO) run ./scripts/test-services --
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/etcdbr
 
-# Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end).
+# Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end), then
+# the end-to-end tests under a real kube-apiserver.
 test: lint
 	$(WITH_SERVICES) $(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) test-kube
+
+# etcdbr under a real kube-apiserver (testsuite/kube, a module of its own so that client-go
+# stays out of etcdbr's dependencies): restores live, on a CORRUPT alarm and offline, and
+# what Kubernetes clients see after them.
+test-kube: kube-apiserver
+	cd testsuite/kube && $(GO) test -count=1 -timeout 15m ./...
+
+# Build kube-apiserver from the Go module proxy, once, into ~/.cache/etcdbr-kube/<version>
+# ($$ETCDBR_KUBE_CACHE); a few minutes the first time (scripts/kube-apiserver).
+kube-apiserver:
+	$(GO) run ./scripts/kube-apiserver
 
 # Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
 soak: lint
@@ -35,6 +48,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd testsuite/kube && $(GO) vet ./...
 
 # etcd on 127.0.0.1:2379 with its data in ./data and backups in ./data.backups.
 run:

@@ -1,0 +1,260 @@
+// Command kube-apiserver builds kube-apiserver from the Go module proxy into a
+// cache directory once and prints the binary's path. The Kubernetes end-to-end
+// tests (testsuite/kube) run it against etcdbr.
+//
+//	go run ./scripts/kube-apiserver          # prints the path, building it when missing
+//	go run ./scripts/kube-apiserver -force   # builds it again
+//
+// The cache is $ETCDBR_KUBE_CACHE, or etcdbr-kube/<version> in the user's cache
+// directory (~/.cache/etcdbr-kube/v1.34.4 on Linux). A cold build takes a few
+// minutes on two cores; progress goes to stderr, only the path to stdout.
+//
+// k8s.io/kubernetes cannot be built with `go install`: its go.mod replaces the
+// staging modules (k8s.io/api, k8s.io/apiserver, ...) with directories of its
+// own repository. So the build runs in a scratch module that requires
+// k8s.io/kubernetes and replaces each of those staging modules with the same
+// module as published at the matching v0.x version.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Version is the kube-apiserver built; StagingVersion is the version its
+// staging modules are published at.
+const (
+	Version        = "v1.34.4"
+	StagingVersion = "v0.34.4"
+)
+
+// EnvCacheDir overrides the cache directory.
+const EnvCacheDir = "ETCDBR_KUBE_CACHE"
+
+func main() {
+	force := flag.Bool("force", false, "build again even when the cached binary exists")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: kube-apiserver [-force]")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir, err := cacheDir()
+	if err == nil {
+		var path string
+		path, err = ensure(ctx, dir, *force)
+		if err == nil {
+			fmt.Println(path)
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "kube-apiserver: %v\n", err)
+	os.Exit(1)
+}
+
+// cacheDir is $ETCDBR_KUBE_CACHE or etcdbr-kube/<Version> in the user's cache
+// directory. It is outside the checkout, so that clones and CI runs share it.
+func cacheDir() (string, error) {
+	if dir := os.Getenv(EnvCacheDir); dir != "" {
+		return filepath.Abs(dir)
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find the cache directory: %w: set %s", err, EnvCacheDir)
+	}
+	return filepath.Join(base, "etcdbr-kube", Version), nil
+}
+
+// ensure returns the path of the cached binary in dir, building it first when
+// it is missing (or when force is set). Builds are serialized by a lock in dir
+// and write a temporary file renamed into place, so a killed build never
+// leaves half a binary under the final name.
+func ensure(ctx context.Context, dir string, force bool) (string, error) {
+	target := filepath.Join(dir, "kube-apiserver")
+	if !force && isExecutable(target) {
+		return target, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create cache directory: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if !force && isExecutable(target) { // another run built it while we waited
+		return target, nil
+	}
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "kube-apiserver: building %s into %s (a few minutes the first time)\n", Version, dir)
+	if err := build(ctx, dir, target); err != nil {
+		return "", fmt.Errorf("build kube-apiserver %s: %w", Version, err)
+	}
+	fmt.Fprintf(os.Stderr, "kube-apiserver: built in %v\n", time.Since(start).Round(time.Second))
+	return target, nil
+}
+
+// build makes the scratch module in a temporary directory under dir and builds
+// kube-apiserver into target.
+func build(ctx context.Context, dir, target string) error {
+	work, err := os.MkdirTemp(dir, "build-*")
+	if err != nil {
+		return fmt.Errorf("create build directory: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	if err := gocmd(ctx, work, nil, "mod", "init", "etcdbr.test/kube-apiserver-build"); err != nil {
+		return err
+	}
+	out, err := gocmdOutput(ctx, work, "mod", "download", "-json", "k8s.io/kubernetes@"+Version)
+	if err != nil {
+		return err
+	}
+	var mod struct{ GoMod, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		return fmt.Errorf("read go mod download's answer: %w", err)
+	}
+	if mod.Error != "" || mod.GoMod == "" {
+		return fmt.Errorf("go mod download k8s.io/kubernetes@%s: %s", Version, mod.Error)
+	}
+	kube, err := readGoMod(ctx, work, mod.GoMod)
+	if err != nil {
+		return err
+	}
+	staging := kube.stagingModules()
+	if len(staging) == 0 {
+		return fmt.Errorf("%s replaces no module with ./staging", mod.GoMod)
+	}
+	edit := []string{"mod", "edit", "-require=k8s.io/kubernetes@" + Version}
+	for _, m := range staging {
+		edit = append(edit, "-replace="+m+"="+m+"@"+StagingVersion)
+	}
+	// Kubernetes' own build runs with the GODEBUG defaults its go.mod sets.
+	for _, g := range kube.Godebug {
+		edit = append(edit, "-godebug="+g.Key+"="+g.Value)
+	}
+	if err := gocmd(ctx, work, nil, edit...); err != nil {
+		return err
+	}
+	// Resolve the whole build list of the command and record its checksums.
+	if err := gocmd(ctx, work, nil, "get", "k8s.io/kubernetes/cmd/kube-apiserver@"+Version); err != nil {
+		return err
+	}
+
+	tmp := filepath.Join(dir, fmt.Sprintf(".kube-apiserver.tmp-%d", os.Getpid()))
+	defer os.Remove(tmp)
+	ldflags := strings.Join([]string{
+		"-s", "-w",
+		"-X k8s.io/component-base/version.gitVersion=" + Version,
+		"-X k8s.io/component-base/version.gitTreeState=clean",
+		"-X k8s.io/client-go/pkg/version.gitVersion=" + Version,
+	}, " ")
+	if err := gocmd(ctx, work, []string{"CGO_ENABLED=0"},
+		"build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, target); err != nil {
+		return fmt.Errorf("move the binary into place: %w", err)
+	}
+	return nil
+}
+
+// goMod is the part of a go.mod file (as `go mod edit -json` prints it) the
+// build reads.
+type goMod struct {
+	Godebug []struct{ Key, Value string }
+	Replace []struct {
+		Old struct{ Path string }
+		New struct{ Path, Version string }
+	}
+}
+
+// readGoMod reads the go.mod file at path.
+func readGoMod(ctx context.Context, work, path string) (goMod, error) {
+	var gomod goMod
+	out, err := gocmdOutput(ctx, work, "mod", "edit", "-json", path)
+	if err != nil {
+		return gomod, err
+	}
+	if err := json.Unmarshal(out, &gomod); err != nil {
+		return gomod, fmt.Errorf("read %s: %w", path, err)
+	}
+	return gomod, nil
+}
+
+// stagingModules lists the modules that the go.mod replaces with directories
+// under ./staging.
+func (m goMod) stagingModules() []string {
+	var mods []string
+	for _, r := range m.Replace {
+		if r.New.Version == "" && strings.HasPrefix(r.New.Path, "./staging/") {
+			mods = append(mods, r.Old.Path)
+		}
+	}
+	return mods
+}
+
+// goEnv is the environment of the go commands: outside any workspace and
+// without the caller's build flags.
+func goEnv(extra []string) []string {
+	return append(append(os.Environ(), "GOWORK=off", "GOFLAGS=", "GO111MODULE=on"), extra...)
+}
+
+// gocmd runs go with args in dir, its output going to stderr.
+func gocmd(ctx context.Context, dir string, env []string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir, cmd.Env = dir, goEnv(env)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// gocmdOutput runs go with args in dir and returns its standard output.
+func gocmdOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir, cmd.Env = dir, goEnv(nil)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && len(out) > 0 {
+			// go mod download -json reports its error in the JSON as well.
+			return out, nil
+		}
+		return nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
+}
+
+// lockDir takes an exclusive lock on dir, waiting for other holders.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// isExecutable reports whether path is a regular file someone may execute.
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
