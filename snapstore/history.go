@@ -4,10 +4,8 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,17 +122,7 @@ func (s *Store) RecordHistory(ctx context.Context, h History) error {
 	} else if ok {
 		return nil
 	}
-	var file *os.File
-	err = s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
-		ContentType: "application/json",
-		BeforeWrite: func(as func(any) bool) error {
-			if as(&file) {
-				return file.Chmod(0o600)
-			}
-			return nil
-		},
-	})
-	if err != nil {
+	if err := s.writeRecord(ctx, key, data, false); err != nil {
 		return fmt.Errorf("record the history starting at revision %d in store %q: %w", h.Start, s.url, err)
 	}
 	return nil
@@ -144,27 +132,28 @@ func (s *Store) RecordHistory(ctx context.Context, h History) error {
 // cannot read are errors that name them.
 func (s *Store) Histories(ctx context.Context) ([]History, error) {
 	var out []History
-	it := s.bucket.List(&blob.ListOptions{Prefix: HistoryPrefix})
-	for {
-		obj, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list the histories in store %q: %w", s.url, err)
-		}
+	var readErr error
+	err := s.eachObject(ctx, HistoryPrefix, func(obj *blob.ListObject) error {
 		start, ok := parseHistoryKey(obj.Key)
 		if !ok {
-			continue
+			return nil
 		}
 		h, err := s.readHistory(ctx, obj.Key, start)
-		if gcerrors.Code(err) == gcerrors.NotFound {
-			continue // deleted since the listing
-		}
-		if err != nil {
-			return nil, err
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return nil // deleted since the listing
+		case err != nil:
+			readErr = err
+			return err
 		}
 		out = append(out, h)
+		return nil
+	})
+	switch {
+	case readErr != nil:
+		return nil, readErr
+	case err != nil:
+		return nil, fmt.Errorf("list the histories in store %q: %w", s.url, err)
 	}
 	slices.SortFunc(out, func(a, b History) int { return cmp.Compare(a.Start, b.Start) })
 	return out, nil

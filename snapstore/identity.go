@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
-	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 )
 
@@ -185,22 +183,9 @@ func (s *Store) writeClusterRecord(ctx context.Context, rec ClusterRecord, ifNot
 	if err != nil {
 		return err
 	}
-	write := func(ifNotExist bool) error {
-		var file *os.File
-		return s.bucket.WriteAll(ctx, ClusterIDKey, data, &blob.WriterOptions{
-			ContentType: "application/json",
-			IfNotExist:  ifNotExist,
-			BeforeWrite: func(as func(any) bool) error {
-				if as(&file) {
-					return file.Chmod(0o600)
-				}
-				return nil
-			},
-		})
-	}
-	err = write(ifNotExist)
+	err = s.writeRecord(ctx, ClusterIDKey, data, ifNotExist)
 	if ifNotExist && gcerrors.Code(err) == gcerrors.Unimplemented {
-		err = write(false) // checked before; the race window is the driver's
+		err = s.writeRecord(ctx, ClusterIDKey, data, false) // checked before; the race window is the driver's
 	}
 	return err
 }

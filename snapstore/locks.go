@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -157,25 +156,26 @@ func isLeaseKey(key string) bool {
 // and no keys, so that it protects everything until TTL after it was written.
 func (s *Store) RestoreLeases(ctx context.Context) ([]RestoreLease, error) {
 	var leases []RestoreLease
-	it := s.bucket.List(&blob.ListOptions{Prefix: leaseDir})
-	for {
-		obj, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list restore leases in %q: %w", s.url, err)
-		}
+	var readErr error
+	err := s.eachObject(ctx, leaseDir, func(obj *blob.ListObject) error {
 		if !isLeaseKey(obj.Key) {
-			continue
+			return nil
 		}
 		l, ok, err := s.readLease(ctx, obj.Key, obj.ModTime)
 		if err != nil {
-			return nil, err
+			readErr = err
+			return err
 		}
 		if ok {
 			leases = append(leases, l)
 		}
+		return nil
+	})
+	switch {
+	case readErr != nil:
+		return nil, readErr
+	case err != nil:
+		return nil, fmt.Errorf("list restore leases in %q: %w", s.url, err)
 	}
 	return leases, nil
 }
@@ -420,17 +420,7 @@ func (h *LeaseHolder) write(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", h.lease, err)
 	}
-	var file *os.File
-	err = h.store.bucket.WriteAll(ctx, h.lease.Key, data, &blob.WriterOptions{
-		ContentType: "application/json",
-		BeforeWrite: func(as func(any) bool) error {
-			if as(&file) {
-				return file.Chmod(0o600)
-			}
-			return nil
-		},
-	})
-	if err != nil {
+	if err := h.store.writeRecord(ctx, h.lease.Key, data, false); err != nil {
 		return fmt.Errorf("write %s to %q: %w", h.lease, h.store.url, err)
 	}
 	switch {

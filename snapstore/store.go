@@ -157,24 +157,53 @@ func (s *Store) List(ctx context.Context, kind Kind) ([]Snapshot, error) {
 		return nil, fmt.Errorf("list store %q: unknown snapshot kind %q: use %q or %q", s.url, kind, KindFull, KindDelta)
 	}
 	var snaps []Snapshot
-	it := s.bucket.List(&blob.ListOptions{Prefix: string(kind) + "/"})
-	for {
-		obj, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
+	err := s.eachObject(ctx, string(kind)+"/", func(obj *blob.ListObject) error {
+		if snap, ok := ParseName(obj.Key); ok && snap.Kind == kind {
+			snap.Size = obj.Size
+			snaps = append(snaps, snap)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
-		}
-		snap, ok := ParseName(obj.Key)
-		if !ok || snap.Kind != kind {
-			continue
-		}
-		snap.Size = obj.Size
-		snaps = append(snaps, snap)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
 	}
 	slices.SortFunc(snaps, compareSnapshots)
 	return snaps, nil
+}
+
+// writeRecord writes a small record (JSON) as key in one write, mode 0600 in a file store
+// (a record may say what the store holds); ifNotExist makes the write conditional where the
+// driver supports it.
+func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotExist bool) error {
+	var file *os.File
+	return s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+		ContentType: "application/json",
+		IfNotExist:  ifNotExist,
+		BeforeWrite: func(as func(any) bool) error {
+			if as(&file) {
+				return file.Chmod(0o600)
+			}
+			return nil
+		},
+	})
+}
+
+// eachObject calls fn for every object under prefix, in one paged listing, until fn
+// returns an error.
+func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.ListObject) error) error {
+	it := s.bucket.List(&blob.ListOptions{Prefix: prefix})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(obj); err != nil {
+			return err
+		}
+	}
 }
 
 // compareSnapshots orders by Revision, From, Time, Key.

@@ -2,6 +2,8 @@
 package embeddedtest
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -39,13 +41,33 @@ func NewConfig(t testing.TB) *embed.Config {
 // when it was picked (the kernel chose it for a listener that is closed again).
 func FreeURL(t testing.TB, scheme string) url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a free loopback port: %v", err)
+	return url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", FreePort(t))}
+}
+
+// Ports FreePort picks from: below Linux's default ephemeral range (32768-60999), from
+// which the kernel takes the source port of every outgoing connection. A port picked from
+// that range (a probe of port 0) is free when picked, but any connection made before the
+// server binds it may take it ("address already in use").
+const (
+	freePortMin = 20000
+	freePortMax = 32767
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago, chosen at random below
+// the ephemeral range, so that only another test picking the same port can take it first.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 200 {
+		port := freePortMin + rand.IntN(freePortMax-freePortMin+1)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("close port probe %d: %v", port, err)
+		}
+		return port
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("close port probe %s: %v", addr, err)
-	}
-	return url.URL{Scheme: scheme, Host: addr}
+	t.Fatalf("no free loopback port in %d-%d after 200 tries", freePortMin, freePortMax)
+	return 0
 }

@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etcdbr/etcdbr/internal/dirlock"
 )
 
 // Version is the kube-apiserver built; StagingVersion is the version its
@@ -89,7 +91,7 @@ func ensure(ctx context.Context, dir string, force bool) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create cache directory: %w", err)
 	}
-	unlock, err := lockDir(dir)
+	unlock, err := dirlock.Lock(dir)
 	if err != nil {
 		return "", err
 	}
@@ -238,19 +240,6 @@ func gocmdOutput(ctx context.Context, dir string, args ...string) ([]byte, error
 		return nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
-}
-
-// lockDir takes an exclusive lock on dir, waiting for other holders.
-func lockDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // isExecutable reports whether path is a regular file someone may execute.

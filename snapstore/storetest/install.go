@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/etcdbr/etcdbr/internal/dirlock"
 )
 
 // The versions of the servers Install installs. A new version is installed
@@ -57,7 +59,7 @@ func Install(ctx context.Context, dir string, log io.Writer) (Binaries, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
 		return Binaries{}, fmt.Errorf("install test services: %w", err)
 	}
-	unlock, err := lockDir(dir)
+	unlock, err := dirlock.Lock(dir)
 	if err != nil {
 		return Binaries{}, fmt.Errorf("install test services: %w", err)
 	}

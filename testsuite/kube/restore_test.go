@@ -79,6 +79,19 @@ func (c *cluster) views(inf *informer, sel inNamespaces, keys []string) []view {
 	return []view{listView(c.kube.client, sel), informerView(inf.store, sel), getView(c.kube.client, keys)}
 }
 
+// startWithHistory starts etcdbr (deltas every second) and kube-apiserver, writes the
+// history the restores go back in (pastAndPresent), and starts an informer that shows it.
+func startWithHistory(ctx context.Context, t *testing.T) (*cluster, history, *informer) {
+	t.Helper()
+	c := startCluster(ctx, t, "--delta-snapshot-period=1s")
+	h := c.pastAndPresent(ctx, t)
+	inf := startInformer(ctx, t, c.kube.client)
+	if !converge(ctx, t, convergeTimeout, fixed(h.now), c.views(inf, inNamespaces{nsA, nsB}, h.allKeys)...) {
+		t.Fatal("kube-apiserver does not show the writes before the restore")
+	}
+	return c, h, inf
+}
+
 // fixed is a want function of converge for a state known in advance.
 func fixed(w world) func(context.Context) (world, error) {
 	return func(context.Context) (world, error) { return w, nil }
@@ -123,13 +136,7 @@ func TestLiveRestoreToRevision(t *testing.T) {
 	needBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	c := startCluster(ctx, t, "--delta-snapshot-period=1s")
-	h := c.pastAndPresent(ctx, t)
-	inf := startInformer(ctx, t, c.kube.client)
-	sel := inNamespaces{nsA, nsB}
-	if !converge(ctx, t, convergeTimeout, fixed(h.now), c.views(inf, sel, h.allKeys)...) {
-		t.Fatal("kube-apiserver does not show the writes before the restore")
-	}
+	c, h, inf := startWithHistory(ctx, t)
 
 	mark := c.kube.proc.logSize()
 	start := time.Now()
@@ -151,13 +158,7 @@ func TestOfflineRestoreToRevision(t *testing.T) {
 	needBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	c := startCluster(ctx, t, "--delta-snapshot-period=1s")
-	h := c.pastAndPresent(ctx, t)
-	inf := startInformer(ctx, t, c.kube.client)
-	sel := inNamespaces{nsA, nsB}
-	if !converge(ctx, t, convergeTimeout, fixed(h.now), c.views(inf, sel, h.allKeys)...) {
-		t.Fatal("kube-apiserver does not show the writes before the restore")
-	}
+	c, h, inf := startWithHistory(ctx, t)
 
 	seen, err := c.revision(ctx)
 	if err != nil {
