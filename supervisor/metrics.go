@@ -57,6 +57,7 @@ type metrics struct {
 
 	validations        *prometheus.CounterVec
 	validationDuration prometheus.Gauge
+	lostRevisions      prometheus.Gauge
 
 	gcDeleted *prometheus.CounterVec
 
@@ -125,6 +126,8 @@ func newMetrics() *metrics {
 
 	m.validations = counterVec("validations_total", "Data dir validations at start, by result (valid, missing, corrupt).", "result")
 	m.validationDuration = gauge("validation_duration_seconds", "How long the last data dir validation took.")
+	m.lostRevisions = gauge("restore_lost_revisions", "Revisions the restore at start could not reach because backup objects failed verification "+
+		"(it restored the newest revision the rest of the store proves); 0 when it reached the newest.")
 
 	m.gcDeleted = counterVec("gc_deleted_objects_total", "Backup objects deleted by the retention policy, by kind.", "kind")
 

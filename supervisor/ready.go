@@ -81,6 +81,12 @@ func (s *Supervisor) backupCheckLocked(now time.Time) Check {
 		c.Message = "the store holds no full snapshot yet" + storeErr
 		return c
 	}
+	if sf := s.validation.Shortfall; sf != nil && full.Revision < sf.DataRevision {
+		c.Message = fmt.Sprintf("the restore at start reached revision %d, not the store's newest %d: %s failed verification and "+
+			"%d revisions are lost; no full snapshot of the restored data is in the store yet%s",
+			sf.Revision, sf.StoreRevision, strings.Join(sf.Damaged, ", "), sf.LostRevisions, storeErr)
+		return c
+	}
 	backedUp := s.backedUpLocked()
 	if s.unbacked.IsZero() {
 		c.OK = true

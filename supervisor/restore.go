@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,9 @@ type RestoreResult struct {
 	StoreRevision int64
 	// Excluded are the objects that failed verification and were left out.
 	Excluded []snapstore.Snapshot
+	// Shortfall, set only by RestoreNewestIntact, says what the restore could not reach
+	// because objects failed verification.
+	Shortfall *Shortfall
 	// Replay is what the replay of the deltas did.
 	Replay embedded.ReplayResult
 	// MovedAside is the previous data dir, renamed aside ("" if there was none).
@@ -71,6 +75,39 @@ func RestoreLatest(ctx context.Context, store *snapstore.Store, cfg *embed.Confi
 // does not honour leases) is not a bad object: the restore lists the store again and plans
 // again, up to maxReplans times, and then fails naming the objects that disappeared.
 func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+	return restore(ctx, store, cfg, target, opts, lg, false)
+}
+
+// RestoreNewestIntact restores the newest point the store can prove, for a member that
+// must come back unattended (a restore at start): Restore of the newest point, except that
+// when objects fail verification and the newest revision cannot be reached without them, it
+// restores the newest revision the rest of the store reaches, and says what was lost in
+// RestoreResult.Shortfall. It fails only when no full snapshot is intact.
+func RestoreNewestIntact(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+	return restore(ctx, store, cfg, snapstore.Target{}, opts, lg, true)
+}
+
+// Shortfall is what a restore of the newest point could not reach because backup objects
+// failed verification (RestoreNewestIntact).
+type Shortfall struct {
+	// Newest is the newest revision in the store; the restore reached an earlier one, and
+	// Lost revisions after it are not restored.
+	Newest int64
+	Lost   int64
+	// Damaged are the objects that failed verification.
+	Damaged []snapstore.Snapshot
+}
+
+// intactNewest returns the newest revision that the store's objects other than exclude
+// reach (names only), 0 when none does.
+func intactNewest(fulls, deltas []snapstore.Snapshot, exclude map[string]bool) int64 {
+	keep := func(list []snapstore.Snapshot) []snapstore.Snapshot {
+		return slices.DeleteFunc(slices.Clone(list), func(s snapstore.Snapshot) bool { return exclude[s.Key] })
+	}
+	return snapstore.RestorableWindow(keep(fulls), keep(deltas)).Newest.Revision
+}
+
+func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts embedded.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -92,17 +129,36 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	exclude := map[string]bool{}
 	var excluded, gone []snapstore.Snapshot
 	var failures []error
+	goal := target           // what the restore goes to: target, or the newest intact point
+	var shortfall *Shortfall // set when goal fell back from the newest point
 	for {
 		fulls, deltas, err := listBackups(ctx, store)
 		if err != nil {
 			return RestoreResult{}, withGone(err, gone)
 		}
 		for {
-			plan, err := snapstore.PlanRestore(fulls, deltas, target, exclude)
-			if err != nil {
-				return RestoreResult{}, planFailed(store, betweenHistories(ctx, store, fulls, deltas, target, err), failures, gone)
+			plan, err := snapstore.PlanRestore(fulls, deltas, goal, exclude)
+			if err != nil && intact && len(excluded) > 0 {
+				if rev := intactNewest(fulls, deltas, exclude); rev > 0 && (goal.Latest() || rev < goal.Revision) {
+					newest := newestRevision(fulls, deltas)
+					shortfall = &Shortfall{Newest: newest, Lost: newest - rev, Damaged: slices.Clone(excluded)}
+					lg.Error("the newest point in the store cannot be restored: backup objects failed verification; "+
+						"restoring the newest revision the rest of the store proves, and the revisions after it are lost",
+						"damaged", snapKeys(excluded), "restoring_revision", rev, "store_revision", newest, "lost_revisions", newest-rev)
+					goal = snapstore.Target{Revision: rev}
+					continue
+				}
 			}
-			lg.Info("restore plan", "target", target.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
+			if err != nil && len(excluded) > 0 {
+				if rev := intactNewest(fulls, deltas, exclude); rev > 0 && (goal.Latest() || rev < goal.Revision) {
+					err = fmt.Errorf("%w; without the objects that failed verification the store reaches revision %d: "+
+						"restore that with --to-revision %d (POST /v1/restore {\"revision\": %d}); etcdbr run restores it by itself at start", err, rev, rev, rev)
+				}
+			}
+			if err != nil {
+				return RestoreResult{}, planFailed(store, betweenHistories(ctx, store, fulls, deltas, goal, err), failures, gone)
+			}
+			lg.Info("restore plan", "target", goal.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
 				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
 			if err := lease.Protect(ctx, snapstore.PlanKeys(plan)); err != nil {
 				lg.Warn("cannot record in the restore lease what the restore reads: the lease goes on protecting "+
@@ -112,9 +168,9 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			}
 			res, err := restorePlan(ctx, store, plan, cfg, opts, lg)
 			if err == nil {
-				res.Excluded = excluded
+				res.Excluded, res.Shortfall = excluded, shortfall
 				res.StoreRevision = newestRevision(fulls, deltas)
-				logRestored(lg, cfg, target, res)
+				logRestored(lg, cfg, goal, res)
 				return res, nil
 			}
 			if ctx.Err() != nil {
@@ -257,11 +313,16 @@ func releaseLease(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Lo
 
 // snapKeys joins the keys of snaps.
 func snapKeys(snaps []snapstore.Snapshot) string {
+	return strings.Join(snapKeyList(snaps), ", ")
+}
+
+// snapKeyList returns the keys of snaps.
+func snapKeyList(snaps []snapstore.Snapshot) []string {
 	keys := make([]string, len(snaps))
 	for i, s := range snaps {
 		keys[i] = s.Key
 	}
-	return strings.Join(keys, ", ")
+	return keys
 }
 
 // restorePlan fetches the plan's full snapshot into a staging file beside the data dir,

@@ -101,6 +101,24 @@ type ValidationStatus struct {
 	Reason          string  `json:"reason,omitempty"`
 	Revision        int64   `json:"revision,omitempty"`
 	DurationSeconds float64 `json:"duration_seconds"`
+	// Shortfall is set when the restore at start could not reach the store's newest
+	// revision because backup objects failed verification.
+	Shortfall *ShortfallStatus `json:"shortfall,omitempty"`
+}
+
+// ShortfallStatus says what the restore at start could not reach.
+type ShortfallStatus struct {
+	// Revision is the revision restored, StoreRevision the store's newest; LostRevisions
+	// the revisions after Revision that are lost.
+	Revision      int64 `json:"revision"`
+	StoreRevision int64 `json:"store_revision"`
+	LostRevisions int64 `json:"lost_revisions"`
+	// Damaged are the objects that failed verification (still in the store: look at them
+	// with etcdbr verify, and replace them from a copy if there is one).
+	Damaged []string `json:"damaged"`
+	// DataRevision is the restored data dir's revision (a new history); the backup
+	// readiness check fails until a full snapshot at or after it is in the store.
+	DataRevision int64 `json:"data_revision"`
 }
 
 // Status returns the supervisor's status now.

@@ -315,7 +315,11 @@ func (s *Supervisor) validate(ctx context.Context) (*embedded.RestoredMarker, er
 	prep, err := prepareDataDir(ctx, s.cfg, v, s.lg)
 	s.mu.Lock()
 	s.storeCluster = prep.storeCluster
+	s.validation.Shortfall = prep.shortfall
 	s.mu.Unlock()
+	if prep.shortfall != nil {
+		s.metrics.lostRevisions.Set(float64(prep.shortfall.LostRevisions))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +342,9 @@ type prepared struct {
 	// follow is the store's cluster, to replace in its record with the cluster of the
 	// restored data dir or new member ("" nothing to replace).
 	follow string
+	// shortfall says what the restore at start could not reach (nil: it reached the
+	// newest point, or there was no restore).
+	shortfall *ShortfallStatus
 	// history is the restore that built the data dir, when it started a new history of
 	// which the store holds no full snapshot yet: etcdbr records the history and takes
 	// one at once.
@@ -418,10 +425,18 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 		Served: facts.StoreNewest + cfg.unbacked(),
 		Marker: &embedded.RestoredMarker{Source: cfg.Store.URL(), Trigger: TriggerStart},
 	}
-	res, err := RestoreLatest(ctx, cfg.Store, cfg.Etcd, opts, lg)
+	res, err := RestoreNewestIntact(ctx, cfg.Store, cfg.Etcd, opts, lg)
 	switch {
 	case err == nil:
 		prep.restored = true
+		if sf := res.Shortfall; sf != nil {
+			prep.shortfall = &ShortfallStatus{Revision: res.Revision, StoreRevision: sf.Newest, LostRevisions: sf.Lost,
+				Damaged: snapKeyList(sf.Damaged), DataRevision: res.DataRevision}
+			lg.Error("etcd starts on an earlier point than the store's newest: backup objects failed verification, and the "+
+				"revisions after the point restored are lost; the damaged objects are still in the store (etcdbr verify names them; "+
+				"replace them from a copy if there is one, and restore with POST /v1/restore)",
+				"damaged", prep.shortfall.Damaged, "revision", res.Revision, "store_revision", sf.Newest, "lost_revisions", sf.Lost)
+		}
 		if res.MovedAside != "" {
 			lg.Warn("the previous data dir was moved aside and kept", "path", res.MovedAside)
 		}

@@ -370,7 +370,7 @@ func TestPITRCommands(t *testing.T) {
 				if err := os.WriteFile(path, b, 0o600); err != nil {
 					t.Fatal(err)
 				}
-			}, []string{mid.Key, "failed verification", "corrupt backup object"}},
+			}, []string{mid.Key, "failed verification", "corrupt backup object", fmt.Sprintf("restore that with --to-revision %d", mid.From-1)}},
 			{"a missing delta", func(t *testing.T, dir string) {
 				if err := os.Remove(filepath.Join(dir, filepath.FromSlash(mid.Key))); err != nil {
 					t.Fatal(err)
