@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -203,6 +204,15 @@ type windowStatus struct {
 	// Histories are the ranges between two histories: a restore to an earlier point
 	// started a new history at Start (docs/kubernetes.md).
 	Histories []historyStatus `json:"histories"`
+	// Damaged are the objects a restore found damaged: the window leaves them out.
+	Damaged []damageStatus `json:"damaged"`
+}
+
+type damageStatus struct {
+	Key    string    `json:"key"`
+	Found  time.Time `json:"found"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
 }
 
 type historyStatus struct {
@@ -244,7 +254,7 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	ans := backupsAnswer{Store: s.cfg.Store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
-		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}, Histories: []historyStatus{}}}
+		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}, Histories: []historyStatus{}, Damaged: []damageStatus{}}}
 	for _, f := range fulls {
 		ans.Full = append(ans.Full, objectStatus(f, now))
 	}
@@ -256,7 +266,16 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cannot read the store's histories: "+err.Error())
 		return
 	}
-	win := snapstore.RestorableWindow(fulls, deltas).WithHistories(hs)
+	damaged, err := s.cfg.Store.DamagedIn(r.Context(), fulls, deltas)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "cannot read the store's damage records: "+err.Error())
+		return
+	}
+	for _, key := range slices.Sorted(maps.Keys(damaged)) {
+		d := damaged[key]
+		ans.Window.Damaged = append(ans.Window.Damaged, damageStatus{Key: key, Found: d.Found, By: d.By, Reason: d.Reason})
+	}
+	win := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged)).WithHistories(hs)
 	for _, b := range win.Boundaries {
 		ans.Window.Histories = append(ans.Window.Histories, historyStatus{From: b.From, To: b.To, After: b.After, Before: b.Before,
 			Start: b.History.Start, Began: b.History.Began, Revision: b.History.Revision, Trigger: b.History.Trigger})

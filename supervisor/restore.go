@@ -197,6 +197,9 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 				return RestoreResult{}, err
 			}
 			lg.Error("backup object failed verification: leaving it out and planning again", "object", bad.Key, "err", err)
+			if rerr := store.RecordDamage(ctx, bad, "restore", err); rerr != nil {
+				lg.Warn("cannot record in the store that the object is damaged: listings go on showing it in the window", "object", bad.Key, "err", rerr)
+			}
 			exclude[bad.Key] = true
 			excluded = append(excluded, bad)
 			failures = append(failures, err)

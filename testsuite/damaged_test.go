@@ -90,4 +90,12 @@ func TestRunStartsOnNewestIntactPoint(t *testing.T) {
 	waitFor(t, "readiness after the new history's full snapshot", time.Minute, func() bool {
 		return a.call(http.MethodGet, "/readyz", "", nil) == http.StatusOK
 	})
+
+	// The restore recorded the damage: list shows no window past it.
+	code, out = runToExit(t, []string{"list", "--store", store, "--window-only"})
+	if code != 0 || !strings.Contains(out, "damaged: "+damaged.Key) ||
+		!strings.Contains(out, fmt.Sprintf("revisions %d to %d are in neither", intact+1, newStart-1)) ||
+		strings.Contains(out, "gap:") {
+		t.Fatalf("etcdbr list after the restore past a damaged delta: exit %d\n%s", code, out)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -45,7 +46,17 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	printWindow(env.Stdout, snapstore.RestorableWindow(fulls, deltas).WithHistories(hs))
+	damaged, err := store.DamagedIn(ctx, fulls, deltas)
+	if err != nil {
+		return err
+	}
+	w := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged))
+	printWindow(env.Stdout, w.WithHistories(hs))
+	for _, key := range slices.Sorted(maps.Keys(damaged)) {
+		d := damaged[key]
+		fmt.Fprintf(env.Stdout, "damaged: %s failed verification in a %s at %s (%s): left out of the window; "+
+			"it is still in the store: replace it from a copy if there is one\n", key, d.By, listTime(d.Found), d.Reason)
+	}
 	return nil
 }
 

@@ -1,0 +1,120 @@
+package snapstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+)
+
+// DamagePrefix is where the store records the backup objects that a restore found damaged
+// (they failed verification while it read them): damaged/<object key>.json. A listing
+// leaves a recorded object out of the restorable window, so that it never shows a point a
+// restore cannot reach; the object itself stays in the store (it may be the last copy of
+// what it holds: a person decides).
+const DamagePrefix = "damaged/"
+
+// damageVersion is the version of a damage record's format.
+const damageVersion = 1
+
+// maxDamageSize bounds what is read of one damage record.
+const maxDamageSize = 64 << 10
+
+// Damage is the record of an object found damaged.
+type Damage struct {
+	// Version is the format's version (1).
+	Version int `json:"version"`
+	// Key is the damaged object, Size its size when it was found damaged: a record
+	// applies only while the object in the store has that size (an object replaced from a
+	// copy is no longer taken for damaged).
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
+	// Found is when, By what found it (restore), Reason the verification error.
+	Found  time.Time `json:"found"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+}
+
+func damageKey(key string) string { return DamagePrefix + key + ".json" }
+
+// RecordDamage records that snap failed verification (by says what found it, err why).
+func (s *Store) RecordDamage(ctx context.Context, snap Snapshot, by string, err error) error {
+	d := Damage{Version: damageVersion, Key: snap.Key, Size: snap.Size, Found: time.Now().UTC(), By: by, Reason: err.Error()}
+	if len(d.Reason) > 4096 {
+		d.Reason = d.Reason[:4096]
+	}
+	data, merr := json.MarshalIndent(d, "", "  ")
+	if merr != nil {
+		return fmt.Errorf("record that %s is damaged: %w", snap.Key, merr)
+	}
+	if werr := s.writeRecord(ctx, damageKey(snap.Key), data, false); werr != nil {
+		return fmt.Errorf("record that %s is damaged in store %q: %w", snap.Key, s.url, werr)
+	}
+	return nil
+}
+
+// DamagedIn returns, of the listed objects, those the store records as damaged (a record
+// whose size differs from the object's no longer applies), by key.
+func (s *Store) DamagedIn(ctx context.Context, listed ...[]Snapshot) (map[string]Damage, error) {
+	sizes := map[string]int64{}
+	for _, l := range listed {
+		for _, snap := range l {
+			sizes[snap.Key] = snap.Size
+		}
+	}
+	out := map[string]Damage{}
+	err := s.eachObject(ctx, DamagePrefix, func(obj *blob.ListObject) error {
+		key, ok := strings.CutSuffix(strings.TrimPrefix(obj.Key, DamagePrefix), ".json")
+		size, listedNow := sizes[key]
+		if !ok || !listedNow {
+			return nil
+		}
+		d, err := s.readDamage(ctx, obj.Key)
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return nil
+		case err != nil:
+			return err
+		case d.Key == key && d.Size == size:
+			out[key] = d
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the damage records of store %q: %w", s.url, err)
+	}
+	return out, nil
+}
+
+func (s *Store) readDamage(ctx context.Context, key string) (Damage, error) {
+	r, err := s.bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		return Damage{}, err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, maxDamageSize+1))
+	if err != nil {
+		return Damage{}, err
+	}
+	var d Damage
+	if len(data) > maxDamageSize || json.Unmarshal(data, &d) != nil || d.Version != damageVersion {
+		return Damage{}, fmt.Errorf("%s is not a damage record etcdbr reads: move it away", key)
+	}
+	return d, nil
+}
+
+// WithoutDamaged returns list without the objects in damaged.
+func WithoutDamaged(list []Snapshot, damaged map[string]Damage) []Snapshot {
+	var out []Snapshot
+	for _, s := range list {
+		if _, bad := damaged[s.Key]; !bad {
+			out = append(out, s)
+		}
+	}
+	return out
+}
