@@ -204,21 +204,32 @@ func TestParseSchedule(t *testing.T) {
 	for _, c := range []struct {
 		expr   string
 		period time.Duration
-		ok     bool
+		err    string // a substring of the error; "" for a valid schedule
 	}{
-		{"0 * * * *", time.Hour, true},
-		{"@hourly", time.Hour, true},
-		{"*/5 * * * *", 5 * time.Minute, true},
-		{"@every 10s", 10 * time.Second, true},
-		{"CRON_TZ=UTC 0 3 * * *", 24 * time.Hour, true},
-		{"every hour", 0, false},
-		{"61 * * * *", 0, false},
-		{"", 0, false},
+		{"0 * * * *", time.Hour, ""},
+		{"@hourly", time.Hour, ""},
+		{"*/5 * * * *", 5 * time.Minute, ""},
+		{"@every 10s", 10 * time.Second, ""},
+		{"@every 1s", time.Second, ""}, // the floor: what the end-to-end tests use
+		{"CRON_TZ=Europe/Berlin @every 1m", time.Minute, ""},
+		{"CRON_TZ=UTC 0 3 * * *", 24 * time.Hour, ""},
+		{"every hour", 0, "five cron fields"},
+		{"61 * * * *", 0, "five cron fields"},
+		{"", 0, "five cron fields"},
+		{"@every soon", 0, "five cron fields"},
+		// cron would run each of these every second.
+		{"@every 0s", 0, "shorter than 1s"},
+		{"@every 1ms", 0, "shorter than 1s"},
+		{"@every 999ms", 0, "shorter than 1s"},
+		{"@every -1h", 0, "shorter than 1s"},
+		{"TZ=UTC @every 0s", 0, "shorter than 1s"},
+		// and this one every 1s.
+		{"@every 1500ms", 0, "whole seconds (@every 1500ms would run every 1s); give whole seconds, e.g. @every 2s"},
 	} {
 		s, err := ParseSchedule(c.expr)
-		if !c.ok {
+		if c.err != "" {
 			require.Error(t, err, c.expr)
-			require.Contains(t, err.Error(), "five cron fields")
+			require.Contains(t, err.Error(), c.err, c.expr)
 			continue
 		}
 		require.NoError(t, err, c.expr)

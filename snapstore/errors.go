@@ -16,3 +16,9 @@ var ErrNotFound = errors.New("backup object not found")
 // (.age) object when no identity is configured or none of the configured
 // identities can decrypt it.
 var ErrNoIdentity = errors.New("no age identity can decrypt the object")
+
+// ErrNoStore is wrapped by the errors that report a store that does not
+// exist: with Options.MustExist, a file store whose directory is missing;
+// from Check, a bucket (or container) the provider says does not exist.
+// It tells "no such store" (a mistyped URL) from an empty store.
+var ErrNoStore = errors.New("no such store")

@@ -103,6 +103,39 @@ func TestOpenErrors(t *testing.T) {
 	assert.Contains(t, err.Error(), file)
 }
 
+// With MustExist a missing directory is "no such store", and nothing is created; an existing
+// (empty) one opens as an empty store.
+func TestOpenMustExist(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	missing := filepath.Join(base, "typo", "store")
+	for _, url := range []string{"file://" + missing, missing} {
+		_, err := Open(ctx, url, Options{MustExist: true})
+		require.Error(t, err)
+		assert.ErrorIs(t, err, ErrNoStore)
+		assert.Contains(t, err.Error(), missing+" does not exist")
+		_, statErr := os.Stat(filepath.Join(base, "typo"))
+		assert.ErrorIs(t, statErr, os.ErrNotExist, "MustExist created a directory")
+	}
+
+	file := filepath.Join(base, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	_, err := Open(ctx, "file://"+file, Options{MustExist: true})
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, ErrNoStore)
+	assert.Contains(t, err.Error(), "is not a directory")
+
+	empty := filepath.Join(base, "empty")
+	require.NoError(t, os.Mkdir(empty, 0o700))
+	s, err := Open(ctx, "file://"+empty, Options{MustExist: true})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Check(ctx))
+	fulls, err := s.List(ctx, KindFull)
+	require.NoError(t, err)
+	assert.Empty(t, fulls)
+}
+
 func TestOpenCreatesDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	s, err := Open(context.Background(), "file://"+dir, Options{})

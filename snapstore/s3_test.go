@@ -132,5 +132,6 @@ func TestS3MissingBucket(t *testing.T) {
 	defer s.Close()
 	err = s.Check(context.Background())
 	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrNoStore, "a missing bucket is no such store, not a failure to reach it")
 	assert.Contains(t, err.Error(), "does not exist")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"slices"
@@ -38,6 +39,13 @@ type Options struct {
 	// Log receives warnings about retried and resumed transfers; nil
 	// discards them.
 	Log *slog.Logger
+	// MustExist opens only a store that exists already: a file store's
+	// directory is not created, and a missing one is an error wrapping
+	// ErrNoStore. Commands that only read a store (list, verify, restore,
+	// gc, copy's source) set it, so that a mistyped URL is reported
+	// instead of answered as an empty store, and creates nothing. Buckets
+	// are never created; Check reports a missing one.
+	MustExist bool
 }
 
 // Store is a backup store: the objects under one URL prefix. It is safe for
@@ -53,7 +61,8 @@ type Store struct {
 // Open opens the store at url:
 //
 //   - file:///abs/dir, file:rel/dir, file://./rel/dir or a plain path: a
-//     local directory, created (mode 0700) when missing;
+//     local directory, created (mode 0700) when missing unless
+//     opts.MustExist;
 //   - s3://bucket/prefix?region=..., gs://bucket/prefix,
 //     azblob://container/prefix: a bucket and a key prefix inside it, with
 //     the query parameters of gocloud's driver for that scheme;
@@ -72,8 +81,8 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %q: %w", shown, err)
 	}
 	if loc.localDir != "" {
-		if err := os.MkdirAll(loc.localDir, 0o700); err != nil {
-			return nil, fmt.Errorf("open store %q: create directory: %w", shown, err)
+		if err := prepareDir(loc.localDir, opts.MustExist); err != nil {
+			return nil, fmt.Errorf("open store %q: %w", shown, err)
 		}
 	}
 	log := opts.Log
@@ -113,6 +122,28 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// prepareDir makes sure a file store's directory is there: it creates it
+// (mode 0700), or with mustExist checks that it exists.
+func prepareDir(dir string, mustExist bool) error {
+	if !mustExist {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+		return nil
+	}
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: directory %s does not exist: check the path (a store is created only by "+
+			"the commands that back up into it: etcdbr run and etcdbr snapshot)", ErrNoStore, dir)
+	case err != nil:
+		return fmt.Errorf("read directory: %w", err)
+	case !info.IsDir():
+		return fmt.Errorf("%s is not a directory: give the directory that holds the backups", dir)
+	}
+	return nil
+}
+
 // openHint returns advice for errors of gocloud's URL openers that do not
 // say how to fix them.
 func openHint(scheme string, err error) string {
@@ -143,7 +174,8 @@ func (s *Store) Check(ctx context.Context) error {
 		return fmt.Errorf("check store %q: %w", s.url, err)
 	}
 	if !ok {
-		return fmt.Errorf("check store %q: the bucket does not exist: create it first (etcdbr never creates buckets)", s.url)
+		return fmt.Errorf("check store %q: %w: the bucket does not exist: check its name, or create it first "+
+			"(etcdbr never creates buckets)", s.url, ErrNoStore)
 	}
 	return nil
 }

@@ -38,12 +38,12 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 	if c.From == c.To {
 		return usageErrorf("--from and --to are the same store %q", c.From)
 	}
-	src, err := c.openURL(ctx, "--from", c.From, env.Log)
+	src, err := c.openURL(ctx, "--from", c.From, env.Log, true)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := c.openURL(ctx, "--to", c.To, env.Log)
+	dst, err := c.openURL(ctx, "--to", c.To, env.Log, false)
 	if err != nil {
 		return err
 	}

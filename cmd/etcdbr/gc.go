@@ -33,7 +33,7 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	store, err := c.openLogged(ctx, env.Log)
+	store, err := c.openExisting(ctx, env.Log)
 	if err != nil {
 		return err
 	}

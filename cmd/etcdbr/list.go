@@ -23,7 +23,7 @@ type ListCmd struct {
 // the revisions (and times) a restore can reach, the ranges retention pruned between full
 // snapshots, and the gaps and overlaps that break it.
 func (c *ListCmd) Run(ctx context.Context, env *Env) error {
-	store, err := c.open(ctx)
+	store, err := c.openExisting(ctx, env.Log)
 	if err != nil {
 		return err
 	}

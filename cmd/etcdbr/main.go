@@ -82,12 +82,21 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	if exitCode >= 0 { // --help
 		return exitCode
 	}
+	// A mistyped ETCDBR_* variable is ignored by kong: say so at start, before anything
+	// else is logged (a usage error included, which it may explain).
+	warnings := unknownEnvWarnings(os.Environ(), knownEnv(parser.Model))
 	if err != nil {
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "etcdbr: warning: %s\n", w)
+		}
 		fmt.Fprintf(stderr, "etcdbr: %v\n", err)
 		return exitUsage
 	}
 
 	lg := newLogger(stderr, cli.LogLevel, cli.LogFormat)
+	for _, w := range warnings {
+		lg.Warn(w)
+	}
 	ctx, stop := signalContext(lg, os.Exit)
 	defer stop()
 	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -18,7 +20,7 @@ import (
 type RestoreCmd struct {
 	StoreFlags    `embed:""`
 	DataDir       string   `help:"The data dir to create (must not exist or be empty)." required:"" env:"ETCDBR_DATA_DIR" type:"path"`
-	ToRevision    int64    `placeholder:"REV" help:"Restore to exactly this revision (default: the newest revision in the store)." env:"ETCDBR_TO_REVISION"`
+	ToRevision    revision `placeholder:"REV" help:"Restore to exactly this revision, 1 or more (default: the newest revision in the store)." env:"ETCDBR_TO_REVISION"`
 	ToTime        string   `placeholder:"TIME" help:"Restore to the last revision observed at or before this time (RFC 3339, e.g. 2026-11-25T15:04:05Z)." env:"ETCDBR_TO_TIME"`
 	Unbacked      int64    `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the member may have served beyond the store's newest without backing them up: the restored data starts a new history past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again and revisions never repeat." env:"ETCDBR_UNBACKED_REVISIONS"`
 	Exact         bool     `help:"Restore exactly, without starting a new history (forensics): the revision is not raised, and etcdbr run refuses to back the copy up into this store." env:"ETCDBR_EXACT"`
@@ -30,16 +32,41 @@ type RestoreCmd struct {
 	EtcdArgs      []string `arg:"" optional:"" name:"etcd-flags" help:"etcd flags for the member's name, peer URLs, initial cluster and token, after --."`
 }
 
+// revision is the value of --to-revision, and whether it was given: 0 is refused, not taken
+// for "the newest point" (which is what leaving the flag out means).
+type revision struct {
+	rev int64
+	set bool
+}
+
+// UnmarshalText parses a revision.
+func (r *revision) UnmarshalText(text []byte) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(string(text)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("invalid revision %q: give a whole number, e.g. 123456", text)
+	}
+	r.rev, r.set = n, true
+	return nil
+}
+
+// String formats the revision ("" when none was given).
+func (r revision) String() string {
+	if !r.set {
+		return ""
+	}
+	return strconv.FormatInt(r.rev, 10)
+}
+
 // target turns the flags into a restore target.
 func (c *RestoreCmd) target() (snapstore.Target, error) {
 	var t snapstore.Target
 	switch {
-	case c.ToRevision < 0:
-		return t, usageErrorf("--to-revision %d: revisions start at 1", c.ToRevision)
-	case c.ToRevision > 0 && c.ToTime != "":
+	case c.ToRevision.set && c.ToRevision.rev < 1:
+		return t, usageErrorf("--to-revision %d: revisions start at 1; omit --to-revision for the newest point", c.ToRevision.rev)
+	case c.ToRevision.set && c.ToTime != "":
 		return t, usageErrorf("give --to-revision or --to-time, not both")
-	case c.ToRevision > 0:
-		t.Revision = c.ToRevision
+	case c.ToRevision.set:
+		t.Revision = c.ToRevision.rev
 	case c.ToTime != "":
 		at, err := time.Parse(time.RFC3339Nano, c.ToTime)
 		if err != nil {
@@ -77,7 +104,7 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return usageErrorf("data dir %q is not empty: etcdbr restore only creates a new data dir; "+
 			"move it away first (etcdbr run restores a corrupt data dir by itself and keeps the old one)", cfg.Dir)
 	}
-	store, err := c.open(ctx)
+	store, err := c.openExisting(ctx, env.Log)
 	if err != nil {
 		return err
 	}

@@ -89,14 +89,6 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if c.Store == "" {
-		c.Store = defaultStoreURL(env.Log, etcdCfg.Dir)
-	}
-	store, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	depth, err := embedded.ParseDepth(c.Validation)
 	if err != nil {
 		return usageError{fmt.Errorf("--validation: %w", err)}
@@ -108,6 +100,16 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	// Every flag is checked before the store is opened: opening a file store creates its
+	// directory, and a usage error must leave nothing behind.
+	if c.Store == "" {
+		c.Store = defaultStoreURL(env.Log, etcdCfg.Dir)
+	}
+	store, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	var gc *snapstore.Policy
 	if gcEnabled {
 		gc = &gcPolicy

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -58,31 +59,46 @@ func (f EncryptionFlags) options() (snapstore.Options, error) {
 	return opts, nil
 }
 
-// open opens the store named by the flags.
+// open opens the store named by the flags, for a command that writes backups into it (run,
+// snapshot): a file store's directory is created when missing.
 func (f StoreFlags) open(ctx context.Context) (*snapstore.Store, error) {
-	return f.openLogged(ctx, nil)
-}
-
-// openLogged opens the store named by the flags; the store's warnings (retried and resumed
-// transfers) go to lg.
-func (f StoreFlags) openLogged(ctx context.Context, lg *slog.Logger) (*snapstore.Store, error) {
 	if f.Store == "" {
 		return nil, usageErrorf("--store is required (or ETCDBR_STORE): the URL of the backup store")
 	}
-	return f.openURL(ctx, "--store", f.Store, lg)
+	return f.openURL(ctx, "--store", f.Store, nil, false)
+}
+
+// openExisting opens the store named by the flags for a command that reads it (list,
+// verify, restore, gc, validate): a store that does not exist, a missing directory or
+// bucket, is a usage error that names it, and nothing is created.
+func (f StoreFlags) openExisting(ctx context.Context, lg *slog.Logger) (*snapstore.Store, error) {
+	if f.Store == "" {
+		return nil, usageErrorf("--store is required (or ETCDBR_STORE): the URL of the backup store")
+	}
+	return f.openURL(ctx, "--store", f.Store, lg, true)
 }
 
 // openURL opens the store at url, named flag on the command line, with the encryption
-// flags; a URL that cannot be opened is a usage error.
-func (f EncryptionFlags) openURL(ctx context.Context, flag, url string, lg *slog.Logger) (*snapstore.Store, error) {
+// flags; a URL that cannot be opened is a usage error. With mustExist, a store that does
+// not exist is one too (snapstore.ErrNoStore), and nothing is created.
+func (f EncryptionFlags) openURL(ctx context.Context, flag, url string, lg *slog.Logger, mustExist bool) (*snapstore.Store, error) {
 	opts, err := f.options()
 	if err != nil {
 		return nil, err
 	}
 	opts.Log = lg
+	opts.MustExist = mustExist
 	store, err := snapstore.Open(ctx, url, opts)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
+	}
+	if mustExist {
+		// A missing bucket is told from an empty store here; any other failure to reach
+		// the store is left to the reads that follow, which retry.
+		if err := store.Check(ctx); errors.Is(err, snapstore.ErrNoStore) {
+			store.Close()
+			return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
+		}
 	}
 	return store, nil
 }

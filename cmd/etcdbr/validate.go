@@ -89,7 +89,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 
 // storeFacts reads the store's newest revision and cluster.
 func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) error {
-	store, err := c.open(ctx)
+	store, err := c.openExisting(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func (c *VerifyCmd) Help() string {
 
 // Run verifies.
 func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
-	store, err := c.openLogged(ctx, env.Log)
+	store, err := c.openExisting(ctx, env.Log)
 	if err != nil {
 		return err
 	}

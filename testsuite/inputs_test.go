@@ -1,0 +1,147 @@
+package testsuite
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etcdbr/etcdbr/snapstore/storetest"
+)
+
+// badInput is one command line that etcdbr must refuse (or warn about), with what it must
+// say and the paths it must not create.
+type badInput struct {
+	name   string
+	args   []string
+	env    []string
+	code   int
+	says   []string
+	absent []string
+}
+
+// check runs the binary and checks its exit code, its output and the paths left absent.
+func (c badInput) check(t *testing.T) {
+	t.Helper()
+	code, out := runToExit(t, c.args, c.env...)
+	if code != c.code {
+		t.Errorf("exit code %d, want %d; output:\n%s", code, c.code, out)
+	}
+	for _, s := range c.says {
+		if !strings.Contains(out, s) {
+			t.Errorf("output does not mention %q:\n%s", s, out)
+		}
+	}
+	for _, p := range c.absent {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s exists after the command (err %v); output:\n%s", p, err, out)
+		}
+	}
+}
+
+// TestBadInputs: inputs that etcdbr once accepted silently get a refusal (exit 2) that names
+// the problem and the fix, and leave nothing behind: no default store beside the data dir,
+// no store directory for a mistyped file:// URL. docs/inputs.md lists them.
+func TestBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	m := newMember(t, dir)
+	defaultStore := m.DataDir + ".backups"
+	// run with the default store (no --store): a usage error must not create it.
+	runDefault := func(extra ...string) []string {
+		args := append([]string{"run", "--data-dir", m.DataDir}, extra...)
+		return append(append(args, "--"), m.etcdFlags()...)
+	}
+	missing := filepath.Join(dir, "typo", "store")
+	missingURL := "file://" + missing
+	empty := filepath.Join(dir, "empty-store")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	restoreDir := filepath.Join(dir, "restored")
+	noStore := []string{"no such store", "directory " + missing + " does not exist", "check the path"}
+	cases := []badInput{
+		{name: "max-backups without limit", args: runDefault("--max-backups", "3"), code: 2,
+			says:   []string{"--max-backups 3 applies only to --gc-policy limit", "add --gc-policy limit, or drop --max-backups"},
+			absent: []string{defaultStore, m.DataDir}},
+		{name: "max-backups without limit, from the environment", args: runDefault(), env: []string{"ETCDBR_MAX_BACKUPS=3"}, code: 2,
+			says: []string{"--max-backups 3 applies only to --gc-policy limit"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "limit without max-backups", args: runDefault("--gc-policy", "limit"), code: 2,
+			says: []string{"--gc-policy limit needs --max-backups N"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "schedule every 0s", args: runDefault("--full-snapshot-schedule", "@every 0s"), code: 2,
+			says: []string{"--full-snapshot-schedule", "@every 0s", "shorter than 1s", "at least @every 1s"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "schedule every 1ms", args: runDefault("--full-snapshot-schedule", "@every 1ms"), code: 2,
+			says: []string{"shorter than 1s"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "schedule in fractions of seconds", args: runDefault("--full-snapshot-schedule", "@every 1500ms"), code: 2,
+			says: []string{"whole seconds", "e.g. @every 2s"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "sidecar schedule every 0s", args: []string{"snapshot", "--store", missingURL, "--full-snapshot-schedule", "@every 0s"}, code: 2,
+			says: []string{"shorter than 1s"}, absent: []string{missing}},
+		{name: "restore to revision 0", args: []string{"restore", "--data-dir", restoreDir, "--store", empty, "--to-revision", "0"}, code: 2,
+			says: []string{"--to-revision 0: revisions start at 1; omit --to-revision for the newest point"}, absent: []string{restoreDir}},
+		{name: "restore to revision 0, from the environment", args: []string{"restore", "--data-dir", restoreDir, "--store", empty},
+			env: []string{"ETCDBR_TO_REVISION=0"}, code: 2, says: []string{"--to-revision 0: revisions start at 1"}, absent: []string{restoreDir}},
+
+		// Commands that read a store: a missing one is "no such store", and stays missing.
+		{name: "list a missing store", args: []string{"list", "--store", missingURL}, code: 2, says: noStore, absent: []string{missing}},
+		{name: "verify a missing store", args: []string{"verify", "--store", missingURL}, code: 2, says: noStore, absent: []string{missing}},
+		{name: "restore from a missing store", args: []string{"restore", "--data-dir", restoreDir, "--store", missingURL}, code: 2,
+			says: noStore, absent: []string{missing, restoreDir}},
+		{name: "gc --dry-run of a missing store", args: []string{"gc", "--store", missing, "--dry-run"}, code: 2, says: noStore, absent: []string{missing}},
+		{name: "gc of a missing store", args: []string{"gc", "--store", missingURL}, code: 2, says: noStore, absent: []string{missing}},
+		{name: "copy from a missing store", args: []string{"copy", "--from", missingURL, "--to", filepath.Join(dir, "copy")}, code: 2,
+			says: append([]string{"--from"}, noStore...), absent: []string{missing, filepath.Join(dir, "copy")}},
+		{name: "validate against a missing store", args: []string{"validate", "--data-dir", m.DataDir, "--store", missingURL}, code: 2,
+			says: noStore, absent: []string{missing}},
+		// An empty store is not a missing one.
+		{name: "list an empty store", args: []string{"list", "--store", "file://" + empty}, code: 0, says: []string{"restorable: nothing"}},
+
+		// A mistyped variable is named, with the one meant.
+		{name: "mistyped variable", args: []string{"list", "--store", empty}, env: []string{"ETCDBR_STOR=" + missingURL}, code: 0,
+			says: []string{"unknown environment variable ETCDBR_STOR is ignored: did you mean ETCDBR_STORE?", "restorable: nothing"}},
+		{name: "mistyped variable and a usage error", args: runDefault("--bogus"), env: []string{"ETCDBR_FULL_SNAPSHOT_SCHEDUL=@daily"}, code: 2,
+			says:   []string{"ETCDBR_FULL_SNAPSHOT_SCHEDUL is ignored: did you mean ETCDBR_FULL_SNAPSHOT_SCHEDULE?", "unknown flag --bogus"},
+			absent: []string{defaultStore, m.DataDir}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, c.check)
+	}
+	// etcd's namespace is etcd's: etcdbr does not warn about ETCD_* variables.
+	t.Run("etcd variables", func(t *testing.T) {
+		code, out := runToExit(t, []string{"list", "--store", empty}, "ETCD_STORE=x", "ETCD_NAME=m1")
+		if code != 0 || strings.Contains(out, "unknown environment variable") {
+			t.Errorf("exit code %d; output:\n%s", code, out)
+		}
+	})
+}
+
+// TestMissingBucket: a read-only command on an object store whose bucket does not exist
+// says so (exit 2), against the real test servers (MinIO, fake-gcs-server, Azurite).
+func TestMissingBucket(t *testing.T) {
+	for _, kind := range []storetest.Kind{storetest.S3, storetest.GCS, storetest.Azure} {
+		svc, ok := storetest.ServiceFromEnv(kind)
+		t.Run(string(kind), func(t *testing.T) {
+			if !ok {
+				if storetest.Required() {
+					t.Fatal(storetest.MissingHelp)
+				}
+				t.Skip(storetest.MissingHelp)
+			}
+			bucket := storetest.NewBucketName()
+			badInput{
+				args: []string{"list", "--store", svc.URL(bucket, "clusters/one")},
+				env:  svc.ProviderEnv(),
+				code: 2,
+				says: []string{"no such store", "the bucket does not exist", "etcdbr never creates buckets"},
+			}.check(t)
+			// The same bucket, created, is an empty store.
+			if err := svc.CreateBucket(context.Background(), bucket); err != nil {
+				t.Fatal(err)
+			}
+			badInput{
+				args: []string{"list", "--store", svc.URL(bucket, "clusters/one")},
+				env:  svc.ProviderEnv(),
+				says: []string{"restorable: nothing"},
+			}.check(t)
+		})
+	}
+}
