@@ -208,10 +208,12 @@ func etcdConfig(env *Env, args []string, dataDir string) (*embed.Config, error) 
 	cfg, err := embedded.ParseFlags(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(env.Stdout, embedded.Usage())
+		if err := printEtcdHelp(env); err != nil {
+			return nil, err
+		}
 		return nil, errHelpShown
 	case errors.Is(err, embedded.ErrVersion):
-		printVersion(env.Stdout)
+		printEtcdVersion(env.Stdout)
 		return nil, errHelpShown
 	case err != nil:
 		return nil, usageError{err}
