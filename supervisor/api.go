@@ -31,20 +31,30 @@ type APIConfig struct {
 	TokenFile string
 	// ReadOnlyTokenFile holds a bearer token authorized for the GET endpoints only.
 	ReadOnlyTokenFile string
+	// AllowedHosts are the names (or addresses), each optionally with a port, that clients
+	// may send in the Host header besides the loopback names and the listener's own address:
+	// the API refuses any other Host (DNS rebinding, docs/api.md).
+	AllowedHosts []string
 }
 
 // Validate checks the configuration: it refuses an address that is not loopback without
 // TLS and a way to authenticate mutating requests.
 func (c APIConfig) Validate() error {
 	if c.Listen == "" {
-		if c.CertFile != "" || c.KeyFile != "" || c.ClientCAFile != "" || c.TokenFile != "" || c.ReadOnlyTokenFile != "" {
-			return errors.New("API TLS or token flags given but --listen-api is empty (the API is disabled): give an address or drop them")
+		if c.CertFile != "" || c.KeyFile != "" || c.ClientCAFile != "" || c.TokenFile != "" || c.ReadOnlyTokenFile != "" ||
+			len(c.AllowedHosts) > 0 {
+			return errors.New("API TLS, token or allowed-hosts flags given but --listen-api is empty (the API is disabled): give an address or drop them")
 		}
 		return nil
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen-api %q: want host:port, e.g. %s: %v", c.Listen, DefaultAPIListen, err)
+	}
+	for _, h := range c.AllowedHosts {
+		if _, _, err := parseAllowedHost(h); err != nil {
+			return err
+		}
 	}
 	switch {
 	case (c.CertFile == "") != (c.KeyFile == ""):
@@ -104,6 +114,11 @@ func (s *Supervisor) startAPI(ctx context.Context) (*apiServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HTTP API: listen on %s: %w (change --listen-api, or give \"\" to disable the API)", c.Listen, err)
 	}
+	hosts, err := newHostGuard(c, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	s.mu.Lock()
 	s.apiAddr = ln.Addr().String()
 	s.mu.Unlock()
@@ -112,7 +127,7 @@ func (s *Supervisor) startAPI(ctx context.Context) (*apiServer, error) {
 	}
 	a := &apiServer{
 		srv: &http.Server{
-			Handler:           s.apiHandler(auth),
+			Handler:           s.guardHost(hosts, s.apiHandler(auth)),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelDebug),

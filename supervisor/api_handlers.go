@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,9 @@ type endpoint struct {
 	path    string
 	need    access
 	methods map[string]http.HandlerFunc
+	// jsonBody is true when its POST takes a JSON body (Content-Type: application/json
+	// required, even when the body is empty); a POST without it takes no body.
+	jsonBody bool
 }
 
 // apiHandler routes the API's endpoints (docs/api.md).
@@ -35,17 +39,17 @@ func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
 	metrics := promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.metrics.reg},
 		promhttp.HandlerOpts{ErrorLog: slogPrinter{s}})
 	endpoints := []endpoint{
-		{"/healthz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}},
-		{"/readyz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
+		{"/healthz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}, false},
+		{"/readyz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleReady}, false},
 		{"/metrics", accessRead, map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
 			s.refresh(time.Now())
 			metrics.ServeHTTP(w, r)
-		}}},
-		{"/v1/status", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleStatus}},
-		{"/v1/backups", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleBackups}},
-		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleFull}},
-		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleDelta}},
-		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleRestore}},
+		}}, false},
+		{"/v1/status", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleStatus}, false},
+		{"/v1/backups", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleBackups}, false},
+		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleFull}, false},
+		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleDelta}, false},
+		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleRestore}, true},
 	}
 	mux := http.NewServeMux()
 	for _, ep := range endpoints {
@@ -58,8 +62,10 @@ func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
 	return mux
 }
 
-// route enforces the endpoint's methods (405 with Allow; HEAD wherever GET) and access, and
-// logs mutating requests (never their credentials).
+// route enforces the endpoint's methods (405 with Allow; HEAD wherever GET), refuses
+// mutating requests from web pages of other origins (403, api_guard.go), enforces access
+// (401, 403) and the body a POST takes (415 without a JSON Content-Type where it takes JSON,
+// 400 for a body where it takes none), and logs mutating requests (never their credentials).
 func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
 	var allowed []string
 	for m := range ep.methods {
@@ -81,20 +87,69 @@ func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
 			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s is not allowed: use %s", r.Method, ep.path, allow))
 			return
 		}
+		refuse := func(status int, msg string) {
+			s.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
+			writeError(w, status, msg)
+		}
+		if ep.need == accessWrite {
+			if status, msg := checkBrowser(r); status != 0 {
+				refuse(status, msg)
+				return
+			}
+		}
 		if status, msg := auth.authorize(r, ep.need); status != 0 {
 			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="etcdbr"`)
 			}
-			s.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
-			writeError(w, status, msg)
+			refuse(status, msg)
 			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		if method == http.MethodPost {
+			if ep.jsonBody {
+				if msg := checkJSONContentType(r); msg != "" {
+					refuse(http.StatusUnsupportedMediaType, msg)
+					return
+				}
+			} else if status, msg := requireNoBody(r); status != 0 {
+				refuse(status, msg)
+				return
+			}
 		}
 		if ep.need == accessWrite {
 			s.lg.Info("API request", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr)
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 		h(w, r)
 	})
+}
+
+// requireNoBody reads the body of a POST that takes none: it returns 0, or the status and
+// message of the refusal of a body (a body that would be ignored is refused, not dropped).
+func requireNoBody(r *http.Request) (int, string) {
+	body, err := io.ReadAll(r.Body)
+	if status, msg := bodyReadError(r, err); status != 0 {
+		return status, msg
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		return http.StatusBadRequest, fmt.Sprintf("%s %s takes no body and was sent %d bytes: send it empty (curl -X POST, without -d)",
+			r.Method, r.URL.Path, len(body))
+	}
+	return 0, ""
+}
+
+// bodyReadError returns the status and message for an error reading a request's body (0
+// without one).
+func bodyReadError(r *http.Request, err error) (int, string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return 0, ""
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("%s %s: the body is larger than %d bytes: send a small JSON object",
+			r.Method, r.URL.Path, tooLarge.Limit)
+	default:
+		return http.StatusBadRequest, fmt.Sprintf("%s %s: reading the body failed: %v: send it again", r.Method, r.URL.Path, err)
+	}
 }
 
 // apiError is the body of every error answer.
@@ -333,18 +388,25 @@ type restoreRequest struct {
 	Time     string `json:"time"`
 }
 
-// parseRestoreRequest reads the restore target from r's body (empty: the newest point).
-func parseRestoreRequest(r *http.Request) (snapstore.Target, error) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return snapstore.Target{}, fmt.Errorf("read the request body: %w", err)
-	}
+// restoreBodyHelp says what the body of POST /v1/restore may be.
+const restoreBodyHelp = `send one JSON object: {"revision": N}, {"time": "2026-11-25T15:04:05Z"}, or {} (or an empty body) for the newest point`
+
+// parseRestoreBody reads the restore target from the body of POST /v1/restore (empty: the
+// newest point). The body is one JSON object and nothing after it but white space.
+func parseRestoreBody(body []byte) (snapstore.Target, error) {
 	var req restoreRequest
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 {
+		if trimmed[0] != '{' {
+			return snapstore.Target{}, fmt.Errorf("the body must be a JSON object, not %q: %s", abbreviate(trimmed), restoreBodyHelp)
+		}
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return snapstore.Target{}, fmt.Errorf("the body must be JSON: {\"revision\": N}, {\"time\": \"2026-11-25T15:04:05Z\"} or {} for the newest point: %w", err)
+			return snapstore.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
+		}
+		if rest := trimmed[dec.InputOffset():]; len(bytes.TrimSpace(rest)) > 0 {
+			return snapstore.Target{}, fmt.Errorf("the body holds more after its JSON object (%q): %s, and nothing after it",
+				abbreviate(bytes.TrimSpace(rest)), restoreBodyHelp)
 		}
 	}
 	target := snapstore.Target{Revision: req.Revision}
@@ -361,13 +423,26 @@ func parseRestoreRequest(r *http.Request) (snapstore.Target, error) {
 	return target, nil
 }
 
+// abbreviate returns b as a string of at most 40 bytes, for a message.
+func abbreviate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
 // restoreAnswer is the body of POST /v1/restore.
 type restoreAnswer struct {
 	Restore RestoreStatus `json:"restore"`
 }
 
 func (s *Supervisor) handleRestore(w http.ResponseWriter, r *http.Request) {
-	target, err := parseRestoreRequest(r)
+	body, err := io.ReadAll(r.Body)
+	if status, msg := bodyReadError(r, err); status != 0 {
+		writeError(w, status, msg)
+		return
+	}
+	target, err := parseRestoreBody(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "restore: "+err.Error())
 		return

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -37,6 +36,12 @@ func TestAPIConfigValidate(t *testing.T) {
 		{"public TLS and read-only token only", APIConfig{Listen: "0.0.0.0:2378", CertFile: "c", KeyFile: "k", ReadOnlyTokenFile: "r"}, "only authorizes GET"},
 		{"cert without key", APIConfig{Listen: "127.0.0.1:2378", CertFile: "c"}, "go together"},
 		{"client CA without TLS", APIConfig{Listen: "127.0.0.1:2378", ClientCAFile: "ca"}, "needs TLS"},
+		{"allowed hosts", APIConfig{Listen: "127.0.0.1:2378", AllowedHosts: []string{"etcd-0.example.com", "proxy:8443", "10.0.0.5", "[fd00::5]:2378"}}, ""},
+		{"allowed host with a scheme", APIConfig{Listen: "127.0.0.1:2378", AllowedHosts: []string{"http://etcd-0"}}, "not a plain host"},
+		{"allowed host wildcard", APIConfig{Listen: "127.0.0.1:2378", AllowedHosts: []string{"*.example.com"}}, "not a plain host"},
+		{"allowed host bad port", APIConfig{Listen: "127.0.0.1:2378", AllowedHosts: []string{"etcd-0:https"}}, "port is not a number"},
+		{"allowed host empty", APIConfig{Listen: "127.0.0.1:2378", AllowedHosts: []string{""}}, "empty"},
+		{"allowed hosts without listener", APIConfig{AllowedHosts: []string{"etcd-0"}}, "--listen-api is empty"},
 	} {
 		err := c.cfg.Validate()
 		if c.want == "" {
@@ -111,7 +116,7 @@ func TestAPIAuthorize(t *testing.T) {
 	require.ErrorContains(t, err, "--api-token-file")
 }
 
-func TestParseRestoreRequest(t *testing.T) {
+func TestParseRestoreBody(t *testing.T) {
 	for _, c := range []struct {
 		body string
 		want snapstore.Target
@@ -125,10 +130,14 @@ func TestParseRestoreRequest(t *testing.T) {
 		{`{"revision": -1}`, snapstore.Target{}, "revisions start at 1"},
 		{`{"time": "yesterday"}`, snapstore.Target{}, "RFC 3339"},
 		{`{"rev": 42}`, snapstore.Target{}, "unknown field"},
-		{`[1]`, snapstore.Target{}, "must be JSON"},
+		{`[1]`, snapstore.Target{}, "must be a JSON object"},
+		{`null`, snapstore.Target{}, "must be a JSON object"},
+		{" \n{\"revision\": 42}\n ", snapstore.Target{Revision: 42}, ""},
+		{`{"revision":12} xyz`, snapstore.Target{}, "more after its JSON object"},
+		{`{"revision":12}{"revision":13}`, snapstore.Target{}, "more after its JSON object"},
+		{`{"revision":12`, snapstore.Target{}, "must be JSON"},
 	} {
-		r := httptest.NewRequest(http.MethodPost, "/v1/restore", strings.NewReader(c.body))
-		got, err := parseRestoreRequest(r)
+		got, err := parseRestoreBody([]byte(c.body))
 		if c.err != "" {
 			require.ErrorContains(t, err, c.err, c.body)
 			continue
@@ -148,4 +157,61 @@ func TestGCDeletedCounts(t *testing.T) {
 	require.Equal(t, 3.0, testutil.ToFloat64(s.metrics.gcDeleted.WithLabelValues("full")))
 	require.Equal(t, 0.0, testutil.ToFloat64(s.metrics.gcDeleted.WithLabelValues("delta")))
 	require.Equal(t, 2, testutil.CollectAndCount(s.metrics.gcDeleted))
+}
+
+// Which Host headers the API answers: loopback names with the listener's port, the
+// listener's own address (any IP address when it listens on all interfaces: an address
+// cannot be rebound), and the names of --api-allowed-hosts; never another name.
+func TestHostGuard(t *testing.T) {
+	guard := func(listen, actual string, allowed ...string) *hostGuard {
+		g, err := newHostGuard(APIConfig{Listen: listen, AllowedHosts: allowed}, actual)
+		require.NoError(t, err)
+		return g
+	}
+	loop := guard("127.0.0.1:0", "127.0.0.1:2378", "etcd-0.example.com", "proxy.example.com:8443")
+	all := guard("0.0.0.0:2378", "[::]:2378")
+	named := guard("etcd-1.internal:2378", "10.0.0.6:2378")
+	ip := guard("10.0.0.5:2378", "10.0.0.5:2378")
+	for _, c := range []struct {
+		g    *hostGuard
+		host string
+		tls  bool
+		want bool
+	}{
+		{loop, "127.0.0.1:2378", false, true},
+		{loop, "localhost:2378", false, true},
+		{loop, "LocalHost.:2378", false, true},
+		{loop, "[::1]:2378", false, true},
+		{loop, "127.0.0.2:2378", false, true},
+		{loop, "localhost:2379", false, false}, // another port: another service's origin
+		{loop, "localhost", false, false},      // port 80
+		{loop, "evil.example:2378", false, false},
+		{loop, "evil.example", false, false},
+		{loop, "localhost.evil.example:2378", false, false},
+		{loop, "", false, false},
+		{loop, "[::1", false, false},
+		{loop, "10.0.0.5:2378", false, false},
+		{loop, "etcd-0.example.com", true, true}, // allowed name: any port
+		{loop, "etcd-0.example.com:9999", false, true},
+		{loop, "proxy.example.com:8443", false, true},
+		{loop, "proxy.example.com:443", false, false},
+		{loop, "proxy.example.com", false, false},
+		{all, "10.0.0.5:2378", true, true},
+		{all, "[fd00::5]:2378", true, true},
+		{all, "localhost:2378", true, true},
+		{all, "10.0.0.5:2379", true, false},
+		{all, "etcd-0.example.com:2378", true, false},
+		{named, "etcd-1.internal:2378", true, true},
+		{named, "ETCD-1.internal:2378", true, true},
+		{named, "etcd-2.internal:2378", true, false},
+		{named, "127.0.0.1:2378", true, true},
+		{ip, "10.0.0.5:2378", true, true},
+		{ip, "10.0.0.6:2378", true, false},
+		{ip, "rebound.evil.example:2378", true, false},
+	} {
+		require.Equal(t, c.want, c.g.allows(c.host, c.tls), "listener %s:%s, Host %q", c.g.listenHost, c.g.port, c.host)
+	}
+	require.Contains(t, loop.describe(), "localhost:2378")
+	require.Contains(t, loop.describe(), "etcd-0.example.com")
+	require.Contains(t, all.describe(), "any IP address")
 }

@@ -119,6 +119,9 @@ func (l *liveSup) call(method, path, body string, out any) int {
 	l.t.Helper()
 	req, err := http.NewRequest(method, l.url+path, strings.NewReader(body))
 	require.NoError(l.t, err)
+	if method == http.MethodPost && path != "/v1/snapshots/full" && path != "/v1/snapshots/delta" {
+		req.Header.Set("Content-Type", "application/json") // as curl --json
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(l.t, err)
 	defer resp.Body.Close()

@@ -2,8 +2,11 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -379,4 +382,140 @@ func TestRestoresKeepNewestOldDataDirs(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, aside[len(aside)-1:], olds, "only the newest old data dir is kept")
 	require.NoError(t, l.stop())
+}
+
+// A web page in a browser on the node must not drive the loopback API, which has no
+// credential: requests from another origin, with a foreign Host (DNS rebinding), without a
+// JSON Content-Type or with data after the JSON are refused before anything happens, while
+// requests as curl sends them (no Origin, a loopback Host, JSON) still work.
+func TestAPIRefusesBrowsers(t *testing.T) {
+	l := startLive(t, func(c *Config) { c.API.AllowedHosts = []string{"etcd-0.example.com", "proxy.example.com:8443"} })
+	_, port, err := net.SplitHostPort(l.s.APIAddr())
+	require.NoError(t, err)
+	do := func(method, path, body string, header map[string]string) (int, apiError) {
+		t.Helper()
+		req, err := http.NewRequest(method, l.url+path, strings.NewReader(body))
+		require.NoError(t, err)
+		for k, v := range header {
+			if k == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), "%s %s", method, path)
+		var e apiError
+		raw, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(raw, &e), "%s", raw)
+		return resp.StatusCode, e
+	}
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+	with := func(h map[string]string, k, v string) map[string]string {
+		m := map[string]string{k: v}
+		for hk, hv := range h {
+			if _, set := m[hk]; !set {
+				m[hk] = hv
+			}
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name         string
+		method, path string
+		body         string
+		header       map[string]string
+		status       int
+		want         string
+	}{
+		{"a form of another site", http.MethodPost, "/v1/restore", `{"revision": 2}`,
+			map[string]string{"Origin": "http://evil.example", "Content-Type": "text/plain"}, http.StatusForbidden, "Origin: http://evil.example"},
+		{"fetch of another site with JSON", http.MethodPost, "/v1/restore", `{}`,
+			with(jsonCT, "Origin", "http://evil.example"), http.StatusForbidden, "not from web pages"},
+		{"an empty restore from another site", http.MethodPost, "/v1/restore", "",
+			map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden, "another origin"},
+		{"a sandboxed page", http.MethodPost, "/v1/snapshots/full", "",
+			map[string]string{"Origin": "null"}, http.StatusForbidden, "Origin: null"},
+		{"another port of localhost", http.MethodPost, "/v1/snapshots/full", "",
+			map[string]string{"Origin": "http://127.0.0.1:1"}, http.StatusForbidden, "another origin"},
+		{"https origin of the http API", http.MethodPost, "/v1/snapshots/full", "",
+			map[string]string{"Origin": "https://127.0.0.1:" + port}, http.StatusForbidden, "another origin"},
+		{"a browser without Origin, cross-site", http.MethodPost, "/v1/restore", `{}`,
+			with(jsonCT, "Sec-Fetch-Site", "cross-site"), http.StatusForbidden, "Sec-Fetch-Site: cross-site"},
+		{"a browser without Origin, same-site", http.MethodPost, "/v1/snapshots/delta", "",
+			map[string]string{"Sec-Fetch-Site": "same-site"}, http.StatusForbidden, "Sec-Fetch-Site: same-site"},
+		{"DNS rebinding, restore", http.MethodPost, "/v1/restore", `{}`,
+			with(jsonCT, "Host", "rebound.evil.example:"+port), http.StatusForbidden, "--api-allowed-hosts"},
+		{"DNS rebinding, same-origin to the page", http.MethodPost, "/v1/restore", `{}`,
+			with(with(jsonCT, "Host", "rebound.evil.example:"+port), "Origin", "http://rebound.evil.example:"+port), http.StatusForbidden, "DNS rebinding"},
+		{"DNS rebinding, status", http.MethodGet, "/v1/status", "",
+			map[string]string{"Host": "rebound.evil.example:" + port}, http.StatusForbidden, "is not an address of this API"},
+		{"DNS rebinding, unknown path", http.MethodGet, "/v1/nothing", "",
+			map[string]string{"Host": "rebound.evil.example:" + port}, http.StatusForbidden, "is not an address of this API"},
+		{"localhost on another port", http.MethodGet, "/v1/status", "",
+			map[string]string{"Host": "localhost:1"}, http.StatusForbidden, "call it as localhost:" + port},
+		{"an allowed name on another port", http.MethodGet, "/v1/status", "",
+			map[string]string{"Host": "proxy.example.com:443"}, http.StatusForbidden, "proxy.example.com:8443"},
+		{"restore without Content-Type", http.MethodPost, "/v1/restore", `{"revision": 2}`,
+			nil, http.StatusUnsupportedMediaType, "no Content-Type"},
+		{"empty restore without Content-Type", http.MethodPost, "/v1/restore", "",
+			nil, http.StatusUnsupportedMediaType, `send "Content-Type: application/json"`},
+		{"restore as text/plain", http.MethodPost, "/v1/restore", `{"revision": 2}`,
+			map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType, `Content-Type "text/plain"`},
+		{"restore as a form", http.MethodPost, "/v1/restore", `{"revision": 2}`,
+			map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType, "curl: --json"},
+		{"data after the JSON", http.MethodPost, "/v1/restore", `{"revision":2} xyz`,
+			jsonCT, http.StatusBadRequest, `more after its JSON object ("xyz")`},
+		{"two JSON objects", http.MethodPost, "/v1/restore", `{}{"revision":2}`,
+			jsonCT, http.StatusBadRequest, "more after its JSON object"},
+		{"JSON null", http.MethodPost, "/v1/restore", `null`,
+			jsonCT, http.StatusBadRequest, "must be a JSON object"},
+		{"a body where none is taken", http.MethodPost, "/v1/snapshots/full", `{"revision": 2}`,
+			jsonCT, http.StatusBadRequest, "takes no body"},
+		{"a body too large", http.MethodPost, "/v1/restore", `{"time": "` + strings.Repeat("x", maxRequestBody) + `"}`,
+			jsonCT, http.StatusRequestEntityTooLarge, "larger than"},
+	} {
+		status, e := do(c.method, c.path, c.body, c.header)
+		require.Equal(t, c.status, status, "%s: %+v", c.name, e)
+		require.Equal(t, c.status, e.Status, c.name)
+		require.Contains(t, e.Error, c.want, c.name)
+	}
+	require.Nil(t, l.s.Status().Restore, "nothing was restored")
+	require.Contains(t, l.log.String(), "API request refused")
+
+	// What tools send, and what the API's own origin would, is answered.
+	for _, c := range []struct {
+		name         string
+		method, path string
+		header       map[string]string
+	}{
+		{"curl", http.MethodPost, "/v1/snapshots/full", nil},
+		{"curl, localhost", http.MethodPost, "/v1/snapshots/delta", map[string]string{"Host": "localhost:" + port}},
+		{"curl, [::1]", http.MethodGet, "/v1/status", map[string]string{"Host": "[::1]:" + port}},
+		{"curl, an allowed name", http.MethodGet, "/v1/status", map[string]string{"Host": "etcd-0.example.com"}},
+		{"curl, an allowed name and port", http.MethodGet, "/readyz", map[string]string{"Host": "proxy.example.com:8443"}},
+		{"the API's own origin", http.MethodPost, "/v1/snapshots/delta",
+			map[string]string{"Origin": "http://127.0.0.1:" + port, "Sec-Fetch-Site": "same-origin"}},
+		{"a typed URL", http.MethodGet, "/v1/status", map[string]string{"Sec-Fetch-Site": "none"}},
+		{"a read from another origin (the browser keeps the answer from the page)", http.MethodGet, "/v1/backups",
+			map[string]string{"Origin": "http://evil.example"}},
+	} {
+		status, e := do(c.method, c.path, "", c.header)
+		require.Equal(t, http.StatusOK, status, "%s: %+v", c.name, e)
+	}
+
+	// A restore as curl --json sends it, with an empty body: the newest point.
+	var answer restoreAnswer
+	req, err := http.NewRequest(http.MethodPost, l.url+"/v1/restore?wait=true", nil)
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%+v", answer)
+	require.Equal(t, string(PhaseSucceeded), answer.Restore.Phase)
 }

@@ -43,9 +43,19 @@ func newAPI(t testing.TB, base string) *api {
 	return &api{t: t, base: base, client: &http.Client{Timeout: 3 * time.Minute}}
 }
 
-// call makes a request and decodes the JSON answer into out (unless nil); it returns the
-// status code.
+// call makes a request as curl --json does (a POST declares a JSON body) and decodes the
+// JSON answer into out (unless nil); it returns the status code.
 func (a *api) call(method, path, body string, out any) int {
+	a.t.Helper()
+	var header map[string]string
+	if method == http.MethodPost {
+		header = map[string]string{"Content-Type": "application/json"}
+	}
+	return a.callWith(header, method, path, body, out)
+}
+
+// callWith is call with the request headers given in header ("Host" sets the Host header).
+func (a *api) callWith(header map[string]string, method, path, body string, out any) int {
 	a.t.Helper()
 	req, err := http.NewRequest(method, a.base+path, strings.NewReader(body))
 	if err != nil {
@@ -53,6 +63,13 @@ func (a *api) call(method, path, body string, out any) int {
 	}
 	if a.token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
@@ -150,7 +167,8 @@ func TestAPIRestoreInPlace(t *testing.T) {
 	m := newMember(t, dir)
 	store := "file://" + filepath.Join(dir, "store")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--listen-api", addr))
+	p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--listen-api", addr),
+		"ETCDBR_API_ALLOWED_HOSTS=etcd-0.test,proxy.test:8443")
 	a := newAPI(t, "http://"+addr)
 	cli := client(t, m.ClientURL)
 	ctx := context.Background()
@@ -218,10 +236,43 @@ func TestAPIRestoreInPlace(t *testing.T) {
 		}
 	}
 
+	// A web page cannot drive it (docs/api.md#browsers); the names of ETCDBR_API_ALLOWED_HOSTS
+	// are answered besides loopback.
+	_, port, _ := net.SplitHostPort(addr)
+	restoreA := fmt.Sprintf(`{"revision": %d}`, atA.Revision)
+	for _, c := range []struct {
+		name         string
+		header       map[string]string
+		method, path string
+		body         string
+		status       int
+		want         string
+	}{
+		{"a form of another site", map[string]string{"Origin": "http://evil.example", "Content-Type": "text/plain"},
+			http.MethodPost, "/v1/restore", restoreA, http.StatusForbidden, "Origin: http://evil.example"},
+		{"a cross-site fetch", map[string]string{"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"},
+			http.MethodPost, "/v1/snapshots/full", "", http.StatusForbidden, "Sec-Fetch-Site: cross-site"},
+		{"DNS rebinding", map[string]string{"Host": "rebound.evil.example:" + port, "Content-Type": "application/json"},
+			http.MethodPost, "/v1/restore", restoreA, http.StatusForbidden, "--api-allowed-hosts"},
+		{"a name that is not allowed", map[string]string{"Host": "proxy.test:443"},
+			http.MethodGet, "/v1/status", "", http.StatusForbidden, "proxy.test:8443"},
+		{"no JSON Content-Type", nil, http.MethodPost, "/v1/restore", restoreA, http.StatusUnsupportedMediaType, "Content-Type: application/json"},
+		{"data after the JSON", map[string]string{"Content-Type": "application/json"},
+			http.MethodPost, "/v1/restore", restoreA + " xyz", http.StatusBadRequest, "more after its JSON object"},
+		{"an allowed name", map[string]string{"Host": "etcd-0.test"}, http.MethodGet, "/healthz", "", http.StatusOK, "alive"},
+		{"an allowed name and port", map[string]string{"Host": "proxy.test:8443"}, http.MethodGet, "/healthz", "", http.StatusOK, "alive"},
+		{"localhost", map[string]string{"Host": "localhost:" + port}, http.MethodGet, "/healthz", "", http.StatusOK, "alive"},
+	} {
+		var e map[string]any
+		if code := a.callWith(c.header, c.method, c.path, c.body, &e); code != c.status || !strings.Contains(fmt.Sprint(e), c.want) {
+			t.Fatalf("%s: %s %s answered %d %v, want %d and %q", c.name, c.method, c.path, code, e, c.status, c.want)
+		}
+	}
+
 	var accepted struct {
 		Restore apiRestore `json:"restore"`
 	}
-	if code := a.call(http.MethodPost, "/v1/restore", fmt.Sprintf(`{"revision": %d}`, atA.Revision), &accepted); code != http.StatusAccepted {
+	if code := a.call(http.MethodPost, "/v1/restore", restoreA, &accepted); code != http.StatusAccepted {
 		t.Fatalf("POST /v1/restore: %d %+v", code, accepted)
 	}
 	var st apiStatus

@@ -60,20 +60,14 @@ func main() {
 // run executes one command line and returns the process exit code.
 func run(argv []string, stdout, stderr io.Writer) int {
 	args := argv[1:]
-	if strings.TrimSuffix(filepath.Base(argv[0]), ".exe") == "etcd" {
+	asEtcd := strings.TrimSuffix(filepath.Base(argv[0]), ".exe") == "etcd"
+	if asEtcd {
 		// Drop-in for the etcd binary: all arguments are etcd's.
 		args = append([]string{"run", "--"}, args...)
 	}
 	var cli CLI
 	exitCode := -1
-	parser, err := kong.New(&cli,
-		kong.Name("etcdbr"),
-		kong.Description("etcdbr keeps an etcd member alive and its data safe: validation, automatic restore, "+
-			"etcd in-process, full snapshots to object storage. etcd flags go after `--` or in ETCD_* variables."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exitCode = code }),
-		kong.UsageOnError(),
-	)
+	parser, err := newParser(&cli, stdout, stderr, func(code int) { exitCode = code })
 	if err != nil {
 		fmt.Fprintf(stderr, "etcdbr: %v\n", err)
 		return exitFailure
@@ -99,7 +93,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signalContext(lg, os.Exit)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, AsEtcd: asEtcd}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(env); err != nil {
 		var ue usageError
@@ -117,10 +111,36 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// newParser returns etcdbr's command-line parser, writing help to stdout and calling exit
+// instead of exiting.
+func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("etcdbr"),
+		kong.Description("etcdbr keeps an etcd member alive and its data safe: validation, automatic restore, "+
+			"etcd in-process, full snapshots to object storage. etcd flags go after `--` or in ETCD_* variables."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.UsageOnError(),
+	)
+}
+
+// runHelp writes the help of `etcdbr run`: etcdbr's own settings.
+func runHelp(w io.Writer) error {
+	var cli CLI
+	parser, err := newParser(&cli, w, io.Discard, func(int) {})
+	if err != nil {
+		return fmt.Errorf("the help of etcdbr run: %w", err)
+	}
+	_, _ = parser.Parse([]string{"run", "--help"}) // writes the help to w
+	return nil
+}
+
 // Env is what every command gets besides its flags.
 type Env struct {
 	Stdout, Stderr io.Writer
 	Log            *slog.Logger
+	// AsEtcd is true when the binary was invoked under the name etcd (a drop-in for etcd).
+	AsEtcd bool
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

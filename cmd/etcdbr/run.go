@@ -41,12 +41,13 @@ type RunCmd struct {
 
 // APIFlags configure the HTTP API (health, status, metrics, snapshots and restores on request).
 type APIFlags struct {
-	ListenAPI            string `name:"listen-api" help:"Address (host:port) of the HTTP API and /metrics; \"\" disables it. Not loopback: needs --api-cert, --api-key and --api-client-ca or --api-token-file." default:"127.0.0.1:2378" env:"ETCDBR_LISTEN_API"`
-	APICert              string `name:"api-cert" help:"TLS certificate (PEM) of the HTTP API." env:"ETCDBR_API_CERT" type:"path"`
-	APIKey               string `name:"api-key" help:"TLS key (PEM) of the HTTP API." env:"ETCDBR_API_KEY" type:"path"`
-	APIClientCA          string `name:"api-client-ca" help:"CA certificates (PEM): clients with a certificate they signed may use every endpoint." env:"ETCDBR_API_CLIENT_CA" type:"path"`
-	APITokenFile         string `name:"api-token-file" help:"File whose first line is a bearer token that may use every endpoint (at least 16 bytes)." env:"ETCDBR_API_TOKEN_FILE" type:"path"`
-	APIReadOnlyTokenFile string `name:"api-read-only-token-file" help:"File whose first line is a bearer token that may use the GET endpoints only." env:"ETCDBR_API_READ_ONLY_TOKEN_FILE" type:"path"`
+	ListenAPI            string   `name:"listen-api" help:"Address (host:port) of the HTTP API and /metrics; \"\" disables it. Not loopback: needs --api-cert, --api-key and --api-client-ca or --api-token-file." default:"127.0.0.1:2378" env:"ETCDBR_LISTEN_API"`
+	APICert              string   `name:"api-cert" help:"TLS certificate (PEM) of the HTTP API." env:"ETCDBR_API_CERT" type:"path"`
+	APIKey               string   `name:"api-key" help:"TLS key (PEM) of the HTTP API." env:"ETCDBR_API_KEY" type:"path"`
+	APIClientCA          string   `name:"api-client-ca" help:"CA certificates (PEM): clients with a certificate they signed may use every endpoint." env:"ETCDBR_API_CLIENT_CA" type:"path"`
+	APITokenFile         string   `name:"api-token-file" help:"File whose first line is a bearer token that may use every endpoint (at least 16 bytes)." env:"ETCDBR_API_TOKEN_FILE" type:"path"`
+	APIReadOnlyTokenFile string   `name:"api-read-only-token-file" help:"File whose first line is a bearer token that may use the GET endpoints only." env:"ETCDBR_API_READ_ONLY_TOKEN_FILE" type:"path"`
+	APIAllowedHosts      []string `name:"api-allowed-hosts" placeholder:"HOST[:PORT],..." help:"Names clients may send in the Host header besides localhost, 127.0.0.1, [::1] and the --listen-api address (a DNS name of this machine, a proxy's name); any other Host is refused (DNS rebinding). Without a port, any port." env:"ETCDBR_API_ALLOWED_HOSTS" sep:","`
 }
 
 // config returns the API configuration, checked.
@@ -58,6 +59,7 @@ func (f APIFlags) config() (supervisor.APIConfig, error) {
 		ClientCAFile:      f.APIClientCA,
 		TokenFile:         f.APITokenFile,
 		ReadOnlyTokenFile: f.APIReadOnlyTokenFile,
+		AllowedHosts:      f.APIAllowedHosts,
 	}
 	if err := c.Validate(); err != nil {
 		return c, usageError{err}
@@ -208,10 +210,12 @@ func etcdConfig(env *Env, args []string, dataDir string) (*embed.Config, error) 
 	cfg, err := embedded.ParseFlags(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(env.Stdout, embedded.Usage())
+		if err := printEtcdHelp(env); err != nil {
+			return nil, err
+		}
 		return nil, errHelpShown
 	case errors.Is(err, embedded.ErrVersion):
-		printVersion(env.Stdout)
+		printEtcdVersion(env.Stdout)
 		return nil, errHelpShown
 	case err != nil:
 		return nil, usageError{err}
