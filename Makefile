@@ -50,9 +50,11 @@ lint:
 	$(GO) vet ./...
 	cd testsuite/kube && $(GO) vet ./...
 
-# etcd on 127.0.0.1:2379 with its data in ./data and backups in ./data.backups.
-run:
-	$(GO) run ./cmd/etcdbr run --data-dir ./data
+# etcd on 127.0.0.1:2379 with its data in ./data and backups in ./data.backups. The binary
+# runs as make's own child, not under `go run`: on Ctrl-C `go run` exits 1 even when the
+# program stopped cleanly, and make would report that as a failed recipe.
+run: build
+	$(BIN) run --data-dir ./data
 
 clean:
 	rm -rf bin data data.backups

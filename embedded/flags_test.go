@@ -20,7 +20,7 @@ import (
 func parseWithEnv(args []string, env ...string) (*embed.Config, error) {
 	rafthttpMu.Lock()
 	defer rafthttpMu.Unlock()
-	return parseFlags(args, env)
+	return parseFlags(args, env, ParseOptions{})
 }
 
 func urls(t *testing.T, ss ...string) []url.URL {

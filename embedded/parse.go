@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -71,12 +72,28 @@ func Version() string {
 // (--raft-read-timeout, --raft-write-timeout) as etcd does, so call it before
 // starting etcd, not while one is running in the process.
 func ParseFlags(args []string) (*embed.Config, error) {
-	rafthttpMu.Lock()
-	defer rafthttpMu.Unlock()
-	return parseFlags(args, os.Environ())
+	return ParseFlagsWith(args, ParseOptions{})
 }
 
-func parseFlags(args, environ []string) (*embed.Config, error) {
+// ParseOptions are what ParseFlagsWith adds to etcd's own parsing.
+type ParseOptions struct {
+	// DataDir is the data dir when etcd's flags, variables and config file name
+	// none, instead of etcd's "<name>.etcd" (which etcd warns about): the data
+	// dir the caller got by other means.
+	DataDir string
+	// Log, when not nil, receives etcd's logs from the start of the parsing on,
+	// as LogTo sets up.
+	Log slog.Handler
+}
+
+// ParseFlagsWith is ParseFlags with opts.
+func ParseFlagsWith(args []string, opts ParseOptions) (*embed.Config, error) {
+	rafthttpMu.Lock()
+	defer rafthttpMu.Unlock()
+	return parseFlags(args, os.Environ(), opts)
+}
+
+func parseFlags(args, environ []string, opts ParseOptions) (*embed.Config, error) {
 	ef := newEtcdFlagSet()
 	defaultInitialCluster := ef.cfg.InitialCluster
 
@@ -103,12 +120,18 @@ func parseFlags(args, environ []string) (*embed.Config, error) {
 			return nil, err
 		}
 		cfg = fcfg
+		// embed.ConfigFromFile set up etcd's own logger: replace it.
+		if opts.Log != nil && LogTo(cfg, opts.Log) {
+			if err := cfg.ZapLoggerBuilder(cfg); err != nil {
+				return nil, fmt.Errorf("etcd config file %q: set up etcd's logger: %w", ef.configFile, err)
+			}
+		}
 		if lg := cfg.GetLogger(); lg != nil {
 			lg.Info("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided",
 				zap.String("path", ef.configFile))
 		}
 	} else {
-		if err := ef.configFromCmdLine(env); err != nil {
+		if err := ef.configFromCmdLine(env, opts.Log); err != nil {
 			return nil, err
 		}
 		cfg = ef.cfg
@@ -146,6 +169,9 @@ func parseFlags(args, environ []string) (*embed.Config, error) {
 			lg.Info("failed to detect default host", zap.Error(dhErr))
 		}
 	}
+	if cfg.Dir == "" && opts.DataDir != "" {
+		cfg.Dir = opts.DataDir
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = fmt.Sprintf("%v.etcd", cfg.Name)
 		if lg != nil {
@@ -169,8 +195,9 @@ func flagParseError(err error) error {
 }
 
 // configFromCmdLine is etcdmain's configFromCmdLine without its side effects on
-// the process environment and without exiting.
-func (ef *etcdFlagSet) configFromCmdLine(env map[string]string) error {
+// the process environment and without exiting; etcd logs to log when it is not
+// nil (LogTo).
+func (ef *etcdFlagSet) configFromCmdLine(env map[string]string, log slog.Handler) error {
 	fs, cfg := ef.fs, ef.cfg
 
 	unrecognized, err := setFlagsFromEnv(fs, env)
@@ -238,6 +265,9 @@ func (ef *etcdFlagSet) configFromCmdLine(env map[string]string) error {
 
 	if ef.fallback.String() == fallbackProxy {
 		return fmt.Errorf("invalid etcd configuration: v2 proxy is deprecated, and --discovery-fallback can't be configured as %q", fallbackProxy)
+	}
+	if log != nil {
+		LogTo(cfg, log) // before Validate, which builds etcd's logger
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid etcd configuration: %w", err)

@@ -12,7 +12,19 @@ import (
 // closed network connection").
 const serveEndedMsg = "setting up serving from embedded etcd failed."
 
-// quietStopLogs makes etcd log serveEndedMsg at debug level once calls was
+// stopMessages are what etcd logs when a stop closes its listeners, with the level
+// it logs them at: serveEndedMsg, and the warnings of a gRPC server that shares
+// the client port with HTTP when its listener closes ("accept tcp ...: use of
+// closed network connection").
+var stopMessages = map[string]zapcore.Level{
+	serveEndedMsg: zapcore.ErrorLevel,
+	"stopping insecure grpc server due to error": zapcore.WarnLevel,
+	"stopped insecure grpc server due to error":  zapcore.WarnLevel,
+	"stopping secure grpc server due to error":   zapcore.WarnLevel,
+	"stopped secure grpc server due to error":    zapcore.WarnLevel,
+}
+
+// quietStopLogs makes etcd log stopMessages at debug level once calls was
 // stopped, which Close does before it stops etcd: a listener closed by the stop
 // is no failure. It gives etcd (through cfg, which embed.StartEtcd copies) its
 // usual logger wrapped for that, and returns a function that puts cfg's logger
@@ -37,7 +49,7 @@ func quietStopLogs(cfg *embed.Config, calls *clientCalls) (restore func(), err e
 	}, nil
 }
 
-// stopLogCore lowers serveEndedMsg to debug level once calls was stopped. The
+// stopLogCore lowers stopMessages to debug level once calls was stopped. The
 // logger adds a stack trace by the level the core checked the entry at.
 type stopLogCore struct {
 	zapcore.Core
@@ -49,7 +61,7 @@ func (c stopLogCore) With(fields []zapcore.Field) zapcore.Core {
 }
 
 func (c stopLogCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if ent.Level == zapcore.ErrorLevel && ent.Message == serveEndedMsg && c.calls.stopping() {
+	if level, ok := stopMessages[ent.Message]; ok && ent.Level == level && c.calls.stopping() {
 		ent.Level = zapcore.DebugLevel
 	}
 	return c.Core.Check(ent, ce)

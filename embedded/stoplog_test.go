@@ -15,8 +15,9 @@ import (
 )
 
 // TestCloseLogsNoErrors: etcd logs every listener that a stop closes as a failure, at error
-// level with a stack trace. After Close those lines are at debug level, without a stack, and
-// the configuration's logger is etcd's own again (for the next start).
+// level with a stack trace (and the gRPC server on the client port with two warnings). After
+// Close those lines are at debug level, without a stack, and the configuration's logger is
+// etcd's own again (for the next start).
 func TestCloseLogsNoErrors(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.DebugLevel)
@@ -40,6 +41,13 @@ func TestCloseLogsNoErrors(t *testing.T) {
 	for _, l := range ended {
 		assert.Equal(t, zapcore.DebugLevel, l.Level, "%s: %v", l.Message, l.ContextMap())
 		assert.Empty(t, l.Stack)
+	}
+	grpcStopped := logs.FilterMessage("stopped insecure grpc server due to error").All()
+	require.NotEmpty(t, grpcStopped, "etcd logged its gRPC server stopping")
+	for _, l := range logs.All() {
+		if _, ok := stopMessages[l.Message]; ok {
+			assert.Equal(t, zapcore.DebugLevel, l.Level, "%s: %v", l.Message, l.ContextMap())
+		}
 	}
 	for _, l := range logs.FilterLevelExact(zapcore.ErrorLevel).All() {
 		t.Errorf("etcd logged an error: %s %v", l.Message, l.ContextMap())

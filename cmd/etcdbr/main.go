@@ -15,9 +15,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/etcdbr/etcdbr/internal/slogzap"
 )
 
 // Exit codes.
@@ -87,13 +90,13 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	lg := newLogger(stderr, cli.LogLevel, cli.LogFormat)
+	lg, etcdLog := newLoggers(stderr, cli.LogLevel, cli.LogFormat)
 	for _, w := range warnings {
 		lg.Warn(w)
 	}
 	ctx, stop := signalContext(lg, os.Exit)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, AsEtcd: asEtcd}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, EtcdLog: etcdLog, AsEtcd: asEtcd}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(env); err != nil {
 		var ue usageError
@@ -138,19 +141,43 @@ func runHelp(w io.Writer) error {
 // Env is what every command gets besides its flags.
 type Env struct {
 	Stdout, Stderr io.Writer
-	Log            *slog.Logger
+	// Log is etcdbr's logger, at --log-level.
+	Log *slog.Logger
+	// EtcdLog is where etcd's logs go (embedded.ParseOptions.Log): the same format
+	// and writer as Log, every level let through, as etcd's --log-level filters them.
+	EtcdLog slog.Handler
 	// AsEtcd is true when the binary was invoked under the name etcd (a drop-in for etcd).
 	AsEtcd bool
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
+// newLoggers returns etcdbr's logger, at level, and the handler for etcd's logs, at
+// every level: both write lines of the same format (text or json) to w, one write per
+// line, never two at once.
+func newLoggers(w io.Writer, level, format string) (*slog.Logger, slog.Handler) {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(level)) // validated by kong's enum
-	opts := &slog.HandlerOptions{Level: lvl}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	w = &lockedWriter{w: w}
+	newHandler := func(lvl slog.Level) slog.Handler {
+		opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: slogzap.ReplaceLevelNames}
+		if format == "json" {
+			return slog.NewJSONHandler(w, opts)
+		}
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(newHandler(lvl)), newHandler(slog.LevelDebug)
+}
+
+// lockedWriter serializes writes to w: two handlers that share a writer each lock
+// only themselves.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one calls exit at once.

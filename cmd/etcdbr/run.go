@@ -207,7 +207,7 @@ func (b byteSize) String() string {
 
 // etcdConfig parses etcd's flags (and ETCD_* variables) and applies etcdbr's --data-dir.
 func etcdConfig(env *Env, args []string, dataDir string) (*embed.Config, error) {
-	cfg, err := embedded.ParseFlags(args)
+	cfg, err := embedded.ParseFlagsWith(args, embedded.ParseOptions{DataDir: dataDir, Log: env.EtcdLog})
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		if err := printEtcdHelp(env); err != nil {
