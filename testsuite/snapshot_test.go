@@ -307,4 +307,15 @@ func TestEtcdDropInKubeadm(t *testing.T) {
 		t.Fatalf("etcdbr snapshot over TLS: exit %d, %d snapshots\n%s", code, len(fulls(t, sidecar)), out)
 	}
 	p.stop()
+
+	// Invoked as etcd, every line is JSON by default (etcd's own default), etcd's and etcdbr's.
+	lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
+	for _, line := range lines {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("a line of the etcd drop-in is not JSON: %q", line)
+		}
+	}
+	if len(lines) < 5 {
+		t.Fatalf("the etcd drop-in logged %d lines", len(lines))
+	}
 }

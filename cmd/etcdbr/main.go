@@ -90,7 +90,11 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	lg, etcdLog := newLoggers(stderr, cli.LogLevel, cli.LogFormat)
+	format := cli.LogFormat
+	if _, set := os.LookupEnv("ETCDBR_LOG_FORMAT"); asEtcd && !set {
+		format = "json" // etcd's own default: a drop-in keeps what log pipelines expect of etcd
+	}
+	lg, etcdLog := newLoggers(stderr, cli.LogLevel, format)
 	for _, w := range warnings {
 		lg.Warn(w)
 	}
