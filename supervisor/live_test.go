@@ -134,6 +134,12 @@ func TestRestoreWhileRunning(t *testing.T) {
 		Before: fresh.Key, History: hs[0]}}, win.Boundaries)
 	require.Equal(t, res.Revision, win.Newest.Revision)
 
+	// A revision between the two histories is refused with what would work.
+	var between apiError
+	require.Equal(t, http.StatusUnprocessableEntity, l.call(http.MethodPost, "/v1/restore", fmt.Sprintf(`{"revision": %d}`, revB+1), &between))
+	require.Contains(t, between.Error, "lies between two histories")
+	require.Contains(t, between.Error, fmt.Sprintf("--to-revision %d", revB))
+
 	// The store restores the new history's newest point exactly.
 	now := take(t, l.cli)
 	require.Equal(t, res.Revision, now.Revision)

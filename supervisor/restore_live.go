@@ -223,7 +223,7 @@ func (s *Supervisor) checkRestorable(ctx context.Context, target snapstore.Targe
 		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
 	}
 	if _, err := snapstore.PlanRestore(fulls, deltas, target, nil); err != nil {
-		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
+		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), betweenHistories(ctx, s.cfg.Store, fulls, deltas, target, err))
 	}
 	return nil
 }
