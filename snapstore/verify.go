@@ -46,6 +46,10 @@ type VerifyOptions struct {
 	// Checked, when set, is called after each object was read, with the
 	// problem found in it (nil if none).
 	Checked func(snap Snapshot, problem error)
+	// RecordDamage records each object whose content is damaged (corrupt or malformed)
+	// in the store (RecordDamage), so that listings leave it out of the restorable
+	// window. A failure to record is reported as a problem.
+	RecordDamage bool
 }
 
 // Verify checks a whole store: every object reads back intact (its
@@ -84,6 +88,11 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		if err != nil {
 			bad[snap.Key] = true
 			rep.Problems = append(rep.Problems, Problem{Key: snap.Key, Err: err})
+			if opts.RecordDamage && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrMalformedDelta)) {
+				if rerr := s.RecordDamage(ctx, snap, "verify", err); rerr != nil {
+					rep.Problems = append(rep.Problems, Problem{Key: snap.Key, Err: rerr})
+				}
+			}
 		}
 		if opts.Checked != nil {
 			opts.Checked(snap, err)

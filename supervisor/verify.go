@@ -25,6 +25,8 @@ type VerifyOptions struct {
 	Log *slog.Logger
 	// Checked, when set, is called after each object was read (snapstore.VerifyOptions).
 	Checked func(snap snapstore.Snapshot, problem error)
+	// RecordDamage records the objects found damaged in the store (snapstore.VerifyOptions).
+	RecordDamage bool
 }
 
 // VerifyReport is what Verify found.
@@ -55,7 +57,7 @@ func Verify(ctx context.Context, store *snapstore.Store, opts VerifyOptions) (Ve
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	shallow, err := snapstore.Verify(ctx, store, snapstore.VerifyOptions{Checked: opts.Checked})
+	shallow, err := snapstore.Verify(ctx, store, snapstore.VerifyOptions{Checked: opts.Checked, RecordDamage: opts.RecordDamage})
 	rep := VerifyReport{VerifyReport: shallow}
 	if err != nil || !opts.Deep || shallow.Latest.Full.Key == "" {
 		return rep, err

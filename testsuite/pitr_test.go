@@ -409,8 +409,11 @@ func TestPITRCommands(t *testing.T) {
 				if code != 0 {
 					t.Fatalf("etcdbr list: exit %d\n%s", code, out)
 				}
-				if tc.name != "a delta with a flipped byte" && !strings.Contains(out, "gap:") && !strings.Contains(out, "overlap:") {
+				if !strings.Contains(out, "gap:") && !strings.Contains(out, "overlap:") {
 					t.Errorf("etcdbr list does not show the damage:\n%s", out)
+				}
+				if tc.name == "a delta with a flipped byte" && !strings.Contains(out, "damaged: "+mid.Key) {
+					t.Errorf("etcdbr list does not name the object the restore found damaged:\n%s", out)
 				}
 			})
 		}

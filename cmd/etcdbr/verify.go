@@ -33,9 +33,10 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	}
 	defer store.Close()
 	rep, err := supervisor.Verify(ctx, store, supervisor.VerifyOptions{
-		Deep:    c.Deep,
-		TempDir: c.TempDir,
-		Log:     env.Log,
+		Deep:         c.Deep,
+		TempDir:      c.TempDir,
+		Log:          env.Log,
+		RecordDamage: true, // so that etcdbr list and GET /v1/backups leave damaged objects out of the window
 		Checked: func(snap snapstore.Snapshot, problem error) {
 			if problem == nil {
 				env.Log.Debug("verified", "object", snap.Key, "bytes", snap.Size)
