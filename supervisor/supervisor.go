@@ -397,13 +397,13 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 		switch {
 		case err != nil:
 			lg.Warn("cannot read what the restore that built the data dir did", "err", err)
-		case ok && m.Exact && m.Source == cfg.Store.URL():
-			return prep, fmt.Errorf("data dir %q is an exact copy of revision %d restored from this store (etcdbr restore --exact): "+
-				"its history is not the store's, so it never backs up into it and is never restored over; "+
-				"give it another --store (or move %s out of it to restore the store's newest point over it, the data dir kept aside)",
-				dir, m.Revision, filepath.Join(dir, embedded.RestoredMarkerName))
-		case ok && m.NewHistory() && newestRevision(fulls) < m.DataRevision:
-			prep.history = &m
+		case ok:
+			if err := CheckExactCopy(dir, m, cfg.Store.URL()); err != nil {
+				return prep, err
+			}
+			if m.NewHistory() && newestRevision(fulls) < m.DataRevision {
+				prep.history = &m
+			}
 		}
 	}
 	decision, reason := DecideStart(facts)
@@ -453,6 +453,19 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	default:
 		return prep, fmt.Errorf("data dir %q: %w", dir, err)
 	}
+}
+
+// CheckExactCopy refuses a data dir that m says is an exact copy restored from the store at
+// storeURL (etcdbr restore --exact): its history is not the store's, so it must never back
+// up into it, nor be restored over as if it were behind it.
+func CheckExactCopy(dir string, m embedded.RestoredMarker, storeURL string) error {
+	if !m.Exact || m.Source != storeURL {
+		return nil
+	}
+	return fmt.Errorf("data dir %q is an exact copy of revision %d restored from this store (etcdbr restore --exact): "+
+		"its history is not the store's, so it never backs up into it and is never restored over; "+
+		"give it another --store (or move %s out of it to restore the store's newest point over it, the data dir kept aside)",
+		dir, m.Revision, filepath.Join(dir, embedded.RestoredMarkerName))
 }
 
 // unbacked is Config.UnbackedRevisions, or its default.

@@ -164,6 +164,10 @@ func TestOfflineRestoreStartsNewHistory(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "exact copy") || !strings.Contains(out, "another --store") {
 		t.Fatalf("run on an exact copy with the store it came from: exit %d, want a refusal\n%s", code, out)
 	}
+	code, out = runToExit(t, append([]string{"validate", "--data-dir", exact.DataDir, "--store", store, "--"}, exact.etcdFlags()...))
+	if code != 1 || !strings.Contains(out, "at start: stop: ") || !strings.Contains(out, "exact copy") {
+		t.Fatalf("validate of an exact copy with the store it came from: exit %d, want what run does (stop)\n%s", code, out)
+	}
 	if got := newestRevision(t, store); got != newEnd.Revision {
 		t.Fatalf("the store's newest revision moved to %d after the refused run, want %d", got, newEnd.Revision)
 	}

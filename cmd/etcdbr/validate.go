@@ -69,8 +69,18 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if id, err := embedded.ClusterIDFor(cfg); err == nil {
 		facts.NewCluster = id
 	}
-	if err := c.storeFacts(ctx, &facts); err != nil {
+	storeURL, err := c.storeFacts(ctx, &facts)
+	if err != nil {
 		return usageError{fmt.Errorf("%w: %w", errCannotTell, err)}
+	}
+	if v.State == embedded.StateValid {
+		// As etcdbr run does: an exact copy of this store's data is never started with it.
+		if m, ok, err := embedded.ReadRestoredMarker(cfg.Dir); err == nil && ok {
+			if err := supervisor.CheckExactCopy(cfg.Dir, m, storeURL); err != nil {
+				fmt.Fprintf(env.Stdout, "store: %s\nat start: stop: %v\n", c.Store, err)
+				return err
+			}
+		}
 	}
 	decision, reason := supervisor.DecideStart(facts)
 	fmt.Fprintf(env.Stdout, "store: %s\nstore revision: %d\n", c.Store, facts.StoreNewest)
@@ -87,32 +97,33 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	return fmt.Errorf("data dir %q: %s", cfg.Dir, reason)
 }
 
-// storeFacts reads the store's newest revision and cluster.
-func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) error {
+// storeFacts reads the store's newest revision and cluster; it returns the store's URL as
+// etcdbr shows it.
+func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) (string, error) {
 	store, err := c.openExisting(ctx, nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer store.Close()
 	fulls, err := store.List(ctx, snapstore.KindFull)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(fulls) > 0 {
 		deltas, err := store.List(ctx, snapstore.KindDelta)
 		if err != nil {
-			return err
+			return "", err
 		}
 		f.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
 	}
 	id, ok, err := store.ClusterID(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if ok {
 		f.StoreCluster = id
 	}
-	return nil
+	return store.URL(), nil
 }
 
 // clusterMembers counts the members named in an --initial-cluster value.
