@@ -409,6 +409,33 @@ func TestAPIAuthNonLoopback(t *testing.T) {
 			t.Fatalf("%s: %s %s answered %d %v, want %d", c.name, c.method, c.path, code, out, c.status)
 		}
 	}
+	// The status page needs what the GET endpoints need.
+	for _, c := range []struct {
+		name   string
+		a      *api
+		status int
+		ctype  string
+	}{
+		{"the status page without credential", anon, http.StatusUnauthorized, "application/json"},
+		{"the status page with the read-only token", readOnly, http.StatusOK, "text/html; charset=utf-8"},
+		{"the status page with a client certificate", withCert, http.StatusOK, "text/html; charset=utf-8"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.a.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.a.token)
+		}
+		resp, err := c.a.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != c.ctype {
+			t.Fatalf("%s: GET / answered %s %s, want %d %s", c.name, resp.Status, resp.Header.Get("Content-Type"), c.status, c.ctype)
+		}
+	}
 	// The TLS listener answers plain HTTP with 400 (Go's "HTTP request to an HTTPS server").
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
 		resp.Body.Close()
