@@ -317,7 +317,7 @@ func TestAPIRestoreInPlace(t *testing.T) {
 
 	// list, verify --deep and a restore of the newest point agree after the live restore:
 	// the two histories with the jump between them, no gap, and the restored data.
-	code, out := runToExit(t, []string{"list", "--store", store})
+	code, out := runToExit(t, []string{"list", "--store", store, "--objects"})
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("went back to revision %d and started a new history at revision %d", r.Revision, newStart)) ||
 		strings.Contains(out, "0001-01-01") ||
 		strings.Contains(out, "gap:") || strings.Contains(out, "pruned:") {
