@@ -82,7 +82,10 @@ func printCompactWindow(out io.Writer, v windowView) error {
 		if from == to {
 			revs = fmt.Sprint(from)
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s .. %s\t%s\n", kind, revs, listTime(t0), listTime(t1), note)
+		if note != "" {
+			note = "\t" + note
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s .. %s%s\n", kind, revs, listTime(t0), listTime(t1), note)
 	}
 	next, nextTime := v.oldest, v.oldestTime
 	for _, h := range holes {
