@@ -202,8 +202,9 @@ func (s *Supervisor) guardHost(g *hostGuard, next http.Handler) http.Handler {
 
 // checkBrowser refuses a mutating request that a web page of another origin sent: it
 // returns 0, or the HTTP status and message of the refusal. Tools such as curl send neither
-// Origin nor Sec-Fetch-Site; a page of the API's own origin cannot exist (it serves no
-// HTML), but its requests are harmless, so they pass.
+// Origin nor Sec-Fetch-Site. The API's own origin serves one page, the status page, which
+// only reads (GET) and sends no POST; a request from it is not another origin's, so it
+// passes.
 func checkBrowser(r *http.Request) (int, string) {
 	const fix = "the API's mutating endpoints take requests from tools (curl, scripts), not from web pages: " +
 		"send the request from a tool, without an Origin header"

@@ -34,7 +34,7 @@ type endpoint struct {
 	jsonBody bool
 }
 
-// apiHandler routes the API's endpoints (docs/api.md).
+// apiHandler routes the API's endpoints and the status page (docs/api.md).
 func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
 	metrics := promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.metrics.reg},
 		promhttp.HandlerOpts{ErrorLog: slogPrinter{s}})
@@ -55,8 +55,10 @@ func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
 	for _, ep := range endpoints {
 		mux.Handle(ep.path, s.route(auth, ep))
 	}
+	// The status page, at "/" only ("/{$}"): every other path stays a JSON 404.
+	mux.Handle("/{$}", s.route(auth, endpoint{"/", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handlePage}, false}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s: see docs/api.md (GET /v1/status, GET /v1/backups, "+
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s: see docs/api.md (GET / (the status page), GET /v1/status, GET /v1/backups, "+
 			"POST /v1/snapshots/full, POST /v1/snapshots/delta, POST /v1/restore, GET /healthz, GET /readyz, GET /metrics)", r.URL.Path))
 	})
 	return mux

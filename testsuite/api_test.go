@@ -317,7 +317,7 @@ func TestAPIRestoreInPlace(t *testing.T) {
 
 	// list, verify --deep and a restore of the newest point agree after the live restore:
 	// the two histories with the jump between them, no gap, and the restored data.
-	code, out := runToExit(t, []string{"list", "--store", store})
+	code, out := runToExit(t, []string{"list", "--store", store, "--objects"})
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("went back to revision %d and started a new history at revision %d", r.Revision, newStart)) ||
 		strings.Contains(out, "0001-01-01") ||
 		strings.Contains(out, "gap:") || strings.Contains(out, "pruned:") {
@@ -407,6 +407,33 @@ func TestAPIAuthNonLoopback(t *testing.T) {
 		var out any
 		if code := c.a.call(c.method, c.path, "", &out); code != c.status {
 			t.Fatalf("%s: %s %s answered %d %v, want %d", c.name, c.method, c.path, code, out, c.status)
+		}
+	}
+	// The status page needs what the GET endpoints need.
+	for _, c := range []struct {
+		name   string
+		a      *api
+		status int
+		ctype  string
+	}{
+		{"the status page without credential", anon, http.StatusUnauthorized, "application/json"},
+		{"the status page with the read-only token", readOnly, http.StatusOK, "text/html; charset=utf-8"},
+		{"the status page with a client certificate", withCert, http.StatusOK, "text/html; charset=utf-8"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.a.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.a.token)
+		}
+		resp, err := c.a.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != c.ctype {
+			t.Fatalf("%s: GET / answered %s %s, want %d %s", c.name, resp.Status, resp.Header.Get("Content-Type"), c.status, c.ctype)
 		}
 	}
 	// The TLS listener answers plain HTTP with 400 (Go's "HTTP request to an HTTPS server").

@@ -102,7 +102,7 @@ func TestOfflineRestoreStartsNewHistory(t *testing.T) {
 	p.stop()
 
 	// list shows both histories and the jump between them, no gap and nothing pruned.
-	code, out = runToExit(t, []string{"list", "--store", store})
+	code, out = runToExit(t, []string{"list", "--store", store, "--objects"})
 	if code != 0 {
 		t.Fatalf("etcdbr list: exit %d\n%s", code, out)
 	}

@@ -237,7 +237,7 @@ func TestPITRCommands(t *testing.T) {
 		byName[tg.name] = tg
 	}
 
-	code, out := runToExit(t, []string{"list", "--store", src.storeURL})
+	code, out := runToExit(t, []string{"list", "--store", src.storeURL, "--objects"})
 	if code != 0 {
 		t.Fatalf("etcdbr list: exit %d\n%s", code, out)
 	}
@@ -405,7 +405,7 @@ func TestPITRCommands(t *testing.T) {
 				if entries, _ := os.ReadDir(m.DataDir); len(entries) > 0 {
 					t.Errorf("a failed restore left files in the data dir")
 				}
-				code, out = runToExit(t, []string{"list", "--store", "file://" + dir})
+				code, out = runToExit(t, []string{"list", "--store", "file://" + dir, "--objects"})
 				if code != 0 {
 					t.Fatalf("etcdbr list: exit %d\n%s", code, out)
 				}

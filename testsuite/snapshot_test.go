@@ -189,7 +189,7 @@ func TestSnapshotSidecar(t *testing.T) {
 	cli.Close()
 	p.stop()
 
-	code, out = runToExit(t, []string{"list", "--store", store})
+	code, out = runToExit(t, []string{"list", "--store", store, "--objects"})
 	if code != 0 || !strings.Contains(out, list[0].Key) || !strings.Contains(out, fmt.Sprint(rev)) {
 		t.Fatalf("etcdbr list: exit %d\n%s", code, out)
 	}

@@ -16,12 +16,15 @@ import (
 // ListCmd is `etcdbr list`.
 type ListCmd struct {
 	StoreFlags `embed:""`
-	WindowOnly bool `help:"Print only the restorable window (with what retention pruned, gaps and overlaps), not every object." env:"ETCDBR_WINDOW_ONLY"`
+	Objects    bool `help:"Print every object in a table, then the restorable window in full sentences." env:"ETCDBR_OBJECTS" xor:"view"`
+	WindowOnly bool `help:"Print only the restorable window in full sentences (with what retention pruned, gaps and overlaps), not every object." env:"ETCDBR_WINDOW_ONLY" xor:"view"`
 }
 
-// Run prints a table of the store's backups in revision order, then the restorable window:
-// the revisions (and times) a restore can reach, the ranges retention pruned between full
-// snapshots, and the gaps and overlaps that break it.
+// Run prints the restorable window: by default compactly, one line per range that
+// restores, per range retention pruned between full snapshots, per gap and per range
+// between two histories; with --objects a table of the store's backups in revision order
+// first, and the window in full sentences (--window-only: the sentences alone). Overlaps
+// and damaged objects follow in every view.
 func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 	store, err := c.openExisting(ctx, env.Log)
 	if err != nil {
@@ -36,7 +39,7 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if !c.WindowOnly {
+	if c.Objects {
 		if err := printObjects(env.Stdout, fulls, deltas); err != nil {
 			return err
 		}
@@ -50,8 +53,15 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	w := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged))
-	printWindow(env.Stdout, w.WithHistories(hs))
+	w := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged)).WithHistories(hs)
+	if c.Objects || c.WindowOnly {
+		printWindow(env.Stdout, w)
+	} else {
+		if err := printCompactWindow(env.Stdout, viewOfWindow(w)); err != nil {
+			return fmt.Errorf("print the window: %w", err)
+		}
+		printOverlaps(env.Stdout, w.Overlaps)
+	}
 	for _, key := range slices.Sorted(maps.Keys(damaged)) {
 		d := damaged[key]
 		fmt.Fprintf(env.Stdout, "damaged: %s failed verification in a %s at %s (%s): left out of the window; "+
@@ -122,7 +132,12 @@ func printWindow(out io.Writer, w snapstore.Window) {
 		fmt.Fprintf(out, "gap: revisions %d to %d cannot be restored: no delta holds revision %d after %s; next: %s (%s)\n",
 			h.From, h.To, h.From, h.After, h.Before, gapMeaning(h.Gap))
 	}
-	for _, o := range w.Overlaps {
+	printOverlaps(out, w.Overlaps)
+}
+
+// printOverlaps prints the objects that hold the same revisions.
+func printOverlaps(out io.Writer, overlaps []snapstore.Overlap) {
+	for _, o := range overlaps {
 		fmt.Fprintf(out, "overlap: %s and %s both hold revisions %d to %d: they cannot both belong to one history\n",
 			o.A, o.B, o.From, o.To)
 	}

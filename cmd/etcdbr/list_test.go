@@ -53,7 +53,7 @@ func TestListPrunedAndGaps(t *testing.T) {
 	f100, f200, d230, f300, d340 := kept[0], kept[1], kept[2], kept[3], kept[5]
 	store := "file://" + dir
 
-	code, out := etcdbr(t, "list", "--store", store)
+	code, out := etcdbr(t, "list", "--store", store, "--objects")
 	require.Equal(t, exitOK, code, out)
 	t.Log(out)
 	for _, s := range []string{f100.Key, d340.Key, "restorable: revision 100 (2026-11-25T10:00:00.200Z) to revision 340 (",
@@ -89,4 +89,48 @@ func TestListPrunedAndGaps(t *testing.T) {
 	assert.Contains(t, out, fmt.Sprintf("gap: revisions 231 to 260 cannot be restored: no delta holds revision 231 after %s; next: %s "+
 		"(a break in the chain of deltas after the newest full snapshot: nothing after it restores until the next full snapshot)",
 		snaps[2].Key, snaps[3].Key))
+}
+
+// By default etcdbr list prints the window compactly: one line per range that restores and
+// per hole, in revision order, with revisions and times, and no object table.
+func TestListCompact(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	dir := t.TempDir()
+	s := putObjects(t, dir,
+		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 100, Time: at(0)},
+		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 200, Time: at(60)},
+		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 201, Revision: 230, Time: at(70)},
+		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 241, Revision: 250, Time: at(80)},
+		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 300, Time: at(120)},
+		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 301, Revision: 340, Time: at(130)},
+	)
+	code, out := etcdbr(t, "list", "--store", "file://"+dir)
+	require.Equal(t, exitOK, code, out)
+	t.Log(out)
+	for _, k := range s {
+		assert.NotContains(t, out, k.Key, "the compact view lists no objects")
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	assert.Equal(t, []string{
+		"restorable: revision 100 (2026-11-25T10:00:00.000Z) to revision 340 (2026-11-25T12:10:00.000Z)",
+		"restorable 100 2026-11-25T10:00:00.000Z .. 2026-11-25T10:00:00.000Z",
+		"pruned 101-199 2026-11-25T10:00:00.000Z .. 2026-11-25T11:00:00.000Z deltas pruned by retention (expected)",
+		"restorable 200-230 2026-11-25T11:00:00.000Z .. 2026-11-25T11:10:00.000Z",
+		"gap 231-299 2026-11-25T11:10:00.000Z .. 2026-11-25T12:00:00.000Z points lost: no delta holds these revisions",
+		"restorable 300-340 2026-11-25T12:00:00.000Z .. 2026-11-25T12:10:00.000Z",
+	}, lines)
+
+	// The sentences stay behind --window-only, the objects behind --objects.
+	code, out = etcdbr(t, "list", "--store", "file://"+dir, "--window-only")
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "gap: revisions 231 to 299 cannot be restored")
+	code, out = etcdbr(t, "list", "--store", "file://"+dir, "--objects")
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, s[3].Key)
+	code, out = etcdbr(t, "list", "--store", "file://"+dir, "--objects", "--window-only")
+	require.Equal(t, exitUsage, code, out)
 }

@@ -40,6 +40,7 @@ type CLI struct {
 	Restore  RestoreCmd  `cmd:"" help:"Rebuild a data dir offline from the store: the newest point, or any revision or time in the backup window."`
 	Validate ValidateCmd `cmd:"" help:"Check a data dir: prints the verdict and the reasons; exit 0 valid, 1 invalid, 2 could not tell."`
 	List     ListCmd     `cmd:"" help:"List the backups in a store."`
+	Status   StatusCmd   `cmd:"" help:"Print a running etcdbr's status from its HTTP API: member, health, recovery point, store, newest backups, restore, window."`
 	Verify   VerifyCmd   `cmd:"" help:"Check that every backup in a store reads back intact and that they restore."`
 	Copy     CopyCmd     `cmd:"" help:"Copy backups from one store to another, verified."`
 	Gc       GcCmd       `cmd:"" help:"Delete old backups by the retention policy; never what a restore needs."`
