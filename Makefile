@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test test-kube kube-apiserver soak bench test-services lint run clean
+.PHONY: build test test-kube kube-apiserver promtool soak bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -14,9 +14,10 @@ WITH_SERVICES := $(GO) run ./scripts/test-services --
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/etcdbr
 
-# Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end), then
-# the end-to-end tests under a real kube-apiserver.
-test: lint
+# Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end, the
+# alerting rules under promtool included), then the end-to-end tests under a real
+# kube-apiserver (the deployment manifests included).
+test: lint promtool
 	$(WITH_SERVICES) $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) test-kube
 
@@ -30,6 +31,12 @@ test-kube: kube-apiserver
 # ($$ETCDBR_KUBE_CACHE); a few minutes the first time (scripts/kube-apiserver).
 kube-apiserver:
 	$(GO) run ./scripts/kube-apiserver
+
+# Build Prometheus' promtool from the Go module proxy, once, into
+# ~/.cache/etcdbr-promtool/<version> ($$ETCDBR_PROMTOOL_CACHE; scripts/promtool): the test
+# suite checks and unit-tests deploy/monitoring's alerting rules with it.
+promtool:
+	$(GO) run ./scripts/promtool
 
 # Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
 soak: lint
