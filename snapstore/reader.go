@@ -11,6 +11,8 @@ import (
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/internal/progress"
 )
 
 // Open returns the payload of the object snap.Key (or, when Key is empty,
@@ -98,6 +100,10 @@ type Reader struct {
 	err      error // sticky: io.EOF after a verified end, or the failure
 	closed   bool
 }
+
+// Report has the stored bytes read from now on counted into p (the object's size in all,
+// when it is read to its end; a nil p counts nothing).
+func (r *Reader) Report(p *progress.Progress) { r.src.progress = p }
 
 // Read returns decompressed payload bytes; at the end it returns io.EOF
 // only if the payload matches the trailer.
@@ -266,12 +272,14 @@ func (r *Reader) Close() error {
 // failures are not mistaken for corruption. The whole pipeline runs on the
 // goroutine that calls Reader.Read.
 type sourceReader struct {
-	r   io.Reader
-	err error
+	r        io.Reader
+	err      error
+	progress *progress.Progress // counts the stored bytes read (nil: nobody watches)
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.progress.AddBytes(int64(n))
 	if err != nil && !errors.Is(err, io.EOF) && s.err == nil {
 		s.err = err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -17,12 +18,13 @@ import (
 // store's reader computed of the db on its way (its own checksum covers the db and the
 // sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
 // synced.
-func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool) error {
+func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool, p *progress.Progress) error {
 	r, err := store.OpenReader(ctx, snap)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", snap.Key, err)
 	}
 	defer r.Close()
+	r.Report(p) // the stored bytes, as they are read
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("fetch %s: create %q: %w", snap.Key, path, err)

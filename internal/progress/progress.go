@@ -37,6 +37,19 @@ func (p *Progress) SetPhase(phase string) {
 	p.phase.Store(&phase)
 }
 
+// Reset starts a new stretch of work named phase: every counter and total back to 0.
+func (p *Progress) Reset(phase string) {
+	if p == nil {
+		return
+	}
+	p.bytes.Store(0)
+	p.bytesTotal.Store(0)
+	p.revisions.Store(0)
+	p.revisionsTotal.Store(0)
+	p.revision.Store(0)
+	p.SetPhase(phase)
+}
+
 // AddBytes counts n more bytes read (or copied).
 func (p *Progress) AddBytes(n int64) {
 	if p == nil {

@@ -19,6 +19,7 @@ func TestNilProgressDoesNothing(t *testing.T) {
 	p.AddBytesTotal(10)
 	p.SetRevisionsTotal(5)
 	p.AddRevisions(5, 105)
+	p.Reset("copy")
 	assert.Equal(t, Counts{}, p.Load())
 }
 
@@ -32,6 +33,8 @@ func TestCounts(t *testing.T) {
 	p.AddRevisions(256, 356)
 	p.AddRevisions(44, 400)
 	assert.Equal(t, Counts{Phase: "replay", Bytes: 60, BytesTotal: 150, Revisions: 300, RevisionsTotal: 1000, Revision: 400}, p.Load())
+	p.Reset("fetch")
+	assert.Equal(t, Counts{Phase: "fetch"}, p.Load())
 }
 
 func TestMeasure(t *testing.T) {

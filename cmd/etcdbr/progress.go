@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/etcdbr/etcdbr/internal/progress"
+)
+
+// drawEvery is how often the progress display on a terminal is drawn.
+const drawEvery = 200 * time.Millisecond
+
+// watchProgress shows p while long work runs, until the returned stop is called: a
+// progress display when stderr is a terminal, else a log line every progress.LogEvery and
+// one more at the end (so the last line holds the final counts). stop may be called more
+// than once.
+func watchProgress(ctx context.Context, env *Env, p *progress.Progress) (stop func()) {
+	s := watch(ctx, env, p)
+	return sync.OnceFunc(s)
+}
+
+func watch(ctx context.Context, env *Env, p *progress.Progress) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if stderrIsTerminal(env.Stderr) {
+		var w io.Writer = env.Stderr
+		if env.stderrLines != nil {
+			w = env.stderrLines
+			env.stderrLines.setClearLine(true)
+		}
+		d := &display{p: p, w: w}
+		ticker := time.NewTicker(drawEvery)
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-ticker.C:
+					d.draw()
+				}
+			}
+		})
+		return func() {
+			cancel()
+			wg.Wait()
+			ticker.Stop()
+			d.draw()
+			d.end()
+			if env.stderrLines != nil {
+				env.stderrLines.setClearLine(false)
+			}
+		}
+	}
+	start := time.Now()
+	l := progress.NewLogger(p, env.Log, start)
+	ticker := time.NewTicker(progress.LogEvery)
+	wg.Go(func() { l.Run(ctx, ticker.C) })
+	return func() {
+		cancel()
+		wg.Wait()
+		ticker.Stop()
+		l.Report(time.Now())
+	}
+}
+
+// stderrIsTerminal reports whether w is a terminal.
+func stderrIsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// display draws a Progress as a progress bar, one bar per phase: bytes, or revisions while
+// the phase replays them, with the rate and the time left.
+type display struct {
+	p     *progress.Progress
+	w     io.Writer
+	phase string
+	bar   *progressbar.ProgressBar
+	max   int64
+}
+
+// draw brings the bar up to the counters, starting a new bar when the phase changed.
+func (d *display) draw() {
+	c := d.p.Load()
+	revs := c.Phase == "replay"
+	value, max := c.Bytes, c.BytesTotal
+	if revs {
+		value, max = c.Revisions, c.RevisionsTotal
+	}
+	if max <= 0 {
+		max = -1 // unknown: a spinner
+	}
+	if d.bar == nil || c.Phase != d.phase {
+		d.end()
+		d.phase, d.max = c.Phase, max
+		opts := []progressbar.Option{
+			progressbar.OptionSetWriter(d.w),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-7s", c.Phase)),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionUseANSICodes(true),
+			progressbar.OptionSetRenderBlankState(true),
+		}
+		if revs {
+			opts = append(opts, progressbar.OptionSetItsString("rev"))
+		} else {
+			opts = append(opts, progressbar.OptionShowBytes(true))
+		}
+		d.bar = progressbar.NewOptions64(max, opts...)
+	}
+	if max != d.max {
+		d.bar.ChangeMax64(max)
+		d.max = max
+	}
+	if revs && c.Bytes > 0 {
+		d.bar.Describe(fmt.Sprintf("%-7s (rev %d, %s read)", c.Phase, c.Revision, bytesText(c.Bytes)))
+	}
+	_ = d.bar.Set64(value) // a display that cannot write is no reason to stop the work
+}
+
+// end leaves the current bar as it is drawn and moves to the next line.
+func (d *display) end() {
+	if d.bar == nil {
+		return
+	}
+	_ = d.bar.Exit()
+	fmt.Fprintln(d.w)
+	d.bar = nil
+}
+
+// bytesText formats a byte count for the display.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
