@@ -199,6 +199,18 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// raw is a writer to the same place that never clears the line first: the progress
+// display's own.
+func (l *lockedWriter) raw() io.Writer { return rawWriter{l} }
+
+type rawWriter struct{ l *lockedWriter }
+
+func (r rawWriter) Write(p []byte) (int, error) {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	return r.l.w.Write(p)
+}
+
 // setClearLine turns clearing the line before each write on or off.
 func (l *lockedWriter) setClearLine(on bool) {
 	l.mu.Lock()

@@ -32,7 +32,7 @@ func watch(ctx context.Context, env *Env, p *progress.Progress) (stop func()) {
 	if stderrIsTerminal(env.Stderr) {
 		var w io.Writer = env.Stderr
 		if env.stderrLines != nil {
-			w = env.stderrLines
+			w = env.stderrLines.raw()
 			env.stderrLines.setClearLine(true)
 		}
 		d := &display{p: p, w: w}
@@ -76,20 +76,24 @@ func stderrIsTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// display draws a Progress as a progress bar, one bar per phase: bytes, or revisions while
-// the phase replays them, with the rate and the time left.
+// display draws a Progress as a progress bar with the rate and the time left: over the
+// bytes read, and over the revisions replayed once their total is known (a restore's
+// replay); the description names the phase, and during the replay the bytes read too.
+// Phases shorter than a drawing interval are never seen: the bar is of counters, so
+// whatever phase the last drawing finds, it shows the counts reached.
 type display struct {
 	p     *progress.Progress
 	w     io.Writer
-	phase string
+	revs  bool // the bar counts revisions, not bytes
 	bar   *progressbar.ProgressBar
 	max   int64
+	title string
 }
 
-// draw brings the bar up to the counters, starting a new bar when the phase changed.
+// draw brings the bar up to the counters, starting a new bar when its unit changes.
 func (d *display) draw() {
 	c := d.p.Load()
-	revs := c.Phase == "replay"
+	revs := c.RevisionsTotal > 0
 	value, max := c.Bytes, c.BytesTotal
 	if revs {
 		value, max = c.Revisions, c.RevisionsTotal
@@ -97,19 +101,21 @@ func (d *display) draw() {
 	if max <= 0 {
 		max = -1 // unknown: a spinner
 	}
-	if d.bar == nil || c.Phase != d.phase {
+	title := fmt.Sprintf("%-6s", c.Phase)
+	if revs {
+		title = fmt.Sprintf("%-6s rev %d, %s read", c.Phase, c.Revision, bytesText(c.Bytes))
+	}
+	if d.bar == nil || revs != d.revs {
 		d.end()
-		d.phase, d.max = c.Phase, max
+		d.revs, d.max, d.title = revs, max, title
 		opts := []progressbar.Option{
 			progressbar.OptionSetWriter(d.w),
-			progressbar.OptionSetDescription(fmt.Sprintf("%-7s", c.Phase)),
+			progressbar.OptionSetDescription(title),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionShowCount(),
 			progressbar.OptionShowIts(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionSetElapsedTime(true),
-			progressbar.OptionUseANSICodes(true),
-			progressbar.OptionSetRenderBlankState(true),
 		}
 		if revs {
 			opts = append(opts, progressbar.OptionSetItsString("rev"))
@@ -122,8 +128,9 @@ func (d *display) draw() {
 		d.bar.ChangeMax64(max)
 		d.max = max
 	}
-	if revs && c.Bytes > 0 {
-		d.bar.Describe(fmt.Sprintf("%-7s (rev %d, %s read)", c.Phase, c.Revision, bytesText(c.Bytes)))
+	if title != d.title {
+		d.bar.Describe(title)
+		d.title = title
 	}
 	_ = d.bar.Set64(value) // a display that cannot write is no reason to stop the work
 }
