@@ -106,3 +106,19 @@ func TestLoggerStopsWithContext(t *testing.T) {
 	l := NewLogger(New("copy"), slog.New(slog.DiscardHandler), time.Now())
 	l.Run(ctx, make(chan time.Time)) // returns: the context ended
 }
+
+// BenchmarkUpdates is the cost of the updates the replay makes once per batch of revisions
+// and the store's reader once per read, watched (a Progress) and not (nil).
+func BenchmarkUpdates(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		p    *Progress
+	}{{"nil", nil}, {"watched", New("replay")}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := int64(0); b.Loop(); i++ {
+				tc.p.AddRevisions(256, i)
+				tc.p.AddBytes(32 << 10)
+			}
+		})
+	}
+}
