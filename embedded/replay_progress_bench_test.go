@@ -90,11 +90,10 @@ func BenchmarkReplayProgress(b *testing.B) {
 			p := progress.New("replay")
 			opts.Progress = p
 			opts.Open = func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
-				r, err := store.OpenReader(ctx, d)
+				r, err := store.OpenReaderProgress(ctx, d, p)
 				if err != nil {
 					return nil, err
 				}
-				r.Report(p)
 				return r, nil
 			}
 			lctx, cancel := context.WithCancel(ctx)

@@ -104,12 +104,11 @@ func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.
 	if len(dst.opts.Identities) == 0 {
 		return CopyResult{}, errors.New("re-encrypting needs an identity that decrypts the copies, to verify them")
 	}
-	r, err := src.OpenReader(ctx, snap)
+	r, err := src.OpenReaderProgress(ctx, snap, p)
 	if err != nil {
 		return CopyResult{}, err
 	}
 	defer r.Close()
-	r.Report(p)
 	w, err := dst.Create(ctx, Snapshot{Kind: snap.Kind, From: snap.From, Revision: snap.Revision, Time: snap.Time})
 	if err != nil {
 		return CopyResult{}, err
@@ -152,7 +151,7 @@ func (s *Store) readBack(ctx context.Context, copied Snapshot, rawSum []byte, de
 	}
 	hashed := &hashingReader{r: body, h: sha256.New()}
 	if decode {
-		r, err := newPayloadReader(copied.Key, s.url, readCloser{hashed, body}, copied.Encrypted, s.opts.Identities)
+		r, err := newPayloadReader(copied.Key, s.url, readCloser{hashed, body}, copied.Encrypted, s.opts.Identities, nil)
 		if err != nil {
 			_ = body.Close()
 			return err

@@ -36,6 +36,13 @@ func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) 
 
 // OpenReader is Open returning the Reader itself, for its HeadSum and HashAside.
 func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) {
+	return s.OpenReaderProgress(ctx, snap, nil)
+}
+
+// OpenReaderProgress is OpenReader that counts the stored bytes it reads into p (the
+// object's size in all, once read to its end; a nil p counts nothing). They are counted
+// from the first byte: the decoders read ahead as soon as they are made.
+func (s *Store) OpenReaderProgress(ctx context.Context, snap Snapshot, p *progress.Progress) (*Reader, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)
@@ -51,7 +58,7 @@ func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) 
 		}
 		return nil, fmt.Errorf("read %q from %q: %w", key, s.url, err)
 	}
-	r, err := newPayloadReader(key, s.url, body, parsed.Encrypted, s.opts.Identities)
+	r, err := newPayloadReader(key, s.url, body, parsed.Encrypted, s.opts.Identities, p)
 	if err != nil {
 		_ = body.Close()
 		return nil, err
@@ -60,8 +67,8 @@ func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) 
 }
 
 // newPayloadReader builds the reading pipeline over an object's body.
-func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*Reader, error) {
-	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
+func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity, p *progress.Progress) (*Reader, error) {
+	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body, progress: p}, hash: sha256.New()}
 	r.lag = &TailHolder{W: r.hash, Keep: headTail}
 	var compressed io.Reader = r.src
 	if encrypted {
@@ -100,10 +107,6 @@ type Reader struct {
 	err      error // sticky: io.EOF after a verified end, or the failure
 	closed   bool
 }
-
-// Report has the stored bytes read from now on counted into p (the object's size in all,
-// when it is read to its end; a nil p counts nothing).
-func (r *Reader) Report(p *progress.Progress) { r.src.progress = p }
 
 // Read returns decompressed payload bytes; at the end it returns io.EOF
 // only if the payload matches the trailer.

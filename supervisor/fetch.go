@@ -19,12 +19,11 @@ import (
 // sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
 // synced.
 func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool, p *progress.Progress) error {
-	r, err := store.OpenReader(ctx, snap)
+	r, err := store.OpenReaderProgress(ctx, snap, p) // p counts the stored bytes read
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", snap.Key, err)
 	}
 	defer r.Close()
-	r.Report(p) // the stored bytes, as they are read
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("fetch %s: create %q: %w", snap.Key, path, err)

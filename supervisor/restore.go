@@ -356,11 +356,10 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 	opts.Replay = embedded.ReplayOptions{
 		Deltas: plan.Deltas,
 		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
-			r, err := store.OpenReader(ctx, d)
+			r, err := store.OpenReaderProgress(ctx, d, p)
 			if err != nil {
 				return nil, err // not a nil *Reader in an interface
 			}
-			r.Report(p)
 			return r, nil
 		},
 		Stop:         plan.Target,
