@@ -87,25 +87,32 @@ func TestRestoreProgressOnTerminal(t *testing.T) {
 	tmux("new-session", "-d", "-x", "120", "-y", "30", "-s", session)
 	t.Cleanup(func() { _ = exec.Command("tmux", "-L", socket, "kill-server").Run() })
 	tmux("set-option", "-t", session, "remain-on-exit", "on")
+	// The pane runs the restore, then writes its exit status into a file: the pane stays
+	// (remain-on-exit), and the file says when the screen is complete.
+	status := filepath.Join(t.TempDir(), "status")
 	args := append([]string{binary, "restore", "--data-dir", m.DataDir, "--store", store, "--"}, m.etcdFlags()...)
-	tmux("respawn-pane", "-k", "-t", session, strings.Join(args, " "))
+	tmux("respawn-pane", "-k", "-t", session, "sh -c '"+strings.Join(args, " ")+"; echo $? > "+status+"'")
 
-	// tmux writes "Pane is dead (status N, ...)" once the command ended and its status is known.
-	dead := regexp.MustCompile(`Pane is dead \(status (\d+)`)
-	var screen string
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		screen = tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session)
-		if mt := dead.FindStringSubmatch(screen); mt != nil {
-			if mt[1] != "0" {
-				t.Fatalf("etcdbr restore exited %s:\n%s", mt[1], screen)
+		code, err := os.ReadFile(status)
+		if err == nil && strings.HasSuffix(string(code), "\n") {
+			if strings.TrimSpace(string(code)) != "0" {
+				t.Fatalf("etcdbr restore exited %s:\n%s", strings.TrimSpace(string(code)), tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session))
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcdbr restore still runs in tmux after 2 minutes:\n%s", screen)
+			t.Fatalf("etcdbr restore still runs in tmux after 2 minutes:\n%s", tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// tmux reads the pane's output on its own time: wait until the last of it is on screen.
+	done := fmt.Sprintf("to revision %d", newest)
+	screen := tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session)
+	for !strings.Contains(screen, done) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		screen = tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session)
 	}
 	t.Logf("the pane:\n%s", screen)
 	// The bar of the revisions, full: "sync   rev 121, 1.5 KiB read 100% |████| (120/120, ...".
@@ -114,7 +121,7 @@ func TestRestoreProgressOnTerminal(t *testing.T) {
 	if mt == nil || mt[2] != mt[3] || mt[1] != fmt.Sprint(newest) {
 		t.Fatalf("no finished bar of the revisions up to revision %d on the terminal:\n%s", newest, screen)
 	}
-	if !strings.Contains(screen, fmt.Sprintf("to revision %d", newest)) {
+	if !strings.Contains(screen, done) {
 		t.Fatalf("the restore did not end at revision %d:\n%s", newest, screen)
 	}
 	if strings.Contains(screen, "msg=progress") {
