@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -36,6 +37,10 @@ type ReplayOptions struct {
 	MinLeaseTTL int64
 	// Log receives progress and warnings (nil: discarded).
 	Log *slog.Logger
+	// Progress, when set, is told the phase ("replay"), the revisions to replay (from the
+	// deltas' revision ranges, up to Stop) and each batch of revisions replayed; for a time
+	// target the total becomes the revisions replayed once the replay ends.
+	Progress *progress.Progress
 }
 
 // ReplayResult says what ReplayDeltas did.
@@ -214,6 +219,8 @@ func (r *replayer) run(ctx context.Context) error {
 		return fmt.Errorf("replay deltas: the db is at revision %d, after the target revision %d", r.res.FromRevision, stop.Revision)
 	}
 	r.opts.Log.Info("replaying deltas", "db", r.path, "from_revision", r.res.FromRevision, "deltas", len(r.opts.Deltas), "target", stop.String())
+	r.opts.Progress.SetPhase("replay")
+	r.opts.Progress.SetRevisionsTotal(revisionsToReplay(r.opts.Deltas, r.res.FromRevision, stop))
 	// The deltas are read and decoded on a goroutine of their own, a bounded stretch ahead
 	// of the writes; it stops once this returns.
 	rctx, cancel := context.WithCancel(ctx)
@@ -267,6 +274,9 @@ func (r *replayer) run(ctx context.Context) error {
 		return fmt.Errorf("replay deltas: every revision up to %d was observed at or before %s, and the store holds no delta "+
 			"right after it (a gap): the state at that time is not in the store", r.res.Revision, stop.Time.UTC().Format(time.RFC3339Nano))
 	}
+	if !stop.Time.IsZero() {
+		r.opts.Progress.SetRevisionsTotal(r.res.Revisions) // where the time stopped it
+	}
 	if r.res.UnknownTTL > 0 {
 		r.opts.Log.Warn("leases whose TTL the deltas did not know were granted with the member's minimum TTL",
 			"count", r.res.UnknownTTL, "ttl_seconds", r.opts.MinLeaseTTL, "leases", r.unknown)
@@ -278,6 +288,10 @@ func (r *replayer) run(ctx context.Context) error {
 // its stop.
 func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []readItem) (stopped bool, err error) {
 	stop := r.opts.Stop
+	if p := r.opts.Progress; p != nil {
+		before := r.res.Revisions
+		defer func() { p.AddRevisions(r.res.Revisions-before, r.res.Revision) }()
+	}
 	for _, it := range items {
 		if l := it.lease; l != nil {
 			// Every delta repeats the records of the leases it uses: keep the known TTL of
@@ -313,6 +327,20 @@ func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []read
 		}
 	}
 	return false, nil
+}
+
+// revisionsToReplay is how many revisions a replay of deltas into a db at revision from
+// writes when it runs to stop: the deltas' revision ranges above from, up to stop's
+// revision (a time target: up to the deltas' end, an upper bound).
+func revisionsToReplay(deltas []snapstore.Snapshot, from int64, stop snapstore.Target) int64 {
+	end := from
+	for _, d := range deltas {
+		end = max(end, d.Revision)
+	}
+	if stop.Revision > 0 {
+		end = min(end, stop.Revision)
+	}
+	return max(end-from, 0)
 }
 
 // pastStop reports whether rev comes after the replay's stop: after its revision, or

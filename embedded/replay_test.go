@@ -727,3 +727,27 @@ func TestReplayIntoEmptySnapshot(t *testing.T) {
 	require.Len(t, want["lease"], 1)
 	assert.Equal(t, want, got)
 }
+
+func TestRevisionsToReplay(t *testing.T) {
+	d := func(from, to int64) snapstore.Snapshot {
+		return snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to}
+	}
+	chain := []snapstore.Snapshot{d(95, 120), d(121, 150), d(151, 200)}
+	for _, tc := range []struct {
+		name   string
+		deltas []snapstore.Snapshot
+		from   int64
+		stop   snapstore.Target
+		want   int64
+	}{
+		{"all, the first delta starting inside the db", chain, 100, snapstore.Target{}, 100},
+		{"to a revision", chain, 100, snapstore.Target{Revision: 130}, 30},
+		{"a time: the chain's end bounds it", chain, 100, snapstore.Target{Time: time.Unix(1, 0)}, 100},
+		{"no deltas", nil, 100, snapstore.Target{}, 0},
+		{"deltas the db holds", chain[:1], 130, snapstore.Target{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, revisionsToReplay(tc.deltas, tc.from, tc.stop))
+		})
+	}
+}

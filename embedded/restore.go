@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -51,6 +52,9 @@ type RestoreOptions struct {
 	// Marker, when set, is completed with what the restore did and written into the new
 	// data dir as RestoredMarkerName, swapped in with it.
 	Marker *RestoredMarker
+	// Progress, when set, follows the restore: the fetch of the full snapshot (the
+	// supervisor's), the replay (Replay.Progress, unless set) and the final sync.
+	Progress *progress.Progress
 }
 
 // bumpFor returns the revision bump for a restore that ends at revision rev: the larger of
@@ -195,6 +199,9 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		if replay.Log == nil {
 			replay.Log = lg
 		}
+		if replay.Progress == nil {
+			replay.Progress = opts.Progress
+		}
 		extras := replayExtras{
 			bump: func(rev int64) int64 {
 				res.Bump = opts.bumpFor(rev)
@@ -222,6 +229,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
 		}
 	}
+	opts.Progress.SetPhase("sync")
 	for _, d := range plan.stagingDirs() {
 		if err := syncTree(d); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)

@@ -185,7 +185,7 @@ func testResume(t *testing.T, kind storeKind) {
 	faults := &faultyRanges{open: bucketRange(s.bucket, snap.Key), every: 1<<20 + 3, breaks: 3}
 	body, err := openResuming(ctx, faults.opener, snap.Key, s.url, s.opts.Retry, s.opts.Log)
 	require.NoError(t, err)
-	r, err := newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities)
+	r, err := newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities, nil)
 	require.NoError(t, err)
 	back, err := io.ReadAll(r)
 	require.NoError(t, err)
@@ -199,7 +199,7 @@ func testResume(t *testing.T, kind storeKind) {
 	faults = &faultyRanges{open: bucketRange(s.bucket, snap.Key), every: int(snap.Size), breaks: 1}
 	body, err = openResuming(ctx, faults.opener, snap.Key, s.url, s.opts.Retry, s.opts.Log)
 	require.NoError(t, err)
-	r, err = newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities)
+	r, err = newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities, nil)
 	require.NoError(t, err)
 	back, err = io.ReadAll(r)
 	require.NoError(t, err)
@@ -221,7 +221,7 @@ func testResume(t *testing.T, kind storeKind) {
 		return b, nil
 	}, snap.Key, s.url, s.opts.Retry, s.opts.Log)
 	require.NoError(t, err)
-	r, err = newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities)
+	r, err = newPayloadReader(snap.Key, s.url, body, true, s.opts.Identities, nil)
 	require.NoError(t, err)
 	_, err = io.ReadAll(r)
 	require.Error(t, err)

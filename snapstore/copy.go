@@ -9,6 +9,8 @@ import (
 	"hash"
 	"io"
 	"time"
+
+	"github.com/etcdbr/etcdbr/internal/progress"
 )
 
 // CopyResult says what Copy did with one object.
@@ -44,6 +46,12 @@ type CopyResult struct {
 // object is the corrupt one). Copy does not check whether dst already holds
 // the object: see SelectCopies.
 func Copy(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, error) {
+	return CopyWithProgress(ctx, src, dst, snap, nil)
+}
+
+// CopyWithProgress is Copy that counts the bytes it reads from src into p (the object's
+// size once copied; the read-back from dst is not counted).
+func CopyWithProgress(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
 	key, err := src.keyOf(snap)
 	if err != nil {
 		return CopyResult{}, fmt.Errorf("copy from %q: %w", src.url, err)
@@ -51,9 +59,9 @@ func Copy(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, erro
 	snap, _ = ParseName(key)
 	var res CopyResult
 	if len(dst.opts.Recipients) > 0 {
-		res, err = reencrypt(ctx, src, dst, snap)
+		res, err = reencrypt(ctx, src, dst, snap, p)
 	} else {
-		res, err = copyRaw(ctx, src, dst, snap)
+		res, err = copyRaw(ctx, src, dst, snap, p)
 	}
 	if err != nil {
 		return CopyResult{}, fmt.Errorf("copy %q from %q to %q: %w", key, src.url, dst.url, err)
@@ -62,7 +70,7 @@ func Copy(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, erro
 }
 
 // copyRaw copies the object's bytes and verifies the copy.
-func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, error) {
+func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
 	body, err := openResuming(ctx, bucketRange(src.bucket, snap.Key), snap.Key, src.url, src.opts.Retry, src.opts.Log)
 	if err != nil {
 		return CopyResult{}, err
@@ -73,7 +81,7 @@ func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, e
 		return CopyResult{}, err
 	}
 	defer up.abort()
-	if _, err := io.Copy(up, body); err != nil {
+	if _, err := io.Copy(up, &progressReader{r: body, p: p}); err != nil {
 		return CopyResult{}, err
 	}
 	if up.n != body.size {
@@ -92,11 +100,11 @@ func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, e
 }
 
 // reencrypt decodes the object from src and encodes it into dst.
-func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, error) {
+func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
 	if len(dst.opts.Identities) == 0 {
 		return CopyResult{}, errors.New("re-encrypting needs an identity that decrypts the copies, to verify them")
 	}
-	r, err := src.Open(ctx, snap)
+	r, err := src.OpenReaderProgress(ctx, snap, p)
 	if err != nil {
 		return CopyResult{}, err
 	}
@@ -143,7 +151,7 @@ func (s *Store) readBack(ctx context.Context, copied Snapshot, rawSum []byte, de
 	}
 	hashed := &hashingReader{r: body, h: sha256.New()}
 	if decode {
-		r, err := newPayloadReader(copied.Key, s.url, readCloser{hashed, body}, copied.Encrypted, s.opts.Identities)
+		r, err := newPayloadReader(copied.Key, s.url, readCloser{hashed, body}, copied.Encrypted, s.opts.Identities, nil)
 		if err != nil {
 			_ = body.Close()
 			return err
@@ -230,4 +238,16 @@ func SelectCopies(fulls, deltas, dstFulls, dstDeltas []Snapshot, since time.Time
 		}
 	}
 	return toCopy, skipped
+}
+
+// progressReader counts what it reads into a Progress.
+type progressReader struct {
+	r io.Reader
+	p *progress.Progress
+}
+
+func (c *progressReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.AddBytes(int64(n))
+	return n, err
 }

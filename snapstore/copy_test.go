@@ -11,6 +11,8 @@ import (
 	"filippo.io/age"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/internal/progress"
 )
 
 // testCopy copies a mixed chain from a file store to a store of the kind:
@@ -35,8 +37,12 @@ func testCopy(t *testing.T, kind storeKind) {
 		toCopy, skipped := SelectCopies(fulls, deltas, nil, nil, time.Time{})
 		assert.Empty(t, skipped)
 		require.Len(t, toCopy, 4)
+		p := progress.New("copy")
+		var size int64
 		for _, snap := range toCopy {
-			res, err := Copy(ctx, src, dst, snap)
+			size += snap.Size
+			res, err := CopyWithProgress(ctx, src, dst, snap, p)
+			assert.Equal(t, size, p.Load().Bytes, "the bytes read of %s, and of those before it", snap.Key)
 			require.NoError(t, err, snap.Key)
 			assert.Equal(t, snap, res.Copy)
 			assert.False(t, res.Reencrypted)
@@ -79,8 +85,11 @@ func testCopy(t *testing.T, kind storeKind) {
 		next, err := age.GenerateX25519Identity()
 		require.NoError(t, err)
 		dst := newTestStore(t, kind).open(t, Options{Recipients: []age.Recipient{next.Recipient()}, Identities: []age.Identity{next}})
+		p := progress.New("copy")
 		for _, snap := range []Snapshot{full, d3} {
-			res, err := Copy(ctx, src, dst, snap)
+			p.Reset("copy")
+			res, err := CopyWithProgress(ctx, src, dst, snap, p)
+			assert.Equal(t, snap.Size, p.Load().Bytes, "the stored bytes read of %s", snap.Key)
 			require.NoError(t, err, snap.Key)
 			assert.True(t, res.Reencrypted)
 			assert.True(t, res.PayloadVerified)

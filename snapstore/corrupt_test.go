@@ -118,7 +118,7 @@ func TestStoreErrorIsNotCorruption(t *testing.T) {
 	errNetwork := errors.New("connection reset by peer")
 	for _, cut := range []int{0, 100, len(obj) / 2, len(obj) - trailerSize, len(obj) - 1} {
 		body := io.NopCloser(io.MultiReader(bytes.NewReader(obj[:cut]), iotest.ErrReader(errNetwork)))
-		r, err := newPayloadReader(snap.Key, "mem://", body, false, nil)
+		r, err := newPayloadReader(snap.Key, "mem://", body, false, nil, nil)
 		require.NoError(t, err)
 		_, err = io.Copy(io.Discard, r)
 		require.Error(t, err, "cut at %d", cut)

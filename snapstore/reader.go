@@ -11,6 +11,8 @@ import (
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/internal/progress"
 )
 
 // Open returns the payload of the object snap.Key (or, when Key is empty,
@@ -34,6 +36,13 @@ func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) 
 
 // OpenReader is Open returning the Reader itself, for its HeadSum and HashAside.
 func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) {
+	return s.OpenReaderProgress(ctx, snap, nil)
+}
+
+// OpenReaderProgress is OpenReader that counts the stored bytes it reads into p (the
+// object's size in all, once read to its end; a nil p counts nothing). They are counted
+// from the first byte: the decoders read ahead as soon as they are made.
+func (s *Store) OpenReaderProgress(ctx context.Context, snap Snapshot, p *progress.Progress) (*Reader, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)
@@ -49,7 +58,7 @@ func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) 
 		}
 		return nil, fmt.Errorf("read %q from %q: %w", key, s.url, err)
 	}
-	r, err := newPayloadReader(key, s.url, body, parsed.Encrypted, s.opts.Identities)
+	r, err := newPayloadReader(key, s.url, body, parsed.Encrypted, s.opts.Identities, p)
 	if err != nil {
 		_ = body.Close()
 		return nil, err
@@ -58,8 +67,8 @@ func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) 
 }
 
 // newPayloadReader builds the reading pipeline over an object's body.
-func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity) (*Reader, error) {
-	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body}, hash: sha256.New()}
+func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, identities []age.Identity, p *progress.Progress) (*Reader, error) {
+	r := &Reader{key: key, url: url, body: body, src: &sourceReader{r: body, progress: p}, hash: sha256.New()}
 	r.lag = &TailHolder{W: r.hash, Keep: headTail}
 	var compressed io.Reader = r.src
 	if encrypted {
@@ -266,12 +275,14 @@ func (r *Reader) Close() error {
 // failures are not mistaken for corruption. The whole pipeline runs on the
 // goroutine that calls Reader.Read.
 type sourceReader struct {
-	r   io.Reader
-	err error
+	r        io.Reader
+	err      error
+	progress *progress.Progress // counts the stored bytes read (nil: nobody watches)
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.progress.AddBytes(int64(n))
 	if err != nil && !errors.Is(err, io.EOF) && s.err == nil {
 		s.err = err
 	}

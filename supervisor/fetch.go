@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -17,8 +18,8 @@ import (
 // store's reader computed of the db on its way (its own checksum covers the db and the
 // sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
 // synced.
-func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool) error {
-	r, err := store.OpenReader(ctx, snap)
+func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool, p *progress.Progress) error {
+	r, err := store.OpenReaderProgress(ctx, snap, p) // p counts the stored bytes read
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", snap.Key, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -338,7 +339,13 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 	defer os.Remove(dbPath)
 	full := plan.Full
 	lg.Info("fetching full snapshot", "object", full.Key, "revision", full.Revision, "bytes", full.Size)
-	if err := fetch(ctx, store, full, dbPath, opts.SkipHashCheck); err != nil {
+	p := opts.Progress
+	p.SetPhase("fetch")
+	p.AddBytesTotal(full.Size)
+	for _, d := range plan.Deltas {
+		p.AddBytesTotal(d.Size)
+	}
+	if err := fetch(ctx, store, full, dbPath, opts.SkipHashCheck, p); err != nil {
 		return RestoreResult{}, &embedded.ObjectError{Object: full, Err: err}
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
@@ -347,12 +354,19 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 		opts.Marker.RevisionTime = full.Time // the replay's time instead once it passes the full snapshot
 	}
 	opts.Replay = embedded.ReplayOptions{
-		Deltas:       plan.Deltas,
-		Open:         store.Open,
+		Deltas: plan.Deltas,
+		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+			r, err := store.OpenReaderProgress(ctx, d, p)
+			if err != nil {
+				return nil, err // not a nil *Reader in an interface
+			}
+			return r, nil
+		},
 		Stop:         plan.Target,
 		Reach:        plan.MinRevision,
 		MustPassTime: plan.EndsAtGap,
 		Log:          lg,
+		Progress:     p,
 	}
 	build, err := embedded.BuildDataDir(ctx, dbPath, cfg, opts, lg)
 	if errors.Is(err, embedded.ErrWrongRevision) {

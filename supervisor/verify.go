@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -27,6 +28,10 @@ type VerifyOptions struct {
 	Checked func(snap snapstore.Snapshot, problem error)
 	// RecordDamage records the objects found damaged in the store (snapstore.VerifyOptions).
 	RecordDamage bool
+	// Progress, when set, follows the verification: phase "verify" counts the bytes of the
+	// objects read, one object at a time; the deep one's restore reports as a restore does,
+	// then phase "check".
+	Progress *progress.Progress
 }
 
 // VerifyReport is what Verify found.
@@ -57,7 +62,17 @@ func Verify(ctx context.Context, store *snapstore.Store, opts VerifyOptions) (Ve
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	shallow, err := snapstore.Verify(ctx, store, snapstore.VerifyOptions{Checked: opts.Checked, RecordDamage: opts.RecordDamage})
+	checked := opts.Checked
+	if p := opts.Progress; p != nil {
+		p.SetPhase("verify")
+		checked = func(snap snapstore.Snapshot, problem error) {
+			p.AddBytes(snap.Size)
+			if opts.Checked != nil {
+				opts.Checked(snap, problem)
+			}
+		}
+	}
+	shallow, err := snapstore.Verify(ctx, store, snapstore.VerifyOptions{Checked: checked, RecordDamage: opts.RecordDamage})
 	rep := VerifyReport{VerifyReport: shallow}
 	if err != nil || !opts.Deep || shallow.Latest.Full.Key == "" {
 		return rep, err
@@ -66,7 +81,7 @@ func Verify(ctx context.Context, store *snapstore.Store, opts VerifyOptions) (Ve
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	deep, err := VerifyDeep(ctx, store, shallow.Latest, dir, opts.Log)
+	deep, err := VerifyDeep(ctx, store, shallow.Latest, dir, opts.Log, opts.Progress)
 	if err != nil {
 		return rep, err
 	}

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -51,9 +52,10 @@ type DeepVerifyReport struct {
 //     what the last event for it in the deltas says: present with the same value (SHA-256),
 //     create and mod revisions, version and lease, or absent.
 //
-// The temporary directory is removed afterwards. Problems go into the report; the error is
+// p, when set, follows the restore (as RestoreOptions.Progress) and the checks (phase
+// "check"). The temporary directory is removed afterwards. Problems go into the report; the error is
 // for a verification that could not run (no temporary directory, ctx ended).
-func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan, tempDir string, lg *slog.Logger) (DeepVerifyReport, error) {
+func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan, tempDir string, lg *slog.Logger, p *progress.Progress) (DeepVerifyReport, error) {
 	start := time.Now()
 	var rep DeepVerifyReport
 	problem := func(key string, format string, args ...any) {
@@ -70,7 +72,8 @@ func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan
 	}
 
 	lg.Info("deep verification: restoring the latest point", "dir", dir, "full", want.Full.Key, "deltas", len(want.Deltas), "revision", want.Revision)
-	res, err := Restore(ctx, store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+	p.Reset("fetch") // the bytes of the restore alone, against its total
+	res, err := Restore(ctx, store, cfg, snapstore.Target{}, embedded.RestoreOptions{Progress: p}, lg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("deep verification: %w", ctx.Err())
@@ -90,6 +93,7 @@ func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan
 		problem("", "the restore ended at revision %d, the chain at %d", res.Revision, want.Revision)
 	}
 
+	p.SetPhase("check")
 	sctx, cancel := context.WithTimeout(ctx, verifyStartTimeout)
 	defer cancel()
 	etcd, err := embedded.Start(sctx, cfg, lg)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -70,8 +71,14 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 	}
 	var copied, bytes int64
 	var failed []error
+	p := progress.New("copy")
 	for _, snap := range toCopy {
-		res, err := snapstore.Copy(ctx, src, dst, snap)
+		p.AddBytesTotal(snap.Size)
+	}
+	stop := watchProgress(ctx, env, p)
+	defer stop()
+	for _, snap := range toCopy {
+		res, err := snapstore.CopyWithProgress(ctx, src, dst, snap, p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("copy interrupted after %d objects: %w", copied, ctx.Err())
@@ -92,6 +99,7 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 		}
 		fmt.Fprintf(env.Stdout, "copied %s (%d bytes, %s)\n", res.Copy.Key, res.Copy.Size, how)
 	}
+	stop()
 	fmt.Fprintf(env.Stdout, "copied %d objects (%d bytes); %d were in the destination already; %d failed\n",
 		copied, bytes, len(skipped), len(failed))
 	if len(failed) > 0 {

@@ -95,13 +95,14 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	if _, set := os.LookupEnv("ETCDBR_LOG_FORMAT"); asEtcd && !set {
 		format = "json" // etcd's own default: a drop-in keeps what log pipelines expect of etcd
 	}
-	lg, etcdLog := newLoggers(stderr, cli.LogLevel, format)
+	lw := &lockedWriter{w: stderr}
+	lg, etcdLog := newLoggers(lw, cli.LogLevel, format)
 	for _, w := range warnings {
 		lg.Warn(w)
 	}
 	ctx, stop := signalContext(lg, os.Exit)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, EtcdLog: etcdLog, AsEtcd: asEtcd}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, EtcdLog: etcdLog, AsEtcd: asEtcd, stderrLines: lw}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(env); err != nil {
 		var ue usageError
@@ -153,6 +154,9 @@ type Env struct {
 	EtcdLog slog.Handler
 	// AsEtcd is true when the binary was invoked under the name etcd (a drop-in for etcd).
 	AsEtcd bool
+	// stderrLines is the writer the logs share on Stderr (nil: none), which a progress
+	// display on a terminal shares too.
+	stderrLines *lockedWriter
 }
 
 // newLoggers returns etcdbr's logger, at level, and the handler for etcd's logs, at
@@ -161,7 +165,9 @@ type Env struct {
 func newLoggers(w io.Writer, level, format string) (*slog.Logger, slog.Handler) {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(level)) // validated by kong's enum
-	w = &lockedWriter{w: w}
+	if _, ok := w.(*lockedWriter); !ok {
+		w = &lockedWriter{w: w}
+	}
 	newHandler := func(lvl slog.Level) slog.Handler {
 		opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: slogzap.ReplaceLevelNames}
 		if format == "json" {
@@ -174,15 +180,43 @@ func newLoggers(w io.Writer, level, format string) (*slog.Logger, slog.Handler) 
 
 // lockedWriter serializes writes to w: two handlers that share a writer each lock
 // only themselves.
+// While a progress display is drawn on the terminal (clearLine), each write first clears
+// the display's line: a log line then starts at the line's beginning, and the display is
+// drawn again below it.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu        sync.Mutex
+	w         io.Writer
+	clearLine bool
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.clearLine {
+		if _, err := io.WriteString(l.w, "\r\x1b[K"); err != nil {
+			return 0, err
+		}
+	}
 	return l.w.Write(p)
+}
+
+// raw is a writer to the same place that never clears the line first: the progress
+// display's own.
+func (l *lockedWriter) raw() io.Writer { return rawWriter{l} }
+
+type rawWriter struct{ l *lockedWriter }
+
+func (r rawWriter) Write(p []byte) (int, error) {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	return r.l.w.Write(p)
+}
+
+// setClearLine turns clearing the line before each write on or off.
+func (l *lockedWriter) setClearLine(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.clearLine = on
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one calls exit at once.

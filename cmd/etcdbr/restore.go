@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
@@ -134,7 +135,10 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		}
 		opts.Served = newest + c.Unbacked
 	}
+	opts.Progress = progress.New("fetch")
+	stop := watchProgress(ctx, env, opts.Progress)
 	res, err := supervisor.Restore(ctx, store, cfg, target, opts, env.Log)
+	stop()
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
@@ -32,7 +33,10 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
+	p := progress.New("verify")
+	stop := watchProgress(ctx, env, p)
 	rep, err := supervisor.Verify(ctx, store, supervisor.VerifyOptions{
+		Progress:     p,
 		Deep:         c.Deep,
 		TempDir:      c.TempDir,
 		Log:          env.Log,
@@ -43,6 +47,7 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 			}
 		},
 	})
+	stop()
 	if err != nil {
 		return err
 	}
