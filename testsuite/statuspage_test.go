@@ -343,6 +343,14 @@ func TestStatusPage(t *testing.T) {
 	})
 	waitText(t, page, "ranges", fmt.Sprintf("started a new history at %d", win.Window.Histories[0].Start), time.Minute)
 	waitText(t, page, "window-newest", fmt.Sprintf("revision %d", win.Window.Newest.Revision), time.Minute)
+	// The jump between the histories is drawn as a break of fixed width (1000 revisions
+	// that never existed here; a billion after a restore at start), not in proportion.
+	widths, err := chromedp.Run(page, chromedp.Evaluate[[]float64](`Array.from(document.querySelectorAll("#timeline rect"))
+		.filter((r) => r.querySelector("title").textContent.startsWith("between histories"))
+		.map((r) => parseFloat(r.getAttribute("width")))`))
+	if err != nil || len(widths) != 1 || widths[0] != 40 {
+		t.Fatalf("the break between the histories on the timeline: widths %v (%v), want one of 40 of 1000 units", widths, err)
+	}
 	screenshot(t, page, out, "status-after-restore-1280x800.png", 1280, 800, false)
 	p.stop()
 }
