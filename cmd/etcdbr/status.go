@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/supervisor"
 )
 
 // StatusCmd is `etcdbr status`.
@@ -131,7 +134,7 @@ func (c *StatusCmd) Run(ctx context.Context, env *Env) error {
 		}
 		return nil
 	}
-	var st apiStatus
+	var st supervisor.Status
 	if err := json.Unmarshal(rawStatus, &st); err != nil {
 		return fmt.Errorf("GET /v1/status: decode the answer: %w", err)
 	}
@@ -147,69 +150,10 @@ func (c *StatusCmd) Run(ctx context.Context, env *Env) error {
 
 // The JSON of the API that the summary reads (docs/api.md).
 type (
-	apiStatus struct {
-		State string    `json:"state"`
-		Since time.Time `json:"since"`
-		PID   int       `json:"pid"`
-		Etcd  struct {
-			Name      string   `json:"name"`
-			MemberID  string   `json:"member_id"`
-			ClusterID string   `json:"cluster_id"`
-			Revision  int64    `json:"revision"`
-			Leader    string   `json:"leader"`
-			IsLeader  bool     `json:"is_leader"`
-			Members   int      `json:"members"`
-			Alarms    []string `json:"alarms"`
-		} `json:"etcd"`
-		Backups struct {
-			Store               string     `json:"store"`
-			StoreReachable      *bool      `json:"store_reachable"`
-			StoreCheckedAt      *time.Time `json:"store_checked_at"`
-			StoreError          string     `json:"store_error"`
-			ClusterMismatch     string     `json:"cluster_mismatch"`
-			NewestFull          *apiObject `json:"newest_full"`
-			NewestDelta         *apiObject `json:"newest_delta"`
-			BackedUpRevision    int64      `json:"backed_up_revision"`
-			LagRevisions        int64      `json:"lag_revisions"`
-			UnbackedSince       *time.Time `json:"unbacked_since"`
-			UnbackedAgeSeconds  float64    `json:"unbacked_age_seconds"`
-			DeltaPeriodSeconds  float64    `json:"delta_period_seconds"`
-			MaxBackupAgeSeconds float64    `json:"max_backup_age_seconds"`
-		} `json:"backups"`
-		Restore *struct {
-			ID       int64      `json:"id"`
-			Trigger  string     `json:"trigger"`
-			Target   string     `json:"target"`
-			Phase    string     `json:"phase"`
-			Running  bool       `json:"running"`
-			Started  time.Time  `json:"started"`
-			Ended    *time.Time `json:"ended"`
-			Error    string     `json:"error"`
-			Revision int64      `json:"revision"`
-		} `json:"restore"`
-		LastError *struct {
-			Component string    `json:"component"`
-			Message   string    `json:"message"`
-			Time      time.Time `json:"time"`
-		} `json:"last_error"`
-		Ready []struct {
-			Name    string `json:"name"`
-			OK      bool   `json:"ok"`
-			Message string `json:"message"`
-		} `json:"ready"`
-	}
-	apiObject struct {
-		Kind       string    `json:"kind"`
-		Key        string    `json:"key"`
-		From       int64     `json:"from"`
-		Revision   int64     `json:"revision"`
-		Time       time.Time `json:"time"`
-		AgeSeconds float64   `json:"age_seconds"`
-		Size       int64     `json:"size"`
-	}
 	apiPoint struct {
 		Revision int64     `json:"revision"`
 		Time     time.Time `json:"time"`
+		Key      string    `json:"key"`
 	}
 	apiGap struct {
 		From   int64  `json:"from"`
@@ -247,7 +191,7 @@ type (
 )
 
 // printStatus prints the summary of st and bk (nil when the listing failed with bkErr).
-func printStatus(out io.Writer, st apiStatus, bk *apiBackups, bkErr error) error {
+func printStatus(out io.Writer, st supervisor.Status, bk *apiBackups, bkErr error) error {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	e := st.Etcd
 	role := "no leader"
@@ -352,24 +296,26 @@ func viewOfAPIWindow(bk apiBackups) windowView {
 	if w.Oldest == nil || w.Newest == nil {
 		return windowView{empty: true}
 	}
-	v := windowView{oldest: w.Oldest.Revision, newest: w.Newest.Revision, oldestTime: w.Oldest.Time, newestTime: w.Newest.Time}
+	gap := func(g apiGap) snapstore.Gap { return snapstore.Gap{From: g.From, To: g.To, After: g.After, Before: g.Before} }
+	sw := snapstore.Window{
+		Oldest: snapstore.Point(*w.Oldest),
+		Newest: snapstore.Point(*w.Newest),
+	}
 	for _, g := range w.Pruned {
-		v.holes = append(v.holes, windowHole{kind: "pruned", from: g.From, to: g.To, after: g.After, before: g.Before,
-			note: "deltas pruned by retention (expected)"})
+		sw.Pruned = append(sw.Pruned, gap(g))
 	}
 	for _, g := range w.Gaps {
-		v.holes = append(v.holes, windowHole{kind: "gap", from: g.From, to: g.To, after: g.After, before: g.Before,
-			note: "points lost: no delta holds these revisions"})
+		sw.Gaps = append(sw.Gaps, gap(g))
 	}
 	for _, h := range w.Histories {
-		v.holes = append(v.holes, windowHole{kind: "history", from: h.From, to: h.To, after: h.After, before: h.Before,
-			note: historyNote(h.Start, h.Restored, h.Trigger, h.Began)})
+		sw.Boundaries = append(sw.Boundaries, snapstore.Boundary{From: h.From, To: h.To, After: h.After, Before: h.Before,
+			History: snapstore.History{Start: h.Start, Began: h.Began, Revision: h.Restored, Trigger: h.Trigger}})
 	}
-	return v
+	return viewOfWindow(sw)
 }
 
 // objectLine describes a backup object in one line.
-func objectLine(o *apiObject) string {
+func objectLine(o *supervisor.ObjectStatus) string {
 	if o == nil {
 		return "none"
 	}
