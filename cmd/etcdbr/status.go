@@ -296,7 +296,9 @@ func viewOfAPIWindow(bk apiBackups) windowView {
 	if w.Oldest == nil || w.Newest == nil {
 		return windowView{empty: true}
 	}
-	gap := func(g apiGap) snapstore.Gap { return snapstore.Gap{From: g.From, To: g.To, After: g.After, Before: g.Before} }
+	gap := func(g apiGap) snapstore.Gap {
+		return snapstore.Gap{From: g.From, To: g.To, After: g.After, Before: g.Before}
+	}
 	sw := snapstore.Window{
 		Oldest: snapstore.Point(*w.Oldest),
 		Newest: snapstore.Point(*w.Newest),

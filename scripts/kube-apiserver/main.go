@@ -20,17 +20,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
-	"github.com/etcdbr/etcdbr/internal/dirlock"
+	"github.com/etcdbr/etcdbr/internal/toolcache"
 )
 
 // Version is the kube-apiserver built; StagingVersion is the version its
@@ -44,79 +39,12 @@ const (
 const EnvCacheDir = "ETCDBR_KUBE_CACHE"
 
 func main() {
-	force := flag.Bool("force", false, "build again even when the cached binary exists")
-	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: kube-apiserver [-force]")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	dir, err := cacheDir()
-	if err == nil {
-		var path string
-		path, err = ensure(ctx, dir, *force)
-		if err == nil {
-			fmt.Println(path)
-			return
-		}
-	}
-	fmt.Fprintf(os.Stderr, "kube-apiserver: %v\n", err)
-	os.Exit(1)
+	toolcache.Tool{Name: "kube-apiserver", Version: Version, EnvDir: EnvCacheDir, Cache: "etcdbr-kube",
+		Build: build, Slow: "a few minutes"}.Main()
 }
 
-// cacheDir is $ETCDBR_KUBE_CACHE or etcdbr-kube/<Version> in the user's cache
-// directory. It is outside the checkout, so that clones and CI runs share it.
-func cacheDir() (string, error) {
-	if dir := os.Getenv(EnvCacheDir); dir != "" {
-		return filepath.Abs(dir)
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("find the cache directory: %w: set %s", err, EnvCacheDir)
-	}
-	return filepath.Join(base, "etcdbr-kube", Version), nil
-}
-
-// ensure returns the path of the cached binary in dir, building it first when
-// it is missing (or when force is set). Builds are serialized by a lock in dir
-// and write a temporary file renamed into place, so a killed build never
-// leaves half a binary under the final name.
-func ensure(ctx context.Context, dir string, force bool) (string, error) {
-	target := filepath.Join(dir, "kube-apiserver")
-	if !force && isExecutable(target) {
-		return target, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create cache directory: %w", err)
-	}
-	unlock, err := dirlock.Lock(dir)
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if !force && isExecutable(target) { // another run built it while we waited
-		return target, nil
-	}
-	start := time.Now()
-	fmt.Fprintf(os.Stderr, "kube-apiserver: building %s into %s (a few minutes the first time)\n", Version, dir)
-	if err := build(ctx, dir, target); err != nil {
-		return "", fmt.Errorf("build kube-apiserver %s: %w", Version, err)
-	}
-	fmt.Fprintf(os.Stderr, "kube-apiserver: built in %v\n", time.Since(start).Round(time.Second))
-	return target, nil
-}
-
-// build makes the scratch module in a temporary directory under dir and builds
-// kube-apiserver into target.
-func build(ctx context.Context, dir, target string) error {
-	work, err := os.MkdirTemp(dir, "build-*")
-	if err != nil {
-		return fmt.Errorf("create build directory: %w", err)
-	}
-	defer os.RemoveAll(work)
-
+// build makes the scratch module in work and builds kube-apiserver into bin.
+func build(ctx context.Context, work, bin string) error {
 	if err := gocmd(ctx, work, nil, "mod", "init", "etcdbr.test/kube-apiserver-build"); err != nil {
 		return err
 	}
@@ -155,8 +83,6 @@ func build(ctx context.Context, dir, target string) error {
 		return err
 	}
 
-	tmp := filepath.Join(dir, fmt.Sprintf(".kube-apiserver.tmp-%d", os.Getpid()))
-	defer os.Remove(tmp)
 	ldflags := strings.Join([]string{
 		"-s", "-w",
 		"-X k8s.io/component-base/version.gitVersion=" + Version,
@@ -164,11 +90,8 @@ func build(ctx context.Context, dir, target string) error {
 		"-X k8s.io/client-go/pkg/version.gitVersion=" + Version,
 	}, " ")
 	if err := gocmd(ctx, work, []string{"CGO_ENABLED=0"},
-		"build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver"); err != nil {
+		"build", "-trimpath", "-ldflags", ldflags, "-o", bin, "k8s.io/kubernetes/cmd/kube-apiserver"); err != nil {
 		return err
-	}
-	if err := os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("move the binary into place: %w", err)
 	}
 	return nil
 }
@@ -240,10 +163,4 @@ func gocmdOutput(ctx context.Context, dir string, args ...string) ([]byte, error
 		return nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
-}
-
-// isExecutable reports whether path is a regular file someone may execute.
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
