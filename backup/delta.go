@@ -322,15 +322,9 @@ func (t *deltaTaker) memberRevision(ctx context.Context) (int64, error) {
 // storeNewest returns the newest revision in the store: the highest of the newest full
 // snapshot's revision and the newest delta's last revision (0 for an empty store).
 func storeNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
-	var newest int64
-	for _, kind := range []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta} {
-		snap, ok, err := store.Latest(ctx, kind)
-		if err != nil {
-			return 0, classify(ReasonStore, err)
-		}
-		if ok {
-			newest = max(newest, snap.Revision)
-		}
+	newest, err := store.Newest(ctx)
+	if err != nil {
+		return 0, classify(ReasonStore, err)
 	}
 	return newest, nil
 }

@@ -373,6 +373,9 @@ type Window struct {
 	// listing alone cannot tell them from deltas that were never uploaded.
 	Pruned   []Gap
 	Overlaps []Overlap
+	// Damaged are the objects the store records as damaged (DamagedIn), sorted by key; the
+	// window leaves them out (Store.Window).
+	Damaged []Damage
 	// Boundaries are the ranges between two histories (WithHistories): a restore to an
 	// earlier point started a new history at Boundary.History.Start, and the revisions
 	// between the old history's last backed-up one and the new history's first full

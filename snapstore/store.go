@@ -272,6 +272,22 @@ func (s *Store) Latest(ctx context.Context, kind Kind) (Snapshot, bool, error) {
 	return snaps[len(snaps)-1], true, nil
 }
 
+// Newest returns the newest revision the store holds a backup of: the highest revision of
+// its newest full snapshot and its newest delta (0 when it holds none).
+func (s *Store) Newest(ctx context.Context) (int64, error) {
+	var newest int64
+	for _, kind := range []Kind{KindFull, KindDelta} {
+		snap, ok, err := s.Latest(ctx, kind)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			newest = max(newest, snap.Revision)
+		}
+	}
+	return newest, nil
+}
+
 // Delete removes the object snap.Key (or, when Key is empty, the name built
 // from snap's fields). Only names that ParseName accepts are deleted.
 // Deleting an object that does not exist is not an error, so that an

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -318,21 +317,14 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	for _, d := range deltas {
 		ans.Delta = append(ans.Delta, objectStatus(d, now))
 	}
-	hs, err := s.cfg.Store.Histories(r.Context())
+	win, err := s.cfg.Store.Window(r.Context(), fulls, deltas)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "cannot read the store's histories: "+err.Error())
+		writeError(w, http.StatusServiceUnavailable, "cannot read the store's records: "+err.Error())
 		return
 	}
-	damaged, err := s.cfg.Store.DamagedIn(r.Context(), fulls, deltas)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "cannot read the store's damage records: "+err.Error())
-		return
+	for _, d := range win.Damaged {
+		ans.Window.Damaged = append(ans.Window.Damaged, damageStatus{Key: d.Key, Found: d.Found, By: d.By, Reason: d.Reason})
 	}
-	for _, key := range slices.Sorted(maps.Keys(damaged)) {
-		d := damaged[key]
-		ans.Window.Damaged = append(ans.Window.Damaged, damageStatus{Key: key, Found: d.Found, By: d.By, Reason: d.Reason})
-	}
-	win := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged)).WithHistories(hs)
 	for _, b := range win.Boundaries {
 		ans.Window.Histories = append(ans.Window.Histories, historyStatus{From: b.From, To: b.To, After: b.After, Before: b.Before,
 			Start: b.History.Start, Began: b.History.Began, Revision: b.History.Revision, Trigger: b.History.Trigger})

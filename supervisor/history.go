@@ -15,15 +15,11 @@ func historyOf(m embedded.RestoredMarker) snapstore.History {
 	}
 }
 
-// recordHistory records in the store the history that the restore m started, once the store
-// is known to be e's cluster's (a store of another cluster gets nothing). A failure is
-// logged: the history's backups restore without the record, which only tells a listing
-// where the history began.
-func (s *Supervisor) recordHistory(ctx context.Context, e *embedded.Etcd, m embedded.RestoredMarker) {
-	if err := s.claimStore(ctx, e, false); err != nil {
-		s.lg.Warn("the store is not claimed for this cluster: the new history is not recorded in it", "err", err)
-		return
-	}
+// recordHistory records in the store the history that the restore m started. Call it only
+// once the store is claimed for the member's cluster (claimStore): a store of another
+// cluster gets nothing. A failure is logged: the history's backups restore without the
+// record, which only tells a listing where the history began.
+func (s *Supervisor) recordHistory(ctx context.Context, m embedded.RestoredMarker) {
 	h := historyOf(m)
 	if err := s.cfg.Store.RecordHistory(ctx, h); err != nil {
 		s.lg.Warn("cannot record the new history in the store: its backups restore all the same, but a listing shows "+

@@ -247,11 +247,11 @@ func betweenHistories(ctx context.Context, store *snapstore.Store, fulls, deltas
 	if target.Revision == 0 {
 		return err
 	}
-	hs, herr := store.Histories(ctx)
-	if herr != nil || len(hs) == 0 {
+	w, werr := store.Window(ctx, fulls, deltas)
+	if werr != nil {
 		return err
 	}
-	for _, b := range snapstore.RestorableWindow(fulls, deltas).WithHistories(hs).Boundaries {
+	for _, b := range w.Boundaries {
 		if target.Revision >= b.From && target.Revision <= b.To {
 			return fmt.Errorf("%w: revision %d lies between two histories: a restore at %s went back to revision %d and "+
 				"started a new history at revision %d, so revisions %d to %d were never served by the new one and are not "+
@@ -411,15 +411,6 @@ func logRestored(lg *slog.Logger, cfg *embed.Config, target snapstore.Target, re
 // sibling of the data dir, on the same filesystem.
 func snapshotStagingPath(dataDir string) string {
 	return filepath.Clean(dataDir) + ".etcdbr-snapshot.db"
-}
-
-// StoreNewest returns the newest revision the store holds a backup of (0 for none).
-func StoreNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
-	fulls, deltas, err := listBackups(ctx, store)
-	if err != nil {
-		return 0, err
-	}
-	return newestRevision(fulls, deltas), nil
 }
 
 // newestRevision is the highest revision of the listed objects.

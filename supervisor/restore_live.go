@@ -348,7 +348,7 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	marker := job.marker
 	s.mu.Unlock()
 	if err == nil && marker != nil && marker.NewHistory() {
-		s.recordHistory(ctx, e, *marker)
+		s.recordHistory(ctx, *marker)
 	}
 	var snap snapstore.Snapshot
 	if err == nil {

@@ -209,7 +209,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case history != nil:
 			// The data dir starts a history the store has no full snapshot of: record the
 			// history, and take one at once so that the new history's chain starts now.
-			s.recordHistory(ctx, e, *history)
+			if err := s.claimStore(ctx, e, false); err != nil {
+				s.lg.Warn("the store is not claimed for this cluster: the new history is not recorded in it", "err", err)
+			} else {
+				s.recordHistory(ctx, *history)
+			}
 			takeFull, history = true, nil
 		}
 		sess := s.startSession(ctx, e, takeFull)

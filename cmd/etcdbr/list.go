@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -45,15 +44,10 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 		}
 		fmt.Fprintln(env.Stdout)
 	}
-	hs, err := store.Histories(ctx)
+	w, err := store.Window(ctx, fulls, deltas)
 	if err != nil {
 		return err
 	}
-	damaged, err := store.DamagedIn(ctx, fulls, deltas)
-	if err != nil {
-		return err
-	}
-	w := snapstore.RestorableWindow(snapstore.WithoutDamaged(fulls, damaged), snapstore.WithoutDamaged(deltas, damaged)).WithHistories(hs)
 	if c.Objects || c.WindowOnly {
 		printWindow(env.Stdout, w)
 	} else {
@@ -62,10 +56,9 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 		}
 		printOverlaps(env.Stdout, w.Overlaps)
 	}
-	for _, key := range slices.Sorted(maps.Keys(damaged)) {
-		d := damaged[key]
+	for _, d := range w.Damaged {
 		fmt.Fprintf(env.Stdout, "damaged: %s failed verification in a %s at %s (%s): left out of the window; "+
-			"it is still in the store: replace it from a copy if there is one\n", key, d.By, listTime(d.Found), d.Reason)
+			"it is still in the store: replace it from a copy if there is one\n", d.Key, d.By, listTime(d.Found), d.Reason)
 	}
 	return nil
 }

@@ -129,7 +129,7 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 	if !c.Exact {
 		// Offline, nothing says what the member served after the store's newest revision:
 		// the restored data starts a new history past a bound of it.
-		newest, err := supervisor.StoreNewest(ctx, store)
+		newest, err := store.Newest(ctx)
 		if err != nil {
 			return err
 		}

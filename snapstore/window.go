@@ -1,0 +1,27 @@
+package snapstore
+
+import (
+	"context"
+	"maps"
+	"slices"
+)
+
+// Window is the restorable window of the listed objects as the store's own records
+// qualify it: the objects recorded as damaged left out (and listed in Window.Damaged), the
+// ranges between histories told apart (WithHistories). It reads the history and damage
+// records (two small listings).
+func (s *Store) Window(ctx context.Context, fulls, deltas []Snapshot) (Window, error) {
+	hs, err := s.Histories(ctx)
+	if err != nil {
+		return Window{}, err
+	}
+	damaged, err := s.DamagedIn(ctx, fulls, deltas)
+	if err != nil {
+		return Window{}, err
+	}
+	w := RestorableWindow(WithoutDamaged(fulls, damaged), WithoutDamaged(deltas, damaged)).WithHistories(hs)
+	for _, key := range slices.Sorted(maps.Keys(damaged)) {
+		w.Damaged = append(w.Damaged, damaged[key])
+	}
+	return w, nil
+}
