@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -22,6 +24,20 @@ func takeDump(t *testing.T, m member) etcdtest.Dump {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// startBackedUp starts `etcdbr run` on a new member with a file store of its own, deltas
+// every second, and waits for its first full snapshot; it returns the member, the store's
+// URL, the process and a client.
+func startBackedUp(t *testing.T) (member, string, *proc, *clientv3.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	src := newMember(t, dir)
+	store := "file://" + filepath.Join(dir, "store")
+	p := start(t, src.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
+	cli := client(t, src.ClientURL)
+	waitFull(t, store, 1, time.Minute)
+	return src, store, p, cli
 }
 
 // newHistory returns want as a restore that cannot know what the lost member served serves
@@ -55,12 +71,7 @@ func sameData(t *testing.T, want, got etcdtest.Dump, newRev int64, what string) 
 // came from.
 func TestOfflineRestoreStartsNewHistory(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	src := newMember(t, dir)
-	store := "file://" + filepath.Join(dir, "store")
-	p := start(t, src.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
-	cli := client(t, src.ClientURL)
-	waitFull(t, store, 1, time.Minute)
+	src, store, p, cli := startBackedUp(t)
 	putKeys(t, cli, "a", 40)
 	atA := takeDump(t, src)
 	putKeys(t, cli, "b", 40)

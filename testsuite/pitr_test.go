@@ -448,13 +448,8 @@ func TestPITRCommands(t *testing.T) {
 // its delta taker) to the latest point and to a revision in the middle.
 func TestPITRFromRun(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	src := newMember(t, dir)
-	store := "file://" + filepath.Join(dir, "store")
-	p := start(t, src.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
-	cli := client(t, src.ClientURL)
+	_, store, p, cli := startBackedUp(t)
 	ctx := context.Background()
-	waitFull(t, store, 1, time.Minute)
 
 	var mid etcdtest.Dump
 	res, err := deltatest.Churn{Seed: 5, Ops: 500, Keys: 100, Expiring: 1}.Run(ctx, cli, func(op int, rev int64) error {

@@ -15,12 +15,7 @@ import (
 // run; it returns the store's URL, its newest revision and the source member.
 func progressStore(t *testing.T) (string, int64, member) {
 	t.Helper()
-	dir := t.TempDir()
-	src := newMember(t, dir)
-	store := "file://" + filepath.Join(dir, "store")
-	p := start(t, src.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
-	cli := client(t, src.ClientURL)
-	waitFull(t, store, 1, time.Minute)
+	src, store, p, cli := startBackedUp(t)
 	putKeys(t, cli, "a", 60)
 	putKeys(t, cli, "b", 60)
 	cli.Close()
