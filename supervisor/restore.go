@@ -50,11 +50,6 @@ type RestoreResult struct {
 	MovedAside string
 }
 
-// RestoreLatest restores the newest point the store holds: Restore to the zero Target.
-func RestoreLatest(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
-	return Restore(ctx, store, cfg, snapstore.Target{}, opts, lg)
-}
-
 // Restore rebuilds the data dir of cfg's member from the store as it was at target: the
 // newest full snapshot at or before it, and the deltas after that replayed offline up to the
 // target (snapstore.PlanRestore says which; embedded.BuildDataDir does it). The zero Target is
