@@ -3,10 +3,12 @@ package embeddedtest
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -48,17 +50,62 @@ func FreeURL(t testing.TB, scheme string) url.URL {
 // which the kernel takes the source port of every outgoing connection. A port picked from
 // that range (a probe of port 0) is free when picked, but any connection made before the
 // server binds it may take it ("address already in use").
+//
+// The range is cut into blocks; each test process claims one block for itself (an flock on
+// a file named for the block, held until the process exits) and hands its ports out in
+// turn, so that two tests, in one process or in two (go test runs packages side by side),
+// never get the same port while each still holds it. A random pick over the whole range
+// did collide: two tests of the suite drew the same port within seconds.
 const (
-	freePortMin = 20000
-	freePortMax = 32767
+	freePortMin   = 20000
+	freePortMax   = 32767
+	freePortBlock = 1000
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago, chosen at random below
-// the ephemeral range, so that only another test picking the same port can take it first.
+// portBlock is the block of ports this process claimed, and the next one to hand out.
+// It is the test process's one piece of global state: ports are a resource of the
+// machine, not of a test.
+var portBlock struct {
+	mu    sync.Mutex
+	lock  *os.File // the claimed block's lock file, open (and locked) until exit
+	first int      // the block's first port
+	next  int      // offset of the next port to try
+}
+
+// claimPortBlock claims the first block no other process holds. Called with portBlock.mu held.
+func claimPortBlock() error {
+	if portBlock.lock != nil {
+		return nil
+	}
+	for first := freePortMin; first+freePortBlock-1 <= freePortMax; first += freePortBlock {
+		name := filepath.Join(os.TempDir(), fmt.Sprintf("etcdbr-test-ports-%d.lock", first))
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return fmt.Errorf("open port block lock %s: %w", name, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		portBlock.lock, portBlock.first = f, first
+		return nil
+	}
+	return fmt.Errorf("every block of %d loopback ports in %d-%d is claimed by another test process", freePortBlock, freePortMin, freePortMax)
+}
+
+// FreePort returns a loopback TCP port that is free now and that no other test (in this
+// process or another that uses FreePort) was given recently: ports come in turn from a
+// block this process holds, skipping any that something else is bound to.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 200 {
-		port := freePortMin + rand.IntN(freePortMax-freePortMin+1)
+	portBlock.mu.Lock()
+	defer portBlock.mu.Unlock()
+	if err := claimPortBlock(); err != nil {
+		t.Fatal(err)
+	}
+	for range freePortBlock {
+		port := portBlock.first + portBlock.next
+		portBlock.next = (portBlock.next + 1) % freePortBlock
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -68,6 +115,6 @@ func FreePort(t testing.TB) int {
 		}
 		return port
 	}
-	t.Fatalf("no free loopback port in %d-%d after 200 tries", freePortMin, freePortMax)
+	t.Fatalf("no free loopback port in this process's block %d-%d", portBlock.first, portBlock.first+freePortBlock-1)
 	return 0
 }
