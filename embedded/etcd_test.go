@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 func TestStartCloseRestart(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // Events sends what a watch of every key from the same revision sends: every event of every

@@ -18,7 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/features"
 	"go.uber.org/zap"
 
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // TestKubeadmStaticPodFlags runs etcd with the flags kubeadm's etcd static pod

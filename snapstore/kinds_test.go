@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 )
 
 // storeKind is a kind of store the conformance suite runs against.

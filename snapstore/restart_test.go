@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 )
 
 // restartDelay is how long a server stays down in TestServerRestart.

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 

@@ -25,10 +25,10 @@ import (
 	"github.com/prometheus/common/model"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 	"github.com/etcdbr/etcdbr/snapstore"
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
 )
 
 // api is a client of an etcdbr's HTTP API.

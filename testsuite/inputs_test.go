@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 )
 
 // badInput is one command line that etcdbr must refuse (or warn about), with what it must

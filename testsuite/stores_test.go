@@ -18,8 +18,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 	"github.com/etcdbr/etcdbr/snapstore"
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
 )
 
 // TestMinIOEndToEnd runs `etcdbr run --store s3://...` against a real MinIO server with delta

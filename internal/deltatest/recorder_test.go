@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 

@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore/storetest"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 )
 
 func main() {
