@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// quietPeriods counts the delta periods that ended without new revisions, as the takers
+// logging into logs report them.
+func quietPeriods(logs *embeddedtest.SyncBuffer) int {
+	return strings.Count(logs.String(), "delta period ended without new revisions")
+}
+
+// progressSeen is an Observer that keeps the last revision the taker reported receiving.
+type progressSeen struct {
+	nopObserver
+	last atomic.Int64
+}
+
+// DeltaProgress records p.Last.
+func (o *progressSeen) DeltaProgress(p DeltaProgress) { o.last.Store(p.Last) }
 
 // deltaRun is a RunDeltas in a goroutine.
 type deltaRun struct {

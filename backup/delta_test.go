@@ -43,9 +43,10 @@ func TestDeltasCoverEveryRevision(t *testing.T) {
 		var last int64
 		for round := 0; round < 5; round++ {
 			last = churn(t, cli, fmt.Sprintf("/r%d", round), 120, want)
-			time.Sleep(150 * time.Millisecond) // let a period pass between rounds
+			// The round's writes are in the store before the next round's begin: every round
+			// ends in a delta of its own.
+			waitFor(t, fmt.Sprintf("the deltas to reach the last write of round %d", round), func() bool { return newestDelta(t, store) >= last })
 		}
-		waitFor(t, "the deltas to reach the last write", func() bool { return newestDelta(t, store) >= last })
 		run.stop(t, nil)
 
 		deltas := checkChain(t, store, cli, start+1, last, *want)
@@ -76,7 +77,8 @@ func TestDeltasFinalOnStop(t *testing.T) {
 		start := revisionOf(t, cli)
 
 		run := startDeltasReady(t, cfg, logs)
-		time.Sleep(300 * time.Millisecond) // several periods without writes
+		quiet := quietPeriods(logs)
+		waitFor(t, "several periods without writes", func() bool { return quietPeriods(logs) >= quiet+3 })
 		require.Empty(t, listKind(t, store, snapstore.KindDelta), "a delta without writes")
 
 		cfg.Period = time.Hour
@@ -101,12 +103,14 @@ func TestDeltasSkippedStopDropsThenContinues(t *testing.T) {
 		log, logs := testLog(t)
 		cfg := deltaConfig(src, e, cli, store, log)
 		cfg.Period = time.Hour
+		seen := &progressSeen{}
+		cfg.Observer = seen
 		start := revisionOf(t, cli)
 
 		run := startDeltasReady(t, cfg, logs)
 		want := newLeaseWant()
 		dropped := churn(t, cli, "/a", 30, want)
-		time.Sleep(500 * time.Millisecond) // the in-process watch delivers within milliseconds
+		waitFor(t, "the taker to receive the last write", func() bool { return seen.last.Load() >= dropped })
 		run.stop(t, fmt.Errorf("not the leader any more: %w", ErrSkipped))
 		require.Empty(t, listKind(t, store, snapstore.KindDelta))
 		require.Contains(t, logs.String(), "without a final delta")
@@ -215,15 +219,15 @@ func TestDeltasMemberBehindStore(t *testing.T) {
 		require.Less(t, listKind(t, store, snapstore.KindFull)[0].Revision, storeRev)
 		waitFor(t, "the suspension", func() bool { return strings.Contains(logs.String(), "deltas are suspended") })
 
-		// Writes below the store's newest revision make no delta.
+		// Writes below the store's newest revision make no delta: once the taker anchored the
+		// new chain past them, the store holds no delta that starts at or before the anchor
+		// but the old ones.
 		for revisionOf(t, bcli) < storeRev-5 {
 			churn(t, bcli, "/b2", 8, want)
 		}
-		time.Sleep(300 * time.Millisecond)
-		require.Equal(t, oldDeltas, listKind(t, store, snapstore.KindDelta))
-
 		churn(t, bcli, "/b3", 10, want) // past the store's newest
 		waitFor(t, "the full snapshot that anchors the new chain", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 2 })
+		require.Equal(t, oldDeltas, deltasUpTo(t, store, listKind(t, store, snapstore.KindFull)[1].Revision))
 		last := churn(t, bcli, "/b4", 60, want)
 		waitFor(t, "the deltas of the new chain", func() bool { return newestDelta(t, store) >= last })
 		run.stop(t, nil)
@@ -236,7 +240,20 @@ func TestDeltasMemberBehindStore(t *testing.T) {
 			require.True(t, d.Revision <= storeRev || d.From > anchor.Revision, "delta %s overlaps the store's or precedes its anchor", d.Key)
 		}
 		checkChain(t, store, bcli, anchor.Revision+1, last, *want)
+		require.Equal(t, oldDeltas, deltasUpTo(t, store, anchor.Revision), "a delta of the writes below the store's newest revision")
 	})
+}
+
+// deltasUpTo lists the deltas in the store that start at or before revision rev.
+func deltasUpTo(t *testing.T, store *snapstore.Store, rev int64) []snapstore.Snapshot {
+	t.Helper()
+	var out []snapstore.Snapshot
+	for _, d := range listKind(t, store, snapstore.KindDelta) {
+		if d.From <= rev {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // A lease revoked before the taker sees the put that used it is recorded with TTL 0; a live

@@ -100,6 +100,9 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 					return err
 				}
 			}
+			if t.pending.empty() && t.held.empty() {
+				t.log.Debug("delta period ended without new revisions: no delta", "last_revision", t.last)
+			}
 			f.tickMissed = f.uploading || f.retry != nil
 			f.upload(ctx)
 		case res := <-f.results:
