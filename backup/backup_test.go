@@ -253,23 +253,20 @@ func TestRunnerStartupSnapshot(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- r.Run(rctx) }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		listed, err := store.List(ctx, snapstore.KindFull)
-		require.NoError(t, err)
-		if len(listed) == 1 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no startup snapshot")
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "the startup snapshot", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
 	cancel()
 	require.NoError(t, <-done)
 	require.False(t, r.due(ctx), "a store with a fresh full snapshot is not due")
 
-	secondly, err := ParseSchedule("@every 1s")
+	// The same snapshot, named as taken two periods ago.
+	fresh := listKind(t, store, snapstore.KindFull)[0]
+	r.Store = memStore(t)
+	_, err = upload(ctx, r.Store, fresh.Revision, fresh.Time.Add(-2*sched.Period(fresh.Time)), func(w io.Writer) error {
+		snap := e.Server.Backend().Snapshot()
+		defer snap.Close()
+		_, err := snap.WriteTo(w)
+		return err
+	})
 	require.NoError(t, err)
-	r.Schedule = secondly
-	time.Sleep(1100 * time.Millisecond)
 	require.True(t, r.due(ctx), "a full snapshot older than the period is due")
 }
