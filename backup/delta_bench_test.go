@@ -58,14 +58,7 @@ func BenchmarkDeltaCatchUp(b *testing.B) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- RunDeltas(rctx, cfg) }()
-		for {
-			snap, ok, err := store.Latest(ctx, snapstore.KindDelta)
-			require.NoError(b, err)
-			if ok && snap.Revision >= last {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitDeltaB(b, store, last)
 		took := time.Since(start)
 		cancel()
 		<-done
@@ -123,14 +116,7 @@ func BenchmarkDeltaLive(b *testing.B) {
 				wg.Wait()
 				wrote := time.Now()
 				last := revisionOfB(b, cli)
-				for {
-					snap, ok, err := store.Latest(ctx, snapstore.KindDelta)
-					require.NoError(b, err)
-					if ok && snap.Revision >= last {
-						break
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
+				waitDeltaB(b, store, last)
 				lag := time.Since(wrote)
 				cancel()
 				<-done
@@ -218,6 +204,24 @@ func inProcessB(b *testing.B, e *embed.Etcd) *clientv3.Client {
 	cli := v3client.New(e.Server)
 	b.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// waitDeltaB waits until the store's newest delta reaches revision last, looking every
+// 10ms; it fails the benchmark after ten minutes.
+func waitDeltaB(b *testing.B, store *snapstore.Store, last int64) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		snap, ok, err := store.Latest(context.Background(), snapstore.KindDelta)
+		require.NoError(b, err)
+		if ok && snap.Revision >= last {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the deltas did not reach revision %d within ten minutes", last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func revisionOfB(b *testing.B, cli *clientv3.Client) int64 {
