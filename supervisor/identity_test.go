@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -59,6 +59,7 @@ func TestStoreGivenToAnotherCluster(t *testing.T) {
 	const other = "1234567890abcdef"
 	require.NoError(t, l.store.ReclaimClusterID(ctx, other, own))
 	before := storeObjects(t, l.store)
+	takerStops := strings.Count(l.log.String(), "delta snapshots stopped")
 
 	_, err = l.s.TakeFull(ctx)
 	require.ErrorIs(t, err, snapstore.ErrClusterMismatch)
@@ -79,12 +80,15 @@ func TestStoreGivenToAnotherCluster(t *testing.T) {
 	}
 	assert.Equal(t, 1.0, testutil.ToFloat64(l.s.metrics.clusterMismatch))
 
-	// Writes after the refusal reach no delta, for several delta periods.
+	// Writes after the refusal reach no delta: the delta taker stops (without a final
+	// delta), and nothing takes deltas after it.
 	for i := range 20 {
 		_, err := l.cli.Put(ctx, fmt.Sprintf("after-%d", i), "2")
 		require.NoError(t, err)
 	}
-	time.Sleep(4 * l.cfg.DeltaPeriod)
+	l.waitFor("the delta taker to stop", func() bool {
+		return strings.Count(l.log.String(), "delta snapshots stopped") > takerStops
+	})
 	assert.Equal(t, before, storeObjects(t, l.store), "nothing uploaded into the other cluster's store")
 
 	// A restore of the other cluster's backups over the running member is refused.
