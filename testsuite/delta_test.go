@@ -223,6 +223,10 @@ func (w *writer) ackOf(rev int64) (ack, bool) {
 	return ack{}, false
 }
 
+// noNewRevisions is what the delta taker logs (at debug level) for a period that ends without
+// new revisions, and so without a delta.
+const noNewRevisions = "delta period ended without new revisions"
+
 // TestDeltaSnapshots: with writes a delta appears every period; without writes none; on
 // SIGTERM a final delta covers the last write; the deltas continue the full snapshot's chain
 // and hold exactly the member's history.
@@ -230,20 +234,20 @@ func TestDeltaSnapshots(t *testing.T) {
 	dir := t.TempDir()
 	m := newMember(t, dir)
 	store := "file://" + filepath.Join(dir, "store")
-	p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
+	// At debug level the taker logs each period that ends without new revisions.
+	p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--log-level", "debug"))
 	cli := client(t, m.ClientURL)
 	waitFull(t, store, 1, time.Minute)
 
 	w := startWriter(cli, "/periodic", 20*time.Millisecond)
-	for len(deltas(t, store)) < 3 {
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFor(t, "three deltas of the periodic writes", time.Minute, func() bool { return len(deltas(t, store)) >= 3 })
 	w.halt()
 	last := w.lastAck()
 	waitStoreRevision(t, store, last.rev, time.Minute)
 
 	quiet := deltas(t, store)
-	time.Sleep(3500 * time.Millisecond) // three periods without writes
+	quietPeriods := p.count(noNewRevisions)
+	waitFor(t, "three periods without writes", time.Minute, func() bool { return p.count(noNewRevisions) >= quietPeriods+3 })
 	if got := deltas(t, store); len(got) != len(quiet) {
 		t.Fatalf("deltas were written without writes: %v", names(got[len(quiet):]))
 	}
@@ -281,10 +285,11 @@ func TestDeltaChainSurvivesSIGKILL(t *testing.T) {
 	waitFull(t, store, 1, time.Minute)
 
 	w := startWriter(cli, "/load", 5*time.Millisecond)
-	for len(deltas(t, store)) < 4 {
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // mid-period
+	waitFor(t, "four deltas of the load", time.Minute, func() bool { return len(deltas(t, store)) >= 4 })
+	// Mid-period: the writer has acknowledged writes that the store does not hold yet.
+	waitFor(t, "writes the store does not hold yet", time.Minute, func() bool {
+		return w.lastAck().rev >= newestRevision(t, store)+20
+	})
 	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -302,10 +307,12 @@ func TestDeltaChainSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("the store already held every write at SIGKILL (%d >= %d): the kill did not happen while deltas were taken", stored, acked.rev)
 	}
 
+	before := len(deltas(t, store))
 	p = start(t, args)
 	cli = client(t, m.ClientURL)
 	w = startWriter(cli, "/after", 5*time.Millisecond)
-	time.Sleep(2500 * time.Millisecond)
+	// The restarted taker continues the chain, then takes deltas of the load.
+	waitFor(t, "three deltas after the restart", time.Minute, func() bool { return len(deltas(t, store)) >= before+3 })
 	w.halt()
 	target := memberRevision(t, cli)
 	waitStoreRevision(t, store, target, time.Minute)
@@ -331,9 +338,7 @@ func TestDeltaSidecar(t *testing.T) {
 		"--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"})
 	waitFull(t, store, 1, time.Minute)
 	w := startWriter(cli, "/sidecar", 10*time.Millisecond)
-	for len(deltas(t, store)) < 2 {
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFor(t, "two deltas of the sidecar", time.Minute, func() bool { return len(deltas(t, store)) >= 2 })
 	w.halt()
 	resp, err := cli.Put(context.Background(), "/final", "the last write")
 	if err != nil {

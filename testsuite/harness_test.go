@@ -192,6 +192,23 @@ func (p *proc) waitLine(substr string, timeout time.Duration) {
 	}
 }
 
+// count returns how many printed lines contain every one of substrs.
+func (p *proc) count(substrs ...string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, line := range p.lines {
+		all := true
+		for _, s := range substrs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait(timeout time.Duration) int {
 	p.t.Helper()
