@@ -160,8 +160,9 @@ func TestIdentityBackupsClaimTheStore(t *testing.T) {
 	before := storeState(t, srv.url)
 	srv.stop()
 	addrB := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// At debug level the runner logs each full snapshot it skips, and why.
 	p = start(t, runWith(b.DataDir, srv.url, bFlags, "--full-snapshot-schedule", "@every 1s", "--delta-snapshot-period", "1s",
-		"--listen-api", addrB))
+		"--listen-api", addrB, "--log-level", "debug"))
 	p.waitLine("the store cannot be read; starting on the valid data dir", 2*time.Minute)
 	cli = client(t, b.ClientURL)
 	srv.restart()
@@ -194,9 +195,14 @@ func TestIdentityBackupsClaimTheStore(t *testing.T) {
 	if code := api.call(http.MethodPost, "/v1/snapshots/delta", "", &refused); code != http.StatusConflict || !strings.Contains(refused.Error, idA) {
 		t.Errorf("deltas on request: %d %+v, want 409 naming cluster %s", code, refused, idA)
 	}
-	// Writes, and time for several full snapshot attempts and delta periods.
+	// Writes, then several full snapshot attempts that read the store's record again and are
+	// refused (the delta taker waits for the same claim). The first refusal seen may be of an
+	// attempt begun before the writes ended; the ones after it began after them.
 	putKeys(t, cli, "b-after", 50)
-	time.Sleep(5 * time.Second)
+	skipped := p.count("full snapshot skipped", idA)
+	waitFor(t, "three more full snapshot attempts refused", time.Minute, func() bool {
+		return p.count("full snapshot skipped", idA) >= skipped+3
+	})
 	if after := storeState(t, srv.url); after != before {
 		t.Fatalf("cluster B changed the store of cluster A:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
