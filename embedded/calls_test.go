@@ -53,9 +53,9 @@ func TestCloseEndsClientStreams(t *testing.T) {
 				creds = useClientTLS(t, cfg)
 			}
 
-			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), embeddedtest.StartTimeout)
 			defer cancel()
-			e, err := Start(ctx, cfg, testLogger(t))
+			e, err := Start(ctx, cfg, embeddedtest.Logger(t))
 			require.NoError(t, err)
 			t.Cleanup(e.Close)
 			require.Greater(t, e.Server().Cfg.ReqTimeout(), deadline+5*time.Second,
@@ -120,7 +120,7 @@ func TestCloseEndsClientStreams(t *testing.T) {
 			_, open := <-e.Err()
 			assert.False(t, open, "Err is closed once etcd stopped")
 			cfg.ElectionMs = 1000
-			e2 := mustStart(t, cfg)
+			e2 := embeddedtest.MustStart(t, Start, cfg)
 			got, err := e2.Client().Get(context.Background(), "acked")
 			require.NoError(t, err)
 			require.Len(t, got.Kvs, 1, "the write acknowledged before Close survives it")

@@ -11,15 +11,15 @@ import (
 )
 
 // ClusterIDFor returns the ID of the cluster that a new member started with cfg
-// creates, and that a restore with cfg (BuildDataDir, etcdutl's snapshot
-// restore) gives the data dir it builds, in etcd's hex form (as DataDirIdentity
-// and etcdctl print it). etcd derives it from the initial cluster's members (each
+// creates, and that a restore with cfg (rebuild.BuildDataDir, etcdutl's snapshot
+// restore) gives the data dir it builds, in etcd's hex form (as
+// datadir.DataDirIdentity and etcdctl print it). etcd derives it from the initial cluster's members (each
 // member's ID from its name's peer URLs and the cluster token) and the token
 // (--initial-cluster, --initial-cluster-token; DNS discovery included): another
 // peer URL or another token is another cluster. An existing data dir keeps the
 // ID it was created with, whatever cfg says now.
 //
-// Discovery by URL or by v3 discovery endpoints is refused, as BuildDataDir
+// Discovery by URL or by v3 discovery endpoints is refused, as rebuild.BuildDataDir
 // refuses it: the members are not known before the discovery.
 func ClusterIDFor(cfg *embed.Config) (string, error) {
 	if cfg.Durl != "" || len(cfg.DiscoveryCfg.Endpoints) > 0 {
@@ -35,7 +35,7 @@ func ClusterIDFor(cfg *embed.Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cluster ID of the etcd config: initial cluster: %w", err)
 	}
-	// The restore passes the initial cluster as a string (planRestore); parse it
+	// The restore passes the initial cluster as a string (rebuild's planRestore); parse it
 	// back the same way, so that both see the same members.
 	ics, err := types.NewURLsMap(urlsmap.String())
 	if err != nil {

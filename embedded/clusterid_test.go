@@ -9,7 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 )
 
 // TestClusterIDFor compares the computed cluster ID with what etcd itself and a
@@ -22,20 +24,20 @@ func TestClusterIDFor(t *testing.T) {
 	src := embeddedtest.NewConfig(t)
 	want, err := ClusterIDFor(src)
 	require.NoError(t, err)
-	e := mustStart(t, src)
+	e := embeddedtest.MustStart(t, Start, src)
 	assert.Equal(t, e.Server().Cluster().ID().String(), want, "the ID etcd gives a new cluster")
-	fillKeys(t, e.Client(), 5)
-	snap := writeSnapshotFile(t, src)
+	embeddedtest.FillKeys(t, e.Client(), 5)
+	snap := embeddedtest.WriteSnapshotFile(t, src)
 	e.Close()
-	id, err := DataDirIdentity(src.Dir, "")
+	id, err := datadir.DataDirIdentity(src.Dir, "")
 	require.NoError(t, err)
 	assert.Equal(t, want, id.ClusterID, "the ID in the data dir's WAL")
 
 	restoredID := func(t *testing.T, cfg *embed.Config) string {
 		t.Helper()
-		_, err := BuildDataDir(ctx, snap, cfg, RestoreOptions{}, testLogger(t))
+		_, err := rebuild.BuildDataDir(ctx, snap, cfg, rebuild.RestoreOptions{}, embeddedtest.Logger(t))
 		require.NoError(t, err)
-		id, err := DataDirIdentity(cfg.Dir, cfg.WalDir)
+		id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir)
 		require.NoError(t, err)
 		return id.ClusterID
 	}

@@ -38,10 +38,10 @@ type Etcd struct {
 //
 // If etcd panics while starting (it does on some damaged data dirs) Start
 // recovers and returns an error, but etcd may still hold its listeners and the
-// lock on its db: the process should exit rather than start etcd again. Inspect
-// the data dir first to avoid that. etcd also exits the process on a few fatal
-// conditions (for example a WAL it cannot read); Inspect reports those as
-// StateCorrupt.
+// lock on its db: the process should exit rather than start etcd again.
+// Inspect the data dir first (datadir.Inspect) to avoid that. etcd also exits
+// the process on a few fatal conditions (for example a WAL it cannot read);
+// datadir.Inspect reports those as StateCorrupt.
 func Start(ctx context.Context, cfg *embed.Config, lg *slog.Logger) (*Etcd, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)

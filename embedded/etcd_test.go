@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 )
 
 func TestStartCloseRestart(t *testing.T) {
@@ -18,7 +20,7 @@ func TestStartCloseRestart(t *testing.T) {
 	cfg := embeddedtest.NewConfig(t)
 	ctx := context.Background()
 
-	e, err := Start(ctx, cfg, testLogger(t))
+	e, err := Start(ctx, cfg, embeddedtest.Logger(t))
 	require.NoError(t, err)
 	_, err = e.Client().Put(ctx, "greeting", "hello")
 	require.NoError(t, err)
@@ -26,11 +28,11 @@ func TestStartCloseRestart(t *testing.T) {
 
 	// While etcd runs, its data dir is reported as held, and a restore into it
 	// is refused.
-	v := Inspect(ctx, cfg.Dir, "")
-	assert.Equal(t, StateCorrupt, v.State)
+	v := datadir.Inspect(ctx, cfg.Dir, "")
+	assert.Equal(t, datadir.StateCorrupt, v.State)
 	assert.Contains(t, v.Reason, "locked by another process")
-	db := writeSnapshotFile(t, cfg)
-	_, err = BuildDataDir(ctx, db, cfg, RestoreOptions{}, testLogger(t))
+	db := embeddedtest.WriteSnapshotFile(t, cfg)
+	_, err = rebuild.BuildDataDir(ctx, db, cfg, rebuild.RestoreOptions{}, embeddedtest.Logger(t))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "in use by a running etcd")
 
@@ -40,7 +42,7 @@ func TestStartCloseRestart(t *testing.T) {
 	assert.False(t, open, "Err is closed once etcd stopped")
 
 	// Same config, same data dir: the value survived.
-	e2 := mustStart(t, cfg)
+	e2 := embeddedtest.MustStart(t, Start, cfg)
 	resp, err := e2.Client().Get(ctx, "greeting")
 	require.NoError(t, err)
 	require.Len(t, resp.Kvs, 1)
@@ -64,13 +66,13 @@ func TestStartFailureStopsEverything(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, _ := newDataDir(t, 3)
+			cfg, _ := embeddedtest.NewDataDir(t, Start, 3)
 			taken := tt.port(cfg)
 			l, err := net.Listen("tcp", taken.Host)
 			require.NoError(t, err)
 			defer l.Close()
 
-			e, err := Start(context.Background(), cfg, testLogger(t))
+			e, err := Start(context.Background(), cfg, embeddedtest.Logger(t))
 			require.Error(t, err)
 			assert.Nil(t, e)
 			assert.Contains(t, err.Error(), "address already in use")
@@ -84,14 +86,14 @@ func TestStartFailureStopsEverything(t *testing.T) {
 				require.NoError(t, err, "port %s still held after the failed start", u.Host)
 				require.NoError(t, pl.Close())
 			}
-			require.Equal(t, StateValid, Inspect(context.Background(), cfg.Dir, "").State, "db lock released")
+			require.Equal(t, datadir.StateValid, datadir.Inspect(context.Background(), cfg.Dir, "").State, "db lock released")
 
 			*taken = embeddedtest.FreeURL(t, taken.Scheme)
 			if taken == &cfg.ListenClientUrls[0] {
 				cfg.AdvertiseClientUrls = []url.URL{*taken}
 			}
-			e = mustStart(t, cfg)
-			keys, _ := allKeys(t, e.Client())
+			e = embeddedtest.MustStart(t, Start, cfg)
+			keys, _ := embeddedtest.AllKeys(t, e.Client())
 			assert.Len(t, keys, 2)
 		})
 	}

@@ -3,7 +3,6 @@ package embedded
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
+
+	"github.com/etcdbr/etcdbr/internal/dbrev"
 )
 
 // Reading the member's events from its backend.
@@ -167,7 +168,7 @@ func (r *eventReader) read() (resp *clientv3.WatchResponse, more bool, err error
 			continue
 		}
 		prev = k
-		main, tombstone, err := parseRevKey(k)
+		main, tombstone, err := dbrev.ParseKey(k)
 		if err != nil {
 			return nil, false, err
 		}
@@ -199,12 +200,4 @@ func (r *eventReader) read() (resp *clientv3.WatchResponse, more bool, err error
 // revKey is the key of the "key" bucket that sorts before every write of revision main.
 func revKey(main int64) []byte {
 	return mvcc.RevToBytes(mvcc.Revision{Main: main}, mvcc.NewRevBytes())
-}
-
-// parseRevKey reads a key of the "key" bucket.
-func parseRevKey(k []byte) (main int64, tombstone bool, err error) {
-	if (len(k) != 17 && len(k) != 18) || k[8] != '_' || (len(k) == 18 && k[17] != tombstoneMark) {
-		return 0, false, fmt.Errorf("malformed revision key %x in the \"key\" bucket", k)
-	}
-	return int64(binary.BigEndian.Uint64(k)), len(k) == 18, nil
 }

@@ -24,7 +24,7 @@ import (
 // the bucket holds, some still in the backend's uncommitted buffer when read) and with values
 // large enough that one read is cut into several responses.
 func TestEventsEqualWatch(t *testing.T) {
-	e := mustStart(t, embeddedtest.NewConfig(t))
+	e := embeddedtest.MustStart(t, Start, embeddedtest.NewConfig(t))
 	cli := e.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -87,7 +87,7 @@ func TestEventsEqualWatch(t *testing.T) {
 // revision (as a watch from there is refused) and closes; from the compaction revision on it
 // reads as before. Its channel closes when its context ends and when the member stops.
 func TestEventsCompactedAndClosing(t *testing.T) {
-	e := mustStart(t, embeddedtest.NewConfig(t))
+	e := embeddedtest.MustStart(t, Start, embeddedtest.NewConfig(t))
 	cli := e.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

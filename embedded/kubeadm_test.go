@@ -60,7 +60,7 @@ func TestKubeadmStaticPodFlags(t *testing.T) {
 	assert.True(t, cfg.ClientTLSInfo.ClientCertAuth)
 	assert.True(t, cfg.PeerTLSInfo.ClientCertAuth)
 
-	mustStart(t, cfg)
+	embeddedtest.MustStart(t, Start, cfg)
 
 	ctx := context.Background()
 	caPool := x509.NewCertPool()

@@ -60,7 +60,7 @@ func TestLogToJSON(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, dataDir, cfg.Dir)
 
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), embeddedtest.StartTimeout)
 	e, err := Start(ctx, cfg, slog.New(h))
 	cancel()
 	require.NoError(t, err)

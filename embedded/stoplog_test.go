@@ -26,8 +26,8 @@ func TestCloseLogsNoErrors(t *testing.T) {
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 
 	for range 2 { // the second start gets the same logger, wrapped once
-		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-		e, err := Start(ctx, cfg, testLogger(t))
+		ctx, cancel := context.WithTimeout(context.Background(), embeddedtest.StartTimeout)
+		e, err := Start(ctx, cfg, embeddedtest.Logger(t))
 		cancel()
 		require.NoError(t, err)
 		assert.Same(t, lg, cfg.GetLogger(), "the configuration keeps its logger")

@@ -3,12 +3,12 @@ package supervisor
 import (
 	"context"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 // historyOf is the store's record of the history that the restore m describes started.
-func historyOf(m embedded.RestoredMarker) snapstore.History {
+func historyOf(m datadir.RestoredMarker) snapstore.History {
 	return snapstore.History{
 		Start: m.DataRevision, Began: m.Written, Revision: m.Revision, RevisionTime: m.RevisionTime,
 		Served: m.Served, Trigger: m.Trigger,
@@ -19,7 +19,7 @@ func historyOf(m embedded.RestoredMarker) snapstore.History {
 // once the store is claimed for the member's cluster (claimStore): a store of another
 // cluster gets nothing. A failure is logged: the history's backups restore without the
 // record, which only tells a listing where the history began.
-func (s *Supervisor) recordHistory(ctx context.Context, m embedded.RestoredMarker) {
+func (s *Supervisor) recordHistory(ctx context.Context, m datadir.RestoredMarker) {
 	h := historyOf(m)
 	if err := s.cfg.Store.RecordHistory(ctx, h); err != nil {
 		s.lg.Warn("cannot record the new history in the store: its backups restore all the same, but a listing shows "+

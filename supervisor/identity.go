@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -109,7 +110,7 @@ func RestoreClusterFor(ctx context.Context, store *snapstore.Store, cfg *embed.C
 // in the record's history). It returns the new cluster ID. Call it only after a
 // restore that CheckRestoreCluster let the store follow.
 func FollowRestore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, from string) (string, error) {
-	id, err := embedded.DataDirIdentity(cfg.Dir, cfg.WalDir)
+	id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir)
 	if err != nil {
 		return "", fmt.Errorf("record the restored cluster in the store: %w", err)
 	}

@@ -21,7 +21,9 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -156,7 +158,7 @@ func restoreAndDump(t *testing.T, store *snapstore.Store, target snapstore.Targe
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := embeddedtest.NewConfig(t)
-	_, err := Restore(ctx, store, cfg, target, embedded.RestoreOptions{}, nil)
+	_, err := Restore(ctx, store, cfg, target, rebuild.RestoreOptions{}, nil)
 	require.NoError(t, err)
 	e, err := embedded.Start(ctx, cfg, nil)
 	require.NoError(t, err)
@@ -293,8 +295,8 @@ func TestStopAfterRestoreRequest(t *testing.T) {
 	require.NotNil(t, s.Restore)
 	require.Equal(t, st.ID, s.Restore.ID)
 	require.False(t, s.Restore.Running, "the restore ended with the run")
-	v := embedded.Inspect(ctx, l.cfg.Etcd.Dir, "")
-	require.Equal(t, embedded.StateValid, v.State, v.Reason)
+	v := datadir.Inspect(ctx, l.cfg.Etcd.Dir, "")
+	require.Equal(t, datadir.StateValid, v.State, v.Reason)
 	if _, err := os.Stat(l.cfg.Etcd.Dir); errors.Is(err, os.ErrNotExist) {
 		t.Fatal("no data dir after the stop")
 	}
@@ -384,7 +386,7 @@ func TestRestoresKeepNewestOldDataDirs(t *testing.T) {
 		aside = append(aside, st.MovedAside)
 		take(t, l.cli) // serving again
 	}
-	olds, err := embedded.OldDataDirs(l.s.cfg.Etcd.Dir)
+	olds, err := datadir.OldDataDirs(l.s.cfg.Etcd.Dir)
 	require.NoError(t, err)
 	require.Equal(t, aside[len(aside)-1:], olds, "only the newest old data dir is kept")
 	require.NoError(t, l.stop())

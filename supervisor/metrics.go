@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/etcdbr/etcdbr/backup"
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -19,7 +19,7 @@ var (
 	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck, storeOpClaim}
 	metricRestoreResult = []string{"succeeded", "failed"}
 	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
-	metricValidations   = []string{embedded.StateValid.String(), embedded.StateMissing.String(), embedded.StateCorrupt.String()}
+	metricValidations   = []string{datadir.StateValid.String(), datadir.StateMissing.String(), datadir.StateCorrupt.String()}
 	metricAlarms        = []string{"corrupt", "nospace"}
 	metricReadyChecks   = []string{checkEtcd, checkBackup}
 )

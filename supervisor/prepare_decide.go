@@ -3,7 +3,7 @@ package supervisor
 import (
 	"fmt"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 )
 
 // Decision is what etcdbr does with the data dir at start.
@@ -41,7 +41,7 @@ func (d Decision) String() string {
 // StartFacts are what the start-up decision looks at.
 type StartFacts struct {
 	// Verdict is the validation of the data dir.
-	Verdict embedded.Verdict
+	Verdict datadir.Verdict
 	// StoreNewest is the newest revision a restore from the store reaches; 0
 	// when the store holds no full snapshot.
 	StoreNewest int64
@@ -119,10 +119,10 @@ func decideStart(f StartFacts) (Decision, string) {
 	v := f.Verdict
 	multi := f.Members > 1
 	switch v.State {
-	case embedded.StateUnknown:
+	case datadir.StateUnknown:
 		return DecideStop, fmt.Sprintf("could not tell whether the data dir is valid (%s): it was left untouched; "+
 			"fix the cause (permissions, a running etcd) and start again", v.Reason)
-	case embedded.StateValid, embedded.StateCorrupt:
+	case datadir.StateValid, datadir.StateCorrupt:
 		if f.StoreCluster != "" && f.DirCluster != "" && f.StoreCluster != f.DirCluster && !multi {
 			if !f.ForceRestore {
 				return DecideStop, fmt.Sprintf("the data dir belongs to cluster %s but the store to cluster %s: "+
@@ -137,7 +137,7 @@ func decideStart(f StartFacts) (Decision, string) {
 		}
 	}
 	switch v.State {
-	case embedded.StateValid:
+	case datadir.StateValid:
 		// After a crash the db lags its WAL, whose entries etcd applies at start:
 		// MaxRevision bounds the revision it then serves. Restore only when the store is
 		// past that bound, so that no write the WAL holds is thrown away.
@@ -151,7 +151,7 @@ func decideStart(f StartFacts) (Decision, string) {
 				v.Revision, local, f.StoreNewest)
 		}
 		return DecideKeep, fmt.Sprintf("the data dir is valid at revision %d (at most %d once etcd replays its WAL; store: %d)", v.Revision, local, f.StoreNewest)
-	case embedded.StateCorrupt:
+	case datadir.StateCorrupt:
 		switch {
 		case multi:
 			return DecideStop, fmt.Sprintf("the data dir is corrupt (%s) and the member belongs to a cluster of %d members: "+
@@ -161,7 +161,7 @@ func decideStart(f StartFacts) (Decision, string) {
 				"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", v.Reason)
 		}
 		return DecideRestore, fmt.Sprintf("the data dir is corrupt (%s): restoring revision %d from the store (the data dir is kept aside)", v.Reason, f.StoreNewest)
-	case embedded.StateMissing:
+	case datadir.StateMissing:
 		switch {
 		case multi:
 			return DecideNewMember, fmt.Sprintf("no data dir (%s): the member belongs to a cluster of %d members and joins its peers", v.Reason, f.Members)

@@ -5,21 +5,21 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
 func TestDecideStart(t *testing.T) {
 	t.Parallel()
-	valid := func(rev int64) embedded.Verdict { return embedded.Verdict{State: embedded.StateValid, Revision: rev} }
-	walBound := func(rev, maxRev int64) embedded.Verdict {
-		return embedded.Verdict{State: embedded.StateValid, Revision: rev, MaxRevision: maxRev}
+	valid := func(rev int64) datadir.Verdict { return datadir.Verdict{State: datadir.StateValid, Revision: rev} }
+	walBound := func(rev, maxRev int64) datadir.Verdict {
+		return datadir.Verdict{State: datadir.StateValid, Revision: rev, MaxRevision: maxRev}
 	}
-	corrupt := embedded.Verdict{State: embedded.StateCorrupt, Reason: "db file \"x\" is damaged"}
-	missing := embedded.Verdict{State: embedded.StateMissing, Reason: "data dir \"x\" does not exist"}
-	unknown := embedded.Verdict{State: embedded.StateUnknown, Reason: "db file \"x\" is locked by another process"}
+	corrupt := datadir.Verdict{State: datadir.StateCorrupt, Reason: "db file \"x\" is damaged"}
+	missing := datadir.Verdict{State: datadir.StateMissing, Reason: "data dir \"x\" does not exist"}
+	unknown := datadir.Verdict{State: datadir.StateUnknown, Reason: "db file \"x\" is locked by another process"}
 	const a, b, c = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"
-	noDir := embedded.Verdict{State: embedded.StateMissing, Reason: "no member dir"}
+	noDir := datadir.Verdict{State: datadir.StateMissing, Reason: "no member dir"}
 
 	tests := []struct {
 		name   string
@@ -90,8 +90,8 @@ func TestDecideStart(t *testing.T) {
 func TestStoreFollows(t *testing.T) {
 	t.Parallel()
 	const a, b = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
-	corrupt := embedded.Verdict{State: embedded.StateCorrupt, Reason: "damaged"}
-	missing := embedded.Verdict{State: embedded.StateMissing, Reason: "none"}
+	corrupt := datadir.Verdict{State: datadir.StateCorrupt, Reason: "damaged"}
+	missing := datadir.Verdict{State: datadir.StateMissing, Reason: "none"}
 	tests := []struct {
 		name  string
 		facts StartFacts

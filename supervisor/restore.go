@@ -14,7 +14,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -45,14 +45,14 @@ type RestoreResult struct {
 	// because objects failed verification.
 	Shortfall *Shortfall
 	// Replay is what the replay of the deltas did.
-	Replay embedded.ReplayResult
+	Replay rebuild.ReplayResult
 	// MovedAside is the previous data dir, renamed aside ("" if there was none).
 	MovedAside string
 }
 
 // Restore rebuilds the data dir of cfg's member from the store as it was at target: the
 // newest full snapshot at or before it, and the deltas after that replayed offline up to the
-// target (snapstore.PlanRestore says which; embedded.BuildDataDir does it). The zero Target is
+// target (snapstore.PlanRestore says which; rebuild.BuildDataDir does it). The zero Target is
 // the newest revision in the store.
 //
 // Every object is verified while it streams. One that fails (corrupt, malformed, a full
@@ -70,7 +70,7 @@ type RestoreResult struct {
 // reading (deleted by a garbage collection that started before the lease, or by one that
 // does not honour leases) is not a bad object: the restore lists the store again and plans
 // again, up to maxReplans times, and then fails naming the objects that disappeared.
-func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	return restore(ctx, store, cfg, target, opts, lg, false)
 }
 
@@ -79,7 +79,7 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 // when objects fail verification and the newest revision cannot be reached without them, it
 // restores the newest revision the rest of the store reaches, and says what was lost in
 // RestoreResult.Shortfall. It fails only when no full snapshot is intact.
-func RestoreNewestIntact(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func RestoreNewestIntact(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	return restore(ctx, store, cfg, snapstore.Target{}, opts, lg, true)
 }
 
@@ -103,7 +103,7 @@ func intactNewest(fulls, deltas []snapstore.Snapshot, exclude map[string]bool) i
 	return snapstore.RestorableWindow(keep(fulls), keep(deltas)).Newest.Revision
 }
 
-func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts embedded.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
+func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts rebuild.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -188,7 +188,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 				}
 				break // list again
 			}
-			bad, isBad := embedded.BadObject(err)
+			bad, isBad := rebuild.BadObject(err)
 			if !isBad || exclude[bad.Key] {
 				return RestoreResult{}, err
 			}
@@ -270,7 +270,7 @@ func withGone(err error, gone []snapstore.Snapshot) error {
 // missingObject returns the object an error reports as not found in the store, if any: an
 // object the plan listed that disappeared before it was read.
 func missingObject(err error) (snapstore.Snapshot, bool) {
-	var oe *embedded.ObjectError
+	var oe *rebuild.ObjectError
 	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrNotFound)) {
 		return oe.Object, true
 	}
@@ -326,7 +326,7 @@ func snapKeyList(snaps []snapstore.Snapshot) []string {
 
 // restorePlan fetches the plan's full snapshot into a staging file beside the data dir,
 // verifying it while it streams, and builds the data dir from it and the plan's deltas.
-func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Plan, cfg *embed.Config, opts embedded.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Plan, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o700); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
 	}
@@ -341,14 +341,14 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 		p.AddBytesTotal(d.Size)
 	}
 	if err := fetch(ctx, store, full, dbPath, opts.SkipHashCheck, p); err != nil {
-		return RestoreResult{}, &embedded.ObjectError{Object: full, Err: err}
+		return RestoreResult{}, &rebuild.ObjectError{Object: full, Err: err}
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
 	opts.WantRevision = full.Revision
 	if opts.Marker != nil {
 		opts.Marker.RevisionTime = full.Time // the replay's time instead once it passes the full snapshot
 	}
-	opts.Replay = embedded.ReplayOptions{
+	opts.Replay = rebuild.ReplayOptions{
 		Deltas: plan.Deltas,
 		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
 			r, err := store.OpenReaderProgress(ctx, d, p)
@@ -363,9 +363,9 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Pla
 		Log:          lg,
 		Progress:     p,
 	}
-	build, err := embedded.BuildDataDir(ctx, dbPath, cfg, opts, lg)
-	if errors.Is(err, embedded.ErrWrongRevision) {
-		err = &embedded.ObjectError{Object: full, Err: fmt.Errorf("%s: %w: %w", full.Key, snapstore.ErrCorrupt, err)}
+	build, err := rebuild.BuildDataDir(ctx, dbPath, cfg, opts, lg)
+	if errors.Is(err, rebuild.ErrWrongRevision) {
+		err = &rebuild.ObjectError{Object: full, Err: fmt.Errorf("%s: %w: %w", full.Key, snapstore.ErrCorrupt, err)}
 	}
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore %s into %q: %w", full.Key, cfg.Dir, err)

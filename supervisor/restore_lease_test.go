@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -161,7 +161,7 @@ func TestRestoreLease(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(ctx, store, cfg, snapstore.Target{Revision: f.mid}, embedded.RestoreOptions{}, lg)
+		res, err := Restore(ctx, store, cfg, snapstore.Target{Revision: f.mid}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		require.True(t, ran, "the restore did not log %q", protectedMsg)
 		assert.Equal(t, f.f1.Key, res.Snapshot.Key)
@@ -189,7 +189,7 @@ func TestRestoreLease(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.f1.Key, res.Snapshot.Key)
 		assert.Equal(t, f.final.Revision, res.Revision)
@@ -224,7 +224,7 @@ func TestRestoreLease(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.f2.Key, res.Snapshot.Key)
 		assert.Equal(t, f.final.Revision, res.Revision)
@@ -245,7 +245,7 @@ func TestRestoreLease(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.Error(t, err)
 		t.Log(err)
 		for _, s := range []string{"no delta holds revision " + itoa(d.From), "cannot be reached",
@@ -269,7 +269,7 @@ func TestRestoreLease(t *testing.T) {
 			deleteKey(t, store, last)
 		})
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.Error(t, err)
 		t.Log(err)
 		require.Len(t, deleted, maxReplans+1)
@@ -289,7 +289,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(int) { cancel() })
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(ctx, store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		_, err := Restore(ctx, store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.ErrorIs(t, err, context.Canceled)
 		assert.NoDirExists(t, cfg.Dir, "a cancelled restore left a data dir")
 		requireNoLease(t, store)
@@ -303,7 +303,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := slog.New(slog.NewTextHandler(&logs, nil))
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, embedded.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.final.Revision, res.Revision)
 		assert.Contains(t, logs.String(), "cannot announce the restore in the store")

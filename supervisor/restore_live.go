@@ -8,6 +8,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -37,10 +39,10 @@ type restoreJob struct {
 	result         *RestoreResult
 	fresh          snapstore.Snapshot // the full snapshot taken after it
 	warning        string
-	storeRevision  int64                    // the newest revision in the store before the restore
-	memberRevision int64                    // etcd's revision when it stopped
-	cluster        string                   // the cluster ID of the member restored (etcd's when the restore was asked for)
-	marker         *embedded.RestoredMarker // what the restore recorded in the new data dir
+	storeRevision  int64                   // the newest revision in the store before the restore
+	memberRevision int64                   // etcd's revision when it stopped
+	cluster        string                  // the cluster ID of the member restored (etcd's when the restore was asked for)
+	marker         *datadir.RestoredMarker // what the restore recorded in the new data dir
 }
 
 func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
@@ -313,9 +315,9 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 			"its revision raised past that one and marked compacted, so that revisions never repeat and every watcher lists again",
 			"target", job.target.String(), "store_revision", storeRev, "member_revision", memberRev)
 	}
-	opts := embedded.RestoreOptions{
+	opts := rebuild.RestoreOptions{
 		Served: served,
-		Marker: &embedded.RestoredMarker{Source: s.cfg.Store.URL(), Trigger: job.trigger},
+		Marker: &datadir.RestoredMarker{Source: s.cfg.Store.URL(), Trigger: job.trigger},
 	}
 	res, err := Restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg)
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -48,7 +48,7 @@ func TestRestoreReportsProgress(t *testing.T) {
 
 			p := progress.New("start")
 			cfg := embeddedtest.NewConfig(t)
-			res, err := Restore(ctx, store, cfg, tc.target, embedded.RestoreOptions{Progress: p}, slog.New(slog.DiscardHandler))
+			res, err := Restore(ctx, store, cfg, tc.target, rebuild.RestoreOptions{Progress: p}, slog.New(slog.DiscardHandler))
 			require.NoError(t, err)
 			require.Equal(t, tc.want, res.Revision)
 			got := p.Load()

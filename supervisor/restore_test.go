@@ -17,6 +17,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
@@ -94,7 +96,7 @@ func buildStoreFixture(t *testing.T) *storeFixture {
 			granted[int64(l.ID)] = ttl.GrantedTTL
 		}
 	}
-	f.ttls = deltatest.ExpectedTTLs(granted, rec.TTLs(), embedded.MinLeaseTTL(cfg))
+	f.ttls = deltatest.ExpectedTTLs(granted, rec.TTLs(), rebuild.MinLeaseTTL(cfg))
 	for _, d := range f.deltas {
 		if d.From > f.f2.Revision+1 && d.Revision < res.Revision {
 			f.afterF2 = d
@@ -196,7 +198,7 @@ func TestRestore(t *testing.T) {
 			cfg := embeddedtest.NewConfig(t)
 			var logs embeddedtest.SyncBuffer
 			lg := slog.New(slog.NewTextHandler(&logs, nil))
-			res, err := Restore(ctx, store, cfg, tc.target, embedded.RestoreOptions{}, lg)
+			res, err := Restore(ctx, store, cfg, tc.target, rebuild.RestoreOptions{}, lg)
 			if len(tc.want.err) > 0 {
 				require.Error(t, err)
 				t.Log(err)

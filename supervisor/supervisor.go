@@ -15,6 +15,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -37,9 +39,9 @@ type Config struct {
 	RestoreOnCorrupt bool
 	// API is the HTTP API's configuration; an empty API.Listen disables it.
 	API APIConfig
-	// Validation is how deeply the data dir is checked at start (embedded.DepthAuto: quick
+	// Validation is how deeply the data dir is checked at start (datadir.DepthAuto: quick
 	// after a clean stop, full otherwise).
-	Validation embedded.Depth
+	Validation datadir.Depth
 	// ForceRestore restores from the store even when the data dir or the store belongs to
 	// another cluster (the data dir is moved aside, never deleted).
 	ForceRestore bool
@@ -176,7 +178,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	var job *restoreJob // a restore that waits for etcd to serve again
 	for {
 		s.setState(StateStarting)
-		if err := embedded.RemoveCleanStopMarker(s.cfg.Etcd.Dir); err != nil {
+		if err := datadir.RemoveCleanStopMarker(s.cfg.Etcd.Dir); err != nil {
 			return fmt.Errorf("remove the clean-stop marker before starting etcd: %w", err)
 		}
 		e, err := embedded.Start(ctx, s.cfg.Etcd, s.lg)
@@ -198,7 +200,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.setState(StateServing)
 		// etcd started on the data dir: the dirs earlier restores moved aside may go, but
 		// for the newest --keep-old-data-dirs.
-		if _, err := embedded.PruneOldDataDirs(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir, max(s.cfg.KeepOldDataDirs, 1), s.lg); err != nil {
+		if _, err := datadir.PruneOldDataDirs(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir, max(s.cfg.KeepOldDataDirs, 1), s.lg); err != nil {
 			s.lg.Warn("could not prune old data dirs", "err", err)
 		}
 		takeFull := false
@@ -231,7 +233,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				return runErr
 			}
 			// A clean stop: the next start may trust the data dir after a quick check.
-			if err := embedded.WriteCleanStopMarker(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir); err != nil {
+			if err := datadir.WriteCleanStopMarker(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir); err != nil {
 				s.lg.Warn("could not write the clean-stop marker: the next start checks the data dir fully", "err", err)
 			}
 			return nil
@@ -293,20 +295,20 @@ func (s *Supervisor) refuseQueuedRestore() {
 // validate checks the data dir and restores it when needed, and records how it went. It
 // returns the restore that built the data dir when it started a history the store has no
 // full snapshot of yet.
-func (s *Supervisor) validate(ctx context.Context) (*embedded.RestoredMarker, error) {
+func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, error) {
 	dir, walDir := s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir
-	if err := embedded.CheckWritable(dir); err != nil {
+	if err := datadir.CheckWritable(dir); err != nil {
 		return nil, err
 	}
-	if _, err := embedded.RecoverInterruptedRestore(dir, walDir, s.lg); err != nil {
+	if _, err := rebuild.RecoverInterruptedRestore(dir, walDir, s.lg); err != nil {
 		return nil, fmt.Errorf("finish an interrupted restore of %q: %w", dir, err)
 	}
 	start := time.Now()
-	v := embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: s.cfg.Validation})
-	if v.State == embedded.StateUnknown && s.cfg.Validation == embedded.DepthQuick {
+	v := datadir.InspectWith(ctx, dir, walDir, datadir.InspectOptions{Depth: s.cfg.Validation})
+	if v.State == datadir.StateUnknown && s.cfg.Validation == datadir.DepthQuick {
 		// Quick needs what a clean stop leaves; without it, check fully rather than refuse.
 		s.lg.Warn("quick validation cannot vouch for the data dir; validating fully", "reason", v.Reason)
-		v = embedded.InspectWith(ctx, dir, walDir, embedded.InspectOptions{Depth: embedded.DepthFull})
+		v = datadir.InspectWith(ctx, dir, walDir, datadir.InspectOptions{Depth: datadir.DepthFull})
 	}
 	took := time.Since(start)
 	s.metrics.validationDuration.Set(took.Seconds())
@@ -352,7 +354,7 @@ type prepared struct {
 	// history is the restore that built the data dir, when it started a new history of
 	// which the store holds no full snapshot yet: etcdbr records the history and takes
 	// one at once.
-	history *embedded.RestoredMarker
+	history *datadir.RestoredMarker
 }
 
 // prepareDataDir decides from the verdict and the store what to do with the data dir
@@ -361,7 +363,7 @@ type prepared struct {
 // member that creates another cluster than the one the store records is refused unless it
 // replaces the store's own member or --force-restore (CheckRestoreCluster); then the store's
 // record is to follow it (prepared.follow).
-func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slog.Logger) (prepared, error) {
+func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog.Logger) (prepared, error) {
 	var prep prepared
 	dir := cfg.Etcd.Dir
 	facts := StartFacts{Verdict: v, Members: clusterSize(cfg.Etcd), ForceRestore: cfg.ForceRestore}
@@ -378,7 +380,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 		}
 	}
 	if err != nil {
-		if v.State == embedded.StateValid {
+		if v.State == datadir.StateValid {
 			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
 				"store", cfg.Store.URL(), "err", err)
 			return prep, nil
@@ -388,16 +390,16 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	}
 	prep.storeCluster = facts.StoreCluster
 	facts.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
-	if v.State == embedded.StateValid || v.State == embedded.StateCorrupt {
-		if id, err := embedded.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
+	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
+		if id, err := datadir.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
 			facts.DirCluster = id.ClusterID
 		}
 	}
 	if facts.NewCluster, err = embedded.ClusterIDFor(cfg.Etcd); err != nil {
 		lg.Warn("cannot tell which cluster ID a restore would create", "err", err)
 	}
-	if v.State == embedded.StateValid {
-		m, ok, err := embedded.ReadRestoredMarker(dir)
+	if v.State == datadir.StateValid {
+		m, ok, err := datadir.ReadRestoredMarker(dir)
 		switch {
 		case err != nil:
 			lg.Warn("cannot read what the restore that built the data dir did", "err", err)
@@ -425,9 +427,9 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 	}
 	// What the member served after the store's newest revision is unknown (it is lost):
 	// the restore starts a new history past a bound of it.
-	opts := embedded.RestoreOptions{
+	opts := rebuild.RestoreOptions{
 		Served: facts.StoreNewest + cfg.unbacked(),
-		Marker: &embedded.RestoredMarker{Source: cfg.Store.URL(), Trigger: TriggerStart},
+		Marker: &datadir.RestoredMarker{Source: cfg.Store.URL(), Trigger: TriggerStart},
 	}
 	res, err := RestoreNewestIntact(ctx, cfg.Store, cfg.Etcd, opts, lg)
 	switch {
@@ -451,7 +453,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 			prep.history = opts.Marker
 		}
 		return prep, nil // old data dirs are pruned once etcd started on the new one
-	case errors.Is(err, ErrNoBackup) && v.State == embedded.StateCorrupt:
+	case errors.Is(err, ErrNoBackup) && v.State == datadir.StateCorrupt:
 		return prep, fmt.Errorf("data dir %q is corrupt (%s) and the store %s has no full snapshot to restore from; "+
 			"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", dir, v.Reason, cfg.Store.URL())
 	default:
@@ -462,14 +464,14 @@ func prepareDataDir(ctx context.Context, cfg Config, v embedded.Verdict, lg *slo
 // CheckExactCopy refuses a data dir that m says is an exact copy restored from the store at
 // storeURL (etcdbr restore --exact): its history is not the store's, so it must never back
 // up into it, nor be restored over as if it were behind it.
-func CheckExactCopy(dir string, m embedded.RestoredMarker, storeURL string) error {
+func CheckExactCopy(dir string, m datadir.RestoredMarker, storeURL string) error {
 	if !m.Exact || m.Source != storeURL {
 		return nil
 	}
 	return fmt.Errorf("data dir %q is an exact copy of revision %d restored from this store (etcdbr restore --exact): "+
 		"its history is not the store's, so it never backs up into it and is never restored over; "+
 		"give it another --store (or move %s out of it to restore the store's newest point over it, the data dir kept aside)",
-		dir, m.Revision, filepath.Join(dir, embedded.RestoredMarkerName))
+		dir, m.Revision, filepath.Join(dir, datadir.RestoredMarkerName))
 }
 
 // unbacked is Config.UnbackedRevisions, or its default.

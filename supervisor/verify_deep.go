@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -73,7 +74,7 @@ func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan
 
 	lg.Info("deep verification: restoring the latest point", "dir", dir, "full", want.Full.Key, "deltas", len(want.Deltas), "revision", want.Revision)
 	p.Reset("fetch") // the bytes of the restore alone, against its total
-	res, err := Restore(ctx, store, cfg, snapstore.Target{}, embedded.RestoreOptions{Progress: p}, lg)
+	res, err := Restore(ctx, store, cfg, snapstore.Target{}, rebuild.RestoreOptions{Progress: p}, lg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("deep verification: %w", ctx.Err())

@@ -12,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 )
 
@@ -60,7 +62,7 @@ func deltaSource(t *testing.T) crashSource {
 	cli.Close()
 	p.stop()
 	copyTree(t, m.DataDir, src.old)
-	if v := embedded.InspectWith(ctx, src.old, "", embedded.InspectOptions{Depth: embedded.DepthFull}); v.State != embedded.StateValid || v.Revision != src.oldRev {
+	if v := datadir.InspectWith(ctx, src.old, "", datadir.InspectOptions{Depth: datadir.DepthFull}); v.State != datadir.StateValid || v.Revision != src.oldRev {
 		t.Fatalf("the old data dir is %s at revision %d, want valid at %d: %s", v.State, v.Revision, src.oldRev, v.Reason)
 	}
 	src.oldHash = treeHash(t, src.old)
@@ -96,7 +98,7 @@ func dumpDataDir(t *testing.T, m member, dataDir string) etcdtest.Dump {
 }
 
 // crashPoint is a failpoint of the restore and what a crash there leaves once
-// embedded.RecoverInterruptedRestore ran: the old data dir untouched (the swap did not
+// rebuild.RecoverInterruptedRestore ran: the old data dir untouched (the swap did not
 // begin), or the new one in place (the staged dir was complete).
 type crashPoint struct {
 	name     string
@@ -104,11 +106,11 @@ type crashPoint struct {
 }
 
 var crashPoints = []crashPoint{
-	{embedded.FailpointAfterFetch, true},
-	{embedded.FailpointDuringReplay, true},
-	{embedded.FailpointAfterStaging, true},
-	{embedded.FailpointAfterAside, false},
-	{embedded.FailpointAfterSwap, false},
+	{rebuild.FailpointAfterFetch, true},
+	{rebuild.FailpointDuringReplay, true},
+	{rebuild.FailpointAfterStaging, true},
+	{rebuild.FailpointAfterAside, false},
+	{rebuild.FailpointAfterSwap, false},
 }
 
 // killedAt runs etcdbr with args and the failpoint armed, and checks that it was killed.
@@ -125,7 +127,7 @@ func killedAt(t *testing.T, fp string, args []string) {
 // dataDir is left.
 func noLeftovers(t *testing.T, dataDir string) {
 	t.Helper()
-	for _, left := range []string{embedded.StagingDir(dataDir), dataDir + ".etcdbr-snapshot.db"} {
+	for _, left := range []string{rebuild.StagingDir(dataDir), dataDir + ".etcdbr-snapshot.db"} {
 		if _, err := os.Lstat(left); err == nil {
 			t.Errorf("%s is left over", left)
 		}
@@ -135,8 +137,8 @@ func noLeftovers(t *testing.T, dataDir string) {
 // wantValidAt checks, fully, that dataDir is a valid data dir at revision rev.
 func wantValidAt(t *testing.T, dataDir string, rev int64, when string) {
 	t.Helper()
-	v := embedded.InspectWith(context.Background(), dataDir, "", embedded.InspectOptions{Depth: embedded.DepthFull})
-	if v.State != embedded.StateValid || v.Revision != rev {
+	v := datadir.InspectWith(context.Background(), dataDir, "", datadir.InspectOptions{Depth: datadir.DepthFull})
+	if v.State != datadir.StateValid || v.Revision != rev {
 		t.Fatalf("data dir %s: %s at revision %d (want valid at %d): %s", when, v.State, v.Revision, rev, v.Reason)
 	}
 }
@@ -145,7 +147,7 @@ func wantValidAt(t *testing.T, dataDir string, rev int64, when string) {
 // data dir, byte for byte.
 func wantOldAside(t *testing.T, src crashSource, dataDir string, n int) {
 	t.Helper()
-	olds, err := embedded.OldDataDirs(dataDir)
+	olds, err := datadir.OldDataDirs(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func wantOldAside(t *testing.T, src crashSource, dataDir string, n int) {
 // TestRestoreCrashPoints kills the restore with SIGKILL at each of its steps
 // (ETCDBR_FAILPOINT) and then starts again as etcdbr does:
 //
-//   - into an empty place, `etcdbr restore`: after recovery (embedded.RecoverInterruptedRestore)
+//   - into an empty place, `etcdbr restore`: after recovery (rebuild.RecoverInterruptedRestore)
 //     and, where there is still no data dir, a second `etcdbr restore`, the data dir is valid
 //     and holds exactly the source's data;
 //   - over an old data dir (valid, behind the store, so `etcdbr run` restores over it): right
@@ -185,7 +187,7 @@ func TestRestoreCrashPoints(t *testing.T) {
 			args := append([]string{"restore", "--data-dir", m.DataDir, "--store", src.store, "--"}, m.etcdFlags()...)
 			killedAt(t, fp.name, args)
 
-			did, err := embedded.RecoverInterruptedRestore(m.DataDir, "", nil)
+			did, err := rebuild.RecoverInterruptedRestore(m.DataDir, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,7 +219,7 @@ func TestRestoreCrashPoints(t *testing.T) {
 			args := m.runArgs(store, "--full-snapshot-schedule", "@every 1000h", "--delta-snapshot-period", "0")
 			killedAt(t, fp.name, args)
 
-			did, err := embedded.RecoverInterruptedRestore(m.DataDir, "", nil)
+			did, err := rebuild.RecoverInterruptedRestore(m.DataDir, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
@@ -130,7 +132,7 @@ func (src *gcSource) restoreAndCompare(t *testing.T, target snapstore.Target, wa
 	store := openStore(t, src.url)
 	defer store.Close()
 	cfg := embeddedtest.NewConfig(t)
-	res, err := supervisor.Restore(context.Background(), store, cfg, target, embedded.RestoreOptions{}, nil)
+	res, err := supervisor.Restore(context.Background(), store, cfg, target, rebuild.RestoreOptions{}, nil)
 	if err != nil {
 		t.Fatalf("restore to %s: %v", target, err)
 	}

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -140,7 +141,7 @@ func TestIdentityBackupsClaimTheStore(t *testing.T) {
 	}
 	cli.Close()
 	p.stop()
-	if id, err := embedded.DataDirIdentity(a.DataDir, ""); err != nil || id.ClusterID != idA {
+	if id, err := datadir.DataDirIdentity(a.DataDir, ""); err != nil || id.ClusterID != idA {
 		t.Fatalf("data dir of A: cluster %q (%v), etcd said %s", id.ClusterID, err, idA)
 	}
 
@@ -313,7 +314,7 @@ func TestIdentityRestoreAnotherCluster(t *testing.T) {
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("the store now belongs to cluster %s (it belonged to cluster %s)", idB, idA)) {
 		t.Fatalf("etcdbr restore --force-restore: exit %d\n%s", code, out)
 	}
-	if id, err := embedded.DataDirIdentity(b.DataDir, ""); err != nil || id.ClusterID != idB {
+	if id, err := datadir.DataDirIdentity(b.DataDir, ""); err != nil || id.ClusterID != idB {
 		t.Fatalf("the restored data dir is cluster %q (%v), want %s", id.ClusterID, err, idB)
 	}
 	rec, _ := clusterRecord(t, store)
@@ -357,7 +358,7 @@ func TestIdentityRestoreAnotherCluster(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("etcdbr restore --keep-store-cluster: exit %d\n%s", code, out)
 	}
-	if id, err := embedded.DataDirIdentity(c.DataDir, ""); err != nil || id.ClusterID != configCluster(t, cFlags) {
+	if id, err := datadir.DataDirIdentity(c.DataDir, ""); err != nil || id.ClusterID != configCluster(t, cFlags) {
 		t.Fatalf("the copy is cluster %q (%v), want %s", id.ClusterID, err, configCluster(t, cFlags))
 	}
 	if after := storeState(t, store); after != before {

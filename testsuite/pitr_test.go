@@ -18,6 +18,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
@@ -155,7 +157,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 	if err := took("the latest point", snapstore.Target{}); err != nil {
 		t.Fatal(err)
 	}
-	src.ttls = deltatest.ExpectedTTLs(res.TTLs, rec.TTLs(), embedded.MinLeaseTTL(cfg))
+	src.ttls = deltatest.ExpectedTTLs(res.TTLs, rec.TTLs(), rebuild.MinLeaseTTL(cfg))
 	// The end of a delta, read back from the source's history (after the compaction, which
 	// removed the history before it).
 	var end snapstore.Snapshot
@@ -190,7 +192,7 @@ func TestPITRRandomized(t *testing.T) {
 			for _, tc := range src.targets {
 				t.Run(tc.name, func(t *testing.T) {
 					cfg := embeddedtest.NewConfig(t)
-					res, err := supervisor.Restore(context.Background(), store, cfg, tc.target, embedded.RestoreOptions{}, nil)
+					res, err := supervisor.Restore(context.Background(), store, cfg, tc.target, rebuild.RestoreOptions{}, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -472,7 +474,7 @@ func TestPITRFromRun(t *testing.T) {
 	if len(deltas(t, store)) == 0 {
 		t.Fatal("etcdbr run wrote no delta")
 	}
-	ttls := deltatest.ExpectedTTLs(res.TTLs, pitrRecordedTTLs(t, store), embedded.MinLeaseTTL(embed.NewConfig()))
+	ttls := deltatest.ExpectedTTLs(res.TTLs, pitrRecordedTTLs(t, store), rebuild.MinLeaseTTL(embed.NewConfig()))
 	newest := newestRevision(t, store)
 
 	for _, tc := range []struct {

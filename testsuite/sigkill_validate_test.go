@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 )
 
 // ackLog is what the writers of a load were told: per key, the last value whose put was
@@ -217,7 +217,7 @@ func TestValidateAfterSIGKILLUnderLoad(t *testing.T) {
 	log.check(t, cli, "/load/")
 	cli.Close()
 	p.stop()
-	if olds, err := embedded.OldDataDirs(m.DataDir); err != nil || len(olds) > 0 {
+	if olds, err := datadir.OldDataDirs(m.DataDir); err != nil || len(olds) > 0 {
 		t.Fatalf("data dirs moved aside (%v, %v): a start restored over a valid data dir", olds, err)
 	}
 	if n := len(fulls(t, store)); n != 1 {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -88,7 +88,7 @@ func TestValidateCommand(t *testing.T) {
 	t.Run("quick without a clean-stop marker cannot tell", func(t *testing.T) {
 		d := filepath.Join(t.TempDir(), "data")
 		copyTree(t, m.DataDir, d)
-		if err := embedded.RemoveCleanStopMarker(d); err != nil {
+		if err := datadir.RemoveCleanStopMarker(d); err != nil {
 			t.Fatal(err)
 		}
 		code, out := validate(t, d, "--validation", "quick")
@@ -101,7 +101,7 @@ func TestValidateCommand(t *testing.T) {
 	t.Run("quick with a clean-stop marker", func(t *testing.T) {
 		d := filepath.Join(t.TempDir(), "data")
 		copyTree(t, m.DataDir, d)
-		if err := embedded.WriteCleanStopMarker(d, ""); err != nil {
+		if err := datadir.WriteCleanStopMarker(d, ""); err != nil {
 			t.Fatal(err)
 		}
 		code, out := validate(t, d, "--validation", "quick")
@@ -193,7 +193,7 @@ func TestValidateCommand(t *testing.T) {
 	})
 
 	t.Run("another cluster", func(t *testing.T) {
-		id, err := embedded.DataDirIdentity(m.DataDir, "")
+		id, err := datadir.DataDirIdentity(m.DataDir, "")
 		if err != nil {
 			t.Fatal(err)
 		}

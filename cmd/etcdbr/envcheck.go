@@ -13,7 +13,7 @@ import (
 const envPrefix = "ETCDBR_"
 
 // toolEnv are ETCDBR_ variables that are not flags: the restore failpoint that the crash
-// tests set (embedded/restore.go) and the settings of the project's scripts.
+// tests set (embedded/rebuild/restore.go) and the settings of the project's scripts.
 var toolEnv = []string{"ETCDBR_FAILPOINT", "ETCDBR_KUBE_CACHE", "ETCDBR_KUBE_APISERVER"}
 
 // toolEnvPrefixes start the variables that the project's test harnesses set for the tests

@@ -11,7 +11,8 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -98,7 +99,7 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	// A restore killed halfway is finished (or its staging removed) before anything else.
-	if _, err := embedded.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, env.Log); err != nil {
+	if _, err := rebuild.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, env.Log); err != nil {
 		return fmt.Errorf("finish an interrupted restore of %q: %w", cfg.Dir, err)
 	}
 	if entries, err := os.ReadDir(cfg.Dir); err == nil && len(entries) > 0 {
@@ -121,10 +122,10 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("%w; to restore a copy that backs up into another store (or not at all), leaving the store's record as it is, "+
 			"give --keep-store-cluster", err)
 	}
-	opts := embedded.RestoreOptions{
+	opts := rebuild.RestoreOptions{
 		SkipHashCheck: c.SkipHashCheck,
 		RevisionBump:  c.BumpRevision, MarkCompacted: c.BumpRevision > 0,
-		Marker: &embedded.RestoredMarker{Source: store.URL(), Trigger: supervisor.TriggerOffline, Exact: c.Exact},
+		Marker: &datadir.RestoredMarker{Source: store.URL(), Trigger: supervisor.TriggerOffline, Exact: c.Exact},
 	}
 	if !c.Exact {
 		// Offline, nothing says what the member served after the store's newest revision:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
@@ -91,7 +92,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	depth, err := embedded.ParseDepth(c.Validation)
+	depth, err := datadir.ParseDepth(c.Validation)
 	if err != nil {
 		return usageError{fmt.Errorf("--validation: %w", err)}
 	}

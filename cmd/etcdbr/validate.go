@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
@@ -26,7 +27,7 @@ var errCannotTell = errors.New("could not tell")
 
 // Run validates. It never modifies the data dir or the store.
 func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
-	depth, err := embedded.ParseDepth(c.Validation)
+	depth, err := datadir.ParseDepth(c.Validation)
 	if err != nil {
 		return usageError{err}
 	}
@@ -34,7 +35,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	v := embedded.InspectWith(ctx, cfg.Dir, cfg.WalDir, embedded.InspectOptions{Depth: depth})
+	v := datadir.InspectWith(ctx, cfg.Dir, cfg.WalDir, datadir.InspectOptions{Depth: depth})
 	fmt.Fprintf(env.Stdout, "data dir: %s\nverdict: %s\ncheck: %s\n", cfg.Dir, v.State, v.Depth)
 	if v.Revision > 0 {
 		fmt.Fprintf(env.Stdout, "revision: %d\n", v.Revision)
@@ -47,8 +48,8 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stdout, "reason: %s\n", v.Reason)
 	}
 	var dirCluster string
-	if v.State == embedded.StateValid || v.State == embedded.StateCorrupt {
-		if id, err := embedded.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
+	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
+		if id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
 			dirCluster = id.ClusterID
 			fmt.Fprintf(env.Stdout, "cluster: %s\nmember: %s\n", id.ClusterID, id.MemberID)
 		}
@@ -56,9 +57,9 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 
 	if c.Store == "" {
 		switch v.State {
-		case embedded.StateValid:
+		case datadir.StateValid:
 			return nil
-		case embedded.StateUnknown:
+		case datadir.StateUnknown:
 			return usageError{fmt.Errorf("%w whether data dir %q is valid: %s", errCannotTell, cfg.Dir, v.Reason)}
 		}
 		return fmt.Errorf("data dir %q is %s: %s", cfg.Dir, v.State, v.Reason)
@@ -73,9 +74,9 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return usageError{fmt.Errorf("%w: %w", errCannotTell, err)}
 	}
-	if v.State == embedded.StateValid {
+	if v.State == datadir.StateValid {
 		// As etcdbr run does: an exact copy of this store's data is never started with it.
-		if m, ok, err := embedded.ReadRestoredMarker(cfg.Dir); err == nil && ok {
+		if m, ok, err := datadir.ReadRestoredMarker(cfg.Dir); err == nil && ok {
 			if err := supervisor.CheckExactCopy(cfg.Dir, m, storeURL); err != nil {
 				fmt.Fprintf(env.Stdout, "store: %s\nat start: stop: %v\n", c.Store, err)
 				return err
@@ -91,7 +92,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	switch {
 	case decision == supervisor.DecideKeep:
 		return nil
-	case v.State == embedded.StateUnknown:
+	case v.State == datadir.StateUnknown:
 		return usageError{fmt.Errorf("%w whether data dir %q is valid: %s", errCannotTell, cfg.Dir, v.Reason)}
 	}
 	return fmt.Errorf("data dir %q: %s", cfg.Dir, reason)

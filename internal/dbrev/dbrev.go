@@ -1,4 +1,7 @@
-// Package dbrev reads the mvcc revision held in an etcd bbolt database.
+// Package dbrev reads the mvcc revision held in an etcd bbolt database: through bbolt
+// (Revision, FileRevision), or from the db's bytes as a snapshot stream carries them, with
+// internal/boltfmt's decoding of the pages (Scanner); and it reads the revision keys of the
+// "key" bucket (ParseKey).
 package dbrev
 
 import (

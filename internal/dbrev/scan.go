@@ -5,8 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
+
+	"github.com/etcdbr/etcdbr/internal/boltfmt"
 )
 
 // Scanner reads the revision of an etcd bbolt db from the db's bytes as they go by,
@@ -25,6 +26,9 @@ import (
 // inline and the meta bucket's values are found), about 24 bytes a page, and searches from the
 // meta page's root once the stream ended. Free pages are scanned too, but the search only
 // follows the tree from the root, as bbolt does, so their stale contents are never read.
+//
+// The pages are decoded by internal/boltfmt, in the host's byte order as bbolt writes them: a
+// stream from a member on a host of the other order is refused at its meta page.
 //
 // Write never fails (so that scanning cannot stop the stream it watches); what made the
 // stream unreadable is reported by Revision. The stream is not verified here: use the result
@@ -48,19 +52,6 @@ const (
 	maxScannedSpan  = 64 << 20  // the largest page (with its overflow) that is read
 	maxScannedSpans = 256 << 20 // pages with overflow held at once
 	maxNamedValue   = 64 << 10  // the largest value kept of a named element
-)
-
-// bbolt's on-disk format (go.etcd.io/bbolt/internal/common), unchanged since bolt's version 2.
-const (
-	boltPageHeader   = 16 // id u64, flags u16, count u16, overflow u32
-	boltElement      = 16 // branch: pos u32, ksize u32, pgid u64; leaf: flags u32, pos u32, ksize u32, vsize u32
-	boltMetaSize     = 64 // magic, version, page size, flags u32; root, sequence, freelist, pgid, txid, checksum u64
-	boltMagic        = 0xED0CDAED
-	boltVersion      = 2
-	boltBranchFlag   = 0x01
-	boltLeafFlag     = 0x02
-	boltBucketFlag   = 0x01 // a leaf element that is a bucket
-	boltBucketHeader = 16   // root pgid u64 (0: inline, the page follows), sequence u64
 )
 
 // The names the search looks for: buckets in the root bucket, keys in the meta bucket (etcd's
@@ -105,11 +96,11 @@ func (s *Scanner) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 && s.err == nil {
 		if s.pageSize == 0 {
-			k := min(len(p), boltPageHeader+boltMetaSize-len(s.cur))
+			k := min(len(p), boltfmt.PageHeaderSize+boltfmt.MetaSize-len(s.cur))
 			s.cur = append(s.cur, p[:k]...)
 			s.off += int64(k)
 			p = p[k:]
-			if len(s.cur) == boltPageHeader+boltMetaSize {
+			if len(s.cur) == boltfmt.PageHeaderSize+boltfmt.MetaSize {
 				s.err = s.readMeta(s.cur)
 			}
 			continue
@@ -143,53 +134,48 @@ func (s *Scanner) Write(p []byte) (int, error) {
 
 // readMeta reads the first meta page's header and meta.
 func (s *Scanner) readMeta(b []byte) error {
-	m := b[boltPageHeader:]
-	if magic := binary.LittleEndian.Uint32(m[0:]); magic != boltMagic {
-		return fmt.Errorf("not a bbolt db: magic %#x", magic)
+	m := boltfmt.ParseMeta(b)
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("the db's meta page: %w", err)
 	}
-	if v := binary.LittleEndian.Uint32(m[4:]); v != boltVersion {
-		return fmt.Errorf("bbolt format version %d, want %d", v, boltVersion)
-	}
-	h := fnv.New64a()
-	h.Write(m[:boltMetaSize-8])
-	if sum := binary.LittleEndian.Uint64(m[boltMetaSize-8:]); sum != h.Sum64() {
-		return errors.New("the db's meta page fails its checksum")
-	}
-	ps := int64(binary.LittleEndian.Uint32(m[8:]))
-	if ps < 512 || ps > 1<<20 || ps&(ps-1) != 0 {
+	ps := int64(m.PageSize)
+	if !boltfmt.PlausiblePageSize(ps) {
 		return fmt.Errorf("bbolt page size %d", ps)
 	}
 	s.pageSize = ps
-	s.root = binary.LittleEndian.Uint64(m[16:])
-	s.hwm = binary.LittleEndian.Uint64(m[40:])
+	s.root = m.Root
+	s.hwm = m.PageCount
 	if s.hwm < 2 || s.hwm > math.MaxInt64/uint64(ps) {
 		return fmt.Errorf("the db's meta page says it has %d pages", s.hwm)
+	}
+	if s.root < 2 || s.root >= s.hwm {
+		return fmt.Errorf("the db's meta page puts the root bucket on page %d, outside the db (2..%d)", s.root, s.hwm-1)
 	}
 	return nil
 }
 
 // page records the page pgid, whose first page is data.
-func (s *Scanner) page(pgid uint64, data []byte) {
+func (s *Scanner) page(pgid uint64, data boltfmt.Page) {
 	if pgid != uint64(len(s.pages)) {
 		s.err = fmt.Errorf("scanned page %d after %d pages", pgid, len(s.pages)) // a bug, not the stream's fault
 		return
 	}
 	s.pages = append(s.pages, scannedPage{})
-	flags := binary.LittleEndian.Uint16(data[8:])
-	if pgid < 2 || (flags != boltBranchFlag && flags != boltLeafFlag) {
+	flags := data.Flags()
+	if pgid < 2 || (flags != boltfmt.BranchPage && flags != boltfmt.LeafPage) {
 		return
 	}
 	rec := &s.pages[pgid]
-	rec.count = binary.LittleEndian.Uint16(data[10:])
-	if binary.LittleEndian.Uint64(data[0:]) != pgid {
+	rec.count = data.Count()
+	if data.ID() != pgid {
 		rec.kind = pageUnreadable
 		return
 	}
 	rec.kind = pageBranch
-	if flags == boltLeafFlag {
+	if flags == boltfmt.LeafPage {
 		rec.kind = pageLeaf
 	}
-	overflow := uint64(binary.LittleEndian.Uint32(data[12:]))
+	overflow := data.Overflow()
 	if overflow == 0 {
 		s.parse(pgid, data)
 		return
@@ -223,7 +209,7 @@ func (s *Scanner) feedSpans(b []byte) {
 }
 
 // parse reads the elements of the branch or leaf page pgid (with its overflow pages).
-func (s *Scanner) parse(pgid uint64, data []byte) {
+func (s *Scanner) parse(pgid uint64, data boltfmt.Page) {
 	rec := &s.pages[pgid]
 	switch rec.kind {
 	case pageBranch:
@@ -250,13 +236,14 @@ func (s *Scanner) parse(pgid uint64, data []byte) {
 }
 
 // parseBranch returns the children of a branch page.
-func parseBranch(data []byte, count int) ([]uint64, error) {
-	if boltPageHeader+count*boltElement > len(data) {
-		return nil, errors.New("branch page elements beyond the page")
-	}
+func parseBranch(data boltfmt.Page, count int) ([]uint64, error) {
 	kids := make([]uint64, count)
 	for i := range kids {
-		kids[i] = binary.LittleEndian.Uint64(data[boltPageHeader+i*boltElement+8:])
+		_, child, err := data.BranchElement(i)
+		if err != nil {
+			return nil, fmt.Errorf("branch page: %w", err)
+		}
+		kids[i] = child
 	}
 	return kids, nil
 }
@@ -269,29 +256,21 @@ type leafPage struct {
 }
 
 // parseLeaf reads a leaf page (a page of the file or a bucket's inline page).
-func parseLeaf(data []byte, count int) (leafPage, error) {
-	if boltPageHeader+count*boltElement > len(data) {
-		return leafPage{}, errors.New("leaf page elements beyond the page")
-	}
+func parseLeaf(data boltfmt.Page, count int) (leafPage, error) {
 	l := leafPage{count: count}
 	for i := range count {
-		e := boltPageHeader + i*boltElement
-		flags := binary.LittleEndian.Uint32(data[e:])
-		kStart := uint64(e) + uint64(binary.LittleEndian.Uint32(data[e+4:]))
-		kEnd := kStart + uint64(binary.LittleEndian.Uint32(data[e+8:]))
-		vEnd := kEnd + uint64(binary.LittleEndian.Uint32(data[e+12:]))
-		if vEnd > uint64(len(data)) {
-			return leafPage{}, errors.New("leaf page element beyond the page")
+		key, value, flags, err := data.LeafElement(i)
+		if err != nil {
+			return leafPage{}, fmt.Errorf("leaf page: %w", err)
 		}
-		key := data[kStart:kEnd]
 		if i == count-1 {
 			l.last = key
 		}
 		for _, name := range scannedNames {
 			if bytes.Equal(key, name) {
-				ne := namedElem{key: string(key), flags: flags, tooLarge: vEnd-kEnd > maxNamedValue}
+				ne := namedElem{key: string(key), flags: flags, tooLarge: len(value) > maxNamedValue}
 				if !ne.tooLarge {
-					ne.value = bytes.Clone(data[kEnd:vEnd])
+					ne.value = bytes.Clone(value)
 				}
 				l.named = append(l.named, ne)
 			}
@@ -358,7 +337,7 @@ func (s *Scanner) revision() (int64, error) {
 // bucketRef is a bucket: its root page, or its inline page.
 type bucketRef struct {
 	root   uint64
-	inline []byte
+	inline boltfmt.Page
 	value  []byte // for a plain value found by find
 }
 
@@ -371,7 +350,7 @@ const maxDepth = 64
 func (s *Scanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, error) {
 	match := func(elems []namedElem) (bucketRef, bool, error) {
 		for _, e := range elems {
-			if e.key != name || (e.flags&boltBucketFlag != 0) != bucket {
+			if e.key != name || (e.flags&boltfmt.BucketLeafFlag != 0) != bucket {
 				continue
 			}
 			if e.tooLarge {
@@ -380,19 +359,16 @@ func (s *Scanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, 
 			if !bucket {
 				return bucketRef{value: e.value}, true, nil
 			}
-			if len(e.value) < boltBucketHeader {
-				return bucketRef{}, false, fmt.Errorf("malformed bucket header of %q", name)
+			root, inline, err := boltfmt.Bucket(e.value)
+			if err != nil {
+				return bucketRef{}, false, fmt.Errorf("bucket %q %w", name, err)
 			}
-			ref := bucketRef{root: binary.LittleEndian.Uint64(e.value)}
-			if ref.root == 0 {
-				ref.inline = e.value[boltBucketHeader:]
-			}
-			return ref, true, nil
+			return bucketRef{root: root, inline: inline}, true, nil
 		}
 		return bucketRef{}, false, nil
 	}
 	if b.root == 0 {
-		leaf, err := inlineLeaf(b.inline)
+		leaf, err := parseLeaf(b.inline, int(b.inline.Count()))
 		if err != nil {
 			return bucketRef{}, false, err
 		}
@@ -430,7 +406,7 @@ func (s *Scanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) 
 // unless it is shorter.
 func (s *Scanner) lastKey(b bucketRef) ([]byte, error) {
 	if b.root == 0 {
-		leaf, err := inlineLeaf(b.inline)
+		leaf, err := parseLeaf(b.inline, int(b.inline.Count()))
 		if err != nil {
 			return nil, err
 		}
@@ -477,15 +453,4 @@ func (s *Scanner) readable(pgid uint64, depth int) (scannedPage, error) {
 		return rec, fmt.Errorf("page %d of the tree cannot be read (damaged, or above the scan's limits)", pgid)
 	}
 	return rec, fmt.Errorf("the tree refers to page %d, which is not a branch or leaf page", pgid)
-}
-
-// inlineLeaf reads a bucket's inline page.
-func inlineLeaf(page []byte) (leafPage, error) {
-	if len(page) < boltPageHeader {
-		return leafPage{}, errors.New("malformed inline bucket")
-	}
-	if flags := binary.LittleEndian.Uint16(page[8:]); flags != boltLeafFlag {
-		return leafPage{}, fmt.Errorf("inline bucket page with flags %#x", flags)
-	}
-	return parseLeaf(page, int(binary.LittleEndian.Uint16(page[10:])))
 }

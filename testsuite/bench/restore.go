@@ -23,6 +23,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -129,12 +130,12 @@ func benchRestore(ctx context.Context, cfg config, ds dataset, dir, lastDir stri
 			}
 			// A restore to a point before the store's newest starts a new history: the data
 			// dir's revision is raised (its marker says by how much).
-			v := embedded.Inspect(ctx, restored, "")
-			m, ok, err := embedded.ReadRestoredMarker(restored)
+			v := datadir.Inspect(ctx, restored, "")
+			m, ok, err := datadir.ReadRestoredMarker(restored)
 			if err != nil || !ok || m.Revision != p.Revision {
 				return nil, fmt.Errorf("the restored data dir's marker: %+v, %v (found %v), want revision %d restored", m, err, ok, p.Revision)
 			}
-			if v.State != embedded.StateValid || v.Revision != m.DataRevision {
+			if v.State != datadir.StateValid || v.Revision != m.DataRevision {
 				return nil, fmt.Errorf("the restored data dir is %s at revision %d (%s), the source was at revision %d, raised to %d",
 					v.State, v.Revision, v.Reason, p.Revision, m.DataRevision)
 			}

@@ -1,6 +1,0 @@
-//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
-
-package embedded
-
-// dbInUse cannot tell on this platform and reports the db as not in use.
-func dbInUse(string) (bool, error) { return false, nil }

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package embedded
-
-import "io/fs"
-
-// changeTime is 0 where the inode change time is not read: size and mtime
-// decide alone.
-func changeTime(fs.FileInfo) int64 { return 0 }
