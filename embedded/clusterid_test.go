@@ -10,8 +10,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // TestClusterIDFor compares the computed cluster ID with what etcd itself and a

@@ -11,8 +11,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 func TestStartCloseRestart(t *testing.T) {

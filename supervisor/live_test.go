@@ -22,8 +22,8 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )

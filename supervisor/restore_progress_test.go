@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 )

@@ -17,7 +17,6 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"

@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // inspectChildEnv names the data dir a child process of TestInspectUnreadableFile inspects.

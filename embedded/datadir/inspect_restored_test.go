@@ -13,8 +13,8 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // TestInspectRestoredWithoutSnapDir: a data dir made by a snapshot restore (as

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 func TestPruneOldDataDirs(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/embedded/embeddedtest"
+	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
 
 // TestRecoverKeepsOldDataDir: a restore over an existing data dir interrupted before the

@@ -25,7 +25,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded"
-	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
