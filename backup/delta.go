@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -332,7 +333,7 @@ func storeNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
 // retry calls fn until it succeeds, with backoff, logging failures and reporting them to the
 // observer as op (unless op is ""); it returns ctx's error once ctx ends.
 func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() error) error {
-	b := newBackoff(t.cfg.RetryMin, t.cfg.RetryMax)
+	b := backoff.Backoff{Min: t.cfg.RetryMin, Max: t.cfg.RetryMax}
 	for {
 		err := fn()
 		if err == nil {
@@ -341,7 +342,7 @@ func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() er
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		wait := b.next()
+		wait := b.Next()
 		if errors.Is(err, ErrSkipped) {
 			t.log.Debug("delta snapshots: cannot "+what+" now", "reason", err, "retry_in", wait)
 		} else {
@@ -350,10 +351,8 @@ func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() er
 			}
 			t.log.Error("delta snapshots: cannot "+what, "err", err, "retry_in", wait)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }
@@ -371,26 +370,6 @@ func (t *deltaTaker) progress() {
 		Oldest:   oldest,
 	})
 }
-
-// backoff doubles a wait from min to max.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(lo, hi time.Duration) *backoff { return &backoff{min: lo, max: hi} }
-
-// next returns the next wait.
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-// reset starts again from min.
-func (b *backoff) reset() { b.cur = 0 }
 
 // FullFromRunner returns a DeltaConfig.Full that takes the full snapshot through r, so that
 // it never runs beside a scheduled one, and that is also abandoned when runnerCtx (the

@@ -113,7 +113,7 @@ func (f *follower) acceptSegment(ctx context.Context, s segmentResult) (full boo
 		return false, err
 	}
 	t.progress()
-	f.watchBackoff.reset()
+	f.watchBackoff.Reset()
 	f.behindBy(s.newest)
 	switch {
 	case full:

@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -45,7 +46,7 @@ type follower struct {
 	retry        <-chan time.Time // set while a failed upload waits to be retried
 	rewatch      <-chan time.Time // set while an ended watch waits to be re-created
 
-	uploadBackoff, watchBackoff *backoff
+	uploadBackoff, watchBackoff backoff.Backoff
 
 	flushes []*flushWait // flushes asked for and not yet served
 }
@@ -57,8 +58,8 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 	f := &follower{
 		t:             t,
 		results:       make(chan uploadResult, 1),
-		uploadBackoff: newBackoff(t.cfg.RetryMin, t.cfg.RetryMax),
-		watchBackoff:  newBackoff(t.cfg.RetryMin, t.cfg.RetryMax),
+		uploadBackoff: backoff.Backoff{Min: t.cfg.RetryMin, Max: t.cfg.RetryMax},
+		watchBackoff:  backoff.Backoff{Min: t.cfg.RetryMin, Max: t.cfg.RetryMax},
 	}
 	defer f.closeWatch()
 	defer f.stopCatchUp()
@@ -154,7 +155,7 @@ func (f *follower) receive(ctx context.Context, resp clientv3.WatchResponse, ok 
 		return err
 	}
 	t.progress()
-	f.watchBackoff.reset()
+	f.watchBackoff.Reset()
 	if behind := f.behindBy(resp.Header.Revision); !full && behind > catchUpLag {
 		t.log.Info("the delta watch is behind the member: catching up with segment watches",
 			"from", t.last+1, "member_revision", f.newest, "behind", behind)
@@ -210,7 +211,7 @@ func (f *follower) checkNotBehind(ctx context.Context) error {
 // watchEnded schedules a new watch after an error ended the current one.
 func (f *follower) watchEnded(err error) {
 	f.closeWatch()
-	wait := f.watchBackoff.next()
+	wait := f.watchBackoff.Next()
 	f.t.log.Warn("the delta watch ended; watching again", "err", err, "from", f.t.last+1, "in", wait)
 	f.rewatch = time.After(wait)
 }
@@ -317,7 +318,7 @@ func (f *follower) settle(res uploadResult) bool {
 	if res.err != nil {
 		return false
 	}
-	f.uploadBackoff.reset()
+	f.uploadBackoff.Reset()
 	f.t.committed(res.snap, f.t.held, res.took)
 	return true
 }
@@ -326,7 +327,7 @@ func (f *follower) settle(res uploadResult) bool {
 func (f *follower) failed(b *deltaBatch, err error) {
 	f.t.cfg.Observer.Failed(Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonOf(err), Err: err})
 	f.failFlushes(fmt.Errorf("flush deltas: upload of revisions %d..%d failed (retried in the background): %w", b.from(), b.to(), err))
-	wait := f.uploadBackoff.next()
+	wait := f.uploadBackoff.Next()
 	f.t.log.Error("delta upload failed; the events stay in memory and the upload is retried",
 		"from", b.from(), "to", b.to(), "err", err, "retry_in", wait,
 		"buffered_bytes", f.t.held.size()+f.t.pending.size(), "limit", f.t.cfg.MemoryLimit)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -114,7 +115,9 @@ func (r *Runner) takeWithRetry(ctx context.Context, trigger string) {
 		retryMax = 5 * time.Minute
 	}
 	next := r.Schedule.Next(time.Now())
-	for wait := retryMin; ; wait = min(2*wait, retryMax) {
+	waits := backoff.Backoff{Min: retryMin, Max: retryMax}
+	for {
+		wait := waits.Next()
 		_, err := r.take(ctx, trigger)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrSkipped) {
 			return
@@ -124,10 +127,8 @@ func (r *Runner) takeWithRetry(ctx context.Context, trigger string) {
 			return
 		}
 		r.log().Info("retrying full snapshot", "in", wait)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return
-		case <-time.After(wait):
 		}
 	}
 }

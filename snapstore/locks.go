@@ -16,6 +16,8 @@ import (
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/internal/backoff"
 )
 
 // Restore leases: a restore announces in the store that it is reading objects, so that
@@ -367,7 +369,7 @@ func (h *LeaseHolder) Settle(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	if d := time.Until(until); d > 0 {
-		if err := sleep(ctx, d); err != nil {
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return fmt.Errorf("wait for garbage collection to notice %s: %w", name, err)
 		}
 	}

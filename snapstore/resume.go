@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
+
+	"github.com/etcdbr/etcdbr/internal/backoff"
 )
 
 // rangeBody is an open byte range of an object: *blob.Reader.
@@ -47,16 +49,18 @@ type resumingReader struct {
 	offset  int64
 	size    int64
 	modTime time.Time
-	tries   int   // failed tries since the last progress
-	last    error // the last failure
-	err     error // sticky: the reader gave up
-	resumes int   // how many times the stream was opened again
+	tries   int             // failed tries since the last progress
+	wait    backoff.Backoff // the waits between them
+	last    error           // the last failure
+	err     error           // sticky: the reader gave up
+	resumes int             // how many times the stream was opened again
 }
 
 // openResuming opens key from its start, retrying transient failures, and
 // returns a reader that resumes after breaks.
 func openResuming(ctx context.Context, open rangeOpener, key, url string, policy RetryPolicy, log *slog.Logger) (*resumingReader, error) {
-	r := &resumingReader{ctx: ctx, open: open, key: key, url: url, policy: policy.orDefault(), log: log, size: -1}
+	policy = policy.orDefault()
+	r := &resumingReader{ctx: ctx, open: open, key: key, url: url, policy: policy, wait: policy.backoff(), log: log, size: -1}
 	if err := r.reopen(); err != nil {
 		return nil, err
 	}
@@ -79,6 +83,7 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 		r.offset += int64(n)
 		if n > 0 {
 			r.tries = 0
+			r.wait.Reset()
 		}
 		switch {
 		case err == nil:
@@ -116,7 +121,7 @@ func (r *resumingReader) reopen() error {
 				return fmt.Errorf("read %q from %q: gave up after %d tries without progress at byte %d: %w",
 					r.key, r.url, r.tries, r.offset, r.last)
 			}
-			if err := sleep(r.ctx, r.policy.delay(r.tries)); err != nil {
+			if err := backoff.Sleep(r.ctx, r.wait.Next()); err != nil {
 				return fmt.Errorf("read %q from %q: %w (while retrying after: %w)", r.key, r.url, err, r.last)
 			}
 		}

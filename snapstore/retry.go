@@ -1,11 +1,11 @@
 package snapstore
 
 import (
-	"context"
-	"math/rand/v2"
 	"time"
 
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/internal/backoff"
 )
 
 // RetryPolicy is how the store retries a read that failed for a reason
@@ -28,29 +28,10 @@ func (p RetryPolicy) orDefault() RetryPolicy {
 	return p
 }
 
-// delay returns how long to wait before try number n (n >= 1 is a retry).
-func (p RetryPolicy) delay(n int) time.Duration {
-	d := p.Initial
-	for i := 1; i < n && d < p.Max; i++ {
-		d *= 2
-	}
-	d = min(d, p.Max)
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d) + 1 // full jitter
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+// backoff returns the waits between the tries of one read: from Initial up to Max, with
+// full jitter.
+func (p RetryPolicy) backoff() backoff.Backoff {
+	return backoff.Backoff{Min: p.Initial, Max: p.Max, Jitter: true}
 }
 
 // permanent reports whether an error of the store cannot pass by retrying:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -253,7 +254,7 @@ func (s *Supervisor) claimRefused(ctx context.Context, id string, err error) err
 // cluster again every claimRecheck. It returns false when ctx ended first.
 func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.Logger) bool {
 	srv := e.Server()
-	retry := claimRetryMin
+	retry := backoff.Backoff{Min: claimRetryMin, Max: claimRetryMax}
 	for {
 		var wait time.Duration
 		if srv.Leader() != srv.MemberID() { // a follower uploads nothing, and claims nothing
@@ -267,8 +268,8 @@ func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.L
 			case errors.Is(err, snapstore.ErrClusterMismatch):
 				wait = claimRecheck
 			default:
-				lg.Warn("cannot claim the store; no delta snapshot until it can", "err", err, "retry_in", retry)
-				wait, retry = retry, min(2*retry, claimRetryMax)
+				wait = retry.Next()
+				lg.Warn("cannot claim the store; no delta snapshot until it can", "err", err, "retry_in", wait)
 			}
 		}
 		select {

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -283,14 +284,7 @@ func missingObject(err error) (snapstore.Snapshot, bool) {
 // a garbage collection run in progress to end.
 func settleBeforeListing(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Logger) error {
 	if lease == nil {
-		t := time.NewTimer(snapstore.DefaultLeaseSettle)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		}
+		return backoff.Sleep(ctx, snapstore.DefaultLeaseSettle)
 	}
 	if err := lease.Replan(ctx); err != nil {
 		lg.Warn("cannot mark the restore lease as planning again; it names the old plan's objects meanwhile", "err", err)

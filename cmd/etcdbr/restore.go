@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -174,18 +175,16 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 // followStore records the restored data dir's cluster as the store's, replacing from
 // (supervisor.FollowRestore), retrying a store that fails for about a minute.
 func followStore(ctx context.Context, env *Env, store *snapstore.Store, cfg *embed.Config, from string) (string, error) {
-	wait := time.Second
+	retry := backoff.Backoff{Min: time.Second, Max: 16 * time.Second} // 5 waits: 1 s to 16 s
 	for attempt := 1; ; attempt++ {
 		id, err := supervisor.FollowRestore(ctx, store, cfg, from)
 		if err == nil || errors.Is(err, snapstore.ErrClusterMismatch) || attempt == 6 || ctx.Err() != nil {
 			return id, err
 		}
+		wait := retry.Next()
 		env.Log.Warn("cannot record the restored cluster in the store; retrying", "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return id, err
-		case <-time.After(wait):
 		}
-		wait *= 2
 	}
 }

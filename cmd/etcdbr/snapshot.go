@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -141,7 +142,7 @@ func (c *SnapshotCmd) continuous(ctx context.Context, env *Env, cli *clientv3.Cl
 // another cluster (an error). A store that fails is retried with backoff until ctx ends, or
 // fails at once with --once.
 func (c *SnapshotCmd) claim(ctx context.Context, env *Env, store *snapstore.Store, cluster string) error {
-	wait := time.Second
+	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		err := store.ClaimClusterID(ctx, cluster)
 		switch {
@@ -155,14 +156,12 @@ func (c *SnapshotCmd) claim(ctx context.Context, env *Env, store *snapstore.Stor
 		case c.Once || ctx.Err() != nil:
 			return fmt.Errorf("claim the store for cluster %s before backing it up: %w", cluster, err)
 		}
+		wait := retry.Next()
 		env.Log.Warn("cannot claim the store for this cluster before the first backup; retrying", "store", store.URL(),
 			"cluster", cluster, "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 
