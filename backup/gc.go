@@ -161,7 +161,7 @@ func (g *GC) logRun(ctx context.Context, run GCRun) {
 		"kept_fulls", run.Plan.KeptFulls, "kept_deltas", run.Plan.KeptDeltas,
 		"window_from", run.Plan.WindowFrom.UTC().Format(time.RFC3339Nano), "duration", run.Duration.Round(time.Millisecond),
 	}
-	if run.Result.DeletedFulls+run.Result.DeletedDeltas+run.Result.StaleLeases > 0 {
+	if run.Result.DeletedFulls+run.Result.DeletedDeltas+run.Result.StaleLocks > 0 {
 		lg.Info("garbage collection", attrs...)
 	} else {
 		lg.Debug("garbage collection: nothing to delete", attrs...)

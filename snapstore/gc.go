@@ -17,22 +17,22 @@ import (
 )
 
 // Listing is what garbage collection decides from: the store's full snapshots and deltas,
-// and its restore leases.
+// and its restore locks.
 type Listing struct {
 	Fulls, Deltas []Snapshot
-	Leases        []RestoreLease
+	Locks         []RestoreLock
 }
 
 // ListForGC lists the store for garbage collection: one paged listing of everything under
-// the prefix (backup objects by name, as List parses them, and restore leases), then one
-// read per restore lease. It reads no backup object.
+// the prefix (backup objects by name, as List parses them, and restore locks), then one
+// read per restore lock. It reads no backup object.
 func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
 	var l Listing
-	type leaseObject struct {
+	type lockObject struct {
 		key string
 		mod time.Time
 	}
-	var leases []leaseObject
+	var locks []lockObject
 	it := s.bucket.List(&blob.ListOptions{})
 	for {
 		obj, err := it.Next(ctx)
@@ -49,18 +49,18 @@ func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
 			} else {
 				l.Deltas = append(l.Deltas, snap)
 			}
-		} else if isLeaseKey(obj.Key) {
-			leases = append(leases, leaseObject{obj.Key, obj.ModTime})
+		} else if isLockKey(obj.Key) {
+			locks = append(locks, lockObject{obj.Key, obj.ModTime})
 		}
 	}
 	l.Fulls, l.Deltas = sortedListing(l.Fulls, l.Deltas)
-	for _, o := range leases {
-		lease, ok, err := s.readLease(ctx, o.key, o.mod)
+	for _, o := range locks {
+		lock, ok, err := s.readLock(ctx, o.key, o.mod)
 		if err != nil {
 			return Listing{}, err
 		}
 		if ok {
-			l.Leases = append(l.Leases, lease)
+			l.Locks = append(l.Locks, lock)
 		}
 	}
 	return l, nil
@@ -91,10 +91,10 @@ type GCPlan struct {
 	WindowBase Snapshot
 	// Paused says why nothing is deleted this time ("" when the plan deletes normally).
 	Paused string
-	// Leases are the live restore leases the plan honours. StaleLeases are lease objects
+	// Locks are the live restore locks the plan honours. StaleLocks are lock objects
 	// that stopped protecting over an hour ago, left by restores that died: ApplyGC deletes
 	// them.
-	Leases, StaleLeases []RestoreLease
+	Locks, StaleLocks []RestoreLock
 
 	st *gcState
 }
@@ -103,7 +103,7 @@ type GCPlan struct {
 type gcState struct {
 	retention
 	paused  string
-	leaseOf map[string]string // object key -> the live lease that protects it
+	lockOf  map[string]string // object key -> the live lock that protects it
 	neededF map[int]string    // full snapshot index -> the kept delta whose chain needs it
 	neededD map[int]string    // likewise for deltas
 }
@@ -115,9 +115,9 @@ var ErrUnsafeGC = errors.New("garbage collection refused: it would break a resto
 // PlanGC decides, from a listing of the store and the time now, what garbage collection
 // deletes under policy p. It is a pure function of its arguments (docs/retention.md).
 //
-// Besides what the policy keeps, it keeps every object a live restore lease names, and
+// Besides what the policy keeps, it keeps every object a live restore lock names, and
 // the chain (full snapshot and deltas) of every delta it keeps, so that a kept delta never
-// lacks its full snapshot; while a lease is planning (names no object yet), or the store
+// lacks its full snapshot; while a lock is planning (names no object yet), or the store
 // has no full snapshot, it deletes nothing (Paused says why). Before it returns a plan that
 // deletes, it checks with PlanRestore that the newest restorable point and the start of
 // the point-in-time window restore from what is kept exactly as from the whole listing;
@@ -132,25 +132,25 @@ func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
 	if st.base >= 0 {
 		plan.WindowFrom, plan.WindowBase = st.windowFrom(), fulls[st.base]
 	}
-	for _, lease := range l.Leases {
+	for _, lock := range l.Locks {
 		switch {
-		case lease.Live(now):
-			plan.Leases = append(plan.Leases, lease)
-		case lease.stale(now):
-			plan.StaleLeases = append(plan.StaleLeases, lease)
+		case lock.Live(now):
+			plan.Locks = append(plan.Locks, lock)
+		case lock.stale(now):
+			plan.StaleLocks = append(plan.StaleLocks, lock)
 		}
 	}
 	switch {
 	case len(fulls) == 0:
 		st.paused = "the store has no full snapshot: nothing can be restored from it, and nothing is deleted until one is there"
 	default:
-		for _, lease := range plan.Leases {
-			if lease.Pending() {
-				st.paused = fmt.Sprintf("%s is planning (the lease ends at %s at the latest): nothing is deleted until it names what it reads",
-					lease, gcTime(lease.End()))
-				if lease.Malformed != "" {
-					st.paused = fmt.Sprintf("the restore lease %s cannot be read (%s): nothing is deleted until %s, an hour after which it is removed",
-						lease.Key, lease.Malformed, gcTime(lease.End()))
+		for _, lock := range plan.Locks {
+			if lock.Pending() {
+				st.paused = fmt.Sprintf("%s is planning (the lock ends at %s at the latest): nothing is deleted until it names what it reads",
+					lock, gcTime(lock.End()))
+				if lock.Malformed != "" {
+					st.paused = fmt.Sprintf("the restore lock %s cannot be read (%s): nothing is deleted until %s, an hour after which it is removed",
+						lock.Key, lock.Malformed, gcTime(lock.End()))
 				}
 				break
 			}
@@ -158,7 +158,7 @@ func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
 	}
 	plan.Paused = st.paused
 	if st.paused == "" {
-		st.protect(plan.Leases)
+		st.protect(plan.Locks)
 		st.closeChains()
 		plan.Delete = st.deletions()
 		if len(plan.Delete) > 0 {
@@ -194,33 +194,33 @@ func withKeys(snaps []Snapshot) []Snapshot {
 	return snaps
 }
 
-// protect keeps the objects the live leases name.
-func (st *gcState) protect(leases []RestoreLease) {
-	for _, lease := range leases {
-		for _, key := range lease.Keys {
-			if st.leaseOf == nil {
-				st.leaseOf = map[string]string{}
+// protect keeps the objects the live locks name.
+func (st *gcState) protect(locks []RestoreLock) {
+	for _, lock := range locks {
+		for _, key := range lock.Keys {
+			if st.lockOf == nil {
+				st.lockOf = map[string]string{}
 			}
-			st.leaseOf[key] = lease.String()
+			st.lockOf[key] = lock.String()
 		}
 	}
-	if st.leaseOf == nil {
+	if st.lockOf == nil {
 		return
 	}
 	for i, f := range st.fulls {
-		if _, ok := st.leaseOf[f.Key]; ok {
-			st.keepF[i] |= keepLease
+		if _, ok := st.lockOf[f.Key]; ok {
+			st.keepF[i] |= keepLock
 		}
 	}
 	for i, d := range st.deltas {
-		if _, ok := st.leaseOf[d.Key]; ok {
-			st.keepD[i] |= keepLease
+		if _, ok := st.lockOf[d.Key]; ok {
+			st.keepD[i] |= keepLock
 		}
 	}
 }
 
 // closeChains keeps the chain of every kept delta outside the window's revisions (kept by a
-// lease, or taken in the window's time in a store whose history went back): the full
+// lock, or taken in the window's time in a store whose history went back): the full
 // snapshot and deltas that a restore to its revision reads. Deltas after the window's base
 // have their chain from the base, which is kept.
 func (st *gcState) closeChains() {
@@ -378,8 +378,8 @@ func (st *gcState) keptReason(s Snapshot, bits uint8, i int, needed map[int]stri
 	}
 	var why []string
 	from := gcTime(st.windowFrom())
-	if bits&keepLease != 0 {
-		why = append(why, st.leaseOf[s.Key]+" reads it")
+	if bits&keepLock != 0 {
+		why = append(why, st.lockOf[s.Key]+" reads it")
 	}
 	if bits&keepBase != 0 {
 		why = append(why, "a restore to any point from "+from+" on starts from it")
@@ -438,7 +438,7 @@ type ApplyOptions struct {
 	// Deleted, when set, is called after each object is deleted (from one goroutine at a
 	// time).
 	Deleted func(Decision)
-	// Now is the clock that tells whether restore leases are live (nil: time.Now).
+	// Now is the clock that tells whether restore locks are live (nil: time.Now).
 	Now func() time.Time
 	// Log receives the run's warnings (nil: discarded).
 	Log *slog.Logger
@@ -454,18 +454,18 @@ type GCResult struct {
 	// Stopped says why the run stopped before the end without an error (a restore
 	// started); "" otherwise. The next run deletes what is left.
 	Stopped string
-	// StaleLeases counts the dead restore leases deleted.
-	StaleLeases int
+	// StaleLocks counts the dead restore locks deleted.
+	StaleLocks int
 }
 
 // ApplyGC deletes what plan says, in its order: every delta first, then the full snapshots.
 // A file store's directory is synced after the deltas, so that no full snapshot goes before
 // the deltas that follow it, even across a power failure.
 //
-// It reads the restore leases again at the start and whenever it last read them more than
+// It reads the restore locks again at the start and whenever it last read them more than
 // 2 s before the next deletion; when a restore started or changed what it reads since the
 // plan, it stops (Stopped says why) and leaves the rest to the next run, which plans with
-// the lease. It stops at the first failed deletion and returns the error: the full snapshots
+// the lock. It stops at the first failed deletion and returns the error: the full snapshots
 // are deleted only once every delta planned for deletion is gone. An object already gone is
 // not an error, so a run that was interrupted can simply run again.
 func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GCResult, error) {
@@ -482,7 +482,7 @@ func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GC
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &gcApply{store: s, plan: plan, opts: opts, known: map[string]bool{}}
-	for _, l := range plan.Leases {
+	for _, l := range plan.Locks {
 		a.known[l.fingerprint()] = true
 	}
 	nDeltas := 0
@@ -497,12 +497,12 @@ func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GC
 	if err != nil {
 		return a.res, err
 	}
-	for _, l := range plan.StaleLeases {
+	for _, l := range plan.StaleLocks {
 		if err := s.bucket.Delete(ctx, l.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-			opts.Log.Warn("cannot delete a dead restore lease; the next run tries again", "lease", l.Key, "err", err)
+			opts.Log.Warn("cannot delete a dead restore lock; the next run tries again", "lock", l.Key, "err", err)
 			continue
 		}
-		a.res.StaleLeases++
+		a.res.StaleLocks++
 	}
 	return a.res, nil
 }
@@ -512,20 +512,20 @@ type gcApply struct {
 	store   *Store
 	plan    GCPlan
 	opts    ApplyOptions
-	known   map[string]bool // fingerprints of the leases the plan knows
-	checked time.Time       // when the leases were last read
+	known   map[string]bool // fingerprints of the locks the plan knows
+	checked time.Time       // when the locks were last read
 	res     GCResult
 }
 
 // run deletes the objects of one phase (one kind), in chunks of Concurrency, reading the
-// leases again between chunks when due, then syncs the kind's directory of a file store.
+// locks again between chunks when due, then syncs the kind's directory of a file store.
 func (a *gcApply) run(ctx context.Context, dels []Decision, dir string) error {
 	if len(dels) == 0 {
 		return nil
 	}
 	for i := 0; i < len(dels); i += a.opts.Concurrency {
-		if time.Since(a.checked) >= leaseRecheck {
-			if stop, err := a.leasesChanged(ctx); err != nil || stop {
+		if time.Since(a.checked) >= lockRecheck {
+			if stop, err := a.locksChanged(ctx); err != nil || stop {
 				return err
 			}
 		}
@@ -542,16 +542,16 @@ func (a *gcApply) run(ctx context.Context, dels []Decision, dir string) error {
 	return nil
 }
 
-// leasesChanged reads the leases and reports whether the run must stop: a live lease the
+// locksChanged reads the locks and reports whether the run must stop: a live lock the
 // plan does not know (a restore started, or recorded its plan, since).
-func (a *gcApply) leasesChanged(ctx context.Context) (bool, error) {
-	leases, err := a.store.RestoreLeases(ctx)
+func (a *gcApply) locksChanged(ctx context.Context) (bool, error) {
+	locks, err := a.store.RestoreLocks(ctx)
 	if err != nil {
 		return true, fmt.Errorf("garbage collection stopped: cannot check for restores in progress: %w", err)
 	}
 	a.checked = time.Now()
 	now := a.opts.Now()
-	for _, l := range leases {
+	for _, l := range locks {
 		if l.Live(now) && !a.known[l.fingerprint()] {
 			a.res.Stopped = fmt.Sprintf("%s started or changed what it reads during the run: the rest waits for the next run", l)
 			return true, nil

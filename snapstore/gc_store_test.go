@@ -53,7 +53,7 @@ func listedKeys(t *testing.T, s *Store) []string {
 
 var limit1 = Policy{Kind: PolicyLimit, MaxBackups: 1}
 
-// Garbage collection on every kind of store: one listing finds the backups, leases and
+// Garbage collection on every kind of store: one listing finds the backups, locks and
 // nothing else; the plan's objects are deleted in its order, and exactly the rest stays.
 func TestGCOnStore(t *testing.T) {
 	forEachKind(t, func(t *testing.T, kind storeKind) {
@@ -63,13 +63,13 @@ func TestGCOnStore(t *testing.T) {
 		fulls, deltas := gcStore(t, s)
 		ts.putRaw(t, s, "notes.txt", []byte("another tool's file"))
 		ts.putRaw(t, s, "full/"+strings.TrimPrefix(fulls[0].Key, "full/")+".1234.tmp", []byte("an upload in progress"))
-		ts.putRaw(t, s, "locks/other.json", []byte("not a lease"))
+		ts.putRaw(t, s, "locks/other.json", []byte("not a lock"))
 
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
 		require.Equal(t, keysOfSnaps(fulls), keysOfSnaps(l.Fulls))
 		require.Equal(t, keysOfSnaps(deltas), keysOfSnaps(l.Deltas))
-		require.Empty(t, l.Leases)
+		require.Empty(t, l.Locks)
 		for _, f := range l.Fulls {
 			require.Positive(t, f.Size, "sizes come from the listing")
 		}
@@ -118,10 +118,10 @@ func sizes(ds []Decision) int64 {
 	return n
 }
 
-// A restore announces itself with a lease: while it plans, garbage collection deletes
+// A restore announces itself with a lock: while it plans, garbage collection deletes
 // nothing; once it names its objects, they (and their chain) stay; released, they go. A
 // restore that starts between the plan and the deletions stops the run.
-func TestGCRestoreLeaseOnStore(t *testing.T) {
+func TestGCRestoreLockOnStore(t *testing.T) {
 	forEachKind(t, func(t *testing.T, kind storeKind) {
 		ctx := context.Background()
 		ts := newTestStore(t, kind)
@@ -129,16 +129,16 @@ func TestGCRestoreLeaseOnStore(t *testing.T) {
 		fulls, deltas := gcStore(t, s)
 		all := listedKeys(t, s)
 
-		lease, err := s.AcquireRestoreLease(ctx, LeaseOptions{Purpose: "restore to revision 14", Settle: -1})
+		lock, err := s.AcquireRestoreLock(ctx, LockOptions{Purpose: "restore to revision 14", Settle: -1})
 		require.NoError(t, err)
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Len(t, l.Leases, 1)
-		got := l.Leases[0]
+		require.Len(t, l.Locks, 1)
+		got := l.Locks[0]
 		require.True(t, got.Pending())
-		require.Equal(t, lease.Lease().ID, got.ID)
+		require.Equal(t, lock.Held().ID, got.ID)
 		require.Equal(t, "restore to revision 14", got.Purpose)
-		require.False(t, got.ModTime.IsZero(), "the listing gives the lease's time")
+		require.False(t, got.ModTime.IsZero(), "the listing gives the lock's time")
 		require.True(t, got.Live(time.Now()))
 		plan, err := PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
@@ -149,10 +149,10 @@ func TestGCRestoreLeaseOnStore(t *testing.T) {
 		p, err := PlanRestore(fulls, deltas, Target{Revision: 14}, nil)
 		require.NoError(t, err)
 		require.Equal(t, []string{fulls[0].Key, deltas[0].Key}, PlanKeys(p))
-		require.NoError(t, lease.Protect(ctx, PlanKeys(p)))
+		require.NoError(t, lock.Protect(ctx, PlanKeys(p)))
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Equal(t, PlanKeys(p), l.Leases[0].Keys)
+		require.Equal(t, PlanKeys(p), l.Locks[0].Keys)
 		plan, err = PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
@@ -166,15 +166,15 @@ func TestGCRestoreLeaseOnStore(t *testing.T) {
 		// Another restore starts after the plan was made: the run stops before deleting.
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.NoError(t, lease.Release(ctx))
+		require.NoError(t, lock.Release(ctx))
 		plan, err = PlanGC(snapListing(l), limit1, time.Now())
 		require.NoError(t, err)
 		require.Len(t, plan.Delete, 2)
-		second, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: -1})
+		second, err := s.AcquireRestoreLock(ctx, LockOptions{Settle: -1})
 		require.NoError(t, err)
 		res, err := s.ApplyGC(ctx, plan, ApplyOptions{})
 		require.NoError(t, err)
-		require.Contains(t, res.Stopped, second.Lease().String())
+		require.Contains(t, res.Stopped, second.Held().String())
 		require.Equal(t, 2, res.Left)
 		require.Equal(t, kept, listedKeys(t, s))
 
@@ -182,7 +182,7 @@ func TestGCRestoreLeaseOnStore(t *testing.T) {
 		require.NoError(t, second.Release(ctx))
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Empty(t, l.Leases)
+		require.Empty(t, l.Locks)
 		plan, err = PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
@@ -194,7 +194,7 @@ func TestGCRestoreLeaseOnStore(t *testing.T) {
 	})
 }
 
-// snapListing is l without its leases.
+// snapListing is l without its locks.
 func snapListing(l Listing) Listing { return Listing{Fulls: l.Fulls, Deltas: l.Deltas} }
 
 // A deletion that fails stops the run: the deltas before it in the plan's order are gone,
@@ -230,9 +230,9 @@ func TestGCDeleteFailureKeepsFulls(t *testing.T) {
 	}
 }
 
-// A lease that cannot be read protects everything until TTL after it was written, and is
+// A lock that cannot be read protects everything until TTL after it was written, and is
 // removed an hour after that.
-func TestGCMalformedLease(t *testing.T) {
+func TestGCMalformedLock(t *testing.T) {
 	ctx := context.Background()
 	s, dir := openFileStore(t, Options{})
 	gcStore(t, s)
@@ -242,81 +242,81 @@ func TestGCMalformedLease(t *testing.T) {
 
 	l, err := s.ListForGC(ctx)
 	require.NoError(t, err)
-	require.Len(t, l.Leases, 1)
-	require.NotEmpty(t, l.Leases[0].Malformed)
-	require.True(t, l.Leases[0].Pending())
+	require.Len(t, l.Locks, 1)
+	require.NotEmpty(t, l.Locks[0].Malformed)
+	require.True(t, l.Locks[0].Pending())
 	plan, err := PlanGC(l, limit1, time.Now())
 	require.NoError(t, err)
 	require.Contains(t, plan.Paused, "cannot be read")
 
-	old := time.Now().Add(-DefaultLeaseTTL - staleLeaseAge - time.Minute)
+	old := time.Now().Add(-DefaultLockTTL - staleLockAge - time.Minute)
 	require.NoError(t, os.Chtimes(path, old, old))
 	l, err = s.ListForGC(ctx)
 	require.NoError(t, err)
 	plan, err = PlanGC(l, limit1, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, plan.Paused)
-	require.Len(t, plan.StaleLeases, 1)
+	require.Len(t, plan.StaleLocks, 1)
 	res, err := s.ApplyGC(ctx, plan, ApplyOptions{})
 	require.NoError(t, err)
-	require.Equal(t, 1, res.StaleLeases)
+	require.Equal(t, 1, res.StaleLocks)
 	require.Equal(t, 8, res.DeletedFulls+res.DeletedDeltas)
 	_, err = os.Stat(path)
-	require.True(t, errors.Is(err, os.ErrNotExist), "the dead lease is removed: %v", err)
+	require.True(t, errors.Is(err, os.ErrNotExist), "the dead lock is removed: %v", err)
 }
 
-// The holder rewrites its lease while it lives, and deletes it when released.
-func TestRestoreLeaseRefresh(t *testing.T) {
+// The holder rewrites its lock while it lives, and deletes it when released.
+func TestRestoreLockRefresh(t *testing.T) {
 	stores(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
-		h, err := s.AcquireRestoreLease(ctx, LeaseOptions{TTL: time.Second, Settle: -1})
+		h, err := s.AcquireRestoreLock(ctx, LockOptions{TTL: time.Second, Settle: -1})
 		require.NoError(t, err)
-		first := h.Lease()
+		first := h.Held()
 		require.Equal(t, int64(1), first.TTLSeconds)
 		deadline := time.Now().Add(time.Minute)
 		for {
-			leases, err := s.RestoreLeases(ctx)
+			locks, err := s.RestoreLocks(ctx)
 			require.NoError(t, err)
-			require.Len(t, leases, 1)
-			if leases[0].Expires.After(first.Expires) {
+			require.Len(t, locks, 1)
+			if locks[0].Expires.After(first.Expires) {
 				break
 			}
-			require.True(t, time.Now().Before(deadline), "the lease was not refreshed")
+			require.True(t, time.Now().Before(deadline), "the lock was not refreshed")
 			time.Sleep(50 * time.Millisecond)
 		}
 		require.NoError(t, h.Release(ctx))
-		leases, err := s.RestoreLeases(ctx)
+		locks, err := s.RestoreLocks(ctx)
 		require.NoError(t, err)
-		require.Empty(t, leases)
+		require.Empty(t, locks)
 		require.NoError(t, h.Release(ctx), "releasing twice is harmless")
 
 		// A restore that could not announce itself goes on with a nil holder.
-		var none *LeaseHolder
+		var none *LockHolder
 		require.NoError(t, none.Protect(ctx, []string{"full/x"}))
 		require.NoError(t, none.Release(ctx))
-		require.Empty(t, none.Lease().ID)
+		require.Empty(t, none.Held().ID)
 	})
 }
 
-// AcquireRestoreLease does not wait; Settle waits until Settle after the lease last started
+// AcquireRestoreLock does not wait; Settle waits until Settle after the lock last started
 // protecting everything (written first, or made pending again by Replan), and Replan makes
 // garbage collection pause again.
-func TestRestoreLeaseSettleAndReplan(t *testing.T) {
+func TestRestoreLockSettleAndReplan(t *testing.T) {
 	ctx := context.Background()
 	s := openMemStore(t, Options{})
 	gcStore(t, s)
-	h, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: time.Hour}) // returns at once
+	h, err := s.AcquireRestoreLock(ctx, LockOptions{Settle: time.Hour}) // returns at once
 	require.NoError(t, err)
 	defer h.Release(ctx)
 	pending := func() bool {
 		t.Helper()
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Len(t, l.Leases, 1)
+		require.Len(t, l.Locks, 1)
 		plan, err := PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
-		require.Equal(t, l.Leases[0].Pending(), plan.Paused != "", "garbage collection pauses exactly while the lease is pending")
-		return l.Leases[0].Pending()
+		require.Equal(t, l.Locks[0].Pending(), plan.Paused != "", "garbage collection pauses exactly while the lock is pending")
+		return l.Locks[0].Pending()
 	}
 	require.True(t, pending())
 
@@ -329,79 +329,79 @@ func TestRestoreLeaseSettleAndReplan(t *testing.T) {
 	require.False(t, pending())
 	require.NoError(t, h.Replan(ctx))
 	require.True(t, pending())
-	require.Nil(t, h.Lease().Keys)
+	require.Nil(t, h.Held().Keys)
 	cctx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, h.Settle(cctx), context.DeadlineExceeded, "Replan starts the wait again")
 	require.NoError(t, h.Release(ctx))
 
 	// Without a settle time there is nothing to wait for; a nil holder waits for nothing.
-	none, err := s.AcquireRestoreLease(ctx, LeaseOptions{Settle: -1})
+	none, err := s.AcquireRestoreLock(ctx, LockOptions{Settle: -1})
 	require.NoError(t, err)
 	require.NoError(t, none.Settle(cctx))
 	require.NoError(t, none.Release(ctx))
-	var nilHolder *LeaseHolder
+	var nilHolder *LockHolder
 	require.NoError(t, nilHolder.Replan(ctx))
 	require.NoError(t, nilHolder.Settle(cctx))
-	leases, err := s.RestoreLeases(ctx)
+	locks, err := s.RestoreLocks(ctx)
 	require.NoError(t, err)
-	require.Empty(t, leases)
+	require.Empty(t, locks)
 }
 
-// A lease whose holder died (it stopped refreshing and never released it) stops protecting
+// A lock whose holder died (it stopped refreshing and never released it) stops protecting
 // at most 2 TTL after its last write, by the store's clock, and its object is removed an
 // hour after that.
-func TestRestoreLeaseOfADeadHolder(t *testing.T) {
+func TestRestoreLockOfADeadHolder(t *testing.T) {
 	s, dir := openFileStore(t, Options{})
 	fulls, _ := gcStore(t, s)
 	hctx, die := context.WithCancel(context.Background())
-	h, err := s.AcquireRestoreLease(hctx, LeaseOptions{Settle: -1})
+	h, err := s.AcquireRestoreLock(hctx, LockOptions{Settle: -1})
 	require.NoError(t, err)
 	p, err := PlanRestore(fulls, nil, Target{Revision: fulls[0].Revision}, nil)
 	require.NoError(t, err)
 	require.NoError(t, h.Protect(hctx, PlanKeys(p)))
 	die() // the refresh stops with the holder's context, as when its process is killed
 	ctx := context.Background()
-	path := filepath.Join(dir, filepath.FromSlash(h.Lease().Key))
+	path := filepath.Join(dir, filepath.FromSlash(h.Held().Key))
 
 	plan := func() GCPlan {
 		t.Helper()
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Len(t, l.Leases, 1)
+		require.Len(t, l.Locks, 1)
 		plan, err := PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		return plan
 	}
-	require.Len(t, plan().Leases, 1, "a lease written just now protects")
+	require.Len(t, plan().Locks, 1, "a lock written just now protects")
 	require.NotContains(t, keysOfSnaps(decisionSnaps(plan().Delete)), fulls[0].Key)
 
-	lastWrite := time.Now().Add(-2*DefaultLeaseTTL - time.Minute)
+	lastWrite := time.Now().Add(-2*DefaultLockTTL - time.Minute)
 	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
 	dead := plan()
-	require.Empty(t, dead.Leases, "the lease protects more than 2 TTL after its last write")
-	require.Empty(t, dead.StaleLeases, "the lease is removed before an hour after it stopped protecting")
+	require.Empty(t, dead.Locks, "the lock protects more than 2 TTL after its last write")
+	require.Empty(t, dead.StaleLocks, "the lock is removed before an hour after it stopped protecting")
 	require.Contains(t, keysOfSnaps(decisionSnaps(dead.Delete)), fulls[0].Key)
 
-	lastWrite = lastWrite.Add(-staleLeaseAge)
+	lastWrite = lastWrite.Add(-staleLockAge)
 	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
 	stale := plan()
-	require.Len(t, stale.StaleLeases, 1)
+	require.Len(t, stale.StaleLocks, 1)
 	res, err := s.ApplyGC(ctx, stale, ApplyOptions{})
 	require.NoError(t, err)
-	require.Equal(t, 1, res.StaleLeases)
+	require.Equal(t, 1, res.StaleLocks)
 	_, err = os.Stat(path)
 	require.ErrorIs(t, err, os.ErrNotExist)
-	require.NoError(t, h.Release(ctx), "releasing a lease garbage collection removed is harmless")
+	require.NoError(t, h.Release(ctx), "releasing a lock garbage collection removed is harmless")
 }
 
-// A lease that cannot be written is an error that says which (the restore goes on without
+// A lock that cannot be written is an error that says which (the restore goes on without
 // one), and no holder.
-func TestRestoreLeaseWriteFails(t *testing.T) {
+func TestRestoreLockWriteFails(t *testing.T) {
 	s, dir := openFileStore(t, Options{})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "locks"), []byte("a file, not a directory"), 0o600))
-	h, err := s.AcquireRestoreLease(context.Background(), LeaseOptions{})
+	h, err := s.AcquireRestoreLock(context.Background(), LockOptions{})
 	require.Error(t, err)
 	require.Nil(t, h)
-	require.Contains(t, err.Error(), "write restore lease")
+	require.Contains(t, err.Error(), "write restore lock")
 }

@@ -19,12 +19,12 @@ func keysOf(objs []obj) []string {
 	return out
 }
 
-func TestGCRestoreLeases(t *testing.T) {
+func TestGCRestoreLocks(t *testing.T) {
 	t.Parallel()
 	now := ts("2026-11-25T14:30:00Z")
 	store := fourHours(keep, drop, drop, keep, drop, drop, keep, keep, keep, keep, keep, keep)
-	live := func(id string, keys ...string) snapstore.RestoreLease {
-		return snapstore.RestoreLease{ID: id, Key: "locks/restore-" + id + ".json", ModTime: now.Add(-time.Minute), TTLSeconds: 600, Keys: keys}
+	live := func(id string, keys ...string) snapstore.RestoreLock {
+		return snapstore.RestoreLock{ID: id, Key: "locks/restore-" + id + ".json", ModTime: now.Add(-time.Minute), TTLSeconds: 600, Keys: keys}
 	}
 	// What the plan must keep, as verdicts for the store's objects in order.
 	with := func(verdicts ...bool) []obj {
@@ -36,39 +36,39 @@ func TestGCRestoreLeases(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		leases []snapstore.RestoreLease
+		locks  []snapstore.RestoreLock
 		objs   []obj
 		paused string // a substring of Paused; "" when the plan deletes
 		stale  int
 	}{
 		{
-			name:   "a restore reading the 11:00 chain keeps it",
-			leases: []snapstore.RestoreLease{live("a", store[0].snap.Key, store[1].snap.Key, store[2].snap.Key)},
-			objs:   with(keep, keep, keep, keep, drop, drop, keep, keep, keep, keep, keep, keep),
+			name:  "a restore reading the 11:00 chain keeps it",
+			locks: []snapstore.RestoreLock{live("a", store[0].snap.Key, store[1].snap.Key, store[2].snap.Key)},
+			objs:  with(keep, keep, keep, keep, drop, drop, keep, keep, keep, keep, keep, keep),
 		},
 		{
-			// A lease that names a delta but not the full snapshot it needs (not what etcdbr
+			// A lock that names a delta but not the full snapshot it needs (not what etcdbr
 			// writes): the delta's chain is kept anyway, so that it is never left without it.
-			name:   "a lease on a delta alone keeps its chain",
-			leases: []snapstore.RestoreLease{live("b", store[5].snap.Key)},
-			objs:   with(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
+			name:  "a lock on a delta alone keeps its chain",
+			locks: []snapstore.RestoreLock{live("b", store[5].snap.Key)},
+			objs:  with(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "a restore that is planning stops all deletion",
-			leases: []snapstore.RestoreLease{live("c")},
+			locks:  []snapstore.RestoreLock{live("c")},
 			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
-			paused: "restore lease c",
+			paused: "restore lock c",
 		},
 		{
-			name: "an unreadable lease stops all deletion until it expires",
-			leases: []snapstore.RestoreLease{{ID: "d", Key: "locks/restore-d.json", ModTime: now.Add(-9 * time.Minute),
+			name: "an unreadable lock stops all deletion until it expires",
+			locks: []snapstore.RestoreLock{{ID: "d", Key: "locks/restore-d.json", ModTime: now.Add(-9 * time.Minute),
 				Malformed: "unexpected end of JSON input"}},
 			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 			paused: "cannot be read",
 		},
 		{
-			name: "an expired lease protects nothing; one dead for over an hour is removed",
-			leases: []snapstore.RestoreLease{
+			name: "an expired lock protects nothing; one dead for over an hour is removed",
+			locks: []snapstore.RestoreLock{
 				{ID: "f", Key: "locks/restore-f.json", ModTime: now.Add(-11 * time.Minute), TTLSeconds: 600, Keys: keysOf(store[:3])},
 				{ID: "g", Key: "locks/restore-g.json", ModTime: now.Add(-2 * time.Hour), TTLSeconds: 600},
 			},
@@ -79,7 +79,7 @@ func TestGCRestoreLeases(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l := listing(tc.objs)
-			l.Leases = tc.leases
+			l.Locks = tc.locks
 			plan, err := snapstore.PlanGC(l, exponential, now)
 			if err != nil {
 				t.Fatal(err)
@@ -88,36 +88,36 @@ func TestGCRestoreLeases(t *testing.T) {
 			if tc.paused == "" && plan.Paused != "" || !strings.Contains(plan.Paused, tc.paused) {
 				t.Errorf("Paused %q, want %q", plan.Paused, tc.paused)
 			}
-			if len(plan.StaleLeases) != tc.stale {
-				t.Errorf("%d stale leases, want %d", len(plan.StaleLeases), tc.stale)
+			if len(plan.StaleLocks) != tc.stale {
+				t.Errorf("%d stale locks, want %d", len(plan.StaleLocks), tc.stale)
 			}
 		})
 	}
 }
 
-func TestRestoreLeaseEnd(t *testing.T) {
+func TestRestoreLockEnd(t *testing.T) {
 	t.Parallel()
 	written := ts("2026-11-25T14:00:00Z")
 	for _, tc := range []struct {
-		name  string
-		lease snapstore.RestoreLease
-		end   time.Time
+		name string
+		lock snapstore.RestoreLock
+		end  time.Time
 	}{
-		{"TTL after the store wrote it", snapstore.RestoreLease{ModTime: written, Expires: written.Add(10 * time.Minute), TTLSeconds: 600},
+		{"TTL after the store wrote it", snapstore.RestoreLock{ModTime: written, Expires: written.Add(10 * time.Minute), TTLSeconds: 600},
 			written.Add(10 * time.Minute)},
-		{"the holder's later expiry (its clock ahead)", snapstore.RestoreLease{ModTime: written, Expires: written.Add(15 * time.Minute), TTLSeconds: 600},
+		{"the holder's later expiry (its clock ahead)", snapstore.RestoreLock{ModTime: written, Expires: written.Add(15 * time.Minute), TTLSeconds: 600},
 			written.Add(15 * time.Minute)},
-		{"at most 2 TTL after the write", snapstore.RestoreLease{ModTime: written, Expires: written.Add(24 * time.Hour), TTLSeconds: 600},
+		{"at most 2 TTL after the write", snapstore.RestoreLock{ModTime: written, Expires: written.Add(24 * time.Hour), TTLSeconds: 600},
 			written.Add(20 * time.Minute)},
-		{"the holder's earlier expiry (its clock behind) does not shorten it", snapstore.RestoreLease{ModTime: written, Expires: written.Add(-time.Hour), TTLSeconds: 600},
+		{"the holder's earlier expiry (its clock behind) does not shorten it", snapstore.RestoreLock{ModTime: written, Expires: written.Add(-time.Hour), TTLSeconds: 600},
 			written.Add(10 * time.Minute)},
-		{"no TTL: the default", snapstore.RestoreLease{ModTime: written}, written.Add(snapstore.DefaultLeaseTTL)},
-		{"a TTL above an hour is an hour", snapstore.RestoreLease{ModTime: written, TTLSeconds: 86400}, written.Add(time.Hour)},
+		{"no TTL: the default", snapstore.RestoreLock{ModTime: written}, written.Add(snapstore.DefaultLockTTL)},
+		{"a TTL above an hour is an hour", snapstore.RestoreLock{ModTime: written, TTLSeconds: 86400}, written.Add(time.Hour)},
 	} {
-		if got := tc.lease.End(); !got.Equal(tc.end) {
+		if got := tc.lock.End(); !got.Equal(tc.end) {
 			t.Errorf("%s: End %s, want %s", tc.name, got, tc.end)
 		}
-		if !tc.lease.Live(tc.end.Add(-time.Nanosecond)) || tc.lease.Live(tc.end) {
+		if !tc.lock.Live(tc.end.Add(-time.Nanosecond)) || tc.lock.Live(tc.end) {
 			t.Errorf("%s: Live does not end at %s", tc.name, tc.end)
 		}
 	}

@@ -20,84 +20,84 @@ import (
 	"github.com/etcdbr/etcdbr/internal/backoff"
 )
 
-// Restore leases: a restore announces in the store that it is reading objects, so that
+// Restore locks: a restore announces in the store that it is reading objects, so that
 // garbage collection (which may run in another process, on another machine) leaves them
 // alone. See docs/retention.md.
 //
-// A lease is the object locks/restore-<id>.json. Until the restore has planned, the lease
+// A lock is the object locks/restore-<id>.json. Until the restore has planned, the lock
 // names no objects and protects all of them: garbage collection deletes nothing while it
 // lives. Then it names the objects of the plan, and garbage collection keeps those (and what
-// their chains need). The holder rewrites the lease every TTL/5; it stops protecting TTL
+// their chains need). The holder rewrites the lock every TTL/5; it stops protecting TTL
 // after the store last wrote it, so a restore that died holds nothing for long.
 const (
-	leaseDir    = "locks/"
-	leasePrefix = leaseDir + "restore-"
-	leaseSuffix = ".json"
-	// DefaultLeaseTTL is how long a lease protects after its last refresh by default.
-	DefaultLeaseTTL = 10 * time.Minute
-	// maxLeaseTTL caps what any lease may claim, so that a lease left by a restore that died
+	lockDir    = "locks/"
+	lockPrefix = lockDir + "restore-"
+	lockSuffix = ".json"
+	// DefaultLockTTL is how long a lock protects after its last refresh by default.
+	DefaultLockTTL = 10 * time.Minute
+	// maxLockTTL caps what any lock may claim, so that a lock left by a restore that died
 	// never pins objects for long, whatever it says.
-	maxLeaseTTL = time.Hour
-	// leaseRecheck is the longest garbage collection goes on deleting after it last read
-	// the leases: it reads them again before a deletion that would start later.
-	leaseRecheck = 2 * time.Second
-	// DefaultLeaseSettle is how long a garbage collection that read the leases just before
-	// a lease started protecting everything may go on deleting, with time for deletions in
-	// flight to finish (LeaseHolder.Settle waits it out).
-	DefaultLeaseSettle = leaseRecheck + 3*time.Second
-	// staleLeaseAge is how long after a lease stopped protecting garbage collection
+	maxLockTTL = time.Hour
+	// lockRecheck is the longest garbage collection goes on deleting after it last read
+	// the locks: it reads them again before a deletion that would start later.
+	lockRecheck = 2 * time.Second
+	// DefaultLockSettle is how long a garbage collection that read the locks just before
+	// a lock started protecting everything may go on deleting, with time for deletions in
+	// flight to finish (LockHolder.Settle waits it out).
+	DefaultLockSettle = lockRecheck + 3*time.Second
+	// staleLockAge is how long after a lock stopped protecting garbage collection
 	// deletes its object.
-	staleLeaseAge = time.Hour
-	// maxLeaseSize bounds what is read of a lease object.
-	maxLeaseSize = 64 << 20
+	staleLockAge = time.Hour
+	// maxLockSize bounds what is read of a lock object.
+	maxLockSize = 64 << 20
 )
 
-// RestoreLease is a restore's announcement in the store, as garbage collection reads it.
-type RestoreLease struct {
-	// ID is the lease's random identifier; Holder and Purpose say who restores what, for
+// RestoreLock is a restore's announcement in the store, as garbage collection reads it.
+type RestoreLock struct {
+	// ID is the lock's random identifier; Holder and Purpose say who restores what, for
 	// messages.
 	ID      string `json:"id"`
 	Holder  string `json:"holder"`
 	Purpose string `json:"purpose,omitempty"`
-	// Created is when the lease was first written and Expires when it ends by the holder's
+	// Created is when the lock was first written and Expires when it ends by the holder's
 	// clock, unless refreshed; TTLSeconds is how long each refresh extends it.
 	Created    time.Time `json:"created"`
 	Expires    time.Time `json:"expires"`
 	TTLSeconds int64     `json:"ttl_seconds"`
-	// Keys are the objects the restore reads. Nil while it plans: then the lease protects
+	// Keys are the objects the restore reads. Nil while it plans: then the lock protects
 	// every object.
 	Keys []string `json:"keys"`
 
-	// Key is the lease object's key, ModTime when the store last wrote it (from the
+	// Key is the lock object's key, ModTime when the store last wrote it (from the
 	// listing), and Malformed why its content could not be read ("" when it could).
 	Key       string    `json:"-"`
 	ModTime   time.Time `json:"-"`
 	Malformed string    `json:"-"`
 }
 
-// leaseFile is the stored form: a version, then the lease.
-type leaseFile struct {
+// lockFile is the stored form: a version, then the lock.
+type lockFile struct {
 	Version int `json:"version"`
-	RestoreLease
+	RestoreLock
 }
 
-// Pending reports whether the lease names no objects yet: it protects all of them.
-func (l RestoreLease) Pending() bool { return l.Keys == nil }
+// Pending reports whether the lock names no objects yet: it protects all of them.
+func (l RestoreLock) Pending() bool { return l.Keys == nil }
 
-// TTL is how long the lease protects after its last refresh, within (0, 1h].
-func (l RestoreLease) TTL() time.Duration {
+// TTL is how long the lock protects after its last refresh, within (0, 1h].
+func (l RestoreLock) TTL() time.Duration {
 	ttl := time.Duration(l.TTLSeconds) * time.Second
 	if ttl <= 0 {
-		return DefaultLeaseTTL
+		return DefaultLockTTL
 	}
-	return min(ttl, maxLeaseTTL)
+	return min(ttl, maxLockTTL)
 }
 
-// End is when the lease stops protecting: TTL after the store last wrote it, or the
+// End is when the lock stops protecting: TTL after the store last wrote it, or the
 // holder's own expiry when that is later, but at most 2 TTL after the write (so that neither
 // a small clock difference between holder and store nor a holder's clock far ahead matters
 // much).
-func (l RestoreLease) End() time.Time {
+func (l RestoreLock) End() time.Time {
 	if l.ModTime.IsZero() {
 		return l.Expires
 	}
@@ -108,14 +108,14 @@ func (l RestoreLease) End() time.Time {
 	return end
 }
 
-// Live reports whether the lease still protects at now.
-func (l RestoreLease) Live(now time.Time) bool { return now.Before(l.End()) }
+// Live reports whether the lock still protects at now.
+func (l RestoreLock) Live(now time.Time) bool { return now.Before(l.End()) }
 
-// stale reports whether the lease object can be deleted: it stopped protecting long ago.
-func (l RestoreLease) stale(now time.Time) bool { return now.Sub(l.End()) > staleLeaseAge }
+// stale reports whether the lock object can be deleted: it stopped protecting long ago.
+func (l RestoreLock) stale(now time.Time) bool { return now.Sub(l.End()) > staleLockAge }
 
-func (l RestoreLease) String() string {
-	s := "restore lease " + l.ID
+func (l RestoreLock) String() string {
+	s := "restore lock " + l.ID
 	if l.Holder != "" {
 		s += " of " + l.Holder
 	}
@@ -125,8 +125,8 @@ func (l RestoreLease) String() string {
 	return s
 }
 
-// fingerprint identifies what a lease protects, to notice a lease that changed.
-func (l RestoreLease) fingerprint() string {
+// fingerprint identifies what a lock protects, to notice a lock that changed.
+func (l RestoreLock) fingerprint() string {
 	switch {
 	case l.Pending():
 		return l.Key + "|pending"
@@ -143,33 +143,33 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// isLeaseKey reports whether key is the name of a restore lease.
-func isLeaseKey(key string) bool {
-	id, ok := strings.CutPrefix(key, leasePrefix)
+// isLockKey reports whether key is the name of a restore lock.
+func isLockKey(key string) bool {
+	id, ok := strings.CutPrefix(key, lockPrefix)
 	if !ok {
 		return false
 	}
-	id, ok = strings.CutSuffix(id, leaseSuffix)
+	id, ok = strings.CutSuffix(id, lockSuffix)
 	return ok && id != "" && !strings.ContainsAny(id, "/.")
 }
 
-// RestoreLeases lists and reads the restore leases in the store (one listing of locks/ and
-// one read per lease). A lease whose content cannot be read is returned with Malformed set
+// RestoreLocks lists and reads the restore locks in the store (one listing of locks/ and
+// one read per lock). A lock whose content cannot be read is returned with Malformed set
 // and no keys, so that it protects everything until TTL after it was written.
-func (s *Store) RestoreLeases(ctx context.Context) ([]RestoreLease, error) {
-	var leases []RestoreLease
+func (s *Store) RestoreLocks(ctx context.Context) ([]RestoreLock, error) {
+	var locks []RestoreLock
 	var readErr error
-	err := s.eachObject(ctx, leaseDir, func(obj *blob.ListObject) error {
-		if !isLeaseKey(obj.Key) {
+	err := s.eachObject(ctx, lockDir, func(obj *blob.ListObject) error {
+		if !isLockKey(obj.Key) {
 			return nil
 		}
-		l, ok, err := s.readLease(ctx, obj.Key, obj.ModTime)
+		l, ok, err := s.readLock(ctx, obj.Key, obj.ModTime)
 		if err != nil {
 			readErr = err
 			return err
 		}
 		if ok {
-			leases = append(leases, l)
+			locks = append(locks, l)
 		}
 		return nil
 	})
@@ -177,105 +177,105 @@ func (s *Store) RestoreLeases(ctx context.Context) ([]RestoreLease, error) {
 	case readErr != nil:
 		return nil, readErr
 	case err != nil:
-		return nil, fmt.Errorf("list restore leases in %q: %w", s.url, err)
+		return nil, fmt.Errorf("list restore locks in %q: %w", s.url, err)
 	}
-	return leases, nil
+	return locks, nil
 }
 
-// readLease reads one lease object; ok is false when it is gone (released meanwhile).
-func (s *Store) readLease(ctx context.Context, key string, modTime time.Time) (RestoreLease, bool, error) {
-	l := RestoreLease{Key: key, ModTime: modTime}
+// readLock reads one lock object; ok is false when it is gone (released meanwhile).
+func (s *Store) readLock(ctx context.Context, key string, modTime time.Time) (RestoreLock, bool, error) {
+	l := RestoreLock{Key: key, ModTime: modTime}
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return l, false, nil
 	}
 	if err != nil {
-		return l, false, fmt.Errorf("read restore lease %q in %q: %w", key, s.url, err)
+		return l, false, fmt.Errorf("read restore lock %q in %q: %w", key, s.url, err)
 	}
 	defer r.Close()
-	data, err := io.ReadAll(io.LimitReader(r, maxLeaseSize+1))
+	data, err := io.ReadAll(io.LimitReader(r, maxLockSize+1))
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return l, false, nil
 		}
-		return l, false, fmt.Errorf("read restore lease %q in %q: %w", key, s.url, err)
+		return l, false, fmt.Errorf("read restore lock %q in %q: %w", key, s.url, err)
 	}
-	var f leaseFile
+	var f lockFile
 	switch err := json.Unmarshal(data, &f); {
-	case len(data) > maxLeaseSize:
-		l.Malformed = fmt.Sprintf("larger than %d bytes", maxLeaseSize)
+	case len(data) > maxLockSize:
+		l.Malformed = fmt.Sprintf("larger than %d bytes", maxLockSize)
 	case err != nil:
 		l.Malformed = err.Error()
 	case f.Version != 1:
 		l.Malformed = fmt.Sprintf("version %d: this etcdbr reads version 1", f.Version)
 	default:
-		f.RestoreLease.Key, f.RestoreLease.ModTime = key, modTime
-		return f.RestoreLease, true, nil
+		f.RestoreLock.Key, f.RestoreLock.ModTime = key, modTime
+		return f.RestoreLock, true, nil
 	}
-	l.ID = strings.TrimSuffix(strings.TrimPrefix(key, leasePrefix), leaseSuffix)
+	l.ID = strings.TrimSuffix(strings.TrimPrefix(key, lockPrefix), lockSuffix)
 	return l, true, nil
 }
 
-// LeaseOptions configure a restore lease.
-type LeaseOptions struct {
+// LockOptions configure a restore lock.
+type LockOptions struct {
 	// Holder and Purpose say who restores what, for garbage collection's messages (default
 	// Holder: host name and process id).
 	Holder, Purpose string
-	// TTL is how long the lease protects after each refresh (default DefaultLeaseTTL, at
+	// TTL is how long the lock protects after each refresh (default DefaultLockTTL, at
 	// most an hour). The holder refreshes it every TTL/5.
 	TTL time.Duration
-	// Settle is how long after the lease started protecting everything (written first, or
-	// by Replan) a garbage collection that read the leases just before may go on deleting:
-	// LeaseHolder.Settle waits until then (0: the default, DefaultLeaseSettle; negative: no
+	// Settle is how long after the lock started protecting everything (written first, or
+	// by Replan) a garbage collection that read the locks just before may go on deleting:
+	// LockHolder.Settle waits until then (0: the default, DefaultLockSettle; negative: no
 	// wait).
 	Settle time.Duration
 	// Log receives warnings about failed refreshes (nil: discarded).
 	Log *slog.Logger
 }
 
-// LeaseHolder is a restore's lease, held until Release. Its methods are safe for
-// concurrent use, and do nothing on a nil *LeaseHolder (a restore that could not announce
-// itself, e.g. with read-only credentials, goes on without a lease).
-type LeaseHolder struct {
+// LockHolder is a restore's lock, held until Release. Its methods are safe for
+// concurrent use, and do nothing on a nil *LockHolder (a restore that could not announce
+// itself, e.g. with read-only credentials, goes on without a lock).
+type LockHolder struct {
 	store  *Store
 	log    *slog.Logger
 	settle time.Duration
 	stop   context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex // serializes writes of the lease
-	lease RestoreLease
-	// wroteAll reports that the store holds the lease as protecting everything (pending),
+	mu   sync.Mutex // serializes writes of the lock
+	lock RestoreLock
+	// wroteAll reports that the store holds the lock as protecting everything (pending),
 	// since widened: when it was written so after it named keys, or first.
 	wroteAll bool
 	widened  time.Time
 }
 
-// AcquireRestoreLease announces a restore in the store: it writes a lease that protects
+// AcquireRestoreLock announces a restore in the store: it writes a lock that protects
 // every object and keeps it refreshed in the background until Release (or until ctx
 // ends). List and plan after it returns, then call Protect with the plan's objects.
 //
-// It does not wait: a garbage collection that read the leases just before the lease was
+// It does not wait: a garbage collection that read the locks just before the lock was
 // written may go on deleting for up to opts.Settle, so a listing made at once may still
 // name objects that are about to go. That is safe (an object is read whole and verified,
 // or reported missing: a restore never uses part of one), and rare, so a restore pays for it
 // only when it happens: on a missing object it calls Replan, waits Settle, lists again and
 // plans again; that listing is as good as one made after waiting up front.
 //
-// A restore that cannot write the lease may go on without it (the returned error says why;
+// A restore that cannot write the lock may go on without it (the returned error says why;
 // garbage collection may then delete what it reads, which the restore notices as a missing
-// object and plans again). When writing fails, the lease is deleted again in case the
+// object and plans again). When writing fails, the lock is deleted again in case the
 // write landed after all.
-func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*LeaseHolder, error) {
+func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*LockHolder, error) {
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("restore lease: %w", err)
+		return nil, fmt.Errorf("restore lock: %w", err)
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
-		ttl = DefaultLeaseTTL
+		ttl = DefaultLockTTL
 	}
-	ttl = min(ttl.Round(time.Second), maxLeaseTTL)
+	ttl = min(ttl.Round(time.Second), maxLockTTL)
 	holder := opts.Holder
 	if holder == "" {
 		host, _ := os.Hostname()
@@ -288,20 +288,20 @@ func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*Le
 	now := time.Now()
 	settle := opts.Settle
 	if settle == 0 {
-		settle = DefaultLeaseSettle
+		settle = DefaultLockSettle
 	}
-	h := &LeaseHolder{
+	h := &LockHolder{
 		store: s, log: log, settle: max(settle, 0), done: make(chan struct{}),
-		lease: RestoreLease{
+		lock: RestoreLock{
 			ID: hex.EncodeToString(id[:]), Holder: holder, Purpose: opts.Purpose,
 			Created: now.UTC(), TTLSeconds: int64(ttl / time.Second),
 		},
 	}
-	h.lease.Key = leasePrefix + h.lease.ID + leaseSuffix
+	h.lock.Key = lockPrefix + h.lock.ID + lockSuffix
 	if err := h.write(ctx); err != nil {
 		// A write cut off (a cancelled context, a timeout) may still land: take it back.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseCleanupTimeout)
-		_ = s.bucket.Delete(dctx, h.lease.Key)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockCleanupTimeout)
+		_ = s.bucket.Delete(dctx, h.lock.Key)
 		cancel()
 		return nil, err
 	}
@@ -311,59 +311,59 @@ func (s *Store) AcquireRestoreLease(ctx context.Context, opts LeaseOptions) (*Le
 	return h, nil
 }
 
-// leaseCleanupTimeout bounds the deletion of a lease whose write failed.
-const leaseCleanupTimeout = 10 * time.Second
+// lockCleanupTimeout bounds the deletion of a lock whose write failed.
+const lockCleanupTimeout = 10 * time.Second
 
-// Lease returns the lease as last written.
-func (h *LeaseHolder) Lease() RestoreLease {
+// Lock returns the lock as last written.
+func (h *LockHolder) Held() RestoreLock {
 	if h == nil {
-		return RestoreLease{}
+		return RestoreLock{}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l := h.lease
+	l := h.lock
 	l.Keys = slices.Clone(l.Keys)
 	return l
 }
 
 // Protect records the objects the restore reads (Plan.Full and Plan.Deltas: see PlanKeys).
-// From then on the lease protects only those, and garbage collection keeps what their
+// From then on the lock protects only those, and garbage collection keeps what their
 // chains need. Call it again after planning again.
-func (h *LeaseHolder) Protect(ctx context.Context, keys []string) error {
+func (h *LockHolder) Protect(ctx context.Context, keys []string) error {
 	if h == nil {
 		return nil
 	}
 	h.mu.Lock()
-	h.lease.Keys = append(make([]string, 0, len(keys)), keys...)
+	h.lock.Keys = append(make([]string, 0, len(keys)), keys...)
 	h.mu.Unlock()
 	return h.write(ctx)
 }
 
-// Replan makes the lease protect every object again, as before the first Protect: call it
+// Replan makes the lock protect every object again, as before the first Protect: call it
 // before listing the store to plan again (after an object the plan named disappeared), then
 // Settle, so that no garbage collection that planned with the old keys still deletes while
 // the restore lists. Protect the new plan's objects afterwards.
-func (h *LeaseHolder) Replan(ctx context.Context) error {
+func (h *LockHolder) Replan(ctx context.Context) error {
 	if h == nil {
 		return nil
 	}
 	h.mu.Lock()
-	h.lease.Keys = nil
+	h.lock.Keys = nil
 	h.mu.Unlock()
 	return h.write(ctx)
 }
 
-// Settle waits until a garbage collection that read the leases just before the lease last
-// started protecting everything (AcquireRestoreLease, Replan) has stopped deleting:
-// LeaseOptions.Settle after that write. When that write has not reached the store yet (it
+// Settle waits until a garbage collection that read the locks just before the lock last
+// started protecting everything (AcquireRestoreLock, Replan) has stopped deleting:
+// LockOptions.Settle after that write. When that write has not reached the store yet (it
 // failed and the background refresh retries it), it waits Settle from now. It returns at
 // once on a nil holder, and ctx's error when ctx ends first.
-func (h *LeaseHolder) Settle(ctx context.Context) error {
+func (h *LockHolder) Settle(ctx context.Context) error {
 	if h == nil {
 		return nil
 	}
 	h.mu.Lock()
-	until, name := h.widened.Add(h.settle), h.lease.String()
+	until, name := h.widened.Add(h.settle), h.lock.String()
 	if !h.wroteAll {
 		until = time.Now().Add(h.settle)
 	}
@@ -376,9 +376,9 @@ func (h *LeaseHolder) Settle(ctx context.Context) error {
 	return nil
 }
 
-// Release stops refreshing the lease and deletes it. Call it when the restore ends, also
+// Release stops refreshing the lock and deletes it. Call it when the restore ends, also
 // when it failed (with a context that is not cancelled, e.g. context.WithoutCancel).
-func (h *LeaseHolder) Release(ctx context.Context) error {
+func (h *LockHolder) Release(ctx context.Context) error {
 	if h == nil {
 		return nil
 	}
@@ -386,14 +386,14 @@ func (h *LeaseHolder) Release(ctx context.Context) error {
 	<-h.done
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.store.bucket.Delete(ctx, h.lease.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-		return fmt.Errorf("release %s in %q: %w (it stops protecting %v after its last refresh)", h.lease, h.store.url, err, h.lease.TTL())
+	if err := h.store.bucket.Delete(ctx, h.lock.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("release %s in %q: %w (it stops protecting %v after its last refresh)", h.lock, h.store.url, err, h.lock.TTL())
 	}
 	return nil
 }
 
-// refresh rewrites the lease every period until stopped or until parent is done.
-func (h *LeaseHolder) refresh(ctx context.Context, parent <-chan struct{}, period time.Duration) {
+// refresh rewrites the lock every period until stopped or until parent is done.
+func (h *LockHolder) refresh(ctx context.Context, parent <-chan struct{}, period time.Duration) {
 	defer close(h.done)
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -405,28 +405,28 @@ func (h *LeaseHolder) refresh(ctx context.Context, parent <-chan struct{}, perio
 			return
 		case <-t.C:
 			if err := h.write(ctx); err != nil && ctx.Err() == nil {
-				h.log.Warn("cannot refresh the restore lease; garbage collection may delete what the restore "+
-					"reads once it expires (the restore then plans again); retrying", "lease", h.lease.Key,
-					"expires", h.lease.Expires, "err", err)
+				h.log.Warn("cannot refresh the restore lock; garbage collection may delete what the restore "+
+					"reads once it expires (the restore then plans again); retrying", "lock", h.lock.Key,
+					"expires", h.lock.Expires, "err", err)
 			}
 		}
 	}
 }
 
-// write (re)writes the lease with a new expiry.
-func (h *LeaseHolder) write(ctx context.Context) error {
+// write (re)writes the lock with a new expiry.
+func (h *LockHolder) write(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lease.Expires = time.Now().Add(h.lease.TTL()).UTC()
-	data, err := json.MarshalIndent(leaseFile{Version: 1, RestoreLease: h.lease}, "", "  ")
+	h.lock.Expires = time.Now().Add(h.lock.TTL()).UTC()
+	data, err := json.MarshalIndent(lockFile{Version: 1, RestoreLock: h.lock}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", h.lease, err)
+		return fmt.Errorf("write %s: %w", h.lock, err)
 	}
-	if err := h.store.writeRecord(ctx, h.lease.Key, data, false); err != nil {
-		return fmt.Errorf("write %s to %q: %w", h.lease, h.store.url, err)
+	if err := h.store.writeRecord(ctx, h.lock.Key, data, false); err != nil {
+		return fmt.Errorf("write %s to %q: %w", h.lock, h.store.url, err)
 	}
 	switch {
-	case h.lease.Keys != nil:
+	case h.lock.Keys != nil:
 		h.wroteAll = false
 	case !h.wroteAll:
 		h.wroteAll, h.widened = true, time.Now()
@@ -434,7 +434,7 @@ func (h *LeaseHolder) write(ctx context.Context) error {
 	return nil
 }
 
-// PlanKeys returns the keys of the objects a restore plan reads, for LeaseHolder.Protect.
+// PlanKeys returns the keys of the objects a restore plan reads, for LockHolder.Protect.
 func PlanKeys(p Plan) []string {
 	keys := make([]string, 0, 1+len(p.Deltas))
 	keys = append(keys, p.Full.Key)

@@ -101,7 +101,7 @@ const (
 	keepBase   uint8 = 1 << iota // the full snapshot the point-in-time window starts from
 	keepWindow                   // in the point-in-time window
 	keepBucket                   // the newest full snapshot of an hour, day or week; or one of the newest N
-	keepLease                    // a restore in progress reads it
+	keepLock                     // a restore in progress reads it
 	keepNeeded                   // the chain of a kept delta outside the window needs it
 	keepNoFull                   // the store has no full snapshot: nothing is deleted
 )
@@ -196,7 +196,7 @@ func (c calendar) describe(b bucket) string {
 	return ""
 }
 
-// retention is what a policy keeps of a listing, before restore leases are applied: for
+// retention is what a policy keeps of a listing, before restore locks are applied: for
 // each full snapshot and delta (in the listing's order), the reasons it is kept (0: it is
 // deleted).
 type retention struct {

@@ -19,7 +19,7 @@ func TestRetentionSimulatedYears(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			cfg := simConfig{policy: p, start: ts("2026-01-01T00:00:00Z"), duration: 365 * 24 * time.Hour, leases: true}
+			cfg := simConfig{policy: p, start: ts("2026-01-01T00:00:00Z"), duration: 365 * 24 * time.Hour, locks: true}
 			logSim(t, cfg, runSim(t, cfg))
 		})
 	}

@@ -15,7 +15,7 @@ import (
 // memory): a full snapshot 200 ms after every hour, a delta every 10 s (a few skipped, as an
 // idle member uploads none), garbage collection every minute and after each full snapshot,
 // and every fourth day a restore that plans across an hour (when the policy deletes the
-// previous hour's chain) and then holds a lease on an older chain for half an hour.
+// previous hour's chain) and then holds a lock on an older chain for half an hour.
 //
 // After every garbage collection:
 //   - the kept full snapshots must be exactly those the policy promises, computed here
@@ -24,7 +24,7 @@ import (
 //   - nothing a restore in progress reads is deleted, and nothing at all while a restore is
 //     still planning;
 //   - whenever the kept objects changed other than by deltas appended after the newest
-//     revision (garbage collection deleted something, a full snapshot or a lease came or
+//     revision (garbage collection deleted something, a full snapshot or a lock came or
 //     went), every point the policy promises is restored with snapstore.PlanRestore: the
 //     newest point, every kept full snapshot, and the whole point-in-time window (a restore
 //     to its start must chain to the newest revision). Appending deltas after the newest
@@ -37,7 +37,7 @@ type simConfig struct {
 	policy   snapstore.Policy
 	start    time.Time // a whole hour
 	duration time.Duration
-	leases   bool // restores hold leases now and then
+	locks    bool // restores hold locks now and then
 }
 
 // simStats is what a simulation saw.
@@ -97,12 +97,12 @@ func simKey(buf []byte, kind snapstore.Kind, from, to int64, t time.Time) string
 	return string(buf)
 }
 
-// simLease is a restore in progress.
-type simLease struct {
-	lease snapstore.RestoreLease
+// simLock is a restore in progress.
+type simLock struct {
+	lock  snapstore.RestoreLock
 	keys  map[string]bool
 	full  time.Time // the time of the full snapshot it reads
-	until time.Time // when the restore ends (it releases the lease)
+	until time.Time // when the restore ends (it releases the lock)
 }
 
 func runSim(t *testing.T, cfg simConfig) simStats {
@@ -115,7 +115,7 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 		lastTo  int64 // the last revision uploaded in a delta
 		slot    int   // delta slots so far
 		hours   int
-		leases  []*simLease
+		locks   []*simLock
 		reading time.Time // when the restore that plans starts reading
 		oracle  simOracle
 	)
@@ -126,16 +126,16 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 	gc := func(now time.Time, changed bool) {
 		st.gcRuns++
 		l := snapstore.Listing{Fulls: store.fulls, Deltas: store.deltas}
-		for _, sl := range leases {
-			sl.lease.ModTime = now // refreshed by its holder
-			l.Leases = append(l.Leases, sl.lease)
+		for _, sl := range locks {
+			sl.lock.ModTime = now // refreshed by its holder
+			l.Locks = append(l.Locks, sl.lock)
 		}
 		plan, err := snapstore.PlanGC(l, cfg.policy, now)
 		if err != nil {
 			t.Fatalf("%s: %v", now, err)
 		}
-		for _, sl := range leases {
-			if sl.lease.Pending() && len(plan.Delete) > 0 {
+		for _, sl := range locks {
+			if sl.lock.Pending() && len(plan.Delete) > 0 {
 				t.Fatalf("%s: a restore is planning, yet garbage collection deletes %d objects", now, len(plan.Delete))
 			}
 			for _, d := range plan.Delete {
@@ -149,7 +149,7 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 			st.deleted += len(plan.Delete)
 			changed = true
 		}
-		checkSim(t, cfg, &st, &store, now, rev, lastTo, plan, changed, &oracle, leases)
+		checkSim(t, cfg, &st, &store, now, rev, lastTo, plan, changed, &oracle, locks)
 		n := store.count()
 		st.maxObjects = max(st.maxObjects, n)
 		st.maxFulls, st.maxDeltas = max(st.maxFulls, len(store.fulls)), max(st.maxDeltas, len(store.deltas))
@@ -165,7 +165,7 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 
 	for now := cfg.start; now.Before(end); now = now.Add(time.Minute) {
 		st.steps++
-		leaseChanged := false
+		lockChanged := false
 		// The deltas of the minute up to now: 3 revisions every 10 s; every 97th slot
 		// has no writes and uploads nothing.
 		for s := 5; s >= 0; s-- {
@@ -181,23 +181,23 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 			})
 			lastTo = rev
 		}
-		// Restores, every fourth day at a later hour: from hh:59 one plans (its lease names
+		// Restores, every fourth day at a later hour: from hh:59 one plans (its lock names
 		// nothing), across the hour at which the policy deletes the chain of hh-1; from
 		// hh+1:01 it reads what a restore to hh-1:30 needs, until hh+1:30.
-		if cfg.leases {
-			leases = slices.DeleteFunc(leases, func(sl *simLease) bool {
-				leaseChanged = leaseChanged || !now.Before(sl.until)
+		if cfg.locks {
+			locks = slices.DeleteFunc(locks, func(sl *simLock) bool {
+				lockChanged = lockChanged || !now.Before(sl.until)
 				return !now.Before(sl.until)
 			})
 			day := int(now.Sub(cfg.start) / (24 * time.Hour))
 			if day%4 == 1 && now.Hour() == day%24 && now.Minute() == 59 {
-				leaseChanged = true
+				lockChanged = true
 				reading = now.Add(2 * time.Minute)
-				leases = append(leases, &simLease{until: reading,
-					lease: snapstore.RestoreLease{ID: "planning-" + now.Format(time.RFC3339), TTLSeconds: 600}})
+				locks = append(locks, &simLock{until: reading,
+					lock: snapstore.RestoreLock{ID: "planning-" + now.Format(time.RFC3339), TTLSeconds: 600}})
 			}
 			if !reading.IsZero() && !now.Before(reading) {
-				leaseChanged = true
+				lockChanged = true
 				reading = time.Time{}
 				target := snapstore.Target{Time: now.Truncate(time.Hour).Add(-90 * time.Minute)}
 				p, err := snapstore.PlanRestore(store.fulls, store.deltas, target, nil)
@@ -205,15 +205,15 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 					t.Fatalf("%s: plan a restore to %s: %v", now, target, err)
 				}
 				keys := snapstore.PlanKeys(p)
-				sl := &simLease{until: now.Add(29 * time.Minute), keys: map[string]bool{}, full: p.Full.Time,
-					lease: snapstore.RestoreLease{ID: "reading-" + now.Format(time.RFC3339), TTLSeconds: 600, Keys: keys}}
+				sl := &simLock{until: now.Add(29 * time.Minute), keys: map[string]bool{}, full: p.Full.Time,
+					lock: snapstore.RestoreLock{ID: "reading-" + now.Format(time.RFC3339), TTLSeconds: 600, Keys: keys}}
 				for _, k := range keys {
 					sl.keys[k] = true
 				}
-				leases = append(leases, sl)
+				locks = append(locks, sl)
 			}
 		}
-		gc(now, leaseChanged)
+		gc(now, lockChanged)
 		if now.Minute() == 0 {
 			// The hourly full snapshot, 200 ms after the hour, at a revision up to two
 			// after the last delta's (so that the next delta starts at or before it).
@@ -231,7 +231,7 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 
 // checkSim checks the store after a garbage collection at now.
 func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now time.Time, rev, lastTo int64,
-	plan snapstore.GCPlan, changed bool, oracle *simOracle, leases []*simLease) {
+	plan snapstore.GCPlan, changed bool, oracle *simOracle, locks []*simLock) {
 	t.Helper()
 	fatal := func(format string, args ...any) {
 		t.Helper()
@@ -246,7 +246,7 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	}
 	// The kept full snapshots are those promised (while a restore plans, nothing is deleted:
 	// the run after it catches up).
-	want := oracle.promised(cfg, store, now, leases)
+	want := oracle.promised(cfg, store, now, locks)
 	if plan.Paused == "" && (len(want) != len(store.fulls) ||
 		!slices.EqualFunc(want, store.fulls, func(w time.Time, f snapstore.Snapshot) bool { return w.Equal(f.Time) })) {
 		got := make([]time.Time, len(store.fulls))
@@ -260,7 +260,7 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	if len(store.deltas) == 0 {
 		return // the first full snapshot, before any delta
 	}
-	if d := store.deltas[0]; plan.Paused == "" && !slices.ContainsFunc(leases, func(sl *simLease) bool { return sl.keys[d.Key] }) &&
+	if d := store.deltas[0]; plan.Paused == "" && !slices.ContainsFunc(locks, func(sl *simLock) bool { return sl.keys[d.Key] }) &&
 		(d.Revision <= plan.WindowBase.Revision || d.From > plan.WindowBase.Revision+1) {
 		fatal("the oldest delta kept, %s, does not continue the window's base %s", d.Key, plan.WindowBase.Key)
 	}
@@ -323,13 +323,13 @@ type simOracle struct {
 }
 
 type simOracleKey struct {
-	hour, base      time.Time // the current hour's start; the window's base
-	fulls           int
-	oldest, newest  time.Time
-	leases, leased0 int
+	hour, base     time.Time // the current hour's start; the window's base
+	fulls          int
+	oldest, newest time.Time
+	locks, lockd0  int
 }
 
-func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, leases []*simLease) []time.Time {
+func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, locks []*simLock) []time.Time {
 	const fullDelay = 200 * time.Millisecond
 	first := cfg.start.Add(fullDelay)
 	// newestBefore is the last full snapshot taken before t (zero: none).
@@ -360,12 +360,12 @@ func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, leas
 	if base.IsZero() {
 		base = first
 	}
-	key := simOracleKey{hour: hourStart, base: base, fulls: len(store.fulls), leases: len(leases)}
+	key := simOracleKey{hour: hourStart, base: base, fulls: len(store.fulls), locks: len(locks)}
 	if len(store.fulls) > 0 {
 		key.oldest, key.newest = store.fulls[0].Time, store.fulls[len(store.fulls)-1].Time
 	}
-	if len(leases) > 0 {
-		key.leased0 = len(leases[0].lease.Keys)
+	if len(locks) > 0 {
+		key.lockd0 = len(locks[0].lock.Keys)
 	}
 	if key == o.key && o.want != nil {
 		return o.want
@@ -419,7 +419,7 @@ func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, leas
 		add(f)
 	}
 	// What restores in progress read.
-	for _, sl := range leases {
+	for _, sl := range locks {
 		add(sl.full)
 	}
 	o.want = o.want[:0]
@@ -450,7 +450,7 @@ func TestRetentionSimulatedYear(t *testing.T) {
 		policy:   snapstore.Policy{Kind: snapstore.PolicyExponential, Location: time.UTC},
 		start:    ts("2026-01-01T00:00:00Z"),
 		duration: 365 * 24 * time.Hour,
-		leases:   true,
+		locks:    true,
 	}
 	logSim(t, cfg, runSim(t, cfg))
 }
@@ -463,7 +463,7 @@ func TestRetentionSimulatedSummerTimeEnd(t *testing.T) {
 		policy:   snapstore.Policy{Kind: snapstore.PolicyExponential, Location: zone("America/New_York"), KeepWithin: 3 * time.Hour},
 		start:    ts("2026-10-01T00:00:00Z"),
 		duration: 6 * 7 * 24 * time.Hour,
-		leases:   true,
+		locks:    true,
 	}
 	logSim(t, cfg, runSim(t, cfg))
 }
@@ -475,7 +475,7 @@ func TestRetentionSimulatedLimit(t *testing.T) {
 		policy:   snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 6, KeepWithin: 2 * time.Hour},
 		start:    ts("2026-11-01T00:00:00Z"),
 		duration: 3 * 7 * 24 * time.Hour,
-		leases:   true,
+		locks:    true,
 	}
 	logSim(t, cfg, runSim(t, cfg))
 }

@@ -65,11 +65,11 @@ type RestoreResult struct {
 // previous data dir, if any, is moved aside, never deleted. A store without any full
 // snapshot gives an error wrapping ErrNoBackup.
 //
-// The restore holds a restore lease in the store while it runs (docs/retention.md), so that
-// garbage collection elsewhere leaves what it reads alone; the lease is removed when it
+// The restore holds a restore lock in the store while it runs (docs/retention.md), so that
+// garbage collection elsewhere leaves what it reads alone; the lock is removed when it
 // returns, whatever the outcome. An object that disappears between the listing and its
-// reading (deleted by a garbage collection that started before the lease, or by one that
-// does not honour leases) is not a bad object: the restore lists the store again and plans
+// reading (deleted by a garbage collection that started before the lock, or by one that
+// does not honour locks) is not a bad object: the restore lists the store again and plans
 // again, up to maxReplans times, and then fails naming the objects that disappeared.
 func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	return restore(ctx, store, cfg, target, opts, lg, false)
@@ -111,17 +111,17 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	if err := target.Validate(); err != nil {
 		return RestoreResult{}, err
 	}
-	lease, err := store.AcquireRestoreLease(ctx, snapstore.LeaseOptions{Purpose: "restore to " + target.String(), Log: lg})
+	lock, err := store.AcquireRestoreLock(ctx, snapstore.LockOptions{Purpose: "restore to " + target.String(), Log: lg})
 	if err != nil {
 		if ctx.Err() != nil {
 			return RestoreResult{}, fmt.Errorf("restore: %w", err)
 		}
-		lg.Warn("cannot announce the restore in the store (no restore lease under locks/; read-only credentials?): "+
+		lg.Warn("cannot announce the restore in the store (no restore lock under locks/; read-only credentials?): "+
 			"going on without it. Garbage collection elsewhere (another member, etcdbr gc) may delete the backups "+
 			"this restore reads; it would then list the store again, or fail naming what disappeared",
 			"store", store.URL(), "err", err)
 	}
-	defer releaseLease(ctx, lease, lg)
+	defer releaseLock(ctx, lock, lg)
 
 	exclude := map[string]bool{}
 	var excluded, gone []snapstore.Snapshot
@@ -157,11 +157,11 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			}
 			lg.Info("restore plan", "target", goal.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
 				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
-			if err := lease.Protect(ctx, snapstore.PlanKeys(plan)); err != nil {
-				lg.Warn("cannot record in the restore lease what the restore reads: the lease goes on protecting "+
+			if err := lock.Protect(ctx, snapstore.PlanKeys(plan)); err != nil {
+				lg.Warn("cannot record in the restore lock what the restore reads: the lock goes on protecting "+
 					"every object (garbage collection deletes nothing meanwhile)", "err", err)
-			} else if lease != nil {
-				lg.Debug("the restore lease names what the restore reads", "lease", lease.Lease().Key, "objects", 1+len(plan.Deltas))
+			} else if lock != nil {
+				lg.Debug("the restore lock names what the restore reads", "lock", lock.Held().Key, "objects", 1+len(plan.Deltas))
 			}
 			res, err := restorePlan(ctx, store, plan, cfg, opts, lg)
 			if err == nil {
@@ -177,14 +177,14 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 				gone = append(gone, missing)
 				if len(gone) > maxReplans {
 					return RestoreResult{}, fmt.Errorf("restore from %s: %s was listed in the store but is gone (deleted while the "+
-						"restore ran, by garbage collection that does not honour restore leases or by another tool); "+
+						"restore ran, by garbage collection that does not honour restore locks or by another tool); "+
 						"the restore listed the store and planned again %d times and each time an object disappeared (%s): "+
 						"stop what deletes backups and restore again: %w", store.URL(), missing.Key, maxReplans, snapKeys(gone), err)
 				}
 				lg.Warn("a backup object the restore planned to read is gone from the store (deleted meanwhile, e.g. by "+
 					"garbage collection): listing the store again and planning again", "object", missing.Key,
 					"replan", len(gone), "max_replans", maxReplans, "err", err)
-				if err := settleBeforeListing(ctx, lease, lg); err != nil {
+				if err := settleBeforeListing(ctx, lock, lg); err != nil {
 					return RestoreResult{}, fmt.Errorf("restore from %s: %w", store.URL(), err)
 				}
 				break // list again
@@ -208,10 +208,10 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 // planned to read disappeared.
 const maxReplans = 3
 
-// leaseReleaseTimeout bounds the removal of the restore lease at the end of a restore, also
-// a cancelled one (a lease that stays stops protecting by itself, TTL after its last
+// lockReleaseTimeout bounds the removal of the restore lock at the end of a restore, also
+// a cancelled one (a lock that stays stops protecting by itself, TTL after its last
 // refresh).
-const leaseReleaseTimeout = 30 * time.Second
+const lockReleaseTimeout = 30 * time.Second
 
 // listBackups lists the store's full snapshots and deltas for a restore.
 func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []snapstore.Snapshot, err error) {
@@ -278,29 +278,29 @@ func missingObject(err error) (snapstore.Snapshot, bool) {
 	return snapstore.Snapshot{}, false
 }
 
-// settleBeforeListing makes the lease protect every object again and waits until no garbage
+// settleBeforeListing makes the lock protect every object again and waits until no garbage
 // collection that planned with the old plan's objects still deletes, so that the next
-// listing is not missing objects that are about to go. Without a lease it waits as long, for
+// listing is not missing objects that are about to go. Without a lock it waits as long, for
 // a garbage collection run in progress to end.
-func settleBeforeListing(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Logger) error {
-	if lease == nil {
-		return backoff.Sleep(ctx, snapstore.DefaultLeaseSettle)
+func settleBeforeListing(ctx context.Context, lock *snapstore.LockHolder, lg *slog.Logger) error {
+	if lock == nil {
+		return backoff.Sleep(ctx, snapstore.DefaultLockSettle)
 	}
-	if err := lease.Replan(ctx); err != nil {
-		lg.Warn("cannot mark the restore lease as planning again; it names the old plan's objects meanwhile", "err", err)
+	if err := lock.Replan(ctx); err != nil {
+		lg.Warn("cannot mark the restore lock as planning again; it names the old plan's objects meanwhile", "err", err)
 	}
-	return lease.Settle(ctx)
+	return lock.Settle(ctx)
 }
 
-// releaseLease removes the restore lease, with a context that outlives ctx's cancellation.
-func releaseLease(ctx context.Context, lease *snapstore.LeaseHolder, lg *slog.Logger) {
-	if lease == nil {
+// releaseLock removes the restore lock, with a context that outlives ctx's cancellation.
+func releaseLock(ctx context.Context, lock *snapstore.LockHolder, lg *slog.Logger) {
+	if lock == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
 	defer cancel()
-	if err := lease.Release(rctx); err != nil {
-		lg.Warn("cannot remove the restore lease from the store", "err", err)
+	if err := lock.Release(rctx); err != nil {
+		lg.Warn("cannot remove the restore lock from the store", "err", err)
 	}
 }
 

@@ -205,11 +205,11 @@ func TestRestore(t *testing.T) {
 					assert.Contains(t, err.Error(), s)
 				}
 				assert.NoDirExists(t, cfg.Dir, "a failed restore left a data dir")
-				requireNoLease(t, store)
+				requireNoLock(t, store)
 				return
 			}
 			require.NoError(t, err, logs.String())
-			requireNoLease(t, store)
+			requireNoLock(t, store)
 			assert.Equal(t, tc.want.full.Key, res.Snapshot.Key)
 			assert.Equal(t, tc.want.dump.Revision, res.Revision)
 			assert.Equal(t, tc.want.dump.Revision, res.DataRevision)

@@ -57,8 +57,8 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 		for _, d := range plan.Delete {
 			fmt.Fprintf(out, "would delete %s: %s\n", d.Snapshot.Key, d.Reason)
 		}
-		for _, l := range plan.StaleLeases {
-			fmt.Fprintf(out, "would delete %s: the lease of a restore that ended without removing it (it stopped protecting at %s)\n",
+		for _, l := range plan.StaleLocks {
+			fmt.Fprintf(out, "would delete %s: the lock of a restore that ended without removing it (it stopped protecting at %s)\n",
 				l.Key, listTime(l.End()))
 		}
 		fmt.Fprintf(out, "would delete %s; would keep %s and %s\n", countObjects(plan.Delete),
@@ -70,8 +70,8 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 		Deleted: func(d snapstore.Decision) { fmt.Fprintf(out, "deleted %s: %s\n", d.Snapshot.Key, d.Reason) },
 	})
 	fmt.Fprintf(out, "deleted %s and %s (%s)", count(res.DeletedFulls, "full snapshot"), count(res.DeletedDeltas, "delta"), humanBytes(res.Bytes))
-	if res.StaleLeases > 0 {
-		fmt.Fprintf(out, " and %s", count(res.StaleLeases, "dead restore lease"))
+	if res.StaleLocks > 0 {
+		fmt.Fprintf(out, " and %s", count(res.StaleLocks, "dead restore lock"))
 	}
 	fmt.Fprintf(out, "; kept %s and %s\n", count(plan.KeptFulls, "full snapshot"), count(plan.KeptDeltas, "delta"))
 	switch {
@@ -92,7 +92,7 @@ func printPlan(out io.Writer, url string, l snapstore.Listing, plan snapstore.GC
 		fmt.Fprintf(out, "point-in-time window: every point from %s to the newest, restored from %s\n",
 			listTime(plan.WindowFrom), plan.WindowBase.Key)
 	}
-	for _, l := range plan.Leases {
+	for _, l := range plan.Locks {
 		what := fmt.Sprintf("%d objects", len(l.Keys))
 		if l.Pending() {
 			what = "everything, while it plans"

@@ -90,13 +90,13 @@ func TestGCCommandRestoreInProgress(t *testing.T) {
 	s, err := snapstore.Open(context.Background(), store, snapstore.Options{})
 	require.NoError(t, err)
 	defer s.Close()
-	lease, err := s.AcquireRestoreLease(context.Background(), snapstore.LeaseOptions{Holder: "host-b pid 7", Purpose: "restore to the latest point", Settle: -1})
+	lock, err := s.AcquireRestoreLock(context.Background(), snapstore.LockOptions{Holder: "host-b pid 7", Purpose: "restore to the latest point", Settle: -1})
 	require.NoError(t, err)
-	defer lease.Release(context.Background())
+	defer lock.Release(context.Background())
 
 	code, out := etcdbr(t, "gc", "--store", store, "--gc-policy", "limit", "--max-backups", "1")
 	require.Equal(t, exitOK, code, out)
-	assert.Contains(t, out, "restore in progress: restore lease "+lease.Lease().ID+" of host-b pid 7 (restore to the latest point)")
+	assert.Contains(t, out, "restore in progress: restore lock "+lock.Held().ID+" of host-b pid 7 (restore to the latest point)")
 	assert.Contains(t, out, "nothing is deleted: ")
 	assert.Len(t, listed(t, store), 9)
 }

@@ -45,7 +45,7 @@ func TestListPrunedAndGaps(t *testing.T) {
 			Time: t0.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)}
 	}
 	// What garbage collection leaves: full snapshots an hour apart, the deltas between the
-	// first two deleted, the second's chain cut short (a restore's lease kept its
+	// first two deleted, the second's chain cut short (a restore's lock kept its
 	// beginning), and the chain of the newest, whose first delta starts before it.
 	dir := t.TempDir()
 	kept := putObjects(t, dir, full(100, 0), full(200, 1), delta(201, 230, 1, 10), full(300, 2),

@@ -18,9 +18,9 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// protectedMsg is what Restore logs (at debug level) once its lease names the plan's
+// protectedMsg is what Restore logs (at debug level) once its lock names the plan's
 // objects, before it reads any of them.
-const protectedMsg = "the restore lease names what the restore reads"
+const protectedMsg = "the restore lock names what the restore reads"
 
 // hookHandler logs to a buffer and calls hook, on the logging goroutine, for every record
 // whose message is msg: a restore waits while the hook runs.
@@ -60,22 +60,22 @@ func (h hookHandler) WithGroup(name string) slog.Handler {
 	return h
 }
 
-// leaseKeys returns the objects the store's only restore lease names.
-func leaseKeys(t *testing.T, s *snapstore.Store) []string {
+// lockKeys returns the objects the store's only restore lock names.
+func lockKeys(t *testing.T, s *snapstore.Store) []string {
 	t.Helper()
-	leases, err := s.RestoreLeases(context.Background())
+	locks, err := s.RestoreLocks(context.Background())
 	require.NoError(t, err)
-	require.Len(t, leases, 1)
-	require.False(t, leases[0].Pending(), "the lease names the plan's objects")
-	return leases[0].Keys
+	require.Len(t, locks, 1)
+	require.False(t, locks[0].Pending(), "the lock names the plan's objects")
+	return locks[0].Keys
 }
 
-// requireNoLease checks that no restore lease is left in the store.
-func requireNoLease(t *testing.T, s *snapstore.Store) {
+// requireNoLock checks that no restore lock is left in the store.
+func requireNoLock(t *testing.T, s *snapstore.Store) {
 	t.Helper()
-	leases, err := s.RestoreLeases(context.Background())
+	locks, err := s.RestoreLocks(context.Background())
 	require.NoError(t, err)
-	require.Empty(t, leases, "the restore left its lease in the store")
+	require.Empty(t, locks, "the restore left its lock in the store")
 }
 
 func storeKeys(t *testing.T, s *snapstore.Store) []string {
@@ -92,7 +92,7 @@ func storeKeys(t *testing.T, s *snapstore.Store) []string {
 }
 
 // deleteKey deletes the object key from the store, as a garbage collection that does not
-// honour restore leases would.
+// honour restore locks would.
 func deleteKey(t *testing.T, s *snapstore.Store, key string) {
 	t.Helper()
 	snap, ok := snapstore.ParseName(key)
@@ -103,12 +103,12 @@ func deleteKey(t *testing.T, s *snapstore.Store, key string) {
 
 var limit1 = snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}
 
-// A restore holds a lease while it runs: garbage collection at that moment keeps what the
+// A restore holds a lock while it runs: garbage collection at that moment keeps what the
 // restore reads (the data restored equals the source's at the target), a garbage collection
-// planned before the restore started stops before deleting, and the lease is gone when the
+// planned before the restore started stops before deleting, and the lock is gone when the
 // restore ends, whatever the outcome. Objects that disappear anyway (a garbage collection
-// without leases) make the restore list the store again and plan again, or fail naming them.
-func TestRestoreLease(t *testing.T) {
+// without locks) make the restore list the store again and plan again, or fail naming them.
+func TestRestoreLock(t *testing.T) {
 	t.Parallel()
 	f := buildStoreFixture(t)
 	var afterF2 []snapstore.Snapshot
@@ -134,7 +134,7 @@ func TestRestoreLease(t *testing.T) {
 		ran := false
 		lg := newHookLogger(&logs, protectedMsg, func(int) {
 			ran = true
-			reads := leaseKeys(t, store)
+			reads := lockKeys(t, store)
 			require.Equal(t, f.f1.Key, reads[0], "a restore to a revision between the full snapshots reads the older one")
 
 			res, err := store.ApplyGC(ctx, early, snapstore.ApplyOptions{})
@@ -146,7 +146,7 @@ func TestRestoreLease(t *testing.T) {
 			require.NoError(t, err)
 			plan, err := snapstore.PlanGC(l, limit1, time.Now())
 			require.NoError(t, err)
-			require.Len(t, plan.Leases, 1)
+			require.Len(t, plan.Locks, 1)
 			require.NotEmpty(t, plan.Delete, "the policy deletes what the restore does not read")
 			for _, k := range reads {
 				assert.NotContains(t, keysOf(plan.Delete), k)
@@ -166,10 +166,10 @@ func TestRestoreLease(t *testing.T) {
 		require.True(t, ran, "the restore did not log %q", protectedMsg)
 		assert.Equal(t, f.f1.Key, res.Snapshot.Key)
 		assert.Equal(t, f.mid, res.Revision)
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 		checkData(t, cfg, f.atMid, f.ttls)
 
-		// Released, the lease protects nothing: the next run deletes the older chain.
+		// Released, the lock protects nothing: the next run deletes the older chain.
 		l, err = store.ListForGC(ctx)
 		require.NoError(t, err)
 		plan, err := snapstore.PlanGC(l, limit1, time.Now())
@@ -183,7 +183,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
 			if n == 1 {
-				reads := leaseKeys(t, store)
+				reads := lockKeys(t, store)
 				require.Equal(t, f.f2.Key, reads[0])
 				deleteKey(t, store, f.f2.Key)
 			}
@@ -197,7 +197,7 @@ func TestRestoreLease(t *testing.T) {
 		assert.Contains(t, logs.String(), "is gone from the store")
 		assert.Contains(t, logs.String(), f.f2.Key)
 		assert.NotContains(t, logs.String(), "failed verification")
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 		checkData(t, cfg, f.final, f.ttls)
 	})
 
@@ -212,7 +212,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		var deleted string
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
-			reads := leaseKeys(t, store)
+			reads := lockKeys(t, store)
 			if n == 1 {
 				// The plan reads one of the copies; it goes before the replay reaches it.
 				i := slices.IndexFunc(reads, func(k string) bool { return k == d.Key || k == copyName })
@@ -229,7 +229,7 @@ func TestRestoreLease(t *testing.T) {
 		assert.Equal(t, f.f2.Key, res.Snapshot.Key)
 		assert.Equal(t, f.final.Revision, res.Revision)
 		assert.Contains(t, logs.String(), "is gone from the store")
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 		checkData(t, cfg, f.final, f.ttls)
 	})
 
@@ -240,7 +240,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(n int) {
 			if n == 1 {
-				require.Contains(t, leaseKeys(t, store), d.Key)
+				require.Contains(t, lockKeys(t, store), d.Key)
 				deleteKey(t, store, d.Key)
 			}
 		})
@@ -254,7 +254,7 @@ func TestRestoreLease(t *testing.T) {
 		}
 		assert.NotContains(t, err.Error(), "failed verification")
 		assert.NoDirExists(t, cfg.Dir, "a failed restore left a data dir")
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 	})
 
 	t.Run("objects keep disappearing", func(t *testing.T) {
@@ -263,7 +263,7 @@ func TestRestoreLease(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		var deleted []string
 		lg := newHookLogger(&logs, protectedMsg, func(int) {
-			reads := leaseKeys(t, store)
+			reads := lockKeys(t, store)
 			last := reads[len(reads)-1] // the newest delta: each listing plans a shorter chain
 			deleted = append(deleted, last)
 			deleteKey(t, store, last)
@@ -278,7 +278,7 @@ func TestRestoreLease(t *testing.T) {
 			assert.Contains(t, err.Error(), k)
 		}
 		assert.NoDirExists(t, cfg.Dir, "a failed restore left a data dir")
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 	})
 
 	t.Run("cancelled while it reads", func(t *testing.T) {
@@ -292,13 +292,13 @@ func TestRestoreLease(t *testing.T) {
 		_, err := Restore(ctx, store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
 		require.ErrorIs(t, err, context.Canceled)
 		assert.NoDirExists(t, cfg.Dir, "a cancelled restore left a data dir")
-		requireNoLease(t, store)
+		requireNoLock(t, store)
 	})
 
-	t.Run("a store where no lease can be written", func(t *testing.T) {
+	t.Run("a store where no lock can be written", func(t *testing.T) {
 		t.Parallel()
 		store, dir := f.copyStore(t)
-		// locks/ cannot be a directory: writing a lease fails, as with read-only credentials.
+		// locks/ cannot be a directory: writing a lock fails, as with read-only credentials.
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "locks"), []byte("not a directory"), 0o600))
 		var logs embeddedtest.SyncBuffer
 		lg := slog.New(slog.NewTextHandler(&logs, nil))
