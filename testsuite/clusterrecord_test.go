@@ -19,7 +19,7 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// idStatus is as much of GET /v1/status as the identity tests read.
+// idStatus is as much of GET /v1/status as the cluster record tests read.
 type idStatus struct {
 	Etcd struct {
 		ClusterID string `json:"cluster_id"`
@@ -113,12 +113,12 @@ func putKeys(t testing.TB, cli *clientv3.Client, prefix string, n int) int64 {
 	return rev
 }
 
-// TestIdentityBackupsClaimTheStore: `etcdbr run` records its cluster in the store with its
+// TestClusterRecordBackupsClaimTheStore: `etcdbr run` records its cluster in the store with its
 // first backup; a second cluster (its own data dir and --initial-cluster-token) that reaches
 // the same store (it was unreachable when that member started, so that the start-up check
 // could not see it) uploads nothing into it, full or delta, and its readiness, status and
 // metrics say why; the sidecar refuses it likewise.
-func TestIdentityBackupsClaimTheStore(t *testing.T) {
+func TestClusterRecordBackupsClaimTheStore(t *testing.T) {
 	srv := startStoppableS3(t)
 	srv.setEnv(t)
 	dir := t.TempDir()
@@ -223,14 +223,14 @@ func TestIdentityBackupsClaimTheStore(t *testing.T) {
 	}
 }
 
-// TestIdentityRestoreAnotherCluster: a restore whose etcd flags create another cluster than
+// TestClusterRecordRestoreAnotherCluster: a restore whose etcd flags create another cluster than
 // the one the store belongs to (another token, other peer URLs) is refused, by `etcdbr
 // restore` and by `etcdbr run`, with nothing changed; with --force-restore it restores
 // exactly, the store then belongs to the new cluster (the old one in its history), and the
 // new cluster's backups continue the store. --keep-store-cluster restores a copy and leaves
 // the record as it is. The store's own member whose peer URLs moved is restored and followed
 // without a flag.
-func TestIdentityRestoreAnotherCluster(t *testing.T) {
+func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
