@@ -35,7 +35,7 @@ func ClusterIDFor(cfg *embed.Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cluster ID of the etcd config: initial cluster: %w", err)
 	}
-	// The restore passes the initial cluster as a string (rebuild's planRestore); parse it
+	// The restore passes the initial cluster as a string (rebuild's prepareRestore); parse it
 	// back the same way, so that both see the same members.
 	ics, err := types.NewURLsMap(urlsmap.String())
 	if err != nil {

@@ -33,7 +33,7 @@ func RecoverInterruptedRestore(dataDir, walDir string, lg *slog.Logger) (string,
 		lg = slog.New(slog.DiscardHandler)
 	}
 	dataDir = filepath.Clean(dataDir)
-	p := restorePlan{dataDir: dataDir, stage: StagingDir(dataDir)}
+	p := restoreDirs{dataDir: dataDir, stage: StagingDir(dataDir)}
 	if datadir.WALOutside(dataDir, walDir) {
 		p.walDir = filepath.Clean(walDir)
 		p.walStage = StagingDir(p.walDir)

@@ -325,7 +325,7 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 			require.NoError(t, err)
 			other := *cfg
 			other.Dir = filepath.Join(t.TempDir(), "other")
-			rc, plan, err := planRestore(replayed, &other, opts)
+			rc, dirs, err := prepareRestore(replayed, &other, opts)
 			require.NoError(t, err)
 			rc.SkipHashCheck = true
 			require.NoError(t, runRestore(zapLogger(&other), rc))
@@ -335,7 +335,7 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 			require.NoError(t, err)
 			assert.Equal(t, f.last+int64(bump), res.Revision)
 
-			want := dumpBuckets(t, filepath.Join(plan.stagedData(), "member", "snap", "db"))
+			want := dumpBuckets(t, filepath.Join(dirs.stagedData(), "member", "snap", "db"))
 			got := dumpBuckets(t, filepath.Join(cfg.Dir, "member", "snap", "db"))
 			require.NotEmpty(t, want["key"])
 			require.Equal(t, len(want), len(got), "buckets")

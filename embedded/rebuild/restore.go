@@ -130,29 +130,29 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	rc, plan, err := planRestore(dbPath, cfg, opts)
+	rc, dirs, err := prepareRestore(dbPath, cfg, opts)
 	if err != nil {
 		return res, err
 	}
 	failpoint(FailpointAfterFetch)
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
-	if inUse, err := datadir.InUse(plan.dataDir); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	if inUse, err := datadir.InUse(dirs.dataDir); err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	} else if inUse {
-		return res, fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", plan.dataDir)
+		return res, fmt.Errorf("restore data dir %q: it is in use by a running etcd (its db is locked); stop it first", dirs.dataDir)
 	}
 	replaying := len(opts.Replay.Deltas) > 0
 	if err := checkSnapshotDB(dbPath); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 	snapRev, err := fileRevision(dbPath)
 	if err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 	if opts.WantRevision > 0 && snapRev != opts.WantRevision {
-		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", plan.dataDir, ErrWrongRevision, snapRev, opts.WantRevision)
+		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", dirs.dataDir, ErrWrongRevision, snapRev, opts.WantRevision)
 	}
 	if replaying {
 		// The deltas are replayed into the staged member's db after etcdutl's restore, and
@@ -163,22 +163,22 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		rc.RevisionBump, rc.MarkCompacted = res.Bump, res.Bump > 0
 	}
 
-	if err := plan.createStaging(lg); err != nil {
+	if err := dirs.createStaging(lg); err != nil {
 		return res, err
 	}
 	defer func() {
 		if err != nil {
-			plan.removeStaging(lg)
+			dirs.removeStaging(lg)
 		}
 	}()
 
-	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", plan.stage,
+	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", dirs.stage,
 		"name", rc.Name, "initial_cluster", rc.InitialCluster,
 		"revision_bump", rc.RevisionBump, "mark_compacted", rc.MarkCompacted, "served", opts.Served)
 	if err := runRestore(zapLogger(cfg), rc); err != nil {
-		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, plan.stagedData(), err)
+		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, dirs.stagedData(), err)
 	}
-	stagedDB := filepath.Join(plan.stagedData(), "member", "snap", "db")
+	stagedDB := filepath.Join(dirs.stagedData(), "member", "snap", "db")
 	if replaying {
 		// Replayed into the staged member's db: etcdutl copies only the full snapshot's db,
 		// and the one fsync of the staged tree below makes the replayed db durable.
@@ -200,7 +200,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			onDelta: failpointOnDelta(len(replay.Deltas)),
 		}
 		if res.Replay, err = replayDeltas(ctx, stagedDB, replay, extras); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 		}
 		lg.Info("deltas replayed", "from_revision", res.Replay.FromRevision, "revision", res.Replay.Revision,
 			"revisions", res.Replay.Revisions, "events", res.Replay.Events, "skipped", res.Replay.Skipped,
@@ -208,38 +208,38 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			"revisions_per_second", perSecond(res.Replay.Revisions, res.Replay.Duration))
 	}
 	if res.Revision, err = fileRevision(stagedDB); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 	if m := opts.Marker; m != nil {
 		m.Revision, m.DataRevision, m.Bump, m.Served = res.Revision-int64(res.Bump), res.Revision, res.Bump, opts.Served
 		if res.Replay.Revisions > 0 {
 			m.RevisionTime = res.Replay.Time
 		}
-		if err := datadir.WriteRestoredMarker(plan.stagedData(), m); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		if err := datadir.WriteRestoredMarker(dirs.stagedData(), m); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 		}
 	}
 	opts.Progress.SetPhase("sync")
-	for _, d := range plan.stagingDirs() {
+	for _, d := range dirs.stagingDirs() {
 		if err := fsync.Tree(d); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 		}
 	}
-	if err := plan.markComplete(); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+	if err := dirs.markComplete(); err != nil {
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 	failpoint(FailpointAfterStaging)
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("restore data dir %q: %w", plan.dataDir, err)
+		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 
-	res.MovedAside, err = plan.swap(lg, time.Now())
+	res.MovedAside, err = dirs.swap(lg, time.Now())
 	if err != nil {
 		return res, err
 	}
 	failpoint(FailpointAfterSwap)
-	plan.removeStaging(lg)
-	lg.Info("restored etcd data dir", "data_dir", plan.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
+	dirs.removeStaging(lg)
+	lg.Info("restored etcd data dir", "data_dir", dirs.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
 	return res, nil
 }
 
@@ -256,8 +256,8 @@ func perSecond(n int64, d time.Duration) int64 {
 	return int64(float64(n) / d.Seconds())
 }
 
-// restorePlan is where a restore builds and where it swaps.
-type restorePlan struct {
+// restoreDirs is where a restore builds and where it swaps.
+type restoreDirs struct {
 	dataDir string
 	stage   string // StagingDir(dataDir)
 	// walDir is set when the WAL lives outside the data dir; walStage is then
@@ -265,40 +265,40 @@ type restorePlan struct {
 	walDir, walStage string
 }
 
-func (p restorePlan) stagedData() string { return filepath.Join(p.stage, "data") }
-func (p restorePlan) stagedWAL() string  { return filepath.Join(p.walStage, "wal") }
+func (p restoreDirs) stagedData() string { return filepath.Join(p.stage, "data") }
+func (p restoreDirs) stagedWAL() string  { return filepath.Join(p.walStage, "wal") }
 
-func (p restorePlan) stagingDirs() []string {
+func (p restoreDirs) stagingDirs() []string {
 	if p.walDir == "" {
 		return []string{p.stage}
 	}
 	return []string{p.stage, p.walStage}
 }
 
-// planRestore checks the inputs and derives etcdutl's restore configuration
+// prepareRestore checks the inputs and derives etcdutl's restore configuration
 // and the paths from cfg.
-func planRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapshot.RestoreConfig, restorePlan, error) {
+func prepareRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapshot.RestoreConfig, restoreDirs, error) {
 	var none snapshot.RestoreConfig
 	if cfg.Dir == "" {
-		return none, restorePlan{}, errors.New("restore: the etcd config has no data dir")
+		return none, restoreDirs{}, errors.New("restore: the etcd config has no data dir")
 	}
 	if opts.Served == 0 && (opts.RevisionBump > 0) != opts.MarkCompacted {
-		return none, restorePlan{}, errors.New("restore: RevisionBump and MarkCompacted go together (etcdutl: --mark-compacted required if --bump-revision > 0)")
+		return none, restoreDirs{}, errors.New("restore: RevisionBump and MarkCompacted go together (etcdutl: --mark-compacted required if --bump-revision > 0)")
 	}
 	if st, err := os.Stat(dbPath); err != nil {
-		return none, restorePlan{}, fmt.Errorf("restore: snapshot db: %w", err)
+		return none, restoreDirs{}, fmt.Errorf("restore: snapshot db: %w", err)
 	} else if !st.Mode().IsRegular() {
-		return none, restorePlan{}, fmt.Errorf("restore: snapshot db %q is not a regular file", dbPath)
+		return none, restoreDirs{}, fmt.Errorf("restore: snapshot db %q is not a regular file", dbPath)
 	}
 	if cfg.Durl != "" || len(cfg.DiscoveryCfg.Endpoints) > 0 {
-		return none, restorePlan{}, errors.New("restore: the etcd config bootstraps by discovery; a restore needs the members: give --initial-cluster")
+		return none, restoreDirs{}, errors.New("restore: the etcd config bootstraps by discovery; a restore needs the members: give --initial-cluster")
 	}
 	if err := cfg.Validate(); err != nil {
-		return none, restorePlan{}, fmt.Errorf("restore: invalid etcd configuration: %w", err)
+		return none, restoreDirs{}, fmt.Errorf("restore: invalid etcd configuration: %w", err)
 	}
 	urlsmap, token, err := cfg.PeerURLsMapAndToken("etcd")
 	if err != nil {
-		return none, restorePlan{}, fmt.Errorf("restore: initial cluster of the etcd config: %w", err)
+		return none, restoreDirs{}, fmt.Errorf("restore: initial cluster of the etcd config: %w", err)
 	}
 	peerURLs := make([]string, len(cfg.AdvertisePeerUrls))
 	for i, u := range cfg.AdvertisePeerUrls {
@@ -306,11 +306,11 @@ func planRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapsho
 	}
 
 	dataDir := filepath.Clean(cfg.Dir)
-	plan := restorePlan{dataDir: dataDir, stage: StagingDir(dataDir)}
+	dirs := restoreDirs{dataDir: dataDir, stage: StagingDir(dataDir)}
 	rc := snapshot.RestoreConfig{
 		SnapshotPath:        dbPath,
 		Name:                cfg.Name,
-		OutputDataDir:       plan.stagedData(),
+		OutputDataDir:       dirs.stagedData(),
 		PeerURLs:            peerURLs,
 		InitialCluster:      urlsmap.String(),
 		InitialClusterToken: token,
@@ -322,24 +322,24 @@ func planRestore(dbPath string, cfg *embed.Config, opts RestoreOptions) (snapsho
 		walDir := filepath.Clean(cfg.WalDir)
 		rel, err := filepath.Rel(dataDir, walDir)
 		if err != nil {
-			return none, restorePlan{}, fmt.Errorf("restore: WAL dir %q: %w", walDir, err)
+			return none, restoreDirs{}, fmt.Errorf("restore: WAL dir %q: %w", walDir, err)
 		}
 		switch {
 		case rel == ".":
-			return none, restorePlan{}, fmt.Errorf("restore: the WAL dir %q is the data dir itself", walDir)
+			return none, restoreDirs{}, fmt.Errorf("restore: the WAL dir %q is the data dir itself", walDir)
 		case rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)):
-			plan.walDir, plan.walStage = walDir, StagingDir(walDir)
-			rc.OutputWALDir = plan.stagedWAL()
+			dirs.walDir, dirs.walStage = walDir, StagingDir(walDir)
+			rc.OutputWALDir = dirs.stagedWAL()
 		default: // inside the data dir: built and swapped with it
-			rc.OutputWALDir = filepath.Join(plan.stagedData(), rel)
+			rc.OutputWALDir = filepath.Join(dirs.stagedData(), rel)
 		}
 	}
-	return rc, plan, nil
+	return rc, dirs, nil
 }
 
 // createStaging creates the empty staging dirs, removing leftovers of an
 // interrupted restore first.
-func (p restorePlan) createStaging(lg *slog.Logger) error {
+func (p restoreDirs) createStaging(lg *slog.Logger) error {
 	for _, d := range p.stagingDirs() {
 		if _, err := os.Lstat(d); err == nil {
 			lg.Warn("removing the staging dir of an interrupted restore", "path", d)
@@ -358,7 +358,7 @@ func (p restorePlan) createStaging(lg *slog.Logger) error {
 	return nil
 }
 
-func (p restorePlan) removeStaging(lg *slog.Logger) {
+func (p restoreDirs) removeStaging(lg *slog.Logger) {
 	for _, d := range p.stagingDirs() {
 		if err := os.RemoveAll(d); err != nil {
 			lg.Warn("could not remove the restore staging dir", "path", d, "error", err)
@@ -368,7 +368,7 @@ func (p restorePlan) removeStaging(lg *slog.Logger) {
 
 // swap moves the existing dirs aside and the staged ones into place. On error
 // it puts back what it moved.
-func (p restorePlan) swap(lg *slog.Logger, now time.Time) (movedAside string, err error) {
+func (p restoreDirs) swap(lg *slog.Logger, now time.Time) (movedAside string, err error) {
 	type move struct{ from, to string }
 	var done []move
 	rename := func(from, to string) error {
@@ -535,7 +535,7 @@ func failpointOnDelta(deltas int) func(int) {
 const completeMarker = "COMPLETE"
 
 // markComplete writes the complete marker into the staging dir and fsyncs it.
-func (p restorePlan) markComplete() error {
+func (p restoreDirs) markComplete() error {
 	if err := fsync.WriteFile(filepath.Join(p.stage, completeMarker), []byte("staged data dir complete\n")); err != nil {
 		return fmt.Errorf("mark the staging dir %q complete: %w", p.stage, err)
 	}
