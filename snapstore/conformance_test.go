@@ -72,7 +72,7 @@ func testWriteListRead(t *testing.T, kind storeKind) {
 				want = append(want, o.snap)
 			}
 		}
-		slices.SortFunc(want, compareSnapshots)
+		slices.SortFunc(want, CompareSnapshots)
 		got, err := s.List(ctx, kind)
 		require.NoError(t, err)
 		assert.Equal(t, want, got, "%s listing", kind)

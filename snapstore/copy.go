@@ -215,13 +215,13 @@ func SelectCopies(fulls, deltas, dstFulls, dstDeltas []Snapshot, since time.Time
 	}
 	have := map[string]bool{}
 	for _, s := range append(append([]Snapshot(nil), dstFulls...), dstDeltas...) {
-		have[s.name(false)] = true
+		have[s.Name(false)] = true
 	}
 	pick := func(s Snapshot, keep bool) {
 		if !keep {
 			return
 		}
-		if have[s.name(false)] {
+		if have[s.Name(false)] {
 			skipped = append(skipped, s)
 		} else {
 			toCopy = append(toCopy, s)

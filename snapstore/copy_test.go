@@ -94,7 +94,7 @@ func testCopy(t *testing.T, kind storeKind) {
 			assert.True(t, res.Reencrypted)
 			assert.True(t, res.PayloadVerified)
 			assert.True(t, res.Copy.Encrypted)
-			assert.Equal(t, snap.name(true), res.Copy.Key)
+			assert.Equal(t, snap.Name(true), res.Copy.Key)
 			want, err := readObject(src, snap)
 			require.NoError(t, err)
 			got, err := readObject(dst, res.Copy)

@@ -185,7 +185,7 @@ func withKeys(snaps []Snapshot) []Snapshot {
 			out := append([]Snapshot(nil), snaps...)
 			for j := i; j < len(out); j++ {
 				if out[j].Key == "" {
-					out[j].Key = out[j].name(out[j].Encrypted)
+					out[j].Key = out[j].Name(out[j].Encrypted)
 				}
 			}
 			return out
@@ -338,7 +338,7 @@ func (st *gcState) guard() error {
 
 // sameRestore checks that a restore to target from the kept objects reaches what before,
 // the plan from the whole listing, reaches.
-func sameRestore(keptF, keptD []Snapshot, target Target, before Plan) error {
+func sameRestore(keptF, keptD []Snapshot, target Target, before RestorePlan) error {
 	after, err := PlanRestore(keptF, keptD, target, nil)
 	switch {
 	case err != nil:

@@ -249,7 +249,7 @@ func TestGCMalformedLock(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, plan.Paused, "cannot be read")
 
-	old := time.Now().Add(-DefaultLockTTL - staleLockAge - time.Minute)
+	old := time.Now().Add(-DefaultLockTTL - StaleLockAge - time.Minute)
 	require.NoError(t, os.Chtimes(path, old, old))
 	l, err = s.ListForGC(ctx)
 	require.NoError(t, err)
@@ -383,7 +383,7 @@ func TestRestoreLockOfADeadHolder(t *testing.T) {
 	require.Empty(t, dead.StaleLocks, "the lock is removed before an hour after it stopped protecting")
 	require.Contains(t, keysOfSnaps(decisionSnaps(dead.Delete)), fulls[0].Key)
 
-	lastWrite = lastWrite.Add(-staleLockAge)
+	lastWrite = lastWrite.Add(-StaleLockAge)
 	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
 	stale := plan()
 	require.Len(t, stale.StaleLocks, 1)

@@ -37,7 +37,7 @@ const (
 	DefaultLockTTL = 10 * time.Minute
 	// maxLockTTL caps what any lock may claim, so that a lock left by a restore that died
 	// never pins objects for long, whatever it says.
-	maxLockTTL = time.Hour
+	MaxLockTTL = time.Hour
 	// lockRecheck is the longest garbage collection goes on deleting after it last read
 	// the locks: it reads them again before a deletion that would start later.
 	lockRecheck = 2 * time.Second
@@ -47,7 +47,7 @@ const (
 	DefaultLockSettle = lockRecheck + 3*time.Second
 	// staleLockAge is how long after a lock stopped protecting garbage collection
 	// deletes its object.
-	staleLockAge = time.Hour
+	StaleLockAge = time.Hour
 	// maxLockSize bounds what is read of a lock object.
 	maxLockSize = 64 << 20
 )
@@ -90,7 +90,7 @@ func (l RestoreLock) TTL() time.Duration {
 	if ttl <= 0 {
 		return DefaultLockTTL
 	}
-	return min(ttl, maxLockTTL)
+	return min(ttl, MaxLockTTL)
 }
 
 // End is when the lock stops protecting: TTL after the store last wrote it, or the
@@ -112,7 +112,7 @@ func (l RestoreLock) End() time.Time {
 func (l RestoreLock) Live(now time.Time) bool { return now.Before(l.End()) }
 
 // stale reports whether the lock object can be deleted: it stopped protecting long ago.
-func (l RestoreLock) stale(now time.Time) bool { return now.Sub(l.End()) > staleLockAge }
+func (l RestoreLock) stale(now time.Time) bool { return now.Sub(l.End()) > StaleLockAge }
 
 func (l RestoreLock) String() string {
 	s := "restore lock " + l.ID
@@ -275,7 +275,7 @@ func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*Lock
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	ttl = min(ttl.Round(time.Second), maxLockTTL)
+	ttl = min(ttl.Round(time.Second), MaxLockTTL)
 	holder := opts.Holder
 	if holder == "" {
 		host, _ := os.Hostname()
@@ -326,7 +326,7 @@ func (h *LockHolder) Held() RestoreLock {
 	return l
 }
 
-// Protect records the objects the restore reads (Plan.Full and Plan.Deltas: see PlanKeys).
+// Protect records the objects the restore reads (RestorePlan.Full and RestorePlan.Deltas: see PlanKeys).
 // From then on the lock protects only those, and garbage collection keeps what their
 // chains need. Call it again after planning again.
 func (h *LockHolder) Protect(ctx context.Context, keys []string) error {
@@ -435,7 +435,7 @@ func (h *LockHolder) write(ctx context.Context) error {
 }
 
 // PlanKeys returns the keys of the objects a restore plan reads, for LockHolder.Protect.
-func PlanKeys(p Plan) []string {
+func PlanKeys(p RestorePlan) []string {
 	keys := make([]string, 0, 1+len(p.Deltas))
 	keys = append(keys, p.Full.Key)
 	for _, d := range p.Deltas {

@@ -171,7 +171,7 @@ func parseTime(s string) (time.Time, bool) {
 
 // validate checks that snap's Kind, From, Revision and Time can be written as
 // a name that ParseName accepts.
-func (snap Snapshot) validate() error {
+func (snap Snapshot) Validate() error {
 	switch snap.Kind {
 	case KindFull:
 		if snap.From != 0 {
@@ -197,7 +197,7 @@ func (snap Snapshot) validate() error {
 }
 
 // name returns the key for snap's fields, encrypted or not.
-func (snap Snapshot) name(encrypted bool) string {
+func (snap Snapshot) Name(encrypted bool) string {
 	if snap.Kind == KindDelta {
 		return DeltaName(snap.From, snap.Revision, snap.Time, encrypted)
 	}

@@ -129,15 +129,15 @@ func TestSnapshotValidate(t *testing.T) {
 		{Kind: KindDelta, From: 6, Revision: 5, Time: testTime},
 	}
 	for _, snap := range bad {
-		assert.Error(t, snap.validate(), "%+v", snap)
+		assert.Error(t, snap.Validate(), "%+v", snap)
 	}
 	good := []Snapshot{
 		{Kind: KindFull, Revision: 1, Time: testTime},
 		{Kind: KindDelta, From: 5, Revision: 5, Time: testTime},
 	}
 	for _, snap := range good {
-		require.NoError(t, snap.validate(), "%+v", snap)
-		_, ok := ParseName(snap.name(false))
+		require.NoError(t, snap.Validate(), "%+v", snap)
+		_, ok := ParseName(snap.Name(false))
 		assert.True(t, ok)
 	}
 }

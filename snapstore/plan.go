@@ -41,8 +41,8 @@ func (t Target) Validate() error {
 	return nil
 }
 
-// Plan is what a restore reads: one full snapshot and the deltas that continue it, in order.
-type Plan struct {
+// RestorePlan is what a restore reads: one full snapshot and the deltas that continue it, in order.
+type RestorePlan struct {
 	Full   Snapshot
 	Deltas []Snapshot
 	Target Target
@@ -83,19 +83,19 @@ var ErrNoChain = errors.New("no restorable chain")
 // gap, for the replay to stop at the first revision observed after the time (see EndsAtGap).
 // Errors wrap ErrNoChain and name the objects around a gap or an overlap; an older full
 // snapshot cannot help there, as its chain would have to cross the same revisions.
-func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]bool) (Plan, error) {
+func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]bool) (RestorePlan, error) {
 	if err := target.Validate(); err != nil {
-		return Plan{}, err
+		return RestorePlan{}, err
 	}
 	if len(fulls) == 0 {
-		return Plan{}, fmt.Errorf("%w: the store has no full snapshot", ErrNoChain)
+		return RestorePlan{}, fmt.Errorf("%w: the store has no full snapshot", ErrNoChain)
 	}
 	newest := newestObject(fulls, deltas)
 	var goal int64 // the lowest revision the restore must reach
 	switch {
 	case target.Revision > 0:
 		if target.Revision > newest.Revision {
-			return Plan{}, fmt.Errorf("%w: revision %d is not in the store: the newest revision is %d (%s)",
+			return RestorePlan{}, fmt.Errorf("%w: revision %d is not in the store: the newest revision is %d (%s)",
 				ErrNoChain, target.Revision, newest.Revision, newest.Key)
 		}
 		goal = target.Revision
@@ -122,7 +122,7 @@ func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]boo
 		}
 	}
 	if full == nil {
-		return Plan{}, noFull(fulls, target, goal, exclude)
+		return RestorePlan{}, noFull(fulls, target, goal, exclude)
 	}
 	return chain(*full, deltas, target, goal, newest, exclude)
 }
@@ -146,8 +146,8 @@ func noFull(fulls []Snapshot, target Target, goal int64, exclude map[string]bool
 
 // chain follows the deltas after full up to target; goal is the lowest revision it must
 // reach and newest the newest object in the store.
-func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest Snapshot, exclude map[string]bool) (Plan, error) {
-	p := Plan{Full: full, Target: target, Revision: full.Revision}
+func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest Snapshot, exclude map[string]bool) (RestorePlan, error) {
+	p := RestorePlan{Full: full, Target: target, Revision: full.Revision}
 	byTime := !target.Time.IsZero()
 	passed := false // (time target) the chain holds a delta taken after the time
 	cover := newSweep(deltas, exclude)
@@ -186,7 +186,7 @@ func chain(full Snapshot, deltas []Snapshot, target Target, goal int64, newest S
 				p.EndsAtGap = true
 				break
 			}
-			return Plan{}, err
+			return RestorePlan{}, err
 		}
 		picked = append(picked, found[0])
 		p.Revision = d.Revision
@@ -285,7 +285,7 @@ func overlapError(a, b Snapshot, rev int64) error {
 }
 
 // gapError explains why the chain p cannot continue at revision next.
-func gapError(p Plan, prev *Snapshot, deltas []Snapshot, next int64, bad []Snapshot, target Target, goal int64) error {
+func gapError(p RestorePlan, prev *Snapshot, deltas []Snapshot, next int64, bad []Snapshot, target Target, goal int64) error {
 	last := p.Full
 	if prev != nil {
 		last = *prev

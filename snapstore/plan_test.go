@@ -26,7 +26,7 @@ func delta(from, to int64, minute int) Snapshot {
 // sorted lists snapshots as Store.List returns them.
 func sorted(snaps ...Snapshot) []Snapshot {
 	out := slices.Clone(snaps)
-	slices.SortFunc(out, compareSnapshots)
+	slices.SortFunc(out, CompareSnapshots)
 	return out
 }
 

@@ -355,13 +355,13 @@ func sortedListing(fulls, deltas []Snapshot) ([]Snapshot, []Snapshot) {
 	sortSnaps := func(s []Snapshot) []Snapshot {
 		sorted := true
 		for i := 1; i < len(s) && sorted; i++ {
-			sorted = s[i-1].Revision < s[i].Revision || compareSnapshots(s[i-1], s[i]) < 0
+			sorted = s[i-1].Revision < s[i].Revision || CompareSnapshots(s[i-1], s[i]) < 0
 		}
 		if sorted {
 			return s
 		}
 		s = slices.Clone(s)
-		slices.SortFunc(s, compareSnapshots)
+		slices.SortFunc(s, CompareSnapshots)
 		return s
 	}
 	return sortSnaps(fulls), sortSnaps(deltas)

@@ -199,7 +199,7 @@ func (s *Store) List(ctx context.Context, kind Kind) ([]Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
 	}
-	slices.SortFunc(snaps, compareSnapshots)
+	slices.SortFunc(snaps, CompareSnapshots)
 	return snaps, nil
 }
 
@@ -239,7 +239,7 @@ func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.Lis
 }
 
 // compareSnapshots orders by Revision, From, Time, Key.
-func compareSnapshots(a, b Snapshot) int {
+func CompareSnapshots(a, b Snapshot) int {
 	switch {
 	case a.Revision != b.Revision:
 		return cmpInt(a.Revision, b.Revision)
@@ -308,10 +308,10 @@ func (s *Store) Delete(ctx context.Context, snap Snapshot) error {
 func (s *Store) keyOf(snap Snapshot) (string, error) {
 	key := snap.Key
 	if key == "" {
-		if err := snap.validate(); err != nil {
+		if err := snap.Validate(); err != nil {
 			return "", err
 		}
-		key = snap.name(snap.Encrypted)
+		key = snap.Name(snap.Encrypted)
 	}
 	if _, ok := ParseName(key); !ok {
 		return "", fmt.Errorf("%q is not the name of a backup object", key)

@@ -45,7 +45,7 @@ func TestRoundTrip(t *testing.T) {
 					{Kind: KindDelta, From: rev, Revision: rev + 10, Time: testTime},
 				} {
 					got := writeObject(t, s, snap, payload)
-					assert.Equal(t, snap.name(false), got.Key)
+					assert.Equal(t, snap.Name(false), got.Key)
 					assert.Positive(t, got.Size)
 					parsed, ok := ParseName(got.Key)
 					require.True(t, ok)

@@ -33,7 +33,7 @@ type VerifyReport struct {
 	StoredBytes, PayloadBytes int64
 	// Latest is the chain a restore to the latest point reads, leaving out
 	// the objects found bad; its Full.Key is "" when there is none.
-	Latest Plan
+	Latest RestorePlan
 	// Problems lists everything found wrong, objects in List's order first.
 	Problems []Problem
 }
@@ -73,7 +73,7 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		return rep, fmt.Errorf("verify: %w", err)
 	}
 	bad := map[string]bool{}
-	for _, snap := range mergeByRevision(fulls, deltas) {
+	for _, snap := range MergeByRevision(fulls, deltas) {
 		n, err := s.verifyObject(ctx, snap)
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("verify %s: %w", s.url, ctx.Err())
@@ -233,7 +233,7 @@ func CheckChain(fulls, deltas []Snapshot) []Problem {
 	var problems []Problem
 	reach := fulls[0].Revision // the highest revision restorable so far
 	var last *Snapshot         // the delta that reached it, if one did
-	for _, item := range mergeByRevision(fulls, deltas) {
+	for _, item := range MergeByRevision(fulls, deltas) {
 		if item.Kind == KindFull {
 			reach = max(reach, item.Revision)
 			continue
@@ -281,7 +281,7 @@ func fullWithin(fulls []Snapshot, from, to int64) (int64, bool) {
 // mergeByRevision merges full snapshots and deltas (each sorted as List
 // sorts) into one list ordered by first revision (a full snapshot's is its
 // revision), full snapshots first.
-func mergeByRevision(fulls, deltas []Snapshot) []Snapshot {
+func MergeByRevision(fulls, deltas []Snapshot) []Snapshot {
 	all := slices.Concat(fulls, deltas)
 	start := func(s Snapshot) int64 {
 		if s.Kind == KindFull {
@@ -299,7 +299,7 @@ func mergeByRevision(fulls, deltas []Snapshot) []Snapshot {
 			}
 			return 1
 		}
-		return compareSnapshots(a, b)
+		return CompareSnapshots(a, b)
 	})
 	return all
 }

@@ -60,12 +60,12 @@ type Writer struct {
 // recipients; snap.Key, Encrypted and Size are ignored. The upload lives
 // until Commit or Abort, or until ctx is cancelled, which discards it.
 func (s *Store) Create(ctx context.Context, snap Snapshot) (*Writer, error) {
-	if err := snap.validate(); err != nil {
+	if err := snap.Validate(); err != nil {
 		return nil, fmt.Errorf("create in %q: %w", s.url, err)
 	}
 	snap.Time = snap.Time.UTC().Truncate(timePrecision)
 	snap.Encrypted = len(s.opts.Recipients) > 0
-	snap.Key = snap.name(snap.Encrypted)
+	snap.Key = snap.Name(snap.Encrypted)
 	snap.Size = 0
 
 	w := &Writer{store: s, snap: snap, hash: sha256.New()}

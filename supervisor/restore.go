@@ -320,7 +320,7 @@ func snapKeyList(snaps []snapstore.Snapshot) []string {
 
 // restorePlan fetches the plan's full snapshot into a staging file beside the data dir,
 // verifying it while it streams, and builds the data dir from it and the plan's deltas.
-func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Plan, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.RestorePlan, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o700); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
 	}

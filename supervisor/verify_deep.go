@@ -56,7 +56,7 @@ type DeepVerifyReport struct {
 // p, when set, follows the restore (as RestoreOptions.Progress) and the checks (phase
 // "check"). The temporary directory is removed afterwards. Problems go into the report; the error is
 // for a verification that could not run (no temporary directory, ctx ended).
-func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Plan, tempDir string, lg *slog.Logger, p *progress.Progress) (DeepVerifyReport, error) {
+func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.RestorePlan, tempDir string, lg *slog.Logger, p *progress.Progress) (DeepVerifyReport, error) {
 	start := time.Now()
 	var rep DeepVerifyReport
 	problem := func(key string, format string, args ...any) {

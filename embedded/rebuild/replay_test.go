@@ -197,14 +197,14 @@ func copyFile(t *testing.T, src string) string {
 }
 
 // planFor plans a restore of the fixture to target.
-func (f *replayFixture) planFor(t *testing.T, target snapstore.Target) snapstore.Plan {
+func (f *replayFixture) planFor(t *testing.T, target snapstore.Target) snapstore.RestorePlan {
 	t.Helper()
 	p, err := snapstore.PlanRestore([]snapstore.Snapshot{f.full}, f.deltas, target, nil)
 	require.NoError(t, err)
 	return p
 }
 
-func (f *replayFixture) replayOptions(p snapstore.Plan, lg *slog.Logger) ReplayOptions {
+func (f *replayFixture) replayOptions(p snapstore.RestorePlan, lg *slog.Logger) ReplayOptions {
 	return ReplayOptions{Deltas: p.Deltas, Open: f.store.Open, Stop: p.Target, Reach: p.MinRevision, MustPassTime: p.EndsAtGap, Log: lg}
 }
 
