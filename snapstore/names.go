@@ -203,3 +203,24 @@ func (snap Snapshot) Name(encrypted bool) string {
 	}
 	return FullName(snap.Revision, snap.Time, encrypted)
 }
+
+// compareSnapshots orders by Revision, From, Time, Key.
+func CompareSnapshots(a, b Snapshot) int {
+	switch {
+	case a.Revision != b.Revision:
+		return cmpInt(a.Revision, b.Revision)
+	case a.From != b.From:
+		return cmpInt(a.From, b.From)
+	case !a.Time.Equal(b.Time):
+		return a.Time.Compare(b.Time)
+	default:
+		return strings.Compare(a.Key, b.Key)
+	}
+}
+
+func cmpInt(a, b int64) int {
+	if a < b {
+		return -1
+	}
+	return 1
+}

@@ -495,3 +495,13 @@ func overlaps(ds []Snapshot) []Overlap {
 	}
 	return out
 }
+
+// PlanKeys returns the keys of the objects a restore plan reads, for LockHolder.Protect.
+func PlanKeys(p RestorePlan) []string {
+	keys := make([]string, 0, 1+len(p.Deltas))
+	keys = append(keys, p.Full.Key)
+	for _, d := range p.Deltas {
+		keys = append(keys, d.Key)
+	}
+	return keys
+}

@@ -238,27 +238,6 @@ func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.Lis
 	}
 }
 
-// compareSnapshots orders by Revision, From, Time, Key.
-func CompareSnapshots(a, b Snapshot) int {
-	switch {
-	case a.Revision != b.Revision:
-		return cmpInt(a.Revision, b.Revision)
-	case a.From != b.From:
-		return cmpInt(a.From, b.From)
-	case !a.Time.Equal(b.Time):
-		return a.Time.Compare(b.Time)
-	default:
-		return strings.Compare(a.Key, b.Key)
-	}
-}
-
-func cmpInt(a, b int64) int {
-	if a < b {
-		return -1
-	}
-	return 1
-}
-
 // Latest returns the last object of the given kind in List's order: the one
 // with the highest Revision. It reports false when there is none.
 func (s *Store) Latest(ctx context.Context, kind Kind) (Snapshot, bool, error) {
