@@ -21,6 +21,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // startEtcd runs a real etcd for the test.
@@ -46,7 +47,7 @@ func memStore(t *testing.T) *snapstore.Store {
 }
 
 // readPayload fetches a snapshot's verified payload into a file and returns its path.
-func readPayload(t *testing.T, store *snapstore.Store, snap snapstore.Snapshot) string {
+func readPayload(t *testing.T, store *snapstore.Store, snap catalog.Snapshot) string {
 	t.Helper()
 	r, err := store.Open(context.Background(), snap)
 	require.NoError(t, err)
@@ -113,7 +114,7 @@ func TestFullFromBackendNamesExactRevision(t *testing.T) {
 
 	stop := make(chan struct{})
 	writes := writeWhile(t, cli, stop)
-	var snaps []snapstore.Snapshot
+	var snaps []catalog.Snapshot
 	for i := 0; i < 5; i++ {
 		snap, err := FullFromBackend(ctx, e.Server.Backend(), store)
 		require.NoError(t, err)
@@ -123,12 +124,12 @@ func TestFullFromBackendNamesExactRevision(t *testing.T) {
 	require.Positive(t, writes.Load())
 
 	for _, snap := range snaps {
-		require.Equal(t, snapstore.KindFull, snap.Kind)
+		require.Equal(t, catalog.KindFull, snap.Kind)
 		require.Positive(t, snap.Size)
 		got := checkPayload(t, readPayload(t, store, snap))
 		require.Equal(t, got, snap.Revision, "object %s", snap.Key)
 	}
-	listed, err := store.List(ctx, snapstore.KindFull)
+	listed, err := store.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	require.Len(t, listed, len(snaps))
 }
@@ -154,7 +155,7 @@ func TestFullFromBackendCancelled(t *testing.T) {
 		return err
 	})
 	require.Error(t, err)
-	listed, err := store.List(ctx, snapstore.KindFull)
+	listed, err := store.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	require.Empty(t, listed)
 }
@@ -244,7 +245,7 @@ func TestRunnerStartupSnapshot(t *testing.T) {
 	store := memStore(t)
 	sched, err := ParseSchedule("@daily")
 	require.NoError(t, err)
-	r := &Runner{Store: store, Schedule: sched, Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+	r := &Runner{Store: store, Schedule: sched, Take: func(ctx context.Context) (catalog.Snapshot, error) {
 		return FullFromBackend(ctx, e.Server.Backend(), store)
 	}}
 	ctx := context.Background()
@@ -253,13 +254,13 @@ func TestRunnerStartupSnapshot(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- r.Run(rctx) }()
-	waitFor(t, "the startup snapshot", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
+	waitFor(t, "the startup snapshot", func() bool { return len(listKind(t, store, catalog.KindFull)) == 1 })
 	cancel()
 	require.NoError(t, <-done)
 	require.False(t, r.due(ctx), "a store with a fresh full snapshot is not due")
 
 	// The same snapshot, named as taken two periods ago.
-	fresh := listKind(t, store, snapstore.KindFull)[0]
+	fresh := listKind(t, store, catalog.KindFull)[0]
 	r.Store = memStore(t)
 	_, err = upload(ctx, r.Store, fresh.Revision, fresh.Time.Add(-2*sched.Period(fresh.Time)), func(w io.Writer) error {
 		snap := e.Server.Backend().Snapshot()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Defaults of DeltaConfig.
@@ -264,7 +265,7 @@ func (t *deltaTaker) begin(ctx context.Context) error {
 // chain.
 func (t *deltaTaker) anchor(ctx context.Context) error {
 	for {
-		var snap snapstore.Snapshot
+		var snap catalog.Snapshot
 		// The runner reports the full snapshot's failures itself.
 		err := t.retry(ctx, "take a full snapshot to start a new delta chain", "", func() error {
 			var err error
@@ -347,7 +348,7 @@ func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() er
 			t.log.Debug("delta snapshots: cannot "+what+" now", "reason", err, "retry_in", wait)
 		} else {
 			if op != "" {
-				t.cfg.Observer.Failed(Failure{Kind: snapstore.KindDelta, Op: op, Reason: ReasonOf(err), Err: err})
+				t.cfg.Observer.Failed(Failure{Kind: catalog.KindDelta, Op: op, Reason: ReasonOf(err), Err: err})
 			}
 			t.log.Error("delta snapshots: cannot "+what, "err", err, "retry_in", wait)
 		}
@@ -375,7 +376,7 @@ func (t *deltaTaker) progress() {
 // it never runs beside a scheduled one, and that is also abandoned when runnerCtx (the
 // context r.Run runs with) ends: stopping the runner abandons every full snapshot in flight.
 func FullFromRunner(runnerCtx context.Context, r *Runner) TakeFunc {
-	return func(ctx context.Context) (snapstore.Snapshot, error) {
+	return func(ctx context.Context) (catalog.Snapshot, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stop := context.AfterFunc(runnerCtx, cancel)

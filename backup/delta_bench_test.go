@@ -19,6 +19,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Measurements of the delta taker (not run by `go test` without -bench):
@@ -48,12 +49,12 @@ func BenchmarkDeltaCatchUp(b *testing.B) {
 		store, err := snapstore.Open(ctx, "mem://", snapstore.Options{})
 		require.NoError(b, err)
 		// Anchor the chain at revision 1 so that the taker replays the whole history.
-		w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 1, Time: time.Now()})
+		w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 1, Time: time.Now()})
 		require.NoError(b, err)
 		_, err = w.Commit()
 		require.NoError(b, err)
 		cfg := DeltaConfig{Store: store, Client: cli, Period: time.Second, Log: slog.New(slog.DiscardHandler),
-			Full: func(context.Context) (snapstore.Snapshot, error) { return snapstore.Snapshot{}, fmt.Errorf("not used") }}
+			Full: func(context.Context) (catalog.Snapshot, error) { return catalog.Snapshot{}, fmt.Errorf("not used") }}
 		start := time.Now()
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -62,7 +63,7 @@ func BenchmarkDeltaCatchUp(b *testing.B) {
 		took := time.Since(start)
 		cancel()
 		<-done
-		deltas, err := store.List(ctx, snapstore.KindDelta)
+		deltas, err := store.List(ctx, catalog.KindDelta)
 		require.NoError(b, err)
 		var size int64
 		for _, d := range deltas {
@@ -92,7 +93,7 @@ func BenchmarkDeltaLive(b *testing.B) {
 				var upTime atomic.Int64
 				log := slog.New(&countHandler{uploads: &uploads, took: &upTime})
 				cfg := DeltaConfig{Store: store, Client: cli, Period: time.Second, Log: log,
-					Full: func(ctx context.Context) (snapstore.Snapshot, error) {
+					Full: func(ctx context.Context) (catalog.Snapshot, error) {
 						return FullFromBackend(ctx, e.Server.Backend(), store)
 					}}
 				rctx, cancel := context.WithCancel(ctx)
@@ -212,7 +213,7 @@ func waitDeltaB(b *testing.B, store *snapstore.Store, last int64) {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		snap, ok, err := store.Latest(context.Background(), snapstore.KindDelta)
+		snap, ok, err := store.Latest(context.Background(), catalog.KindDelta)
 		require.NoError(b, err)
 		if ok && snap.Revision >= last {
 			return

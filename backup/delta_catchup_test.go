@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // A taker that starts far behind the member (more than catchUpLag revisions), while the
@@ -40,7 +40,7 @@ func TestDeltasCatchUpInSegments(t *testing.T) {
 				churn(t, cli, "/before", 160, want)
 				bulkPut(t, cli, "/bulk", 3*catchUpLag)
 				// Anchor the chain at start, so that the taker begins far behind the member.
-				w, err := store.Create(context.Background(), snapstore.Snapshot{Kind: snapstore.KindFull, Revision: start, Time: time.Now()})
+				w, err := store.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindFull, Revision: start, Time: time.Now()})
 				require.NoError(t, err)
 				_, err = w.Commit()
 				require.NoError(t, err)

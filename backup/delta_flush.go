@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Flusher lets its owner ask a running delta taker to upload at once every revision the
@@ -29,7 +29,7 @@ type FlushResult struct {
 	Revision int64
 	// Deltas are the deltas uploaded to get there, oldest first; empty when the store
 	// already held Revision.
-	Deltas []snapstore.Snapshot
+	Deltas []catalog.Snapshot
 }
 
 // ErrFlushAbandoned is wrapped by the error of a flush that the taker gave up: it stopped,
@@ -67,7 +67,7 @@ type flushReply struct {
 // flushWait is a flush the follower serves: it waits until the store holds target.
 type flushWait struct {
 	target int64
-	deltas []snapstore.Snapshot
+	deltas []catalog.Snapshot
 	reply  chan flushReply
 }
 
@@ -139,7 +139,7 @@ func (f *follower) uploadedThrough() int64 {
 }
 
 // flushUploaded records an uploaded delta in the flushes it serves.
-func (f *follower) flushUploaded(snap snapstore.Snapshot) {
+func (f *follower) flushUploaded(snap catalog.Snapshot) {
 	for _, w := range f.flushes {
 		w.deltas = append(w.deltas, snap)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // recorder is an Observer that keeps what it is told.
@@ -70,12 +71,12 @@ func TestFlushUploadsAtOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, last, res.Revision)
 		require.NotEmpty(t, res.Deltas)
-		require.Equal(t, res.Deltas, listKind(t, store, snapstore.KindDelta), "the flush answers with the objects in the store")
+		require.Equal(t, res.Deltas, listKind(t, store, catalog.KindDelta), "the flush answers with the objects in the store")
 		checkChain(t, store, cli, start+1, last, *want)
 
 		taken, failures, progress := obs.snapshot()
 		require.Empty(t, failures)
-		var observed []snapstore.Snapshot
+		var observed []catalog.Snapshot
 		events := 0
 		for _, tk := range taken {
 			observed = append(observed, tk.Snapshot)
@@ -126,7 +127,7 @@ func TestFlushWhileStoreFails(t *testing.T) {
 		require.Equal(t, ReasonStore, ReasonOf(err), "%v", err)
 		_, failures, progress := obs.snapshot()
 		require.NotEmpty(t, failures)
-		require.Equal(t, Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonStore, Err: failures[0].Err}, failures[0])
+		require.Equal(t, Failure{Kind: catalog.KindDelta, Op: OpSnapshot, Reason: ReasonStore, Err: failures[0].Err}, failures[0])
 		p := progress[len(progress)-1]
 		require.LessOrEqual(t, p.Stored, start, "nothing reached the store")
 		require.False(t, p.Oldest.IsZero(), "the oldest revision not in the store is reported")
@@ -152,7 +153,7 @@ func TestRunnerObserver(t *testing.T) {
 	sched, err := ParseSchedule("@daily")
 	require.NoError(t, err)
 	obs := &recorder{}
-	r := &Runner{Store: store, Schedule: sched, Observer: obs, Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+	r := &Runner{Store: store, Schedule: sched, Observer: obs, Take: func(ctx context.Context) (catalog.Snapshot, error) {
 		return FullFromBackend(ctx, e.Server.Backend(), store)
 	}}
 	ctx := context.Background()
@@ -162,7 +163,7 @@ func TestRunnerObserver(t *testing.T) {
 	require.Len(t, taken, 1)
 	require.Equal(t, snap, taken[0].Snapshot)
 	require.Equal(t, "request", taken[0].Trigger)
-	require.Equal(t, listKind(t, store, snapstore.KindFull), []snapstore.Snapshot{snap})
+	require.Equal(t, listKind(t, store, catalog.KindFull), []catalog.Snapshot{snap})
 
 	// The full snapshot directory becomes a file: uploads fail.
 	fullDir := filepath.Join(dir, "full")
@@ -172,7 +173,7 @@ func TestRunnerObserver(t *testing.T) {
 	require.Error(t, err)
 	_, failures, _ := obs.snapshot()
 	require.Len(t, failures, 1)
-	require.Equal(t, Failure{Kind: snapstore.KindFull, Op: OpSnapshot, Reason: ReasonStore, Err: err}, failures[0])
+	require.Equal(t, Failure{Kind: catalog.KindFull, Op: OpSnapshot, Reason: ReasonStore, Err: err}, failures[0])
 }
 
 func TestReasonOf(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // testLog returns a logger that keeps its lines, printed if the test fails.
@@ -144,7 +145,7 @@ func deltaConfig(src eventSource, e *embed.Etcd, cli *clientv3.Client, store *sn
 		Store:  store,
 		Client: cli,
 		Period: 100 * time.Millisecond,
-		Full: func(ctx context.Context) (snapstore.Snapshot, error) {
+		Full: func(ctx context.Context) (catalog.Snapshot, error) {
 			return FullFromBackend(ctx, e.Server.Backend(), store)
 		},
 		Log:      log,
@@ -154,7 +155,7 @@ func deltaConfig(src eventSource, e *embed.Etcd, cli *clientv3.Client, store *sn
 	}
 }
 
-func listKind(t *testing.T, store *snapstore.Store, kind snapstore.Kind) []snapstore.Snapshot {
+func listKind(t *testing.T, store *snapstore.Store, kind catalog.Kind) []catalog.Snapshot {
 	t.Helper()
 	list, err := store.List(context.Background(), kind)
 	require.NoError(t, err)
@@ -164,7 +165,7 @@ func listKind(t *testing.T, store *snapstore.Store, kind snapstore.Kind) []snaps
 // newestDelta returns the newest delta's last revision (0 without deltas).
 func newestDelta(t *testing.T, store *snapstore.Store) int64 {
 	t.Helper()
-	list := listKind(t, store, snapstore.KindDelta)
+	list := listKind(t, store, catalog.KindDelta)
 	if len(list) == 0 {
 		return 0
 	}
@@ -181,13 +182,13 @@ func revisionOf(t *testing.T, cli *clientv3.Client) int64 {
 
 // decodedDelta is a delta read back: its leases (in order) and revisions.
 type decodedDelta struct {
-	snap   snapstore.Snapshot
+	snap   catalog.Snapshot
 	leases []snapstore.Lease
 	revs   []snapstore.Revision
 }
 
 // readDelta reads and decodes a delta, checking that its payload's range is its name's.
-func readDelta(t *testing.T, store *snapstore.Store, snap snapstore.Snapshot) decodedDelta {
+func readDelta(t *testing.T, store *snapstore.Store, snap catalog.Snapshot) decodedDelta {
 	t.Helper()
 	r, err := store.Open(context.Background(), snap)
 	require.NoError(t, err)
@@ -249,8 +250,8 @@ type leaseWant struct {
 // key space rebuilt from the events equals the source's at `to`.
 func checkChain(t *testing.T, store *snapstore.Store, cli *clientv3.Client, from, to int64, want leaseWant) []decodedDelta {
 	t.Helper()
-	var deltas []snapstore.Snapshot
-	for _, d := range listKind(t, store, snapstore.KindDelta) {
+	var deltas []catalog.Snapshot
+	for _, d := range listKind(t, store, catalog.KindDelta) {
 		if d.Revision >= from {
 			deltas = append(deltas, d)
 		}
@@ -317,7 +318,7 @@ func eventString(ev *mvccpb.Event) string {
 		ev.Type, kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease)
 }
 
-func keys(snaps []snapstore.Snapshot) []string {
+func keys(snaps []catalog.Snapshot) []string {
 	out := make([]string, len(snaps))
 	for i, s := range snaps {
 		out[i] = s.Key

@@ -18,6 +18,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // inProcess returns an in-process client of e, as the supervisor uses.
@@ -51,7 +52,7 @@ func TestDeltasCoverEveryRevision(t *testing.T) {
 
 		deltas := checkChain(t, store, cli, start+1, last, *want)
 		require.Greater(t, len(deltas), 3, "one delta per period with writes")
-		require.Empty(t, listKind(t, store, snapstore.KindFull), "an empty store's chain starts without a full snapshot")
+		require.Empty(t, listKind(t, store, catalog.KindFull), "an empty store's chain starts without a full snapshot")
 		multi := 0
 		for _, d := range deltas {
 			for _, r := range d.revs {
@@ -79,7 +80,7 @@ func TestDeltasFinalOnStop(t *testing.T) {
 		run := startDeltasReady(t, cfg, logs)
 		quiet := quietPeriods(logs)
 		waitFor(t, "several periods without writes", func() bool { return quietPeriods(logs) >= quiet+3 })
-		require.Empty(t, listKind(t, store, snapstore.KindDelta), "a delta without writes")
+		require.Empty(t, listKind(t, store, catalog.KindDelta), "a delta without writes")
 
 		cfg.Period = time.Hour
 		run.stop(t, nil)
@@ -112,7 +113,7 @@ func TestDeltasSkippedStopDropsThenContinues(t *testing.T) {
 		dropped := churn(t, cli, "/a", 30, want)
 		waitFor(t, "the taker to receive the last write", func() bool { return seen.last.Load() >= dropped })
 		run.stop(t, fmt.Errorf("not the leader any more: %w", ErrSkipped))
-		require.Empty(t, listKind(t, store, snapstore.KindDelta))
+		require.Empty(t, listKind(t, store, catalog.KindDelta))
 		require.Contains(t, logs.String(), "without a final delta")
 		require.Contains(t, logs.String(), fmt.Sprintf("dropped_from=%d dropped_to=%d", start+1, dropped))
 
@@ -154,7 +155,7 @@ func TestDeltasContinueAfterRestart(t *testing.T) {
 		require.Contains(t, logs.String(), "continuing the delta chain")
 		require.Contains(t, logs.String(), fmt.Sprintf("from=%d", first+1))
 		checkChain(t, store, cli, start+1, last, *want)
-		require.Empty(t, listKind(t, store, snapstore.KindFull), "a continued chain needs no full snapshot")
+		require.Empty(t, listKind(t, store, catalog.KindFull), "a continued chain needs no full snapshot")
 	})
 }
 
@@ -178,8 +179,8 @@ func TestDeltasAfterCompactionStartNewChain(t *testing.T) {
 		require.NoError(t, err)
 
 		run = startDeltasReady(t, cfg, logs)
-		waitFor(t, "a full snapshot", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
-		full := listKind(t, store, snapstore.KindFull)[0]
+		waitFor(t, "a full snapshot", func() bool { return len(listKind(t, store, catalog.KindFull)) == 1 })
+		full := listKind(t, store, catalog.KindFull)[0]
 		require.GreaterOrEqual(t, full.Revision, compactAt)
 		last := churn(t, cli, "/two", 40, want)
 		run.stop(t, nil)
@@ -187,7 +188,7 @@ func TestDeltasAfterCompactionStartNewChain(t *testing.T) {
 		require.Contains(t, logs.String(), "compacted")
 		require.Contains(t, logs.String(), "new delta chain")
 		checkChain(t, store, cli, full.Revision+1, last, *want)
-		for _, d := range listKind(t, store, snapstore.KindDelta) {
+		for _, d := range listKind(t, store, catalog.KindDelta) {
 			require.True(t, d.Revision <= old || d.From > full.Revision, "delta %s spans the break", d.Key)
 		}
 	})
@@ -208,15 +209,15 @@ func TestDeltasMemberBehindStore(t *testing.T) {
 		storeRev := churn(t, acli, "/a", 200, want)
 		run.stop(t, nil)
 		require.Equal(t, storeRev, newestDelta(t, store))
-		oldDeltas := listKind(t, store, snapstore.KindDelta)
+		oldDeltas := listKind(t, store, catalog.KindDelta)
 
 		b := startEtcd(t)
 		bcli := inProcess(t, b)
 		log, logs = testLog(t)
 		churn(t, bcli, "/b", 20, want)
 		run = startDeltas(t, deltaConfig(src, b, bcli, store, log))
-		waitFor(t, "a full snapshot of the member behind", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 1 })
-		require.Less(t, listKind(t, store, snapstore.KindFull)[0].Revision, storeRev)
+		waitFor(t, "a full snapshot of the member behind", func() bool { return len(listKind(t, store, catalog.KindFull)) == 1 })
+		require.Less(t, listKind(t, store, catalog.KindFull)[0].Revision, storeRev)
 		waitFor(t, "the suspension", func() bool { return strings.Contains(logs.String(), "deltas are suspended") })
 
 		// Writes below the store's newest revision make no delta: once the taker anchored the
@@ -226,17 +227,17 @@ func TestDeltasMemberBehindStore(t *testing.T) {
 			churn(t, bcli, "/b2", 8, want)
 		}
 		churn(t, bcli, "/b3", 10, want) // past the store's newest
-		waitFor(t, "the full snapshot that anchors the new chain", func() bool { return len(listKind(t, store, snapstore.KindFull)) == 2 })
-		require.Equal(t, oldDeltas, deltasUpTo(t, store, listKind(t, store, snapstore.KindFull)[1].Revision))
+		waitFor(t, "the full snapshot that anchors the new chain", func() bool { return len(listKind(t, store, catalog.KindFull)) == 2 })
+		require.Equal(t, oldDeltas, deltasUpTo(t, store, listKind(t, store, catalog.KindFull)[1].Revision))
 		last := churn(t, bcli, "/b4", 60, want)
 		waitFor(t, "the deltas of the new chain", func() bool { return newestDelta(t, store) >= last })
 		run.stop(t, nil)
 
-		fulls := listKind(t, store, snapstore.KindFull)
+		fulls := listKind(t, store, catalog.KindFull)
 		require.Len(t, fulls, 2)
 		anchor := fulls[1]
 		require.Greater(t, anchor.Revision, storeRev)
-		for _, d := range listKind(t, store, snapstore.KindDelta) {
+		for _, d := range listKind(t, store, catalog.KindDelta) {
 			require.True(t, d.Revision <= storeRev || d.From > anchor.Revision, "delta %s overlaps the store's or precedes its anchor", d.Key)
 		}
 		checkChain(t, store, bcli, anchor.Revision+1, last, *want)
@@ -245,10 +246,10 @@ func TestDeltasMemberBehindStore(t *testing.T) {
 }
 
 // deltasUpTo lists the deltas in the store that start at or before revision rev.
-func deltasUpTo(t *testing.T, store *snapstore.Store, rev int64) []snapstore.Snapshot {
+func deltasUpTo(t *testing.T, store *snapstore.Store, rev int64) []catalog.Snapshot {
 	t.Helper()
-	var out []snapstore.Snapshot
-	for _, d := range listKind(t, store, snapstore.KindDelta) {
+	var out []catalog.Snapshot
+	for _, d := range listKind(t, store, catalog.KindDelta) {
 		if d.From <= rev {
 			out = append(out, d)
 		}
@@ -390,7 +391,7 @@ func TestDeltasExternalMemberWentBack(t *testing.T) {
 	log, logs := testLog(t)
 	spool := t.TempDir()
 	cfg := deltaConfig(watchSource, nil, cli, store, log)
-	cfg.Full = func(ctx context.Context) (snapstore.Snapshot, error) { return FullFromClient(ctx, cli, store, spool) }
+	cfg.Full = func(ctx context.Context) (catalog.Snapshot, error) { return FullFromClient(ctx, cli, store, spool) }
 	want := newLeaseWant()
 
 	run := startDeltasReady(t, cfg, logs)
@@ -409,18 +410,18 @@ func TestDeltasExternalMemberWentBack(t *testing.T) {
 	<-b.Server.ReadyNotify()
 	waitFor(t, "the chain to break", func() bool { return strings.Contains(logs.String(), "went back in history") })
 	waitFor(t, "the suspension", func() bool { return strings.Contains(logs.String(), "deltas are suspended") })
-	before := listKind(t, store, snapstore.KindDelta)
+	before := listKind(t, store, catalog.KindDelta)
 
 	last := churn(t, cli, "/b", 220, want)
 	require.Greater(t, last, storeRev)
 	waitFor(t, "the new chain's deltas", func() bool { return newestDelta(t, store) >= last })
 	run.stop(t, nil)
 
-	fulls := listKind(t, store, snapstore.KindFull)
+	fulls := listKind(t, store, catalog.KindFull)
 	require.Len(t, fulls, 2)
 	require.Less(t, fulls[0].Revision, storeRev)
 	require.Greater(t, fulls[1].Revision, storeRev)
-	for _, d := range listKind(t, store, snapstore.KindDelta) {
+	for _, d := range listKind(t, store, catalog.KindDelta) {
 		require.True(t, slices.Contains(before, d) || d.From > fulls[1].Revision, "delta %s extends the old chain with the new history", d.Key)
 	}
 	checkChain(t, store, cli, fulls[1].Revision+1, last, *want)

@@ -6,47 +6,48 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // writeDelta uploads one delta holding b's revisions and leases. The object is named with
 // the batch's exact revision range and the time of the upload, which is after every
 // revision in it was observed. On failure nothing appears in the store; the error is
 // classified ReasonStore.
-func writeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (snapstore.Snapshot, error) {
+func writeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (catalog.Snapshot, error) {
 	snap, err := encodeDelta(ctx, store, b)
 	return snap, classify(ReasonStore, err)
 }
 
 // encodeDelta is writeDelta without the classification.
-func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (snapstore.Snapshot, error) {
+func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (catalog.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, deltaUploadTimeout)
 	defer cancel()
 	from, to := b.from(), b.to()
-	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: time.Now()})
+	w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: time.Now()})
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
+		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
 	enc, err := snapstore.NewDeltaEncoder(w, from, to)
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
+		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}
 	for _, l := range b.leases {
 		if err := enc.Lease(l); err != nil {
-			return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: write lease %x: %w", from, to, l.ID, err)
+			return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: write lease %x: %w", from, to, l.ID, err)
 		}
 	}
 	for _, r := range b.revs {
 		if err := enc.Revision(r); err != nil {
-			return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: write revision %d: %w", from, to, r.Revision, err)
+			return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: write revision %d: %w", from, to, r.Revision, err)
 		}
 	}
 	if err := enc.Close(); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
+		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}
 	snap, err := w.Commit()
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
+		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}
 	return snap, nil
 }

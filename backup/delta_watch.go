@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // chainBreak says why the watch cannot continue the chain.
@@ -20,7 +21,7 @@ func (c chainBreak) Error() string { return string(c) }
 
 // uploadResult is the outcome of one upload attempt.
 type uploadResult struct {
-	snap snapstore.Snapshot
+	snap catalog.Snapshot
 	err  error
 	took time.Duration
 }
@@ -325,7 +326,7 @@ func (f *follower) settle(res uploadResult) bool {
 
 // failed schedules a retry of batch b, which stays held with its revision range.
 func (f *follower) failed(b *deltaBatch, err error) {
-	f.t.cfg.Observer.Failed(Failure{Kind: snapstore.KindDelta, Op: OpSnapshot, Reason: ReasonOf(err), Err: err})
+	f.t.cfg.Observer.Failed(Failure{Kind: catalog.KindDelta, Op: OpSnapshot, Reason: ReasonOf(err), Err: err})
 	f.failFlushes(fmt.Errorf("flush deltas: upload of revisions %d..%d failed (retried in the background): %w", b.from(), b.to(), err))
 	wait := f.uploadBackoff.Next()
 	f.t.log.Error("delta upload failed; the events stay in memory and the upload is retried",
@@ -392,7 +393,7 @@ func (f *follower) drain(ctx context.Context) {
 }
 
 // committed records a delta that reached the store.
-func (t *deltaTaker) committed(snap snapstore.Snapshot, b *deltaBatch, took time.Duration) {
+func (t *deltaTaker) committed(snap catalog.Snapshot, b *deltaBatch, took time.Duration) {
 	t.log.Info("delta taken", "from", snap.From, "to", snap.Revision, "revisions", len(b.revs), "events", b.events,
 		"leases", len(b.leases), "bytes", snap.Size, "duration", took.Round(time.Millisecond), "object", snap.Key)
 	t.stored = max(t.stored, snap.Revision)

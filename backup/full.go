@@ -10,6 +10,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // FullFromBackend takes a full snapshot of an in-process etcd backend and streams it into the
@@ -21,16 +22,16 @@ import (
 //
 // When ctx ends before the upload commits, the upload is abandoned and nothing appears in the
 // store.
-func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.Store) (snapstore.Snapshot, error) {
+func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.Store) (catalog.Snapshot, error) {
 	snap := be.Snapshot()
 	defer snap.Close()
 	tx, ok := snap.(dbrev.Reader)
 	if !ok {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: etcd backend snapshot %T does not expose its read transaction", snap)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: etcd backend snapshot %T does not expose its read transaction", snap)
 	}
 	rev, err := dbrev.Revision(tx)
 	if err != nil {
-		return snapstore.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: %w", err))
+		return catalog.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: %w", err))
 	}
 	return upload(ctx, store, rev, time.Now(), func(w io.Writer) error {
 		_, err := snap.WriteTo(w)
@@ -44,23 +45,23 @@ func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.S
 // upload streams a db written by writeDB into a new full snapshot object at revision rev,
 // followed by the db's SHA-256 as etcd's Maintenance API appends it. The store's errors are
 // classified ReasonStore.
-func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time, writeDB func(io.Writer) error) (snapstore.Snapshot, error) {
-	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: at})
+func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time, writeDB func(io.Writer) error) (catalog.Snapshot, error) {
+	w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: at})
 	if err != nil {
-		return snapstore.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
+		return catalog.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
 	cw := &ctxWriter{ctx: ctx, w: storeWriter{w}}
 	if err := writeDB(cw); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: stream db: %w", rev, err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot at revision %d: stream db: %w", rev, err)
 	}
 	// The Writer hashes what it compresses: so far, the db.
 	if _, err := cw.Write(w.Sum()); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
 	s, err := w.Commit()
 	if err != nil {
-		return snapstore.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
+		return catalog.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
 	}
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // DefaultGCPeriod is how often garbage collection runs by default.
@@ -17,7 +18,7 @@ const DefaultGCPeriod = time.Minute
 // GCConfig configures a GC runner.
 type GCConfig struct {
 	Store  *snapstore.Store
-	Policy snapstore.Policy
+	Policy catalog.Policy
 	// Period is how often garbage collection runs (0: DefaultGCPeriod). It also runs at
 	// start and soon after Trigger.
 	Period time.Duration
@@ -33,7 +34,7 @@ type GCConfig struct {
 
 // GCRun is what one garbage collection run did.
 type GCRun struct {
-	Plan   snapstore.GCPlan
+	Plan   catalog.GCPlan
 	Result snapstore.GCResult
 	// Err is why the run failed (it wraps ErrSkipped when this member does not take
 	// backups now).
@@ -42,7 +43,7 @@ type GCRun struct {
 }
 
 // GC runs garbage collection on a store: one listing, the policy's plan, the deletions in
-// order (see snapstore.PlanGC and Store.ApplyGC). Runs never overlap. A failed run is
+// order (see catalog.PlanGC and Store.ApplyGC). Runs never overlap. A failed run is
 // logged and the next one tries again; failures never stop the member.
 type GC struct {
 	cfg     GCConfig
@@ -120,7 +121,7 @@ func (g *GC) run(ctx context.Context) GCRun {
 	if err != nil {
 		return GCRun{Err: fmt.Errorf("garbage collection: %w", err)}
 	}
-	plan, err := snapstore.PlanGC(listing, g.cfg.Policy, g.cfg.Now())
+	plan, err := catalog.PlanGC(listing, g.cfg.Policy, g.cfg.Now())
 	if err != nil {
 		return GCRun{Err: fmt.Errorf("garbage collection in %s: %w", g.cfg.Store.URL(), err)}
 	}
@@ -134,7 +135,7 @@ func (g *GC) logRun(ctx context.Context, run GCRun) {
 	case errors.Is(run.Err, ErrSkipped):
 		lg.Debug("garbage collection skipped", "reason", run.Err)
 		return
-	case errors.Is(run.Err, snapstore.ErrUnsafeGC):
+	case errors.Is(run.Err, catalog.ErrUnsafeGC):
 		lg.Error("garbage collection refused to delete anything", "store", g.cfg.Store.URL(), "err", run.Err)
 		return
 	case run.Err != nil && ctx.Err() != nil:

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // GC runs after each full snapshot (the Take function triggers it, as the supervisor wires
@@ -29,13 +30,13 @@ func TestGCAfterFullSnapshots(t *testing.T) {
 	active.Store(true)
 	runs := make(chan GCRun, 16)
 	gc, err := NewGC(GCConfig{
-		Store: store, Policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 2},
+		Store: store, Policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 2},
 		Period: time.Hour, Active: active.Load, OnRun: func(r GCRun) { runs <- r },
 	})
 	require.NoError(t, err)
 	sched, err := ParseSchedule("@daily")
 	require.NoError(t, err)
-	runner := &Runner{Store: store, Schedule: sched, Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+	runner := &Runner{Store: store, Schedule: sched, Take: func(ctx context.Context) (catalog.Snapshot, error) {
 		snap, err := FullFromBackend(ctx, e.Server.Backend(), store)
 		if err == nil {
 			gc.Trigger()
@@ -60,7 +61,7 @@ func TestGCAfterFullSnapshots(t *testing.T) {
 
 	cli := v3client.New(e.Server)
 	defer cli.Close()
-	var taken []snapstore.Snapshot
+	var taken []catalog.Snapshot
 	take := func() {
 		t.Helper()
 		_, err := cli.Put(ctx, fmt.Sprintf("k%d", len(taken)), "v") // a new revision, a new name
@@ -93,14 +94,14 @@ func TestGCAfterFullSnapshots(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
-func requireFulls(t *testing.T, store *snapstore.Store, want []snapstore.Snapshot) {
+func requireFulls(t *testing.T, store *snapstore.Store, want []catalog.Snapshot) {
 	t.Helper()
-	got, err := store.List(context.Background(), snapstore.KindFull)
+	got, err := store.List(context.Background(), catalog.KindFull)
 	require.NoError(t, err)
 	require.Equal(t, keysOf(want), keysOf(got))
 }
 
-func keysOf(snaps []snapstore.Snapshot) []string {
+func keysOf(snaps []catalog.Snapshot) []string {
 	out := make([]string, len(snaps))
 	for i, s := range snaps {
 		out[i] = s.Key
@@ -109,8 +110,8 @@ func keysOf(snaps []snapstore.Snapshot) []string {
 }
 
 func TestNewGCRejectsBadPolicy(t *testing.T) {
-	_, err := NewGC(GCConfig{Store: memStore(t), Policy: snapstore.Policy{Kind: snapstore.PolicyLimit}})
+	_, err := NewGC(GCConfig{Store: memStore(t), Policy: catalog.Policy{Kind: catalog.PolicyLimit}})
 	require.ErrorContains(t, err, "keep at least 1 full snapshot")
-	_, err = NewGC(GCConfig{Policy: snapstore.Policy{Kind: snapstore.PolicyExponential}})
+	_, err = NewGC(GCConfig{Policy: catalog.Policy{Kind: catalog.PolicyExponential}})
 	require.True(t, err != nil && !errors.Is(err, ErrSkipped))
 }

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Observer is told what the full snapshot runner and the delta taker do, for metrics and
@@ -22,7 +22,7 @@ type Observer interface {
 
 // Taken is a full snapshot or a delta that reached the store.
 type Taken struct {
-	Snapshot snapstore.Snapshot
+	Snapshot catalog.Snapshot
 	Duration time.Duration
 	// Trigger is what caused a full snapshot: "startup", "schedule", "request" (TakeNow),
 	// or what the caller of Observer.Taken says (the supervisor: "restore"); "" for deltas.
@@ -62,7 +62,7 @@ var Reasons = []Reason{ReasonStore, ReasonEtcd, ReasonOther}
 
 // Failure is a failed step of a taker.
 type Failure struct {
-	Kind   snapstore.Kind // the kind of backup the step was for
+	Kind   catalog.Kind // the kind of backup the step was for
 	Op     Op
 	Reason Reason
 	Err    error

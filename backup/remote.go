@@ -16,6 +16,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/dbrev"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // FullFromClient takes a full snapshot of an external etcd member through its Maintenance API
@@ -37,7 +38,7 @@ import (
 // revision is read from the spooled db with bbolt, and the spool is uploaded under it and
 // removed. Either way an object appears only complete, verified, and named with the revision
 // read from the snapshot itself.
-func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.Store, spoolDir string) (snapstore.Snapshot, error) {
+func FullFromClient(ctx context.Context, cli *clientv3.Client, store *snapstore.Store, spoolDir string) (catalog.Snapshot, error) {
 	return fullFromStream(ctx, store, spoolDir, streamSource{
 		guess: func(ctx context.Context) (int64, error) { return currentRevision(ctx, cli) },
 		open:  func(ctx context.Context) (io.ReadCloser, error) { return cli.Snapshot(ctx) },
@@ -61,7 +62,7 @@ func currentRevision(ctx context.Context, cli *clientv3.Client) (int64, error) {
 }
 
 // fullFromStream is FullFromClient reading from src.
-func fullFromStream(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource) (snapstore.Snapshot, error) {
+func fullFromStream(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource) (catalog.Snapshot, error) {
 	snap, retake, err := fullOnce(ctx, store, spoolDir, src, false)
 	if retake {
 		snap, _, err = fullOnce(ctx, store, spoolDir, src, true)
@@ -72,7 +73,7 @@ func fullFromStream(ctx context.Context, store *snapstore.Store, spoolDir string
 // fullOnce takes one snapshot from src: streamed when the revision is known before it ends
 // (unless spool), else spooled. retake reports a streamed snapshot abandoned because the
 // revision inside was not the one expected.
-func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource, spool bool) (snap snapstore.Snapshot, retake bool, err error) {
+func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src streamSource, spool bool) (snap catalog.Snapshot, retake bool, err error) {
 	at := time.Now()
 	var before int64
 	var beforeErr error
@@ -81,7 +82,7 @@ func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src 
 	}
 	rc, err := src.open(ctx)
 	if err != nil {
-		return snapstore.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: open snapshot stream: %w", err))
+		return catalog.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: open snapshot stream: %w", err))
 	}
 	defer rc.Close()
 	if spool || beforeErr != nil || before < 1 {
@@ -92,7 +93,7 @@ func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src 
 	first := make([]byte, 4096)
 	n, err := io.ReadFull(rc, first)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return snapstore.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: receive snapshot: %w", err))
+		return catalog.Snapshot{}, false, classify(ReasonEtcd, fmt.Errorf("full snapshot: receive snapshot: %w", err))
 	}
 	stream := io.MultiReader(bytes.NewReader(first[:n]), rc)
 	if after, err := src.guess(ctx); err != nil || after != before {
@@ -106,10 +107,10 @@ func fullOnce(ctx context.Context, store *snapstore.Store, spoolDir string, src 
 // commits it if the stream's checksum matches and the db inside is at rev. retake reports a
 // db at another revision (or one whose revision the scan could not read): nothing was
 // committed, and the snapshot must be taken again, spooled.
-func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int64, r io.Reader) (snap snapstore.Snapshot, retake bool, err error) {
-	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: at})
+func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int64, r io.Reader) (snap catalog.Snapshot, retake bool, err error) {
+	w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: at})
 	if err != nil {
-		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
+		return catalog.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
 	}
 	defer w.Abort() //nolint:errcheck // a no-op once committed
 	scan := dbrev.NewScanner()
@@ -118,30 +119,30 @@ func streamed(ctx context.Context, store *snapstore.Store, at time.Time, rev int
 	out := &ctxWriter{ctx: ctx, w: storeWriter{w}}
 	db := &snapstore.TailHolder{W: out, Keep: sha256.Size}
 	if err := broadcast(ctx, r, scan, db); err != nil {
-		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+		return catalog.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
 	}
 	if err := checkTrailer(db.Tail(), w.Sum()); err != nil {
-		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
+		return catalog.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: %w", rev, err)
 	}
 	if _, err := out.Write(db.Tail()); err != nil {
-		return snapstore.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
+		return catalog.Snapshot{}, false, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
 	if got, err := scan.Revision(); err != nil || got != rev {
-		return snapstore.Snapshot{}, true, nil
+		return catalog.Snapshot{}, true, nil
 	}
 	snap, err = w.Commit()
 	if err != nil {
-		return snapstore.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
+		return catalog.Snapshot{}, false, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
 	}
 	return snap, false, nil
 }
 
 // spooled receives the snapshot stream r into a spool file in spoolDir while it is hashed,
 // reads the revision from the spooled db, then uploads the spool under it.
-func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at time.Time, r io.Reader) (snapstore.Snapshot, error) {
+func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at time.Time, r io.Reader) (catalog.Snapshot, error) {
 	f, err := os.CreateTemp(spoolDir, "etcdbr-snapshot-*.db")
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: create spool file in %q: %w (set --spool-dir to a writable directory with room for the db)", spoolDir, err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: create spool file in %q: %w (set --spool-dir to a writable directory with room for the db)", spoolDir, err)
 	}
 	defer func() {
 		f.Close()
@@ -151,18 +152,18 @@ func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at ti
 	h := sha256.New()
 	hash := &snapstore.TailHolder{W: h, Keep: sha256.Size}
 	if err := broadcast(ctx, r, hash, &spool); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
 	if err := checkTrailer(hash.Tail(), h.Sum(nil)); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
 	db := spool.n - sha256.Size
 	if err := f.Truncate(db); err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: cut the checksum off the spool file: %w", err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: cut the checksum off the spool file: %w", err)
 	}
 	rev, err := spooledRevision(f.Name())
 	if err != nil {
-		return snapstore.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
+		return catalog.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
 	return upload(ctx, store, rev, at, func(w io.Writer) error {
 		_, err := io.Copy(w, spoolReader{io.NewSectionReader(f, 0, db)})

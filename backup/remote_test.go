@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // clientSource is FullFromClient's source, with guess instead of its revision read.
@@ -93,7 +93,7 @@ func TestFullFromClientWrongGuess(t *testing.T) {
 			}
 			require.Equal(t, now, snap.Revision)
 			require.Equal(t, snap.Revision, checkPayload(t, readPayload(t, store, snap)))
-			listed, err := store.List(ctx, snapstore.KindFull)
+			listed, err := store.List(ctx, catalog.KindFull)
 			require.NoError(t, err)
 			require.Len(t, listed, 1, "objects in the store: %v", listed)
 			require.Equal(t, snap.Key, listed[0].Key)
@@ -152,7 +152,7 @@ func TestFullFromClientFails(t *testing.T) {
 				}
 				_, err := fullFromStream(sctx, store, spool, src)
 				require.ErrorContains(t, err, c.want)
-				listed, err := store.List(ctx, snapstore.KindFull)
+				listed, err := store.List(ctx, catalog.KindFull)
 				require.NoError(t, err)
 				require.Empty(t, listed)
 				left, err := os.ReadDir(spool)

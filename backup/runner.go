@@ -12,11 +12,12 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // TakeFunc takes one full snapshot into the store. It returns an error wrapping ErrSkipped
 // when this member should not take backups now (it is not the leader).
-type TakeFunc func(ctx context.Context) (snapstore.Snapshot, error)
+type TakeFunc func(ctx context.Context) (catalog.Snapshot, error)
 
 // ErrSkipped marks a snapshot that was deliberately not taken; it is not retried.
 var ErrSkipped = errors.New("snapshot skipped")
@@ -75,10 +76,10 @@ func (r *Runner) Run(ctx context.Context) error {
 // due reports whether a full snapshot should be taken at start: the store has none, or the
 // newest is older than the schedule's period. If the store cannot be listed, it is due.
 func (r *Runner) due(ctx context.Context) bool {
-	latest, ok, err := r.Store.Latest(ctx, snapstore.KindFull)
+	latest, ok, err := r.Store.Latest(ctx, catalog.KindFull)
 	if err != nil {
 		if ctx.Err() == nil {
-			observerOr(r.Observer).Failed(Failure{Kind: snapstore.KindFull, Op: OpList, Reason: ReasonStore, Err: err})
+			observerOr(r.Observer).Failed(Failure{Kind: catalog.KindFull, Op: OpList, Reason: ReasonStore, Err: err})
 		}
 		r.log().Warn("cannot list full snapshots; taking one now", "store", r.Store.URL(), "err", err)
 		return true
@@ -98,7 +99,7 @@ func (r *Runner) due(ctx context.Context) bool {
 }
 
 // TakeNow takes one full snapshot now, waiting for any snapshot in flight first.
-func (r *Runner) TakeNow(ctx context.Context) (snapstore.Snapshot, error) {
+func (r *Runner) TakeNow(ctx context.Context) (catalog.Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.take(ctx, "request")
@@ -133,7 +134,7 @@ func (r *Runner) takeWithRetry(ctx context.Context, trigger string) {
 	}
 }
 
-func (r *Runner) take(ctx context.Context, trigger string) (snapstore.Snapshot, error) {
+func (r *Runner) take(ctx context.Context, trigger string) (catalog.Snapshot, error) {
 	start := time.Now()
 	r.log().Info("taking full snapshot", "trigger", trigger)
 	snap, err := r.Take(ctx)
@@ -147,7 +148,7 @@ func (r *Runner) take(ctx context.Context, trigger string) (snapstore.Snapshot, 
 			return snap, err
 		}
 		reason := ReasonOf(err)
-		observerOr(r.Observer).Failed(Failure{Kind: snapstore.KindFull, Op: OpSnapshot, Reason: reason, Err: err})
+		observerOr(r.Observer).Failed(Failure{Kind: catalog.KindFull, Op: OpSnapshot, Reason: reason, Err: err})
 		r.log().Error("full snapshot failed", "trigger", trigger, "store", r.Store.URL(), "reason", reason, "err", err)
 		return snap, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // assertNothingStored checks that no object is listed or exists, and for a
@@ -16,7 +18,7 @@ import (
 func assertNothingStored(t *testing.T, s *Store, dir string, key string) {
 	t.Helper()
 	ctx := context.Background()
-	for _, kind := range []Kind{KindFull, KindDelta} {
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		got, err := s.List(ctx, kind)
 		require.NoError(t, err)
 		assert.Empty(t, got, kind)
@@ -55,7 +57,7 @@ func storesWithDir(t *testing.T, f func(t *testing.T, s *Store, dir string)) {
 
 func TestAbort(t *testing.T) {
 	storesWithDir(t, func(t *testing.T, s *Store, dir string) {
-		snap := Snapshot{Kind: KindFull, Revision: 7, Time: testTime}
+		snap := catalog.Snapshot{Kind: catalog.KindFull, Revision: 7, Time: testTime}
 		w, err := s.Create(context.Background(), snap)
 		require.NoError(t, err)
 		_, err = w.Write(randomBytes(3<<20, 1))
@@ -63,7 +65,7 @@ func TestAbort(t *testing.T) {
 
 		// While the upload runs, nothing is listed; a file store has a
 		// temporary file next to the final name.
-		for _, kind := range []Kind{KindFull, KindDelta} {
+		for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 			got, err := s.List(context.Background(), kind)
 			require.NoError(t, err)
 			assert.Empty(t, got)
@@ -89,7 +91,7 @@ func TestAbort(t *testing.T) {
 
 func TestAbortBeforeWrite(t *testing.T) {
 	storesWithDir(t, func(t *testing.T, s *Store, dir string) {
-		w, err := s.Create(context.Background(), Snapshot{Kind: KindDelta, From: 1, Revision: 2, Time: testTime})
+		w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindDelta, From: 1, Revision: 2, Time: testTime})
 		require.NoError(t, err)
 		require.NoError(t, w.Abort())
 		assertNothingStored(t, s, dir, w.Key())
@@ -100,7 +102,7 @@ func TestCancelDuringWrite(t *testing.T) {
 	storesWithDir(t, func(t *testing.T, s *Store, dir string) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 7, Time: testTime})
+		w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 7, Time: testTime})
 		require.NoError(t, err)
 		defer w.Abort()
 		_, err = w.Write(randomBytes(2<<20, 2))
@@ -121,7 +123,7 @@ func TestCancelDuringWrite(t *testing.T) {
 func TestCancelBeforeCommit(t *testing.T) {
 	storesWithDir(t, func(t *testing.T, s *Store, dir string) {
 		ctx, cancel := context.WithCancel(context.Background())
-		w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 7, Time: testTime})
+		w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 7, Time: testTime})
 		require.NoError(t, err)
 		defer w.Abort()
 		_, err = w.Write(compressible(1 << 20))
@@ -136,7 +138,7 @@ func TestCancelBeforeCommit(t *testing.T) {
 func TestCancelAfterCommit(t *testing.T) {
 	storesWithDir(t, func(t *testing.T, s *Store, dir string) {
 		ctx, cancel := context.WithCancel(context.Background())
-		w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 7, Time: testTime})
+		w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 7, Time: testTime})
 		require.NoError(t, err)
 		_, err = w.Write([]byte("kept"))
 		require.NoError(t, err)

@@ -11,6 +11,8 @@ import (
 	"filippo.io/age"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 func TestEncryption(t *testing.T) {
@@ -29,12 +31,12 @@ func TestEncryption(t *testing.T) {
 	}
 	writer := open(Options{Recipients: []age.Recipient{id.Recipient(), other.Recipient()}})
 	payload := append(compressible(1<<20), randomBytes(1<<20, 5)...)
-	snap := writeObject(t, writer, Snapshot{Kind: KindDelta, From: 10, Revision: 20, Time: testTime}, payload)
+	snap := writeObject(t, writer, catalog.Snapshot{Kind: catalog.KindDelta, From: 10, Revision: 20, Time: testTime}, payload)
 	assert.True(t, snap.Encrypted)
 	assert.True(t, strings.HasSuffix(snap.Key, ".delta.zst.age"), snap.Key)
-	assert.Equal(t, DeltaName(10, 20, testTime, true), snap.Key)
+	assert.Equal(t, catalog.DeltaName(10, 20, testTime, true), snap.Key)
 
-	listed, err := writer.List(ctx, KindDelta)
+	listed, err := writer.List(ctx, catalog.KindDelta)
 	require.NoError(t, err)
 	require.Len(t, listed, 1)
 	assert.Equal(t, snap, listed[0])
@@ -60,7 +62,7 @@ func TestEncryption(t *testing.T) {
 		assert.Contains(t, err.Error(), snap.Key)
 	})
 	t.Run("plain objects still read", func(t *testing.T) {
-		plain := writeObject(t, open(Options{}), Snapshot{Kind: KindFull, Revision: 9, Time: testTime}, []byte("plain"))
+		plain := writeObject(t, open(Options{}), catalog.Snapshot{Kind: catalog.KindFull, Revision: 9, Time: testTime}, []byte("plain"))
 		assert.False(t, plain.Encrypted)
 		back, err := readObject(open(Options{Identities: []age.Identity{id}}), plain)
 		require.NoError(t, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"testing"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // BenchmarkWrite measures an upload to a file store of 64 MiB of mixed data.
@@ -16,7 +18,7 @@ func BenchmarkWrite(b *testing.B) {
 	defer s.Close()
 	b.SetBytes(size)
 	for i := range b.N {
-		w, err := s.Create(context.Background(), Snapshot{Kind: KindFull, Revision: int64(i + 1), Time: testTime})
+		w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindFull, Revision: int64(i + 1), Time: testTime})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -37,7 +39,7 @@ func BenchmarkRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	w, err := s.Create(context.Background(), Snapshot{Kind: KindFull, Revision: 1, Time: testTime})
+	w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindFull, Revision: 1, Time: testTime})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // maxUploadRSS bounds the peak resident memory of a process that uploads and
@@ -37,7 +39,7 @@ func TestStreamedUpload1GiB(t *testing.T) {
 		assert.Less(t, kb<<10, int64(maxUploadRSS), "peak RSS")
 
 		s := ts.open(t, Options{})
-		list, err := s.List(context.Background(), KindFull)
+		list, err := s.List(context.Background(), catalog.KindFull)
 		require.NoError(t, err)
 		require.Len(t, list, 1)
 		assert.Equal(t, committed[0], list[0].Key)
@@ -65,14 +67,14 @@ func TestKilledUpload(t *testing.T) {
 		<-h.done
 
 		s := ts.open(t, Options{})
-		for _, k := range []Kind{KindFull, KindDelta} {
+		for _, k := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 			list, err := s.List(ctx, k)
 			require.NoError(t, err)
 			assert.Empty(t, list, "%s objects visible after the kill", k)
 		}
 		raw := ts.rawKeys(t, s)
 		for _, key := range raw {
-			_, ok := ParseName(key)
+			_, ok := catalog.ParseName(key)
 			assert.False(t, ok, "object %s is visible under a backup name", key)
 		}
 		var incomplete []string

@@ -14,6 +14,8 @@ import (
 	"filippo.io/age"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // TestConformance runs the same checks against every kind of store: file,
@@ -34,7 +36,7 @@ func TestConformance(t *testing.T) {
 
 // testObject is an object written by a conformance test.
 type testObject struct {
-	snap    Snapshot
+	snap    catalog.Snapshot
 	payload []byte
 }
 
@@ -44,12 +46,12 @@ func writeMixed(t *testing.T, s *Store) []testObject {
 	t.Helper()
 	at := func(sec int) time.Time { return testTime.Add(time.Duration(sec) * time.Second) }
 	objs := []testObject{
-		{Snapshot{Kind: KindDelta, From: 1001, Revision: 1500, Time: at(40)}, randomBytes(20<<20+17, 1)}, // multipart
-		{Snapshot{Kind: KindFull, Revision: 1000, Time: at(30)}, compressible(3 << 20)},
-		{Snapshot{Kind: KindFull, Revision: 9, Time: at(10)}, []byte{}},
-		{Snapshot{Kind: KindDelta, From: 10, Revision: 1000, Time: at(20)}, []byte("small")},
-		{Snapshot{Kind: KindFull, Revision: 1500, Time: at(41)}, randomBytes(1<<20, 2)},
-		{Snapshot{Kind: KindDelta, From: 1501, Revision: 1501, Time: at(50)}, randomBytes(8<<20, 3)}, // one part exactly
+		{catalog.Snapshot{Kind: catalog.KindDelta, From: 1001, Revision: 1500, Time: at(40)}, randomBytes(20<<20+17, 1)}, // multipart
+		{catalog.Snapshot{Kind: catalog.KindFull, Revision: 1000, Time: at(30)}, compressible(3 << 20)},
+		{catalog.Snapshot{Kind: catalog.KindFull, Revision: 9, Time: at(10)}, []byte{}},
+		{catalog.Snapshot{Kind: catalog.KindDelta, From: 10, Revision: 1000, Time: at(20)}, []byte("small")},
+		{catalog.Snapshot{Kind: catalog.KindFull, Revision: 1500, Time: at(41)}, randomBytes(1<<20, 2)},
+		{catalog.Snapshot{Kind: catalog.KindDelta, From: 1501, Revision: 1501, Time: at(50)}, randomBytes(8<<20, 3)}, // one part exactly
 	}
 	for i := range objs {
 		objs[i].snap = writeObject(t, s, objs[i].snap, objs[i].payload)
@@ -63,16 +65,16 @@ func testWriteListRead(t *testing.T, kind storeKind) {
 	s := ts.open(t, Options{})
 	objs := writeMixed(t, s)
 	ts.putRaw(t, s, "full/notes.txt", []byte("not a backup"))
-	ts.putRaw(t, s, FullName(5, testTime, false)+".a1b2.tmp", []byte("partial"))
+	ts.putRaw(t, s, catalog.FullName(5, testTime, false)+".a1b2.tmp", []byte("partial"))
 
-	for _, kind := range []Kind{KindFull, KindDelta} {
-		var want []Snapshot
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
+		var want []catalog.Snapshot
 		for _, o := range objs {
 			if o.snap.Kind == kind {
 				want = append(want, o.snap)
 			}
 		}
-		slices.SortFunc(want, CompareSnapshots)
+		slices.SortFunc(want, catalog.CompareSnapshots)
 		got, err := s.List(ctx, kind)
 		require.NoError(t, err)
 		assert.Equal(t, want, got, "%s listing", kind)
@@ -86,7 +88,7 @@ func testWriteListRead(t *testing.T, kind storeKind) {
 		require.NoError(t, err, o.snap.Key)
 		assert.True(t, bytes.Equal(o.payload, back), "payload of %s differs", o.snap.Key)
 	}
-	_, err := readObject(s, Snapshot{Kind: KindFull, Revision: 77, Time: testTime})
+	_, err := readObject(s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 77, Time: testTime})
 	assert.ErrorIs(t, err, ErrNotFound)
 
 	if kind.server != nil {
@@ -94,11 +96,11 @@ func testWriteListRead(t *testing.T, kind storeKind) {
 		other, err := Open(ctx, ts.sibling("etcd/other"), Options{})
 		require.NoError(t, err)
 		defer other.Close()
-		list, err := other.List(ctx, KindFull)
+		list, err := other.List(ctx, catalog.KindFull)
 		require.NoError(t, err)
 		assert.Empty(t, list)
-		theirs := writeObject(t, other, Snapshot{Kind: KindFull, Revision: 2000, Time: testTime}, []byte("theirs"))
-		mine, err := s.List(ctx, KindFull)
+		theirs := writeObject(t, other, catalog.Snapshot{Kind: catalog.KindFull, Revision: 2000, Time: testTime}, []byte("theirs"))
+		mine, err := s.List(ctx, catalog.KindFull)
 		require.NoError(t, err)
 		assert.NotContains(t, mine, theirs)
 	}
@@ -109,7 +111,7 @@ func testRangedRead(t *testing.T, kind storeKind) {
 	ctx := context.Background()
 	ts := newTestStore(t, kind)
 	s := ts.open(t, Options{})
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 3, Time: testTime}, randomBytes(9<<20, 4))
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 3, Time: testTime}, randomBytes(9<<20, 4))
 	whole, err := s.bucket.ReadAll(ctx, snap.Key)
 	require.NoError(t, err)
 	require.EqualValues(t, snap.Size, len(whole))
@@ -180,7 +182,7 @@ func testResume(t *testing.T, kind storeKind) {
 		Retry:      RetryPolicy{Attempts: 3, Initial: time.Millisecond, Max: 10 * time.Millisecond},
 	})
 	payload := append(randomBytes(4<<20, 5), compressible(2<<20)...)
-	snap := writeObject(t, s, Snapshot{Kind: KindDelta, From: 5, Revision: 9, Time: testTime}, payload)
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 5, Revision: 9, Time: testTime}, payload)
 
 	faults := &faultyRanges{open: bucketRange(s.bucket, snap.Key), every: 1<<20 + 3, breaks: 3}
 	body, err := openResuming(ctx, faults.opener, snap.Key, s.url, s.opts.Retry, s.opts.Log)
@@ -235,18 +237,18 @@ func testDelete(t *testing.T, kind storeKind) {
 	ctx := context.Background()
 	ts := newTestStore(t, kind)
 	s := ts.open(t, Options{})
-	a := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 10, Time: testTime}, []byte("a"))
-	b := writeObject(t, s, Snapshot{Kind: KindDelta, From: 11, Revision: 12, Time: testTime}, []byte("b"))
+	a := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 10, Time: testTime}, []byte("a"))
+	b := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 11, Revision: 12, Time: testTime}, []byte("b"))
 	ts.putRaw(t, s, "full/notes.txt", []byte("not a backup"))
 
 	require.NoError(t, s.Delete(ctx, a))
 	require.NoError(t, s.Delete(ctx, a), "deleting twice is not an error")
-	fulls, err := s.List(ctx, KindFull)
+	fulls, err := s.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	assert.Empty(t, fulls)
 	_, err = readObject(s, a)
 	assert.ErrorIs(t, err, ErrNotFound)
-	assert.Error(t, s.Delete(ctx, Snapshot{Key: "full/notes.txt"}), "only backup objects are deleted")
+	assert.Error(t, s.Delete(ctx, catalog.Snapshot{Key: "full/notes.txt"}), "only backup objects are deleted")
 	assert.ElementsMatch(t, []string{b.Key, "full/notes.txt"}, ts.rawKeys(t, s))
 }
 
@@ -263,17 +265,17 @@ func testEncryption(t *testing.T, kind storeKind) {
 	marker := []byte("/registry/secrets/kube-system/bootstrap-token-abcdef")
 	payload := bytes.Repeat(marker, 1<<14)
 
-	plain := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 1, Time: testTime}, payload)
+	plain := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 1, Time: testTime}, payload)
 	s.opts.Recipients = []age.Recipient{alice.Recipient()}
-	toAlice := writeObject(t, s, Snapshot{Kind: KindDelta, From: 2, Revision: 3, Time: testTime}, payload)
+	toAlice := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 2, Revision: 3, Time: testTime}, payload)
 	s.opts.Recipients = []age.Recipient{bob.Recipient()}
-	toBob := writeObject(t, s, Snapshot{Kind: KindDelta, From: 4, Revision: 5, Time: testTime}, payload)
+	toBob := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 4, Revision: 5, Time: testTime}, payload)
 	assert.False(t, plain.Encrypted)
 	assert.True(t, toAlice.Encrypted)
 	assert.True(t, toBob.Encrypted)
 
 	// The encrypted objects hold nothing of the payload in clear.
-	for _, snap := range []Snapshot{toAlice, toBob} {
+	for _, snap := range []catalog.Snapshot{toAlice, toBob} {
 		raw, err := s.bucket.ReadAll(ctx, snap.Key)
 		require.NoError(t, err)
 		assert.False(t, bytes.Contains(raw, marker[:16]), "%s contains clear text", snap.Key)
@@ -282,12 +284,12 @@ func testEncryption(t *testing.T, kind storeKind) {
 	for _, tc := range []struct {
 		name       string
 		identities []age.Identity
-		readable   []Snapshot
-		refused    []Snapshot
+		readable   []catalog.Snapshot
+		refused    []catalog.Snapshot
 	}{
-		{"no identity", nil, []Snapshot{plain}, []Snapshot{toAlice, toBob}},
-		{"alice", []age.Identity{alice}, []Snapshot{plain, toAlice}, []Snapshot{toBob}},
-		{"both", []age.Identity{bob, alice}, []Snapshot{plain, toAlice, toBob}, nil},
+		{"no identity", nil, []catalog.Snapshot{plain}, []catalog.Snapshot{toAlice, toBob}},
+		{"alice", []age.Identity{alice}, []catalog.Snapshot{plain, toAlice}, []catalog.Snapshot{toBob}},
+		{"both", []age.Identity{bob, alice}, []catalog.Snapshot{plain, toAlice, toBob}, nil},
 	} {
 		s.opts.Identities = tc.identities
 		for _, snap := range tc.readable {
@@ -311,11 +313,11 @@ func testAbortCancel(t *testing.T, kind storeKind) {
 	ts := newTestStore(t, kind)
 	s := ts.open(t, Options{})
 
-	w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 7, Time: testTime})
+	w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 7, Time: testTime})
 	require.NoError(t, err)
 	require.NoError(t, w.Abort(), "abort before any write")
 
-	w, err = s.Create(ctx, Snapshot{Kind: KindFull, Revision: 8, Time: testTime})
+	w, err = s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 8, Time: testTime})
 	require.NoError(t, err)
 	_, err = w.Write(randomBytes(20<<20, 6)) // several parts
 	require.NoError(t, err)
@@ -324,7 +326,7 @@ func testAbortCancel(t *testing.T, kind storeKind) {
 	assert.Error(t, err, "commit after abort")
 
 	cctx, cancel := context.WithCancel(ctx)
-	w, err = s.Create(cctx, Snapshot{Kind: KindDelta, From: 9, Revision: 10, Time: testTime})
+	w, err = s.Create(cctx, catalog.Snapshot{Kind: catalog.KindDelta, From: 9, Revision: 10, Time: testTime})
 	require.NoError(t, err)
 	_, err = w.Write(randomBytes(20<<20, 7))
 	require.NoError(t, err)
@@ -333,13 +335,13 @@ func testAbortCancel(t *testing.T, kind storeKind) {
 	assert.ErrorIs(t, err, context.Canceled, "commit after cancel")
 	require.NoError(t, w.Abort())
 
-	for _, k := range []Kind{KindFull, KindDelta} {
+	for _, k := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		list, err := s.List(ctx, k)
 		require.NoError(t, err)
 		assert.Empty(t, list, "%s objects visible after aborts", k)
 	}
 	for _, key := range ts.rawKeys(t, s) {
-		_, ok := ParseName(key)
+		_, ok := catalog.ParseName(key)
 		assert.False(t, ok, "object %s is visible under a backup name", key)
 	}
 	if kind.server != nil {
@@ -350,7 +352,7 @@ func testAbortCancel(t *testing.T, kind storeKind) {
 			assert.Empty(t, incomplete, "aborted S3 uploads abort their multipart upload")
 		}
 	}
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 11, Time: testTime}, []byte("after"))
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 11, Time: testTime}, []byte("after"))
 	back, err := readObject(s, snap)
 	require.NoError(t, err)
 	assert.Equal(t, "after", string(back))

@@ -10,12 +10,13 @@ import (
 	"io"
 
 	"github.com/etcdbr/etcdbr/internal/progress"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // CopyResult says what Copy did with one object.
 type CopyResult struct {
 	// Copy is the object written to the destination (Key and Size set).
-	Copy Snapshot
+	Copy catalog.Snapshot
 	// Reencrypted reports that the payload was decoded and encoded again
 	// for the destination's recipients, rather than copied byte for byte.
 	Reencrypted bool
@@ -44,18 +45,18 @@ type CopyResult struct {
 // error that wraps ErrCorrupt when the content is bad (then the source
 // object is the corrupt one). Copy does not check whether dst already holds
 // the object: see SelectCopies.
-func Copy(ctx context.Context, src, dst *Store, snap Snapshot) (CopyResult, error) {
+func Copy(ctx context.Context, src, dst *Store, snap catalog.Snapshot) (CopyResult, error) {
 	return CopyWithProgress(ctx, src, dst, snap, nil)
 }
 
 // CopyWithProgress is Copy that counts the bytes it reads from src into p (the object's
 // size once copied; the read-back from dst is not counted).
-func CopyWithProgress(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
+func CopyWithProgress(ctx context.Context, src, dst *Store, snap catalog.Snapshot, p *progress.Progress) (CopyResult, error) {
 	key, err := src.keyOf(snap)
 	if err != nil {
 		return CopyResult{}, fmt.Errorf("copy from %q: %w", src.url, err)
 	}
-	snap, _ = ParseName(key)
+	snap, _ = catalog.ParseName(key)
 	var res CopyResult
 	if len(dst.opts.Recipients) > 0 {
 		res, err = reencrypt(ctx, src, dst, snap, p)
@@ -69,7 +70,7 @@ func CopyWithProgress(ctx context.Context, src, dst *Store, snap Snapshot, p *pr
 }
 
 // copyRaw copies the object's bytes and verifies the copy.
-func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
+func copyRaw(ctx context.Context, src, dst *Store, snap catalog.Snapshot, p *progress.Progress) (CopyResult, error) {
 	body, err := openResuming(ctx, bucketRange(src.bucket, snap.Key), snap.Key, src.url, src.opts.Retry, src.opts.Log)
 	if err != nil {
 		return CopyResult{}, err
@@ -99,7 +100,7 @@ func copyRaw(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Pr
 }
 
 // reencrypt decodes the object from src and encodes it into dst.
-func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.Progress) (CopyResult, error) {
+func reencrypt(ctx context.Context, src, dst *Store, snap catalog.Snapshot, p *progress.Progress) (CopyResult, error) {
 	if len(dst.opts.Identities) == 0 {
 		return CopyResult{}, errors.New("re-encrypting needs an identity that decrypts the copies, to verify them")
 	}
@@ -108,7 +109,7 @@ func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.
 		return CopyResult{}, err
 	}
 	defer r.Close()
-	w, err := dst.Create(ctx, Snapshot{Kind: snap.Kind, From: snap.From, Revision: snap.Revision, Time: snap.Time})
+	w, err := dst.Create(ctx, catalog.Snapshot{Kind: snap.Kind, From: snap.From, Revision: snap.Revision, Time: snap.Time})
 	if err != nil {
 		return CopyResult{}, err
 	}
@@ -129,7 +130,7 @@ func reencrypt(ctx context.Context, src, dst *Store, snap Snapshot, p *progress.
 // verifyCopy reads a copy back: its bytes must hash to rawSum (unless nil)
 // and, when decode is set, its payload must match its trailer. A copy that
 // fails is deleted.
-func (s *Store) verifyCopy(ctx context.Context, copied Snapshot, rawSum []byte, decode bool) error {
+func (s *Store) verifyCopy(ctx context.Context, copied catalog.Snapshot, rawSum []byte, decode bool) error {
 	err := s.readBack(ctx, copied, rawSum, decode)
 	if err == nil {
 		return nil
@@ -143,7 +144,7 @@ func (s *Store) verifyCopy(ctx context.Context, copied Snapshot, rawSum []byte, 
 	return fmt.Errorf("verify the copy: %w", err)
 }
 
-func (s *Store) readBack(ctx context.Context, copied Snapshot, rawSum []byte, decode bool) error {
+func (s *Store) readBack(ctx context.Context, copied catalog.Snapshot, rawSum []byte, decode bool) error {
 	body, err := openResuming(ctx, bucketRange(s.bucket, copied.Key), copied.Key, s.url, s.opts.Retry, s.opts.Log)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/internal/progress"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // testCopy copies a mixed chain from a file store to a store of the kind:
@@ -25,16 +26,16 @@ func testCopy(t *testing.T, kind storeKind) {
 	src, srcDir := openFileStore(t, Options{Identities: []age.Identity{id}})
 	full, d1, _ := writeChain(t, src)
 	src.opts.Recipients = []age.Recipient{id.Recipient()}
-	d3 := writeObject(t, src, Snapshot{Kind: KindDelta, From: 31, Revision: 40, Time: testTime.Add(3 * time.Second)}, deltaPayload(t, 31, 40))
+	d3 := writeObject(t, src, catalog.Snapshot{Kind: catalog.KindDelta, From: 31, Revision: 40, Time: testTime.Add(3 * time.Second)}, deltaPayload(t, 31, 40))
 	src.opts.Recipients = nil
-	fulls, err := src.List(ctx, KindFull)
+	fulls, err := src.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
-	deltas, err := src.List(ctx, KindDelta)
+	deltas, err := src.List(ctx, catalog.KindDelta)
 	require.NoError(t, err)
 
 	t.Run("byte for byte", func(t *testing.T) {
 		dst := newTestStore(t, kind).open(t, Options{}) // no identity: d3 stays sealed
-		toCopy, skipped := SelectCopies(fulls, deltas, nil, nil, time.Time{})
+		toCopy, skipped := catalog.SelectCopies(fulls, deltas, nil, nil, time.Time{})
 		assert.Empty(t, skipped)
 		require.Len(t, toCopy, 4)
 		p := progress.New("copy")
@@ -53,13 +54,13 @@ func testCopy(t *testing.T, kind storeKind) {
 			require.NoError(t, err)
 			assert.True(t, bytes.Equal(raw, copied), "%s differs", snap.Key)
 		}
-		dstFulls, err := dst.List(ctx, KindFull)
+		dstFulls, err := dst.List(ctx, catalog.KindFull)
 		require.NoError(t, err)
-		dstDeltas, err := dst.List(ctx, KindDelta)
+		dstDeltas, err := dst.List(ctx, catalog.KindDelta)
 		require.NoError(t, err)
 		assert.Equal(t, fulls, dstFulls)
 		assert.Equal(t, deltas, dstDeltas)
-		toCopy, skipped = SelectCopies(fulls, deltas, dstFulls, dstDeltas, time.Time{})
+		toCopy, skipped = catalog.SelectCopies(fulls, deltas, dstFulls, dstDeltas, time.Time{})
 		assert.Empty(t, toCopy, "a second copy copies nothing")
 		assert.Len(t, skipped, 4)
 
@@ -73,7 +74,7 @@ func testCopy(t *testing.T, kind storeKind) {
 		_, err = Copy(ctx, src, dst2, d1)
 		require.ErrorIs(t, err, ErrCorrupt)
 		assert.Contains(t, err.Error(), d1.Key)
-		list, err := dst2.List(ctx, KindDelta)
+		list, err := dst2.List(ctx, catalog.KindDelta)
 		require.NoError(t, err)
 		assert.Empty(t, list, "the bad copy was deleted")
 		fixed := b
@@ -86,7 +87,7 @@ func testCopy(t *testing.T, kind storeKind) {
 		require.NoError(t, err)
 		dst := newTestStore(t, kind).open(t, Options{Recipients: []age.Recipient{next.Recipient()}, Identities: []age.Identity{next}})
 		p := progress.New("copy")
-		for _, snap := range []Snapshot{full, d3} {
+		for _, snap := range []catalog.Snapshot{full, d3} {
 			p.Reset("copy")
 			res, err := CopyWithProgress(ctx, src, dst, snap, p)
 			assert.Equal(t, snap.Size, p.Load().Bytes, "the stored bytes read of %s", snap.Key)
@@ -106,40 +107,4 @@ func testCopy(t *testing.T, kind storeKind) {
 		_, err = Copy(ctx, src, blind, full)
 		assert.ErrorContains(t, err, "needs an identity")
 	})
-}
-
-func TestSelectCopies(t *testing.T) {
-	at := func(min int) time.Time { return testTime.Add(time.Duration(min) * time.Minute) }
-	full := func(rev int64, min int) Snapshot {
-		return Snapshot{Kind: KindFull, Revision: rev, Time: at(min), Key: FullName(rev, at(min), false)}
-	}
-	delta := func(from, to int64, min int, enc bool) Snapshot {
-		return Snapshot{Kind: KindDelta, From: from, Revision: to, Time: at(min), Encrypted: enc, Key: DeltaName(from, to, at(min), enc)}
-	}
-	fulls := []Snapshot{full(10, 0), full(100, 60), full(200, 120)}
-	deltas := []Snapshot{delta(11, 50, 30, false), delta(51, 100, 59, false), delta(101, 150, 90, false), delta(151, 210, 125, false)}
-	keys := func(snaps []Snapshot) []string {
-		var out []string
-		for _, s := range snaps {
-			out = append(out, s.Key)
-		}
-		return out
-	}
-
-	all, skipped := SelectCopies(fulls, deltas, nil, nil, time.Time{})
-	assert.Empty(t, skipped)
-	// Revision order, a full snapshot before a delta that ends at its revision.
-	assert.Equal(t, keys([]Snapshot{fulls[0], deltas[0], fulls[1], deltas[1], deltas[2], fulls[2], deltas[3]}), keys(all))
-
-	// Since 1:30: the full snapshot of 1:00 and everything after it.
-	got, _ := SelectCopies(fulls, deltas, nil, nil, at(90))
-	assert.Equal(t, keys([]Snapshot{fulls[1], deltas[2], fulls[2], deltas[3]}), keys(got))
-	// Since before the oldest full snapshot: everything from it.
-	got, _ = SelectCopies(fulls, deltas, nil, nil, at(-10))
-	assert.Equal(t, keys(all), keys(got))
-
-	// What the destination has (also encrypted there) is skipped.
-	got, skipped = SelectCopies(fulls, deltas, []Snapshot{fulls[2]}, []Snapshot{delta(151, 210, 125, true)}, at(90))
-	assert.Equal(t, keys([]Snapshot{fulls[1], deltas[2]}), keys(got))
-	assert.Equal(t, keys([]Snapshot{fulls[2], deltas[3]}), keys(skipped))
 }

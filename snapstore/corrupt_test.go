@@ -14,6 +14,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 func TestCorruption(t *testing.T) {
@@ -66,7 +68,7 @@ func TestCorruption(t *testing.T) {
 		}},
 	}
 	s, dir := openFileStore(t, Options{})
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 42, Time: testTime}, payload)
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 42, Time: testTime}, payload)
 	path := filepath.Join(dir, filepath.FromSlash(snap.Key))
 	original, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -111,7 +113,7 @@ func TestCorruption(t *testing.T) {
 // it is, not as a corrupt object.
 func TestStoreErrorIsNotCorruption(t *testing.T) {
 	s, dir := openFileStore(t, Options{})
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 42, Time: testTime}, randomBytes(1<<20, 3))
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 42, Time: testTime}, randomBytes(1<<20, 3))
 	obj, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(snap.Key)))
 	require.NoError(t, err)
 

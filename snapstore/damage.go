@@ -10,6 +10,8 @@ import (
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // DamagePrefix is where the store records the backup objects that a restore found damaged
@@ -28,8 +30,8 @@ const maxDamageSize = 64 << 10
 func damageKey(key string) string { return DamagePrefix + key + ".json" }
 
 // RecordDamage records that snap failed verification (by says what found it, err why).
-func (s *Store) RecordDamage(ctx context.Context, snap Snapshot, by string, err error) error {
-	d := Damage{Version: damageVersion, Key: snap.Key, Size: snap.Size, Found: time.Now().UTC(), By: by, Reason: err.Error()}
+func (s *Store) RecordDamage(ctx context.Context, snap catalog.Snapshot, by string, err error) error {
+	d := catalog.Damage{Version: damageVersion, Key: snap.Key, Size: snap.Size, Found: time.Now().UTC(), By: by, Reason: err.Error()}
 	if len(d.Reason) > 4096 {
 		d.Reason = d.Reason[:4096]
 	}
@@ -45,14 +47,14 @@ func (s *Store) RecordDamage(ctx context.Context, snap Snapshot, by string, err 
 
 // DamagedIn returns, of the listed objects, those the store records as damaged (a record
 // whose size differs from the object's no longer applies), by key.
-func (s *Store) DamagedIn(ctx context.Context, listed ...[]Snapshot) (map[string]Damage, error) {
+func (s *Store) DamagedIn(ctx context.Context, listed ...[]catalog.Snapshot) (map[string]catalog.Damage, error) {
 	sizes := map[string]int64{}
 	for _, l := range listed {
 		for _, snap := range l {
 			sizes[snap.Key] = snap.Size
 		}
 	}
-	out := map[string]Damage{}
+	out := map[string]catalog.Damage{}
 	err := s.eachObject(ctx, DamagePrefix, func(obj *blob.ListObject) error {
 		key, ok := strings.CutSuffix(strings.TrimPrefix(obj.Key, DamagePrefix), ".json")
 		size, listedNow := sizes[key]
@@ -76,19 +78,19 @@ func (s *Store) DamagedIn(ctx context.Context, listed ...[]Snapshot) (map[string
 	return out, nil
 }
 
-func (s *Store) readDamage(ctx context.Context, key string) (Damage, error) {
+func (s *Store) readDamage(ctx context.Context, key string) (catalog.Damage, error) {
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if err != nil {
-		return Damage{}, err
+		return catalog.Damage{}, err
 	}
 	defer r.Close()
 	data, err := io.ReadAll(io.LimitReader(r, maxDamageSize+1))
 	if err != nil {
-		return Damage{}, err
+		return catalog.Damage{}, err
 	}
-	var d Damage
+	var d catalog.Damage
 	if len(data) > maxDamageSize || json.Unmarshal(data, &d) != nil || d.Version != damageVersion {
-		return Damage{}, fmt.Errorf("%s is not a damage record etcdbr reads: move it away", key)
+		return catalog.Damage{}, fmt.Errorf("%s is not a damage record etcdbr reads: move it away", key)
 	}
 	return d, nil
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // A damage record applies to the object it names while it has the size it had; an object
@@ -15,31 +17,31 @@ func TestDamageRecords(t *testing.T) {
 	ctx := context.Background()
 	s := openMemStore(t, Options{})
 	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	bad := Snapshot{Kind: KindDelta, From: 11, Revision: 20, Time: at, Key: DeltaName(11, 20, at, false), Size: 300}
-	good := Snapshot{Kind: KindDelta, From: 21, Revision: 30, Time: at, Key: DeltaName(21, 30, at, false), Size: 400}
-	full := Snapshot{Kind: KindFull, Revision: 10, Time: at, Key: FullName(10, at, false), Size: 1000}
+	bad := catalog.Snapshot{Kind: catalog.KindDelta, From: 11, Revision: 20, Time: at, Key: catalog.DeltaName(11, 20, at, false), Size: 300}
+	good := catalog.Snapshot{Kind: catalog.KindDelta, From: 21, Revision: 30, Time: at, Key: catalog.DeltaName(21, 30, at, false), Size: 400}
+	full := catalog.Snapshot{Kind: catalog.KindFull, Revision: 10, Time: at, Key: catalog.FullName(10, at, false), Size: 1000}
 	require.NoError(t, s.RecordDamage(ctx, bad, "restore", errors.New("corrupt backup object: sha256 mismatch")))
 
-	got, err := s.DamagedIn(ctx, []Snapshot{full}, []Snapshot{bad, good})
+	got, err := s.DamagedIn(ctx, []catalog.Snapshot{full}, []catalog.Snapshot{bad, good})
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	d := got[bad.Key]
 	require.Equal(t, bad.Key, d.Key)
 	require.Equal(t, "restore", d.By)
 	require.Contains(t, d.Reason, "sha256 mismatch")
-	require.Equal(t, []Snapshot{good}, WithoutDamaged([]Snapshot{bad, good}, got))
+	require.Equal(t, []catalog.Snapshot{good}, catalog.WithoutDamaged([]catalog.Snapshot{bad, good}, got))
 
 	replaced := bad
 	replaced.Size = 301
-	got, err = s.DamagedIn(ctx, []Snapshot{replaced, good})
+	got, err = s.DamagedIn(ctx, []catalog.Snapshot{replaced, good})
 	require.NoError(t, err)
 	require.Empty(t, got, "an object of another size than the damaged one")
-	got, err = s.DamagedIn(ctx, []Snapshot{good})
+	got, err = s.DamagedIn(ctx, []catalog.Snapshot{good})
 	require.NoError(t, err)
 	require.Empty(t, got, "an object no longer listed")
 
 	// Snapshot listings ignore damage records.
-	deltas, err := s.List(ctx, KindDelta)
+	deltas, err := s.List(ctx, catalog.KindDelta)
 	require.NoError(t, err)
 	require.Empty(t, deltas)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // deltaItem is one record of a delta as a test writes and expects it back.
@@ -403,7 +405,7 @@ func TestDeltaFromStoreCorrupt(t *testing.T) {
 	}
 	payload := encodeDelta(t, from, to, items)
 	s, dir := openFileStore(t, Options{})
-	snap := writeObject(t, s, Snapshot{Kind: KindDelta, From: from, Revision: to, Time: testTime}, payload)
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: testTime}, payload)
 	path := filepath.Join(dir, filepath.FromSlash(snap.Key))
 	original, err := os.ReadFile(path)
 	require.NoError(t, err)

@@ -1,6 +1,13 @@
-// Package snapstore is etcdbr's backup store: the layout of backup objects
-// under a store URL's prefix, listing them, and the streaming codec that
-// writes and reads them. The format is specified in docs/store-format.md.
+// Package snapstore is etcdbr's backup store: its I/O. It opens a store URL,
+// lists the backup objects under its prefix, streams them in and out through
+// the codec (zstd, age, sha256), reads and writes the store's records (the
+// cluster record, restore locks, histories, damage records) and applies the
+// garbage collection plan. The format is specified in docs/store-format.md.
+//
+// What is decided from the objects' names alone (the names themselves, the
+// restore plan, the restorable window, retention and the garbage collection
+// plan) is pure and lives in package snapstore/catalog, which this package
+// imports and which imports nothing that does I/O.
 //
 // # Layout
 //
@@ -13,7 +20,7 @@
 // precision (20060102T150405.000Z), so a name tells what an object holds
 // and the lexical order of a listing is revision order. Any other key under
 // the prefix (temporary files of uploads in progress, other tools' files)
-// is ignored: ParseName rejects it.
+// is ignored: catalog.ParseName rejects it.
 //
 // # Objects
 //

@@ -12,6 +12,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // TestObjectFormat checks stored objects against docs/store-format.md
@@ -25,7 +27,7 @@ func TestObjectFormat(t *testing.T) {
 		"text":   compressible(2 << 20),
 	} {
 		t.Run(name, func(t *testing.T) {
-			snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: int64(len(payload) + 1), Time: testTime}, payload)
+			snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: int64(len(payload) + 1), Time: testTime}, payload)
 			path := filepath.Join(dir, filepath.FromSlash(snap.Key))
 			obj, err := os.ReadFile(path)
 			require.NoError(t, err)
@@ -64,7 +66,7 @@ func TestObjectFormat(t *testing.T) {
 func TestWriterSum(t *testing.T) {
 	s, _ := openFileStore(t, Options{})
 	payload := randomBytes(3<<20+7, 4)
-	w, err := s.Create(t.Context(), Snapshot{Kind: KindFull, Revision: 42, Time: testTime})
+	w, err := s.Create(t.Context(), catalog.Snapshot{Kind: catalog.KindFull, Revision: 42, Time: testTime})
 	require.NoError(t, err)
 	empty := sha256.Sum256(nil)
 	assert.Equal(t, empty[:], w.Sum())

@@ -7,18 +7,21 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // ListForGC lists the store for garbage collection: one paged listing of everything under
 // the prefix (backup objects by name, as List parses them, and restore locks), then one
 // read per restore lock. It reads no backup object.
-func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
-	var l Listing
+func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
+	var l catalog.Listing
 	type lockObject struct {
 		key string
 		mod time.Time
@@ -31,11 +34,11 @@ func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
 			break
 		}
 		if err != nil {
-			return Listing{}, fmt.Errorf("list %q for garbage collection: %w", s.url, err)
+			return catalog.Listing{}, fmt.Errorf("list %q for garbage collection: %w", s.url, err)
 		}
-		if snap, ok := ParseName(obj.Key); ok {
+		if snap, ok := catalog.ParseName(obj.Key); ok {
 			snap.Size = obj.Size
-			if snap.Kind == KindFull {
+			if snap.Kind == catalog.KindFull {
 				l.Fulls = append(l.Fulls, snap)
 			} else {
 				l.Deltas = append(l.Deltas, snap)
@@ -44,11 +47,12 @@ func (s *Store) ListForGC(ctx context.Context) (Listing, error) {
 			locks = append(locks, lockObject{obj.Key, obj.ModTime})
 		}
 	}
-	l.Fulls, l.Deltas = sortedListing(l.Fulls, l.Deltas)
+	slices.SortFunc(l.Fulls, catalog.CompareSnapshots)
+	slices.SortFunc(l.Deltas, catalog.CompareSnapshots)
 	for _, o := range locks {
 		lock, ok, err := s.readLock(ctx, o.key, o.mod)
 		if err != nil {
-			return Listing{}, err
+			return catalog.Listing{}, err
 		}
 		if ok {
 			l.Locks = append(l.Locks, lock)
@@ -64,7 +68,7 @@ type ApplyOptions struct {
 	Concurrency int
 	// Deleted, when set, is called after each object is deleted (from one goroutine at a
 	// time).
-	Deleted func(Decision)
+	Deleted func(catalog.Decision)
 	// Now is the clock that tells whether restore locks are live (nil: time.Now).
 	Now func() time.Time
 	// Log receives the run's warnings (nil: discarded).
@@ -95,7 +99,7 @@ type GCResult struct {
 // the lock. It stops at the first failed deletion and returns the error: the full snapshots
 // are deleted only once every delta planned for deletion is gone. An object already gone is
 // not an error, so a run that was interrupted can simply run again.
-func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GCResult, error) {
+func (s *Store) ApplyGC(ctx context.Context, plan catalog.GCPlan, opts ApplyOptions) (GCResult, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -113,12 +117,12 @@ func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GC
 		a.known[fingerprint(l)] = true
 	}
 	nDeltas := 0
-	for nDeltas < len(plan.Delete) && plan.Delete[nDeltas].Snapshot.Kind == KindDelta {
+	for nDeltas < len(plan.Delete) && plan.Delete[nDeltas].Snapshot.Kind == catalog.KindDelta {
 		nDeltas++
 	}
-	err := a.run(ctx, plan.Delete[:nDeltas], string(KindDelta))
+	err := a.run(ctx, plan.Delete[:nDeltas], string(catalog.KindDelta))
 	if err == nil && a.res.Stopped == "" {
-		err = a.run(ctx, plan.Delete[nDeltas:], string(KindFull))
+		err = a.run(ctx, plan.Delete[nDeltas:], string(catalog.KindFull))
 	}
 	a.res.Left = len(plan.Delete) - a.res.DeletedDeltas - a.res.DeletedFulls
 	if err != nil {
@@ -137,7 +141,7 @@ func (s *Store) ApplyGC(ctx context.Context, plan GCPlan, opts ApplyOptions) (GC
 // gcApply is one ApplyGC run.
 type gcApply struct {
 	store   *Store
-	plan    GCPlan
+	plan    catalog.GCPlan
 	opts    ApplyOptions
 	known   map[string]bool // fingerprints of the locks the plan knows
 	checked time.Time       // when the locks were last read
@@ -146,7 +150,7 @@ type gcApply struct {
 
 // run deletes the objects of one phase (one kind), in chunks of Concurrency, reading the
 // locks again between chunks when due, then syncs the kind's directory of a file store.
-func (a *gcApply) run(ctx context.Context, dels []Decision, dir string) error {
+func (a *gcApply) run(ctx context.Context, dels []catalog.Decision, dir string) error {
 	if len(dels) == 0 {
 		return nil
 	}
@@ -188,7 +192,7 @@ func (a *gcApply) locksChanged(ctx context.Context) (bool, error) {
 }
 
 // deleteChunk deletes objects at once and returns the first error after all are done.
-func (a *gcApply) deleteChunk(ctx context.Context, chunk []Decision) error {
+func (a *gcApply) deleteChunk(ctx context.Context, chunk []catalog.Decision) error {
 	errs := make([]error, len(chunk))
 	if len(chunk) == 1 {
 		errs[0] = a.store.Delete(ctx, chunk[0].Snapshot)
@@ -203,7 +207,7 @@ func (a *gcApply) deleteChunk(ctx context.Context, chunk []Decision) error {
 		if errs[i] != nil {
 			continue
 		}
-		if d.Snapshot.Kind == KindFull {
+		if d.Snapshot.Kind == catalog.KindFull {
 			a.res.DeletedFulls++
 		} else {
 			a.res.DeletedDeltas++

@@ -11,21 +11,23 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // gcStore writes three generations of backups (a full snapshot and three deltas each, the
 // first delta starting before its full snapshot) and returns them in List order.
-func gcStore(t *testing.T, s *Store) (fulls, deltas []Snapshot) {
+func gcStore(t *testing.T, s *Store) (fulls, deltas []catalog.Snapshot) {
 	t.Helper()
 	start := time.Now().UTC().Add(-3 * time.Hour).Truncate(time.Millisecond)
 	lastTo := int64(9)
 	for g := range 3 {
 		at := start.Add(time.Duration(g) * time.Hour)
 		rev := lastTo + 2
-		fulls = append(fulls, writeObject(t, s, Snapshot{Kind: KindFull, Revision: rev, Time: at}, compressible(2000)))
+		fulls = append(fulls, writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: at}, compressible(2000)))
 		for d := 1; d <= 3; d++ {
 			from, to := lastTo+1, lastTo+5
-			deltas = append(deltas, writeObject(t, s, Snapshot{Kind: KindDelta, From: from, Revision: to, Time: at.Add(time.Duration(d) * time.Minute)},
+			deltas = append(deltas, writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: at.Add(time.Duration(d) * time.Minute)},
 				randomBytes(300, uint64(to))))
 			lastTo = to
 		}
@@ -33,7 +35,7 @@ func gcStore(t *testing.T, s *Store) (fulls, deltas []Snapshot) {
 	return fulls, deltas
 }
 
-func keysOfSnaps(snaps []Snapshot) []string {
+func keysOfSnaps(snaps []catalog.Snapshot) []string {
 	out := make([]string, len(snaps))
 	for i, s := range snaps {
 		out[i] = s.Key
@@ -51,7 +53,7 @@ func listedKeys(t *testing.T, s *Store) []string {
 	return keys
 }
 
-var limit1 = Policy{Kind: PolicyLimit, MaxBackups: 1}
+var limit1 = catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}
 
 // Garbage collection on every kind of store: one listing finds the backups, locks and
 // nothing else; the plan's objects are deleted in its order, and exactly the rest stays.
@@ -74,13 +76,13 @@ func TestGCOnStore(t *testing.T) {
 			require.Positive(t, f.Size, "sizes come from the listing")
 		}
 
-		plan, err := PlanGC(l, limit1, time.Now())
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		// The newest full snapshot and its deltas stay (the first starts before it).
 		wantKept := slices.Concat(keysOfSnaps(fulls[2:]), keysOfSnaps(deltas[6:]))
 		slices.Sort(wantKept)
 		var order []string
-		res, err := s.ApplyGC(ctx, plan, ApplyOptions{Deleted: func(d Decision) { order = append(order, d.Snapshot.Key) }})
+		res, err := s.ApplyGC(ctx, plan, ApplyOptions{Deleted: func(d catalog.Decision) { order = append(order, d.Snapshot.Key) }})
 		require.NoError(t, err)
 		require.Equal(t, keysOfSnaps(decisionSnaps(plan.Delete)), order, "deleted in the plan's order")
 		require.Equal(t, GCResult{DeletedFulls: 2, DeletedDeltas: 6, Bytes: sizes(plan.Delete)}, res)
@@ -96,21 +98,21 @@ func TestGCOnStore(t *testing.T) {
 		// Running again finds nothing to delete.
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
-		plan, err = PlanGC(l, limit1, time.Now())
+		plan, err = catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		require.Empty(t, plan.Delete)
 	})
 }
 
-func decisionSnaps(ds []Decision) []Snapshot {
-	out := make([]Snapshot, len(ds))
+func decisionSnaps(ds []catalog.Decision) []catalog.Snapshot {
+	out := make([]catalog.Snapshot, len(ds))
 	for i, d := range ds {
 		out[i] = d.Snapshot
 	}
 	return out
 }
 
-func sizes(ds []Decision) int64 {
+func sizes(ds []catalog.Decision) int64 {
 	var n int64
 	for _, d := range ds {
 		n += d.Snapshot.Size
@@ -140,20 +142,20 @@ func TestGCRestoreLockOnStore(t *testing.T) {
 		require.Equal(t, "restore to revision 14", got.Purpose)
 		require.False(t, got.ModTime.IsZero(), "the listing gives the lock's time")
 		require.True(t, got.Live(time.Now()))
-		plan, err := PlanGC(l, limit1, time.Now())
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		require.Contains(t, plan.Paused, "is planning")
 		require.Empty(t, plan.Delete)
 
 		// The restore reads the first generation's full snapshot and its first delta.
-		p, err := PlanRestore(fulls, deltas, Target{Revision: 14}, nil)
+		p, err := catalog.PlanRestore(fulls, deltas, catalog.Target{Revision: 14}, nil)
 		require.NoError(t, err)
-		require.Equal(t, []string{fulls[0].Key, deltas[0].Key}, PlanKeys(p))
-		require.NoError(t, lock.Protect(ctx, PlanKeys(p)))
+		require.Equal(t, []string{fulls[0].Key, deltas[0].Key}, catalog.PlanKeys(p))
+		require.NoError(t, lock.Protect(ctx, catalog.PlanKeys(p)))
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
-		require.Equal(t, PlanKeys(p), l.Locks[0].Keys)
-		plan, err = PlanGC(l, limit1, time.Now())
+		require.Equal(t, catalog.PlanKeys(p), l.Locks[0].Keys)
+		plan, err = catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
 		require.NoError(t, err)
@@ -167,7 +169,7 @@ func TestGCRestoreLockOnStore(t *testing.T) {
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
 		require.NoError(t, lock.Release(ctx))
-		plan, err = PlanGC(snapListing(l), limit1, time.Now())
+		plan, err = catalog.PlanGC(snapListing(l), limit1, time.Now())
 		require.NoError(t, err)
 		require.Len(t, plan.Delete, 2)
 		second, err := s.AcquireRestoreLock(ctx, LockOptions{Settle: -1})
@@ -183,7 +185,7 @@ func TestGCRestoreLockOnStore(t *testing.T) {
 		l, err = s.ListForGC(ctx)
 		require.NoError(t, err)
 		require.Empty(t, l.Locks)
-		plan, err = PlanGC(l, limit1, time.Now())
+		plan, err = catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
 		require.NoError(t, err)
@@ -195,7 +197,9 @@ func TestGCRestoreLockOnStore(t *testing.T) {
 }
 
 // snapListing is l without its locks.
-func snapListing(l Listing) Listing { return Listing{Fulls: l.Fulls, Deltas: l.Deltas} }
+func snapListing(l catalog.Listing) catalog.Listing {
+	return catalog.Listing{Fulls: l.Fulls, Deltas: l.Deltas}
+}
 
 // A deletion that fails stops the run: the deltas before it in the plan's order are gone,
 // the rest and every full snapshot stay, and the error says so.
@@ -205,7 +209,7 @@ func TestGCDeleteFailureKeepsFulls(t *testing.T) {
 	fulls, _ := gcStore(t, s)
 	l, err := s.ListForGC(ctx)
 	require.NoError(t, err)
-	plan, err := PlanGC(l, limit1, time.Now())
+	plan, err := catalog.PlanGC(l, limit1, time.Now())
 	require.NoError(t, err)
 	// The third delta to delete cannot be: its name is now a directory that is not empty.
 	stuck := plan.Delete[2].Snapshot
@@ -245,15 +249,15 @@ func TestGCMalformedLock(t *testing.T) {
 	require.Len(t, l.Locks, 1)
 	require.NotEmpty(t, l.Locks[0].Malformed)
 	require.True(t, l.Locks[0].Pending())
-	plan, err := PlanGC(l, limit1, time.Now())
+	plan, err := catalog.PlanGC(l, limit1, time.Now())
 	require.NoError(t, err)
 	require.Contains(t, plan.Paused, "cannot be read")
 
-	old := time.Now().Add(-DefaultLockTTL - StaleLockAge - time.Minute)
+	old := time.Now().Add(-catalog.DefaultLockTTL - catalog.StaleLockAge - time.Minute)
 	require.NoError(t, os.Chtimes(path, old, old))
 	l, err = s.ListForGC(ctx)
 	require.NoError(t, err)
-	plan, err = PlanGC(l, limit1, time.Now())
+	plan, err = catalog.PlanGC(l, limit1, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, plan.Paused)
 	require.Len(t, plan.StaleLocks, 1)
@@ -313,7 +317,7 @@ func TestRestoreLockSettleAndReplan(t *testing.T) {
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
 		require.Len(t, l.Locks, 1)
-		plan, err := PlanGC(l, limit1, time.Now())
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		require.Equal(t, l.Locks[0].Pending(), plan.Paused != "", "garbage collection pauses exactly while the lock is pending")
 		return l.Locks[0].Pending()
@@ -357,33 +361,33 @@ func TestRestoreLockOfADeadHolder(t *testing.T) {
 	hctx, die := context.WithCancel(context.Background())
 	h, err := s.AcquireRestoreLock(hctx, LockOptions{Settle: -1})
 	require.NoError(t, err)
-	p, err := PlanRestore(fulls, nil, Target{Revision: fulls[0].Revision}, nil)
+	p, err := catalog.PlanRestore(fulls, nil, catalog.Target{Revision: fulls[0].Revision}, nil)
 	require.NoError(t, err)
-	require.NoError(t, h.Protect(hctx, PlanKeys(p)))
+	require.NoError(t, h.Protect(hctx, catalog.PlanKeys(p)))
 	die() // the refresh stops with the holder's context, as when its process is killed
 	ctx := context.Background()
 	path := filepath.Join(dir, filepath.FromSlash(h.Held().Key))
 
-	plan := func() GCPlan {
+	plan := func() catalog.GCPlan {
 		t.Helper()
 		l, err := s.ListForGC(ctx)
 		require.NoError(t, err)
 		require.Len(t, l.Locks, 1)
-		plan, err := PlanGC(l, limit1, time.Now())
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		return plan
 	}
 	require.Len(t, plan().Locks, 1, "a lock written just now protects")
 	require.NotContains(t, keysOfSnaps(decisionSnaps(plan().Delete)), fulls[0].Key)
 
-	lastWrite := time.Now().Add(-2*DefaultLockTTL - time.Minute)
+	lastWrite := time.Now().Add(-2*catalog.DefaultLockTTL - time.Minute)
 	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
 	dead := plan()
 	require.Empty(t, dead.Locks, "the lock protects more than 2 TTL after its last write")
 	require.Empty(t, dead.StaleLocks, "the lock is removed before an hour after it stopped protecting")
 	require.Contains(t, keysOfSnaps(decisionSnaps(dead.Delete)), fulls[0].Key)
 
-	lastWrite = lastWrite.Add(-StaleLockAge)
+	lastWrite = lastWrite.Add(-catalog.StaleLockAge)
 	require.NoError(t, os.Chtimes(path, lastWrite, lastWrite))
 	stale := plan()
 	require.Len(t, stale.StaleLocks, 1)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // The test binary runs as an uploading child process when helperEnv is set:
@@ -59,7 +61,7 @@ func uploadHelper() error {
 		return err
 	}
 	defer s.Close()
-	w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: rev, Time: time.Now()})
+	w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: time.Now()})
 	if err != nil {
 		return err
 	}

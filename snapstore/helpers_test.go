@@ -6,9 +6,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
+
+// testTime is the time the tests' objects are taken at: in the past, with milliseconds.
+var testTime = time.Date(2026, 11, 25, 15, 45, 0, 123_000_000, time.UTC)
 
 // openFileStore opens a file store in a fresh temporary directory.
 func openFileStore(t *testing.T, opts Options) (*Store, string) {
@@ -30,7 +36,7 @@ func openMemStore(t *testing.T, opts Options) *Store {
 }
 
 // writeObject stores payload as snap and returns the committed Snapshot.
-func writeObject(t *testing.T, s *Store, snap Snapshot, payload []byte) Snapshot {
+func writeObject(t *testing.T, s *Store, snap catalog.Snapshot, payload []byte) catalog.Snapshot {
 	t.Helper()
 	w, err := s.Create(context.Background(), snap)
 	require.NoError(t, err)
@@ -43,7 +49,7 @@ func writeObject(t *testing.T, s *Store, snap Snapshot, payload []byte) Snapshot
 }
 
 // readObject reads snap's payload to the end.
-func readObject(s *Store, snap Snapshot) ([]byte, error) {
+func readObject(s *Store, snap catalog.Snapshot) ([]byte, error) {
 	r, err := s.Open(context.Background(), snap)
 	if err != nil {
 		return nil, err

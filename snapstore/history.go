@@ -12,6 +12,8 @@ import (
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // HistoryPrefix is where the store records the histories that restores started, one object
@@ -49,7 +51,7 @@ func parseHistoryKey(key string) (int64, bool) {
 
 // RecordHistory records h in the store, unless a record of a history starting at h.Start is
 // there already (a restart records the same history again: the first record stays).
-func (s *Store) RecordHistory(ctx context.Context, h History) error {
+func (s *Store) RecordHistory(ctx context.Context, h catalog.History) error {
 	if h.Start < 1 {
 		return fmt.Errorf("record a history in store %q: start revision %d: revisions start at 1", s.url, h.Start)
 	}
@@ -72,8 +74,8 @@ func (s *Store) RecordHistory(ctx context.Context, h History) error {
 
 // Histories returns the histories the store records, sorted by Start. Records this etcdbr
 // cannot read are errors that name them.
-func (s *Store) Histories(ctx context.Context) ([]History, error) {
-	var out []History
+func (s *Store) Histories(ctx context.Context) ([]catalog.History, error) {
+	var out []catalog.History
 	var readErr error
 	err := s.eachObject(ctx, HistoryPrefix, func(obj *blob.ListObject) error {
 		start, ok := parseHistoryKey(obj.Key)
@@ -97,30 +99,30 @@ func (s *Store) Histories(ctx context.Context) ([]History, error) {
 	case err != nil:
 		return nil, fmt.Errorf("list the histories in store %q: %w", s.url, err)
 	}
-	slices.SortFunc(out, func(a, b History) int { return cmp.Compare(a.Start, b.Start) })
+	slices.SortFunc(out, func(a, b catalog.History) int { return cmp.Compare(a.Start, b.Start) })
 	return out, nil
 }
 
-func (s *Store) readHistory(ctx context.Context, key string, start int64) (History, error) {
+func (s *Store) readHistory(ctx context.Context, key string, start int64) (catalog.History, error) {
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if err != nil {
-		return History{}, err
+		return catalog.History{}, err
 	}
 	defer r.Close()
 	data, err := io.ReadAll(io.LimitReader(r, maxHistorySize+1))
 	if err != nil {
-		return History{}, fmt.Errorf("read %s in store %q: %w", key, s.url, err)
+		return catalog.History{}, fmt.Errorf("read %s in store %q: %w", key, s.url, err)
 	}
-	var h History
+	var h catalog.History
 	switch err := json.Unmarshal(data, &h); {
 	case len(data) > maxHistorySize:
-		return History{}, fmt.Errorf("store %q: %s is larger than %d bytes: it was not written by etcdbr; move it away", s.url, key, maxHistorySize)
+		return catalog.History{}, fmt.Errorf("store %q: %s is larger than %d bytes: it was not written by etcdbr; move it away", s.url, key, maxHistorySize)
 	case err != nil:
-		return History{}, fmt.Errorf("store %q: %s is unreadable (%v): it was not written by etcdbr; move it away", s.url, key, err)
+		return catalog.History{}, fmt.Errorf("store %q: %s is unreadable (%v): it was not written by etcdbr; move it away", s.url, key, err)
 	case h.Version != historyVersion:
-		return History{}, fmt.Errorf("store %q: %s has version %d; this etcdbr reads version %d: use a newer etcdbr", s.url, key, h.Version, historyVersion)
+		return catalog.History{}, fmt.Errorf("store %q: %s has version %d; this etcdbr reads version %d: use a newer etcdbr", s.url, key, h.Version, historyVersion)
 	case h.Start != start:
-		return History{}, fmt.Errorf("store %q: %s records start revision %d, not the one in its name: move it away", s.url, key, h.Start)
+		return catalog.History{}, fmt.Errorf("store %q: %s records start revision %d, not the one in its name: move it away", s.url, key, h.Start)
 	}
 	return h, nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 func TestParseLocation(t *testing.T) {
@@ -131,7 +133,7 @@ func TestOpenMustExist(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	require.NoError(t, s.Check(ctx))
-	fulls, err := s.List(ctx, KindFull)
+	fulls, err := s.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	assert.Empty(t, fulls)
 }
@@ -149,7 +151,7 @@ func TestOpenCreatesDirectory(t *testing.T) {
 	require.NoError(t, s.Check(context.Background()))
 
 	// Directories and objects are private to the owner.
-	snap := writeObject(t, s, Snapshot{Kind: KindDelta, From: 1, Revision: 2, Time: testTime}, []byte("x"))
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 1, Revision: 2, Time: testTime}, []byte("x"))
 	info, err = os.Stat(filepath.Join(dir, "delta"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o700), info.Mode().Perm())
@@ -170,7 +172,7 @@ func TestOpenRelativePath(t *testing.T) {
 		s, err := Open(ctx, url, Options{})
 		require.NoError(t, err, url)
 		assert.Equal(t, url, s.URL())
-		snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 3, Time: testTime}, []byte("hello"))
+		snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 3, Time: testTime}, []byte("hello"))
 		require.NoError(t, s.Close())
 		_, err = os.Stat(filepath.Join(base, dir, filepath.FromSlash(snap.Key)))
 		require.NoError(t, err, url)

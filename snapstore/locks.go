@@ -18,6 +18,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/etcdbr/etcdbr/internal/backoff"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Restore locks: a restore announces in the store that it is reading objects, so that
@@ -47,11 +48,11 @@ const (
 // lockFile is the stored form: a version, then the lock.
 type lockFile struct {
 	Version int `json:"version"`
-	RestoreLock
+	catalog.RestoreLock
 }
 
 // fingerprint identifies what a lock protects, to notice a lock that changed.
-func fingerprint(l RestoreLock) string {
+func fingerprint(l catalog.RestoreLock) string {
 	switch {
 	case l.Pending():
 		return l.Key + "|pending"
@@ -74,8 +75,8 @@ func isLockKey(key string) bool {
 // RestoreLocks lists and reads the restore locks in the store (one listing of locks/ and
 // one read per lock). A lock whose content cannot be read is returned with Malformed set
 // and no keys, so that it protects everything until TTL after it was written.
-func (s *Store) RestoreLocks(ctx context.Context) ([]RestoreLock, error) {
-	var locks []RestoreLock
+func (s *Store) RestoreLocks(ctx context.Context) ([]catalog.RestoreLock, error) {
+	var locks []catalog.RestoreLock
 	var readErr error
 	err := s.eachObject(ctx, lockDir, func(obj *blob.ListObject) error {
 		if !isLockKey(obj.Key) {
@@ -101,8 +102,8 @@ func (s *Store) RestoreLocks(ctx context.Context) ([]RestoreLock, error) {
 }
 
 // readLock reads one lock object; ok is false when it is gone (released meanwhile).
-func (s *Store) readLock(ctx context.Context, key string, modTime time.Time) (RestoreLock, bool, error) {
-	l := RestoreLock{Key: key, ModTime: modTime}
+func (s *Store) readLock(ctx context.Context, key string, modTime time.Time) (catalog.RestoreLock, bool, error) {
+	l := catalog.RestoreLock{Key: key, ModTime: modTime}
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return l, false, nil
@@ -162,7 +163,7 @@ type LockHolder struct {
 	done   chan struct{}
 
 	mu   sync.Mutex // serializes writes of the lock
-	lock RestoreLock
+	lock catalog.RestoreLock
 	// wroteAll reports that the store holds the lock as protecting everything (pending),
 	// since widened: when it was written so after it named keys, or first.
 	wroteAll bool
@@ -191,9 +192,9 @@ func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*Lock
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
-		ttl = DefaultLockTTL
+		ttl = catalog.DefaultLockTTL
 	}
-	ttl = min(ttl.Round(time.Second), MaxLockTTL)
+	ttl = min(ttl.Round(time.Second), catalog.MaxLockTTL)
 	holder := opts.Holder
 	if holder == "" {
 		host, _ := os.Hostname()
@@ -210,7 +211,7 @@ func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*Lock
 	}
 	h := &LockHolder{
 		store: s, log: log, settle: max(settle, 0), done: make(chan struct{}),
-		lock: RestoreLock{
+		lock: catalog.RestoreLock{
 			ID: hex.EncodeToString(id[:]), Holder: holder, Purpose: opts.Purpose,
 			Created: now.UTC(), TTLSeconds: int64(ttl / time.Second),
 		},
@@ -233,9 +234,9 @@ func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*Lock
 const lockCleanupTimeout = 10 * time.Second
 
 // Lock returns the lock as last written.
-func (h *LockHolder) Held() RestoreLock {
+func (h *LockHolder) Held() catalog.RestoreLock {
 	if h == nil {
-		return RestoreLock{}
+		return catalog.RestoreLock{}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -244,9 +245,9 @@ func (h *LockHolder) Held() RestoreLock {
 	return l
 }
 
-// Protect records the objects the restore reads (RestorePlan.Full and RestorePlan.Deltas: see PlanKeys).
-// From then on the lock protects only those, and garbage collection keeps what their
-// chains need. Call it again after planning again.
+// Protect records the objects the restore reads (catalog.RestorePlan's Full and Deltas:
+// see catalog.PlanKeys). From then on the lock protects only those, and garbage collection
+// keeps what their chains need. Call it again after planning again.
 func (h *LockHolder) Protect(ctx context.Context, keys []string) error {
 	if h == nil {
 		return nil

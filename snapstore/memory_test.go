@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // generator yields n bytes made on the fly: 64 KiB blocks alternating
@@ -100,7 +102,7 @@ func TestStreamingMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	sampler := startMemSampler()
 
-	w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 1, Time: testTime})
+	w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 1, Time: testTime})
 	require.NoError(t, err)
 	defer w.Abort()
 	written := sha256.New()
@@ -149,10 +151,10 @@ func TestNothingRetained(t *testing.T) {
 		defer s.Close()
 		payload := randomBytes(1<<20, 8)
 		for i := range 20 {
-			snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: int64(i + 1), Time: testTime}, payload)
+			snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: int64(i + 1), Time: testTime}, payload)
 			_, err := readObject(s, snap)
 			require.NoError(t, err)
-			w, err := s.Create(context.Background(), Snapshot{Kind: KindDelta, From: 1, Revision: int64(i + 1), Time: testTime})
+			w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindDelta, From: 1, Revision: int64(i + 1), Time: testTime})
 			require.NoError(t, err)
 			_, err = w.Write(payload)
 			require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/etcdbr/etcdbr/internal/progress"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Open returns the payload of the object snap.Key (or, when Key is empty,
@@ -26,7 +27,7 @@ import (
 // is resumed from where it stopped (see Options.Retry); errors reading from
 // the store that persist (network, cancelled ctx) are returned as they are.
 // The caller must Close the reader.
-func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) {
+func (s *Store) Open(ctx context.Context, snap catalog.Snapshot) (io.ReadCloser, error) {
 	r, err := s.OpenReader(ctx, snap)
 	if err != nil {
 		return nil, err // not a nil *Reader in an interface
@@ -35,19 +36,19 @@ func (s *Store) Open(ctx context.Context, snap Snapshot) (io.ReadCloser, error) 
 }
 
 // OpenReader is Open returning the Reader itself, for its HeadSum and HashAside.
-func (s *Store) OpenReader(ctx context.Context, snap Snapshot) (*Reader, error) {
+func (s *Store) OpenReader(ctx context.Context, snap catalog.Snapshot) (*Reader, error) {
 	return s.OpenReaderProgress(ctx, snap, nil)
 }
 
 // OpenReaderProgress is OpenReader that counts the stored bytes it reads into p (the
 // object's size in all, once read to its end; a nil p counts nothing). They are counted
 // from the first byte: the decoders read ahead as soon as they are made.
-func (s *Store) OpenReaderProgress(ctx context.Context, snap Snapshot, p *progress.Progress) (*Reader, error) {
+func (s *Store) OpenReaderProgress(ctx context.Context, snap catalog.Snapshot, p *progress.Progress) (*Reader, error) {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)
 	}
-	parsed, _ := ParseName(key)
+	parsed, _ := catalog.ParseName(key)
 	if parsed.Encrypted && len(s.opts.Identities) == 0 {
 		return nil, fmt.Errorf("read %q from %q: it is encrypted with age and no identity is configured: %w", key, s.url, ErrNoIdentity)
 	}

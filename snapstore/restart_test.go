@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/internal/storetest"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // restartDelay is how long a server stays down in TestServerRestart.
@@ -66,7 +67,7 @@ func TestServerRestart(t *testing.T) {
 
 func testRestartDownload(t *testing.T, s *Store, kind storetest.Kind, restart func() <-chan error) {
 	payload := randomBytes(64<<20, 21) // stored as about as many bytes
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 100, Time: testTime}, payload)
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 100, Time: testTime}, payload)
 	r, err := s.Open(context.Background(), snap)
 	require.NoError(t, err)
 	defer r.Close()
@@ -91,7 +92,7 @@ func testRestartDownload(t *testing.T, s *Store, kind storetest.Kind, restart fu
 func testRestartUpload(t *testing.T, s *Store, kind storetest.Kind, restart func() <-chan error) {
 	ctx := context.Background()
 	payload := randomBytes(64<<20, 22)
-	w, err := s.Create(ctx, Snapshot{Kind: KindFull, Revision: 200, Time: testTime})
+	w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: 200, Time: testTime})
 	require.NoError(t, err)
 	defer w.Abort()
 	half := len(payload) / 2
@@ -101,7 +102,7 @@ func testRestartUpload(t *testing.T, s *Store, kind storetest.Kind, restart func
 	restarted := restart()
 	start := time.Now()
 	_, err = w.Write(payload[half:])
-	var snap Snapshot
+	var snap catalog.Snapshot
 	if err == nil {
 		snap, err = w.Commit()
 	}
@@ -117,7 +118,7 @@ func testRestartUpload(t *testing.T, s *Store, kind storetest.Kind, restart func
 	if err != nil {
 		// The server lost the upload's state: nothing may be visible.
 		t.Logf("upload failed across the restart after %v: %v", time.Since(start).Round(time.Millisecond), err)
-		list, lerr := s.List(ctx, KindFull)
+		list, lerr := s.List(ctx, catalog.KindFull)
 		require.NoError(t, lerr)
 		for _, snap := range list {
 			assert.NotEqual(t, w.Key(), snap.Key, "a failed upload is visible")
@@ -129,7 +130,7 @@ func testRestartUpload(t *testing.T, s *Store, kind storetest.Kind, restart func
 		assert.True(t, bytes.Equal(payload, back), "payload differs")
 	}
 	// The store works again for the next upload.
-	next := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 201, Time: testTime}, payload[:1<<20])
+	next := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 201, Time: testTime}, payload[:1<<20])
 	back, err := readObject(s, next)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(payload[:1<<20], back))

@@ -18,6 +18,8 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // fakeS3 runs an in-process S3 server with the bucket "backups" and returns
@@ -76,16 +78,16 @@ func TestS3(t *testing.T) {
 
 	// Larger than the 16 MiB threshold of a multipart upload.
 	payload := randomBytes(20<<20, 11)
-	snap := writeObject(t, s, Snapshot{Kind: KindFull, Revision: 77, Time: testTime}, payload)
+	snap := writeObject(t, s, catalog.Snapshot{Kind: catalog.KindFull, Revision: 77, Time: testTime}, payload)
 	assert.Equal(t, []string{"prod/etcd/" + snap.Key}, objectKeys(t, backend))
 
 	// Objects outside the prefix are not listed.
 	other, err := Open(ctx, storeURL("backups/other/"), Options{})
 	require.NoError(t, err)
 	defer other.Close()
-	writeObject(t, other, Snapshot{Kind: KindFull, Revision: 78, Time: testTime}, []byte("other"))
+	writeObject(t, other, catalog.Snapshot{Kind: catalog.KindFull, Revision: 78, Time: testTime}, []byte("other"))
 
-	listed, err := s.List(ctx, KindFull)
+	listed, err := s.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	require.Len(t, listed, 1)
 	assert.Equal(t, snap, listed[0])
@@ -95,20 +97,20 @@ func TestS3(t *testing.T) {
 	assert.True(t, bytes.Equal(payload, back))
 
 	// An aborted multipart upload leaves nothing behind.
-	w, err := s.Create(ctx, Snapshot{Kind: KindDelta, From: 78, Revision: 90, Time: testTime})
+	w, err := s.Create(ctx, catalog.Snapshot{Kind: catalog.KindDelta, From: 78, Revision: 90, Time: testTime})
 	require.NoError(t, err)
 	_, err = io.Copy(w, bytes.NewReader(randomBytes(20<<20, 12)))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(openUploads(t, s)) == 1 }, 10*time.Second, 10*time.Millisecond, "the upload is multipart")
 	require.NoError(t, w.Abort())
 	assert.Empty(t, openUploads(t, s), "multipart uploads left open")
-	deltas, err := s.List(ctx, KindDelta)
+	deltas, err := s.List(ctx, catalog.KindDelta)
 	require.NoError(t, err)
 	assert.Empty(t, deltas)
 
 	// So does a cancelled one.
 	cctx, cancel := context.WithCancel(ctx)
-	w, err = s.Create(cctx, Snapshot{Kind: KindDelta, From: 78, Revision: 91, Time: testTime})
+	w, err = s.Create(cctx, catalog.Snapshot{Kind: catalog.KindDelta, From: 78, Revision: 91, Time: testTime})
 	require.NoError(t, err)
 	_, err = io.Copy(w, bytes.NewReader(randomBytes(20<<20, 13)))
 	require.NoError(t, err)
@@ -119,10 +121,10 @@ func TestS3(t *testing.T) {
 
 	assert.Empty(t, openUploads(t, s), "multipart uploads left open")
 
-	assert.ElementsMatch(t, []string{"prod/etcd/" + snap.Key, "other/" + FullName(78, testTime, false)}, objectKeys(t, backend))
+	assert.ElementsMatch(t, []string{"prod/etcd/" + snap.Key, "other/" + catalog.FullName(78, testTime, false)}, objectKeys(t, backend))
 
 	require.NoError(t, s.Delete(ctx, snap))
-	assert.Equal(t, []string{"other/" + FullName(78, testTime, false)}, objectKeys(t, backend))
+	assert.Equal(t, []string{"other/" + catalog.FullName(78, testTime, false)}, objectKeys(t, backend))
 }
 
 func TestS3MissingBucket(t *testing.T) {

@@ -23,6 +23,8 @@ import (
 	_ "gocloud.dev/blob/gcsblob"
 	_ "gocloud.dev/blob/memblob"
 	_ "gocloud.dev/blob/s3blob"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Options configures a Store.
@@ -184,13 +186,13 @@ func (s *Store) Check(ctx context.Context) error {
 // From, then Time (then Key). It is one paged listing of <prefix>full/ or
 // <prefix>delta/ and reads no object; keys that ParseName rejects are
 // skipped.
-func (s *Store) List(ctx context.Context, kind Kind) ([]Snapshot, error) {
-	if kind != KindFull && kind != KindDelta {
-		return nil, fmt.Errorf("list store %q: unknown snapshot kind %q: use %q or %q", s.url, kind, KindFull, KindDelta)
+func (s *Store) List(ctx context.Context, kind catalog.Kind) ([]catalog.Snapshot, error) {
+	if kind != catalog.KindFull && kind != catalog.KindDelta {
+		return nil, fmt.Errorf("list store %q: unknown snapshot kind %q: use %q or %q", s.url, kind, catalog.KindFull, catalog.KindDelta)
 	}
-	var snaps []Snapshot
+	var snaps []catalog.Snapshot
 	err := s.eachObject(ctx, string(kind)+"/", func(obj *blob.ListObject) error {
-		if snap, ok := ParseName(obj.Key); ok && snap.Kind == kind {
+		if snap, ok := catalog.ParseName(obj.Key); ok && snap.Kind == kind {
 			snap.Size = obj.Size
 			snaps = append(snaps, snap)
 		}
@@ -199,7 +201,7 @@ func (s *Store) List(ctx context.Context, kind Kind) ([]Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
 	}
-	slices.SortFunc(snaps, CompareSnapshots)
+	slices.SortFunc(snaps, catalog.CompareSnapshots)
 	return snaps, nil
 }
 
@@ -240,13 +242,13 @@ func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.Lis
 
 // Latest returns the last object of the given kind in List's order: the one
 // with the highest Revision. It reports false when there is none.
-func (s *Store) Latest(ctx context.Context, kind Kind) (Snapshot, bool, error) {
+func (s *Store) Latest(ctx context.Context, kind catalog.Kind) (catalog.Snapshot, bool, error) {
 	snaps, err := s.List(ctx, kind)
 	if err != nil {
-		return Snapshot{}, false, err
+		return catalog.Snapshot{}, false, err
 	}
 	if len(snaps) == 0 {
-		return Snapshot{}, false, nil
+		return catalog.Snapshot{}, false, nil
 	}
 	return snaps[len(snaps)-1], true, nil
 }
@@ -255,7 +257,7 @@ func (s *Store) Latest(ctx context.Context, kind Kind) (Snapshot, bool, error) {
 // its newest full snapshot and its newest delta (0 when it holds none).
 func (s *Store) Newest(ctx context.Context) (int64, error) {
 	var newest int64
-	for _, kind := range []Kind{KindFull, KindDelta} {
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		snap, ok, err := s.Latest(ctx, kind)
 		if err != nil {
 			return 0, err
@@ -271,7 +273,7 @@ func (s *Store) Newest(ctx context.Context) (int64, error) {
 // from snap's fields). Only names that ParseName accepts are deleted.
 // Deleting an object that does not exist is not an error, so that an
 // interrupted garbage collection can simply run again.
-func (s *Store) Delete(ctx context.Context, snap Snapshot) error {
+func (s *Store) Delete(ctx context.Context, snap catalog.Snapshot) error {
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return fmt.Errorf("delete from %q: %w", s.url, err)
@@ -284,7 +286,7 @@ func (s *Store) Delete(ctx context.Context, snap Snapshot) error {
 
 // keyOf returns snap.Key, or the name built from snap's fields when Key is
 // empty, after checking that it is one of ours.
-func (s *Store) keyOf(snap Snapshot) (string, error) {
+func (s *Store) keyOf(snap catalog.Snapshot) (string, error) {
 	key := snap.Key
 	if key == "" {
 		if err := snap.Validate(); err != nil {
@@ -292,7 +294,7 @@ func (s *Store) keyOf(snap Snapshot) (string, error) {
 		}
 		key = snap.Name(snap.Encrypted)
 	}
-	if _, ok := ParseName(key); !ok {
+	if _, ok := catalog.ParseName(key); !ok {
 		return "", fmt.Errorf("%q is not the name of a backup object", key)
 	}
 	return key, nil

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // VerifyReport is what Verify found.
@@ -17,9 +19,9 @@ type VerifyReport struct {
 	StoredBytes, PayloadBytes int64
 	// Latest is the chain a restore to the latest point reads, leaving out
 	// the objects found bad; its Full.Key is "" when there is none.
-	Latest RestorePlan
+	Latest catalog.RestorePlan
 	// Problems lists everything found wrong, objects in List's order first.
-	Problems []Problem
+	Problems []catalog.Problem
 }
 
 // OK reports whether Verify found nothing wrong.
@@ -29,7 +31,7 @@ func (r VerifyReport) OK() bool { return len(r.Problems) == 0 }
 type VerifyOptions struct {
 	// Checked, when set, is called after each object was read, with the
 	// problem found in it (nil if none).
-	Checked func(snap Snapshot, problem error)
+	Checked func(snap catalog.Snapshot, problem error)
 	// RecordDamage records each object whose content is damaged (corrupt or malformed)
 	// in the store (RecordDamage), so that listings leave it out of the restorable
 	// window. A failure to record is reported as a problem.
@@ -48,21 +50,21 @@ type VerifyOptions struct {
 // verification incomplete.
 func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
-	fulls, err := s.List(ctx, KindFull)
+	fulls, err := s.List(ctx, catalog.KindFull)
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	deltas, err := s.List(ctx, KindDelta)
+	deltas, err := s.List(ctx, catalog.KindDelta)
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
 	bad := map[string]bool{}
-	for _, snap := range MergeByRevision(fulls, deltas) {
+	for _, snap := range catalog.MergeByRevision(fulls, deltas) {
 		n, err := s.verifyObject(ctx, snap)
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("verify %s: %w", s.url, ctx.Err())
 		}
-		if snap.Kind == KindFull {
+		if snap.Kind == catalog.KindFull {
 			rep.Fulls++
 		} else {
 			rep.Deltas++
@@ -71,10 +73,10 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		rep.PayloadBytes += n
 		if err != nil {
 			bad[snap.Key] = true
-			rep.Problems = append(rep.Problems, Problem{Key: snap.Key, Err: err})
+			rep.Problems = append(rep.Problems, catalog.Problem{Key: snap.Key, Err: err})
 			if opts.RecordDamage && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrMalformedDelta)) {
 				if rerr := s.RecordDamage(ctx, snap, "verify", err); rerr != nil {
-					rep.Problems = append(rep.Problems, Problem{Key: snap.Key, Err: rerr})
+					rep.Problems = append(rep.Problems, catalog.Problem{Key: snap.Key, Err: rerr})
 				}
 			}
 		}
@@ -82,11 +84,11 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 			opts.Checked(snap, err)
 		}
 	}
-	rep.Problems = append(rep.Problems, CheckChain(fulls, deltas)...)
+	rep.Problems = append(rep.Problems, catalog.CheckChain(fulls, deltas)...)
 	if len(fulls) > 0 {
-		plan, err := PlanRestore(fulls, deltas, Target{}, bad)
+		plan, err := catalog.PlanRestore(fulls, deltas, catalog.Target{}, bad)
 		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Err: err})
+			rep.Problems = append(rep.Problems, catalog.Problem{Err: err})
 		} else {
 			rep.Latest = plan
 		}
@@ -96,7 +98,7 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 
 // verifyObject reads one object to its end and checks its content; it
 // returns the payload's length.
-func (s *Store) verifyObject(ctx context.Context, snap Snapshot) (int64, error) {
+func (s *Store) verifyObject(ctx context.Context, snap catalog.Snapshot) (int64, error) {
 	r, err := s.Open(ctx, snap)
 	if err != nil {
 		if errors.Is(err, ErrNoIdentity) {
@@ -106,7 +108,7 @@ func (s *Store) verifyObject(ctx context.Context, snap Snapshot) (int64, error) 
 	}
 	defer r.Close()
 	counted := &countingReader{r: r}
-	if snap.Kind == KindFull {
+	if snap.Kind == catalog.KindFull {
 		err = checkSnapshotPayload(counted)
 	} else {
 		err = checkDeltaPayload(counted, snap)
@@ -158,7 +160,7 @@ func checkSnapshotPayload(r io.Reader) error {
 
 // checkDeltaPayload decodes a delta to its end and checks that it covers the
 // revisions its name says.
-func checkDeltaPayload(r io.Reader, snap Snapshot) error {
+func checkDeltaPayload(r io.Reader, snap catalog.Snapshot) error {
 	d, err := NewDeltaDecoder(r)
 	if err != nil {
 		return err

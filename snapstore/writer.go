@@ -14,6 +14,8 @@ import (
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 	"gocloud.dev/blob"
+
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Content types of stored objects.
@@ -39,7 +41,7 @@ const (
 // Commit), e.g. with defer, so that a failed upload releases its resources.
 type Writer struct {
 	store  *Store
-	snap   Snapshot
+	snap   catalog.Snapshot
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -59,7 +61,7 @@ type Writer struct {
 // snap.Kind, From, Revision and Time, encrypted when the store has
 // recipients; snap.Key, Encrypted and Size are ignored. The upload lives
 // until Commit or Abort, or until ctx is cancelled, which discards it.
-func (s *Store) Create(ctx context.Context, snap Snapshot) (*Writer, error) {
+func (s *Store) Create(ctx context.Context, snap catalog.Snapshot) (*Writer, error) {
 	if err := snap.Validate(); err != nil {
 		return nil, fmt.Errorf("create in %q: %w", s.url, err)
 	}
@@ -135,23 +137,23 @@ func (w *Writer) Sum() []byte {
 // name. It returns the object's Snapshot with Key and Size set. If Commit
 // fails, the upload is discarded; the one exception is a failed fsync of a
 // file store's directory, reported after the rename.
-func (w *Writer) Commit() (Snapshot, error) {
+func (w *Writer) Commit() (catalog.Snapshot, error) {
 	if err := w.usable(); err != nil {
-		return Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	if err := w.finish(); err != nil {
-		return Snapshot{}, w.fail("commit", err)
+		return catalog.Snapshot{}, w.fail("commit", err)
 	}
 	if err := closeUpload(w.upload); err != nil {
 		w.done = true
 		w.cancel()
 		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
-		return Snapshot{}, w.err
+		return catalog.Snapshot{}, w.err
 	}
 	w.done = true
 	w.cancel()
 	if err := w.syncDir(); err != nil {
-		return Snapshot{}, fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
+		return catalog.Snapshot{}, fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
 	}
 	snap := w.snap
 	snap.Size = w.stored.n

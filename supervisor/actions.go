@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/backup"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Why a snapshot on request is refused.
@@ -40,10 +40,10 @@ func (s *Supervisor) servingSession() (*session, error) {
 
 // TakeFull takes a full snapshot now, through the full snapshot runner (after any snapshot
 // in flight), and returns the object written.
-func (s *Supervisor) TakeFull(ctx context.Context) (snapstore.Snapshot, error) {
+func (s *Supervisor) TakeFull(ctx context.Context) (catalog.Snapshot, error) {
 	sess, err := s.servingSession()
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	return sess.fullNow(ctx)
 }

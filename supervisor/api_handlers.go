@@ -18,6 +18,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // maxRequestBody bounds a request's body.
@@ -179,7 +180,7 @@ func errorStatus(err error) int {
 		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped),
 		errors.Is(err, snapstore.ErrClusterMismatch):
 		return http.StatusConflict
-	case errors.Is(err, snapstore.ErrNoChain), errors.Is(err, ErrNoBackup):
+	case errors.Is(err, catalog.ErrNoChain), errors.Is(err, ErrNoBackup):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
@@ -247,7 +248,7 @@ type backupsAnswer struct {
 	Window windowStatus    `json:"window"`
 }
 
-// windowStatus is snapstore.Window in JSON.
+// windowStatus is catalog.Window in JSON.
 type windowStatus struct {
 	// Oldest and Newest are absent when the store has no full snapshot.
 	Oldest *pointStatus `json:"oldest,omitempty"`
@@ -387,32 +388,32 @@ const restoreBodyHelp = `send one JSON object: {"revision": N}, {"time": "2026-1
 
 // parseRestoreBody reads the restore target from the body of POST /v1/restore (empty: the
 // newest point). The body is one JSON object and nothing after it but white space.
-func parseRestoreBody(body []byte) (snapstore.Target, error) {
+func parseRestoreBody(body []byte) (catalog.Target, error) {
 	var req restoreRequest
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 {
 		if trimmed[0] != '{' {
-			return snapstore.Target{}, fmt.Errorf("the body must be a JSON object, not %q: %s", abbreviate(trimmed), restoreBodyHelp)
+			return catalog.Target{}, fmt.Errorf("the body must be a JSON object, not %q: %s", abbreviate(trimmed), restoreBodyHelp)
 		}
 		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return snapstore.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
+			return catalog.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
 		}
 		if rest := trimmed[dec.InputOffset():]; len(bytes.TrimSpace(rest)) > 0 {
-			return snapstore.Target{}, fmt.Errorf("the body holds more after its JSON object (%q): %s, and nothing after it",
+			return catalog.Target{}, fmt.Errorf("the body holds more after its JSON object (%q): %s, and nothing after it",
 				abbreviate(bytes.TrimSpace(rest)), restoreBodyHelp)
 		}
 	}
-	target := snapstore.Target{Revision: req.Revision}
+	target := catalog.Target{Revision: req.Revision}
 	if req.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, req.Time)
 		if err != nil {
-			return snapstore.Target{}, fmt.Errorf("time %q: want an RFC 3339 time such as 2026-11-25T15:04:05Z", req.Time)
+			return catalog.Target{}, fmt.Errorf("time %q: want an RFC 3339 time such as 2026-11-25T15:04:05Z", req.Time)
 		}
 		target.Time = t
 	}
 	if err := target.Validate(); err != nil {
-		return snapstore.Target{}, err
+		return catalog.Target{}, err
 	}
 	return target, nil
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 func TestAPIConfigValidate(t *testing.T) {
@@ -119,23 +119,23 @@ func TestAPIAuthorize(t *testing.T) {
 func TestParseRestoreBody(t *testing.T) {
 	for _, c := range []struct {
 		body string
-		want snapstore.Target
+		want catalog.Target
 		err  string
 	}{
-		{"", snapstore.Target{}, ""},
-		{"{}", snapstore.Target{}, ""},
-		{`{"revision": 42}`, snapstore.Target{Revision: 42}, ""},
-		{`{"time": "2026-11-25T15:04:05Z"}`, snapstore.Target{Time: mustTime(t, "2026-11-25T15:04:05Z")}, ""},
-		{`{"revision": 42, "time": "2026-11-25T15:04:05Z"}`, snapstore.Target{}, "not both"},
-		{`{"revision": -1}`, snapstore.Target{}, "revisions start at 1"},
-		{`{"time": "yesterday"}`, snapstore.Target{}, "RFC 3339"},
-		{`{"rev": 42}`, snapstore.Target{}, "unknown field"},
-		{`[1]`, snapstore.Target{}, "must be a JSON object"},
-		{`null`, snapstore.Target{}, "must be a JSON object"},
-		{" \n{\"revision\": 42}\n ", snapstore.Target{Revision: 42}, ""},
-		{`{"revision":12} xyz`, snapstore.Target{}, "more after its JSON object"},
-		{`{"revision":12}{"revision":13}`, snapstore.Target{}, "more after its JSON object"},
-		{`{"revision":12`, snapstore.Target{}, "must be JSON"},
+		{"", catalog.Target{}, ""},
+		{"{}", catalog.Target{}, ""},
+		{`{"revision": 42}`, catalog.Target{Revision: 42}, ""},
+		{`{"time": "2026-11-25T15:04:05Z"}`, catalog.Target{Time: mustTime(t, "2026-11-25T15:04:05Z")}, ""},
+		{`{"revision": 42, "time": "2026-11-25T15:04:05Z"}`, catalog.Target{}, "not both"},
+		{`{"revision": -1}`, catalog.Target{}, "revisions start at 1"},
+		{`{"time": "yesterday"}`, catalog.Target{}, "RFC 3339"},
+		{`{"rev": 42}`, catalog.Target{}, "unknown field"},
+		{`[1]`, catalog.Target{}, "must be a JSON object"},
+		{`null`, catalog.Target{}, "must be a JSON object"},
+		{" \n{\"revision\": 42}\n ", catalog.Target{Revision: 42}, ""},
+		{`{"revision":12} xyz`, catalog.Target{}, "more after its JSON object"},
+		{`{"revision":12}{"revision":13}`, catalog.Target{}, "more after its JSON object"},
+		{`{"revision":12`, catalog.Target{}, "must be JSON"},
 	} {
 		got, err := parseRestoreBody([]byte(c.body))
 		if c.err != "" {
@@ -150,9 +150,9 @@ func TestParseRestoreBody(t *testing.T) {
 
 func TestGCDeletedCounts(t *testing.T) {
 	s := &Supervisor{metrics: newMetrics()}
-	s.GCDeleted(snapstore.KindFull, 2)
-	s.GCDeleted(snapstore.KindFull, 1)
-	s.GCDeleted(snapstore.KindDelta, 0)
+	s.GCDeleted(catalog.KindFull, 2)
+	s.GCDeleted(catalog.KindFull, 1)
+	s.GCDeleted(catalog.KindDelta, 0)
 	s.GCDeleted("other", 5) // not a kind: labels stay bounded
 	require.Equal(t, 3.0, testutil.ToFloat64(s.metrics.gcDeleted.WithLabelValues("full")))
 	require.Equal(t, 0.0, testutil.ToFloat64(s.metrics.gcDeleted.WithLabelValues("delta")))

@@ -1,7 +1,7 @@
 package supervisor
 
 import (
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // corruptState follows one CORRUPT alarm: from when the monitor first sees it until it sees
@@ -60,7 +60,7 @@ func (s *Supervisor) checkCorrupt(raised bool) {
 // restoreOnCorrupt starts a restore of the newest backup, the same path as POST /v1/restore.
 // The request fails while etcd is not serving or a restore runs: the next sample tries again.
 func (s *Supervisor) restoreOnCorrupt(alarms []string) {
-	job, err := s.startRestore(snapstore.Target{}, TriggerCorrupt)
+	job, err := s.startRestore(catalog.Target{}, TriggerCorrupt)
 	if err != nil {
 		s.lg.Warn("etcd raised a CORRUPT alarm; the restore cannot start yet", "err", err)
 		return

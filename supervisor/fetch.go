@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // fetch streams the verified payload of a full snapshot into a new file at path, without the
@@ -18,7 +19,7 @@ import (
 // store's reader computed of the db on its way (its own checksum covers the db and the
 // sha256 after it: one pass for both) and not written. The file is a staging copy: it is not
 // synced.
-func fetch(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string, skipHash bool, p *progress.Progress) error {
+func fetch(ctx context.Context, store *snapstore.Store, snap catalog.Snapshot, path string, skipHash bool, p *progress.Progress) error {
 	r, err := store.OpenReaderProgress(ctx, snap, p) // p counts the stored bytes read
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", snap.Key, err)
@@ -108,7 +109,7 @@ func copyAhead(dst io.Writer, src io.Reader) error {
 // finish checks the held-back bytes: the db's sha256 when the payload has one (a bbolt db
 // is whole pages, so the hash is what sticks out), which must be dbSum, the hash of what was
 // written; else they are the end of the db, written to w.
-func finishDB(w io.Writer, db *snapstore.TailHolder, snap snapstore.Snapshot, dbSum []byte, skipHash bool) error {
+func finishDB(w io.Writer, db *snapstore.TailHolder, snap catalog.Snapshot, dbSum []byte, skipHash bool) error {
 	if db.Written()%512 == sha256.Size {
 		if tail := db.Tail(); !skipHash && !bytes.Equal(dbSum, tail) {
 			return fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", snapstore.ErrCorrupt, snap.Key, dbSum, tail)

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // copyAhead copies everything, in order, across its buffers, and stops at the first error
@@ -87,8 +88,8 @@ func TestFetch(t *testing.T) {
 	defer store.Close()
 	db := bytes.Repeat([]byte("a bbolt db is whole pages......."), 4096/32*3) // 3 pages
 	sum := sha256.Sum256(db)
-	put := func(rev int64, payload []byte) snapstore.Snapshot {
-		w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: time.Now()})
+	put := func(rev int64, payload []byte) catalog.Snapshot {
+		w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: time.Now()})
 		require.NoError(t, err)
 		_, err = w.Write(payload)
 		require.NoError(t, err)

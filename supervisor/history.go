@@ -4,12 +4,12 @@ import (
 	"context"
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // historyOf is the store's record of the history that the restore m describes started.
-func historyOf(m datadir.RestoredMarker) snapstore.History {
-	return snapstore.History{
+func historyOf(m datadir.RestoredMarker) catalog.History {
+	return catalog.History{
 		Start: m.DataRevision, Began: m.Written, Revision: m.Revision, RevisionTime: m.RevisionTime,
 		Served: m.Served, Trigger: m.Trigger,
 	}

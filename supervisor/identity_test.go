@@ -16,13 +16,14 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // storeObjects lists every backup object of the store (name and size).
 func storeObjects(t *testing.T, store *snapstore.Store) []string {
 	t.Helper()
 	var out []string
-	for _, kind := range []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta} {
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		list, err := store.List(context.Background(), kind)
 		require.NoError(t, err)
 		for _, s := range list {
@@ -94,7 +95,7 @@ func TestStoreGivenToAnotherCluster(t *testing.T) {
 	// A restore of the other cluster's backups over the running member is refused.
 	want, err := etcdtest.Take(ctx, l.cli, 0)
 	require.NoError(t, err)
-	_, err = l.s.RequestRestore(ctx, snapstore.Target{})
+	_, err = l.s.RequestRestore(ctx, catalog.Target{})
 	require.ErrorIs(t, err, snapstore.ErrClusterMismatch)
 	assert.Contains(t, err.Error(), other)
 	assert.Contains(t, err.Error(), "nothing was changed")
@@ -151,7 +152,7 @@ func TestStoreWithoutRecord(t *testing.T) {
 	l2 := startLive(t, func(c *Config) { c.Store = s2 })
 	got, err := etcdtest.Take(ctx, l2.cli, 0)
 	require.NoError(t, err)
-	require.Equal(t, want.Revision+snapstore.DefaultUnbackedRevisions+snapstore.BumpMargin, got.Revision,
+	require.Equal(t, want.Revision+catalog.DefaultUnbackedRevisions+catalog.BumpMargin, got.Revision,
 		"a restore at start starts a new history past what the lost member may have served")
 	got.Revision = want.Revision
 	assert.Empty(t, etcdtest.Diff(want, got, 10), "restored from the store at start")

@@ -26,6 +26,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // take dumps the member, retrying while it restarts.
@@ -88,7 +89,7 @@ func TestRestoreWhileRunning(t *testing.T) {
 	require.Equal(t, atA.Revision, st.Revision)
 	require.Equal(t, revB, st.MemberRevision)
 	require.Equal(t, revB, st.StoreRevision)
-	newHistory := revB + snapstore.BumpMargin
+	newHistory := revB + catalog.BumpMargin
 	require.Equal(t, uint64(newHistory-atA.Revision), st.RevisionBump)
 	require.Equal(t, newHistory, st.DataRevision, "the new history starts past the newest revision served")
 	require.DirExists(t, st.MovedAside, "the replaced data dir is kept")
@@ -114,7 +115,7 @@ func TestRestoreWhileRunning(t *testing.T) {
 	require.WithinDuration(t, time.Now(), hs[0].Began, time.Hour, "when the restore built the data dir")
 	require.False(t, hs[0].RevisionTime.IsZero())
 
-	fulls, err := l.store.List(ctx, snapstore.KindFull)
+	fulls, err := l.store.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	fresh := fulls[len(fulls)-1]
 	require.Equal(t, st.FreshFull, fresh.Key)
@@ -128,11 +129,11 @@ func TestRestoreWhileRunning(t *testing.T) {
 	require.Equal(t, newHistory+1, res.Deltas[0].From)
 	fulls, deltas, err := l.s.listStore(ctx)
 	require.NoError(t, err)
-	win := snapstore.RestorableWindow(fulls, deltas).WithHistories(hs)
+	win := catalog.RestorableWindow(fulls, deltas).WithHistories(hs)
 	require.Empty(t, win.Gaps)
 	require.Empty(t, win.Overlaps)
 	require.Empty(t, win.Pruned, "the range between the histories is not taken for pruned backups")
-	require.Equal(t, []snapstore.Boundary{{From: revB + 1, To: newHistory - 1, After: flushed.Deltas[len(flushed.Deltas)-1].Key,
+	require.Equal(t, []catalog.Boundary{{From: revB + 1, To: newHistory - 1, After: flushed.Deltas[len(flushed.Deltas)-1].Key,
 		Before: fresh.Key, History: hs[0]}}, win.Boundaries)
 	require.Equal(t, res.Revision, win.Newest.Revision)
 
@@ -145,7 +146,7 @@ func TestRestoreWhileRunning(t *testing.T) {
 	// The store restores the new history's newest point exactly.
 	now := take(t, l.cli)
 	require.Equal(t, res.Revision, now.Revision)
-	requireSameData(t, now, restoreAndDump(t, l.store, snapstore.Target{}))
+	requireSameData(t, now, restoreAndDump(t, l.store, catalog.Target{}))
 
 	require.Equal(t, 1.0, testutil.ToFloat64(l.s.metrics.restores.WithLabelValues(TriggerRequest, "succeeded")))
 	require.Equal(t, StateServing, l.s.Status().State)
@@ -153,7 +154,7 @@ func TestRestoreWhileRunning(t *testing.T) {
 }
 
 // restoreAndDump restores target from store into a new member and dumps it.
-func restoreAndDump(t *testing.T, store *snapstore.Store, target snapstore.Target) etcdtest.Dump {
+func restoreAndDump(t *testing.T, store *snapstore.Store, target catalog.Target) etcdtest.Dump {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -274,7 +275,7 @@ func TestAPIRefusals(t *testing.T) {
 	require.Nil(t, l.s.Status().Restore, "nothing was restored")
 
 	l.s.members = 3
-	_, err := l.s.RequestRestore(context.Background(), snapstore.Target{})
+	_, err := l.s.RequestRestore(context.Background(), catalog.Target{})
 	require.ErrorIs(t, err, ErrClusterMember)
 	require.Equal(t, http.StatusConflict, errorStatus(err))
 }
@@ -288,7 +289,7 @@ func TestStopAfterRestoreRequest(t *testing.T) {
 	require.NoError(t, err)
 	_, err = l.s.FlushDeltas(ctx)
 	require.NoError(t, err)
-	st, err := l.s.RequestRestore(ctx, snapstore.Target{})
+	st, err := l.s.RequestRestore(ctx, catalog.Target{})
 	require.NoError(t, err)
 	require.NoError(t, l.stop())
 	s := l.s.Status()
@@ -325,7 +326,7 @@ func TestRestoreToTimeWhileRunning(t *testing.T) {
 	require.Equal(t, string(PhaseSucceeded), r.Phase, r.Error)
 	require.Equal(t, atA.Revision, r.Revision)
 	require.Equal(t, revB, r.StoreRevision, "the final delta reached the store before the restore")
-	require.Equal(t, revB+snapstore.BumpMargin, r.DataRevision)
+	require.Equal(t, revB+catalog.BumpMargin, r.DataRevision)
 	requireSameData(t, atA, take(t, l.cli))
 }
 
@@ -339,7 +340,7 @@ func TestRestoreFailureKeepsData(t *testing.T) {
 	_, err = l.s.FlushDeltas(ctx)
 	require.NoError(t, err)
 	want := take(t, l.cli)
-	fulls, err := l.store.List(ctx, snapstore.KindFull)
+	fulls, err := l.store.List(ctx, catalog.KindFull)
 	require.NoError(t, err)
 	for _, f := range fulls {
 		path := filepath.Join(strings.TrimPrefix(l.store.URL(), "file://"), filepath.FromSlash(f.Key))
@@ -377,7 +378,7 @@ func TestRestoresKeepNewestOldDataDirs(t *testing.T) {
 		require.NoError(t, err)
 		_, err = l.s.FlushDeltas(ctx)
 		require.NoError(t, err)
-		st, err := l.s.RequestRestore(ctx, snapstore.Target{})
+		st, err := l.s.RequestRestore(ctx, catalog.Target{})
 		require.NoError(t, err)
 		st, err = l.s.WaitRestore(ctx, st.ID)
 		require.NoError(t, err)

@@ -5,7 +5,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // metricsNamespace prefixes every metric of etcdbr's own.
@@ -15,7 +15,7 @@ const metricsNamespace = "etcdbr"
 // every series is created at start (at 0), so that each documented series exists from the
 // first scrape. docs/metrics.md documents them.
 var (
-	metricKinds         = []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta}
+	metricKinds         = []catalog.Kind{catalog.KindFull, catalog.KindDelta}
 	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck, storeOpClaim}
 	metricRestoreResult = []string{"succeeded", "failed"}
 	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
@@ -210,14 +210,14 @@ func (m *metrics) taken(t backup.Taken) {
 	m.snapshotDuration.WithLabelValues(kind).Observe(t.Duration.Seconds())
 	m.snapshotSize.WithLabelValues(kind).Set(float64(t.Snapshot.Size))
 	m.snapshotBytes.WithLabelValues(kind).Add(float64(t.Snapshot.Size))
-	if t.Snapshot.Kind == snapstore.KindDelta {
+	if t.Snapshot.Kind == catalog.KindDelta {
 		m.deltaEvents.Add(float64(t.Events))
 		m.deltaRevisions.Add(float64(t.Revisions))
 	}
 }
 
 // newest records the newest snapshot of its kind in the store.
-func (m *metrics) newest(s snapstore.Snapshot) {
+func (m *metrics) newest(s catalog.Snapshot) {
 	m.newestRevision.WithLabelValues(string(s.Kind)).Set(float64(s.Revision))
 	m.newestTime.WithLabelValues(string(s.Kind)).Set(float64(s.Time.UnixMilli()) / 1000)
 }

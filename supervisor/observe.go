@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/backup"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // observer is the supervisor's backup.Observer: it keeps the status and the metrics.
@@ -36,7 +36,7 @@ func (o observer) DeltaProgress(p backup.DeltaProgress) {
 
 // noteNewest records snap as the newest of its kind in the store, unless a newer one is
 // known.
-func (s *Supervisor) noteNewest(snap snapstore.Snapshot) {
+func (s *Supervisor) noteNewest(snap catalog.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.newest[snap.Kind]; ok && cur.Revision > snap.Revision {

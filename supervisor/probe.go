@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // How often, and for how long at most, the prober checks that the store is reachable.
@@ -37,7 +37,7 @@ func (s *Supervisor) probeStore(ctx context.Context) {
 
 // learnNewest lists the store's newest full snapshot and delta; it reports whether it could.
 func (s *Supervisor) learnNewest(ctx context.Context) bool {
-	for _, kind := range []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta} {
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		lctx, cancel := context.WithTimeout(ctx, storeProbeTimeout)
 		snap, ok, err := s.cfg.Store.Latest(lctx, kind)
 		cancel()

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // The readiness checks.
@@ -76,7 +76,7 @@ func (s *Supervisor) backupCheckLocked(now time.Time) Check {
 		c.Message = s.mismatch
 		return c
 	}
-	full, ok := s.newest[snapstore.KindFull]
+	full, ok := s.newest[catalog.KindFull]
 	if !ok {
 		c.Message = "the store holds no full snapshot yet" + storeErr
 		return c

@@ -17,6 +17,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // ErrNoBackup means the store holds no full snapshot to restore from.
@@ -26,8 +27,8 @@ var ErrNoBackup = errors.New("the store has no full snapshot")
 // went.
 type RestoreResult struct {
 	// Snapshot is the full snapshot restored, Deltas the deltas read after it.
-	Snapshot snapstore.Snapshot
-	Deltas   []snapstore.Snapshot
+	Snapshot catalog.Snapshot
+	Deltas   []catalog.Snapshot
 	// Revision is the revision restored (before any revision bump), Time when it was
 	// observed: a delta's revision time, or the full snapshot's time.
 	Revision int64
@@ -41,7 +42,7 @@ type RestoreResult struct {
 	Newest        bool
 	StoreRevision int64
 	// Excluded are the objects that failed verification and were left out.
-	Excluded []snapstore.Snapshot
+	Excluded []catalog.Snapshot
 	// Shortfall, set only by RestoreNewestIntact, says what the restore could not reach
 	// because objects failed verification.
 	Shortfall *Shortfall
@@ -53,7 +54,7 @@ type RestoreResult struct {
 
 // Restore rebuilds the data dir of cfg's member from the store as it was at target: the
 // newest full snapshot at or before it, and the deltas after that replayed offline up to the
-// target (snapstore.PlanRestore says which; rebuild.BuildDataDir does it). The zero Target is
+// target (catalog.PlanRestore says which; rebuild.BuildDataDir does it). The zero Target is
 // the newest revision in the store.
 //
 // Every object is verified while it streams. One that fails (corrupt, malformed, a full
@@ -71,7 +72,7 @@ type RestoreResult struct {
 // reading (deleted by a garbage collection that started before the lock, or by one that
 // does not honour locks) is not a bad object: the restore lists the store again and plans
 // again, up to maxReplans times, and then fails naming the objects that disappeared.
-func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target catalog.Target, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	return restore(ctx, store, cfg, target, opts, lg, false)
 }
 
@@ -81,7 +82,7 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 // restores the newest revision the rest of the store reaches, and says what was lost in
 // RestoreResult.Shortfall. It fails only when no full snapshot is intact.
 func RestoreNewestIntact(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
-	return restore(ctx, store, cfg, snapstore.Target{}, opts, lg, true)
+	return restore(ctx, store, cfg, catalog.Target{}, opts, lg, true)
 }
 
 // Shortfall is what a restore of the newest point could not reach because backup objects
@@ -92,19 +93,19 @@ type Shortfall struct {
 	Newest int64
 	Lost   int64
 	// Damaged are the objects that failed verification.
-	Damaged []snapstore.Snapshot
+	Damaged []catalog.Snapshot
 }
 
 // intactNewest returns the newest revision that the store's objects other than exclude
 // reach (names only), 0 when none does.
-func intactNewest(fulls, deltas []snapstore.Snapshot, exclude map[string]bool) int64 {
-	keep := func(list []snapstore.Snapshot) []snapstore.Snapshot {
-		return slices.DeleteFunc(slices.Clone(list), func(s snapstore.Snapshot) bool { return exclude[s.Key] })
+func intactNewest(fulls, deltas []catalog.Snapshot, exclude map[string]bool) int64 {
+	keep := func(list []catalog.Snapshot) []catalog.Snapshot {
+		return slices.DeleteFunc(slices.Clone(list), func(s catalog.Snapshot) bool { return exclude[s.Key] })
 	}
-	return snapstore.RestorableWindow(keep(fulls), keep(deltas)).Newest.Revision
+	return catalog.RestorableWindow(keep(fulls), keep(deltas)).Newest.Revision
 }
 
-func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target snapstore.Target, opts rebuild.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
+func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target catalog.Target, opts rebuild.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -124,7 +125,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	defer releaseLock(ctx, lock, lg)
 
 	exclude := map[string]bool{}
-	var excluded, gone []snapstore.Snapshot
+	var excluded, gone []catalog.Snapshot
 	var failures []error
 	goal := target           // what the restore goes to: target, or the newest intact point
 	var shortfall *Shortfall // set when goal fell back from the newest point
@@ -134,7 +135,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			return RestoreResult{}, withGone(err, gone)
 		}
 		for {
-			plan, err := snapstore.PlanRestore(fulls, deltas, goal, exclude)
+			plan, err := catalog.PlanRestore(fulls, deltas, goal, exclude)
 			if err != nil && intact && len(excluded) > 0 {
 				if rev := intactNewest(fulls, deltas, exclude); rev > 0 && (goal.Latest() || rev < goal.Revision) {
 					newest := newestRevision(fulls, deltas)
@@ -142,7 +143,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 					lg.Error("the newest point in the store cannot be restored: backup objects failed verification; "+
 						"restoring the newest revision the rest of the store proves, and the revisions after it are lost",
 						"damaged", snapKeys(excluded), "restoring_revision", rev, "store_revision", newest, "lost_revisions", newest-rev)
-					goal = snapstore.Target{Revision: rev}
+					goal = catalog.Target{Revision: rev}
 					continue
 				}
 			}
@@ -157,7 +158,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			}
 			lg.Info("restore plan", "target", goal.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
 				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
-			if err := lock.Protect(ctx, snapstore.PlanKeys(plan)); err != nil {
+			if err := lock.Protect(ctx, catalog.PlanKeys(plan)); err != nil {
 				lg.Warn("cannot record in the restore lock what the restore reads: the lock goes on protecting "+
 					"every object (garbage collection deletes nothing meanwhile)", "err", err)
 			} else if lock != nil {
@@ -214,14 +215,14 @@ const maxReplans = 3
 const lockReleaseTimeout = 30 * time.Second
 
 // listBackups lists the store's full snapshots and deltas for a restore.
-func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []snapstore.Snapshot, err error) {
-	if fulls, err = store.List(ctx, snapstore.KindFull); err != nil {
+func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []catalog.Snapshot, err error) {
+	if fulls, err = store.List(ctx, catalog.KindFull); err != nil {
 		return nil, nil, fmt.Errorf("restore: %w", err)
 	}
 	if len(fulls) == 0 {
 		return nil, nil, fmt.Errorf("restore from %s: %w", store.URL(), ErrNoBackup)
 	}
-	if deltas, err = store.List(ctx, snapstore.KindDelta); err != nil {
+	if deltas, err = store.List(ctx, catalog.KindDelta); err != nil {
 		return nil, nil, fmt.Errorf("restore: %w", err)
 	}
 	return fulls, deltas, nil
@@ -229,7 +230,7 @@ func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []s
 
 // planFailed is the error of a restore that cannot plan: err, with the objects left out
 // because they failed verification and those that disappeared while the restore ran.
-func planFailed(store *snapstore.Store, err error, failures []error, gone []snapstore.Snapshot) error {
+func planFailed(store *snapstore.Store, err error, failures []error, gone []catalog.Snapshot) error {
 	err = withGone(fmt.Errorf("restore from %s: %w", store.URL(), err), gone)
 	if len(failures) > 0 {
 		err = fmt.Errorf("%w; objects left out because they failed verification: %w", err, errors.Join(failures...))
@@ -239,7 +240,7 @@ func planFailed(store *snapstore.Store, err error, failures []error, gone []snap
 
 // betweenHistories says, when target is a revision between two histories (a revision that
 // never existed in either), so in err.
-func betweenHistories(ctx context.Context, store *snapstore.Store, fulls, deltas []snapstore.Snapshot, target snapstore.Target, err error) error {
+func betweenHistories(ctx context.Context, store *snapstore.Store, fulls, deltas []catalog.Snapshot, target catalog.Target, err error) error {
 	if target.Revision == 0 {
 		return err
 	}
@@ -260,7 +261,7 @@ func betweenHistories(ctx context.Context, store *snapstore.Store, fulls, deltas
 }
 
 // withGone adds to err the objects that disappeared while the restore ran, if any.
-func withGone(err error, gone []snapstore.Snapshot) error {
+func withGone(err error, gone []catalog.Snapshot) error {
 	if len(gone) == 0 {
 		return err
 	}
@@ -270,12 +271,12 @@ func withGone(err error, gone []snapstore.Snapshot) error {
 
 // missingObject returns the object an error reports as not found in the store, if any: an
 // object the plan listed that disappeared before it was read.
-func missingObject(err error) (snapstore.Snapshot, bool) {
+func missingObject(err error) (catalog.Snapshot, bool) {
 	var oe *rebuild.ObjectError
 	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrNotFound)) {
 		return oe.Object, true
 	}
-	return snapstore.Snapshot{}, false
+	return catalog.Snapshot{}, false
 }
 
 // settleBeforeListing makes the lock protect every object again and waits until no garbage
@@ -305,12 +306,12 @@ func releaseLock(ctx context.Context, lock *snapstore.LockHolder, lg *slog.Logge
 }
 
 // snapKeys joins the keys of snaps.
-func snapKeys(snaps []snapstore.Snapshot) string {
+func snapKeys(snaps []catalog.Snapshot) string {
 	return strings.Join(snapKeyList(snaps), ", ")
 }
 
 // snapKeyList returns the keys of snaps.
-func snapKeyList(snaps []snapstore.Snapshot) []string {
+func snapKeyList(snaps []catalog.Snapshot) []string {
 	keys := make([]string, len(snaps))
 	for i, s := range snaps {
 		keys[i] = s.Key
@@ -320,7 +321,7 @@ func snapKeyList(snaps []snapstore.Snapshot) []string {
 
 // restorePlan fetches the plan's full snapshot into a staging file beside the data dir,
 // verifying it while it streams, and builds the data dir from it and the plan's deltas.
-func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.RestorePlan, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
+func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.RestorePlan, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o700); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: create the data dir's parent: %w", err)
 	}
@@ -344,7 +345,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Res
 	}
 	opts.Replay = rebuild.ReplayOptions{
 		Deltas: plan.Deltas,
-		Open: func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+		Open: func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
 			r, err := store.OpenReaderProgress(ctx, d, p)
 			if err != nil {
 				return nil, err // not a nil *Reader in an interface
@@ -382,7 +383,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan snapstore.Res
 }
 
 // logRestored says where the restore ended, and what the user should know about it.
-func logRestored(lg *slog.Logger, cfg *embed.Config, target snapstore.Target, res RestoreResult) {
+func logRestored(lg *slog.Logger, cfg *embed.Config, target catalog.Target, res RestoreResult) {
 	lg.Info("data dir restored", "data_dir", cfg.Dir, "target", target.String(), "revision", res.Revision,
 		"revision_time", res.Time.UTC().Format(time.RFC3339Nano), "data_revision", res.DataRevision,
 		"full", res.Snapshot.Key, "deltas", len(res.Deltas), "moved_aside", res.MovedAside)
@@ -403,7 +404,7 @@ func snapshotStagingPath(dataDir string) string {
 }
 
 // newestRevision is the highest revision of the listed objects.
-func newestRevision(lists ...[]snapstore.Snapshot) int64 {
+func newestRevision(lists ...[]catalog.Snapshot) int64 {
 	var rev int64
 	for _, l := range lists {
 		for _, s := range l {

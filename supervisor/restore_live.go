@@ -10,7 +10,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Why a restore while running is refused.
@@ -29,7 +29,7 @@ var (
 type restoreJob struct {
 	id      int64
 	trigger string
-	target  snapstore.Target
+	target  catalog.Target
 	done    chan struct{} // closed when it ended
 
 	phase          RestorePhase
@@ -37,7 +37,7 @@ type restoreJob struct {
 	err            error
 	bump           uint64
 	result         *RestoreResult
-	fresh          snapstore.Snapshot // the full snapshot taken after it
+	fresh          catalog.Snapshot // the full snapshot taken after it
 	warning        string
 	storeRevision  int64                   // the newest revision in the store before the restore
 	memberRevision int64                   // etcd's revision when it stopped
@@ -121,9 +121,9 @@ func (j *restoreJob) statusLocked() RestoreStatus {
 // It checks first, from a listing of the store, that the target can be restored; then it
 // returns at once with the restore's status, and the restore runs in Run's goroutine (see
 // Status, WaitRestore). It refuses with ErrRestoreRunning, ErrNotServing or
-// ErrClusterMember, or with the planner's error (wrapping snapstore.ErrNoChain or
+// ErrClusterMember, or with the planner's error (wrapping catalog.ErrNoChain or
 // ErrNoBackup) when the target cannot be restored.
-func (s *Supervisor) RequestRestore(ctx context.Context, target snapstore.Target) (RestoreStatus, error) {
+func (s *Supervisor) RequestRestore(ctx context.Context, target catalog.Target) (RestoreStatus, error) {
 	job, err := s.requestRestore(ctx, target, TriggerRequest)
 	if err != nil {
 		return RestoreStatus{}, err
@@ -152,7 +152,7 @@ func (s *Supervisor) WaitRestore(ctx context.Context, id int64) (RestoreStatus, 
 	return job.statusLocked(), nil
 }
 
-func (s *Supervisor) requestRestore(ctx context.Context, target snapstore.Target, trigger string) (*restoreJob, error) {
+func (s *Supervisor) requestRestore(ctx context.Context, target catalog.Target, trigger string) (*restoreJob, error) {
 	if err := target.Validate(); err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (s *Supervisor) requestRestore(ctx context.Context, target snapstore.Target
 }
 
 // startRestore hands a restore to Run, unless one runs or etcd does not serve.
-func (s *Supervisor) startRestore(target snapstore.Target, trigger string) (*restoreJob, error) {
+func (s *Supervisor) startRestore(target catalog.Target, trigger string) (*restoreJob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkBusyLocked(); err != nil {
@@ -216,7 +216,7 @@ func (s *Supervisor) checkBusyLocked() error {
 }
 
 // checkRestorable plans the restore from a listing of the store.
-func (s *Supervisor) checkRestorable(ctx context.Context, target snapstore.Target) error {
+func (s *Supervisor) checkRestorable(ctx context.Context, target catalog.Target) error {
 	fulls, deltas, err := s.listStore(ctx)
 	if err != nil {
 		return err
@@ -224,17 +224,17 @@ func (s *Supervisor) checkRestorable(ctx context.Context, target snapstore.Targe
 	if len(fulls) == 0 {
 		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
 	}
-	if _, err := snapstore.PlanRestore(fulls, deltas, target, nil); err != nil {
+	if _, err := catalog.PlanRestore(fulls, deltas, target, nil); err != nil {
 		return fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), betweenHistories(ctx, s.cfg.Store, fulls, deltas, target, err))
 	}
 	return nil
 }
 
 // listStore lists the store's full snapshots and deltas.
-func (s *Supervisor) listStore(ctx context.Context) (fulls, deltas []snapstore.Snapshot, err error) {
-	fulls, err = s.cfg.Store.List(ctx, snapstore.KindFull)
+func (s *Supervisor) listStore(ctx context.Context) (fulls, deltas []catalog.Snapshot, err error) {
+	fulls, err = s.cfg.Store.List(ctx, catalog.KindFull)
 	if err == nil {
-		deltas, err = s.cfg.Store.List(ctx, snapstore.KindDelta)
+		deltas, err = s.cfg.Store.List(ctx, catalog.KindDelta)
 	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues(storeOpList).Inc()
@@ -299,7 +299,7 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	plan, err := snapstore.PlanRestore(fulls, deltas, job.target, nil)
+	plan, err := catalog.PlanRestore(fulls, deltas, job.target, nil)
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), err)
 	}
@@ -352,13 +352,13 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	if err == nil && marker != nil && marker.NewHistory() {
 		s.recordHistory(ctx, *marker)
 	}
-	var snap snapstore.Snapshot
+	var snap catalog.Snapshot
 	if err == nil {
 		snap, err = backup.FullFromBackend(ctx, e.Server().Backend(), s.cfg.Store)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			observer{s}.Failed(backup.Failure{Kind: snapstore.KindFull, Op: backup.OpSnapshot, Reason: backup.ReasonOf(err), Err: err})
+			observer{s}.Failed(backup.Failure{Kind: catalog.KindFull, Op: backup.OpSnapshot, Reason: backup.ReasonOf(err), Err: err})
 		}
 		s.mu.Lock()
 		job.warning = "the fresh full snapshot failed (the full snapshot runner retries it): " + err.Error()

@@ -16,6 +16,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // protectedMsg is what Restore logs (at debug level) once its lock names the plan's
@@ -81,7 +82,7 @@ func requireNoLock(t *testing.T, s *snapstore.Store) {
 func storeKeys(t *testing.T, s *snapstore.Store) []string {
 	t.Helper()
 	var keys []string
-	for _, kind := range []snapstore.Kind{snapstore.KindFull, snapstore.KindDelta} {
+	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
 		snaps, err := s.List(context.Background(), kind)
 		require.NoError(t, err)
 		for _, snap := range snaps {
@@ -95,13 +96,13 @@ func storeKeys(t *testing.T, s *snapstore.Store) []string {
 // honour restore locks would.
 func deleteKey(t *testing.T, s *snapstore.Store, key string) {
 	t.Helper()
-	snap, ok := snapstore.ParseName(key)
+	snap, ok := catalog.ParseName(key)
 	require.True(t, ok, key)
 	snap.Key = key
 	require.NoError(t, s.Delete(context.Background(), snap))
 }
 
-var limit1 = snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}
+var limit1 = catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}
 
 // A restore holds a lock while it runs: garbage collection at that moment keeps what the
 // restore reads (the data restored equals the source's at the target), a garbage collection
@@ -111,7 +112,7 @@ var limit1 = snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}
 func TestRestoreLock(t *testing.T) {
 	t.Parallel()
 	f := buildStoreFixture(t)
-	var afterF2 []snapstore.Snapshot
+	var afterF2 []catalog.Snapshot
 	for _, d := range f.deltas {
 		if d.From > f.f2.Revision {
 			afterF2 = append(afterF2, d)
@@ -126,7 +127,7 @@ func TestRestoreLock(t *testing.T) {
 		// A garbage collection that planned before the restore announced itself.
 		l, err := store.ListForGC(ctx)
 		require.NoError(t, err)
-		early, err := snapstore.PlanGC(l, limit1, time.Now())
+		early, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		require.Contains(t, keysOf(early.Delete), f.f1.Key)
 
@@ -144,7 +145,7 @@ func TestRestoreLock(t *testing.T) {
 
 			l, err := store.ListForGC(ctx)
 			require.NoError(t, err)
-			plan, err := snapstore.PlanGC(l, limit1, time.Now())
+			plan, err := catalog.PlanGC(l, limit1, time.Now())
 			require.NoError(t, err)
 			require.Len(t, plan.Locks, 1)
 			require.NotEmpty(t, plan.Delete, "the policy deletes what the restore does not read")
@@ -161,7 +162,7 @@ func TestRestoreLock(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(ctx, store, cfg, snapstore.Target{Revision: f.mid}, rebuild.RestoreOptions{}, lg)
+		res, err := Restore(ctx, store, cfg, catalog.Target{Revision: f.mid}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		require.True(t, ran, "the restore did not log %q", protectedMsg)
 		assert.Equal(t, f.f1.Key, res.Snapshot.Key)
@@ -172,7 +173,7 @@ func TestRestoreLock(t *testing.T) {
 		// Released, the lock protects nothing: the next run deletes the older chain.
 		l, err = store.ListForGC(ctx)
 		require.NoError(t, err)
-		plan, err := snapstore.PlanGC(l, limit1, time.Now())
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
 		require.NoError(t, err)
 		require.Contains(t, keysOf(plan.Delete), f.f1.Key)
 	})
@@ -189,7 +190,7 @@ func TestRestoreLock(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.f1.Key, res.Snapshot.Key)
 		assert.Equal(t, f.final.Revision, res.Revision)
@@ -205,7 +206,7 @@ func TestRestoreLock(t *testing.T) {
 		t.Parallel()
 		store, dir := f.copyStore(t)
 		d := afterF2[1]
-		copyName := snapstore.DeltaName(d.From, d.Revision, d.Time.Add(time.Second), false)
+		copyName := catalog.DeltaName(d.From, d.Revision, d.Time.Add(time.Second), false)
 		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(d.Key)))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(copyName)), b, 0o600))
@@ -224,7 +225,7 @@ func TestRestoreLock(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.f2.Key, res.Snapshot.Key)
 		assert.Equal(t, f.final.Revision, res.Revision)
@@ -245,7 +246,7 @@ func TestRestoreLock(t *testing.T) {
 			}
 		})
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		_, err := Restore(context.Background(), store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.Error(t, err)
 		t.Log(err)
 		for _, s := range []string{"no delta holds revision " + itoa(d.From), "cannot be reached",
@@ -269,7 +270,7 @@ func TestRestoreLock(t *testing.T) {
 			deleteKey(t, store, last)
 		})
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		_, err := Restore(context.Background(), store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.Error(t, err)
 		t.Log(err)
 		require.Len(t, deleted, maxReplans+1)
@@ -289,7 +290,7 @@ func TestRestoreLock(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := newHookLogger(&logs, protectedMsg, func(int) { cancel() })
 		cfg := embeddedtest.NewConfig(t)
-		_, err := Restore(ctx, store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		_, err := Restore(ctx, store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.ErrorIs(t, err, context.Canceled)
 		assert.NoDirExists(t, cfg.Dir, "a cancelled restore left a data dir")
 		requireNoLock(t, store)
@@ -303,7 +304,7 @@ func TestRestoreLock(t *testing.T) {
 		var logs embeddedtest.SyncBuffer
 		lg := slog.New(slog.NewTextHandler(&logs, nil))
 		cfg := embeddedtest.NewConfig(t)
-		res, err := Restore(context.Background(), store, cfg, snapstore.Target{}, rebuild.RestoreOptions{}, lg)
+		res, err := Restore(context.Background(), store, cfg, catalog.Target{}, rebuild.RestoreOptions{}, lg)
 		require.NoError(t, err, logs.String())
 		assert.Equal(t, f.final.Revision, res.Revision)
 		assert.Contains(t, logs.String(), "cannot announce the restore in the store")
@@ -312,7 +313,7 @@ func TestRestoreLock(t *testing.T) {
 	})
 }
 
-func keysOf(ds []snapstore.Decision) []string {
+func keysOf(ds []catalog.Decision) []string {
 	keys := make([]string, len(ds))
 	for i, d := range ds {
 		keys[i] = d.Snapshot.Key

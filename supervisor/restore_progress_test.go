@@ -12,7 +12,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/progress"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // TestRestoreReportsProgress restores real backups with a Progress watching: it is told
@@ -25,20 +25,20 @@ func TestRestoreReportsProgress(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
-		target snapstore.Target
-		full   snapstore.Snapshot
+		target catalog.Target
+		full   catalog.Snapshot
 		want   int64 // the revision restored
 	}{
-		{"latest", snapstore.Target{}, f.f2, f.final.Revision},
-		{"a revision inside a delta", snapstore.Target{Revision: f.mid}, f.f1, f.mid},
-		{"a time after every backup", snapstore.Target{Time: time.Now().Add(time.Hour)}, f.f2, f.final.Revision},
+		{"latest", catalog.Target{}, f.f2, f.final.Revision},
+		{"a revision inside a delta", catalog.Target{Revision: f.mid}, f.f1, f.mid},
+		{"a time after every backup", catalog.Target{Time: time.Now().Add(time.Hour)}, f.f2, f.final.Revision},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			store, _ := f.copyStore(t)
 			fulls, deltas, err := listBackups(ctx, store)
 			require.NoError(t, err)
-			plan, err := snapstore.PlanRestore(fulls, deltas, tc.target, nil)
+			plan, err := catalog.PlanRestore(fulls, deltas, tc.target, nil)
 			require.NoError(t, err)
 			require.Equal(t, tc.full.Key, plan.Full.Key)
 			wantBytes := plan.Full.Size

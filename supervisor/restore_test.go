@@ -22,18 +22,19 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // storeFixture is a store with two full snapshots and a chain of deltas from before the
 // first to the end, made from a real member, with the member's data at some revisions.
 type storeFixture struct {
 	dir          string // the file store's directory
-	f1, f2       snapstore.Snapshot
-	deltas       []snapstore.Snapshot
+	f1, f2       catalog.Snapshot
+	deltas       []catalog.Snapshot
 	final, atMid etcdtest.Dump
 	mid          int64 // a revision inside a delta between f1 and f2
 	ttls         deltatest.LeaseTTLs
-	afterF2      snapstore.Snapshot // a delta after f2, not the last
+	afterF2      catalog.Snapshot // a delta after f2, not the last
 }
 
 func buildStoreFixture(t *testing.T) *storeFixture {
@@ -119,7 +120,7 @@ func (f *storeFixture) copyStore(t *testing.T) (*snapstore.Store, string) {
 	return s, dir
 }
 
-func flipByte(t *testing.T, dir string, snap snapstore.Snapshot) {
+func flipByte(t *testing.T, dir string, snap catalog.Snapshot) {
 	t.Helper()
 	path := filepath.Join(dir, filepath.FromSlash(snap.Key))
 	b, err := os.ReadFile(path)
@@ -138,21 +139,21 @@ func TestRestore(t *testing.T) {
 
 	type want struct {
 		dump     etcdtest.Dump
-		full     snapstore.Snapshot
+		full     catalog.Snapshot
 		excluded []string
 		logs     []string
 		err      []string // the restore fails with all of these
 	}
-	liar := snapstore.FullName(f.final.Revision, time.Now(), false)
+	liar := catalog.FullName(f.final.Revision, time.Now(), false)
 	tests := []struct {
 		name   string
-		target snapstore.Target
+		target catalog.Target
 		damage func(t *testing.T, s *snapstore.Store, dir string)
 		want   want
 	}{
 		{name: "latest", want: want{dump: f.final, full: f.f2}},
-		{name: "a revision between the fulls", target: snapstore.Target{Revision: f.mid}, want: want{dump: f.atMid, full: f.f1}},
-		{name: "a time after every backup", target: snapstore.Target{Time: time.Now().Add(time.Hour)},
+		{name: "a revision between the fulls", target: catalog.Target{Revision: f.mid}, want: want{dump: f.atMid, full: f.f1}},
+		{name: "a time after every backup", target: catalog.Target{Time: time.Now().Add(time.Hour)},
 			want: want{dump: f.final, full: f.f2, logs: []string{"the target time is after the newest backup"}}},
 		{name: "the newest full snapshot corrupt: the older one and more deltas", damage: func(t *testing.T, _ *snapstore.Store, dir string) {
 			flipByte(t, dir, f.f2)
@@ -163,7 +164,7 @@ func TestRestore(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(liar)), b, 0o600))
 		}, want: want{dump: f.final, full: f.f2, excluded: []string{liar}, logs: []string{"holds revision " + itoa(f.f2.Revision) + ", not " + itoa(f.final.Revision)}}},
 		{name: "a corrupt delta with an intact copy", damage: func(t *testing.T, _ *snapstore.Store, dir string) {
-			copyName := snapstore.DeltaName(f.afterF2.From, f.afterF2.Revision, f.afterF2.Time.Add(time.Second), false)
+			copyName := catalog.DeltaName(f.afterF2.From, f.afterF2.Revision, f.afterF2.Time.Add(time.Second), false)
 			b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.afterF2.Key)))
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(copyName)), b, 0o600))
@@ -184,7 +185,7 @@ func TestRestore(t *testing.T) {
 					CreateRevision: f.afterF2.From + 1, ModRevision: f.afterF2.From + 1, Version: 1}}}}}, nil, time.Now())
 			require.NoError(t, err)
 		}, want: want{err: []string{"overlap at revision " + itoa(f.afterF2.From+1), f.afterF2.Key, "cannot both belong to one history"}}},
-		{name: "a target before every full snapshot", target: snapstore.Target{Revision: f.f1.Revision - 1},
+		{name: "a target before every full snapshot", target: catalog.Target{Revision: f.f1.Revision - 1},
 			want: want{err: []string{"before the oldest full snapshot", f.f1.Key}}},
 	}
 	for _, tc := range tests {

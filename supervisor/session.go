@@ -9,6 +9,7 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // session is the backups of one running etcd: the full snapshot runner and the delta taker
@@ -45,13 +46,13 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 		Log:         lg.With("component", "backup"),
 		TakeAtStart: takeFull,
 		Observer:    observer{s},
-		Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+		Take: func(ctx context.Context) (catalog.Snapshot, error) {
 			srv := e.Server()
 			if srv.Leader() != srv.MemberID() {
-				return snapstore.Snapshot{}, fmt.Errorf("member %s is not the leader: %w", srv.MemberID(), backup.ErrSkipped)
+				return catalog.Snapshot{}, fmt.Errorf("member %s is not the leader: %w", srv.MemberID(), backup.ErrSkipped)
 			}
 			if hasCorruptAlarm(srv.Alarms()) {
-				return snapstore.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
+				return catalog.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
 			}
 			wasClaimed := s.claimed(e)
 			if err := s.claimStore(ctx, e, true); errors.Is(err, snapstore.ErrClusterMismatch) {
@@ -61,9 +62,9 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 					s.lg.Error("the store's record names another cluster now: no more backups; delta snapshots stay off until etcdbr restarts", "err", err)
 					ss.stopDeltas(fmt.Errorf("%w: %w", err, backup.ErrSkipped))
 				}
-				return snapstore.Snapshot{}, fmt.Errorf("no full snapshot: %w: %w", err, backup.ErrSkipped)
+				return catalog.Snapshot{}, fmt.Errorf("no full snapshot: %w: %w", err, backup.ErrSkipped)
 			} else if err != nil {
-				return snapstore.Snapshot{}, err // retried by the runner
+				return catalog.Snapshot{}, err // retried by the runner
 			}
 			snap, err := backup.FullFromBackend(ctx, srv.Backend(), store)
 			if err == nil && ss.gc != nil {
@@ -89,8 +90,8 @@ func (s *Supervisor) startSession(ctx context.Context, e *embedded.Etcd, takeFul
 			// Only once the store is known to be this cluster's: never another cluster's backups.
 			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() && s.claimed(e) },
 			OnRun: func(r backup.GCRun) {
-				s.GCDeleted(snapstore.KindFull, r.Result.DeletedFulls)
-				s.GCDeleted(snapstore.KindDelta, r.Result.DeletedDeltas)
+				s.GCDeleted(catalog.KindFull, r.Result.DeletedFulls)
+				s.GCDeleted(catalog.KindDelta, r.Result.DeletedDeltas)
 			},
 			Log: lg.With("component", "gc"),
 		})

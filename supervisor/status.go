@@ -3,7 +3,7 @@ package supervisor
 import (
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Status is what GET /v1/status answers: where the member is and how its backups are.
@@ -68,18 +68,18 @@ type BackupStatus struct {
 
 // ObjectStatus describes a backup object.
 type ObjectStatus struct {
-	Kind       snapstore.Kind `json:"kind"`
-	Key        string         `json:"key"`
-	From       int64          `json:"from,omitempty"` // a delta's first revision
-	Revision   int64          `json:"revision"`
-	Time       time.Time      `json:"time"`
-	AgeSeconds float64        `json:"age_seconds,omitempty"`
-	Size       int64          `json:"size"`
-	Encrypted  bool           `json:"encrypted,omitempty"`
+	Kind       catalog.Kind `json:"kind"`
+	Key        string       `json:"key"`
+	From       int64        `json:"from,omitempty"` // a delta's first revision
+	Revision   int64        `json:"revision"`
+	Time       time.Time    `json:"time"`
+	AgeSeconds float64      `json:"age_seconds,omitempty"`
+	Size       int64        `json:"size"`
+	Encrypted  bool         `json:"encrypted,omitempty"`
 }
 
 // objectStatus describes snap; the age is counted from now (zero now: no age).
-func objectStatus(snap snapstore.Snapshot, now time.Time) *ObjectStatus {
+func objectStatus(snap catalog.Snapshot, now time.Time) *ObjectStatus {
 	o := &ObjectStatus{Kind: snap.Kind, Key: snap.Key, From: snap.From, Revision: snap.Revision, Time: snap.Time,
 		Size: snap.Size, Encrypted: snap.Encrypted}
 	if !now.IsZero() {
@@ -157,10 +157,10 @@ func (s *Supervisor) Status() Status {
 		b.StoreReachable, b.StoreCheckedAt, b.StoreError = &reachable, &at, s.store.err
 	}
 	b.StoreCluster, b.ClusterMismatch = s.storeCluster, s.mismatch
-	if f, ok := s.newest[snapstore.KindFull]; ok {
+	if f, ok := s.newest[catalog.KindFull]; ok {
 		b.NewestFull = objectStatus(f, now)
 	}
-	if d, ok := s.newest[snapstore.KindDelta]; ok {
+	if d, ok := s.newest[catalog.KindDelta]; ok {
 		b.NewestDelta = objectStatus(d, now)
 	}
 	b.BackedUpRevision = s.backedUpLocked()

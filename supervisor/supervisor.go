@@ -18,6 +18,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Config is what the supervisor needs to run one member.
@@ -49,11 +50,11 @@ type Config struct {
 	KeepOldDataDirs int
 	// UnbackedRevisions bounds how many revisions the member may have served beyond the
 	// store's newest when that is unknown (a restore at start): the restore starts a new
-	// history past it (snapstore.DefaultUnbackedRevisions when 0).
+	// history past it (catalog.DefaultUnbackedRevisions when 0).
 	UnbackedRevisions int64
 	// GC, when set, is the retention policy applied while this member takes backups: every
 	// GCPeriod (0: backup.DefaultGCPeriod) and after each full snapshot.
-	GC       *snapstore.Policy
+	GC       *catalog.Policy
 	GCPeriod time.Duration
 	Log      *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
@@ -93,7 +94,7 @@ type Supervisor struct {
 	revision   int64 // etcd's revision, last known
 	alarms     []string
 	corrupt    corruptState
-	newest     map[snapstore.Kind]snapstore.Snapshot
+	newest     map[catalog.Kind]catalog.Snapshot
 	delta      backup.DeltaProgress
 	store      storeHealth
 	clock      revisionClock // when etcd's revisions were first seen
@@ -136,7 +137,7 @@ func New(cfg Config) (*Supervisor, error) {
 		restores: make(chan *restoreJob, 1),
 		members:  clusterSize(cfg.Etcd),
 		pid:      os.Getpid(),
-		newest:   map[snapstore.Kind]snapstore.Snapshot{},
+		newest:   map[catalog.Kind]catalog.Snapshot{},
 	}
 	s.setState(StateValidating)
 	return s, nil
@@ -259,8 +260,8 @@ func (s *Supervisor) stoppedDuring(job *restoreJob) error {
 
 // GCDeleted counts n backup objects of kind that the retention policy deleted
 // (etcdbr_gc_deleted_objects_total), e.g. from backup.GCConfig.OnRun.
-func (s *Supervisor) GCDeleted(kind snapstore.Kind, n int) {
-	if kind != snapstore.KindFull && kind != snapstore.KindDelta || n <= 0 {
+func (s *Supervisor) GCDeleted(kind catalog.Kind, n int) {
+	if kind != catalog.KindFull && kind != catalog.KindDelta || n <= 0 {
 		return
 	}
 	s.metrics.gcDeleted.WithLabelValues(string(kind)).Add(float64(n))
@@ -367,10 +368,10 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 	var prep prepared
 	dir := cfg.Etcd.Dir
 	facts := StartFacts{Verdict: v, Members: clusterSize(cfg.Etcd), ForceRestore: cfg.ForceRestore}
-	fulls, err := cfg.Store.List(ctx, snapstore.KindFull)
-	var deltas []snapstore.Snapshot
+	fulls, err := cfg.Store.List(ctx, catalog.KindFull)
+	var deltas []catalog.Snapshot
 	if err == nil {
-		deltas, err = cfg.Store.List(ctx, snapstore.KindDelta)
+		deltas, err = cfg.Store.List(ctx, catalog.KindDelta)
 	}
 	if err == nil {
 		var ok bool
@@ -389,7 +390,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 			dir, v.State, v.Reason, cfg.Store.URL(), err)
 	}
 	prep.storeCluster = facts.StoreCluster
-	facts.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
+	facts.StoreNewest = catalog.RestorableWindow(fulls, deltas).Newest.Revision
 	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
 		if id, err := datadir.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
 			facts.DirCluster = id.ClusterID
@@ -479,7 +480,7 @@ func (c Config) unbacked() int64 {
 	if c.UnbackedRevisions > 0 {
 		return c.UnbackedRevisions
 	}
-	return snapstore.DefaultUnbackedRevisions
+	return catalog.DefaultUnbackedRevisions
 }
 
 // clusterSize counts the members in the initial cluster configuration.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // VerifyOptions configure Verify.
@@ -25,7 +26,7 @@ type VerifyOptions struct {
 	// Log receives progress (nil discards it).
 	Log *slog.Logger
 	// Checked, when set, is called after each object was read (snapstore.VerifyOptions).
-	Checked func(snap snapstore.Snapshot, problem error)
+	Checked func(snap catalog.Snapshot, problem error)
 	// RecordDamage records the objects found damaged in the store (snapstore.VerifyOptions).
 	RecordDamage bool
 	// Progress, when set, follows the verification: phase "verify" counts the bytes of the
@@ -47,8 +48,8 @@ func (r VerifyReport) OK() bool { return len(r.AllProblems()) == 0 }
 
 // AllProblems lists the problems of the objects and the chain, then those of the deep
 // verification.
-func (r VerifyReport) AllProblems() []snapstore.Problem {
-	all := append([]snapstore.Problem(nil), r.Problems...)
+func (r VerifyReport) AllProblems() []catalog.Problem {
+	all := append([]catalog.Problem(nil), r.Problems...)
 	if r.Deep != nil {
 		all = append(all, r.Deep.Problems...)
 	}
@@ -65,7 +66,7 @@ func Verify(ctx context.Context, store *snapstore.Store, opts VerifyOptions) (Ve
 	checked := opts.Checked
 	if p := opts.Progress; p != nil {
 		p.SetPhase("verify")
-		checked = func(snap snapstore.Snapshot, problem error) {
+		checked = func(snap catalog.Snapshot, problem error) {
 			p.AddBytes(snap.Size)
 			if opts.Checked != nil {
 				opts.Checked(snap, problem)

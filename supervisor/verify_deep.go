@@ -17,6 +17,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // verifyStartTimeout bounds the start of etcd on the restored data dir.
@@ -36,7 +37,7 @@ type DeepVerifyReport struct {
 	// the last event the deltas hold for it.
 	KeysChecked int
 	// Problems lists what is wrong.
-	Problems []snapstore.Problem
+	Problems []catalog.Problem
 	// Duration is how long it took.
 	Duration time.Duration
 }
@@ -56,11 +57,11 @@ type DeepVerifyReport struct {
 // p, when set, follows the restore (as RestoreOptions.Progress) and the checks (phase
 // "check"). The temporary directory is removed afterwards. Problems go into the report; the error is
 // for a verification that could not run (no temporary directory, ctx ended).
-func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.RestorePlan, tempDir string, lg *slog.Logger, p *progress.Progress) (DeepVerifyReport, error) {
+func VerifyDeep(ctx context.Context, store *snapstore.Store, want catalog.RestorePlan, tempDir string, lg *slog.Logger, p *progress.Progress) (DeepVerifyReport, error) {
 	start := time.Now()
 	var rep DeepVerifyReport
 	problem := func(key string, format string, args ...any) {
-		rep.Problems = append(rep.Problems, snapstore.Problem{Key: key, Err: fmt.Errorf(format, args...)})
+		rep.Problems = append(rep.Problems, catalog.Problem{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	dir, err := os.MkdirTemp(tempDir, "etcdbr-verify-*")
 	if err != nil {
@@ -74,7 +75,7 @@ func VerifyDeep(ctx context.Context, store *snapstore.Store, want snapstore.Rest
 
 	lg.Info("deep verification: restoring the latest point", "dir", dir, "full", want.Full.Key, "deltas", len(want.Deltas), "revision", want.Revision)
 	p.Reset("fetch") // the bytes of the restore alone, against its total
-	res, err := Restore(ctx, store, cfg, snapstore.Target{}, rebuild.RestoreOptions{Progress: p}, lg)
+	res, err := Restore(ctx, store, cfg, catalog.Target{}, rebuild.RestoreOptions{Progress: p}, lg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("deep verification: %w", ctx.Err())

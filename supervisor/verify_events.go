@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // verifyKeyState is what the last event of a key in the deltas says about it. The value is kept
@@ -23,7 +24,7 @@ type verifyKeyState struct {
 
 // verifyLastEvents reads deltas (in order) up to revision upTo and returns the last event of every
 // key they touch.
-func verifyLastEvents(ctx context.Context, store *snapstore.Store, deltas []snapstore.Snapshot, upTo int64) (map[string]verifyKeyState, error) {
+func verifyLastEvents(ctx context.Context, store *snapstore.Store, deltas []catalog.Snapshot, upTo int64) (map[string]verifyKeyState, error) {
 	last := map[string]verifyKeyState{}
 	for _, d := range deltas {
 		if err := verifyReadEvents(ctx, store, d, upTo, last); err != nil {
@@ -33,7 +34,7 @@ func verifyLastEvents(ctx context.Context, store *snapstore.Store, deltas []snap
 	return last, nil
 }
 
-func verifyReadEvents(ctx context.Context, store *snapstore.Store, d snapstore.Snapshot, upTo int64, last map[string]verifyKeyState) error {
+func verifyReadEvents(ctx context.Context, store *snapstore.Store, d catalog.Snapshot, upTo int64, last map[string]verifyKeyState) error {
 	r, err := store.Open(ctx, d)
 	if err != nil {
 		return err

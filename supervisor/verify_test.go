@@ -19,14 +19,15 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // verifyFixture is a file store with a full snapshot and deltas after it, taken from a real
 // member, and the member's keys at the end.
 type verifyFixture struct {
 	dir    string
-	full   snapstore.Snapshot
-	deltas []snapstore.Snapshot
+	full   catalog.Snapshot
+	deltas []catalog.Snapshot
 	final  etcdtest.Dump
 }
 

@@ -28,7 +28,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/internal/storetest"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // api is a client of an etcdbr's HTTP API.
@@ -282,7 +282,7 @@ func TestAPIRestoreInPlace(t *testing.T) {
 	})
 	r := st.Restore
 	// A new history, past the newest revision served (revB), compacted there.
-	newStart := revB + snapstore.BumpMargin
+	newStart := revB + catalog.BumpMargin
 	if r.Phase != "succeeded" || r.Revision != atA.Revision || r.DataRevision != newStart || r.RevisionBump != uint64(newStart-atA.Revision) {
 		t.Fatalf("restore: %+v, want revision %d restored into a data dir at revision %d", r, atA.Revision, newStart)
 	}
@@ -333,7 +333,7 @@ func TestAPIRestoreInPlace(t *testing.T) {
 	}
 	p2 := start(t, r2.runArgs("file://"+filepath.Join(t.TempDir(), "other"), "--full-snapshot-schedule", "@daily"))
 	defer p2.stop()
-	sameData(t, atA, takeDump(t, r2), newStart+snapstore.DefaultUnbackedRevisions+snapstore.BumpMargin, "the newest point after the live restore")
+	sameData(t, atA, takeDump(t, r2), newStart+catalog.DefaultUnbackedRevisions+catalog.BumpMargin, "the newest point after the live restore")
 }
 
 // TestAPIAuthNonLoopback: on an address that is not loopback etcdbr refuses to start

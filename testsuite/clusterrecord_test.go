@@ -17,6 +17,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // idStatus is as much of GET /v1/status as the cluster record tests read.
@@ -77,7 +78,7 @@ func clusterRecord(t testing.TB, url string) (snapstore.ClusterRecord, bool) {
 func storeState(t testing.TB, url string) string {
 	t.Helper()
 	var b strings.Builder
-	for _, list := range [][]snapstore.Snapshot{fulls(t, url), deltas(t, url)} {
+	for _, list := range [][]catalog.Snapshot{fulls(t, url), deltas(t, url)} {
 		for _, s := range list {
 			fmt.Fprintf(&b, "%s %d\n", s.Key, s.Size)
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // One damaged delta does not keep etcd down: with the data dir lost and the store's newest
@@ -53,7 +53,7 @@ func TestRunStartsOnNewestIntactPoint(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := start(t, m.runArgs(store, "--full-snapshot-schedule", "@daily", "--listen-api", addr))
 	defer p.stop()
-	newStart := src.want.Revision + snapstore.DefaultUnbackedRevisions + snapstore.BumpMargin
+	newStart := src.want.Revision + catalog.DefaultUnbackedRevisions + catalog.BumpMargin
 	sameData(t, want, takeDump(t, m), newStart, "etcd after a restore at start past a damaged delta")
 	p.waitLine("backup objects failed verification", time.Minute)
 	if !strings.Contains(p.Output(), damaged.Key) {

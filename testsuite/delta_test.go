@@ -17,13 +17,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // newestRevision is the newest revision in a store: its newest full snapshot's or delta's.
 func newestRevision(t testing.TB, url string) int64 {
 	t.Helper()
 	var rev int64
-	for _, list := range [][]snapstore.Snapshot{fulls(t, url), deltas(t, url)} {
+	for _, list := range [][]catalog.Snapshot{fulls(t, url), deltas(t, url)} {
 		if n := len(list); n > 0 {
 			rev = max(rev, list[n-1].Revision)
 		}
@@ -56,14 +57,14 @@ func memberRevision(t testing.TB, cli *clientv3.Client) int64 {
 // checkChain checks by the objects' names that the deltas after the store's first full
 // snapshot cover every revision from it to the store's newest exactly once (the first of
 // them may start before the full snapshot's revision), and returns those deltas.
-func checkChain(t testing.TB, url string) []snapstore.Snapshot {
+func checkChain(t testing.TB, url string) []catalog.Snapshot {
 	t.Helper()
 	fs := fulls(t, url)
 	if len(fs) == 0 {
 		t.Fatalf("no full snapshot in %s", url)
 	}
 	next := fs[0].Revision + 1
-	var chain []snapstore.Snapshot
+	var chain []catalog.Snapshot
 	for _, d := range deltas(t, url) {
 		if d.Revision < next {
 			continue // before the first full snapshot
@@ -80,7 +81,7 @@ func checkChain(t testing.TB, url string) []snapstore.Snapshot {
 	return chain
 }
 
-func names(snaps []snapstore.Snapshot) []string {
+func names(snaps []catalog.Snapshot) []string {
 	out := make([]string, len(snaps))
 	for i, s := range snaps {
 		out[i] = s.Key
@@ -90,7 +91,7 @@ func names(snaps []snapstore.Snapshot) []string {
 
 // checkDeltaContent decodes every delta of chain and checks each revision's events against
 // the member's own history, read with a fresh watch.
-func checkDeltaContent(t testing.TB, url string, cli *clientv3.Client, chain []snapstore.Snapshot) {
+func checkDeltaContent(t testing.TB, url string, cli *clientv3.Client, chain []catalog.Snapshot) {
 	t.Helper()
 	if len(chain) == 0 {
 		t.Fatal("no deltas")

@@ -19,7 +19,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -28,11 +28,11 @@ import (
 // deletes, and the newest generation (a full snapshot and its deltas) that it keeps.
 type gcSource struct {
 	url, dir  string
-	old       snapstore.Snapshot   // the old generation's full snapshot
-	oldDeltas []snapstore.Snapshot // one per revision after it
-	copies    int                  // copies of old under older times
-	kept      []string             // the newest generation's keys
-	newest    etcdtest.Dump        // the member's data at the newest revision
+	old       catalog.Snapshot   // the old generation's full snapshot
+	oldDeltas []catalog.Snapshot // one per revision after it
+	copies    int                // copies of old under older times
+	kept      []string           // the newest generation's keys
+	newest    etcdtest.Dump      // the member's data at the newest revision
 	// dumpAt reads the member's data at a revision (it runs until the test ends).
 	dumpAt func(rev int64) etcdtest.Dump
 }
@@ -103,7 +103,7 @@ func buildGCSource(t *testing.T, oldDeltas, copies int) *gcSource {
 	// Copies of the old full snapshot under older names: the same db, so each one restores.
 	oldPath := filepath.Join(src.dir, filepath.FromSlash(src.old.Key))
 	for i := 1; i <= copies; i++ {
-		name := snapstore.FullName(src.old.Revision, src.old.Time.Add(-time.Duration(i)*time.Minute), false)
+		name := catalog.FullName(src.old.Revision, src.old.Time.Add(-time.Duration(i)*time.Minute), false)
 		if err := os.Link(oldPath, filepath.Join(src.dir, filepath.FromSlash(name))); err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func buildGCSource(t *testing.T, oldDeltas, copies int) *gcSource {
 }
 
 // listing lists the store's backup objects.
-func (src *gcSource) listing(t *testing.T) (fulls, deltas []snapstore.Snapshot) {
+func (src *gcSource) listing(t *testing.T) (fulls, deltas []catalog.Snapshot) {
 	t.Helper()
 	store := openStore(t, src.url)
 	defer store.Close()
@@ -126,7 +126,7 @@ func (src *gcSource) listing(t *testing.T) (fulls, deltas []snapstore.Snapshot) 
 
 // restoreAndCompare restores the store to target in-process (what etcdbr restore does) and
 // compares every key with the source's.
-func (src *gcSource) restoreAndCompare(t *testing.T, target snapstore.Target, want etcdtest.Dump) {
+func (src *gcSource) restoreAndCompare(t *testing.T, target catalog.Target, want etcdtest.Dump) {
 	t.Helper()
 	store := openStore(t, src.url)
 	defer store.Close()
@@ -191,7 +191,7 @@ func TestGCSurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
 	src := buildGCSource(t, 1000, 800)
 	args := []string{"--store", src.url, "--gc-policy", "limit", "--max-backups", "1"}
-	check := func(t *testing.T) (fulls, deltas []snapstore.Snapshot) {
+	check := func(t *testing.T) (fulls, deltas []catalog.Snapshot) {
 		t.Helper()
 		fulls, deltas = src.listing(t)
 		var keys []string
@@ -203,7 +203,7 @@ func TestGCSurvivesSIGKILL(t *testing.T) {
 				t.Fatalf("%s, of the newest generation, is gone", k)
 			}
 		}
-		if problems := snapstore.CheckChain(fulls, deltas); len(problems) > 0 {
+		if problems := catalog.CheckChain(fulls, deltas); len(problems) > 0 {
 			t.Fatalf("the store has a delta cut off from its full snapshot: %v", problems)
 		}
 		return fulls, deltas
@@ -218,13 +218,13 @@ func TestGCSurvivesSIGKILL(t *testing.T) {
 			len(lines), oldLeft, len(src.oldDeltas), len(fulls))
 	}
 	t.Logf("killed among the deltas: %d of %d old deltas left", oldLeft, len(src.oldDeltas))
-	src.restoreAndCompare(t, snapstore.Target{}, src.newest)
+	src.restoreAndCompare(t, catalog.Target{}, src.newest)
 	// The old deltas left are the oldest: a prefix of the chain, still restorable.
 	lastOld := src.oldDeltas[oldLeft-1]
-	if !slices.ContainsFunc(deltas, func(d snapstore.Snapshot) bool { return d.Key == lastOld.Key }) {
+	if !slices.ContainsFunc(deltas, func(d catalog.Snapshot) bool { return d.Key == lastOld.Key }) {
 		t.Fatalf("the old deltas left are not the oldest: %s is gone", lastOld.Key)
 	}
-	src.restoreAndCompare(t, snapstore.Target{Revision: lastOld.Revision}, src.dumpAt(lastOld.Revision))
+	src.restoreAndCompare(t, catalog.Target{Revision: lastOld.Revision}, src.dumpAt(lastOld.Revision))
 
 	// Killed while it deletes the full snapshots: every delta it deletes is gone first.
 	gcUntil(t, "deleted full/", 0, args...)
@@ -234,7 +234,7 @@ func TestGCSurvivesSIGKILL(t *testing.T) {
 			len(fulls), len(deltas))
 	}
 	t.Logf("killed among the full snapshots: %d of %d left", len(fulls), src.copies+2)
-	src.restoreAndCompare(t, snapstore.Target{}, src.newest)
+	src.restoreAndCompare(t, catalog.Target{}, src.newest)
 
 	// Run again, it finishes the job.
 	code, out := runToExit(t, append([]string{"gc"}, args...))
@@ -250,5 +250,5 @@ func TestGCSurvivesSIGKILL(t *testing.T) {
 	if !slices.Equal(left, src.kept) {
 		t.Fatalf("after the last run the store holds %v, want %v", left, src.kept)
 	}
-	src.restoreAndCompare(t, snapstore.Target{}, src.newest)
+	src.restoreAndCompare(t, catalog.Target{}, src.newest)
 }

@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // takeDump dumps what the member at cli serves.
@@ -44,7 +44,7 @@ func startBackedUp(t *testing.T) (member, string, *proc, *clientv3.Client) {
 // it: a new history, its revision raised past the store's newest revision (newest) plus the
 // default bound of what was served but not backed up.
 func newHistory(want etcdtest.Dump, newest int64) etcdtest.Dump {
-	want.Revision = newest + snapstore.DefaultUnbackedRevisions + snapstore.BumpMargin
+	want.Revision = newest + catalog.DefaultUnbackedRevisions + catalog.BumpMargin
 	return want
 }
 
@@ -87,7 +87,7 @@ func TestOfflineRestoreStartsNewHistory(t *testing.T) {
 	m := src
 	m.DataDir = filepath.Join(t.TempDir(), "data")
 	code, out := runToExit(t, append([]string{"restore", "--data-dir", m.DataDir, "--store", store, "--to-revision", fmt.Sprint(atA.Revision), "--"}, m.etcdFlags()...))
-	newStart := oldEnd.Revision + snapstore.DefaultUnbackedRevisions + snapstore.BumpMargin
+	newStart := oldEnd.Revision + catalog.DefaultUnbackedRevisions + catalog.BumpMargin
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("starts a new history at revision %d", newStart)) {
 		t.Fatalf("etcdbr restore: exit %d, want a new history at revision %d\n%s", code, newStart, out)
 	}
@@ -149,11 +149,11 @@ func TestOfflineRestoreStartsNewHistory(t *testing.T) {
 	}
 	t.Run("the newest point", func(t *testing.T) {
 		r := restoreTo(t)
-		sameData(t, newEnd, takeDump(t, r), newEnd.Revision+snapstore.DefaultUnbackedRevisions+snapstore.BumpMargin, "the newest point")
+		sameData(t, newEnd, takeDump(t, r), newEnd.Revision+catalog.DefaultUnbackedRevisions+catalog.BumpMargin, "the newest point")
 	})
 	t.Run("the old history's end", func(t *testing.T) {
 		r := restoreTo(t, "--to-revision", fmt.Sprint(oldEnd.Revision))
-		sameData(t, oldEnd, takeDump(t, r), newEnd.Revision+snapstore.DefaultUnbackedRevisions+snapstore.BumpMargin, "the old history's end")
+		sameData(t, oldEnd, takeDump(t, r), newEnd.Revision+catalog.DefaultUnbackedRevisions+catalog.BumpMargin, "the old history's end")
 	})
 	t.Run("a revision between the histories", func(t *testing.T) {
 		r := newMember(t, t.TempDir())

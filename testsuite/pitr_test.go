@@ -23,13 +23,14 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
 // pitrTarget is a point to restore to and the source's data there.
 type pitrTarget struct {
 	name   string
-	target snapstore.Target
+	target catalog.Target
 	want   etcdtest.Dump
 }
 
@@ -39,8 +40,8 @@ type pitrTarget struct {
 type pitrSource struct {
 	storeURL string
 	storeDir string
-	f1, f2   snapstore.Snapshot
-	deltas   []snapstore.Snapshot
+	f1, f2   catalog.Snapshot
+	deltas   []catalog.Snapshot
 	compact  int64
 	targets  []pitrTarget
 	ttls     deltatest.LeaseTTLs
@@ -74,7 +75,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 	phase := 0                                             // the targets taken in the middle of the churn
 	nextCut := func() int64 { return 20 + rng.Int64N(60) } // revisions per delta
 	cutEvery := nextCut()
-	took := func(name string, target snapstore.Target) error {
+	took := func(name string, target catalog.Target) error {
 		d, err := etcdtest.Take(ctx, cli, 0)
 		if err != nil {
 			return err
@@ -93,7 +94,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 			}
 			rec = deltatest.Start(ctx, cli, store, src.f1.Revision-2, deltatest.Options{})
 			cut = src.f1.Revision - 3
-			return took("the first full snapshot's revision", snapstore.Target{Revision: src.f1.Revision})
+			return took("the first full snapshot's revision", catalog.Target{Revision: src.f1.Revision})
 		case rec == nil:
 			return nil
 		}
@@ -107,23 +108,23 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 		}
 		switch {
 		case rev == src.f1.Revision+1:
-			return took("just after the full snapshot", snapstore.Target{Revision: rev})
+			return took("just after the full snapshot", catalog.Target{Revision: rev})
 		case phase == 0 && at(op, 0.3) && rev != cut:
 			phase = 1
-			return took("inside a delta", snapstore.Target{Revision: rev})
+			return took("inside a delta", catalog.Target{Revision: rev})
 		case phase == 1 && at(op, 0.4):
 			// A time between two revisions: after this one was observed, before the next.
 			if err := rec.WaitFor(ctx, rev); err != nil {
 				return err
 			}
 			phase = 2
-			target := snapstore.Target{Time: time.Now()}
+			target := catalog.Target{Time: time.Now()}
 			if err := took("a time", target); err != nil {
 				return err
 			}
 			time.Sleep(3 * time.Millisecond)
 		case src.compact == 0 && at(op, 0.55):
-			if err := took("just before the compaction", snapstore.Target{Revision: rev}); err != nil {
+			if err := took("just before the compaction", catalog.Target{Revision: rev}); err != nil {
 				return err
 			}
 			if err := rec.WaitFor(ctx, rev); err != nil {
@@ -139,7 +140,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 			}
 		case src.f2.Key != "" && phase == 2 && at(op, 0.85):
 			phase = 3
-			return took("after the compaction and the second full snapshot", snapstore.Target{Revision: rev})
+			return took("after the compaction and the second full snapshot", catalog.Target{Revision: rev})
 		}
 		return nil
 	})
@@ -153,13 +154,13 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 		}
 		src.deltas = append(src.deltas, d)
 	}
-	if err := took("the latest point", snapstore.Target{}); err != nil {
+	if err := took("the latest point", catalog.Target{}); err != nil {
 		t.Fatal(err)
 	}
 	src.ttls = deltatest.ExpectedTTLs(res.TTLs, rec.TTLs(), rebuild.MinLeaseTTL(cfg))
 	// The end of a delta, read back from the source's history (after the compaction, which
 	// removed the history before it).
-	var end snapstore.Snapshot
+	var end catalog.Snapshot
 	for _, d := range src.deltas {
 		if d.Revision > src.compact && d.Revision < res.Revision {
 			end = d
@@ -170,7 +171,7 @@ func buildPITRSource(t *testing.T, seed uint64, ops int) *pitrSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.targets = append(src.targets, pitrTarget{name: "the end of a delta", target: snapstore.Target{Revision: end.Revision}, want: want})
+	src.targets = append(src.targets, pitrTarget{name: "the end of a delta", target: catalog.Target{Revision: end.Revision}, want: want})
 	if src.f2.Key == "" || src.compact == 0 || len(src.targets) != 8 {
 		t.Fatalf("seed %d: the churn did not reach every point: f2 %q, compaction %d, %d targets", seed, src.f2.Key, src.compact, len(src.targets))
 	}
@@ -266,7 +267,7 @@ func TestPITRCommands(t *testing.T) {
 	}
 	// A restore without --exact starts a new history past the store's newest revision and
 	// what the lost member may have served after it.
-	newHistory := latest + snapstore.DefaultUnbackedRevisions + snapstore.BumpMargin
+	newHistory := latest + catalog.DefaultUnbackedRevisions + catalog.BumpMargin
 	check := func(t *testing.T, cli *clientv3.Client, want etcdtest.Dump, dataRev int64) {
 		got, err := etcdtest.Take(context.Background(), cli, 0)
 		if err != nil {
@@ -307,7 +308,7 @@ func TestPITRCommands(t *testing.T) {
 	t.Run("latest with a larger revision bump", func(t *testing.T) {
 		t.Parallel()
 		tg := byName["the latest point"]
-		const bump = 3 * snapstore.DefaultUnbackedRevisions
+		const bump = 3 * catalog.DefaultUnbackedRevisions
 		m, code, out := restore(t, src.storeURL, "--bump-revision", fmt.Sprint(bump), "--mark-compacted")
 		if code != 0 || !strings.Contains(out, fmt.Sprintf("new history at revision %d (marked compacted)", tg.want.Revision+bump)) {
 			t.Fatalf("etcdbr restore --bump-revision: exit %d\n%s", code, out)
@@ -383,7 +384,7 @@ func TestPITRCommands(t *testing.T) {
 					t.Fatal(err)
 				}
 				// The same revisions once more, under a range one revision longer.
-				other := snapstore.DeltaName(mid.From, mid.Revision+1, mid.Time, false)
+				other := catalog.DeltaName(mid.From, mid.Revision+1, mid.Time, false)
 				if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(other)), b, 0o600); err != nil {
 					t.Fatal(err)
 				}

@@ -25,10 +25,11 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // storeFile is the path of a snapshot object in a file:// store.
-func storeFile(store string, s snapstore.Snapshot) string {
+func storeFile(store string, s catalog.Snapshot) string {
 	return filepath.Join(strings.TrimPrefix(store, "file://"), filepath.FromSlash(s.Key))
 }
 

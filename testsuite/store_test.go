@@ -6,18 +6,19 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // fulls lists the full snapshots in a store.
-func fulls(t testing.TB, url string) []snapstore.Snapshot {
+func fulls(t testing.TB, url string) []catalog.Snapshot {
 	t.Helper()
-	return listKind(t, url, snapstore.KindFull)
+	return listKind(t, url, catalog.KindFull)
 }
 
 // deltas lists the deltas in a store.
-func deltas(t testing.TB, url string) []snapstore.Snapshot {
+func deltas(t testing.TB, url string) []catalog.Snapshot {
 	t.Helper()
-	return listKind(t, url, snapstore.KindDelta)
+	return listKind(t, url, catalog.KindDelta)
 }
 
 // openStore opens the store at url without encryption; the caller closes it.
@@ -31,7 +32,7 @@ func openStore(t testing.TB, url string) *snapstore.Store {
 }
 
 // listKind lists the objects of one kind in a store.
-func listKind(t testing.TB, url string, kind snapstore.Kind) []snapstore.Snapshot {
+func listKind(t testing.TB, url string, kind catalog.Kind) []catalog.Snapshot {
 	t.Helper()
 	ctx := context.Background()
 	s := openStore(t, url)
@@ -44,7 +45,7 @@ func listKind(t testing.TB, url string, kind snapstore.Kind) []snapstore.Snapsho
 }
 
 // waitFull waits until the store holds a full snapshot at revision rev or later.
-func waitFull(t testing.TB, url string, rev int64, timeout time.Duration) snapstore.Snapshot {
+func waitFull(t testing.TB, url string, rev int64, timeout time.Duration) catalog.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -20,6 +20,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/internal/storetest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // TestMinIOEndToEnd runs `etcdbr run --store s3://...` against a real MinIO server with delta
@@ -189,7 +190,7 @@ func checkObjectsInClear(t *testing.T, svc storetest.Service, bucket string, enc
 			}
 			continue
 		}
-		if _, ok := snapstore.ParseName(strings.TrimPrefix(key, "clusters/one/")); ok && !strings.HasSuffix(key, ".age") {
+		if _, ok := catalog.ParseName(strings.TrimPrefix(key, "clusters/one/")); ok && !strings.HasSuffix(key, ".age") {
 			t.Errorf("object %s is not encrypted", key)
 		}
 		if !bytes.HasPrefix(raw, []byte("age-encryption.org/v1\n")) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // CopyCmd is `etcdbr copy`: copies backups from one store to another, verified.
@@ -52,16 +53,16 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 	if err := dst.Check(ctx); err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
-	lists := make([][]snapstore.Snapshot, 4)
+	lists := make([][]catalog.Snapshot, 4)
 	for i, l := range []struct {
 		s    *snapstore.Store
-		kind snapstore.Kind
-	}{{src, snapstore.KindFull}, {src, snapstore.KindDelta}, {dst, snapstore.KindFull}, {dst, snapstore.KindDelta}} {
+		kind catalog.Kind
+	}{{src, catalog.KindFull}, {src, catalog.KindDelta}, {dst, catalog.KindFull}, {dst, catalog.KindDelta}} {
 		if lists[i], err = l.s.List(ctx, l.kind); err != nil {
 			return err
 		}
 	}
-	toCopy, skipped := snapstore.SelectCopies(lists[0], lists[1], lists[2], lists[3], since)
+	toCopy, skipped := catalog.SelectCopies(lists[0], lists[1], lists[2], lists[3], since)
 	if c.DryRun {
 		for _, snap := range toCopy {
 			fmt.Fprintf(env.Stdout, "would copy %s (%d bytes)\n", snap.Key, snap.Size)

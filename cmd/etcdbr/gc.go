@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // GcCmd is `etcdbr gc`: deletes old backups by the retention policy.
@@ -43,7 +44,7 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	now := time.Now()
-	plan, err := snapstore.PlanGC(listing, policy, now)
+	plan, err := catalog.PlanGC(listing, policy, now)
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 	}
 	res, err := store.ApplyGC(ctx, plan, snapstore.ApplyOptions{
 		Log:     env.Log,
-		Deleted: func(d snapstore.Decision) { fmt.Fprintf(out, "deleted %s: %s\n", d.Snapshot.Key, d.Reason) },
+		Deleted: func(d catalog.Decision) { fmt.Fprintf(out, "deleted %s: %s\n", d.Snapshot.Key, d.Reason) },
 	})
 	fmt.Fprintf(out, "deleted %s and %s (%s)", count(res.DeletedFulls, "full snapshot"), count(res.DeletedDeltas, "delta"), humanBytes(res.Bytes))
 	if res.StaleLocks > 0 {
@@ -84,7 +85,7 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 }
 
 // printPlan prints the store, the policy, the window and what is kept.
-func printPlan(out io.Writer, url string, l snapstore.Listing, plan snapstore.GCPlan) {
+func printPlan(out io.Writer, url string, l catalog.Listing, plan catalog.GCPlan) {
 	fmt.Fprintf(out, "store %s: %d full snapshots, %d deltas\n", url, len(l.Fulls), len(l.Deltas))
 	fmt.Fprintf(out, "policy: %s\n", plan.Policy)
 	fmt.Fprintf(out, "now: %s\n", listTime(plan.Now))
@@ -106,7 +107,7 @@ func printPlan(out io.Writer, url string, l snapstore.Listing, plan snapstore.GC
 	// deltas of the window, counted.
 	windowDeltas := 0
 	for _, d := range plan.Kept() {
-		if d.Snapshot.Kind == snapstore.KindDelta && isWindowReason(d.Reason) {
+		if d.Snapshot.Kind == catalog.KindDelta && isWindowReason(d.Reason) {
 			windowDeltas++
 			continue
 		}
@@ -123,11 +124,11 @@ func isWindowReason(reason string) bool {
 }
 
 // countObjects says how many objects of each kind, and how many bytes.
-func countObjects(ds []snapstore.Decision) string {
+func countObjects(ds []catalog.Decision) string {
 	var fulls, deltas int
 	var bytes int64
 	for _, d := range ds {
-		if d.Snapshot.Kind == snapstore.KindFull {
+		if d.Snapshot.Kind == catalog.KindFull {
 			fulls++
 		} else {
 			deltas++

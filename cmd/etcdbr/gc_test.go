@@ -10,17 +10,18 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // writeGenerations writes n generations of backups an hour apart, ending an hour ago: a
 // full snapshot and two deltas each, the first delta starting before its full snapshot.
-func writeGenerations(t *testing.T, dir string, n int) (fulls, deltas []snapstore.Snapshot) {
+func writeGenerations(t *testing.T, dir string, n int) (fulls, deltas []catalog.Snapshot) {
 	t.Helper()
 	ctx := context.Background()
 	s, err := snapstore.Open(ctx, "file://"+dir, snapstore.Options{})
 	require.NoError(t, err)
 	defer s.Close()
-	put := func(snap snapstore.Snapshot) snapstore.Snapshot {
+	put := func(snap catalog.Snapshot) catalog.Snapshot {
 		w, err := s.Create(ctx, snap)
 		require.NoError(t, err)
 		defer w.Abort()
@@ -34,9 +35,9 @@ func writeGenerations(t *testing.T, dir string, n int) (fulls, deltas []snapstor
 	last := int64(9)
 	for g := range n {
 		at := start.Add(time.Duration(g) * time.Hour)
-		fulls = append(fulls, put(snapstore.Snapshot{Kind: snapstore.KindFull, Revision: last + 2, Time: at}))
+		fulls = append(fulls, put(catalog.Snapshot{Kind: catalog.KindFull, Revision: last + 2, Time: at}))
 		for d := 1; d <= 2; d++ {
-			deltas = append(deltas, put(snapstore.Snapshot{Kind: snapstore.KindDelta, From: last + 1, Revision: last + 5, Time: at.Add(time.Duration(d) * time.Minute)}))
+			deltas = append(deltas, put(catalog.Snapshot{Kind: catalog.KindDelta, From: last + 1, Revision: last + 5, Time: at.Add(time.Duration(d) * time.Minute)}))
 			last += 5
 		}
 	}
@@ -56,7 +57,7 @@ func TestGCCommand(t *testing.T) {
 	assert.Contains(t, out, "keep "+fulls[1].Key+": a restore to any point from ")
 	assert.Contains(t, out, "keep "+fulls[2].Key+": one of the newest 2 full snapshots")
 	assert.Contains(t, out, "keep 4 deltas: in the point-in-time window")
-	for _, s := range []snapstore.Snapshot{deltas[1], deltas[0], fulls[0]} {
+	for _, s := range []catalog.Snapshot{deltas[1], deltas[0], fulls[0]} {
 		assert.Contains(t, out, "would delete "+s.Key+": ")
 	}
 	assert.Contains(t, out, "would delete 1 full snapshot and 2 deltas (")
@@ -70,7 +71,7 @@ func TestGCCommand(t *testing.T) {
 	t.Setenv("ETCDBR_MAX_BACKUPS", "2")
 	code, out = etcdbr(t, "gc", "--store", store)
 	require.Equal(t, exitOK, code, out)
-	for _, s := range []snapstore.Snapshot{deltas[1], deltas[0], fulls[0]} {
+	for _, s := range []catalog.Snapshot{deltas[1], deltas[0], fulls[0]} {
 		assert.Contains(t, out, "deleted "+s.Key+": ")
 	}
 	assert.Contains(t, out, "deleted 1 full snapshot and 2 deltas (")
@@ -101,7 +102,7 @@ func TestGCCommandRestoreInProgress(t *testing.T) {
 	assert.Len(t, listed(t, store), 9)
 }
 
-func listed(t *testing.T, store string) []snapstore.Snapshot {
+func listed(t *testing.T, store string) []catalog.Snapshot {
 	t.Helper()
 	s, err := snapstore.Open(context.Background(), store, snapstore.Options{})
 	require.NoError(t, err)
@@ -117,18 +118,18 @@ func TestGCFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		flags  GCFlags
-		policy snapstore.Policy
+		policy catalog.Policy
 		period time.Duration
 		err    string
 	}{
 		{name: "the defaults", flags: GCFlags{GCPolicyFlags{GCPolicy: "exponential", GCTimeZone: "UTC"}, time.Minute},
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, Location: time.UTC}, period: time.Minute},
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, Location: time.UTC}, period: time.Minute},
 		{name: "limit", flags: GCFlags{GCPolicyFlags{GCPolicy: "limit", MaxBackups: 24, GCTimeZone: "UTC"}, time.Minute},
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 24, Location: time.UTC}, period: time.Minute},
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 24, Location: time.UTC}, period: time.Minute},
 		{name: "a time zone and keep-within", flags: GCFlags{GCPolicyFlags{GCPolicy: "exponential", GCTimeZone: "Europe/Berlin", KeepWithin: longDuration(7 * 24 * time.Hour)}, 30 * time.Second},
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, Location: berlin, KeepWithin: 7 * 24 * time.Hour}, period: 30 * time.Second},
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, Location: berlin, KeepWithin: 7 * 24 * time.Hour}, period: 30 * time.Second},
 		{name: "disabled", flags: GCFlags{GCPolicyFlags{GCPolicy: "exponential", GCTimeZone: "UTC"}, 0},
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, Location: time.UTC}},
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, Location: time.UTC}},
 		{name: "limit without a number", flags: GCFlags{GCPolicyFlags{GCPolicy: "limit", GCTimeZone: "UTC"}, time.Minute},
 			err: "--gc-policy limit needs --max-backups N"},
 		{name: "a number without limit", flags: GCFlags{GCPolicyFlags{GCPolicy: "exponential", MaxBackups: 3, GCTimeZone: "UTC"}, time.Minute},

@@ -9,7 +9,7 @@ import (
 	// (scratch and some distroless images).
 	_ "time/tzdata"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // GCPolicyFlags choose what garbage collection keeps (docs/retention.md).
@@ -28,17 +28,17 @@ type GCFlags struct {
 }
 
 // policy turns the flags into a retention policy; a wrong combination is a usage error.
-func (f GCPolicyFlags) policy() (snapstore.Policy, error) {
-	p := snapstore.Policy{Kind: snapstore.PolicyKind(f.GCPolicy), MaxBackups: f.MaxBackups, KeepWithin: time.Duration(f.KeepWithin)}
+func (f GCPolicyFlags) policy() (catalog.Policy, error) {
+	p := catalog.Policy{Kind: catalog.PolicyKind(f.GCPolicy), MaxBackups: f.MaxBackups, KeepWithin: time.Duration(f.KeepWithin)}
 	switch {
 	case f.MaxBackups < 0:
 		return p, usageErrorf("--max-backups %d: keep at least 1 full snapshot", f.MaxBackups)
-	case p.Kind == snapstore.PolicyLimit && f.MaxBackups == 0:
+	case p.Kind == catalog.PolicyLimit && f.MaxBackups == 0:
 		return p, usageErrorf("--gc-policy limit needs --max-backups N: how many full snapshots to keep (at least 1)")
-	case p.Kind == snapstore.PolicyExponential && f.MaxBackups != 0:
+	case p.Kind == catalog.PolicyExponential && f.MaxBackups != 0:
 		return p, usageErrorf("--max-backups %d applies only to --gc-policy limit (the exponential policy keeps one full "+
 			"snapshot per hour, day and week): add --gc-policy limit, or drop --max-backups", f.MaxBackups)
-	case p.Kind == snapstore.PolicyLimit && f.GCTimeZone != "" && f.GCTimeZone != "UTC":
+	case p.Kind == catalog.PolicyLimit && f.GCTimeZone != "" && f.GCTimeZone != "UTC":
 		return p, usageErrorf("--gc-time-zone %s applies only to --gc-policy exponential (the limit policy counts full "+
 			"snapshots, not hours): drop it", f.GCTimeZone)
 	}
@@ -56,7 +56,7 @@ func (f GCPolicyFlags) policy() (snapstore.Policy, error) {
 }
 
 // config returns the policy and the period; enabled is false with --gc-period 0.
-func (f GCFlags) config() (policy snapstore.Policy, period time.Duration, enabled bool, err error) {
+func (f GCFlags) config() (policy catalog.Policy, period time.Duration, enabled bool, err error) {
 	if f.GCPeriod < 0 || (f.GCPeriod > 0 && f.GCPeriod < time.Second) {
 		return policy, 0, false, usageErrorf("--gc-period %v: use at least 1s, or 0 to disable garbage collection", f.GCPeriod)
 	}

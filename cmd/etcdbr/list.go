@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // ListCmd is `etcdbr list`.
@@ -30,11 +30,11 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
-	fulls, err := store.List(ctx, snapstore.KindFull)
+	fulls, err := store.List(ctx, catalog.KindFull)
 	if err != nil {
 		return err
 	}
-	deltas, err := store.List(ctx, snapstore.KindDelta)
+	deltas, err := store.List(ctx, catalog.KindDelta)
 	if err != nil {
 		return err
 	}
@@ -64,22 +64,22 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 }
 
 // printObjects prints every object, in the order of the revisions they start at.
-func printObjects(out io.Writer, fulls, deltas []snapstore.Snapshot) error {
+func printObjects(out io.Writer, fulls, deltas []catalog.Snapshot) error {
 	all := slices.Concat(fulls, deltas)
-	start := func(s snapstore.Snapshot) int64 {
-		if s.Kind == snapstore.KindFull {
+	start := func(s catalog.Snapshot) int64 {
+		if s.Kind == catalog.KindFull {
 			return s.Revision
 		}
 		return s.From
 	}
-	slices.SortStableFunc(all, func(a, b snapstore.Snapshot) int {
+	slices.SortStableFunc(all, func(a, b catalog.Snapshot) int {
 		return cmp.Or(cmp.Compare(start(a), start(b)), cmp.Compare(a.Revision, b.Revision), a.Time.Compare(b.Time))
 	})
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "KIND\tFROM\tREVISION\tTIME\tSIZE\tOBJECT")
 	for _, s := range all {
 		from := "-"
-		if s.Kind == snapstore.KindDelta {
+		if s.Kind == catalog.KindDelta {
 			from = fmt.Sprint(s.From)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%s\n", s.Kind, from, s.Revision, listTime(s.Time), s.Size, s.Key)
@@ -90,7 +90,7 @@ func printObjects(out io.Writer, fulls, deltas []snapstore.Snapshot) error {
 // printWindow prints the restorable window, then its holes in revision order: the ranges
 // that retention pruned (expected) and the gaps that break the backups (a warning), then the
 // overlaps. docs/retention.md says how the two kinds of holes are told apart.
-func printWindow(out io.Writer, w snapstore.Window) {
+func printWindow(out io.Writer, w catalog.Window) {
 	if w.Oldest.Key == "" {
 		fmt.Fprintln(out, "restorable: nothing (the store has no full snapshot)")
 	} else {
@@ -98,9 +98,9 @@ func printWindow(out io.Writer, w snapstore.Window) {
 			w.Oldest.Revision, listTime(w.Oldest.Time), w.Newest.Revision, listTime(w.Newest.Time))
 	}
 	type hole struct {
-		snapstore.Gap
+		catalog.Gap
 		pruned  bool
-		history *snapstore.History
+		history *catalog.History
 	}
 	var holes []hole
 	for _, g := range w.Pruned {
@@ -110,7 +110,7 @@ func printWindow(out io.Writer, w snapstore.Window) {
 		holes = append(holes, hole{Gap: g})
 	}
 	for _, b := range w.Boundaries {
-		holes = append(holes, hole{Gap: snapstore.Gap{From: b.From, To: b.To, After: b.After, Before: b.Before}, history: &b.History})
+		holes = append(holes, hole{Gap: catalog.Gap{From: b.From, To: b.To, After: b.After, Before: b.Before}, history: &b.History})
 	}
 	slices.SortStableFunc(holes, func(a, b hole) int { return cmp.Compare(a.From, b.From) })
 	for _, h := range holes {
@@ -129,7 +129,7 @@ func printWindow(out io.Writer, w snapstore.Window) {
 }
 
 // printOverlaps prints the objects that hold the same revisions.
-func printOverlaps(out io.Writer, overlaps []snapstore.Overlap) {
+func printOverlaps(out io.Writer, overlaps []catalog.Overlap) {
 	for _, o := range overlaps {
 		fmt.Fprintf(out, "overlap: %s and %s both hold revisions %d to %d: they cannot both belong to one history\n",
 			o.A, o.B, o.From, o.To)
@@ -138,11 +138,11 @@ func printOverlaps(out io.Writer, overlaps []snapstore.Overlap) {
 
 // prunedLine describes a range between two full snapshots that no delta holds: what
 // garbage collection leaves between the full snapshots it keeps.
-func prunedLine(g snapstore.Gap) string {
-	after, _ := snapstore.ParseName(g.After)
-	before, _ := snapstore.ParseName(g.Before)
+func prunedLine(g catalog.Gap) string {
+	after, _ := catalog.ParseName(g.After)
+	before, _ := catalog.ParseName(g.Before)
 	reach := "the full snapshots themselves"
-	if after.Kind == snapstore.KindDelta {
+	if after.Kind == catalog.KindDelta {
 		reach = fmt.Sprintf("every revision up to %d and to the full snapshot at revision %d", after.Revision, before.Revision)
 	}
 	return fmt.Sprintf("pruned: not restorable between revision %d (%s, %s) and revision %d (%s, %s): "+
@@ -151,9 +151,9 @@ func prunedLine(g snapstore.Gap) string {
 }
 
 // historyLine describes the range between two histories.
-func historyLine(g snapstore.Gap, h snapstore.History) string {
-	after, _ := snapstore.ParseName(g.After)
-	before, _ := snapstore.ParseName(g.Before)
+func historyLine(g catalog.Gap, h catalog.History) string {
+	after, _ := catalog.ParseName(g.After)
+	before, _ := catalog.ParseName(g.Before)
 	by := "a restore"
 	if h.Trigger != "" {
 		by = fmt.Sprintf("a restore (%s)", h.Trigger)
@@ -165,8 +165,8 @@ func historyLine(g snapstore.Gap, h snapstore.History) string {
 }
 
 // gapMeaning says what a gap breaks.
-func gapMeaning(g snapstore.Gap) string {
-	if next, _ := snapstore.ParseName(g.Before); next.Kind == snapstore.KindFull {
+func gapMeaning(g catalog.Gap) string {
+	if next, _ := catalog.ParseName(g.Before); next.Kind == catalog.KindFull {
 		return "a break in a chain of deltas: the store holds deltas in it that no restore can reach; points were lost"
 	}
 	return "a break in the chain of deltas after the newest full snapshot: nothing after it restores until the next full snapshot"

@@ -11,16 +11,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // putObjects writes backup objects (names only matter to list) into the file store at dir.
-func putObjects(t *testing.T, dir string, snaps ...snapstore.Snapshot) []snapstore.Snapshot {
+func putObjects(t *testing.T, dir string, snaps ...catalog.Snapshot) []catalog.Snapshot {
 	t.Helper()
 	ctx := context.Background()
 	s, err := snapstore.Open(ctx, "file://"+dir, snapstore.Options{})
 	require.NoError(t, err)
 	defer s.Close()
-	var out []snapstore.Snapshot
+	var out []catalog.Snapshot
 	for _, snap := range snaps {
 		w, err := s.Create(ctx, snap)
 		require.NoError(t, err)
@@ -37,11 +38,11 @@ func putObjects(t *testing.T, dir string, snaps ...snapstore.Snapshot) []snapsto
 // (expected) from breaks in a chain of deltas (a warning).
 func TestListPrunedAndGaps(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 200e6, time.UTC)
-	full := func(rev int64, h int) snapstore.Snapshot {
-		return snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: t0.Add(time.Duration(h) * time.Hour)}
+	full := func(rev int64, h int) catalog.Snapshot {
+		return catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: t0.Add(time.Duration(h) * time.Hour)}
 	}
-	delta := func(from, to int64, h, m int) snapstore.Snapshot {
-		return snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to,
+	delta := func(from, to int64, h, m int) catalog.Snapshot {
+		return catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to,
 			Time: t0.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)}
 	}
 	// What garbage collection leaves: full snapshots an hour apart, the deltas between the
@@ -98,12 +99,12 @@ func TestListCompact(t *testing.T) {
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	dir := t.TempDir()
 	s := putObjects(t, dir,
-		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 100, Time: at(0)},
-		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 200, Time: at(60)},
-		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 201, Revision: 230, Time: at(70)},
-		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 241, Revision: 250, Time: at(80)},
-		snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 300, Time: at(120)},
-		snapstore.Snapshot{Kind: snapstore.KindDelta, From: 301, Revision: 340, Time: at(130)},
+		catalog.Snapshot{Kind: catalog.KindFull, Revision: 100, Time: at(0)},
+		catalog.Snapshot{Kind: catalog.KindFull, Revision: 200, Time: at(60)},
+		catalog.Snapshot{Kind: catalog.KindDelta, From: 201, Revision: 230, Time: at(70)},
+		catalog.Snapshot{Kind: catalog.KindDelta, From: 241, Revision: 250, Time: at(80)},
+		catalog.Snapshot{Kind: catalog.KindFull, Revision: 300, Time: at(120)},
+		catalog.Snapshot{Kind: catalog.KindDelta, From: 301, Revision: 340, Time: at(130)},
 	)
 	code, out := etcdbr(t, "list", "--store", "file://"+dir)
 	require.Equal(t, exitOK, code, out)

@@ -16,6 +16,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -61,8 +62,8 @@ func (r revision) String() string {
 }
 
 // target turns the flags into a restore target.
-func (c *RestoreCmd) target() (snapstore.Target, error) {
-	var t snapstore.Target
+func (c *RestoreCmd) target() (catalog.Target, error) {
+	var t catalog.Target
 	switch {
 	case c.ToRevision.set && c.ToRevision.rev < 1:
 		return t, usageErrorf("--to-revision %d: revisions start at 1; omit --to-revision for the newest point", c.ToRevision.rev)

@@ -16,7 +16,7 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -113,7 +113,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
-	var gc *snapstore.Policy
+	var gc *catalog.Policy
 	if gcEnabled {
 		gc = &gcPolicy
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // SnapshotCmd is `etcdbr snapshot`: the sidecar. It backs up an external etcd until
@@ -89,7 +90,7 @@ func (c *SnapshotCmd) continuous(ctx context.Context, env *Env, cli *clientv3.Cl
 		Store:    store,
 		Schedule: sched,
 		Log:      lg.With("component", "backup"),
-		Take: func(ctx context.Context) (snapstore.Snapshot, error) {
+		Take: func(ctx context.Context) (catalog.Snapshot, error) {
 			return backup.FullFromClient(ctx, cli, store, spool)
 		},
 	}

@@ -16,7 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -296,12 +296,12 @@ func viewOfAPIWindow(bk apiBackups) windowView {
 	if w.Oldest == nil || w.Newest == nil {
 		return windowView{empty: true}
 	}
-	gap := func(g apiGap) snapstore.Gap {
-		return snapstore.Gap{From: g.From, To: g.To, After: g.After, Before: g.Before}
+	gap := func(g apiGap) catalog.Gap {
+		return catalog.Gap{From: g.From, To: g.To, After: g.After, Before: g.Before}
 	}
-	sw := snapstore.Window{
-		Oldest: snapstore.Point(*w.Oldest),
-		Newest: snapstore.Point(*w.Newest),
+	sw := catalog.Window{
+		Oldest: catalog.Point(*w.Oldest),
+		Newest: catalog.Point(*w.Newest),
 	}
 	for _, g := range w.Pruned {
 		sw.Pruned = append(sw.Pruned, gap(g))
@@ -310,8 +310,8 @@ func viewOfAPIWindow(bk apiBackups) windowView {
 		sw.Gaps = append(sw.Gaps, gap(g))
 	}
 	for _, h := range w.Histories {
-		sw.Boundaries = append(sw.Boundaries, snapstore.Boundary{From: h.From, To: h.To, After: h.After, Before: h.Before,
-			History: snapstore.History{Start: h.Start, Began: h.Began, Revision: h.Restored, Trigger: h.Trigger}})
+		sw.Boundaries = append(sw.Boundaries, catalog.Boundary{From: h.From, To: h.To, After: h.After, Before: h.Before,
+			History: catalog.History{Start: h.Start, Began: h.Began, Revision: h.Restored, Trigger: h.Trigger}})
 	}
 	return viewOfWindow(sw)
 }

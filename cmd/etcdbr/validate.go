@@ -8,7 +8,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -106,16 +106,16 @@ func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) 
 		return "", err
 	}
 	defer store.Close()
-	fulls, err := store.List(ctx, snapstore.KindFull)
+	fulls, err := store.List(ctx, catalog.KindFull)
 	if err != nil {
 		return "", err
 	}
 	if len(fulls) > 0 {
-		deltas, err := store.List(ctx, snapstore.KindDelta)
+		deltas, err := store.List(ctx, catalog.KindDelta)
 		if err != nil {
 			return "", err
 		}
-		f.StoreNewest = snapstore.RestorableWindow(fulls, deltas).Newest.Revision
+		f.StoreNewest = catalog.RestorableWindow(fulls, deltas).Newest.Revision
 	}
 	id, ok, err := store.ClusterID(ctx)
 	if err != nil {

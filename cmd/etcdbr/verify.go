@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/etcdbr/etcdbr/internal/progress"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -41,7 +41,7 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 		TempDir:      c.TempDir,
 		Log:          env.Log,
 		RecordDamage: true, // so that etcdbr list and GET /v1/backups leave damaged objects out of the window
-		Checked: func(snap snapstore.Snapshot, problem error) {
+		Checked: func(snap catalog.Snapshot, problem error) {
 			if problem == nil {
 				env.Log.Debug("verified", "object", snap.Key, "bytes", snap.Size)
 			}

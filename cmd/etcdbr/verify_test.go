@@ -16,19 +16,20 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 var testTime = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
 // writeTestChain writes a full snapshot at revision 10 and deltas 11..20 and 21..30 into
 // the file store at dir, encrypted to recipients if any.
-func writeTestChain(t *testing.T, dir string, recipients ...age.Recipient) []snapstore.Snapshot {
+func writeTestChain(t *testing.T, dir string, recipients ...age.Recipient) []catalog.Snapshot {
 	t.Helper()
 	ctx := context.Background()
 	s, err := snapstore.Open(ctx, "file://"+dir, snapstore.Options{Recipients: recipients})
 	require.NoError(t, err)
 	defer s.Close()
-	put := func(snap snapstore.Snapshot, payload []byte) snapstore.Snapshot {
+	put := func(snap catalog.Snapshot, payload []byte) catalog.Snapshot {
 		w, err := s.Create(ctx, snap)
 		require.NoError(t, err)
 		defer w.Abort()
@@ -40,7 +41,7 @@ func writeTestChain(t *testing.T, dir string, recipients ...age.Recipient) []sna
 	}
 	db := bytes.Repeat([]byte("/registry/pods/default/x "), 4096)
 	sum := sha256.Sum256(db)
-	snaps := []snapstore.Snapshot{put(snapstore.Snapshot{Kind: snapstore.KindFull, Revision: 10, Time: testTime}, append(db, sum[:]...))}
+	snaps := []catalog.Snapshot{put(catalog.Snapshot{Kind: catalog.KindFull, Revision: 10, Time: testTime}, append(db, sum[:]...))}
 	for _, r := range [][2]int64{{11, 20}, {21, 30}} {
 		var buf bytes.Buffer
 		e, err := snapstore.NewDeltaEncoder(&buf, r[0], r[1])
@@ -51,7 +52,7 @@ func writeTestChain(t *testing.T, dir string, recipients ...age.Recipient) []sna
 			}}}))
 		}
 		require.NoError(t, e.Close())
-		snaps = append(snaps, put(snapstore.Snapshot{Kind: snapstore.KindDelta, From: r[0], Revision: r[1], Time: testTime.Add(time.Duration(r[0]) * time.Second)}, buf.Bytes()))
+		snaps = append(snaps, put(catalog.Snapshot{Kind: catalog.KindDelta, From: r[0], Revision: r[1], Time: testTime.Add(time.Duration(r[0]) * time.Second)}, buf.Bytes()))
 	}
 	return snaps
 }

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // windowHole is a range of revisions inside the restorable window that does not restore:
@@ -30,7 +30,7 @@ type windowView struct {
 }
 
 // viewOfWindow builds the compact view of a store's window.
-func viewOfWindow(w snapstore.Window) windowView {
+func viewOfWindow(w catalog.Window) windowView {
 	v := windowView{empty: w.Oldest.Key == "", oldest: w.Oldest.Revision, newest: w.Newest.Revision,
 		oldestTime: w.Oldest.Time, newestTime: w.Newest.Time}
 	for _, g := range w.Pruned {
@@ -60,7 +60,7 @@ func historyNote(start, restored int64, trigger string, began time.Time) string 
 
 // keyTime is the time in a backup object's name (zero when the key is not one).
 func keyTime(key string) time.Time {
-	s, _ := snapstore.ParseName(key)
+	s, _ := catalog.ParseName(key)
 	return s.Time
 }
 

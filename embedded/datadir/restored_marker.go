@@ -29,7 +29,7 @@ type RestoredMarker struct {
 	Written time.Time `json:"written"`
 	// Source is the store the data dir was restored from (its URL, secrets redacted).
 	Source string `json:"source,omitempty"`
-	// Trigger says what asked for the restore (snapstore.History.Trigger).
+	// Trigger says what asked for the restore (catalog.History.Trigger).
 	Trigger string `json:"trigger,omitempty"`
 	// Revision is the revision restored, RevisionTime when it was observed (zero when it
 	// is the full snapshot's, which the caller knows).

@@ -14,22 +14,23 @@ import (
 
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // ReplayOptions says which deltas ReplayDeltas replays and where it stops.
 type ReplayOptions struct {
-	// Deltas are replayed in this order: a chain as snapstore.PlanRestore returns it.
-	Deltas []snapstore.Snapshot
+	// Deltas are replayed in this order: a chain as catalog.PlanRestore returns it.
+	Deltas []catalog.Snapshot
 	// Open returns a delta's payload (snapstore.Store.Open); reading it to io.EOF must
 	// vouch for all of it.
-	Open func(ctx context.Context, delta snapstore.Snapshot) (io.ReadCloser, error)
+	Open func(ctx context.Context, delta catalog.Snapshot) (io.ReadCloser, error)
 	// Stop is where the replay ends: after revision Stop.Revision, or before the first
 	// revision observed after Stop.Time; the zero Target replays all the deltas.
-	Stop snapstore.Target
-	// Reach is the lowest revision the db may end at (snapstore.Plan.MinRevision): ending
+	Stop catalog.Target
+	// Reach is the lowest revision the db may end at (catalog.RestorePlan.MinRevision): ending
 	// below it fails the replay.
 	Reach int64
-	// MustPassTime (time targets, snapstore.Plan.EndsAtGap): the deltas end at a gap, so
+	// MustPassTime (time targets, catalog.RestorePlan.EndsAtGap): the deltas end at a gap, so
 	// running out of deltas before a revision observed after Stop.Time fails the replay.
 	MustPassTime bool
 	// MinLeaseTTL is the member's minimum lease TTL in seconds (MinLeaseTTL(cfg)); leases
@@ -67,7 +68,7 @@ type ReplayResult struct {
 // or snapstore.ErrMalformedDelta the object itself is bad: a restore can leave it out and
 // plan again.
 type ObjectError struct {
-	Object snapstore.Snapshot
+	Object catalog.Snapshot
 	Err    error
 }
 
@@ -77,12 +78,12 @@ func (e *ObjectError) Error() string { return e.Err.Error() }
 func (e *ObjectError) Unwrap() error { return e.Err }
 
 // BadObject returns the object an error reports as corrupt or malformed, if any.
-func BadObject(err error) (snapstore.Snapshot, bool) {
+func BadObject(err error) (catalog.Snapshot, bool) {
 	var oe *ObjectError
 	if errors.As(err, &oe) && (errors.Is(oe.Err, snapstore.ErrCorrupt) || errors.Is(oe.Err, snapstore.ErrMalformedDelta)) {
 		return oe.Object, true
 	}
-	return snapstore.Snapshot{}, false
+	return catalog.Snapshot{}, false
 }
 
 // defaultMinLeaseTTL is etcd's minimum lease TTL with its default heartbeat (100ms) and
@@ -286,7 +287,7 @@ func (r *replayer) run(ctx context.Context) error {
 
 // batch replays the records of one batch of delta d; it reports whether the replay reached
 // its stop.
-func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []readItem) (stopped bool, err error) {
+func (r *replayer) batch(ctx context.Context, d catalog.Snapshot, items []readItem) (stopped bool, err error) {
 	stop := r.opts.Stop
 	if p := r.opts.Progress; p != nil {
 		before := r.res.Revisions
@@ -332,7 +333,7 @@ func (r *replayer) batch(ctx context.Context, d snapstore.Snapshot, items []read
 // revisionsToReplay is how many revisions a replay of deltas into a db at revision from
 // writes when it runs to stop: the deltas' revision ranges above from, up to stop's
 // revision (a time target: up to the deltas' end, an upper bound).
-func revisionsToReplay(deltas []snapstore.Snapshot, from int64, stop snapstore.Target) int64 {
+func revisionsToReplay(deltas []catalog.Snapshot, from int64, stop catalog.Target) int64 {
 	end := from
 	for _, d := range deltas {
 		end = max(end, d.Revision)
@@ -345,7 +346,7 @@ func revisionsToReplay(deltas []snapstore.Snapshot, from int64, stop snapstore.T
 
 // pastStop reports whether rev comes after the replay's stop: after its revision, or
 // observed after its time.
-func pastStop(stop snapstore.Target, rev *snapstore.Revision) bool {
+func pastStop(stop catalog.Target, rev *snapstore.Revision) bool {
 	return (stop.Revision > 0 && rev.Revision > stop.Revision) || (!stop.Time.IsZero() && rev.Time.After(stop.Time))
 }
 
@@ -413,7 +414,7 @@ func (r *replayer) read(ctx context.Context, out chan<- readBatch) {
 
 // readDelta reads delta number i; it reports whether the replay's stop is inside it. Its
 // errors are the delta's.
-func (r *replayer) readDelta(ctx context.Context, i int, d snapstore.Snapshot, reached *int64, send func(readBatch) bool) (stopped bool, err error) {
+func (r *replayer) readDelta(ctx context.Context, i int, d catalog.Snapshot, reached *int64, send func(readBatch) bool) (stopped bool, err error) {
 	rc, err := r.opts.Open(ctx, d)
 	if err != nil {
 		return false, fmt.Errorf("open delta %s: %w", d.Key, err)

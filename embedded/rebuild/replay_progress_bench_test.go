@@ -18,6 +18,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Sizes of BenchmarkReplayProgress: small events, so that the replay's cost per revision,
@@ -57,7 +58,7 @@ func BenchmarkReplayProgress(b *testing.B) {
 	now := time.Now()
 	for from := int64(2); from < 2+benchRevisions; from += benchDeltaRevisions {
 		to := from + benchDeltaRevisions - 1
-		w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: now})
+		w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: now})
 		require.NoError(b, err)
 		enc, err := snapstore.NewDeltaEncoder(w, from, to)
 		require.NoError(b, err)
@@ -75,7 +76,7 @@ func BenchmarkReplayProgress(b *testing.B) {
 		_, err = w.Commit()
 		require.NoError(b, err)
 	}
-	deltas, err := store.List(ctx, snapstore.KindDelta)
+	deltas, err := store.List(ctx, catalog.KindDelta)
 	require.NoError(b, err)
 
 	// replay replays the deltas into a fresh copy of the empty db and returns how long the
@@ -90,7 +91,7 @@ func BenchmarkReplayProgress(b *testing.B) {
 		if watched {
 			p := progress.New("replay")
 			opts.Progress = p
-			opts.Open = func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+			opts.Open = func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
 				r, err := store.OpenReaderProgress(ctx, d, p)
 				if err != nil {
 					return nil, err
@@ -148,7 +149,7 @@ func processCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func sumSizes(snaps []snapstore.Snapshot) int64 {
+func sumSizes(snaps []catalog.Snapshot) int64 {
 	var n int64
 	for _, s := range snaps {
 		n += s.Size

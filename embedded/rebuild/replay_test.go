@@ -29,16 +29,17 @@ import (
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // replayFixture is a source member's full snapshot (a file, with its sha256) and the deltas
 // recorded after it (in a file store), with the source's data at every revision.
 type replayFixture struct {
 	snapPath string
-	full     snapstore.Snapshot // describes snapPath (not in the store)
+	full     catalog.Snapshot // describes snapPath (not in the store)
 	store    *snapstore.Store
 	storeDir string
-	deltas   []snapstore.Snapshot
+	deltas   []catalog.Snapshot
 	dumps    map[int64]etcdtest.Dump // revision -> the source's data
 	ttls     deltatest.LeaseTTLs
 	last     int64
@@ -98,7 +99,7 @@ func buildFixture(t *testing.T) (*replayFixture, error) {
 		return nil, err
 	}
 	fullRev := resp.Header.Revision
-	f.full = snapstore.Snapshot{Kind: snapstore.KindFull, Revision: fullRev, Time: time.Now(), Key: snapstore.FullName(fullRev, time.Now(), false)}
+	f.full = catalog.Snapshot{Kind: catalog.KindFull, Revision: fullRev, Time: time.Now(), Key: catalog.FullName(fullRev, time.Now(), false)}
 	if f.store, err = snapstore.Open(ctx, "file://"+f.storeDir, snapstore.Options{}); err != nil {
 		return nil, err
 	}
@@ -197,14 +198,14 @@ func copyFile(t *testing.T, src string) string {
 }
 
 // planFor plans a restore of the fixture to target.
-func (f *replayFixture) planFor(t *testing.T, target snapstore.Target) snapstore.RestorePlan {
+func (f *replayFixture) planFor(t *testing.T, target catalog.Target) catalog.RestorePlan {
 	t.Helper()
-	p, err := snapstore.PlanRestore([]snapstore.Snapshot{f.full}, f.deltas, target, nil)
+	p, err := catalog.PlanRestore([]catalog.Snapshot{f.full}, f.deltas, target, nil)
 	require.NoError(t, err)
 	return p
 }
 
-func (f *replayFixture) replayOptions(p snapstore.RestorePlan, lg *slog.Logger) ReplayOptions {
+func (f *replayFixture) replayOptions(p catalog.RestorePlan, lg *slog.Logger) ReplayOptions {
 	return ReplayOptions{Deltas: p.Deltas, Open: f.store.Open, Stop: p.Target, Reach: p.MinRevision, MustPassTime: p.EndsAtGap, Log: lg}
 }
 
@@ -227,15 +228,15 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 	mid := f.deltas[2].From + (f.deltas[2].Revision-f.deltas[2].From)/2
 	for _, tc := range []struct {
 		name    string
-		target  snapstore.Target
+		target  catalog.Target
 		wantRev int64
 	}{
-		{"full snapshot's revision", snapstore.Target{Revision: fullRev}, fullRev},
-		{"just after the full snapshot", snapstore.Target{Revision: fullRev + 1}, fullRev + 1},
-		{"end of a delta", snapstore.Target{Revision: f.deltas[1].Revision}, f.deltas[1].Revision},
-		{"inside a delta", snapstore.Target{Revision: mid}, mid},
-		{"a time", snapstore.Target{Time: f.timeTarget}, f.timeRev},
-		{"latest", snapstore.Target{}, f.last},
+		{"full snapshot's revision", catalog.Target{Revision: fullRev}, fullRev},
+		{"just after the full snapshot", catalog.Target{Revision: fullRev + 1}, fullRev + 1},
+		{"end of a delta", catalog.Target{Revision: f.deltas[1].Revision}, f.deltas[1].Revision},
+		{"inside a delta", catalog.Target{Revision: mid}, mid},
+		{"a time", catalog.Target{Time: f.timeTarget}, f.timeRev},
+		{"latest", catalog.Target{}, f.last},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -262,14 +263,14 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 	for _, target := range []int64{f.deltas[1].Revision, mid} {
 		t.Run(fmt.Sprintf("a damaged delta after the target %d", target), func(t *testing.T) {
 			t.Parallel()
-			p := f.planFor(t, snapstore.Target{Revision: target})
+			p := f.planFor(t, catalog.Target{Revision: target})
 			last := slices.Index(f.deltas, p.Deltas[len(p.Deltas)-1])
 			opts := f.replayOptions(p, embeddedtest.Logger(t))
 			opts.Deltas = f.deltas // the damaged one too
 			open := flipped(t, f, f.deltas[3], 0.5)
 			var mu sync.Mutex
 			var opened []int
-			opts.Open = func(ctx context.Context, d snapstore.Snapshot) (io.ReadCloser, error) {
+			opts.Open = func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
 				mu.Lock()
 				opened = append(opened, slices.Index(f.deltas, d))
 				mu.Unlock()
@@ -289,7 +290,7 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 
 	t.Run("revision bump after the replay", func(t *testing.T) {
 		t.Parallel()
-		p := f.planFor(t, snapstore.Target{Revision: mid})
+		p := f.planFor(t, catalog.Target{Revision: mid})
 		cfg := embeddedtest.NewConfig(t)
 		res, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg,
 			RestoreOptions{RevisionBump: 1000, MarkCompacted: true, Replay: f.replayOptions(p, embeddedtest.Logger(t))}, embeddedtest.Logger(t))
@@ -311,7 +312,7 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 // applies the revision bump itself: the member's db holds exactly, bucket by bucket and byte
 // by byte, what etcdutl's restore (with the bump) of the replayed snapshot db holds.
 func testReplayOrder(t *testing.T, f *replayFixture) {
-	p := f.planFor(t, snapstore.Target{})
+	p := f.planFor(t, catalog.Target{})
 	for _, bump := range []uint64{0, 1000} {
 		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
 			t.Parallel()
@@ -352,7 +353,7 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 // on it and its HashKV at the last revision is the source member's.
 func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
 	t.Parallel()
-	p := f.planFor(t, snapstore.Target{})
+	p := f.planFor(t, catalog.Target{})
 	requireRichHistory(t, f, p.Deltas)
 	for _, bump := range []int64{0, 1000} {
 		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
@@ -397,7 +398,7 @@ func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
 // requireRichHistory checks that the deltas hold what the comparison with etcd's store
 // must cover: revisions of several events with puts and deletes (multi-op transactions,
 // range deletes, lease revocations), puts with a lease, overwrites, re-creations.
-func requireRichHistory(t *testing.T, f *replayFixture, deltas []snapstore.Snapshot) {
+func requireRichHistory(t *testing.T, f *replayFixture, deltas []catalog.Snapshot) {
 	t.Helper()
 	var multi, multiDelete, leased, overwrite, recreate int
 	for _, d := range deltas {
@@ -474,7 +475,7 @@ func testReplayUnknownLeaseTTL(t *testing.T, f *replayFixture) {
 	writeRaw(t, store, rev, rev, []snapstore.Lease{{ID: id, TTL: 0}}, []snapstore.Revision{{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{
 		{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/leased"), Value: []byte("v"), CreateRevision: rev, ModRevision: rev, Version: 1, Lease: id}},
 	}}})
-	deltas, err := store.List(context.Background(), snapstore.KindDelta)
+	deltas, err := store.List(context.Background(), catalog.KindDelta)
 	require.NoError(t, err)
 
 	cfg := embeddedtest.NewConfig(t)
@@ -513,35 +514,35 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 
 	tests := []struct {
 		name  string
-		setup func(t *testing.T) (deltas []snapstore.Snapshot, open func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), stop snapstore.Target, reach int64)
+		setup func(t *testing.T) (deltas []catalog.Snapshot, open func(context.Context, catalog.Snapshot) (io.ReadCloser, error), stop catalog.Target, reach int64)
 		bad   error // wrapped by the error, and the object is reported bad; nil: not an object's fault
 		want  string
 	}{
-		{"a flipped byte", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return f.deltas, flipped(t, f, f.deltas[2], 0.5), snapstore.Target{}, f.last
+		{"a flipped byte", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return f.deltas, flipped(t, f, f.deltas[2], 0.5), catalog.Target{}, f.last
 		}, snapstore.ErrCorrupt, f.deltas[2].Key},
-		{"a flipped byte after the target, in the delta that holds it", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return f.deltas, flipped(t, f, f.deltas[1], 0.9), snapstore.Target{Revision: f.deltas[1].From + 1}, f.deltas[1].From + 1
+		{"a flipped byte after the target, in the delta that holds it", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return f.deltas, flipped(t, f, f.deltas[1], 0.9), catalog.Target{Revision: f.deltas[1].From + 1}, f.deltas[1].From + 1
 		}, snapstore.ErrCorrupt, f.deltas[1].Key},
-		{"a delta of another history", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
+		{"a delta of another history", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
 			s := openStore(t)
 			// In the source this key existed already: here it is new, so its version differs.
 			writeRaw(t, s, r1, r1, nil, one(r1, put("/churn/brand-new", r1, r1-5, 3, 0)))
-			return list(t, s), s.Open, snapstore.Target{}, r1
+			return list(t, s), s.Open, catalog.Target{}, r1
 		}, snapstore.ErrMalformedDelta, "does not apply to the db as it did to the source"},
-		{"a delete of a key that does not exist", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
+		{"a delete of a key that does not exist", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
 			s := openStore(t)
 			writeRaw(t, s, r1, r1, nil, one(r1, &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/nope"), ModRevision: r1}}))
-			return list(t, s), s.Open, snapstore.Target{}, r1
+			return list(t, s), s.Open, catalog.Target{}, r1
 		}, snapstore.ErrMalformedDelta, "the key does not exist"},
-		{"a lease without its record", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
+		{"a lease without its record", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
 			s := openStore(t)
 			writeRaw(t, s, r1, r1, nil, one(r1, put("/leased", r1, r1, 1, 0x5151)))
-			return list(t, s), s.Open, snapstore.Target{}, r1
+			return list(t, s), s.Open, catalog.Target{}, r1
 		}, snapstore.ErrMalformedDelta, "no lease record"},
-		{"content that is not what the name says", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
+		{"content that is not what the name says", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
 			s := openStore(t)
-			w, err := s.Create(context.Background(), snapstore.Snapshot{Kind: snapstore.KindDelta, From: r1, Revision: r1 + 1, Time: time.Now()})
+			w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindDelta, From: r1, Revision: r1 + 1, Time: time.Now()})
 			require.NoError(t, err)
 			enc, err := snapstore.NewDeltaEncoder(w, r1, r1)
 			require.NoError(t, err)
@@ -549,24 +550,24 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 			require.NoError(t, enc.Close())
 			_, err = w.Commit()
 			require.NoError(t, err)
-			return list(t, s), s.Open, snapstore.Target{}, r1
+			return list(t, s), s.Open, catalog.Target{}, r1
 		}, snapstore.ErrMalformedDelta, "its name says"},
-		{"a missing delta", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return []snapstore.Snapshot{f.deltas[0], f.deltas[2]}, f.store.Open, snapstore.Target{}, f.deltas[2].Revision
+		{"a missing delta", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return []catalog.Snapshot{f.deltas[0], f.deltas[2]}, f.store.Open, catalog.Target{}, f.deltas[2].Revision
 		}, nil, "continues at revision"},
-		{"a delta that is gone", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
+		{"a delta that is gone", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
 			gone := f.deltas[0]
-			gone.Key = snapstore.DeltaName(gone.From, gone.Revision, gone.Time.Add(time.Hour), false)
-			return []snapstore.Snapshot{gone}, f.store.Open, snapstore.Target{}, gone.Revision
+			gone.Key = catalog.DeltaName(gone.From, gone.Revision, gone.Time.Add(time.Hour), false)
+			return []catalog.Snapshot{gone}, f.store.Open, catalog.Target{}, gone.Revision
 		}, snapstore.ErrNotFound, "not found"},
-		{"ending below what the store promised", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return f.deltas[:2], f.store.Open, snapstore.Target{}, f.deltas[2].Revision
+		{"ending below what the store promised", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return f.deltas[:2], f.store.Open, catalog.Target{}, f.deltas[2].Revision
 		}, nil, "below revision " + strconv.FormatInt(f.deltas[2].Revision, 10) + ", the newest in the store"},
-		{"a target revision the deltas do not reach", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return f.deltas[:2], f.store.Open, snapstore.Target{Revision: f.deltas[2].From}, 0
+		{"a target revision the deltas do not reach", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return f.deltas[:2], f.store.Open, catalog.Target{Revision: f.deltas[2].From}, 0
 		}, nil, "not at the target revision"},
-		{"a target revision before the full snapshot", func(t *testing.T) ([]snapstore.Snapshot, func(context.Context, snapstore.Snapshot) (io.ReadCloser, error), snapstore.Target, int64) {
-			return f.deltas, f.store.Open, snapstore.Target{Revision: fullRev - 1}, 0
+		{"a target revision before the full snapshot", func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64) {
+			return f.deltas, f.store.Open, catalog.Target{Revision: fullRev - 1}, 0
 		}, nil, "after the target revision"},
 	}
 	for _, tc := range tests {
@@ -598,7 +599,7 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 	t.Run("a time the deltas do not pass before a gap", func(t *testing.T) {
 		t.Parallel()
 		_, err := ReplayDeltas(context.Background(), stripped(t, f), ReplayOptions{
-			Deltas: f.deltas[:2], Open: f.store.Open, Stop: snapstore.Target{Time: time.Now().Add(time.Hour)}, MustPassTime: true,
+			Deltas: f.deltas[:2], Open: f.store.Open, Stop: catalog.Target{Time: time.Now().Add(time.Hour)}, MustPassTime: true,
 		})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "the state at that time is not in the store")
@@ -640,9 +641,9 @@ func openStore(t *testing.T) *snapstore.Store {
 	return s
 }
 
-func list(t *testing.T, s *snapstore.Store) []snapstore.Snapshot {
+func list(t *testing.T, s *snapstore.Store) []catalog.Snapshot {
 	t.Helper()
-	ds, err := s.List(context.Background(), snapstore.KindDelta)
+	ds, err := s.List(context.Background(), catalog.KindDelta)
 	require.NoError(t, err)
 	return ds
 }
@@ -650,7 +651,7 @@ func list(t *testing.T, s *snapstore.Store) []snapstore.Snapshot {
 // writeRaw stores one delta with exactly the given records: leases first.
 func writeRaw(t *testing.T, s *snapstore.Store, from, to int64, leases []snapstore.Lease, revs []snapstore.Revision) {
 	t.Helper()
-	w, err := s.Create(context.Background(), snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: time.Now()})
+	w, err := s.Create(context.Background(), catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: time.Now()})
 	require.NoError(t, err)
 	defer w.Abort()
 	enc, err := snapstore.NewDeltaEncoder(w, from, to)
@@ -668,7 +669,7 @@ func writeRaw(t *testing.T, s *snapstore.Store, from, to int64, leases []snapsto
 
 // flipped returns an Open that serves the fixture's objects, with one byte of d flipped at
 // the given fraction of its compressed bytes.
-func flipped(t *testing.T, f *replayFixture, d snapstore.Snapshot, at float64) func(context.Context, snapstore.Snapshot) (io.ReadCloser, error) {
+func flipped(t *testing.T, f *replayFixture, d catalog.Snapshot, at float64) func(context.Context, catalog.Snapshot) (io.ReadCloser, error) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(f.storeDir, filepath.FromSlash(d.Key)))
 	require.NoError(t, err)
@@ -677,7 +678,7 @@ func flipped(t *testing.T, f *replayFixture, d snapstore.Snapshot, at float64) f
 	dir := strings.TrimPrefix(s.URL(), "file://")
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "delta"), 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(d.Key)), raw, 0o600))
-	return func(ctx context.Context, snap snapstore.Snapshot) (io.ReadCloser, error) {
+	return func(ctx context.Context, snap catalog.Snapshot) (io.ReadCloser, error) {
 		if snap.Key == d.Key {
 			return s.Open(ctx, snap)
 		}
@@ -730,22 +731,22 @@ func TestReplayIntoEmptySnapshot(t *testing.T) {
 }
 
 func TestRevisionsToReplay(t *testing.T) {
-	d := func(from, to int64) snapstore.Snapshot {
-		return snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to}
+	d := func(from, to int64) catalog.Snapshot {
+		return catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to}
 	}
-	chain := []snapstore.Snapshot{d(95, 120), d(121, 150), d(151, 200)}
+	chain := []catalog.Snapshot{d(95, 120), d(121, 150), d(151, 200)}
 	for _, tc := range []struct {
 		name   string
-		deltas []snapstore.Snapshot
+		deltas []catalog.Snapshot
 		from   int64
-		stop   snapstore.Target
+		stop   catalog.Target
 		want   int64
 	}{
-		{"all, the first delta starting inside the db", chain, 100, snapstore.Target{}, 100},
-		{"to a revision", chain, 100, snapstore.Target{Revision: 130}, 30},
-		{"a time: the chain's end bounds it", chain, 100, snapstore.Target{Time: time.Unix(1, 0)}, 100},
-		{"no deltas", nil, 100, snapstore.Target{}, 0},
-		{"deltas the db holds", chain[:1], 130, snapstore.Target{}, 0},
+		{"all, the first delta starting inside the db", chain, 100, catalog.Target{}, 100},
+		{"to a revision", chain, 100, catalog.Target{Revision: 130}, 30},
+		{"a time: the chain's end bounds it", chain, 100, catalog.Target{Time: time.Unix(1, 0)}, 100},
+		{"no deltas", nil, 100, catalog.Target{}, 0},
+		{"deltas the db holds", chain[:1], 130, catalog.Target{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, revisionsToReplay(tc.deltas, tc.from, tc.stop))

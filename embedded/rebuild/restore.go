@@ -21,7 +21,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/dbrev"
 	"github.com/etcdbr/etcdbr/internal/fsync"
 	"github.com/etcdbr/etcdbr/internal/progress"
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // RestoreOptions mirror the knobs of etcdutl's snapshot.RestoreConfig.
@@ -47,7 +47,7 @@ type RestoreOptions struct {
 	Replay ReplayOptions
 	// Served, when not 0, is the newest revision clients may have been served by the
 	// history the restore replaces: a restore that ends before it raises the revision
-	// past it (snapstore.RevisionBump, at least RevisionBump) and marks it compacted, so
+	// past it (catalog.RevisionBump, at least RevisionBump) and marks it compacted, so
 	// that every watcher of the old history is told to relist. MarkCompacted is then
 	// implied.
 	Served int64
@@ -64,7 +64,7 @@ type RestoreOptions struct {
 func (o RestoreOptions) bumpFor(rev int64) uint64 {
 	b := o.RevisionBump
 	if o.Served > 0 {
-		b = max(b, snapstore.RevisionBump(rev, o.Served))
+		b = max(b, catalog.RevisionBump(rev, o.Served))
 	}
 	return b
 }

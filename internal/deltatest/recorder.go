@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // Recorder watches a member from a revision and keeps the revisions it sees until they are
@@ -341,15 +342,15 @@ func (r *Recorder) Last() int64 {
 
 // Cut waits for revision to and writes the revisions after the previous cut up to it as one
 // delta, taken now.
-func (r *Recorder) Cut(ctx context.Context, to int64) (snapstore.Snapshot, error) {
+func (r *Recorder) Cut(ctx context.Context, to int64) (catalog.Snapshot, error) {
 	if err := r.WaitFor(ctx, to); err != nil {
-		return snapstore.Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	r.mu.Lock()
 	from := r.cut + 1
 	r.mu.Unlock()
 	if to < from {
-		return snapstore.Snapshot{}, fmt.Errorf("cut at %d: revisions up to %d are cut already", to, r.cut)
+		return catalog.Snapshot{}, fmt.Errorf("cut at %d: revisions up to %d are cut already", to, r.cut)
 	}
 	s, err := r.WriteRange(ctx, from, to, time.Now())
 	if err != nil {
@@ -368,11 +369,11 @@ func (r *Recorder) Cut(ctx context.Context, to int64) (snapstore.Snapshot, error
 
 // WriteRange writes the received revisions from..to as a delta named with time at, whether
 // or not they were cut before (they must still be kept).
-func (r *Recorder) WriteRange(ctx context.Context, from, to int64, at time.Time) (snapstore.Snapshot, error) {
+func (r *Recorder) WriteRange(ctx context.Context, from, to int64, at time.Time) (catalog.Snapshot, error) {
 	r.mu.Lock()
 	if from < r.first || to > r.last {
 		r.mu.Unlock()
-		return snapstore.Snapshot{}, fmt.Errorf("write %d..%d: the recorder holds revisions %d..%d", from, to, r.first, r.last)
+		return catalog.Snapshot{}, fmt.Errorf("write %d..%d: the recorder holds revisions %d..%d", from, to, r.first, r.last)
 	}
 	revs := r.revs[from-r.first : to-r.first+1]
 	ttls := make(map[int64]int64, len(r.ttls))
@@ -385,36 +386,36 @@ func (r *Recorder) WriteRange(ctx context.Context, from, to int64, at time.Time)
 
 // Write stores revs (consecutive) as one delta named with time at, with a lease record
 // (TTL from ttls, 0 when missing) before the first revision that attaches a key to a lease.
-func Write(ctx context.Context, store *snapstore.Store, revs []snapstore.Revision, ttls map[int64]int64, at time.Time) (snapstore.Snapshot, error) {
+func Write(ctx context.Context, store *snapstore.Store, revs []snapstore.Revision, ttls map[int64]int64, at time.Time) (catalog.Snapshot, error) {
 	if len(revs) == 0 {
-		return snapstore.Snapshot{}, errors.New("write delta: no revisions")
+		return catalog.Snapshot{}, errors.New("write delta: no revisions")
 	}
 	from, to := revs[0].Revision, revs[len(revs)-1].Revision
-	w, err := store.Create(ctx, snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: at})
+	w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: at})
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	defer w.Abort() //nolint:errcheck // a no-op after Commit
 	enc, err := snapstore.NewDeltaEncoder(w, from, to)
 	if err != nil {
-		return snapstore.Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	written := map[int64]bool{}
 	for _, rev := range revs {
 		for _, ev := range rev.Events {
 			if id := ev.Kv.Lease; ev.Type == mvccpb.PUT && id != 0 && !written[id] {
 				if err := enc.Lease(snapstore.Lease{ID: id, TTL: ttls[id]}); err != nil {
-					return snapstore.Snapshot{}, err
+					return catalog.Snapshot{}, err
 				}
 				written[id] = true
 			}
 		}
 		if err := enc.Revision(rev); err != nil {
-			return snapstore.Snapshot{}, err
+			return catalog.Snapshot{}, err
 		}
 	}
 	if err := enc.Close(); err != nil {
-		return snapstore.Snapshot{}, err
+		return catalog.Snapshot{}, err
 	}
 	return w.Commit()
 }

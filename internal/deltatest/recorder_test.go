@@ -14,6 +14,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // A recorder that starts far behind etcd, and goes on while etcd is written to, catches up
@@ -88,7 +89,7 @@ type recorded struct {
 	leases map[int64]int64
 }
 
-func readDelta(t *testing.T, store *snapstore.Store, delta snapstore.Snapshot) recorded {
+func readDelta(t *testing.T, store *snapstore.Store, delta catalog.Snapshot) recorded {
 	t.Helper()
 	r, err := store.Open(context.Background(), delta)
 	require.NoError(t, err)

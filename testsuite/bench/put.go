@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // putKeys is the key space of the put load.
@@ -163,7 +164,7 @@ func deltaLag(ctx context.Context, storeURL string, last int64) (time.Duration, 
 	defer store.Close()
 	start := time.Now()
 	for {
-		snap, ok, err := store.Latest(ctx, snapstore.KindDelta)
+		snap, ok, err := store.Latest(ctx, catalog.KindDelta)
 		if err != nil {
 			return 0, err
 		}

@@ -26,12 +26,13 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // dataset is the store every restore reads: a full snapshot and the deltas after it.
 type dataset struct {
 	StoreURL string
-	Full     snapstore.Snapshot
+	Full     catalog.Snapshot
 	// DBBytes is the size of the full snapshot's db; DeltaBytes of the deltas as stored.
 	DBBytes, DeltaBytes int64
 	Deltas              int
@@ -66,7 +67,7 @@ func makeDataset(ctx context.Context, cfg config, dir string) (ds dataset, err e
 	if err := makeSource(ctx, cfg, filepath.Join(dir, "source"), store, &ds); err != nil {
 		return ds, fmt.Errorf("make the source: %w", err)
 	}
-	deltas, err := store.List(ctx, snapstore.KindDelta)
+	deltas, err := store.List(ctx, catalog.KindDelta)
 	if err != nil {
 		return ds, err
 	}
@@ -487,7 +488,7 @@ func sourceConfig(dir string) (*embed.Config, error) {
 
 // saveObject writes a full snapshot's payload (db and sha256) into a file and returns the
 // db's size.
-func saveObject(ctx context.Context, store *snapstore.Store, snap snapstore.Snapshot, path string) (int64, error) {
+func saveObject(ctx context.Context, store *snapstore.Store, snap catalog.Snapshot, path string) (int64, error) {
 	r, err := store.Open(ctx, snap)
 	if err != nil {
 		return 0, err

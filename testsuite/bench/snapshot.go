@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // benchSnapshot measures a full snapshot of the member on dataDir into a file:// store both
@@ -155,7 +156,7 @@ func runWithServerCPU(ctx context.Context, s *server, cmd *exec.Cmd) (st procSta
 // checkSnapshotName checks that the object key names the member's revision (the member is
 // idle: it is the revision inside the snapshot).
 func checkSnapshotName(ctx context.Context, key string, s *server) error {
-	snap, ok := snapstore.ParseName(key)
+	snap, ok := catalog.ParseName(key)
 	if !ok {
 		return fmt.Errorf("etcdbr snapshot printed %q, not an object key", key)
 	}
@@ -245,7 +246,7 @@ func benchRunSnapshot(ctx context.Context, cfg config, dataDir, dir string, dbBy
 func waitForFull(ctx context.Context, store *snapstore.Store) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		_, ok, err := store.Latest(ctx, snapstore.KindFull)
+		_, ok, err := store.Latest(ctx, catalog.KindFull)
 		switch {
 		case err != nil:
 			return err
@@ -265,7 +266,7 @@ func waitForFull(ctx context.Context, store *snapstore.Store) error {
 // requestFull asks etcdbr run (API at api, process pid) for a full snapshot and returns the
 // object, the time to the answer, the process's CPU time meanwhile and the growth of its
 // RssAnon (sampled).
-func requestFull(ctx context.Context, api string, pid int) (snap snapstore.Snapshot, wall, cpu time.Duration, growth int64, err error) {
+func requestFull(ctx context.Context, api string, pid int) (snap catalog.Snapshot, wall, cpu time.Duration, growth int64, err error) {
 	status := fmt.Sprintf("/proc/%d/status", pid)
 	_, anon0, ok := readStatus(status)
 	if !ok {
@@ -324,7 +325,7 @@ func requestFull(ctx context.Context, api string, pid int) (snap snapstore.Snaps
 	if err := json.Unmarshal(body, &answer); err != nil {
 		return snap, 0, 0, 0, fmt.Errorf("POST /v1/snapshots/full answered %q: %w", body, err)
 	}
-	snap, ok = snapstore.ParseName(answer.Snapshot.Key)
+	snap, ok = catalog.ParseName(answer.Snapshot.Key)
 	if !ok {
 		return snap, 0, 0, 0, fmt.Errorf("POST /v1/snapshots/full answered %q: no object key", body)
 	}

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"fmt"
@@ -53,7 +53,7 @@ const (
 
 // FullName returns the key of a full snapshot of revision rev taken at t:
 // full/<rev>-<time>.db.zst, with .age appended when encrypted. rev must be
-// at least 1 and t must lie in the years 0000-9999 (Store.Create checks
+// at least 1 and t must lie in the years 0000-9999 (snapstore's Store.Create checks
 // both); ParseName rejects what FullName makes of anything else.
 func FullName(rev int64, t time.Time, encrypted bool) string {
 	return fullDir + formatRev(rev) + "-" + formatTime(t) + fullExt + ageSuffix(encrypted)

@@ -1,4 +1,4 @@
-package snapstore_test
+package catalog_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // keysOf returns the objects' keys.
@@ -23,8 +23,8 @@ func TestGCRestoreLocks(t *testing.T) {
 	t.Parallel()
 	now := ts("2026-11-25T14:30:00Z")
 	store := fourHours(keep, drop, drop, keep, drop, drop, keep, keep, keep, keep, keep, keep)
-	live := func(id string, keys ...string) snapstore.RestoreLock {
-		return snapstore.RestoreLock{ID: id, Key: "locks/restore-" + id + ".json", ModTime: now.Add(-time.Minute), TTLSeconds: 600, Keys: keys}
+	live := func(id string, keys ...string) catalog.RestoreLock {
+		return catalog.RestoreLock{ID: id, Key: "locks/restore-" + id + ".json", ModTime: now.Add(-time.Minute), TTLSeconds: 600, Keys: keys}
 	}
 	// What the plan must keep, as verdicts for the store's objects in order.
 	with := func(verdicts ...bool) []obj {
@@ -36,39 +36,39 @@ func TestGCRestoreLocks(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		locks  []snapstore.RestoreLock
+		locks  []catalog.RestoreLock
 		objs   []obj
 		paused string // a substring of Paused; "" when the plan deletes
 		stale  int
 	}{
 		{
 			name:  "a restore reading the 11:00 chain keeps it",
-			locks: []snapstore.RestoreLock{live("a", store[0].snap.Key, store[1].snap.Key, store[2].snap.Key)},
+			locks: []catalog.RestoreLock{live("a", store[0].snap.Key, store[1].snap.Key, store[2].snap.Key)},
 			objs:  with(keep, keep, keep, keep, drop, drop, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			// A lock that names a delta but not the full snapshot it needs (not what etcdbr
 			// writes): the delta's chain is kept anyway, so that it is never left without it.
 			name:  "a lock on a delta alone keeps its chain",
-			locks: []snapstore.RestoreLock{live("b", store[5].snap.Key)},
+			locks: []catalog.RestoreLock{live("b", store[5].snap.Key)},
 			objs:  with(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "a restore that is planning stops all deletion",
-			locks:  []snapstore.RestoreLock{live("c")},
+			locks:  []catalog.RestoreLock{live("c")},
 			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 			paused: "restore lock c",
 		},
 		{
 			name: "an unreadable lock stops all deletion until it expires",
-			locks: []snapstore.RestoreLock{{ID: "d", Key: "locks/restore-d.json", ModTime: now.Add(-9 * time.Minute),
+			locks: []catalog.RestoreLock{{ID: "d", Key: "locks/restore-d.json", ModTime: now.Add(-9 * time.Minute),
 				Malformed: "unexpected end of JSON input"}},
 			objs:   with(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 			paused: "cannot be read",
 		},
 		{
 			name: "an expired lock protects nothing; one dead for over an hour is removed",
-			locks: []snapstore.RestoreLock{
+			locks: []catalog.RestoreLock{
 				{ID: "f", Key: "locks/restore-f.json", ModTime: now.Add(-11 * time.Minute), TTLSeconds: 600, Keys: keysOf(store[:3])},
 				{ID: "g", Key: "locks/restore-g.json", ModTime: now.Add(-2 * time.Hour), TTLSeconds: 600},
 			},
@@ -80,7 +80,7 @@ func TestGCRestoreLocks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := listing(tc.objs)
 			l.Locks = tc.locks
-			plan, err := snapstore.PlanGC(l, exponential, now)
+			plan, err := catalog.PlanGC(l, exponential, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,19 +100,19 @@ func TestRestoreLockEnd(t *testing.T) {
 	written := ts("2026-11-25T14:00:00Z")
 	for _, tc := range []struct {
 		name string
-		lock snapstore.RestoreLock
+		lock catalog.RestoreLock
 		end  time.Time
 	}{
-		{"TTL after the store wrote it", snapstore.RestoreLock{ModTime: written, Expires: written.Add(10 * time.Minute), TTLSeconds: 600},
+		{"TTL after the store wrote it", catalog.RestoreLock{ModTime: written, Expires: written.Add(10 * time.Minute), TTLSeconds: 600},
 			written.Add(10 * time.Minute)},
-		{"the holder's later expiry (its clock ahead)", snapstore.RestoreLock{ModTime: written, Expires: written.Add(15 * time.Minute), TTLSeconds: 600},
+		{"the holder's later expiry (its clock ahead)", catalog.RestoreLock{ModTime: written, Expires: written.Add(15 * time.Minute), TTLSeconds: 600},
 			written.Add(15 * time.Minute)},
-		{"at most 2 TTL after the write", snapstore.RestoreLock{ModTime: written, Expires: written.Add(24 * time.Hour), TTLSeconds: 600},
+		{"at most 2 TTL after the write", catalog.RestoreLock{ModTime: written, Expires: written.Add(24 * time.Hour), TTLSeconds: 600},
 			written.Add(20 * time.Minute)},
-		{"the holder's earlier expiry (its clock behind) does not shorten it", snapstore.RestoreLock{ModTime: written, Expires: written.Add(-time.Hour), TTLSeconds: 600},
+		{"the holder's earlier expiry (its clock behind) does not shorten it", catalog.RestoreLock{ModTime: written, Expires: written.Add(-time.Hour), TTLSeconds: 600},
 			written.Add(10 * time.Minute)},
-		{"no TTL: the default", snapstore.RestoreLock{ModTime: written}, written.Add(snapstore.DefaultLockTTL)},
-		{"a TTL above an hour is an hour", snapstore.RestoreLock{ModTime: written, TTLSeconds: 86400}, written.Add(time.Hour)},
+		{"no TTL: the default", catalog.RestoreLock{ModTime: written}, written.Add(catalog.DefaultLockTTL)},
+		{"a TTL above an hour is an hour", catalog.RestoreLock{ModTime: written, TTLSeconds: 86400}, written.Add(time.Hour)},
 	} {
 		if got := tc.lock.End(); !got.Equal(tc.end) {
 			t.Errorf("%s: End %s, want %s", tc.name, got, tc.end)
@@ -126,7 +126,7 @@ func TestRestoreLockEnd(t *testing.T) {
 // A rich store: four days of hourly full snapshots and deltas every ten minutes, the first
 // after each full snapshot starting before it, an hour without deltas (a member that was
 // idle), and a chain break (a full snapshot after a gap).
-func fourDays() (fulls, deltas []snapstore.Snapshot) {
+func fourDays() (fulls, deltas []catalog.Snapshot) {
 	start := ts("2026-11-22T00:00:00Z")
 	rev := int64(1)
 	for h := 0; h < 4*24+14; h++ {
@@ -135,14 +135,14 @@ func fourDays() (fulls, deltas []snapstore.Snapshot) {
 			rev += 100 // a gap: the chain broke; the next full snapshot starts a new one
 		}
 		at := hour.Add(300 * time.Millisecond)
-		fulls = append(fulls, snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev + 1, Time: at, Key: snapstore.FullName(rev+1, at, false)})
+		fulls = append(fulls, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev + 1, Time: at, Key: catalog.FullName(rev+1, at, false)})
 		if h == 30 {
 			continue // an idle hour
 		}
 		for m := 10; m <= 60; m += 10 {
 			at := hour.Add(time.Duration(m) * time.Minute)
-			deltas = append(deltas, snapstore.Snapshot{Kind: snapstore.KindDelta, From: rev + 1, Revision: rev + 7, Time: at,
-				Key: snapstore.DeltaName(rev+1, rev+7, at, false)})
+			deltas = append(deltas, catalog.Snapshot{Kind: catalog.KindDelta, From: rev + 1, Revision: rev + 7, Time: at,
+				Key: catalog.DeltaName(rev+1, rev+7, at, false)})
 			rev += 7
 		}
 	}
@@ -151,16 +151,16 @@ func fourDays() (fulls, deltas []snapstore.Snapshot) {
 
 // Whenever a garbage collection run stops (a crash, an error), what is left restores: the
 // newest point and the window as before, every kept full snapshot, and every delta left
-// still follows its full snapshot without a gap (snapstore.CheckChain finds no problem).
+// still follows its full snapshot without a gap (catalog.CheckChain finds no problem).
 func TestGCDeleteOrderSurvivesAnyCrash(t *testing.T) {
 	t.Parallel()
 	fulls, deltas := fourDays()
-	for _, p := range []snapstore.Policy{
+	for _, p := range []catalog.Policy{
 		exponential,
-		{Kind: snapstore.PolicyExponential, KeepWithin: 5 * time.Hour},
-		{Kind: snapstore.PolicyLimit, MaxBackups: 3},
+		{Kind: catalog.PolicyExponential, KeepWithin: 5 * time.Hour},
+		{Kind: catalog.PolicyLimit, MaxBackups: 3},
 	} {
-		plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, p, ts("2026-11-26T13:30:00Z"))
+		plan, err := catalog.PlanGC(catalog.Listing{Fulls: fulls, Deltas: deltas}, p, ts("2026-11-26T13:30:00Z"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,11 +173,11 @@ func TestGCDeleteOrderSurvivesAnyCrash(t *testing.T) {
 	}
 	// Deleting the deltas oldest first would leave deltas cut off from their full
 	// snapshot: the check sees it.
-	plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
+	plan, err := catalog.PlanGC(catalog.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := slices.IndexFunc(plan.Delete, func(d snapstore.Decision) bool { return d.Snapshot.Kind == snapstore.KindFull })
+	n := slices.IndexFunc(plan.Delete, func(d catalog.Decision) bool { return d.Snapshot.Kind == catalog.KindFull })
 	slices.Reverse(plan.Delete[:n])
 	if problems := crashedRuns(fulls, deltas, plan); len(problems) == 0 {
 		t.Error("deleting the deltas oldest first left no stranded delta: the check is blind")
@@ -186,37 +186,37 @@ func TestGCDeleteOrderSurvivesAnyCrash(t *testing.T) {
 
 // crashedRuns checks the store after every prefix of plan.Delete, and returns the problems
 // (at most a few).
-func crashedRuns(fulls, deltas []snapstore.Snapshot, plan snapstore.GCPlan) []string {
+func crashedRuns(fulls, deltas []catalog.Snapshot, plan catalog.GCPlan) []string {
 	var problems []string
 	report := func(k int, format string, args ...any) {
 		if len(problems) < 5 {
 			problems = append(problems, fmt.Sprintf("after %d deletions: ", k)+fmt.Sprintf(format, args...))
 		}
 	}
-	newest, err := snapstore.PlanRestore(fulls, deltas, snapstore.Target{}, nil)
+	newest, err := catalog.PlanRestore(fulls, deltas, catalog.Target{}, nil)
 	if err != nil {
 		return []string{"the store does not restore to begin with: " + err.Error()}
 	}
-	window := snapstore.Target{Time: plan.WindowFrom}
+	window := catalog.Target{Time: plan.WindowFrom}
 	gone := map[string]bool{}
-	left := func(snaps []snapstore.Snapshot) []snapstore.Snapshot {
-		return slices.DeleteFunc(slices.Clone(snaps), func(s snapstore.Snapshot) bool { return gone[s.Key] })
+	left := func(snaps []catalog.Snapshot) []catalog.Snapshot {
+		return slices.DeleteFunc(slices.Clone(snaps), func(s catalog.Snapshot) bool { return gone[s.Key] })
 	}
-	baseline := len(snapstore.CheckChain(fulls, deltas))
+	baseline := len(catalog.CheckChain(fulls, deltas))
 	for k := 0; k <= len(plan.Delete); k++ {
 		if k > 0 {
 			gone[plan.Delete[k-1].Snapshot.Key] = true
 		}
 		lf, ld := left(fulls), left(deltas)
-		if p, err := snapstore.PlanRestore(lf, ld, snapstore.Target{}, nil); err != nil || p.Revision != newest.Revision {
+		if p, err := catalog.PlanRestore(lf, ld, catalog.Target{}, nil); err != nil || p.Revision != newest.Revision {
 			report(k, "the newest point %d restores to %d: %v", newest.Revision, p.Revision, err)
 		}
-		if p, err := snapstore.PlanRestore(lf, ld, window, nil); err != nil || !p.Newest || p.Full.Key != plan.WindowBase.Key {
+		if p, err := catalog.PlanRestore(lf, ld, window, nil); err != nil || !p.Newest || p.Full.Key != plan.WindowBase.Key {
 			report(k, "the window from %s does not restore: %v", plan.WindowFrom, err)
 		}
 		// The store has one gap of its own (the chain break); any other problem is a delta
 		// cut off by the deletions.
-		if problems := snapstore.CheckChain(lf, ld); len(problems) > baseline {
+		if problems := catalog.CheckChain(lf, ld); len(problems) > baseline {
 			report(k, "%d problems: %v", len(problems), problems)
 		}
 	}
@@ -226,7 +226,7 @@ func crashedRuns(fulls, deltas []snapstore.Snapshot, plan snapstore.GCPlan) []st
 func TestGCReasons(t *testing.T) {
 	t.Parallel()
 	fulls, deltas := fourDays()
-	plan, err := snapstore.PlanGC(snapstore.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
+	plan, err := catalog.PlanGC(catalog.Listing{Fulls: fulls, Deltas: deltas}, exponential, ts("2026-11-26T13:30:00Z"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestGCReasons(t *testing.T) {
 	for _, d := range slices.Concat(plan.Kept(), plan.Delete) {
 		reasons[d.Snapshot.Key] = d.Reason
 	}
-	key := func(kind snapstore.Kind, at string) string {
+	key := func(kind catalog.Kind, at string) string {
 		for _, s := range slices.Concat(fulls, deltas) {
 			if s.Kind == kind && s.Time.Equal(ts(at)) {
 				return s.Key
@@ -244,12 +244,12 @@ func TestGCReasons(t *testing.T) {
 		return ""
 	}
 	for _, tc := range []struct{ key, reason string }{
-		{key(snapstore.KindFull, "2026-11-26T13:00:00.300Z"), "in the point-in-time window from 2026-11-26T13:00:00.000Z"},
-		{key(snapstore.KindFull, "2026-11-26T12:00:00.300Z"), "a restore to any point from 2026-11-26T13:00:00.000Z on starts from it; the newest full snapshot of hour 2026-11-26 12:00 UTC"},
-		{key(snapstore.KindDelta, "2026-11-26T12:10:00Z"), "in the point-in-time window"},
-		{key(snapstore.KindDelta, "2026-11-26T11:10:00Z"), "older than the point-in-time window (from 2026-11-26T13:00:00.000Z, restored from full/"},
-		{key(snapstore.KindFull, "2026-11-25T23:00:00.300Z"), "the newest full snapshot of day 2026-11-25 (UTC)"},
-		{key(snapstore.KindFull, "2026-11-25T22:00:00.300Z"), "not the newest full snapshot of day 2026-11-25 (UTC) (" + key(snapstore.KindFull, "2026-11-25T23:00:00.300Z") + " is kept)"},
+		{key(catalog.KindFull, "2026-11-26T13:00:00.300Z"), "in the point-in-time window from 2026-11-26T13:00:00.000Z"},
+		{key(catalog.KindFull, "2026-11-26T12:00:00.300Z"), "a restore to any point from 2026-11-26T13:00:00.000Z on starts from it; the newest full snapshot of hour 2026-11-26 12:00 UTC"},
+		{key(catalog.KindDelta, "2026-11-26T12:10:00Z"), "in the point-in-time window"},
+		{key(catalog.KindDelta, "2026-11-26T11:10:00Z"), "older than the point-in-time window (from 2026-11-26T13:00:00.000Z, restored from full/"},
+		{key(catalog.KindFull, "2026-11-25T23:00:00.300Z"), "the newest full snapshot of day 2026-11-25 (UTC)"},
+		{key(catalog.KindFull, "2026-11-25T22:00:00.300Z"), "not the newest full snapshot of day 2026-11-25 (UTC) (" + key(catalog.KindFull, "2026-11-25T23:00:00.300Z") + " is kept)"},
 	} {
 		if got := reasons[tc.key]; !strings.Contains(got, tc.reason) {
 			t.Errorf("%s: reason %q, want %q", tc.key, got, tc.reason)

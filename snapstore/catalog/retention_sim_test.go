@@ -1,4 +1,4 @@
-package snapstore_test
+package catalog_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // The simulation runs a member's backups through garbage collection on a fake clock, on
@@ -25,16 +25,16 @@ import (
 //     still planning;
 //   - whenever the kept objects changed other than by deltas appended after the newest
 //     revision (garbage collection deleted something, a full snapshot or a lock came or
-//     went), every point the policy promises is restored with snapstore.PlanRestore: the
+//     went), every point the policy promises is restored with catalog.PlanRestore: the
 //     newest point, every kept full snapshot, and the whole point-in-time window (a restore
 //     to its start must chain to the newest revision). Appending deltas after the newest
 //     revision cannot change a plan to an earlier point, and a garbage collection that
 //     deletes nothing changes nothing. The window that `etcdbr list` shows then has no gap
-//     (snapstore.RestorableWindow: what garbage collection leaves is pruned, not a gap).
+//     (catalog.RestorableWindow: what garbage collection leaves is pruned, not a gap).
 
 // simConfig is one simulation.
 type simConfig struct {
-	policy   snapstore.Policy
+	policy   catalog.Policy
 	start    time.Time // a whole hour
 	duration time.Duration
 	locks    bool // restores hold locks now and then
@@ -54,25 +54,25 @@ type simStats struct {
 
 // simStore is the store's listing.
 type simStore struct {
-	fulls, deltas []snapstore.Snapshot // as Store.List sorts them
+	fulls, deltas []catalog.Snapshot // as Store.List sorts them
 }
 
 func (s *simStore) count() int { return len(s.fulls) + len(s.deltas) }
 
 // remove deletes the plan's objects.
-func (s *simStore) remove(dels []snapstore.Decision) {
+func (s *simStore) remove(dels []catalog.Decision) {
 	gone := make(map[string]bool, len(dels))
 	for _, d := range dels {
 		gone[d.Snapshot.Key] = true
 	}
-	keep := func(snaps []snapstore.Snapshot) []snapstore.Snapshot {
-		return slices.DeleteFunc(snaps, func(s snapstore.Snapshot) bool { return gone[s.Key] })
+	keep := func(snaps []catalog.Snapshot) []catalog.Snapshot {
+		return slices.DeleteFunc(snaps, func(s catalog.Snapshot) bool { return gone[s.Key] })
 	}
 	s.fulls, s.deltas = keep(s.fulls), keep(s.deltas)
 }
 
 // simKey builds the name of an object like FullName and DeltaName, faster.
-func simKey(buf []byte, kind snapstore.Kind, from, to int64, t time.Time) string {
+func simKey(buf []byte, kind catalog.Kind, from, to int64, t time.Time) string {
 	buf = append(buf[:0], kind...)
 	buf = append(buf, '/')
 	pad := func(rev int64) {
@@ -84,12 +84,12 @@ func simKey(buf []byte, kind snapstore.Kind, from, to int64, t time.Time) string
 		buf = append(buf, s...)
 		buf = append(buf, '-')
 	}
-	if kind == snapstore.KindDelta {
+	if kind == catalog.KindDelta {
 		pad(from)
 	}
 	pad(to)
 	buf = t.UTC().AppendFormat(buf, "20060102T150405.000Z")
-	if kind == snapstore.KindDelta {
+	if kind == catalog.KindDelta {
 		buf = append(buf, ".delta.zst"...)
 	} else {
 		buf = append(buf, ".db.zst"...)
@@ -99,7 +99,7 @@ func simKey(buf []byte, kind snapstore.Kind, from, to int64, t time.Time) string
 
 // simLock is a restore in progress.
 type simLock struct {
-	lock  snapstore.RestoreLock
+	lock  catalog.RestoreLock
 	keys  map[string]bool
 	full  time.Time // the time of the full snapshot it reads
 	until time.Time // when the restore ends (it releases the lock)
@@ -125,12 +125,12 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 
 	gc := func(now time.Time, changed bool) {
 		st.gcRuns++
-		l := snapstore.Listing{Fulls: store.fulls, Deltas: store.deltas}
+		l := catalog.Listing{Fulls: store.fulls, Deltas: store.deltas}
 		for _, sl := range locks {
 			sl.lock.ModTime = now // refreshed by its holder
 			l.Locks = append(l.Locks, sl.lock)
 		}
-		plan, err := snapstore.PlanGC(l, cfg.policy, now)
+		plan, err := catalog.PlanGC(l, cfg.policy, now)
 		if err != nil {
 			t.Fatalf("%s: %v", now, err)
 		}
@@ -175,9 +175,9 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 				continue
 			}
 			rev += 3
-			store.deltas = append(store.deltas, snapstore.Snapshot{
-				Kind: snapstore.KindDelta, From: lastTo + 1, Revision: rev, Time: at,
-				Key: simKey(buf, snapstore.KindDelta, lastTo+1, rev, at),
+			store.deltas = append(store.deltas, catalog.Snapshot{
+				Kind: catalog.KindDelta, From: lastTo + 1, Revision: rev, Time: at,
+				Key: simKey(buf, catalog.KindDelta, lastTo+1, rev, at),
 			})
 			lastTo = rev
 		}
@@ -194,19 +194,19 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 				lockChanged = true
 				reading = now.Add(2 * time.Minute)
 				locks = append(locks, &simLock{until: reading,
-					lock: snapstore.RestoreLock{ID: "planning-" + now.Format(time.RFC3339), TTLSeconds: 600}})
+					lock: catalog.RestoreLock{ID: "planning-" + now.Format(time.RFC3339), TTLSeconds: 600}})
 			}
 			if !reading.IsZero() && !now.Before(reading) {
 				lockChanged = true
 				reading = time.Time{}
-				target := snapstore.Target{Time: now.Truncate(time.Hour).Add(-90 * time.Minute)}
-				p, err := snapstore.PlanRestore(store.fulls, store.deltas, target, nil)
+				target := catalog.Target{Time: now.Truncate(time.Hour).Add(-90 * time.Minute)}
+				p, err := catalog.PlanRestore(store.fulls, store.deltas, target, nil)
 				if err != nil {
 					t.Fatalf("%s: plan a restore to %s: %v", now, target, err)
 				}
-				keys := snapstore.PlanKeys(p)
+				keys := catalog.PlanKeys(p)
 				sl := &simLock{until: now.Add(29 * time.Minute), keys: map[string]bool{}, full: p.Full.Time,
-					lock: snapstore.RestoreLock{ID: "reading-" + now.Format(time.RFC3339), TTLSeconds: 600, Keys: keys}}
+					lock: catalog.RestoreLock{ID: "reading-" + now.Format(time.RFC3339), TTLSeconds: 600, Keys: keys}}
 				for _, k := range keys {
 					sl.keys[k] = true
 				}
@@ -220,8 +220,8 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 			hours++
 			at := now.Add(fullDelay)
 			rev += int64(hours % 3)
-			store.fulls = append(store.fulls, snapstore.Snapshot{
-				Kind: snapstore.KindFull, Revision: rev, Time: at, Key: simKey(buf, snapstore.KindFull, 0, rev, at),
+			store.fulls = append(store.fulls, catalog.Snapshot{
+				Kind: catalog.KindFull, Revision: rev, Time: at, Key: simKey(buf, catalog.KindFull, 0, rev, at),
 			})
 			gc(at.Add(100*time.Millisecond), true)
 		}
@@ -231,7 +231,7 @@ func runSim(t *testing.T, cfg simConfig) simStats {
 
 // checkSim checks the store after a garbage collection at now.
 func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now time.Time, rev, lastTo int64,
-	plan snapstore.GCPlan, changed bool, oracle *simOracle, locks []*simLock) {
+	plan catalog.GCPlan, changed bool, oracle *simOracle, locks []*simLock) {
 	t.Helper()
 	fatal := func(format string, args ...any) {
 		t.Helper()
@@ -248,7 +248,7 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	// the run after it catches up).
 	want := oracle.promised(cfg, store, now, locks)
 	if plan.Paused == "" && (len(want) != len(store.fulls) ||
-		!slices.EqualFunc(want, store.fulls, func(w time.Time, f snapstore.Snapshot) bool { return w.Equal(f.Time) })) {
+		!slices.EqualFunc(want, store.fulls, func(w time.Time, f catalog.Snapshot) bool { return w.Equal(f.Time) })) {
 		got := make([]time.Time, len(store.fulls))
 		for i, f := range store.fulls {
 			got[i] = f.Time
@@ -267,14 +267,14 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	if changed {
 		st.windowDue = true
 		// The newest point: every revision written is uploaded.
-		newest, err := snapstore.PlanRestore(store.fulls, store.deltas, snapstore.Target{}, nil)
+		newest, err := catalog.PlanRestore(store.fulls, store.deltas, catalog.Target{}, nil)
 		if err != nil || newest.Revision != rev {
 			fatal("the newest point, revision %d, does not restore: reached %d: %v", rev, newest.Revision, err)
 		}
 		// Every kept full snapshot (a restore to its revision reads it alone: the deltas
 		// cannot change that plan, so they are left out to keep this fast).
 		for _, f := range store.fulls {
-			p, err := snapstore.PlanRestore(store.fulls, nil, snapstore.Target{Revision: f.Revision}, nil)
+			p, err := catalog.PlanRestore(store.fulls, nil, catalog.Target{Revision: f.Revision}, nil)
 			if err != nil || p.Full.Key != f.Key || len(p.Deltas) != 0 {
 				fatal("the kept full snapshot %s does not restore alone: %v", f.Key, err)
 			}
@@ -289,8 +289,8 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	st.windowDue = false
 	st.fullChecks++
 	// Every point of the window, from its start to the newest revision.
-	from := snapstore.Target{Time: plan.WindowFrom}
-	p, err := snapstore.PlanRestore(store.fulls, store.deltas, from, nil)
+	from := catalog.Target{Time: plan.WindowFrom}
+	p, err := catalog.PlanRestore(store.fulls, store.deltas, from, nil)
 	if err != nil || !p.Newest || p.EndsAtGap {
 		fatal("the point-in-time window from %s does not restore to the newest revision %d: reached %d from %s: %v",
 			plan.WindowFrom.Format(time.RFC3339Nano), rev, p.Revision, p.Full.Key, err)
@@ -300,7 +300,7 @@ func checkSim(t *testing.T, cfg simConfig, st *simStats, store *simStore, now ti
 	}
 	// What garbage collection leaves is what `etcdbr list` shows as pruned, never as a gap:
 	// a gap means a break in the backups.
-	if w := snapstore.RestorableWindow(store.fulls, store.deltas); len(w.Gaps) > 0 || w.Newest.Revision != rev {
+	if w := catalog.RestorableWindow(store.fulls, store.deltas); len(w.Gaps) > 0 || w.Newest.Revision != rev {
 		fatal("the restorable window after garbage collection shows gaps %v (pruned %d), newest %d: want no gap, newest %d",
 			w.Gaps, len(w.Pruned), w.Newest.Revision, rev)
 	}
@@ -346,9 +346,9 @@ func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, lock
 	// the newest full snapshot taken at or before its start, or from the oldest.
 	var windowFrom time.Time
 	switch cfg.policy.Kind {
-	case snapstore.PolicyExponential:
+	case catalog.PolicyExponential:
 		windowFrom = hourStart
-	case snapstore.PolicyLimit:
+	case catalog.PolicyLimit:
 		windowFrom = store.fulls[max(0, len(store.fulls)-cfg.policy.MaxBackups)].Time
 	}
 	if cfg.policy.KeepWithin > 0 {
@@ -385,7 +385,7 @@ func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, lock
 		}
 	}
 	switch cfg.policy.Kind {
-	case snapstore.PolicyExponential:
+	case catalog.PolicyExponential:
 		loc := cfg.policy.Location
 		y, m, d := now.In(loc).Date()
 		day := func(n int) time.Time { return time.Date(y, m, d+n, 0, 0, 0, 0, loc) }
@@ -409,7 +409,7 @@ func (o *simOracle) promised(cfg simConfig, store *simStore, now time.Time, lock
 				newestIn(from, to)
 			}
 		}
-	case snapstore.PolicyLimit:
+	case catalog.PolicyLimit:
 		for i := max(0, len(store.fulls)-cfg.policy.MaxBackups); i < len(store.fulls); i++ {
 			add(store.fulls[i].Time)
 		}
@@ -447,7 +447,7 @@ func logSim(t *testing.T, cfg simConfig, st simStats) {
 func TestRetentionSimulatedYear(t *testing.T) {
 	t.Parallel()
 	cfg := simConfig{
-		policy:   snapstore.Policy{Kind: snapstore.PolicyExponential, Location: time.UTC},
+		policy:   catalog.Policy{Kind: catalog.PolicyExponential, Location: time.UTC},
 		start:    ts("2026-01-01T00:00:00Z"),
 		duration: 365 * 24 * time.Hour,
 		locks:    true,
@@ -460,7 +460,7 @@ func TestRetentionSimulatedYear(t *testing.T) {
 func TestRetentionSimulatedSummerTimeEnd(t *testing.T) {
 	t.Parallel()
 	cfg := simConfig{
-		policy:   snapstore.Policy{Kind: snapstore.PolicyExponential, Location: zone("America/New_York"), KeepWithin: 3 * time.Hour},
+		policy:   catalog.Policy{Kind: catalog.PolicyExponential, Location: zone("America/New_York"), KeepWithin: 3 * time.Hour},
 		start:    ts("2026-10-01T00:00:00Z"),
 		duration: 6 * 7 * 24 * time.Hour,
 		locks:    true,
@@ -472,7 +472,7 @@ func TestRetentionSimulatedSummerTimeEnd(t *testing.T) {
 func TestRetentionSimulatedLimit(t *testing.T) {
 	t.Parallel()
 	cfg := simConfig{
-		policy:   snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 6, KeepWithin: 2 * time.Hour},
+		policy:   catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 6, KeepWithin: 2 * time.Hour},
 		start:    ts("2026-11-01T00:00:00Z"),
 		duration: 3 * 7 * 24 * time.Hour,
 		locks:    true,
@@ -482,10 +482,10 @@ func TestRetentionSimulatedLimit(t *testing.T) {
 
 func TestSimKey(t *testing.T) {
 	at := ts("2026-11-25T14:00:00.2Z")
-	if got, want := simKey(nil, snapstore.KindDelta, 12, 345, at), snapstore.DeltaName(12, 345, at, false); got != want {
+	if got, want := simKey(nil, catalog.KindDelta, 12, 345, at), catalog.DeltaName(12, 345, at, false); got != want {
 		t.Fatalf("simKey %q, DeltaName %q", got, want)
 	}
-	if got, want := simKey(nil, snapstore.KindFull, 0, 345, at), snapstore.FullName(345, at, false); got != want {
+	if got, want := simKey(nil, catalog.KindFull, 0, 345, at), catalog.FullName(345, at, false); got != want {
 		t.Fatalf("simKey %q, FullName %q", got, want)
 	}
 }

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"errors"
@@ -22,7 +22,8 @@ func (p Problem) String() string {
 }
 
 // CheckChain checks, from the names alone, that the objects of a store (its
-// listings, sorted as List sorts) form a restorable history:
+// listings, sorted by CompareSnapshots as snapstore's Store.List sorts them) form a
+// restorable history:
 //
 //   - there is a full snapshot;
 //   - deltas leave no gap: from the oldest full snapshot on, each delta

@@ -1,4 +1,4 @@
-package snapstore_test
+package catalog_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // ts parses a time in RFC 3339 (UTC unless it says otherwise).
@@ -19,14 +19,14 @@ func ts(s string) time.Time {
 	return t
 }
 
-func fullAt(rev int64, at string) snapstore.Snapshot {
+func fullAt(rev int64, at string) catalog.Snapshot {
 	t := ts(at)
-	return snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: t, Key: snapstore.FullName(rev, t, false)}
+	return catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: t, Key: catalog.FullName(rev, t, false)}
 }
 
-func deltaAt(from, to int64, at string) snapstore.Snapshot {
+func deltaAt(from, to int64, at string) catalog.Snapshot {
 	t := ts(at)
-	return snapstore.Snapshot{Kind: snapstore.KindDelta, From: from, Revision: to, Time: t, Key: snapstore.DeltaName(from, to, t, false)}
+	return catalog.Snapshot{Kind: catalog.KindDelta, From: from, Revision: to, Time: t, Key: catalog.DeltaName(from, to, t, false)}
 }
 
 func zone(name string) *time.Location {
@@ -39,17 +39,17 @@ func zone(name string) *time.Location {
 
 // obj is an object of a listing and whether garbage collection must keep it.
 type obj struct {
-	snap snapstore.Snapshot
+	snap catalog.Snapshot
 	keep bool
 }
 
 const keep, drop = true, false
 
 // listing splits objects into a listing, sorted as Store.List sorts.
-func listing(objs []obj) snapstore.Listing {
-	var l snapstore.Listing
+func listing(objs []obj) catalog.Listing {
+	var l catalog.Listing
 	for _, o := range objs {
-		if o.snap.Kind == snapstore.KindFull {
+		if o.snap.Kind == catalog.KindFull {
 			l.Fulls = append(l.Fulls, o.snap)
 		} else {
 			l.Deltas = append(l.Deltas, o.snap)
@@ -60,9 +60,9 @@ func listing(objs []obj) snapstore.Listing {
 
 // checkDecisions checks that the plan keeps and deletes exactly what objs say, each object
 // once, with a reason.
-func checkDecisions(t *testing.T, plan snapstore.GCPlan, objs []obj) {
+func checkDecisions(t *testing.T, plan catalog.GCPlan, objs []obj) {
 	t.Helper()
-	verdicts := map[string][]snapstore.Decision{}
+	verdicts := map[string][]catalog.Decision{}
 	for _, d := range slices.Concat(plan.Kept(), plan.Delete) {
 		verdicts[d.Snapshot.Key] = append(verdicts[d.Snapshot.Key], d)
 	}
@@ -89,7 +89,7 @@ func checkDecisions(t *testing.T, plan snapstore.GCPlan, objs []obj) {
 // after each hour from 11:00 to 14:00, and deltas every few minutes; the first delta after
 // each full snapshot starts at or before its revision, as the deltas of a running member do.
 func fourHours(keeps ...bool) []obj {
-	snaps := []snapstore.Snapshot{
+	snaps := []catalog.Snapshot{
 		fullAt(1100, "2026-11-25T11:00:00.200Z"),
 		deltaAt(1090, 1150, "2026-11-25T11:00:10Z"),
 		deltaAt(1151, 1199, "2026-11-25T11:59:50Z"),
@@ -115,7 +115,7 @@ func fourHours(keeps ...bool) []obj {
 
 // daily is a store of full snapshots at 10:00 and 20:00 (UTC) of every day from first to
 // last (inclusive), the ones at the times in kept kept.
-func daily(first, last string, extra []snapstore.Snapshot, kept ...string) []obj {
+func daily(first, last string, extra []catalog.Snapshot, kept ...string) []obj {
 	want := map[time.Time]bool{}
 	for _, k := range kept {
 		want[ts(k)] = true
@@ -125,7 +125,7 @@ func daily(first, last string, extra []snapstore.Snapshot, kept ...string) []obj
 	for day := ts(first + "T00:00:00Z"); !day.After(ts(last + "T00:00:00Z")); day = day.AddDate(0, 0, 1) {
 		for _, h := range []int{10, 20} {
 			at := day.Add(time.Duration(h) * time.Hour)
-			f := snapstore.Snapshot{Kind: snapstore.KindFull, Revision: rev, Time: at, Key: snapstore.FullName(rev, at, false)}
+			f := catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: at, Key: catalog.FullName(rev, at, false)}
 			objs = append(objs, obj{f, want[at]})
 			delete(want, at)
 			rev += 100
@@ -141,17 +141,17 @@ func daily(first, last string, extra []snapstore.Snapshot, kept ...string) []obj
 	return objs
 }
 
-var exponential = snapstore.Policy{Kind: snapstore.PolicyExponential}
+var exponential = catalog.Policy{Kind: catalog.PolicyExponential}
 
-func exponentialIn(loc string) snapstore.Policy {
-	return snapstore.Policy{Kind: snapstore.PolicyExponential, Location: zone(loc)}
+func exponentialIn(loc string) catalog.Policy {
+	return catalog.Policy{Kind: catalog.PolicyExponential, Location: zone(loc)}
 }
 
 func TestRetentionPolicies(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		policy snapstore.Policy
+		policy catalog.Policy
 		now    string
 		objs   []obj
 	}{
@@ -232,7 +232,7 @@ func TestRetentionPolicies(t *testing.T) {
 			// 2026-10-26, 11-02, 11-09, and 11-16 up to the 17th (the days after are days).
 			name:   "exponential: 7 days, then the 4 calendar weeks before this one; older ones go",
 			policy: exponential, now: "2026-11-25T12:00:00Z",
-			objs: daily("2026-10-24", "2026-11-24", []snapstore.Snapshot{fullAt(1000000, "2026-11-25T10:00:00Z")},
+			objs: daily("2026-10-24", "2026-11-24", []catalog.Snapshot{fullAt(1000000, "2026-11-25T10:00:00Z")},
 				"2026-11-25T10:00:00Z", // an earlier hour of today, and the window's base
 				"2026-11-24T20:00:00Z", "2026-11-23T20:00:00Z", "2026-11-22T20:00:00Z", "2026-11-21T20:00:00Z",
 				"2026-11-20T20:00:00Z", "2026-11-19T20:00:00Z", "2026-11-18T20:00:00Z",
@@ -243,7 +243,7 @@ func TestRetentionPolicies(t *testing.T) {
 			// week, so three weeks are left: from 10-26, 11-02 and 11-09.
 			name:   "exponential: on Monday the week before is all days, three weeks remain",
 			policy: exponential, now: "2026-11-23T00:30:00Z",
-			objs: daily("2026-10-20", "2026-11-22", []snapstore.Snapshot{fullAt(1000000, "2026-11-23T00:00:00.100Z")},
+			objs: daily("2026-10-20", "2026-11-22", []catalog.Snapshot{fullAt(1000000, "2026-11-23T00:00:00.100Z")},
 				"2026-11-23T00:00:00.100Z",
 				"2026-11-22T20:00:00Z", "2026-11-21T20:00:00Z", "2026-11-20T20:00:00Z", "2026-11-19T20:00:00Z",
 				"2026-11-18T20:00:00Z", "2026-11-17T20:00:00Z", "2026-11-16T20:00:00Z",
@@ -334,55 +334,55 @@ func TestRetentionPolicies(t *testing.T) {
 		// --keep-within.
 		{
 			name:   "keep-within longer than the hour: the window starts from the full snapshot before it",
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, KeepWithin: 2 * time.Hour}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, KeepWithin: 2 * time.Hour}, now: "2026-11-25T14:30:00Z",
 			// From 12:30: restored from the 12:00 full snapshot.
 			objs: fourHours(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "keep-within back to a full snapshot's exact time: it starts the window",
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, KeepWithin: 150*time.Minute - 200*time.Millisecond}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, KeepWithin: 150*time.Minute - 200*time.Millisecond}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(keep, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "keep-within longer than the store keeps everything",
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, KeepWithin: 30 * 24 * time.Hour}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, KeepWithin: 30 * 24 * time.Hour}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "keep-within shorter than the current hour changes nothing",
-			policy: snapstore.Policy{Kind: snapstore.PolicyExponential, KeepWithin: 10 * time.Minute}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyExponential, KeepWithin: 10 * time.Minute}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(keep, drop, drop, keep, drop, drop, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "keep-within with the limit policy: from 13:00, restored from the 12:00 full snapshot",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1, KeepWithin: 90 * time.Minute}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1, KeepWithin: 90 * time.Minute}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(drop, drop, drop, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "keep-within shorter than the limit policy's window changes nothing",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 2, KeepWithin: time.Minute}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 2, KeepWithin: time.Minute}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(drop, drop, drop, drop, drop, drop, keep, keep, keep, keep, keep, keep),
 		},
 
 		// The limit policy.
 		{
 			name:   "limit 2: the newest two full snapshots and the deltas after the older",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 2}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 2}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(drop, drop, drop, drop, drop, drop, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "limit 1: the newest full snapshot and its deltas, also the one that starts before it",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(drop, drop, drop, drop, drop, drop, drop, drop, drop, keep, keep, keep),
 		},
 		{
 			name:   "limit 10 with four full snapshots deletes nothing",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 10}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 10}, now: "2026-11-25T14:30:00Z",
 			objs: fourHours(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
 		},
 		{
 			name:   "limit 1: a delta ending at the full snapshot's revision in the same millisecond goes",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
 			objs: []obj{
 				{fullAt(100, "2026-11-25T13:00:00Z"), drop},
 				{deltaAt(101, 200, "2026-11-25T14:00:00Z"), drop},
@@ -395,7 +395,7 @@ func TestRetentionPolicies(t *testing.T) {
 			// (without a revision bump) newer full snapshots have lower revisions: what was
 			// taken after the oldest kept one stays too.
 			name:   "limit 1 in a store whose history went back: what was taken since stays",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}, now: "2026-11-25T14:30:00Z",
 			objs: []obj{
 				{fullAt(100, "2026-11-25T12:00:00Z"), drop},
 				{deltaAt(101, 300, "2026-11-25T12:30:00Z"), drop},
@@ -434,7 +434,7 @@ func TestRetentionPolicies(t *testing.T) {
 		},
 		{
 			name:   "deltas before the oldest full snapshot go",
-			policy: snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 5}, now: "2026-11-25T14:30:00Z",
+			policy: catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 5}, now: "2026-11-25T14:30:00Z",
 			objs: []obj{
 				{deltaAt(1, 99, "2026-11-25T10:00:00Z"), drop},
 				{fullAt(100, "2026-11-25T11:00:00Z"), keep},
@@ -444,7 +444,7 @@ func TestRetentionPolicies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			plan, err := snapstore.PlanGC(listing(tc.objs), tc.policy, ts(tc.now))
+			plan, err := catalog.PlanGC(listing(tc.objs), tc.policy, ts(tc.now))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -457,18 +457,18 @@ func TestRetentionPolicies(t *testing.T) {
 func TestRetentionClockZoneIrrelevant(t *testing.T) {
 	t.Parallel()
 	objs := daily("2026-10-20", "2026-11-25", nil)
-	for _, p := range []snapstore.Policy{exponential, exponentialIn("Asia/Kolkata"), exponentialIn("America/New_York")} {
+	for _, p := range []catalog.Policy{exponential, exponentialIn("Asia/Kolkata"), exponentialIn("America/New_York")} {
 		now := ts("2026-11-25T15:00:00Z")
-		want, err := snapstore.PlanGC(listing(objs), p, now)
+		want, err := catalog.PlanGC(listing(objs), p, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, z := range []string{"Asia/Tokyo", "America/Los_Angeles", "Australia/Lord_Howe"} {
-			got, err := snapstore.PlanGC(listing(objs), p, now.In(zone(z)))
+			got, err := catalog.PlanGC(listing(objs), p, now.In(zone(z)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.EqualFunc(want.Delete, got.Delete, func(a, b snapstore.Decision) bool { return a.Snapshot.Key == b.Snapshot.Key }) {
+			if !slices.EqualFunc(want.Delete, got.Delete, func(a, b catalog.Decision) bool { return a.Snapshot.Key == b.Snapshot.Key }) {
 				t.Errorf("policy in %s: the clock in %s deletes %d objects, in UTC %d", p.Location, z, len(got.Delete), len(want.Delete))
 			}
 		}
@@ -478,16 +478,16 @@ func TestRetentionClockZoneIrrelevant(t *testing.T) {
 func TestPolicyValidate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		policy snapstore.Policy
+		policy catalog.Policy
 		err    string
 	}{
 		{exponential, ""},
-		{snapstore.Policy{Kind: snapstore.PolicyLimit, MaxBackups: 1}, ""},
-		{snapstore.Policy{Kind: snapstore.PolicyLimit}, "keep at least 1 full snapshot"},
-		{snapstore.Policy{Kind: snapstore.PolicyExponential, MaxBackups: 3}, "applies only to the \"limit\" policy"},
-		{snapstore.Policy{Kind: "forever"}, "unknown"},
-		{snapstore.Policy{}, "no policy given"},
-		{snapstore.Policy{Kind: snapstore.PolicyExponential, KeepWithin: -time.Hour}, "negative"},
+		{catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}, ""},
+		{catalog.Policy{Kind: catalog.PolicyLimit}, "keep at least 1 full snapshot"},
+		{catalog.Policy{Kind: catalog.PolicyExponential, MaxBackups: 3}, "applies only to the \"limit\" policy"},
+		{catalog.Policy{Kind: "forever"}, "unknown"},
+		{catalog.Policy{}, "no policy given"},
+		{catalog.Policy{Kind: catalog.PolicyExponential, KeepWithin: -time.Hour}, "negative"},
 	} {
 		err := tc.policy.Validate()
 		if tc.err == "" {
@@ -499,7 +499,7 @@ func TestPolicyValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%+v: error %v, want one with %q", tc.policy, err, tc.err)
 		}
-		if _, perr := snapstore.PlanGC(snapstore.Listing{}, tc.policy, time.Now()); perr == nil {
+		if _, perr := catalog.PlanGC(catalog.Listing{}, tc.policy, time.Now()); perr == nil {
 			t.Errorf("%+v: PlanGC accepted an invalid policy", tc.policy)
 		}
 	}

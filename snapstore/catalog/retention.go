@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"errors"
@@ -217,7 +217,7 @@ type retention struct {
 }
 
 // retain decides what policy p keeps of a listing at now. fulls and deltas are sorted as
-// Store.List sorts them. It is a pure function of its arguments.
+// snapstore's Store.List sorts them. It is a pure function of its arguments.
 func (p Policy) retain(fulls, deltas []Snapshot, now time.Time) retention {
 	r := retention{
 		policy: p, cal: newCalendar(now, p.location()),
@@ -349,8 +349,8 @@ func (r *retention) windowFrom() time.Time {
 	return r.from
 }
 
-// sortedListing returns fulls and deltas sorted as Store.List sorts them (the same slices
-// when they already are).
+// sortedListing returns fulls and deltas sorted as snapstore's Store.List sorts them (the
+// same slices when they already are).
 func sortedListing(fulls, deltas []Snapshot) ([]Snapshot, []Snapshot) {
 	sortSnaps := func(s []Snapshot) []Snapshot {
 		sorted := true

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"slices"
@@ -274,4 +274,13 @@ func TestRestorableWindowMatchesPlans(t *testing.T) {
 		restorable := rev >= w.Oldest.Revision && rev <= w.Newest.Revision && !inGap(rev)
 		assert.Equal(t, restorable, err == nil, "revision %d: %v", rev, err)
 	}
+}
+
+// keys returns the keys of snaps.
+func keys(snaps []Snapshot) []string {
+	var out []string
+	for _, s := range snaps {
+		out = append(out, s.Key)
+	}
+	return out
 }

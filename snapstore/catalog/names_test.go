@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"math"

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import "time"
 
@@ -7,8 +7,8 @@ import "time"
 // revision is raised past every revision of the old one and marked compacted there
 // (RevisionBump), so that revisions never repeat across histories and every watcher of the
 // old history is told "compacted" and lists again (kube-apiserver's watch cache, informers).
-// The store records where each new history starts (RecordHistory), so that a listing tells
-// the revisions that never existed from backups that are missing.
+// The store records where each new history starts (snapstore's Store.RecordHistory), so
+// that a listing tells the revisions that never existed from backups that are missing.
 
 // BumpMargin is how far past the newest revision clients may have seen a new history
 // starts. It must be at least 2: a client that saw revision N resumes its watch at N+1, and

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ type Decision struct {
 type GCPlan struct {
 	Policy Policy
 	Now    time.Time
-	// Delete lists the objects to delete with the reason, in the order ApplyGC deletes
+	// Delete lists the objects to delete with the reason, in the order snapstore's Store.ApplyGC deletes
 	// them: the deltas from the highest revision down, then the full snapshots likewise.
 	// Whenever a run stops, every object left can still be restored: each delta left still
 	// follows its full snapshot without a gap.
@@ -41,7 +41,7 @@ type GCPlan struct {
 	// Paused says why nothing is deleted this time ("" when the plan deletes normally).
 	Paused string
 	// Locks are the live restore locks the plan honours. StaleLocks are lock objects
-	// that stopped protecting over an hour ago, left by restores that died: ApplyGC deletes
+	// that stopped protecting over an hour ago, left by restores that died: Store.ApplyGC deletes
 	// them.
 	Locks, StaleLocks []RestoreLock
 

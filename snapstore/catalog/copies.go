@@ -1,8 +1,8 @@
-package snapstore
+package catalog
 
 import "time"
 
-// SelectCopies chooses, from the source's listings (sorted as List sorts),
+// SelectCopies chooses, from the source's listings (sorted by CompareSnapshots),
 // the objects to copy to a destination that has the listed objects: those
 // the destination lacks (the same kind, revisions and time, encrypted or
 // not). With a non-zero since, it keeps only what restoring to any point

@@ -1,4 +1,4 @@
-package snapstore
+package catalog
 
 import (
 	"cmp"
@@ -69,10 +69,11 @@ type RestorePlan struct {
 var ErrNoChain = errors.New("no restorable chain")
 
 // PlanRestore chooses what to read to restore to target, from listings of the store's full
-// snapshots and deltas (as Store.List returns them). Objects whose keys are in exclude (found
-// bad while reading) are not used, but their names still count as evidence of what the store
-// held: the latest point is the newest revision of any listed object, and a time target
-// must reach every revision that a listed object taken at or before that time holds.
+// snapshots and deltas (as snapstore's Store.List returns them). Objects whose keys are in
+// exclude (found bad while reading) are not used, but their names still count as evidence
+// of what the store held: the latest point is the newest revision of any listed object, and
+// a time target must reach every revision that a listed object taken at or before that time
+// holds.
 //
 // It takes the newest usable full snapshot at or before the target and the deltas that
 // continue it, one per revision, without a gap (a delta may start before the full snapshot:
@@ -373,7 +374,7 @@ type Window struct {
 	// listing alone cannot tell them from deltas that were never uploaded.
 	Pruned   []Gap
 	Overlaps []Overlap
-	// Damaged are the objects the store records as damaged (DamagedIn), sorted by key; the
+	// Damaged are the objects the store records as damaged (snapstore's Store.DamagedIn), sorted by key; the
 	// window leaves them out (Store.Window).
 	Damaged []Damage
 	// Boundaries are the ranges between two histories (WithHistories): a restore to an
@@ -496,7 +497,8 @@ func overlaps(ds []Snapshot) []Overlap {
 	return out
 }
 
-// PlanKeys returns the keys of the objects a restore plan reads, for LockHolder.Protect.
+// PlanKeys returns the keys of the objects a restore plan reads, for snapstore's
+// LockHolder.Protect.
 func PlanKeys(p RestorePlan) []string {
 	keys := make([]string, 0, 1+len(p.Deltas))
 	keys = append(keys, p.Full.Key)
