@@ -240,6 +240,24 @@ func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.Lis
 	}
 }
 
+// ListBackups lists the store's backups: its full snapshots, then its deltas, each sorted as
+// List sorts them (two paged listings, of <prefix>full/ and <prefix>delta/; Locks is left
+// empty: ListForGC reads them). The full snapshots are listed first because garbage
+// collection deletes deltas before the full snapshots they continue: a listing that runs
+// beside it may miss deltas it deleted, but never lists a delta whose full snapshot it
+// deleted before.
+func (s *Store) ListBackups(ctx context.Context) (catalog.Listing, error) {
+	fulls, err := s.List(ctx, catalog.KindFull)
+	if err != nil {
+		return catalog.Listing{}, err
+	}
+	deltas, err := s.List(ctx, catalog.KindDelta)
+	if err != nil {
+		return catalog.Listing{}, err
+	}
+	return catalog.Listing{Fulls: fulls, Deltas: deltas}, nil
+}
+
 // Latest returns the last object of the given kind in List's order: the one
 // with the highest Revision. It reports false when there is none.
 func (s *Store) Latest(ctx context.Context, kind catalog.Kind) (catalog.Snapshot, bool, error) {
@@ -256,14 +274,14 @@ func (s *Store) Latest(ctx context.Context, kind catalog.Kind) (catalog.Snapshot
 // Newest returns the newest revision the store holds a backup of: the highest revision of
 // its newest full snapshot and its newest delta (0 when it holds none).
 func (s *Store) Newest(ctx context.Context) (int64, error) {
+	l, err := s.ListBackups(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var newest int64
-	for _, kind := range []catalog.Kind{catalog.KindFull, catalog.KindDelta} {
-		snap, ok, err := s.Latest(ctx, kind)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			newest = max(newest, snap.Revision)
+	for _, snaps := range [][]catalog.Snapshot{l.Fulls, l.Deltas} {
+		if len(snaps) > 0 {
+			newest = max(newest, snaps[len(snaps)-1].Revision)
 		}
 	}
 	return newest, nil

@@ -50,14 +50,11 @@ type VerifyOptions struct {
 // verification incomplete.
 func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
-	fulls, err := s.List(ctx, catalog.KindFull)
+	l, err := s.ListBackups(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	deltas, err := s.List(ctx, catalog.KindDelta)
-	if err != nil {
-		return rep, fmt.Errorf("verify: %w", err)
-	}
+	fulls, deltas := l.Fulls, l.Deltas
 	bad := map[string]bool{}
 	for _, snap := range catalog.MergeByRevision(fulls, deltas) {
 		n, err := s.verifyObject(ctx, snap)

@@ -216,16 +216,14 @@ const lockReleaseTimeout = 30 * time.Second
 
 // listBackups lists the store's full snapshots and deltas for a restore.
 func listBackups(ctx context.Context, store *snapstore.Store) (fulls, deltas []catalog.Snapshot, err error) {
-	if fulls, err = store.List(ctx, catalog.KindFull); err != nil {
+	l, err := store.ListBackups(ctx)
+	if err != nil {
 		return nil, nil, fmt.Errorf("restore: %w", err)
 	}
-	if len(fulls) == 0 {
+	if len(l.Fulls) == 0 {
 		return nil, nil, fmt.Errorf("restore from %s: %w", store.URL(), ErrNoBackup)
 	}
-	if deltas, err = store.List(ctx, catalog.KindDelta); err != nil {
-		return nil, nil, fmt.Errorf("restore: %w", err)
-	}
-	return fulls, deltas, nil
+	return l.Fulls, l.Deltas, nil
 }
 
 // planFailed is the error of a restore that cannot plan: err, with the objects left out

@@ -232,17 +232,14 @@ func (s *Supervisor) checkRestorable(ctx context.Context, target catalog.Target)
 
 // listStore lists the store's full snapshots and deltas.
 func (s *Supervisor) listStore(ctx context.Context) (fulls, deltas []catalog.Snapshot, err error) {
-	fulls, err = s.cfg.Store.List(ctx, catalog.KindFull)
-	if err == nil {
-		deltas, err = s.cfg.Store.List(ctx, catalog.KindDelta)
-	}
+	l, err := s.cfg.Store.ListBackups(ctx)
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues(storeOpList).Inc()
 		s.storeResult(err)
 		return nil, nil, err
 	}
 	s.storeResult(nil)
-	return fulls, deltas, nil
+	return l.Fulls, l.Deltas, nil
 }
 
 // setPhase moves job to phase p.

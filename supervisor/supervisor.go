@@ -368,11 +368,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 	var prep prepared
 	dir := cfg.Etcd.Dir
 	facts := StartFacts{Verdict: v, Members: clusterSize(cfg.Etcd), ForceRestore: cfg.ForceRestore}
-	fulls, err := cfg.Store.List(ctx, catalog.KindFull)
-	var deltas []catalog.Snapshot
-	if err == nil {
-		deltas, err = cfg.Store.List(ctx, catalog.KindDelta)
-	}
+	listing, err := cfg.Store.ListBackups(ctx)
 	if err == nil {
 		var ok bool
 		facts.StoreCluster, ok, err = cfg.Store.ClusterID(ctx)
@@ -390,7 +386,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 			dir, v.State, v.Reason, cfg.Store.URL(), err)
 	}
 	prep.storeCluster = facts.StoreCluster
-	facts.StoreNewest = catalog.RestorableWindow(fulls, deltas).Newest.Revision
+	facts.StoreNewest = catalog.RestorableWindow(listing.Fulls, listing.Deltas).Newest.Revision
 	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
 		if id, err := datadir.DataDirIdentity(dir, cfg.Etcd.WalDir); err == nil {
 			facts.DirCluster = id.ClusterID
@@ -408,7 +404,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 			if err := CheckExactCopy(dir, m, cfg.Store.URL()); err != nil {
 				return prep, err
 			}
-			if m.NewHistory() && newestRevision(fulls) < m.DataRevision {
+			if m.NewHistory() && newestRevision(listing.Fulls) < m.DataRevision {
 				prep.history = &m
 			}
 		}

@@ -53,16 +53,15 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 	if err := dst.Check(ctx); err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
-	lists := make([][]catalog.Snapshot, 4)
-	for i, l := range []struct {
-		s    *snapstore.Store
-		kind catalog.Kind
-	}{{src, catalog.KindFull}, {src, catalog.KindDelta}, {dst, catalog.KindFull}, {dst, catalog.KindDelta}} {
-		if lists[i], err = l.s.List(ctx, l.kind); err != nil {
-			return err
-		}
+	have, err := src.ListBackups(ctx)
+	if err != nil {
+		return err
 	}
-	toCopy, skipped := catalog.SelectCopies(lists[0], lists[1], lists[2], lists[3], since)
+	there, err := dst.ListBackups(ctx)
+	if err != nil {
+		return err
+	}
+	toCopy, skipped := catalog.SelectCopies(have.Fulls, have.Deltas, there.Fulls, there.Deltas, since)
 	if c.DryRun {
 		for _, snap := range toCopy {
 			fmt.Fprintf(env.Stdout, "would copy %s (%d bytes)\n", snap.Key, snap.Size)

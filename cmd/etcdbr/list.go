@@ -30,14 +30,11 @@ func (c *ListCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
-	fulls, err := store.List(ctx, catalog.KindFull)
+	listing, err := store.ListBackups(ctx)
 	if err != nil {
 		return err
 	}
-	deltas, err := store.List(ctx, catalog.KindDelta)
-	if err != nil {
-		return err
-	}
+	fulls, deltas := listing.Fulls, listing.Deltas
 	if c.Objects {
 		if err := printObjects(env.Stdout, fulls, deltas); err != nil {
 			return err

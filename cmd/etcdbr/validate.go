@@ -106,16 +106,12 @@ func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) 
 		return "", err
 	}
 	defer store.Close()
-	fulls, err := store.List(ctx, catalog.KindFull)
+	listing, err := store.ListBackups(ctx)
 	if err != nil {
 		return "", err
 	}
-	if len(fulls) > 0 {
-		deltas, err := store.List(ctx, catalog.KindDelta)
-		if err != nil {
-			return "", err
-		}
-		f.StoreNewest = catalog.RestorableWindow(fulls, deltas).Newest.Revision
+	if len(listing.Fulls) > 0 {
+		f.StoreNewest = catalog.RestorableWindow(listing.Fulls, listing.Deltas).Newest.Revision
 	}
 	id, ok, err := store.ClusterID(ctx)
 	if err != nil {

@@ -8,13 +8,6 @@ import (
 	"time"
 )
 
-// Listing is what garbage collection decides from: the store's full snapshots and deltas,
-// and its restore locks.
-type Listing struct {
-	Fulls, Deltas []Snapshot
-	Locks         []RestoreLock
-}
-
 // Decision is what garbage collection does with one object, and why.
 type Decision struct {
 	Snapshot Snapshot

@@ -41,6 +41,14 @@ type Snapshot struct {
 	Size int64
 }
 
+// Listing is what a store holds: its full snapshots and deltas, each sorted by
+// CompareSnapshots (snapstore's Store.ListBackups), and, for garbage collection, its
+// restore locks (Store.ListForGC).
+type Listing struct {
+	Fulls, Deltas []Snapshot
+	Locks         []RestoreLock
+}
+
 const (
 	revDigits  = 20
 	timeLayout = "20060102T150405.000Z"
