@@ -73,7 +73,7 @@ type RestoreResult struct {
 // does not honour locks) is not a bad object: the restore lists the store again and plans
 // again, up to maxReplans times, and then fails naming the objects that disappeared.
 func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target catalog.Target, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
-	return restore(ctx, store, cfg, target, opts, lg, false)
+	return restore(ctx, store, cfg, target, opts, lg, false, nil)
 }
 
 // RestoreNewestIntact restores the newest point the store can prove, for a member that
@@ -82,7 +82,7 @@ func Restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 // restores the newest revision the rest of the store reaches, and says what was lost in
 // RestoreResult.Shortfall. It fails only when no full snapshot is intact.
 func RestoreNewestIntact(ctx context.Context, store *snapstore.Store, cfg *embed.Config, opts rebuild.RestoreOptions, lg *slog.Logger) (RestoreResult, error) {
-	return restore(ctx, store, cfg, catalog.Target{}, opts, lg, true)
+	return restore(ctx, store, cfg, catalog.Target{}, opts, lg, true, nil)
 }
 
 // Shortfall is what a restore of the newest point could not reach because backup objects
@@ -105,7 +105,13 @@ func intactNewest(fulls, deltas []catalog.Snapshot, exclude map[string]bool) int
 	return catalog.RestorableWindow(keep(fulls), keep(deltas)).Newest.Revision
 }
 
-func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target catalog.Target, opts rebuild.RestoreOptions, lg *slog.Logger, intact bool) (RestoreResult, error) {
+// restore is Restore, or with intact RestoreNewestIntact. listed, when not nil, is the
+// store's backups as the caller listed them just before (with a full snapshot): the first
+// plan is made from it instead of from a listing of its own. That is as safe as listing
+// after taking the restore lock, which a garbage collection that read the locks before may
+// still delete from: an object that disappeared is found missing, and the restore lists
+// again.
+func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, target catalog.Target, opts rebuild.RestoreOptions, lg *slog.Logger, intact bool, listed *catalog.Listing) (RestoreResult, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -130,8 +136,10 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	goal := target           // what the restore goes to: target, or the newest intact point
 	var shortfall *Shortfall // set when goal fell back from the newest point
 	for {
-		fulls, deltas, err := listBackups(ctx, store)
-		if err != nil {
+		var fulls, deltas []catalog.Snapshot
+		if listed != nil {
+			fulls, deltas, listed = listed.Fulls, listed.Deltas, nil
+		} else if fulls, deltas, err = listBackups(ctx, store); err != nil {
 			return RestoreResult{}, withGone(err, gone)
 		}
 		for {

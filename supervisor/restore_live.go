@@ -316,7 +316,8 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 		Served: served,
 		Marker: &datadir.RestoredMarker{Source: s.cfg.Store.URL(), Trigger: job.trigger},
 	}
-	res, err := Restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg)
+	// The restore plans from this listing: the store is listed once.
+	res, err := restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg, false, &catalog.Listing{Fulls: fulls, Deltas: deltas})
 	if err != nil {
 		return RestoreResult{}, err
 	}
