@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -27,15 +26,7 @@ func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
 		mod time.Time
 	}
 	var locks []lockObject
-	it := s.bucket.List(&blob.ListOptions{})
-	for {
-		obj, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return catalog.Listing{}, fmt.Errorf("list %q for garbage collection: %w", s.url, err)
-		}
+	err := s.eachObject(ctx, "", func(obj *blob.ListObject) error {
 		if snap, ok := catalog.ParseName(obj.Key); ok {
 			snap.Size = obj.Size
 			if snap.Kind == catalog.KindFull {
@@ -46,6 +37,10 @@ func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
 		} else if isLockKey(obj.Key) {
 			locks = append(locks, lockObject{obj.Key, obj.ModTime})
 		}
+		return nil
+	})
+	if err != nil {
+		return catalog.Listing{}, fmt.Errorf("list %q for garbage collection: %w", s.url, err)
 	}
 	slices.SortFunc(l.Fulls, catalog.CompareSnapshots)
 	slices.SortFunc(l.Deltas, catalog.CompareSnapshots)

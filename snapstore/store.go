@@ -223,8 +223,12 @@ func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotE
 }
 
 // eachObject calls fn for every object under prefix, in one paged listing, until fn
-// returns an error.
+// returns an error. A file store's directory is read by listDir, so that uploads committing
+// beside the listing never fail it.
 func (s *Store) eachObject(ctx context.Context, prefix string, fn func(*blob.ListObject) error) error {
+	if s.localDir != "" {
+		return listDir(ctx, s.localDir, prefix, fn)
+	}
 	it := s.bucket.List(&blob.ListOptions{Prefix: prefix})
 	for {
 		obj, err := it.Next(ctx)
