@@ -13,7 +13,10 @@ const (
 	StaleLockAge = time.Hour
 )
 
-// RestoreLock is a restore's announcement in the store, as garbage collection reads it.
+// RestoreLock is a restore's announcement in the store, as garbage collection reads it
+// (docs/retention.md). Its JSON fields are the stored format that snapstore writes under
+// locks/; earlier versions called it a restore lease, and the format did not change with
+// the name.
 type RestoreLock struct {
 	// ID is the lock's random identifier; Holder and Purpose say who restores what, for
 	// messages.
