@@ -233,7 +233,7 @@ func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*Lock
 // lockCleanupTimeout bounds the deletion of a lock whose write failed.
 const lockCleanupTimeout = 10 * time.Second
 
-// Lock returns the lock as last written.
+// Held returns the lock as last written.
 func (h *LockHolder) Held() catalog.RestoreLock {
 	if h == nil {
 		return catalog.RestoreLock{}

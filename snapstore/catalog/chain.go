@@ -96,8 +96,8 @@ func fullWithin(fulls []Snapshot, from, to int64) (int64, bool) {
 	return 0, false
 }
 
-// mergeByRevision merges full snapshots and deltas (each sorted as List
-// sorts) into one list ordered by first revision (a full snapshot's is its
+// MergeByRevision merges full snapshots and deltas (each sorted by
+// CompareSnapshots) into one list ordered by first revision (a full snapshot's is its
 // revision), full snapshots first.
 func MergeByRevision(fulls, deltas []Snapshot) []Snapshot {
 	all := slices.Concat(fulls, deltas)

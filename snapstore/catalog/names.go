@@ -177,7 +177,7 @@ func parseTime(s string) (time.Time, bool) {
 	return t, true
 }
 
-// validate checks that snap's Kind, From, Revision and Time can be written as
+// Validate checks that snap's Kind, From, Revision and Time can be written as
 // a name that ParseName accepts.
 func (snap Snapshot) Validate() error {
 	switch snap.Kind {
@@ -204,7 +204,7 @@ func (snap Snapshot) Validate() error {
 	return nil
 }
 
-// name returns the key for snap's fields, encrypted or not.
+// Name returns the key for snap's fields, encrypted or not.
 func (snap Snapshot) Name(encrypted bool) string {
 	if snap.Kind == KindDelta {
 		return DeltaName(snap.From, snap.Revision, snap.Time, encrypted)
@@ -212,7 +212,7 @@ func (snap Snapshot) Name(encrypted bool) string {
 	return FullName(snap.Revision, snap.Time, encrypted)
 }
 
-// compareSnapshots orders by Revision, From, Time, Key.
+// CompareSnapshots orders by Revision, From, Time, Key: the order of a listing.
 func CompareSnapshots(a, b Snapshot) int {
 	switch {
 	case a.Revision != b.Revision:
