@@ -21,11 +21,11 @@ var (
 // flushTimeout bounds a flush of the delta taker on request.
 const flushTimeout = 2 * time.Minute
 
-// servingSession returns the backups of the serving etcd, or why there are none.
-func (s *Supervisor) servingSession() (*session, error) {
+// servingBackups returns the backups of the serving etcd, or why there are none.
+func (s *Supervisor) servingBackups() (*backups, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != StateServing || s.sess == nil || s.etcd == nil {
+	if s.state != StateServing || s.backups == nil || s.etcd == nil {
 		if s.job != nil && s.job.running() {
 			return nil, fmt.Errorf("%w (a restore runs, phase %s): try again once it ended", ErrNotServing, s.job.phase)
 		}
@@ -35,17 +35,17 @@ func (s *Supervisor) servingSession() (*session, error) {
 	if lead := srv.Leader(); lead != srv.MemberID() {
 		return nil, fmt.Errorf("%w (the leader is %s): ask the leader's etcdbr", ErrNotLeader, lead)
 	}
-	return s.sess, nil
+	return s.backups, nil
 }
 
 // TakeFull takes a full snapshot now, through the full snapshot runner (after any snapshot
 // in flight), and returns the object written.
 func (s *Supervisor) TakeFull(ctx context.Context) (catalog.Snapshot, error) {
-	sess, err := s.servingSession()
+	b, err := s.servingBackups()
 	if err != nil {
 		return catalog.Snapshot{}, err
 	}
-	return sess.fullNow(ctx)
+	return b.fullNow(ctx)
 }
 
 // FlushDeltas uploads at once every revision etcd had applied when called, as deltas, and
@@ -55,7 +55,7 @@ func (s *Supervisor) FlushDeltas(ctx context.Context) (backup.FlushResult, error
 	if s.cfg.DeltaPeriod <= 0 {
 		return backup.FlushResult{}, fmt.Errorf("%w (--delta-snapshot-period 0): take a full snapshot instead", ErrDeltasDisabled)
 	}
-	if _, err := s.servingSession(); err != nil {
+	if _, err := s.servingBackups(); err != nil {
 		return backup.FlushResult{}, err
 	}
 	s.mu.Lock()

@@ -254,9 +254,9 @@ func (s *Supervisor) setPhase(job *restoreJob, p RestorePhase) {
 // restoreWhileRunning stops the backups and etcd and rebuilds the data dir for job. etcd is
 // to be started again by the caller, on the new data dir, or on the old one (left as it
 // was) when the restore failed: job.err says which.
-func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, sess *session, job *restoreJob) {
+func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, b *backups, job *restoreJob) {
 	s.setState(StateRestoring)
-	if err := sess.stop(nil); err != nil {
+	if err := b.stop(nil); err != nil {
 		s.lg.Error("backups ended with an error", "err", err)
 	}
 	s.setPhase(job, PhaseStoppingEtcd)

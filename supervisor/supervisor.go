@@ -87,7 +87,7 @@ type Supervisor struct {
 	state      State
 	stateSince time.Time
 	etcd       *embedded.Etcd // while starting or serving
-	sess       *session       // the backups of the serving etcd
+	backups    *backups       // the backups of the serving etcd
 	job        *restoreJob    // the restore running, or the last one
 	jobs       int64          // restores requested so far (the job IDs)
 	lastErr    *ErrorStatus
@@ -219,12 +219,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			takeFull, history = true, nil
 		}
-		sess := s.startSession(ctx, e, takeFull)
-		next, runErr := s.serve(ctx, e, sess)
+		b := s.startBackups(ctx, e, takeFull)
+		next, runErr := s.serve(ctx, e, b)
 		if next == nil {
 			s.setState(StateStopping)
 			s.refuseQueuedRestore()
-			if err := sess.stop(nil); err != nil && runErr == nil {
+			if err := b.stop(nil); err != nil && runErr == nil {
 				runErr = err
 			}
 			s.clearEtcd()
@@ -240,7 +240,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return nil
 		}
 		job = next
-		s.restoreWhileRunning(ctx, e, sess, job)
+		s.restoreWhileRunning(ctx, e, b, job)
 		if ctx.Err() != nil {
 			s.finishRestore(job, s.stoppedDuring(job))
 			return nil
@@ -269,7 +269,7 @@ func (s *Supervisor) GCDeleted(kind catalog.Kind, n int) {
 
 // serve waits until ctx ends, etcd fails, the backups fail to start, or a restore is asked
 // for; it returns the restore job in the last case.
-func (s *Supervisor) serve(ctx context.Context, e *embedded.Etcd, sess *session) (*restoreJob, error) {
+func (s *Supervisor) serve(ctx context.Context, e *embedded.Etcd, b *backups) (*restoreJob, error) {
 	select {
 	case <-ctx.Done():
 		s.lg.Info("stopping: abandoning any full snapshot in flight, uploading the final delta, then stopping etcd")
@@ -277,7 +277,7 @@ func (s *Supervisor) serve(ctx context.Context, e *embedded.Etcd, sess *session)
 	case err := <-e.Err():
 		s.lg.Error("etcd failed; stopping", "err", err)
 		return nil, fmt.Errorf("etcd failed: %w", err)
-	case err := <-sess.failed():
+	case err := <-b.failed():
 		return nil, err
 	case job := <-s.restores:
 		return job, nil
@@ -515,7 +515,7 @@ func (s *Supervisor) clearEtcd() {
 	if s.etcd != nil {
 		s.revision = s.etcd.Server().KV().Rev()
 	}
-	s.etcd, s.sess = nil, nil
+	s.etcd, s.backups = nil, nil
 	s.claimedFor = "" // claimed again by the next etcd, whose cluster a restore may change
 	s.mu.Unlock()
 }
