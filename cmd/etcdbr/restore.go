@@ -4,16 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-
-	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/embedded/rebuild"
-	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
@@ -100,92 +94,37 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	// A restore killed halfway is finished (or its staging removed) before anything else.
-	if _, err := rebuild.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, env.Log); err != nil {
-		return fmt.Errorf("finish an interrupted restore of %q: %w", cfg.Dir, err)
-	}
-	if entries, err := os.ReadDir(cfg.Dir); err == nil && len(entries) > 0 {
-		return usageErrorf("data dir %q is not empty: etcdbr restore only creates a new data dir; "+
-			"move it away first (etcdbr run restores a corrupt data dir by itself and keeps the old one)", cfg.Dir)
-	}
-	store, err := c.openExisting(ctx, env.Log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	// Before anything is written: may the cluster this restore creates use the store?
-	clusters, err := supervisor.RestoreClusterFor(ctx, store, cfg)
-	if err != nil {
-		return err
-	}
-	clusters.Force, clusters.Keep = c.ForceRestore, c.KeepStore
-	follow, err := supervisor.CheckRestoreCluster(clusters)
-	if err != nil {
-		return fmt.Errorf("%w; to restore a copy that backs up into another store (or not at all), leaving the store's record as it is, "+
-			"give --keep-store-cluster", err)
-	}
-	opts := rebuild.RestoreOptions{
+	res, err := supervisor.RestoreOffline(ctx, supervisor.OfflineRestoreConfig{
+		Etcd:          cfg,
+		OpenStore:     func(ctx context.Context) (*snapstore.Store, error) { return c.openExisting(ctx, env.Log) },
+		Target:        target,
+		Exact:         c.Exact,
+		Unbacked:      c.Unbacked,
+		RevisionBump:  c.BumpRevision,
 		SkipHashCheck: c.SkipHashCheck,
-		RevisionBump:  c.BumpRevision, MarkCompacted: c.BumpRevision > 0,
-		Marker: &datadir.RestoredMarker{Source: store.URL(), Trigger: supervisor.TriggerOffline, Exact: c.Exact},
+		Force:         c.ForceRestore,
+		Keep:          c.KeepStore,
+		Log:           env.Log,
+		WatchProgress: func(p *progress.Progress) func() { return watchProgress(ctx, env, p) },
+	})
+	if errors.Is(err, supervisor.ErrDataDirNotEmpty) {
+		return usageError{err}
 	}
-	if !c.Exact {
-		// Offline, nothing says what the member served after the store's newest revision:
-		// the restored data starts a new history past a bound of it.
-		newest, err := store.Newest(ctx)
-		if err != nil {
-			return err
+	if res.Snapshot.Key != "" { // restored, also when the store's record could not follow
+		fmt.Fprintf(env.Stdout, "restored %s", res.Snapshot.Key)
+		if len(res.Deltas) > 0 {
+			fmt.Fprintf(env.Stdout, " and %d deltas", len(res.Deltas))
 		}
-		opts.Served = newest + c.Unbacked
+		fmt.Fprintf(env.Stdout, " to revision %d (%s) into %s\n", res.Revision, res.Time.UTC().Format(time.RFC3339Nano), cfg.Dir)
+		if res.Bump > 0 {
+			fmt.Fprintf(env.Stdout, "the data dir starts a new history at revision %d (marked compacted): clients list again, and etcdbr run backs it up with a fresh full snapshot\n", res.DataRevision)
+		}
 	}
-	opts.Progress = progress.New("fetch")
-	stop := watchProgress(ctx, env, opts.Progress)
-	res, err := supervisor.Restore(ctx, store, cfg, target, opts, env.Log)
-	stop()
 	if err != nil {
 		return err
 	}
-	if c.Exact && !res.Newest {
-		env.Log.Warn("restored an exact copy of a point before the newest revision in the store: it is another history than the store's; "+
-			"etcdbr run refuses to back it up into this store (give it another --store)",
-			"revision", res.Revision, "store_revision", res.StoreRevision)
-	}
-	fmt.Fprintf(env.Stdout, "restored %s", res.Snapshot.Key)
-	if len(res.Deltas) > 0 {
-		fmt.Fprintf(env.Stdout, " and %d deltas", len(res.Deltas))
-	}
-	fmt.Fprintf(env.Stdout, " to revision %d (%s) into %s\n", res.Revision, res.Time.UTC().Format(time.RFC3339Nano), cfg.Dir)
-	if res.Bump > 0 {
-		fmt.Fprintf(env.Stdout, "the data dir starts a new history at revision %d (marked compacted): clients list again, and etcdbr run backs it up with a fresh full snapshot\n", res.DataRevision)
-	}
-	if follow {
-		id, err := followStore(ctx, env, store, cfg, clusters.Store)
-		if err != nil {
-			return fmt.Errorf("data dir %q is restored (cluster %s), but the store %s does not record it instead of cluster %s: %w; "+
-				"etcdbr run with this store takes no backups until it does: once the store answers, move %s out of the store's prefix "+
-				"and the first backup records the restored cluster", cfg.Dir, id, store.URL(), clusters.Store, err, snapstore.ClusterIDKey)
-		}
-		fmt.Fprintf(env.Stdout, "the store now belongs to cluster %s (it belonged to cluster %s)\n", id, clusters.Store)
-	} else if clusters.Keep && clusters.Store != "" && clusters.New != clusters.Store {
-		env.Log.Warn("the restored member is another cluster than the one the store belongs to, which was left as it is: "+
-			"give it its own store; etcdbr run with this store takes no backups", "cluster", clusters.New, "store_cluster", clusters.Store)
+	if res.Followed {
+		fmt.Fprintf(env.Stdout, "the store now belongs to cluster %s (it belonged to cluster %s)\n", res.Cluster, res.PreviousCluster)
 	}
 	return nil
-}
-
-// followStore records the restored data dir's cluster as the store's, replacing from
-// (supervisor.FollowRestore), retrying a store that fails for about a minute.
-func followStore(ctx context.Context, env *Env, store *snapstore.Store, cfg *embed.Config, from string) (string, error) {
-	retry := backoff.Backoff{Min: time.Second, Max: 16 * time.Second} // 5 waits: 1 s to 16 s
-	for attempt := 1; ; attempt++ {
-		id, err := supervisor.FollowRestore(ctx, store, cfg, from)
-		if err == nil || errors.Is(err, snapstore.ErrClusterMismatch) || attempt == 6 || ctx.Err() != nil {
-			return id, err
-		}
-		wait := retry.Next()
-		env.Log.Warn("cannot record the restored cluster in the store; retrying", "err", err, "in", wait)
-		if backoff.Sleep(ctx, wait) != nil {
-			return id, err
-		}
-	}
 }
