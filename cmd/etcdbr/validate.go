@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
-	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
-	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
 
@@ -47,10 +44,8 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if v.Reason != "" {
 		fmt.Fprintf(env.Stdout, "reason: %s\n", v.Reason)
 	}
-	var dirCluster string
 	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
 		if id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
-			dirCluster = id.ClusterID
 			fmt.Fprintf(env.Stdout, "cluster: %s\nmember: %s\n", id.ClusterID, id.MemberID)
 		}
 	}
@@ -65,24 +60,22 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("data dir %q is %s: %s", cfg.Dir, v.State, v.Reason)
 	}
 
-	facts := supervisor.StartFacts{Verdict: v, DirCluster: dirCluster, Members: clusterMembers(cfg.InitialCluster)}
-	// The cluster a restore with this configuration would create, as etcdbr run computes it.
-	if id, err := embedded.ClusterIDFor(cfg); err == nil {
-		facts.NewCluster = id
-	}
-	storeURL, err := c.storeFacts(ctx, &facts)
+	store, err := c.openExisting(ctx, nil)
 	if err != nil {
 		return usageError{fmt.Errorf("%w: %w", errCannotTell, err)}
 	}
-	if v.State == datadir.StateValid {
-		// As etcdbr run does: an exact copy of this store's data is never started with it.
-		if m, ok, err := datadir.ReadRestoredMarker(cfg.Dir); err == nil && ok {
-			if err := supervisor.CheckExactCopy(cfg.Dir, m, storeURL); err != nil {
-				fmt.Fprintf(env.Stdout, "store: %s\nat start: stop: %v\n", c.Store, err)
-				return err
-			}
-		}
+	defer store.Close()
+	// What etcdbr run decides with, gathered as it does.
+	survey, err := supervisor.SurveyStart(ctx, cfg, store, v, nil)
+	if survey.StoreErr != nil {
+		return usageError{fmt.Errorf("%w: %w", errCannotTell, survey.StoreErr)}
 	}
+	if err != nil {
+		// As etcdbr run does: an exact copy of this store's data is never started with it.
+		fmt.Fprintf(env.Stdout, "store: %s\nat start: stop: %v\n", c.Store, err)
+		return err
+	}
+	facts := survey.Facts
 	decision, reason := supervisor.DecideStart(facts)
 	fmt.Fprintf(env.Stdout, "store: %s\nstore revision: %d\n", c.Store, facts.StoreNewest)
 	if facts.StoreCluster != "" {
@@ -96,40 +89,4 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		return usageError{fmt.Errorf("%w whether data dir %q is valid: %s", errCannotTell, cfg.Dir, v.Reason)}
 	}
 	return fmt.Errorf("data dir %q: %s", cfg.Dir, reason)
-}
-
-// storeFacts reads the store's newest revision and cluster; it returns the store's URL as
-// etcdbr shows it.
-func (c *ValidateCmd) storeFacts(ctx context.Context, f *supervisor.StartFacts) (string, error) {
-	store, err := c.openExisting(ctx, nil)
-	if err != nil {
-		return "", err
-	}
-	defer store.Close()
-	listing, err := store.ListBackups(ctx)
-	if err != nil {
-		return "", err
-	}
-	if len(listing.Fulls) > 0 {
-		f.StoreNewest = catalog.RestorableWindow(listing.Fulls, listing.Deltas).Newest.Revision
-	}
-	id, ok, err := store.ClusterID(ctx)
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		f.StoreCluster = id
-	}
-	return store.URL(), nil
-}
-
-// clusterMembers counts the members named in an --initial-cluster value.
-func clusterMembers(initialCluster string) int {
-	names := map[string]bool{}
-	for _, part := range strings.Split(initialCluster, ",") {
-		if name, _, ok := strings.Cut(strings.TrimSpace(part), "="); ok {
-			names[name] = true
-		}
-	}
-	return len(names)
 }
