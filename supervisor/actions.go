@@ -58,10 +58,7 @@ func (s *Supervisor) FlushDeltas(ctx context.Context) (backup.FlushResult, error
 	if _, err := s.servingBackups(); err != nil {
 		return backup.FlushResult{}, err
 	}
-	s.mu.Lock()
-	mismatch := s.mismatch
-	s.mu.Unlock()
-	if mismatch != "" {
+	if _, mismatch := s.claim.clusters(); mismatch != "" {
 		return backup.FlushResult{}, clusterError(mismatch)
 	}
 	ctx, cancel := context.WithTimeout(ctx, flushTimeout)

@@ -11,6 +11,11 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultAPIListen is the API's default address: loopback only.
@@ -88,19 +93,48 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// apiServer is the running HTTP API.
+// apiServer is the HTTP API (docs/api.md): health, readiness, status, metrics, the status
+// page, and snapshots and restores on request. It only translates HTTP into calls of the
+// member it serves (apiMember: the Supervisor) and back.
+//
+// Run starts it with startAPI before anything else, so that health and status answer during
+// validation and restore, and closes it (close) when it returns. Field by field:
 type apiServer struct {
+	// Set by startAPI, read-only after.
+	member   apiMember
+	store    *snapstore.Store    // the member's store: its URL and window (GET /v1/backups)
+	gatherer prometheus.Gatherer // etcdbr's own metrics, served beside etcd's (the default registry)
+	lg       *slog.Logger
+	addr     string // the address the listener took ("" when the API is disabled)
+	// srv serves the API (nil when it is disabled): its goroutine, started by startAPI,
+	// runs until close shuts it down, and then closes done.
 	srv  *http.Server
 	done chan struct{}
 }
 
-// startAPI loads the API's credentials and starts serving it (unless it is disabled).
-// Requests' contexts end with ctx.
-func (s *Supervisor) startAPI(ctx context.Context) (*apiServer, error) {
-	c := s.cfg.API
+// apiMember is what the API asks of the member it serves: the Supervisor.
+type apiMember interface {
+	// liveness says the lifecycle's state and the process ID (GET /healthz).
+	liveness() (State, int)
+	Readiness() []Check
+	Status() Status
+	// listStore lists the store, recording whether it answered.
+	listStore(ctx context.Context) (fulls, deltas []catalog.Snapshot, err error)
+	// refresh brings the metrics up to date before a scrape.
+	refresh(now time.Time) (corrupt, serving bool)
+	TakeFull(ctx context.Context) (catalog.Snapshot, error)
+	FlushDeltas(ctx context.Context) (backup.FlushResult, error)
+	RequestRestore(ctx context.Context, target catalog.Target) (RestoreStatus, error)
+	WaitRestore(ctx context.Context, id int64) (RestoreStatus, error)
+}
+
+// startAPI loads the API's credentials and starts serving the Supervisor s with the
+// configuration c (unless it is disabled). Requests' contexts end with ctx.
+func startAPI(ctx context.Context, c APIConfig, s *Supervisor, lg *slog.Logger) (*apiServer, error) {
+	a := &apiServer{member: s, store: s.cfg.Store, gatherer: s.metrics.reg, lg: lg}
 	if c.Listen == "" {
-		s.lg.Info("the HTTP API is disabled (--listen-api is empty)")
-		return &apiServer{}, nil
+		lg.Info("the HTTP API is disabled (--listen-api is empty)")
+		return a, nil
 	}
 	auth, err := loadAPIAuth(c)
 	if err != nil {
@@ -119,33 +153,29 @@ func (s *Supervisor) startAPI(ctx context.Context) (*apiServer, error) {
 		ln.Close()
 		return nil, err
 	}
-	s.mu.Lock()
-	s.apiAddr = ln.Addr().String()
-	s.mu.Unlock()
+	a.addr = ln.Addr().String()
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	a := &apiServer{
-		srv: &http.Server{
-			Handler:           s.guardHost(hosts, s.apiHandler(auth)),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelDebug),
-			BaseContext:       func(net.Listener) context.Context { return ctx },
-		},
-		done: make(chan struct{}),
+	a.srv = &http.Server{
+		Handler:           a.guardHost(hosts, a.handler(auth)),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(lg.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	a.done = make(chan struct{})
 	go func() {
 		defer close(a.done)
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.lg.Error("the HTTP API stopped serving", "err", err)
+			lg.Error("the HTTP API stopped serving", "err", err)
 		}
 	}()
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
 	}
-	s.lg.Info("HTTP API listening", "url", scheme+"://"+ln.Addr().String(), "authentication", auth.describe())
+	lg.Info("HTTP API listening", "url", scheme+"://"+ln.Addr().String(), "authentication", auth.describe())
 	return a, nil
 }
 

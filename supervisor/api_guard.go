@@ -186,13 +186,13 @@ func (g *hostGuard) describe() string {
 }
 
 // guardHost refuses, with 403, every request whose Host header does not name the API.
-func (s *Supervisor) guardHost(g *hostGuard, next http.Handler) http.Handler {
+func (a *apiServer) guardHost(g *hostGuard, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.allows(r.Host, r.TLS != nil) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		s.lg.Warn("API request refused: foreign Host header", "method", r.Method, "path", r.URL.Path,
+		a.lg.Warn("API request refused: foreign Host header", "method", r.Method, "path", r.URL.Path,
 			"remote", r.RemoteAddr, "host", r.Host, "status", http.StatusForbidden)
 		writeError(w, http.StatusForbidden, fmt.Sprintf("Host %q is not an address of this API (a web page reaching it by "+
 			"DNS rebinding sends its own name): call it as %s, or, when clients use another name (a proxy, a DNS name of "+

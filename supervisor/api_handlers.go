@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -34,29 +35,29 @@ type endpoint struct {
 	jsonBody bool
 }
 
-// apiHandler routes the API's endpoints and the status page (docs/api.md).
-func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
-	metrics := promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.metrics.reg},
-		promhttp.HandlerOpts{ErrorLog: slogPrinter{s}})
+// handler routes the API's endpoints and the status page (docs/api.md).
+func (a *apiServer) handler(auth *apiAuth) http.Handler {
+	metrics := promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, a.gatherer},
+		promhttp.HandlerOpts{ErrorLog: slogPrinter{a.lg}})
 	endpoints := []endpoint{
-		{"/healthz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}, false},
-		{"/readyz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: s.handleReady}, false},
+		{"/healthz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: a.handleHealth}, false},
+		{"/readyz", accessPublic, map[string]http.HandlerFunc{http.MethodGet: a.handleReady}, false},
 		{"/metrics", accessRead, map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
-			s.refresh(time.Now())
+			a.member.refresh(time.Now())
 			metrics.ServeHTTP(w, r)
 		}}, false},
-		{"/v1/status", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleStatus}, false},
-		{"/v1/backups", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handleBackups}, false},
-		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleFull}, false},
-		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleDelta}, false},
-		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: s.handleRestore}, true},
+		{"/v1/status", accessRead, map[string]http.HandlerFunc{http.MethodGet: a.handleStatus}, false},
+		{"/v1/backups", accessRead, map[string]http.HandlerFunc{http.MethodGet: a.handleBackups}, false},
+		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleFull}, false},
+		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleDelta}, false},
+		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleRestore}, true},
 	}
 	mux := http.NewServeMux()
 	for _, ep := range endpoints {
-		mux.Handle(ep.path, s.route(auth, ep))
+		mux.Handle(ep.path, a.route(auth, ep))
 	}
 	// The status page, at "/" only ("/{$}"): every other path stays a JSON 404.
-	mux.Handle("/{$}", s.route(auth, endpoint{"/", accessRead, map[string]http.HandlerFunc{http.MethodGet: s.handlePage}, false}))
+	mux.Handle("/{$}", a.route(auth, endpoint{"/", accessRead, map[string]http.HandlerFunc{http.MethodGet: handlePage}, false}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s: see docs/api.md (GET / (the status page), GET /v1/status, GET /v1/backups, "+
 			"POST /v1/snapshots/full, POST /v1/snapshots/delta, POST /v1/restore, GET /healthz, GET /readyz, GET /metrics)", r.URL.Path))
@@ -68,7 +69,7 @@ func (s *Supervisor) apiHandler(auth *apiAuth) http.Handler {
 // mutating requests from web pages of other origins (403, api_guard.go), enforces access
 // (401, 403) and the body a POST takes (415 without a JSON Content-Type where it takes JSON,
 // 400 for a body where it takes none), and logs mutating requests (never their credentials).
-func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
+func (a *apiServer) route(auth *apiAuth, ep endpoint) http.Handler {
 	var allowed []string
 	for m := range ep.methods {
 		allowed = append(allowed, m)
@@ -90,7 +91,7 @@ func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
 			return
 		}
 		refuse := func(status int, msg string) {
-			s.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
+			a.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
 			writeError(w, status, msg)
 		}
 		if ep.need == accessWrite {
@@ -119,7 +120,7 @@ func (s *Supervisor) route(auth *apiAuth, ep endpoint) http.Handler {
 			}
 		}
 		if ep.need == accessWrite {
-			s.lg.Info("API request", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr)
+			a.lg.Info("API request", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr)
 		}
 		h(w, r)
 	})
@@ -193,11 +194,9 @@ func errorStatus(err error) int {
 	}
 }
 
-func (s *Supervisor) handleHealth(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	state := s.state
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"status": "alive", "state": state, "pid": s.pid})
+func (a *apiServer) handleHealth(w http.ResponseWriter, r *http.Request) {
+	state, pid := a.member.liveness()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "alive", "state": state, "pid": pid})
 }
 
 // readyAnswer is the body of /readyz.
@@ -208,7 +207,7 @@ type readyAnswer struct {
 	Checks []Check `json:"checks"`
 }
 
-func (s *Supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
+func (a *apiServer) handleReady(w http.ResponseWriter, r *http.Request) {
 	exclude := r.URL.Query()["exclude"]
 	for _, x := range exclude {
 		if !slices.Contains(metricReadyChecks, x) {
@@ -218,7 +217,7 @@ func (s *Supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	ans := readyAnswer{Ready: true, Checks: []Check{}}
 	var failed []string
-	for _, c := range s.Readiness() {
+	for _, c := range a.member.Readiness() {
 		if slices.Contains(exclude, c.Name) {
 			continue
 		}
@@ -236,8 +235,8 @@ func (s *Supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, ans)
 }
 
-func (s *Supervisor) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.Status())
+func (a *apiServer) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.member.Status())
 }
 
 // backupsAnswer is the body of GET /v1/backups.
@@ -303,14 +302,14 @@ type overlapStatus struct {
 	To   int64  `json:"to"`
 }
 
-func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
-	fulls, deltas, err := s.listStore(r.Context())
+func (a *apiServer) handleBackups(w http.ResponseWriter, r *http.Request) {
+	fulls, deltas, err := a.member.listStore(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "cannot list the store: "+err.Error())
 		return
 	}
 	now := time.Now()
-	ans := backupsAnswer{Store: s.cfg.Store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
+	ans := backupsAnswer{Store: a.store.URL(), Full: []*ObjectStatus{}, Delta: []*ObjectStatus{},
 		Window: windowStatus{Gaps: []gapStatus{}, Pruned: []gapStatus{}, Overlaps: []overlapStatus{}, Histories: []historyStatus{}, Damaged: []damageStatus{}}}
 	for _, f := range fulls {
 		ans.Full = append(ans.Full, objectStatus(f, now))
@@ -318,7 +317,7 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	for _, d := range deltas {
 		ans.Delta = append(ans.Delta, objectStatus(d, now))
 	}
-	win, err := s.cfg.Store.Window(r.Context(), fulls, deltas)
+	win, err := a.store.Window(r.Context(), fulls, deltas)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "cannot read the store's records: "+err.Error())
 		return
@@ -346,8 +345,8 @@ func (s *Supervisor) handleBackups(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-func (s *Supervisor) handleFull(w http.ResponseWriter, r *http.Request) {
-	snap, err := s.TakeFull(r.Context())
+func (a *apiServer) handleFull(w http.ResponseWriter, r *http.Request) {
+	snap, err := a.member.TakeFull(r.Context())
 	if err != nil {
 		writeError(w, errorStatus(err), "full snapshot: "+err.Error())
 		return
@@ -363,8 +362,8 @@ type deltaAnswer struct {
 	Deltas []*ObjectStatus `json:"deltas"`
 }
 
-func (s *Supervisor) handleDelta(w http.ResponseWriter, r *http.Request) {
-	res, err := s.FlushDeltas(r.Context())
+func (a *apiServer) handleDelta(w http.ResponseWriter, r *http.Request) {
+	res, err := a.member.FlushDeltas(r.Context())
 	if err != nil {
 		writeError(w, errorStatus(err), "delta snapshot: "+err.Error())
 		return
@@ -431,7 +430,7 @@ type restoreAnswer struct {
 	Restore RestoreStatus `json:"restore"`
 }
 
-func (s *Supervisor) handleRestore(w http.ResponseWriter, r *http.Request) {
+func (a *apiServer) handleRestore(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if status, msg := bodyReadError(r, err); status != 0 {
 		writeError(w, status, msg)
@@ -449,20 +448,17 @@ func (s *Supervisor) handleRestore(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	job, err := s.requestRestore(r.Context(), target, TriggerRequest)
+	st, err := a.member.RequestRestore(r.Context(), target)
 	if err != nil {
 		writeError(w, errorStatus(err), "restore: "+err.Error())
 		return
 	}
 	w.Header().Set("Location", "/v1/status")
 	if !wait {
-		s.mu.Lock()
-		st := job.statusLocked()
-		s.mu.Unlock()
 		writeJSON(w, http.StatusAccepted, restoreAnswer{Restore: st})
 		return
 	}
-	st, err := s.WaitRestore(r.Context(), job.id)
+	st, err = a.member.WaitRestore(r.Context(), st.ID)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusGatewayTimeout, "restore: "+err.Error()+" (it goes on: see GET /v1/status)")
@@ -474,6 +470,6 @@ func (s *Supervisor) handleRestore(w http.ResponseWriter, r *http.Request) {
 }
 
 // slogPrinter logs promhttp's errors.
-type slogPrinter struct{ s *Supervisor }
+type slogPrinter struct{ lg *slog.Logger }
 
-func (p slogPrinter) Println(v ...any) { p.s.lg.Error("metrics: " + fmt.Sprint(v...)) }
+func (p slogPrinter) Println(v ...any) { p.lg.Error("metrics: " + fmt.Sprint(v...)) }

@@ -1,11 +1,9 @@
 package supervisor
 
-import (
-	"github.com/etcdbr/etcdbr/snapstore/catalog"
-)
+import "github.com/etcdbr/etcdbr/snapstore/catalog"
 
 // corruptState follows one CORRUPT alarm: from when the monitor first sees it until it sees
-// etcd without it.
+// etcd without it. The monitor's goroutine owns it.
 type corruptState struct {
 	raised        bool
 	restored      bool // a restore was started for it: not again while it lasts
@@ -16,20 +14,18 @@ type corruptState struct {
 // reports the alarm (the log, readiness, status and etcdbr_etcd_alarm do); with it, on a
 // single-member cluster, it restores the newest backup once per alarm: if the restored
 // member raises it again, it is only reported.
-func (s *Supervisor) checkCorrupt(raised bool) {
-	s.mu.Lock()
-	st := s.corrupt
+func (s *Supervisor) checkCorrupt(cs *corruptState, raised bool) {
+	st := *cs
 	first := raised && !st.raised
-	alarms := s.alarms
+	alarms := s.health.view().alarms
 	switch {
 	case !raised:
-		s.corrupt = corruptState{}
+		*cs = corruptState{}
 	case first:
-		s.corrupt = corruptState{raised: true}
+		*cs = corruptState{raised: true}
 	case st.restored:
-		s.corrupt.reportedAgain = true
+		cs.reportedAgain = true
 	}
-	s.mu.Unlock()
 	switch {
 	case !raised:
 		if st.raised {
@@ -53,20 +49,19 @@ func (s *Supervisor) checkCorrupt(raised bool) {
 				"check the backups (etcdbr verify) and restore an older point with POST /v1/restore", "alarms", alarms)
 		}
 	default:
-		s.restoreOnCorrupt(alarms)
+		cs.restored = s.restoreOnCorrupt(alarms)
 	}
 }
 
 // restoreOnCorrupt starts a restore of the newest backup, the same path as POST /v1/restore.
 // The request fails while etcd is not serving or a restore runs: the next sample tries again.
-func (s *Supervisor) restoreOnCorrupt(alarms []string) {
+// It reports whether the restore started.
+func (s *Supervisor) restoreOnCorrupt(alarms []string) bool {
 	job, err := s.startRestore(catalog.Target{}, TriggerCorrupt)
 	if err != nil {
 		s.lg.Warn("etcd raised a CORRUPT alarm; the restore cannot start yet", "err", err)
-		return
+		return false
 	}
-	s.mu.Lock()
-	s.corrupt.restored = true
-	s.mu.Unlock()
 	s.lg.Error("etcd raised a CORRUPT alarm: restoring the newest backup (--restore-on-corrupt)", "restore_id", job.id, "alarms", alarms)
+	return true
 }

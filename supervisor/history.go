@@ -16,7 +16,7 @@ func historyOf(m datadir.RestoredMarker) catalog.History {
 }
 
 // recordHistory records in the store the history that the restore m started. Call it only
-// once the store is claimed for the member's cluster (claimStore): a store of another
+// once the store is claimed for the member's cluster (storeClaim.claim): a store of another
 // cluster gets nothing. A failure is logged: the history's backups restore without the
 // record, which only tells a listing where the history began.
 func (s *Supervisor) recordHistory(ctx context.Context, m datadir.RestoredMarker) {

@@ -33,7 +33,14 @@ const (
 )
 
 // metrics are etcdbr's own metrics, in a registry of their own (etcd's are in the
-// prometheus default registry; /metrics serves both).
+// prometheus default registry; /metrics serves both). docs/metrics.md documents them.
+//
+// New creates them, every series at 0 (newMetrics); they live as long as the Supervisor and
+// are never closed. The collectors are safe for concurrent use, so no mutex guards them:
+// the lifecycle (state, restores, validation), health (revision, alarms, newest objects,
+// the store's reachability, the unbacked age), the claim (cluster mismatch, claim errors),
+// the observer (snapshots taken and failed) and the retention's runs write them; the API's
+// /metrics reads reg.
 type metrics struct {
 	reg *prometheus.Registry
 

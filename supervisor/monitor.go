@@ -12,12 +12,15 @@ import (
 const monitorInterval = time.Second
 
 // monitor samples etcd every monitorInterval until ctx ends: its revision (for the lag and
-// the age of the writes not in the store) and its alarms (a CORRUPT alarm may restore).
+// the age of the writes not in the store) and its alarms (a CORRUPT alarm may restore). Run
+// runs it on a goroutine of its own from start to end; the state of the CORRUPT alarm it
+// follows is that goroutine's alone.
 func (s *Supervisor) monitor(ctx context.Context) {
 	tick := time.NewTicker(monitorInterval)
 	defer tick.Stop()
+	var corrupt corruptState
 	for {
-		s.sample(time.Now())
+		s.sample(time.Now(), &corrupt)
 		select {
 		case <-ctx.Done():
 			return
@@ -27,52 +30,28 @@ func (s *Supervisor) monitor(ctx context.Context) {
 }
 
 // sample reads etcd's revision and alarms, updates what depends on them, and acts on a
-// CORRUPT alarm.
-func (s *Supervisor) sample(now time.Time) {
+// CORRUPT alarm (cs follows it).
+func (s *Supervisor) sample(now time.Time, cs *corruptState) {
 	if corrupt, serving := s.refresh(now); serving {
-		s.checkCorrupt(corrupt)
+		s.checkCorrupt(cs, corrupt)
 	}
 }
 
-// refresh reads etcd's revision and alarms and updates the status and the metrics that
-// depend on them (also before every scrape of /metrics). It reports whether etcd serves and
-// has a CORRUPT alarm.
+// refresh reads etcd's revision and alarms into health and updates the readiness metrics
+// (also before every scrape of /metrics). It reports whether etcd serves and has a CORRUPT
+// alarm.
 func (s *Supervisor) refresh(now time.Time) (corrupt, serving bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	serving = s.etcd != nil && s.state == StateServing
-	leader := true
+	var smp *etcdSample
 	if serving {
 		srv := s.etcd.Server()
-		leader = srv.Leader() == srv.MemberID()
-		s.revision = srv.KV().Rev()
 		alarms := srv.Alarms()
-		s.alarms = alarmNames(alarms)
+		smp = &etcdSample{leader: srv.Leader() == srv.MemberID(), revision: srv.KV().Rev(), alarms: alarms}
 		corrupt = hasCorruptAlarm(alarms)
-		s.metrics.alarm.WithLabelValues("corrupt").Set(boolGauge(corrupt))
-		s.metrics.alarm.WithLabelValues("nospace").Set(boolGauge(hasAlarm(alarms, pb.AlarmType_NOSPACE)))
 	}
-	backedUp := s.backedUpLocked()
-	if leader {
-		s.clock.observe(s.revision, now)
-		var exact time.Time
-		if s.delta.Stored >= backedUp {
-			// The revisions the taker holds are the first ones after the store's.
-			exact = s.delta.Oldest
-		}
-		s.unbacked = s.clock.unbackedSince(backedUp, exact)
-	} else {
-		// The leader backs up; this member does not see its uploads.
-		s.clock.reset()
-		s.unbacked, backedUp = time.Time{}, s.revision
-	}
-	s.metrics.etcdRevision.Set(float64(s.revision))
-	s.metrics.deltaLag.Set(float64(max(0, s.revision-backedUp)))
-	age := 0.0
-	if !s.unbacked.IsZero() {
-		age = now.Sub(s.unbacked).Seconds()
-	}
-	s.metrics.unbackedAge.Set(age)
+	s.health.sample(now, smp)
 	for _, c := range s.readinessLocked(now) {
 		s.metrics.ready.WithLabelValues(c.Name).Set(boolGauge(c.OK))
 	}

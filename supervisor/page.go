@@ -42,7 +42,7 @@ func mustPageCSP(page []byte) string {
 
 // handlePage serves the status page. It needs the access of the GET endpoints, like the
 // JSON it shows; it holds no data itself.
-func (s *Supervisor) handlePage(w http.ResponseWriter, r *http.Request) {
+func handlePage(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

@@ -44,16 +44,16 @@ func (s *Supervisor) learnNewest(ctx context.Context) bool {
 		if err != nil {
 			if ctx.Err() == nil {
 				s.metrics.storeErrors.WithLabelValues(storeOpList).Inc()
-				s.storeResult(err)
+				s.health.storeResult(err)
 				s.lg.Warn("cannot list the store; listing again later", "store", s.cfg.Store.URL(), "err", err, "in", storeProbeInterval)
 			}
 			return false
 		}
 		if ok {
-			s.noteNewest(snap)
+			s.health.noteNewest(snap)
 		}
 	}
-	s.storeResult(nil)
+	s.health.storeResult(nil)
 	return true
 }
 
@@ -69,5 +69,5 @@ func (s *Supervisor) checkStore(ctx context.Context) {
 		s.metrics.storeErrors.WithLabelValues(storeOpCheck).Inc()
 		s.lg.Warn("the store is not reachable; backups are retried, etcd keeps serving", "err", err)
 	}
-	s.storeResult(err)
+	s.health.storeResult(err)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
@@ -34,72 +35,104 @@ func (s *Supervisor) Readiness() []Check {
 	return s.readinessLocked(time.Now())
 }
 
+// readinessLocked runs the readiness checks. s.mu is held.
 func (s *Supervisor) readinessLocked(now time.Time) []Check {
-	return []Check{s.etcdCheckLocked(), s.backupCheckLocked(now)}
+	v := s.viewLocked()
+	return []Check{etcdCheck(v), backupCheck(v, now, s.cfg.MaxBackupAge)}
 }
 
-func (s *Supervisor) etcdCheckLocked() Check {
+// memberView is what the readiness checks and the status read: the lifecycle, health and the
+// claim, copied at one moment (viewLocked). It is used while the Supervisor's mutex is still
+// held, so that its etcd is not closed meanwhile.
+type memberView struct {
+	state      State
+	since      time.Time
+	etcd       *embedded.Etcd // nil unless starting or serving
+	restore    *RestoreStatus // the restore running, or the last one (nil: none yet)
+	validation ValidationStatus
+	lastErr    *ErrorStatus
+	health     healthView
+	// storeCluster and mismatch are the claim's (storeClaim.clusters).
+	storeCluster, mismatch string
+}
+
+// viewLocked copies what the status and the readiness checks read. s.mu is held.
+func (s *Supervisor) viewLocked() memberView {
+	v := memberView{state: s.state, since: s.stateSince, etcd: s.etcd, validation: s.validation, lastErr: s.lastErr,
+		health: s.health.view()}
+	if s.job != nil {
+		r := s.job.statusLocked()
+		v.restore = &r
+	}
+	v.storeCluster, v.mismatch = s.claim.clusters()
+	return v
+}
+
+// etcdCheck is the "etcd" readiness check.
+func etcdCheck(v memberView) Check {
 	c := Check{Name: checkEtcd}
 	switch {
-	case s.state != StateServing || s.etcd == nil:
-		c.Message = "etcd is not serving: the supervisor is " + string(s.state)
-		if s.job != nil && s.job.running() {
-			c.Message += " (restore phase " + string(s.job.phase) + ")"
+	case v.state != StateServing || v.etcd == nil:
+		c.Message = "etcd is not serving: the supervisor is " + string(v.state)
+		if v.restore != nil && v.restore.Running {
+			c.Message += " (restore phase " + v.restore.Phase + ")"
 		}
-	case s.etcd.Server().Leader() == 0:
+	case v.etcd.Server().Leader() == 0:
 		c.Message = "etcd has no leader: the cluster is electing one, or has lost its quorum"
-	case len(s.alarms) > 0:
-		c.Message = "etcd raised an alarm: " + strings.Join(s.alarms, ", ") +
+	case len(v.health.alarms) > 0:
+		c.Message = "etcd raised an alarm: " + strings.Join(v.health.alarms, ", ") +
 			" (CORRUPT: restore with POST /v1/restore, or run with --restore-on-corrupt; NOSPACE: compact, defragment and disarm)"
 	default:
 		c.OK = true
-		c.Message = fmt.Sprintf("etcd serves at revision %d", s.revision)
+		c.Message = fmt.Sprintf("etcd serves at revision %d", v.health.revision)
 	}
 	return c
 }
 
-func (s *Supervisor) backupCheckLocked(now time.Time) Check {
+// backupCheck is the "backup" readiness check: writes may wait maxAge to reach the store.
+func backupCheck(v memberView, now time.Time, maxAge time.Duration) Check {
 	c := Check{Name: checkBackup}
+	h := v.health
 	storeErr := ""
-	if s.store.known && !s.store.reachable {
-		storeErr = "; the store failed: " + s.store.err
+	if h.store.known && !h.store.reachable {
+		storeErr = "; the store failed: " + h.store.err
 	}
 	switch {
-	case s.state != StateServing || s.etcd == nil:
+	case v.state != StateServing || v.etcd == nil:
 		c.Message = "backups run only while etcd serves"
 		return c
-	case s.etcd.Server().Leader() != s.etcd.Server().MemberID():
+	case v.etcd.Server().Leader() != v.etcd.Server().MemberID():
 		c.OK = true
-		c.Message = fmt.Sprintf("this member is not the leader (%s): the leader takes the backups", s.etcd.Server().Leader())
+		c.Message = fmt.Sprintf("this member is not the leader (%s): the leader takes the backups", v.etcd.Server().Leader())
 		return c
-	case s.mismatch != "":
-		c.Message = s.mismatch
+	case v.mismatch != "":
+		c.Message = v.mismatch
 		return c
 	}
-	full, ok := s.newest[catalog.KindFull]
+	full, ok := h.newest[catalog.KindFull]
 	if !ok {
 		c.Message = "the store holds no full snapshot yet" + storeErr
 		return c
 	}
-	if sf := s.validation.Shortfall; sf != nil && full.Revision < sf.DataRevision {
+	if sf := v.validation.Shortfall; sf != nil && full.Revision < sf.DataRevision {
 		c.Message = fmt.Sprintf("the restore at start reached revision %d, not the store's newest %d: %s failed verification and "+
 			"%d revisions are lost; no full snapshot of the restored data is in the store yet%s",
 			sf.Revision, sf.StoreRevision, strings.Join(sf.Damaged, ", "), sf.LostRevisions, storeErr)
 		return c
 	}
-	backedUp := s.backedUpLocked()
-	if s.unbacked.IsZero() {
+	backedUp := h.backedUp
+	if h.unbacked.IsZero() {
 		c.OK = true
 		c.Message = fmt.Sprintf("the store holds etcd's revision %d (newest full snapshot at revision %d)", backedUp, full.Revision)
 		return c
 	}
-	age := now.Sub(s.unbacked)
-	c.OK = age <= s.cfg.MaxBackupAge
+	age := now.Sub(h.unbacked)
+	c.OK = age <= maxAge
 	verb := "have waited"
 	if !c.OK {
 		verb = "have waited longer than --max-backup-age"
 	}
 	c.Message = fmt.Sprintf("writes after revision %d (up to %d) are not in the store: they %s %s (max %s)%s",
-		backedUp, s.revision, verb, age.Round(time.Second), s.cfg.MaxBackupAge, storeErr)
+		backedUp, h.revision, verb, age.Round(time.Second), maxAge, storeErr)
 	return c
 }

@@ -173,7 +173,7 @@ func (s *Supervisor) requestRestore(ctx context.Context, target catalog.Target, 
 		running = clusterID(s.etcd)
 	}
 	s.mu.Unlock()
-	if _, err := s.checkRestoreCluster(ctx, running); err != nil {
+	if _, err := s.claim.checkRestore(ctx, running); err != nil {
 		return nil, err
 	}
 	return s.startRestore(target, trigger)
@@ -235,10 +235,10 @@ func (s *Supervisor) listStore(ctx context.Context) (fulls, deltas []catalog.Sna
 	l, err := s.cfg.Store.ListBackups(ctx)
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues(storeOpList).Inc()
-		s.storeResult(err)
+		s.health.storeResult(err)
 		return nil, nil, err
 	}
-	s.storeResult(nil)
+	s.health.storeResult(nil)
 	return l.Fulls, l.Deltas, nil
 }
 
@@ -292,7 +292,7 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	if len(fulls) == 0 {
 		return RestoreResult{}, fmt.Errorf("restore from %s: %w", s.cfg.Store.URL(), ErrNoBackup)
 	}
-	follow, err := s.checkRestoreCluster(ctx, job.cluster)
+	follow, err := s.claim.checkRestore(ctx, job.cluster)
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -325,7 +325,7 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	job.bump, job.marker = res.Bump, opts.Marker
 	s.mu.Unlock()
 	if follow != "" {
-		s.followRestore(ctx, follow)
+		s.claim.follow(ctx, follow)
 	}
 	return res, nil
 }
@@ -343,7 +343,7 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	}
 	s.setPhase(job, PhaseFullSnapshot)
 	start := time.Now()
-	err = s.claimStore(ctx, e, false) // before the first upload of the restored member
+	err = s.claim.claim(ctx, e, false) // before the first upload of the restored member
 	s.mu.Lock()
 	marker := job.marker
 	s.mu.Unlock()

@@ -14,7 +14,7 @@ import (
 // startBackups starts taking backups of e (backups.go): the full snapshot runner, the delta
 // taker while this member leads, and retention. takeFull makes the runner take a full
 // snapshot at once, whatever the store holds. Nothing is uploaded before the store is claimed
-// for e's cluster (claimStore): the full snapshot runner claims (and reads the claim again)
+// for e's cluster (storeClaim): the full snapshot runner claims (and reads the claim again)
 // before each full snapshot, the delta taker waits for the claim; a store of another cluster
 // gets neither, nor any garbage collection. The backups end when etcd stops, or before a
 // restore.
@@ -36,8 +36,8 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			if hasCorruptAlarm(srv.Alarms()) {
 				return catalog.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
 			}
-			wasClaimed := s.claimed(e)
-			if err := s.claimStore(ctx, e, true); errors.Is(err, snapstore.ErrClusterMismatch) {
+			wasClaimed := s.claim.claimed(e)
+			if err := s.claim.claim(ctx, e, true); errors.Is(err, snapstore.ErrClusterMismatch) {
 				if wasClaimed {
 					// The store was given to another cluster meanwhile: no delta either (the
 					// taker stops without a final delta, until etcdbr restarts).
@@ -57,7 +57,7 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			Policy: *s.cfg.GC,
 			Period: s.cfg.GCPeriod,
 			// Only once the store is known to be this cluster's: never another cluster's backups.
-			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() && s.claimed(e) },
+			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() && s.claim.claimed(e) },
 			OnRun: func(r backup.GCRun) {
 				s.GCDeleted(catalog.KindFull, r.Result.DeletedFulls)
 				s.GCDeleted(catalog.KindDelta, r.Result.DeletedDeltas)
@@ -78,7 +78,7 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 		}
 		cfg.Deltas = func(ctx context.Context, full backup.TakeFunc) error {
 			dcfg.Full = full
-			if !s.waitClaim(ctx, e, dcfg.Log) { // no delta before the store is this cluster's
+			if !s.claim.wait(ctx, e, dcfg.Log) { // no delta before the store is this cluster's
 				return nil
 			}
 			return deltasWhileLeader(ctx, e, dcfg, lg) // likewise

@@ -45,8 +45,8 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 	s.lg.Info("data dir checked", "data_dir", dir, "verdict", v.State.String(), "depth", v.Depth.String(),
 		"revision", v.Revision, "max_revision", v.MaxRevision, "reason", v.Reason, "took", took.Round(time.Millisecond))
 	prep, err := prepareDataDir(ctx, s.cfg, v, s.lg)
+	s.claim.setStoreCluster(prep.storeCluster)
 	s.mu.Lock()
-	s.storeCluster = prep.storeCluster
 	s.validation.Shortfall = prep.shortfall
 	s.mu.Unlock()
 	if prep.shortfall != nil {
@@ -58,11 +58,9 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 	switch {
 	case prep.follow == "":
 	case prep.restored:
-		s.followRestore(ctx, prep.follow)
+		s.claim.follow(ctx, prep.follow)
 	default: // a new member: its cluster is known once it started; the first claim records it
-		s.mu.Lock()
-		s.reclaimFrom = prep.follow
-		s.mu.Unlock()
+		s.claim.reclaimAt(prep.follow)
 	}
 	return prep.history, nil
 }

@@ -126,22 +126,25 @@ func (s *Supervisor) Status() Status {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	v := s.viewLocked()
+	h := v.health
 	st := Status{
-		State:      s.state,
-		Since:      s.stateSince.UTC(),
+		State:      v.state,
+		Since:      v.since.UTC(),
 		PID:        s.pid,
-		Validation: s.validation,
-		LastError:  s.lastErr,
+		Validation: v.validation,
+		LastError:  v.lastErr,
 		Etcd: EtcdStatus{
 			Name:     s.cfg.Etcd.Name,
-			Revision: s.revision,
+			Revision: h.revision,
 			Members:  s.members,
-			Alarms:   s.alarms,
+			Alarms:   h.alarms,
 		},
-		Ready: s.readinessLocked(now),
+		Ready:   []Check{etcdCheck(v), backupCheck(v, now, s.cfg.MaxBackupAge)},
+		Restore: v.restore,
 	}
-	if s.etcd != nil {
-		srv := s.etcd.Server()
+	if v.etcd != nil {
+		srv := v.etcd.Server()
 		st.Etcd.MemberID = srv.MemberID().String()
 		st.Etcd.ClusterID = srv.Cluster().ID().String()
 		st.Etcd.Revision = srv.KV().Rev()
@@ -152,30 +155,33 @@ func (s *Supervisor) Status() Status {
 	}
 	b := &st.Backups
 	b.Store = s.cfg.Store.URL()
-	if s.store.known {
-		reachable, at := s.store.reachable, s.store.at
-		b.StoreReachable, b.StoreCheckedAt, b.StoreError = &reachable, &at, s.store.err
+	if h.store.known {
+		reachable, at := h.store.reachable, h.store.at
+		b.StoreReachable, b.StoreCheckedAt, b.StoreError = &reachable, &at, h.store.err
 	}
-	b.StoreCluster, b.ClusterMismatch = s.storeCluster, s.mismatch
-	if f, ok := s.newest[catalog.KindFull]; ok {
+	b.StoreCluster, b.ClusterMismatch = v.storeCluster, v.mismatch
+	if f, ok := h.newest[catalog.KindFull]; ok {
 		b.NewestFull = objectStatus(f, now)
 	}
-	if d, ok := s.newest[catalog.KindDelta]; ok {
+	if d, ok := h.newest[catalog.KindDelta]; ok {
 		b.NewestDelta = objectStatus(d, now)
 	}
-	b.BackedUpRevision = s.backedUpLocked()
+	b.BackedUpRevision = h.backedUp
 	b.LagRevisions = max(0, st.Etcd.Revision-b.BackedUpRevision)
-	if !s.unbacked.IsZero() {
-		since := s.unbacked.UTC()
-		b.UnbackedSince, b.UnbackedAgeSeconds = &since, now.Sub(s.unbacked).Seconds()
+	if !h.unbacked.IsZero() {
+		since := h.unbacked.UTC()
+		b.UnbackedSince, b.UnbackedAgeSeconds = &since, now.Sub(h.unbacked).Seconds()
 	}
-	b.DeltaBufferedBytes = s.delta.Buffered
+	b.DeltaBufferedBytes = h.delta.Buffered
 	b.DeltaPeriodSeconds = s.cfg.DeltaPeriod.Seconds()
 	b.FullSchedule = s.cfg.Schedule.String()
 	b.MaxBackupAgeSeconds = s.cfg.MaxBackupAge.Seconds()
-	if s.job != nil {
-		r := s.job.statusLocked()
-		st.Restore = &r
-	}
 	return st
+}
+
+// liveness returns the state and the process ID, for GET /healthz.
+func (s *Supervisor) liveness() (State, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.pid
 }

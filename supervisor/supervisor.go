@@ -69,42 +69,45 @@ func DefaultMaxBackupAge(deltaPeriod time.Duration, sched backup.Schedule, now t
 	return sched.Period(now) + 5*time.Minute
 }
 
-// Supervisor runs one member: validation, restore, etcd, backups, the HTTP API, and
-// restores while running. Make one with New and call Run once.
+// Supervisor is the lifecycle of one member: validate -> restore -> start etcd -> back up ->
+// stop, and restores while running (RequestRestore, the API, a CORRUPT alarm), which stop
+// the backups and etcd, restore, and start both again. Make one with New and call Run once.
+//
+// Its other jobs are types of their own, which it creates and wires: health (what is known
+// of etcd and the backups), metrics, storeClaim (the store's cluster record), backups (the
+// runners of one etcd) and apiServer (the HTTP API). The readiness checks (ready.go) and the
+// status (status.go) read them all at one moment.
 type Supervisor struct {
-	cfg      Config
-	lg       *slog.Logger
-	metrics  *metrics
-	flusher  *backup.Flusher
-	restores chan *restoreJob // to the lifecycle loop; at most one job in flight
-	members  int              // in the initial cluster
-	pid      int
+	// Set by New, read-only after.
+	cfg     Config
+	lg      *slog.Logger
+	members int // in the initial cluster
+	pid     int
+	// metrics, health and claim are created by New and live as long as the Supervisor;
+	// each documents itself. flusher lets FlushDeltas ask the delta taker of the serving
+	// etcd to upload at once.
+	metrics *metrics
+	health  *health
+	claim   *storeClaim
+	flusher *backup.Flusher
+	// restores hands a restore while running to Run's loop: created by New with room for
+	// one job; startRestore sends (with mu held, and only when no job runs: it never
+	// blocks), Run's serve and refuseQueuedRestore receive. Never closed.
+	restores chan *restoreJob
 
+	// mu guards the fields below; when others are held with it (health's, the claim's),
+	// it is taken first. Readers that must see the lifecycle and health at one moment (the
+	// status, the readiness checks, refresh) hold it throughout.
 	mu         sync.Mutex
 	state      State
 	stateSince time.Time
-	etcd       *embedded.Etcd // while starting or serving
-	backups    *backups       // the backups of the serving etcd
-	job        *restoreJob    // the restore running, or the last one
+	etcd       *embedded.Etcd // while starting or serving: set and cleared by Run (setEtcd, clearEtcd)
+	backups    *backups       // the backups of the serving etcd: set by startBackups, cleared by clearEtcd
+	job        *restoreJob    // the restore running, or the last one: set by startRestore
 	jobs       int64          // restores requested so far (the job IDs)
-	lastErr    *ErrorStatus
-	revision   int64 // etcd's revision, last known
-	alarms     []string
-	corrupt    corruptState
-	newest     map[catalog.Kind]catalog.Snapshot
-	delta      backup.DeltaProgress
-	store      storeHealth
-	clock      revisionClock // when etcd's revisions were first seen
-	unbacked   time.Time     // when the oldest write not in the store was made (zero: none)
+	lastErr    *ErrorStatus   // the last error reported (recordError, finishRestore)
 	validation ValidationStatus
-	apiAddr    string
-
-	// The store's cluster record (identity.go). claimMu serializes the claims.
-	claimMu      sync.Mutex
-	claimedFor   string // the cluster the store was claimed for since etcd started ("" none yet)
-	reclaimFrom  string // after a restore that created another cluster: the record to replace at the first claim
-	storeCluster string // the cluster the store records, as last read ("" unknown or none)
-	mismatch     string // why no backups are taken: the store belongs to another cluster ("" none)
+	apiAddr    string // where the API listens: set by Run once it started it
 }
 
 // New checks cfg and returns a Supervisor for it.
@@ -126,16 +129,18 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.MaxBackupAge <= 0 {
 		cfg.MaxBackupAge = DefaultMaxBackupAge(cfg.DeltaPeriod, cfg.Schedule, time.Now())
 	}
+	m := newMetrics()
 	s := &Supervisor{
 		cfg:      cfg,
 		lg:       cfg.Log,
-		metrics:  newMetrics(),
+		metrics:  m,
+		health:   newHealth(m),
 		flusher:  backup.NewFlusher(),
 		restores: make(chan *restoreJob, 1),
 		members:  clusterSize(cfg.Etcd),
 		pid:      os.Getpid(),
-		newest:   map[catalog.Kind]catalog.Snapshot{},
 	}
+	s.claim = newStoreClaim(cfg.Store, cfg.Etcd, cfg.Log, m, s.health, s.recordError)
 	s.setState(StateValidating)
 	return s, nil
 }
@@ -156,11 +161,14 @@ func Run(ctx context.Context, cfg Config) error {
 // CORRUPT alarm with RestoreOnCorrupt) stop backups and etcd, restore, start etcd again and
 // take a fresh full snapshot, without returning.
 func (s *Supervisor) Run(ctx context.Context) error {
-	api, err := s.startAPI(ctx)
+	api, err := startAPI(ctx, s.cfg.API, s, s.lg)
 	if err != nil {
 		return err
 	}
 	defer api.close()
+	s.mu.Lock()
+	s.apiAddr = api.addr
+	s.mu.Unlock()
 	mctx, stopMonitors := context.WithCancel(context.WithoutCancel(ctx))
 	var monitors sync.WaitGroup
 	monitors.Go(func() { s.monitor(mctx) })
@@ -209,7 +217,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case history != nil:
 			// The data dir starts a history the store has no full snapshot of: record the
 			// history, and take one at once so that the new history's chain starts now.
-			if err := s.claimStore(ctx, e, false); err != nil {
+			if err := s.claim.claim(ctx, e, false); err != nil {
 				s.lg.Warn("the store is not claimed for this cluster: the new history is not recorded in it", "err", err)
 			} else {
 				s.recordHistory(ctx, *history)
@@ -313,11 +321,11 @@ func (s *Supervisor) setEtcd(e *embedded.Etcd) {
 func (s *Supervisor) clearEtcd() {
 	s.mu.Lock()
 	if s.etcd != nil {
-		s.revision = s.etcd.Server().KV().Rev()
+		s.health.setRevision(s.etcd.Server().KV().Rev())
 	}
 	s.etcd, s.backups = nil, nil
-	s.claimedFor = "" // claimed again by the next etcd, whose cluster a restore may change
 	s.mu.Unlock()
+	s.claim.forget() // claimed again by the next etcd, whose cluster a restore may change
 }
 
 // recordError keeps err as the last error, for the status.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -15,12 +16,12 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// A store belongs to one etcd cluster (snapstore.ClusterIDKey records it). The
-// leader claims the store before its first upload of every run of etcd: a store
-// of another cluster gets no backup, full or delta, and health, status and
-// metrics say why. A restore checks, before it touches anything, that the
-// cluster it creates (from the etcd configuration: embedded.ClusterIDFor) may
-// use the store: CheckRestoreCluster.
+// A store belongs to one etcd cluster: the store's cluster record
+// (snapstore.ClusterIDKey) names it. The leader claims the store before its first
+// upload of every run of etcd (storeClaim): a store of another cluster gets no
+// backup, full or delta, and health, status and metrics say why. A restore checks,
+// before it touches anything, that the cluster it creates (from the etcd
+// configuration: embedded.ClusterIDFor) may use the store: CheckRestoreCluster.
 
 // How the claim of the store is retried.
 const (
@@ -124,28 +125,93 @@ func FollowRestore(ctx context.Context, store *snapstore.Store, cfg *embed.Confi
 	return id.ClusterID, nil
 }
 
-// followRestore is FollowRestore once, bounded by followTimeout; when it fails,
-// the first claim of the store after etcd started does it (reclaimFrom).
-func (s *Supervisor) followRestore(ctx context.Context, from string) {
+// storeClaim is the member's claim of the store: it records the member's cluster in the
+// store's cluster record before the first upload of every run of etcd, moves the record to
+// the cluster a restore created, and refuses the backups when the record names another
+// cluster.
+//
+// New creates it; it lives as long as the Supervisor, with nothing to start or stop. The
+// full snapshot runner (before each full snapshot: verify), the delta taker (wait, before its
+// first delta), Run (before it records a new history) and a restore while running (before
+// the fresh full snapshot) claim; the lifecycle forgets the claim when etcd stops (forget),
+// since the next etcd may be another cluster.
+type storeClaim struct {
+	// Set by newStoreClaim, read-only after.
+	store   *snapstore.Store
+	etcd    *embed.Config // the member's configuration: the cluster a restore creates
+	lg      *slog.Logger
+	metrics *metrics
+	health  *health // told what each claim said of the store
+	// recordError keeps a refusal as the last error of the status (Supervisor.recordError).
+	recordError func(component string, err error)
+
+	// serial serializes the claims: one read and write of the record at a time. It is held
+	// across the store's I/O, and taken before mu and before the mutexes of the Supervisor
+	// and of health (recordError, health.storeResult).
+	serial sync.Mutex
+	// mu guards the fields below. A leaf: nothing else is locked while it is held.
+	mu           sync.Mutex
+	claimedFor   string // the cluster the store was claimed for since etcd started ("" none yet)
+	reclaimFrom  string // after a restore that created another cluster: the record to replace at the first claim
+	storeCluster string // the cluster the store records, as last read ("" unknown or none)
+	mismatch     string // why no backups are taken: the store belongs to another cluster ("" none)
+}
+
+// newStoreClaim returns the claim of store for the member configured by etcd.
+func newStoreClaim(store *snapstore.Store, etcd *embed.Config, lg *slog.Logger, m *metrics, h *health,
+	recordError func(string, error)) *storeClaim {
+	return &storeClaim{store: store, etcd: etcd, lg: lg, metrics: m, health: h, recordError: recordError}
+}
+
+// clusters returns the cluster the store records, as last read ("" unknown or none), and why
+// no backups are taken ("" when they are).
+func (c *storeClaim) clusters() (storeCluster, mismatch string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.storeCluster, c.mismatch
+}
+
+// setStoreCluster records that the store records cluster id, as read at start.
+func (c *storeClaim) setStoreCluster(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeCluster = id
+}
+
+// reclaimAt makes the first claim replace the record of cluster from (a restore or a new
+// member created another cluster than the store records).
+func (c *storeClaim) reclaimAt(from string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reclaimFrom = from
+}
+
+// forget forgets the claim (etcd stops): the next etcd, whose cluster a restore may change,
+// claims again.
+func (c *storeClaim) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.claimedFor = ""
+}
+
+// follow is FollowRestore once, bounded by followTimeout; when it fails, the first
+// claim of the store after etcd started does it (reclaimFrom).
+func (c *storeClaim) follow(ctx context.Context, from string) {
 	fctx, cancel := context.WithTimeout(ctx, followTimeout)
 	defer cancel()
-	id, err := FollowRestore(fctx, s.cfg.Store, s.cfg.Etcd, from)
+	id, err := FollowRestore(fctx, c.store, c.etcd, from)
 	switch {
 	case err == nil:
-		s.lg.Warn("the restore created another cluster ID; the store now belongs to it (the old one is kept in its record's history)",
-			"store", s.cfg.Store.URL(), "cluster", id, "previous_cluster", from)
-		s.mu.Lock()
-		s.storeCluster = id
-		s.mu.Unlock()
+		c.lg.Warn("the restore created another cluster ID; the store now belongs to it (the old one is kept in its record's history)",
+			"store", c.store.URL(), "cluster", id, "previous_cluster", from)
+		c.setStoreCluster(id)
 	case errors.Is(err, snapstore.ErrClusterMismatch):
-		s.lg.Error("the restore created another cluster ID, but the store's record names a third cluster: it was left as it is, "+
-			"and this member takes no backups into it", "store", s.cfg.Store.URL(), "cluster", id, "previous_cluster", from, "err", err)
+		c.lg.Error("the restore created another cluster ID, but the store's record names a third cluster: it was left as it is, "+
+			"and this member takes no backups into it", "store", c.store.URL(), "cluster", id, "previous_cluster", from, "err", err)
 	default:
-		s.lg.Warn("could not record the restored cluster in the store yet; the first backup records it",
-			"store", s.cfg.Store.URL(), "cluster", id, "previous_cluster", from, "err", err)
-		s.mu.Lock()
-		s.reclaimFrom = from
-		s.mu.Unlock()
+		c.lg.Warn("could not record the restored cluster in the store yet; the first backup records it",
+			"store", c.store.URL(), "cluster", id, "previous_cluster", from, "err", err)
+		c.reclaimAt(from)
 	}
 }
 
@@ -155,28 +221,28 @@ func clusterID(e *embedded.Etcd) string {
 }
 
 // claimed reports whether the store was claimed for e's cluster since e started.
-func (s *Supervisor) claimed(e *embedded.Etcd) bool {
+func (c *storeClaim) claimed(e *embedded.Etcd) bool {
 	id := clusterID(e)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.claimedFor == id
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.claimedFor == id
 }
 
-// claimStore makes sure the store records e's cluster before a backup of it is
+// claim makes sure the store records e's cluster before a backup of it is
 // uploaded: it claims the store (or, after a restore that created another
 // cluster ID, moves its record to it) once per run of etcd, and with verify it
 // reads the record again even then (before each full snapshot: a record given to
 // another cluster meanwhile stops the backups). A store of another cluster gives
 // an error wrapping snapstore.ErrClusterMismatch, recorded for status, readiness
 // and metrics and logged once; other errors are store errors, to retry.
-func (s *Supervisor) claimStore(ctx context.Context, e *embedded.Etcd, verify bool) error {
+func (c *storeClaim) claim(ctx context.Context, e *embedded.Etcd, verify bool) error {
 	id := clusterID(e)
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	s.mu.Lock()
-	done, from := s.claimedFor == id, s.reclaimFrom
-	s.mu.Unlock()
-	store := s.cfg.Store
+	c.serial.Lock()
+	defer c.serial.Unlock()
+	c.mu.Lock()
+	done, from := c.claimedFor == id, c.reclaimFrom
+	c.mu.Unlock()
+	store := c.store
 	var err error
 	switch {
 	case done && !verify:
@@ -188,43 +254,43 @@ func (s *Supervisor) claimStore(ctx context.Context, e *embedded.Etcd, verify bo
 	}
 	switch {
 	case err == nil:
-		s.claimSucceeded(id, from)
+		c.succeeded(id, from)
 		return nil
 	case errors.Is(err, snapstore.ErrClusterMismatch):
-		return s.claimRefused(ctx, id, err)
+		return c.refused(ctx, id, err)
 	case ctx.Err() != nil:
 		return err
 	}
-	s.metrics.storeErrors.WithLabelValues(storeOpClaim).Inc()
-	s.storeResult(err)
+	c.metrics.storeErrors.WithLabelValues(storeOpClaim).Inc()
+	c.health.storeResult(err)
 	return fmt.Errorf("claim the store for cluster %s before backing it up: %w", id, err)
 }
 
-// claimSucceeded records that the store belongs to cluster id.
-func (s *Supervisor) claimSucceeded(id, from string) {
-	s.mu.Lock()
-	wasRefused := s.mismatch != ""
-	first := s.claimedFor != id
-	s.claimedFor, s.storeCluster, s.mismatch, s.reclaimFrom = id, id, "", ""
-	s.mu.Unlock()
-	s.metrics.clusterMismatch.Set(0)
-	s.storeResult(nil)
+// succeeded records that the store belongs to cluster id.
+func (c *storeClaim) succeeded(id, from string) {
+	c.mu.Lock()
+	wasRefused := c.mismatch != ""
+	first := c.claimedFor != id
+	c.claimedFor, c.storeCluster, c.mismatch, c.reclaimFrom = id, id, "", ""
+	c.mu.Unlock()
+	c.metrics.clusterMismatch.Set(0)
+	c.health.storeResult(nil)
 	switch {
 	case from != "" && from != id && first:
-		s.lg.Warn("the store now belongs to this member's cluster, which a restore created (the old one is kept in its record's history)",
-			"store", s.cfg.Store.URL(), "cluster", id, "previous_cluster", from)
+		c.lg.Warn("the store now belongs to this member's cluster, which a restore created (the old one is kept in its record's history)",
+			"store", c.store.URL(), "cluster", id, "previous_cluster", from)
 	case wasRefused:
-		s.lg.Info("the store belongs to this member's cluster now: backups resume", "store", s.cfg.Store.URL(), "cluster", id)
+		c.lg.Info("the store belongs to this member's cluster now: backups resume", "store", c.store.URL(), "cluster", id)
 	case first:
-		s.lg.Debug("the store belongs to this member's cluster", "store", s.cfg.Store.URL(), "cluster", id)
+		c.lg.Debug("the store belongs to this member's cluster", "store", c.store.URL(), "cluster", id)
 	}
 }
 
-// claimRefused records that the store belongs to another cluster than id (err
-// says which) and returns the error to report.
-func (s *Supervisor) claimRefused(ctx context.Context, id string, err error) error {
+// refused records that the store belongs to another cluster than id (err says
+// which) and returns the error to report.
+func (c *storeClaim) refused(ctx context.Context, id string, err error) error {
 	other := "another cluster"
-	have, _, rerr := s.cfg.Store.ClusterID(ctx)
+	have, _, rerr := c.store.ClusterID(ctx)
 	if rerr == nil && have != "" {
 		other = "cluster " + have
 	}
@@ -232,34 +298,34 @@ func (s *Supervisor) claimRefused(ctx context.Context, id string, err error) err
 		"so that the backups of two clusters never mix in one store. Give this cluster its own store (another --store prefix); "+
 		"if this cluster replaced %s (restored from its backups with other peer URLs or another token), move %s out of the store's "+
 		"prefix and the next backup records this cluster",
-		s.cfg.Store.URL(), other, id, other, snapstore.ClusterIDKey)
-	s.mu.Lock()
-	logged := s.mismatch != ""
-	s.claimedFor, s.mismatch = "", msg
+		c.store.URL(), other, id, other, snapstore.ClusterIDKey)
+	c.mu.Lock()
+	logged := c.mismatch != ""
+	c.claimedFor, c.mismatch = "", msg
 	if rerr == nil && have != "" {
-		s.storeCluster = have
+		c.storeCluster = have
 	}
-	s.mu.Unlock()
-	s.metrics.clusterMismatch.Set(1)
-	s.recordError("backup", errors.New(msg))
+	c.mu.Unlock()
+	c.metrics.clusterMismatch.Set(1)
+	c.recordError("backup", errors.New(msg))
 	if !logged {
-		s.lg.Error("refusing to back up into the store of another cluster", "store", s.cfg.Store.URL(),
+		c.lg.Error("refusing to back up into the store of another cluster", "store", c.store.URL(),
 			"store_cluster", have, "cluster", id, "reason", msg, "err", err)
 	}
 	return clusterError(msg)
 }
 
-// waitClaim waits until this member leads and the store is claimed for its
-// cluster, retrying store errors with backoff and reading a store of another
-// cluster again every claimRecheck. It returns false when ctx ended first.
-func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.Logger) bool {
+// wait waits until this member leads and the store is claimed for its cluster,
+// retrying store errors with backoff and reading a store of another cluster again
+// every claimRecheck. It returns false when ctx ended first.
+func (c *storeClaim) wait(ctx context.Context, e *embedded.Etcd, lg *slog.Logger) bool {
 	srv := e.Server()
 	retry := backoff.Backoff{Min: claimRetryMin, Max: claimRetryMax}
 	for {
 		var wait time.Duration
 		if srv.Leader() != srv.MemberID() { // a follower uploads nothing, and claims nothing
 			wait = leaderPoll
-		} else if err := s.claimStore(ctx, e, false); err == nil {
+		} else if err := c.claim(ctx, e, false); err == nil {
 			return true
 		} else {
 			switch {
@@ -281,15 +347,15 @@ func (s *Supervisor) waitClaim(ctx context.Context, e *embedded.Etcd, lg *slog.L
 	}
 }
 
-// checkRestoreCluster checks, before a restore while running touches anything,
+// checkRestore checks, before a restore while running touches anything,
 // that the cluster the restore creates from the member's configuration may use
 // the store: it is the store's cluster, or the running member (cluster running)
 // is, and the store then follows the restored member (its peer URLs or token
 // changed since it was created). It returns the cluster to replace in the store's
 // record after the restore ("" none); a store of another cluster is refused with
 // an error wrapping snapstore.ErrClusterMismatch.
-func (s *Supervisor) checkRestoreCluster(ctx context.Context, running string) (follow string, err error) {
-	rc, err := RestoreClusterFor(ctx, s.cfg.Store, s.cfg.Etcd)
+func (c *storeClaim) checkRestore(ctx context.Context, running string) (follow string, err error) {
+	rc, err := RestoreClusterFor(ctx, c.store, c.etcd)
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
@@ -300,7 +366,7 @@ func (s *Supervisor) checkRestoreCluster(ctx context.Context, running string) (f
 			"and the restore would create cluster %s: the backups of another cluster are not restored over a running member; "+
 			"nothing was changed. Give this member its own store, or, to replace it with the store's data anyway, "+
 			"stop etcdbr and start it with --force-restore (the data dir is kept aside)",
-			s.cfg.Store.URL(), rc.Store, running, rc.New))
+			c.store.URL(), rc.Store, running, rc.New))
 	}
 	if ok {
 		return rc.Store, nil
