@@ -66,7 +66,8 @@ type backupsConfig struct {
 	// a full snapshot through the runner (backup.DeltaConfig.Full), and returns an error
 	// only for a setup that cannot work.
 	Deltas func(ctx context.Context, full backup.TakeFunc) error
-	// Log is the logger the runner's ("component": "backup") derives from.
+	// Log is where a refused GC configuration is reported, and the logger the runner's
+	// ("component": "backup") derives from.
 	Log *slog.Logger
 }
 
