@@ -13,7 +13,7 @@ import (
 // ClusterIDFor returns the ID of the cluster that a new member started with cfg
 // creates, and that a restore with cfg (rebuild.BuildDataDir, etcdutl's snapshot
 // restore) gives the data dir it builds, in etcd's hex form (as
-// datadir.DataDirIdentity and etcdctl print it). etcd derives it from the initial cluster's members (each
+// datadir.ReadIDs and etcdctl print it). etcd derives it from the initial cluster's members (each
 // member's ID from its name's peer URLs and the cluster token) and the token
 // (--initial-cluster, --initial-cluster-token; DNS discovery included): another
 // peer URL or another token is another cluster. An existing data dir keeps the

@@ -29,7 +29,7 @@ func TestClusterIDFor(t *testing.T) {
 	embeddedtest.FillKeys(t, e.Client(), 5)
 	snap := embeddedtest.WriteSnapshotFile(t, src)
 	e.Close()
-	id, err := datadir.DataDirIdentity(src.Dir, "")
+	id, err := datadir.ReadIDs(src.Dir, "")
 	require.NoError(t, err)
 	assert.Equal(t, want, id.ClusterID, "the ID in the data dir's WAL")
 
@@ -37,7 +37,7 @@ func TestClusterIDFor(t *testing.T) {
 		t.Helper()
 		_, err := rebuild.BuildDataDir(ctx, snap, cfg, rebuild.RestoreOptions{}, embeddedtest.Logger(t))
 		require.NoError(t, err)
-		id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir)
+		id, err := datadir.ReadIDs(cfg.Dir, cfg.WalDir)
 		require.NoError(t, err)
 		return id.ClusterID
 	}

@@ -112,7 +112,7 @@ func RestoreClusterFor(ctx context.Context, store *snapstore.Store, cfg *embed.C
 // in the record's history). It returns the new cluster ID. Call it only after a
 // restore that CheckRestoreCluster let the store follow.
 func FollowRestore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, from string) (string, error) {
-	id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir)
+	id, err := datadir.ReadIDs(cfg.Dir, cfg.WalDir)
 	if err != nil {
 		return "", fmt.Errorf("record the restored cluster in the store: %w", err)
 	}

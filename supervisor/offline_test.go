@@ -124,7 +124,7 @@ func TestRestoreOffline(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, watched, "the progress is shown")
 		assert.Equal(t, f.want.Revision, res.Revision)
-		id, err := datadir.DataDirIdentity(cfg.Etcd.Dir, cfg.Etcd.WalDir)
+		id, err := datadir.ReadIDs(cfg.Etcd.Dir, cfg.Etcd.WalDir)
 		require.NoError(t, err)
 		assert.True(t, res.Followed)
 		assert.Equal(t, id.ClusterID, res.Cluster)

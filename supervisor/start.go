@@ -204,7 +204,7 @@ func SurveyStart(ctx context.Context, cfg *embed.Config, store *snapstore.Store,
 	facts.StoreNewest = catalog.RestorableWindow(listing.Fulls, listing.Deltas).Newest.Revision
 	sv.NewestFull = newestRevision(listing.Fulls)
 	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
-		if id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
+		if id, err := datadir.ReadIDs(cfg.Dir, cfg.WalDir); err == nil {
 			facts.DirCluster = id.ClusterID
 		}
 	}

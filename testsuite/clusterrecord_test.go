@@ -142,7 +142,7 @@ func TestClusterRecordBackupsClaimTheStore(t *testing.T) {
 	}
 	cli.Close()
 	p.stop()
-	if id, err := datadir.DataDirIdentity(a.DataDir, ""); err != nil || id.ClusterID != idA {
+	if id, err := datadir.ReadIDs(a.DataDir, ""); err != nil || id.ClusterID != idA {
 		t.Fatalf("data dir of A: cluster %q (%v), etcd said %s", id.ClusterID, err, idA)
 	}
 
@@ -315,7 +315,7 @@ func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("the store now belongs to cluster %s (it belonged to cluster %s)", idB, idA)) {
 		t.Fatalf("etcdbr restore --force-restore: exit %d\n%s", code, out)
 	}
-	if id, err := datadir.DataDirIdentity(b.DataDir, ""); err != nil || id.ClusterID != idB {
+	if id, err := datadir.ReadIDs(b.DataDir, ""); err != nil || id.ClusterID != idB {
 		t.Fatalf("the restored data dir is cluster %q (%v), want %s", id.ClusterID, err, idB)
 	}
 	rec, _ := clusterRecord(t, store)
@@ -359,7 +359,7 @@ func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("etcdbr restore --keep-store-cluster: exit %d\n%s", code, out)
 	}
-	if id, err := datadir.DataDirIdentity(c.DataDir, ""); err != nil || id.ClusterID != configCluster(t, cFlags) {
+	if id, err := datadir.ReadIDs(c.DataDir, ""); err != nil || id.ClusterID != configCluster(t, cFlags) {
 		t.Fatalf("the copy is cluster %q (%v), want %s", id.ClusterID, err, configCluster(t, cFlags))
 	}
 	if after := storeState(t, store); after != before {

@@ -193,7 +193,7 @@ func TestValidateCommand(t *testing.T) {
 	})
 
 	t.Run("another cluster", func(t *testing.T) {
-		id, err := datadir.DataDirIdentity(m.DataDir, "")
+		id, err := datadir.ReadIDs(m.DataDir, "")
 		if err != nil {
 			t.Fatal(err)
 		}

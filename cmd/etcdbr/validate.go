@@ -45,7 +45,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stdout, "reason: %s\n", v.Reason)
 	}
 	if v.State == datadir.StateValid || v.State == datadir.StateCorrupt {
-		if id, err := datadir.DataDirIdentity(cfg.Dir, cfg.WalDir); err == nil {
+		if id, err := datadir.ReadIDs(cfg.Dir, cfg.WalDir); err == nil {
 			fmt.Fprintf(env.Stdout, "cluster: %s\nmember: %s\n", id.ClusterID, id.MemberID)
 		}
 	}

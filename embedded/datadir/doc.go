@@ -1,7 +1,7 @@
 // Package datadir tells what an etcd data dir holds, without running etcd and
 // without changing the dir: InspectWith gives a verdict (missing, valid,
 // corrupt, or unknown when it could not tell) on whether etcd 3.6 would start
-// correctly from it, and the revision it would serve; DataDirIdentity reads
+// correctly from it, and the revision it would serve; ReadIDs reads
 // its cluster and member IDs; CheckWritable checks its permissions; InUse
 // tells whether a running etcd holds its db. It owns the files etcdbr keeps
 // in a data dir and beside it: the clean-stop marker (WriteCleanStopMarker),

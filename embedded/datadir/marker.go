@@ -67,7 +67,7 @@ func WriteCleanStopMarker(dataDir, walDir string) error {
 		return fmt.Errorf("write the clean-stop marker of data dir %q: %w", dataDir, err)
 	}
 	m := cleanStopMarker{Version: markerVersion, Written: time.Now().UTC(), Revision: rev, Files: files}
-	if id, err := readWALIdentity(l.walDir); err == nil {
+	if id, err := readWALIDs(l.walDir); err == nil {
 		m.ClusterID, m.MemberID = id.ClusterID, id.MemberID
 	}
 	data, err := json.MarshalIndent(m, "", "  ")

@@ -163,7 +163,7 @@ func TestInspectCannotTell(t *testing.T) {
 	assert.Equal(t, StateValid, Inspect(dctx, cfg.Dir, "").State)
 }
 
-func TestDataDirIdentity(t *testing.T) {
+func TestReadIDs(t *testing.T) {
 	t.Parallel()
 	cfg := embeddedtest.NewConfig(t)
 	e := embeddedtest.MustStart(t, embedded.Start, cfg)
@@ -171,9 +171,9 @@ func TestDataDirIdentity(t *testing.T) {
 	wantMember := e.Server().MemberID().String()
 	e.Close()
 
-	id, err := DataDirIdentity(cfg.Dir, "")
+	id, err := ReadIDs(cfg.Dir, "")
 	require.NoError(t, err)
-	assert.Equal(t, Identity{ClusterID: wantCluster, MemberID: wantMember}, id)
+	assert.Equal(t, IDs{ClusterID: wantCluster, MemberID: wantMember}, id)
 
 	require.NoError(t, WriteCleanStopMarker(cfg.Dir, ""))
 	m, why, err := readMarker(cfg.Dir)
@@ -181,6 +181,6 @@ func TestDataDirIdentity(t *testing.T) {
 	require.Empty(t, why)
 	assert.Equal(t, wantCluster, m.ClusterID)
 
-	_, err = DataDirIdentity(filepath.Join(t.TempDir(), "none"), "")
+	_, err = ReadIDs(filepath.Join(t.TempDir(), "none"), "")
 	require.Error(t, err)
 }

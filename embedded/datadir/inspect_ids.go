@@ -16,31 +16,31 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 )
 
-// Identity is who a data dir belongs to, in etcd's hex form (as etcdctl
+// IDs are the cluster and member a data dir belongs to, in etcd's hex form (as etcdctl
 // prints it).
-type Identity struct {
+type IDs struct {
 	ClusterID string
 	MemberID  string
 }
 
-// DataDirIdentity reads the cluster and member IDs of a data dir from the
+// ReadIDs reads the cluster and member IDs of a data dir from the
 // metadata record at the start of its WAL (walDir "" means
 // <dataDir>/member/wal). It reads only the first records of one WAL file and
 // never modifies anything.
-func DataDirIdentity(dataDir, walDir string) (Identity, error) {
-	id, err := readWALIdentity(newMemberLayout(dataDir, walDir).walDir)
+func ReadIDs(dataDir, walDir string) (IDs, error) {
+	id, err := readWALIDs(newMemberLayout(dataDir, walDir).walDir)
 	if err != nil {
-		return Identity{}, fmt.Errorf("read the cluster ID of data dir %q: %w", dataDir, err)
+		return IDs{}, fmt.Errorf("read the cluster ID of data dir %q: %w", dataDir, err)
 	}
 	return id, nil
 }
 
-// readWALIdentity decodes the metadata record of the newest WAL file (every
+// readWALIDs decodes the metadata record of the newest WAL file (every
 // WAL file starts with it).
-func readWALIdentity(walDir string) (Identity, error) {
+func readWALIDs(walDir string) (IDs, error) {
 	entries, err := os.ReadDir(walDir)
 	if err != nil {
-		return Identity{}, fmt.Errorf("cannot read WAL dir %q: %w", walDir, err)
+		return IDs{}, fmt.Errorf("cannot read WAL dir %q: %w", walDir, err)
 	}
 	var names []string
 	for _, e := range entries {
@@ -49,13 +49,13 @@ func readWALIdentity(walDir string) (Identity, error) {
 		}
 	}
 	if len(names) == 0 {
-		return Identity{}, fmt.Errorf("WAL dir %q holds no WAL files", walDir)
+		return IDs{}, fmt.Errorf("WAL dir %q holds no WAL files", walDir)
 	}
 	sort.Strings(names)
 	path := filepath.Join(walDir, names[len(names)-1])
 	f, err := os.Open(path)
 	if err != nil {
-		return Identity{}, fmt.Errorf("cannot read WAL file %q: %w", path, err)
+		return IDs{}, fmt.Errorf("cannot read WAL file %q: %w", path, err)
 	}
 	defer f.Close()
 	dec := wal.NewDecoder(fileutil.NewFileReader(f))
@@ -65,16 +65,16 @@ func readWALIdentity(walDir string) (Identity, error) {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return Identity{}, fmt.Errorf("WAL file %q: %w", path, err)
+			return IDs{}, fmt.Errorf("WAL file %q: %w", path, err)
 		}
 		if rec.Type != wal.MetadataType {
 			continue
 		}
 		var md etcdserverpb.Metadata
 		if err := md.Unmarshal(rec.Data); err != nil {
-			return Identity{}, fmt.Errorf("WAL file %q: undecodable metadata: %v", path, err)
+			return IDs{}, fmt.Errorf("WAL file %q: undecodable metadata: %v", path, err)
 		}
-		return Identity{ClusterID: types.ID(md.ClusterID).String(), MemberID: types.ID(md.NodeID).String()}, nil
+		return IDs{ClusterID: types.ID(md.ClusterID).String(), MemberID: types.ID(md.NodeID).String()}, nil
 	}
-	return Identity{}, fmt.Errorf("WAL file %q has no metadata record at its start", path)
+	return IDs{}, fmt.Errorf("WAL file %q has no metadata record at its start", path)
 }
