@@ -42,8 +42,8 @@ func TestEncryption(t *testing.T) {
 	assert.Equal(t, snap, listed[0])
 
 	t.Run("either identity decrypts", func(t *testing.T) {
-		for _, ident := range []age.IDs{id, other} {
-			back, err := readObject(open(Options{Identities: []age.IDs{ident}}), snap)
+		for _, ident := range []age.Identity{id, other} {
+			back, err := readObject(open(Options{Identities: []age.Identity{ident}}), snap)
 			require.NoError(t, err)
 			assert.True(t, bytes.Equal(payload, back))
 		}
@@ -57,19 +57,19 @@ func TestEncryption(t *testing.T) {
 	t.Run("wrong identity", func(t *testing.T) {
 		stranger, err := age.GenerateX25519Identity()
 		require.NoError(t, err)
-		_, err = readObject(open(Options{Identities: []age.IDs{stranger}}), snap)
+		_, err = readObject(open(Options{Identities: []age.Identity{stranger}}), snap)
 		require.ErrorIs(t, err, ErrNoIdentity)
 		assert.Contains(t, err.Error(), snap.Key)
 	})
 	t.Run("plain objects still read", func(t *testing.T) {
 		plain := writeObject(t, open(Options{}), catalog.Snapshot{Kind: catalog.KindFull, Revision: 9, Time: testTime}, []byte("plain"))
 		assert.False(t, plain.Encrypted)
-		back, err := readObject(open(Options{Identities: []age.IDs{id}}), plain)
+		back, err := readObject(open(Options{Identities: []age.Identity{id}}), plain)
 		require.NoError(t, err)
 		assert.Equal(t, "plain", string(back))
 	})
 	t.Run("tampering", func(t *testing.T) {
-		reader := open(Options{Identities: []age.IDs{id}})
+		reader := open(Options{Identities: []age.Identity{id}})
 		path := filepath.Join(dir, filepath.FromSlash(snap.Key))
 		original, err := os.ReadFile(path)
 		require.NoError(t, err)

@@ -178,7 +178,7 @@ func testResume(t *testing.T, kind storeKind) {
 	require.NoError(t, err)
 	s := ts.open(t, Options{
 		Recipients: []age.Recipient{id.Recipient()},
-		Identities: []age.IDs{id},
+		Identities: []age.Identity{id},
 		Retry:      RetryPolicy{Attempts: 3, Initial: time.Millisecond, Max: 10 * time.Millisecond},
 	})
 	payload := append(randomBytes(4<<20, 5), compressible(2<<20)...)
@@ -288,8 +288,8 @@ func testEncryption(t *testing.T, kind storeKind) {
 		refused    []catalog.Snapshot
 	}{
 		{"no identity", nil, []catalog.Snapshot{plain}, []catalog.Snapshot{toAlice, toBob}},
-		{"alice", []age.IDs{alice}, []catalog.Snapshot{plain, toAlice}, []catalog.Snapshot{toBob}},
-		{"both", []age.IDs{bob, alice}, []catalog.Snapshot{plain, toAlice, toBob}, nil},
+		{"alice", []age.Identity{alice}, []catalog.Snapshot{plain, toAlice}, []catalog.Snapshot{toBob}},
+		{"both", []age.Identity{bob, alice}, []catalog.Snapshot{plain, toAlice, toBob}, nil},
 	} {
 		s.opts.Identities = tc.identities
 		for _, snap := range tc.readable {

@@ -23,7 +23,7 @@ func testCopy(t *testing.T, kind storeKind) {
 	ctx := context.Background()
 	id, err := age.GenerateX25519Identity()
 	require.NoError(t, err)
-	src, srcDir := openFileStore(t, Options{Identities: []age.IDs{id}})
+	src, srcDir := openFileStore(t, Options{Identities: []age.Identity{id}})
 	full, d1, _ := writeChain(t, src)
 	src.opts.Recipients = []age.Recipient{id.Recipient()}
 	d3 := writeObject(t, src, catalog.Snapshot{Kind: catalog.KindDelta, From: 31, Revision: 40, Time: testTime.Add(3 * time.Second)}, deltaPayload(t, 31, 40))
@@ -85,7 +85,7 @@ func testCopy(t *testing.T, kind storeKind) {
 	t.Run("re-encrypted", func(t *testing.T) {
 		next, err := age.GenerateX25519Identity()
 		require.NoError(t, err)
-		dst := newTestStore(t, kind).open(t, Options{Recipients: []age.Recipient{next.Recipient()}, Identities: []age.IDs{next}})
+		dst := newTestStore(t, kind).open(t, Options{Recipients: []age.Recipient{next.Recipient()}, Identities: []age.Identity{next}})
 		p := progress.New("copy")
 		for _, snap := range []catalog.Snapshot{full, d3} {
 			p.Reset("copy")

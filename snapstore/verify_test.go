@@ -106,7 +106,7 @@ func TestVerifyFindsProblems(t *testing.T) {
 		}, "gap: no delta covers revisions 31..34"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, dir := openFileStore(t, Options{Identities: []age.IDs{id}})
+			s, dir := openFileStore(t, Options{Identities: []age.Identity{id}})
 			full, d1, d2 := writeChain(t, s)
 			key := tc.damage(t, s, dir, full, d1, d2)
 			rep, err := Verify(ctx, s, VerifyOptions{RecordDamage: true})
