@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
-	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // CopyCmd is `etcdbr copy`: copies backups from one store to another, verified.
@@ -53,59 +51,46 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 	if err := dst.Check(ctx); err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
-	have, err := src.ListBackups(ctx)
+	sel, err := snapstore.SelectBackupCopies(ctx, src, dst, since)
 	if err != nil {
 		return err
 	}
-	there, err := dst.ListBackups(ctx)
-	if err != nil {
-		return err
-	}
-	toCopy, skipped := catalog.SelectCopies(have.Fulls, have.Deltas, there.Fulls, there.Deltas, since)
 	if c.DryRun {
-		for _, snap := range toCopy {
+		for _, snap := range sel.ToCopy {
 			fmt.Fprintf(env.Stdout, "would copy %s (%d bytes)\n", snap.Key, snap.Size)
 		}
-		fmt.Fprintf(env.Stdout, "would copy %d objects; %d are in the destination already\n", len(toCopy), len(skipped))
+		fmt.Fprintf(env.Stdout, "would copy %d objects; %d are in the destination already\n", len(sel.ToCopy), len(sel.Skipped))
 		return nil
 	}
-	var copied, bytes int64
-	var failed []error
+	var copied, bytes, failed int64
 	p := progress.New("copy")
-	for _, snap := range toCopy {
-		p.AddBytesTotal(snap.Size)
-	}
 	stop := watchProgress(ctx, env, p)
 	defer stop()
-	for _, snap := range toCopy {
-		res, err := snapstore.CopyWithProgress(ctx, src, dst, snap, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("copy interrupted after %d objects: %w", copied, ctx.Err())
-			}
-			env.Log.Error("copy failed", "object", snap.Key, "err", err)
-			fmt.Fprintf(env.Stdout, "FAILED %s: %v\n", snap.Key, err)
-			failed = append(failed, err)
-			continue
+	_, err = snapstore.CopyBackups(ctx, src, dst, sel, p, func(o snapstore.CopiedObject) {
+		if o.Err != nil {
+			env.Log.Error("copy failed", "object", o.Snapshot.Key, "err", o.Err)
+			fmt.Fprintf(env.Stdout, "FAILED %s: %v\n", o.Snapshot.Key, o.Err)
+			failed++
+			return
 		}
 		copied++
-		bytes += res.Copy.Size
+		bytes += o.Result.Copy.Size
 		how := "verified"
 		switch {
-		case res.Reencrypted:
+		case o.Result.Reencrypted:
 			how = "re-encrypted, verified"
-		case !res.PayloadVerified:
+		case !o.Result.PayloadVerified:
 			how = "encrypted, verified byte for byte (no identity to decrypt it)"
 		}
-		fmt.Fprintf(env.Stdout, "copied %s (%d bytes, %s)\n", res.Copy.Key, res.Copy.Size, how)
-	}
+		fmt.Fprintf(env.Stdout, "copied %s (%d bytes, %s)\n", o.Result.Copy.Key, o.Result.Copy.Size, how)
+	})
 	stop()
-	fmt.Fprintf(env.Stdout, "copied %d objects (%d bytes); %d were in the destination already; %d failed\n",
-		copied, bytes, len(skipped), len(failed))
-	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d objects were not copied: %w", len(failed), len(toCopy), errors.Join(failed...))
+	if ctx.Err() != nil {
+		return err
 	}
-	return nil
+	fmt.Fprintf(env.Stdout, "copied %d objects (%d bytes); %d were in the destination already; %d failed\n",
+		copied, bytes, len(sel.Skipped), failed)
+	return err
 }
 
 // parseSince parses --since: an RFC 3339 time, or a duration back from now.
