@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/etcdbr/etcdbr/backup"
@@ -21,7 +23,8 @@ var (
 	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
 	metricValidations   = []string{datadir.StateValid.String(), datadir.StateMissing.String(), datadir.StateCorrupt.String()}
 	metricAlarms        = []string{"corrupt", "nospace"}
-	metricReadyChecks   = []string{checkEtcd, checkBackup}
+	metricReadyChecks   = []string{checkEtcd, checkVoter, checkBackup}
+	metricRoles         = []string{RoleVoter, RoleLearner}
 )
 
 // The store operations etcdbr_store_errors_total counts.
@@ -76,6 +79,13 @@ type metrics struct {
 	etcdRevision prometheus.Gauge
 	alarm        *prometheus.GaugeVec
 	ready        *prometheus.GaugeVec
+
+	etcdLearner      prometheus.Gauge
+	etcdLag          prometheus.Gauge
+	clusterMembers   *prometheus.GaugeVec
+	clusterAnswering prometheus.Gauge
+	clusterQuorum    prometheus.Gauge
+	learnerAge       prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -146,7 +156,17 @@ func newMetrics() *metrics {
 	m.state = gaugeVec("state", "1 for the supervisor's current state, 0 for the others.", "state")
 	m.etcdRevision = gauge("etcd_revision", "etcd's current revision (the last known while etcd is stopped).")
 	m.alarm = gaugeVec("etcd_alarm", "1 while etcd has raised the alarm (corrupt, nospace).", "alarm")
-	m.ready = gaugeVec("ready", "1 when the readiness check passes (etcd, backup), 0 when it fails.", "check")
+	m.ready = gaugeVec("ready", "1 when the readiness check passes (etcd, voter, backup), 0 when it fails.", "check")
+
+	m.etcdLearner = gauge("etcd_learner", "1 while this member is a learner (0: a voter, or etcd is not running).")
+	m.etcdLag = gauge("etcd_lag_entries",
+		"Raft entries this member's applied index trailed the leader's committed index by at the last cluster probe (0 when unknown).")
+	m.clusterMembers = gaugeVec("cluster_members", "Members of etcd's membership by role (voter, learner), as this member last knew it.", "role")
+	m.clusterAnswering = gauge("cluster_members_answering", "Members that answered the last cluster probe, this member included (0 while etcd does not serve).")
+	m.clusterQuorum = gauge("cluster_quorum",
+		"1 when the cluster has quorum as this member sees it (it knows a leader, and a linearizable read through it completed or a majority of voters answer with a leader); 0 otherwise, and while etcd does not serve.")
+	m.learnerAge = gauge("cluster_learner_age_seconds",
+		"How long the member that has been a learner longest has been one, as this member saw it (0: no learner).")
 
 	for _, k := range metricKinds {
 		kind := string(k)
@@ -184,6 +204,9 @@ func newMetrics() *metrics {
 	for _, c := range metricReadyChecks {
 		m.ready.WithLabelValues(c)
 	}
+	for _, r := range metricRoles {
+		m.clusterMembers.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -208,6 +231,39 @@ func (m *metrics) setRestorePhase(p RestorePhase) {
 		}
 		m.restorePhase.WithLabelValues(string(ph)).Set(v)
 	}
+}
+
+// cluster sets the cluster's gauges from v (of a serving etcd when serving) at now.
+func (m *metrics) cluster(v clusterView, serving bool, now time.Time) {
+	p := v.probe
+	if !serving || p == nil {
+		m.clusterQuorum.Set(0)
+		m.clusterAnswering.Set(0)
+		m.etcdLag.Set(0)
+		if !serving {
+			m.etcdLearner.Set(0)
+		}
+		return
+	}
+	voters := len(p.voters())
+	m.clusterMembers.WithLabelValues(RoleVoter).Set(float64(voters))
+	m.clusterMembers.WithLabelValues(RoleLearner).Set(float64(len(p.members) - voters))
+	m.clusterAnswering.Set(float64(len(p.answering())))
+	m.clusterQuorum.Set(boolGauge(v.quorum))
+	m.etcdLearner.Set(boolGauge(p.learner()))
+	lag, _ := p.lag(p.self)
+	m.etcdLag.Set(float64(lag))
+	oldest := time.Time{}
+	for _, since := range v.learners {
+		if oldest.IsZero() || since.Before(oldest) {
+			oldest = since
+		}
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = now.Sub(oldest).Seconds()
+	}
+	m.learnerAge.Set(age)
 }
 
 // taken records a snapshot that reached the store.

@@ -37,8 +37,8 @@ func (s *Supervisor) sample(now time.Time, cs *corruptState) {
 	}
 }
 
-// refresh reads etcd's revision and alarms into health and updates the readiness metrics
-// (also before every scrape of /metrics). It reports whether etcd serves and has a CORRUPT
+// refresh reads etcd's revision and alarms into health and updates the readiness and cluster
+// metrics (also before every scrape of /metrics). It reports whether etcd serves and has a CORRUPT
 // alarm.
 func (s *Supervisor) refresh(now time.Time) (corrupt, serving bool) {
 	s.mu.Lock()
@@ -52,9 +52,11 @@ func (s *Supervisor) refresh(now time.Time) (corrupt, serving bool) {
 		corrupt = hasCorruptAlarm(alarms)
 	}
 	s.health.sample(now, smp)
-	for _, c := range s.readinessLocked(now) {
+	v := s.viewLocked()
+	for _, c := range readiness(v, now, s.cfg.MaxBackupAge) {
 		s.metrics.ready.WithLabelValues(c.Name).Set(boolGauge(c.OK))
 	}
+	s.metrics.cluster(v.cluster, serving, now)
 	return corrupt, serving
 }
 

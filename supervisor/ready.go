@@ -11,8 +11,10 @@ import (
 
 // The readiness checks.
 const (
-	// checkEtcd: etcd serves, with a leader, without an alarm.
+	// checkEtcd: etcd serves, with a leader, without an alarm, and the cluster has quorum.
 	checkEtcd = "etcd"
+	// checkVoter: this member is a voter (not a learner) that has caught up with the leader.
+	checkVoter = "voter"
 	// checkBackup: no write has waited longer than the maximum backup age to reach the
 	// store, the store holds a full snapshot, and it belongs to this member's cluster.
 	checkBackup = "backup"
@@ -25,10 +27,12 @@ type Check struct {
 	Message string `json:"message"`
 }
 
-// Readiness runs the readiness checks: "etcd" (etcd serves, has a leader, and no alarm) and "backup"
-// (the store belongs to this member's cluster and holds a full snapshot, and no write has
-// waited longer than MaxBackupAge to reach the store; an idle member whose store holds its
-// revision passes whatever the age of its newest backup).
+// Readiness runs the readiness checks: "etcd" (etcd serves, has a leader, and no alarm, and
+// the cluster has quorum as this member sees it), "voter" (this member is a voter that has
+// caught up with the leader: cluster.go) and "backup" (the store belongs to this member's
+// cluster and holds a full snapshot, and no write has waited longer than MaxBackupAge to
+// reach the store; an idle member whose store holds its revision passes whatever the age of
+// its newest backup).
 func (s *Supervisor) Readiness() []Check {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -37,8 +41,12 @@ func (s *Supervisor) Readiness() []Check {
 
 // readinessLocked runs the readiness checks. s.mu is held.
 func (s *Supervisor) readinessLocked(now time.Time) []Check {
-	v := s.viewLocked()
-	return []Check{etcdCheck(v), backupCheck(v, now, s.cfg.MaxBackupAge)}
+	return readiness(s.viewLocked(), now, s.cfg.MaxBackupAge)
+}
+
+// readiness runs the readiness checks on v, in the order /readyz shows them.
+func readiness(v memberView, now time.Time, maxBackupAge time.Duration) []Check {
+	return []Check{etcdCheck(v), voterCheck(v), backupCheck(v, now, maxBackupAge)}
 }
 
 // memberView is what the readiness checks and the status read: the lifecycle, health and the
@@ -52,6 +60,7 @@ type memberView struct {
 	validation ValidationStatus
 	lastErr    *ErrorStatus
 	health     healthView
+	cluster    clusterView // of etcd (no probe while etcd is nil)
 	// storeCluster and mismatch are the claim's (storeClaim.clusters).
 	storeCluster, mismatch string
 }
@@ -59,7 +68,7 @@ type memberView struct {
 // viewLocked copies what the status and the readiness checks read. s.mu is held.
 func (s *Supervisor) viewLocked() memberView {
 	v := memberView{state: s.state, since: s.stateSince, etcd: s.etcd, validation: s.validation, lastErr: s.lastErr,
-		health: s.health.view()}
+		health: s.health.view(), cluster: s.cluster.view(s.etcd)}
 	if s.job != nil {
 		r := s.job.statusLocked()
 		v.restore = &r
@@ -79,6 +88,15 @@ func etcdCheck(v memberView) Check {
 		}
 	case v.etcd.Server().Leader() == 0:
 		c.Message = "etcd has no leader: the cluster is electing one, or has lost its quorum"
+		if p := v.cluster.probe; p != nil {
+			_, why := p.quorum()
+			c.Message += " (" + why + ")"
+		}
+	case v.cluster.probe == nil:
+		c.Message = "the cluster's quorum was not checked yet since etcd started"
+	case !v.cluster.quorum:
+		_, why := v.cluster.probe.quorum()
+		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s", v.cluster.quorumSince.UTC().Format(time.RFC3339), why)
 	case len(v.health.alarms) > 0:
 		c.Message = "etcd raised an alarm: " + strings.Join(v.health.alarms, ", ") +
 			" (CORRUPT: restore with POST /v1/restore, or run with --restore-on-corrupt; NOSPACE: compact, defragment and disarm)"
@@ -87,6 +105,15 @@ func etcdCheck(v memberView) Check {
 		c.Message = fmt.Sprintf("etcd serves at revision %d", v.health.revision)
 	}
 	return c
+}
+
+// voterCheck is the "voter" readiness check: this member is a voter that has caught up with
+// the leader (caughtUpCheck).
+func voterCheck(v memberView) Check {
+	if v.state != StateServing || v.etcd == nil {
+		return Check{Name: checkVoter, Message: "etcd is not serving: the supervisor is " + string(v.state)}
+	}
+	return caughtUpCheck(v.cluster)
 }
 
 // backupCheck is the "backup" readiness check: writes may wait maxAge to reach the store.

@@ -3,6 +3,9 @@ package supervisor
 import (
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
@@ -20,6 +23,8 @@ type Status struct {
 	Restore   *RestoreStatus `json:"restore,omitempty"`
 	LastError *ErrorStatus   `json:"last_error,omitempty"`
 	Ready     []Check        `json:"ready"`
+	// Cluster is etcd's cluster as this member sees it; absent while etcd is not running.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // EtcdStatus describes the etcd member.
@@ -28,11 +33,61 @@ type EtcdStatus struct {
 	MemberID  string `json:"member_id,omitempty"`
 	ClusterID string `json:"cluster_id,omitempty"`
 	// Revision is the current revision (the last known while etcd is stopped).
-	Revision int64    `json:"revision"`
-	Leader   string   `json:"leader,omitempty"`
-	IsLeader bool     `json:"is_leader"`
-	Members  int      `json:"members"` // in the initial cluster configuration
-	Alarms   []string `json:"alarms,omitempty"`
+	Revision int64  `json:"revision"`
+	Leader   string `json:"leader,omitempty"`
+	IsLeader bool   `json:"is_leader"`
+	// Role is this member's role in etcd's membership: voter or learner (absent while etcd
+	// is not running).
+	Role string `json:"role,omitempty"`
+	// InitialClusterSize is the number of members in the initial cluster configuration
+	// (--initial-cluster); Cluster.Size is the membership's now.
+	InitialClusterSize int      `json:"initial_cluster_size"`
+	Alarms             []string `json:"alarms,omitempty"`
+}
+
+// ClusterStatus is etcd's cluster as this member sees it: its membership, each member's role
+// and health, and whether the cluster has quorum (docs/api.md, "The cluster").
+type ClusterStatus struct {
+	// Size is the number of members in etcd's membership, voters and learners; Voters and
+	// Learners count them by role.
+	Size     int `json:"size"`
+	Voters   int `json:"voters"`
+	Learners int `json:"learners"`
+	// Quorum says whether the cluster has quorum as this member sees it (absent before the
+	// first probe since etcd started), QuorumSince since when that holds, QuorumMessage
+	// why.
+	Quorum        *bool      `json:"quorum,omitempty"`
+	QuorumSince   *time.Time `json:"quorum_since,omitempty"`
+	QuorumMessage string     `json:"quorum_message,omitempty"`
+	// Answering is how many members answered the last probe, this member included;
+	// ProbedAt when it ended (absent before the first).
+	Answering int        `json:"answering"`
+	ProbedAt  *time.Time `json:"probed_at,omitempty"`
+	// Members are the members by name (those that never started last).
+	Members []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one member of the cluster, as this member's last probe found it.
+type ClusterMember struct {
+	ID string `json:"id"`
+	// Name is absent until the member's etcd started once.
+	Name       string   `json:"name,omitempty"`
+	PeerURLs   []string `json:"peer_urls"`
+	ClientURLs []string `json:"client_urls,omitempty"`
+	Role       string   `json:"role"` // voter or learner
+	IsLeader   bool     `json:"is_leader"`
+	Self       bool     `json:"self"` // this member
+	// LearnerSince is since when it has been a learner, as this member saw it (learners
+	// only).
+	LearnerSince *time.Time `json:"learner_since,omitempty"`
+	// Health is healthy, behind, no_leader, unreachable, unstarted or unknown; Error says
+	// why it did not answer, or the error it answered.
+	Health string `json:"health"`
+	Error  string `json:"error,omitempty"`
+	// AppliedIndex is the newest raft entry it applied; LagEntries how many entries that
+	// trails the leader's committed index (both absent when unknown).
+	AppliedIndex uint64  `json:"applied_index,omitempty"`
+	LagEntries   *uint64 `json:"lag_entries,omitempty"`
 }
 
 // BackupStatus describes the backups.
@@ -135,12 +190,12 @@ func (s *Supervisor) Status() Status {
 		Validation: v.validation,
 		LastError:  v.lastErr,
 		Etcd: EtcdStatus{
-			Name:     s.cfg.Etcd.Name,
-			Revision: h.revision,
-			Members:  s.members,
-			Alarms:   h.alarms,
+			Name:               s.cfg.Etcd.Name,
+			Revision:           h.revision,
+			InitialClusterSize: s.members,
+			Alarms:             h.alarms,
 		},
-		Ready:   []Check{etcdCheck(v), backupCheck(v, now, s.cfg.MaxBackupAge)},
+		Ready:   readiness(v, now, s.cfg.MaxBackupAge),
 		Restore: v.restore,
 	}
 	if v.etcd != nil {
@@ -152,6 +207,11 @@ func (s *Supervisor) Status() Status {
 			st.Etcd.Leader = lead.String()
 		}
 		st.Etcd.IsLeader = srv.Leader() == srv.MemberID()
+		st.Etcd.Role = RoleVoter
+		if srv.IsLearner() {
+			st.Etcd.Role = RoleLearner
+		}
+		st.Cluster = clusterStatus(v, srv.Cluster().Members(), srv.MemberID(), srv.Leader(), st.Ready)
 	}
 	b := &st.Backups
 	b.Store = s.cfg.Store.URL()
@@ -177,6 +237,55 @@ func (s *Supervisor) Status() Status {
 	b.FullSchedule = s.cfg.Schedule.String()
 	b.MaxBackupAgeSeconds = s.cfg.MaxBackupAge.Seconds()
 	return st
+}
+
+// clusterStatus describes the cluster of v's etcd: the membership of the last probe (members,
+// this member self and the leader as etcd says now before the first), with the health it
+// found; ready are the readiness checks of v.
+func clusterStatus(v memberView, members []*membership.Member, self, leader types.ID, ready []Check) *ClusterStatus {
+	p := v.cluster.probe
+	if p != nil {
+		members, leader = p.members, p.leader
+	}
+	cs := &ClusterStatus{Size: len(members), Members: []ClusterMember{}}
+	selfCaughtUp := false
+	for _, c := range ready {
+		if c.Name == checkVoter {
+			selfCaughtUp = c.OK
+		}
+	}
+	for _, m := range sortedMembers(members) {
+		cm := ClusterMember{ID: m.ID.String(), Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Role: roleOf(m),
+			IsLeader: leader != 0 && m.ID == leader, Self: m.ID == self, Health: MemberUnknown}
+		if m.IsLearner {
+			cs.Learners++
+			if since, ok := v.cluster.learners[m.ID]; ok {
+				since = since.UTC()
+				cm.LearnerSince = &since
+			}
+		} else {
+			cs.Voters++
+		}
+		if p != nil {
+			cm.Health = memberHealth(p, m, selfCaughtUp)
+			st := p.status[m.ID]
+			cm.Error = st.err
+			if st.known() {
+				cm.AppliedIndex = st.applied
+			}
+			if lag, ok := p.lag(m.ID); ok {
+				cm.LagEntries = &lag
+			}
+		}
+		cs.Members = append(cs.Members, cm)
+	}
+	if p != nil {
+		q, since, at := v.cluster.quorum, v.cluster.quorumSince.UTC(), p.at.UTC()
+		_, cs.QuorumMessage = p.quorum()
+		cs.Quorum, cs.QuorumSince, cs.ProbedAt = &q, &since, &at
+		cs.Answering = len(p.answering())
+	}
+	return cs
 }
 
 // liveness returns the state and the process ID, for GET /healthz.

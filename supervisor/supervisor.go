@@ -74,8 +74,9 @@ func DefaultMaxBackupAge(deltaPeriod time.Duration, sched backup.Schedule, now t
 // the backups and etcd, restore, and start both again. Make one with New and call Run once.
 //
 // Its other jobs are types of their own, which it creates and wires: health (what is known
-// of etcd and the backups), metrics, storeClaim (the store's cluster record), backups (the
-// runners of one etcd) and apiServer (the HTTP API). The readiness checks (ready.go) and the
+// of etcd and the backups), cluster (what is known of etcd's cluster: roles, quorum, catching
+// up), metrics, storeClaim (the store's cluster record), backups (the runners of one etcd)
+// and apiServer (the HTTP API). The readiness checks (ready.go) and the
 // status (status.go) read them all at one moment.
 type Supervisor struct {
 	// Set by New, read-only after.
@@ -83,13 +84,18 @@ type Supervisor struct {
 	lg      *slog.Logger
 	members int // in the initial cluster
 	pid     int
-	// metrics, health and claim are created by New and live as long as the Supervisor;
-	// each documents itself. flusher lets FlushDeltas ask the delta taker of the serving
-	// etcd to upload at once.
+	// metrics, health, cluster and claim are created by New and live as long as the
+	// Supervisor; each documents itself. flusher lets FlushDeltas ask the delta taker of
+	// the serving etcd to upload at once.
 	metrics *metrics
 	health  *health
+	cluster *cluster
 	claim   *storeClaim
 	flusher *backup.Flusher
+	// serving tells the cluster prober that an etcd began to serve, so that it probes at
+	// once: created by New with room for one signal; setState sends without blocking,
+	// probeCluster receives. Never closed.
+	serving chan struct{}
 	// restores hands a restore while running to Run's loop: created by New with room for
 	// one job; startRestore sends (with mu held, and only when no job runs: it never
 	// blocks), Run's serve and refuseQueuedRestore receive. Never closed.
@@ -135,6 +141,8 @@ func New(cfg Config) (*Supervisor, error) {
 		lg:       cfg.Log,
 		metrics:  m,
 		health:   newHealth(m),
+		cluster:  newCluster(),
+		serving:  make(chan struct{}, 1),
 		flusher:  backup.NewFlusher(),
 		restores: make(chan *restoreJob, 1),
 		members:  clusterSize(cfg.Etcd),
@@ -173,6 +181,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	var monitors sync.WaitGroup
 	monitors.Go(func() { s.monitor(mctx) })
 	monitors.Go(func() { s.probeStore(mctx) })
+	monitors.Go(func() { s.probeCluster(mctx) })
 	defer monitors.Wait()
 	defer stopMonitors()
 
@@ -307,6 +316,12 @@ func (s *Supervisor) setState(st State) {
 	s.metrics.setState(st)
 	if changed {
 		s.lg.Debug("state", "state", string(st))
+	}
+	if st == StateServing {
+		select {
+		case s.serving <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -52,7 +52,7 @@ func TestStatusCommand(t *testing.T) {
 	waitFor(t, "the status to show the store holding every write", time.Minute, func() bool {
 		st.Backups.UnbackedSince = nil // absent from the answer when the store holds every write
 		return a.call(http.MethodGet, "/v1/status", "", &st) == http.StatusOK && st.Backups.UnbackedSince == nil &&
-			len(st.Ready) == 2 && strings.Contains(st.Ready[0].Message, fmt.Sprintf("revision %d", rev))
+			len(st.Ready) == 3 && strings.Contains(st.Ready[0].Message, fmt.Sprintf("revision %d", rev))
 	})
 	var backups struct {
 		Window struct {
