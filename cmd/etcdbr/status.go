@@ -22,11 +22,13 @@ import (
 
 // StatusCmd is `etcdbr status`.
 type StatusCmd struct {
-	API          string        `name:"api" default:"http://127.0.0.1:2378" help:"URL of the running etcdbr's HTTP API (its --listen-api)." env:"ETCDBR_API"`
-	APITokenFile string        `name:"api-token-file" help:"File whose first line is the bearer token to send (the token of etcdbr run's --api-token-file or --api-read-only-token-file)." env:"ETCDBR_API_TOKEN_FILE" type:"path"`
-	APICACert    string        `name:"api-cacert" help:"CA certificates (PEM) that signed the API's TLS certificate (an https --api)." env:"ETCDBR_API_CACERT" type:"path"`
-	JSON         bool          `name:"json" help:"Print the raw JSON: {\"status\": GET /v1/status, \"backups\": GET /v1/backups}." env:"ETCDBR_JSON"`
-	Timeout      time.Duration `default:"30s" help:"How long to wait for the API's answers." env:"ETCDBR_STATUS_TIMEOUT"`
+	API           string        `name:"api" default:"http://127.0.0.1:2378" help:"URL of the running etcdbr's HTTP API (its --listen-api)." env:"ETCDBR_API"`
+	APITokenFile  string        `name:"api-token-file" help:"File whose first line is the bearer token to send (the token of etcdbr run's --api-token-file or --api-read-only-token-file)." env:"ETCDBR_API_TOKEN_FILE" type:"path"`
+	APICACert     string        `name:"api-cacert" help:"CA certificates (PEM) that signed the API's TLS certificate (an https --api)." env:"ETCDBR_API_CACERT" type:"path"`
+	APIClientCert string        `name:"api-client-cert" help:"Client certificate (PEM) to present to an API that authenticates clients by certificate (etcdbr run's --api-client-ca signed it)." env:"ETCDBR_API_CLIENT_CERT" type:"path"`
+	APIClientKey  string        `name:"api-client-key" help:"Key (PEM) of --api-client-cert." env:"ETCDBR_API_CLIENT_KEY" type:"path"`
+	JSON          bool          `name:"json" help:"Print the raw JSON: {\"status\": GET /v1/status, \"backups\": GET /v1/backups}." env:"ETCDBR_JSON"`
+	Timeout       time.Duration `default:"30s" help:"How long to wait for the API's answers." env:"ETCDBR_STATUS_TIMEOUT"`
 }
 
 // statusClient reads a running etcdbr's API.
@@ -53,6 +55,16 @@ func (c *StatusCmd) newStatusClient() (*statusClient, error) {
 			return nil, usageErrorf("--api-token-file %q: its first line is empty", c.APITokenFile)
 		}
 	}
+	if (c.APIClientCert == "") != (c.APIClientKey == "") {
+		return nil, usageErrorf("--api-client-cert and --api-client-key go together: give both to present a client certificate")
+	}
+	if c.APICACert == "" && c.APIClientCert == "" {
+		return sc, nil
+	}
+	if u.Scheme != "https" {
+		return nil, usageErrorf("--api-cacert and --api-client-cert are for an API that serves HTTPS: give --api https://...")
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.APICACert != "" {
 		pem, err := os.ReadFile(c.APICACert)
 		if err != nil {
@@ -62,8 +74,16 @@ func (c *StatusCmd) newStatusClient() (*statusClient, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, usageErrorf("--api-cacert %q: no PEM certificate in it", c.APICACert)
 		}
-		sc.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		tlsCfg.RootCAs = pool
 	}
+	if c.APIClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.APIClientCert, c.APIClientKey)
+		if err != nil {
+			return nil, usageErrorf("--api-client-cert %q, --api-client-key %q: %w", c.APIClientCert, c.APIClientKey, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
+	sc.http.Transport = &http.Transport{TLSClientConfig: tlsCfg}
 	return sc, nil
 }
 
@@ -201,6 +221,9 @@ func printStatus(out io.Writer, st supervisor.Status, bk *apiBackups, bkErr erro
 	case e.Leader != "":
 		role = "follower of " + e.Leader
 	}
+	if e.Role != "" {
+		role = e.Role + ", " + role
+	}
 	fmt.Fprintf(w, "member\t%s (ID %s, cluster %s), %s, revision %d\n", e.Name, orDash(e.MemberID), orDash(e.ClusterID), role, e.Revision)
 	fmt.Fprintf(w, "state\t%s since %s (pid %d)\n", st.State, listTime(st.Since), st.PID)
 	ready := len(st.Ready) > 0
@@ -221,6 +244,9 @@ func printStatus(out io.Writer, st supervisor.Status, bk *apiBackups, bkErr erro
 	}
 	if len(e.Alarms) > 0 {
 		fmt.Fprintf(w, "alarms\t%s\n", strings.Join(e.Alarms, ", "))
+	}
+	if st.Cluster != nil {
+		printCluster(w, *st.Cluster)
 	}
 	b := st.Backups
 	if b.UnbackedSince != nil {
@@ -288,6 +314,53 @@ func printStatus(out io.Writer, st supervisor.Status, bk *apiBackups, bkErr erro
 		fmt.Fprintf(out, "damaged: %s failed verification in a %s at %s (%s): left out of the window\n", d.Key, d.By, listTime(d.Found), d.Reason)
 	}
 	return nil
+}
+
+// printCluster prints the cluster's summary and one line per member into w (the status's
+// tabwriter: a label, then the text).
+func printCluster(w io.Writer, c supervisor.ClusterStatus) {
+	counts := fmt.Sprintf("%d voters", c.Voters)
+	if c.Learners > 0 {
+		counts += fmt.Sprintf(", %d learners", c.Learners)
+	}
+	quorum := "quorum not checked yet"
+	if c.Quorum != nil {
+		quorum = "quorum"
+		if !*c.Quorum {
+			quorum = "NO QUORUM"
+		}
+		if c.QuorumSince != nil {
+			quorum += " since " + listTime(*c.QuorumSince)
+		}
+	}
+	fmt.Fprintf(w, "cluster\t%d members (%s), %s, %d answering\n", c.Size, counts, quorum, c.Answering)
+	if c.Quorum != nil && !*c.Quorum && c.QuorumMessage != "" {
+		fmt.Fprintf(w, "\t%s\n", c.QuorumMessage)
+	}
+	for _, m := range c.Members {
+		name := m.Name
+		if name == "" {
+			name = "(not started)"
+		}
+		if m.Self {
+			name += " (this member)"
+		}
+		role := m.Role
+		if m.IsLeader {
+			role += ", leader"
+		}
+		health := m.Health
+		if m.LagEntries != nil && *m.LagEntries > 0 {
+			health += fmt.Sprintf(", lag %d entries", *m.LagEntries)
+		}
+		if m.LearnerSince != nil {
+			health += ", a learner since " + listTime(*m.LearnerSince)
+		}
+		if m.Error != "" {
+			health += ": " + m.Error
+		}
+		fmt.Fprintf(w, "\t  %s  %s  %s  %s\n", name, m.ID, role, health)
+	}
 }
 
 // viewOfAPIWindow builds the compact view of the window GET /v1/backups answered.

@@ -36,3 +36,21 @@ func TestStatusBadAPI(t *testing.T) {
 		assert.Contains(t, out, "want the URL of the API, e.g. http://127.0.0.1:2378", api)
 	}
 }
+
+// The client certificate flags go together, and only with an https API (exit 2 otherwise).
+func TestStatusClientCertFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--api", "https://127.0.0.1:2378", "--api-client-cert", "c.pem"}, "--api-client-cert and --api-client-key go together"},
+		{[]string{"--api", "https://127.0.0.1:2378", "--api-client-key", "k.pem"}, "--api-client-cert and --api-client-key go together"},
+		{[]string{"--api", "http://127.0.0.1:2378", "--api-client-cert", "c.pem", "--api-client-key", "k.pem"}, "give --api https://"},
+		{[]string{"--api", "https://127.0.0.1:2378", "--api-client-cert", "missing.pem", "--api-client-key", "missing.pem"},
+			"missing.pem: no such file or directory"},
+	} {
+		code, out := etcdbr(t, append([]string{"status"}, tc.args...)...)
+		assert.Equal(t, exitUsage, code, out)
+		assert.Contains(t, out, tc.want, tc.args)
+	}
+}
