@@ -97,6 +97,8 @@ var wantAlerts = []string{
 	"EtcdbrRestoreFailed",
 	"EtcdbrStoreClaimedByAnotherCluster",
 	"EtcdbrRestoreLostRevisions",
+	"EtcdbrQuorumLost",
+	"EtcdbrLearnerStuck",
 	"EtcdNoLeader",
 }
 
