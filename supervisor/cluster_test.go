@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -23,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
@@ -370,4 +373,32 @@ func TestClusterRolesQuorumAndLearner(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The cluster prober asks a member whose client URL takes only TLS with client certificates
+// (kubeadm's etcd) for its status with etcd's own client TLS settings; without them the
+// member is unreachable.
+func TestMemberStatusClientCertificates(t *testing.T) {
+	t.Parallel()
+	cfg := embeddedtest.NewConfig(t)
+	pki := embeddedtest.NewPKI(t)
+	u := url.URL{Scheme: "https", Host: cfg.ListenClientUrls[0].Host}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{u}, []url.URL{u}
+	cfg.ClientTLSInfo = transport.TLSInfo{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, TrustedCAFile: pki.CA, ClientCertAuth: true}
+	e := embeddedtest.MustStart(t, embedded.Start, cfg)
+	m := &membership.Member{ID: e.Server().MemberID(), Attributes: membership.Attributes{Name: cfg.Name, ClientURLs: []string{u.String()}}}
+	ctx := context.Background()
+
+	clients := newMemberClients(cfg)
+	defer clients.close()
+	st := clients.status(ctx, m)
+	require.True(t, st.known(), "%+v", st)
+	assert.Equal(t, e.Server().MemberID(), st.leader)
+	assert.Positive(t, st.applied)
+
+	plain := newMemberClients(embeddedtest.NewConfig(t)) // no TLS settings
+	defer plain.close()
+	st = plain.status(ctx, m)
+	assert.False(t, st.answered, "%+v", st)
+	assert.NotEmpty(t, st.err)
 }

@@ -128,6 +128,10 @@ func backupCheck(v memberView, now time.Time, maxAge time.Duration) Check {
 	case v.state != StateServing || v.etcd == nil:
 		c.Message = "backups run only while etcd serves"
 		return c
+	case v.etcd.Server().Leader() == 0:
+		c.OK = true
+		c.Message = "this member knows no leader: the leader takes the backups, once there is one"
+		return c
 	case v.etcd.Server().Leader() != v.etcd.Server().MemberID():
 		c.OK = true
 		c.Message = fmt.Sprintf("this member is not the leader (%s): the leader takes the backups", v.etcd.Server().Leader())
