@@ -20,6 +20,8 @@
 //	backups      the backup runners of one etcd, for run and the sidecar alike (backups.go)
 //	storeClaim   the claim of the store: its cluster record (claim.go)
 //	health       what is known of etcd and the backups: newest objects, unbacked age (health.go)
+//	cluster      what is known of etcd's cluster: roles, quorum, catching up (cluster.go; its
+//	             prober and the clients of the other members: cluster_probe.go)
 //	metrics      the Prometheus metrics (metrics.go)
 //	apiServer    the HTTP API: handlers, authentication, Host guard, status page (api*.go)
 //
