@@ -291,12 +291,11 @@ func (c *cluster) view(e *embedded.Etcd) clusterView {
 	return v
 }
 
-// record keeps probe p as the last; it returns the quorum verdict before (known false before
-// the first) and after it.
-func (c *cluster) record(p *clusterProbe) (before, after clusterVerdict) {
+// record keeps probe p as the last, with the quorum verdict it gives and since when each
+// learner in it has been one.
+func (c *cluster) record(p *clusterProbe) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	before = clusterVerdict{known: !c.quorumSince.IsZero(), quorum: c.quorum, since: c.quorumSince}
 	if c.probe == nil || c.probe.etcd != p.etcd {
 		c.caughtUp = time.Time{} // a new etcd catches up again
 	}
@@ -305,7 +304,7 @@ func (c *cluster) record(p *clusterProbe) (before, after clusterVerdict) {
 		c.caughtUp = p.at
 	}
 	q, _ := p.quorum()
-	if !before.known || q != c.quorum {
+	if c.quorumSince.IsZero() || q != c.quorum {
 		c.quorum, c.quorumSince = q, p.at
 	}
 	seen := map[types.ID]bool{}
@@ -323,14 +322,6 @@ func (c *cluster) record(p *clusterProbe) (before, after clusterVerdict) {
 			delete(c.learners, id)
 		}
 	}
-	return before, clusterVerdict{known: true, quorum: c.quorum, since: c.quorumSince}
-}
-
-// clusterVerdict is the quorum verdict and since when it holds.
-type clusterVerdict struct {
-	known  bool
-	quorum bool
-	since  time.Time
 }
 
 // caughtUpCheck judges whether this member is a voter that has caught up with the leader

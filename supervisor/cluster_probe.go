@@ -12,9 +12,9 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -29,7 +29,7 @@ import (
 // on a goroutine of its own from start to end; the clients of the other members and what it
 // last logged are that goroutine's alone.
 func (s *Supervisor) probeCluster(ctx context.Context) {
-	clients := newMemberClients(s.cfg.Etcd)
+	clients := newMemberClients(s.clientTLS, s.clientAutoTLS)
 	defer clients.close()
 	var logged clusterLog
 	tick := time.NewTicker(clusterProbeInterval)
@@ -138,17 +138,17 @@ type memberClient struct {
 	cli  *clientv3.Client
 }
 
-// newMemberClients prepares the clients with cfg's client TLS settings.
-func newMemberClients(cfg *embed.Config) *memberClients {
+// newMemberClients prepares the clients with etcd's client TLS settings: info, and whether
+// etcd makes its own certificates (--auto-tls).
+func newMemberClients(info transport.TLSInfo, autoTLS bool) *memberClients {
 	mc := &memberClients{clients: map[types.ID]*memberClient{}}
-	info := cfg.ClientTLSInfo
 	switch {
 	case !info.Empty():
 		mc.tls, mc.tlsErr = info.ClientConfig()
 		if mc.tlsErr != nil {
 			mc.tlsErr = fmt.Errorf("etcd's client TLS settings (%s): %w", info, mc.tlsErr)
 		}
-	case cfg.ClientAutoTLS:
+	case autoTLS:
 		// etcd's own self-signed certificates: nothing to verify them with.
 		mc.tls = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // etcd's --auto-tls
 	}

@@ -389,14 +389,14 @@ func TestMemberStatusClientCertificates(t *testing.T) {
 	m := &membership.Member{ID: e.Server().MemberID(), Attributes: membership.Attributes{Name: cfg.Name, ClientURLs: []string{u.String()}}}
 	ctx := context.Background()
 
-	clients := newMemberClients(cfg)
+	clients := newMemberClients(cfg.ClientTLSInfo, false)
 	defer clients.close()
 	st := clients.status(ctx, m)
 	require.True(t, st.known(), "%+v", st)
 	assert.Equal(t, e.Server().MemberID(), st.leader)
 	assert.Positive(t, st.applied)
 
-	plain := newMemberClients(embeddedtest.NewConfig(t)) // no TLS settings
+	plain := newMemberClients(transport.TLSInfo{}, false) // no TLS settings
 	defer plain.close()
 	st = plain.status(ctx, m)
 	assert.False(t, st.answered, "%+v", st)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdbr/etcdbr/backup"
@@ -84,6 +85,11 @@ type Supervisor struct {
 	lg      *slog.Logger
 	members int // in the initial cluster
 	pid     int
+	// clientTLS and clientAutoTLS are etcd's client TLS settings, copied before etcd
+	// starts (etcd's start writes into its configuration): the cluster prober's clients
+	// of the other members use them.
+	clientTLS     transport.TLSInfo
+	clientAutoTLS bool
 	// metrics, health, cluster and claim are created by New and live as long as the
 	// Supervisor; each documents itself. flusher lets FlushDeltas ask the delta taker of
 	// the serving etcd to upload at once.
@@ -147,6 +153,9 @@ func New(cfg Config) (*Supervisor, error) {
 		restores: make(chan *restoreJob, 1),
 		members:  clusterSize(cfg.Etcd),
 		pid:      os.Getpid(),
+		// The logger is etcd's, set by its start: the copy has none.
+		clientTLS:     cfg.Etcd.ClientTLSInfo,
+		clientAutoTLS: cfg.Etcd.ClientAutoTLS,
 	}
 	s.claim = newStoreClaim(cfg.Store, cfg.Etcd, cfg.Log, m, s.health, s.recordError)
 	s.setState(StateValidating)
