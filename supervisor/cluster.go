@@ -32,6 +32,10 @@ const (
 	// maxLagEntries: a member whose applied index trails the leader's committed index by
 	// more raft entries is behind (in the members table).
 	maxLagEntries = 1000
+	// electionGrace is how long a member that had quorum may know no leader before the
+	// quorum is judged lost: an election after a leader was lost or stepped down takes an
+	// election timeout or two (1 s each by default).
+	electionGrace = 5 * time.Second
 )
 
 // The roles of a member in etcd's membership (ClusterMember.Role, EtcdStatus.Role).
@@ -196,6 +200,18 @@ func (p *clusterProbe) quorum() (bool, string) {
 	}
 }
 
+// judgeQuorum is the quorum verdict of probe p (clusterProbe.quorum), where a member that
+// had quorum (had) and has known no leader since leaderless keeps it for electionGrace: an
+// election is under way.
+func judgeQuorum(p *clusterProbe, had bool, leaderless time.Time) (bool, string) {
+	q, why := p.quorum()
+	if p.leader == 0 && had && p.at.Sub(leaderless) < electionGrace {
+		return true, fmt.Sprintf("this member has known no leader since %s: an election, as long as it takes less than %s; %s",
+			leaderless.UTC().Format(time.RFC3339Nano), electionGrace, strings.TrimPrefix(why, "this member knows no leader; "))
+	}
+	return q, why
+}
+
 // memberNames lists members by name ("(unstarted <id>)" for one that never started).
 func memberNames(ms []*membership.Member) string {
 	if len(ms) == 0 {
@@ -255,9 +271,13 @@ type cluster struct {
 	// caughtUp is when a linearizable read through the probed etcd first completed in time
 	// (zero: not yet since that etcd started).
 	caughtUp time.Time
-	// quorum is the verdict of the last probe, since quorumSince (zero: never judged).
+	// quorum is the verdict of the last probe, since quorumSince (zero: never judged), and
+	// why (judgeQuorum).
 	quorum      bool
 	quorumSince time.Time
+	quorumWhy   string
+	// leaderless is since when the probes found no leader (zero: the last found one).
+	leaderless time.Time
 	// learners are since when each learner of the membership has been one, as this member
 	// saw it (from the first probe that found it a learner).
 	learners map[types.ID]time.Time
@@ -274,6 +294,7 @@ type clusterView struct {
 	caughtUp    time.Time
 	quorum      bool
 	quorumSince time.Time
+	quorumWhy   string
 	learners    map[types.ID]time.Time
 }
 
@@ -286,7 +307,7 @@ func (c *cluster) view(e *embedded.Etcd) clusterView {
 		v.learners[id] = t
 	}
 	if c.probe != nil && e != nil && c.probe.etcd == e {
-		v.probe, v.caughtUp, v.quorum = c.probe, c.caughtUp, c.quorum
+		v.probe, v.caughtUp, v.quorum, v.quorumWhy = c.probe, c.caughtUp, c.quorum, c.quorumWhy
 	}
 	return v
 }
@@ -303,10 +324,19 @@ func (c *cluster) record(p *clusterProbe) {
 	if c.caughtUp.IsZero() && (p.read.ok || p.isLeader()) {
 		c.caughtUp = p.at
 	}
-	q, _ := p.quorum()
-	if c.quorumSince.IsZero() || q != c.quorum {
-		c.quorum, c.quorumSince = q, p.at
+	if p.leader != 0 {
+		c.leaderless = time.Time{}
+	} else if c.leaderless.IsZero() {
+		c.leaderless = p.at
 	}
+	q, why := judgeQuorum(p, c.quorum && !c.quorumSince.IsZero(), c.leaderless)
+	if c.quorumSince.IsZero() || q != c.quorum {
+		c.quorumSince = p.at
+		if !q && !c.leaderless.IsZero() {
+			c.quorumSince = c.leaderless // lost with the leader
+		}
+	}
+	c.quorum, c.quorumWhy = q, why
 	seen := map[types.ID]bool{}
 	for _, m := range p.members {
 		if !m.IsLearner {

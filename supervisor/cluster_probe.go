@@ -292,7 +292,7 @@ func (l *clusterLog) log(lg *slog.Logger, p *clusterProbe, c *cluster) {
 	}
 
 	v := c.view(p.etcd)
-	q, why := p.quorum()
+	q, why := v.quorum, v.quorumWhy
 	switch {
 	case l.quorum == nil && !q:
 		lg.Warn("the cluster has no quorum, as this member sees it", "since", v.quorumSince, "why", why)

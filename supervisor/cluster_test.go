@@ -69,6 +69,23 @@ func TestClusterQuorumRule(t *testing.T) {
 	}
 }
 
+// A member that had quorum and lost its leader keeps the quorum for electionGrace: an election.
+func TestClusterQuorumElectionGrace(t *testing.T) {
+	now := time.Now()
+	members := []*membership.Member{{ID: 1, Attributes: membership.Attributes{Name: "m0"}}, {ID: 2, Attributes: membership.Attributes{Name: "m1"}},
+		{ID: 3, Attributes: membership.Attributes{Name: "m2"}}}
+	p := &clusterProbe{self: 1, members: members, at: now, read: readResult{err: "this member knows no leader"},
+		status: map[types.ID]memberStatus{1: {answered: true}, 2: {answered: true}, 3: {answered: true}}}
+	q, why := judgeQuorum(p, true, now.Add(-time.Second))
+	assert.True(t, q)
+	assert.Contains(t, why, "an election, as long as it takes less than 5s; 0 of 3 voters answer with a leader")
+	q, why = judgeQuorum(p, true, now.Add(-electionGrace))
+	assert.False(t, q)
+	assert.Contains(t, why, "this member knows no leader; 0 of 3 voters answer")
+	q, _ = judgeQuorum(p, false, now.Add(-time.Second))
+	assert.False(t, q, "no quorum before: none now")
+}
+
 // The voter readiness check and the members' health: a learner is never ready, a voter once a
 // read through it completed since its etcd started, and not while the last one did not; the
 // other members' health comes from their answers and their lag behind the leader.

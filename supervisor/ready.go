@@ -88,15 +88,14 @@ func etcdCheck(v memberView) Check {
 		}
 	case v.etcd.Server().Leader() == 0:
 		c.Message = "etcd has no leader: the cluster is electing one, or has lost its quorum"
-		if p := v.cluster.probe; p != nil {
-			_, why := p.quorum()
-			c.Message += " (" + why + ")"
+		if v.cluster.probe != nil {
+			c.Message += " (" + v.cluster.quorumWhy + ")"
 		}
 	case v.cluster.probe == nil:
 		c.Message = "the cluster's quorum was not checked yet since etcd started"
 	case !v.cluster.quorum:
-		_, why := v.cluster.probe.quorum()
-		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s", v.cluster.quorumSince.UTC().Format(time.RFC3339), why)
+		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s",
+			v.cluster.quorumSince.UTC().Format(time.RFC3339), v.cluster.quorumWhy)
 	case len(v.health.alarms) > 0:
 		c.Message = "etcd raised an alarm: " + strings.Join(v.health.alarms, ", ") +
 			" (CORRUPT: restore with POST /v1/restore, or run with --restore-on-corrupt; NOSPACE: compact, defragment and disarm)"

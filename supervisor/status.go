@@ -281,8 +281,7 @@ func clusterStatus(v memberView, members []*membership.Member, self, leader type
 	}
 	if p != nil {
 		q, since, at := v.cluster.quorum, v.cluster.quorumSince.UTC(), p.at.UTC()
-		_, cs.QuorumMessage = p.quorum()
-		cs.Quorum, cs.QuorumSince, cs.ProbedAt = &q, &since, &at
+		cs.Quorum, cs.QuorumSince, cs.ProbedAt, cs.QuorumMessage = &q, &since, &at, v.cluster.quorumWhy
 		cs.Answering = len(p.answering())
 	}
 	return cs
