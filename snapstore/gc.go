@@ -68,6 +68,10 @@ type ApplyOptions struct {
 	Now func() time.Time
 	// Log receives the run's warnings (nil: discarded).
 	Log *slog.Logger
+	// Fence, when set, is checked before the first deletion and again with the restore
+	// locks (at most 2 s apart): when it fails, the run stops there and returns its error
+	// (the garbage collector of a member that no longer leads deletes nothing more).
+	Fence func(ctx context.Context) error
 }
 
 // GCResult says what ApplyGC did.
@@ -151,6 +155,11 @@ func (a *gcApply) run(ctx context.Context, dels []catalog.Decision, dir string) 
 	}
 	for i := 0; i < len(dels); i += a.opts.Concurrency {
 		if time.Since(a.checked) >= lockRecheck {
+			if a.opts.Fence != nil {
+				if err := a.opts.Fence(ctx); err != nil {
+					return fmt.Errorf("garbage collection stopped: %w", err)
+				}
+			}
 			if stop, err := a.locksChanged(ctx); err != nil || stop {
 				return err
 			}

@@ -409,3 +409,29 @@ func TestRestoreLockWriteFails(t *testing.T) {
 	require.Nil(t, h)
 	require.Contains(t, err.Error(), "write restore lock")
 }
+
+// A garbage collection whose fence refuses deletes nothing, and stops as soon as its fence
+// refuses during the run.
+func TestGCFenced(t *testing.T) {
+	ctx := context.Background()
+	s := openMemStore(t, Options{})
+	gcStore(t, s)
+	before := listedKeys(t, s)
+	l, err := s.ListForGC(ctx)
+	require.NoError(t, err)
+	plan, err := catalog.PlanGC(l, limit1, time.Now())
+	require.NoError(t, err)
+	require.NotEmpty(t, plan.Delete)
+
+	res, err := s.ApplyGC(ctx, plan, ApplyOptions{Fence: func(context.Context) error { return errNotLeader }})
+	require.ErrorIs(t, err, errNotLeader)
+	require.Zero(t, res.DeletedFulls+res.DeletedDeltas)
+	require.Equal(t, len(plan.Delete), res.Left)
+	require.Equal(t, before, listedKeys(t, s))
+
+	checks := 0
+	res, err = s.ApplyGC(ctx, plan, ApplyOptions{Fence: func(context.Context) error { checks++; return nil }})
+	require.NoError(t, err)
+	require.Equal(t, len(plan.Delete), res.DeletedFulls+res.DeletedDeltas)
+	require.Positive(t, checks)
+}

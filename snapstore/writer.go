@@ -3,12 +3,14 @@ package snapstore
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -138,15 +140,60 @@ func (w *Writer) Sum() []byte {
 // fails, the upload is discarded; the one exception is a failed fsync of a
 // file store's directory, reported after the rename.
 func (w *Writer) Commit() (catalog.Snapshot, error) {
+	return w.CommitFenced(nil, 0)
+}
+
+// ErrCommitLate is wrapped by the error of CommitFenced when the object could not be made
+// visible within its window after the fence: the commit was cancelled.
+var ErrCommitLate = errors.New("the commit did not finish within its window after the fence")
+
+// CommitFenced is Commit behind a fence. Once everything that precedes the commit is done
+// (compression finished, trailer written, a file store's temporary file synced), check is
+// called with the upload's context; only when it returns nil is the upload committed. When
+// it fails, the upload is discarded, nothing becomes visible, and the error wraps check's.
+// A nil check is no fence.
+//
+// When within is above 0, the object must be visible within that long after check was
+// called: past it, the commit is cancelled and the error wraps ErrCommitLate. Where the
+// commit happens, and so what the window bounds:
+//
+//   - a file store: the rename of the synced temporary file, after gocloud checked the
+//     upload's context; cancelled before the rename, nothing is visible;
+//   - S3, GCS, Azure: the request that makes the object visible (a PUT of an object smaller
+//     than one part, the last part and the completion of a multipart upload, the block
+//     list). The request is cancelled at the deadline; a server that received the whole
+//     request before may still apply it, which no client can prevent.
+func (w *Writer) CommitFenced(check func(context.Context) error, within time.Duration) (catalog.Snapshot, error) {
 	if err := w.usable(); err != nil {
 		return catalog.Snapshot{}, err
 	}
 	if err := w.finish(); err != nil {
 		return catalog.Snapshot{}, w.fail("commit", err)
 	}
+	var late atomic.Bool
+	if check != nil {
+		fenced := time.Now()
+		if err := check(w.ctx); err != nil {
+			return catalog.Snapshot{}, w.fail("commit", fmt.Errorf("refused by the fence: %w", err))
+		}
+		if within > 0 {
+			left := time.Until(fenced.Add(within))
+			if left <= 0 {
+				return catalog.Snapshot{}, w.fail("commit", fmt.Errorf("%w (%v): the fence itself took that long", ErrCommitLate, within))
+			}
+			timer := time.AfterFunc(left, func() {
+				late.Store(true)
+				w.cancel()
+			})
+			defer timer.Stop()
+		}
+	}
 	if err := closeUpload(w.upload); err != nil {
 		w.done = true
 		w.cancel()
+		if late.Load() {
+			err = fmt.Errorf("%w (%v): %w", ErrCommitLate, within, err)
+		}
 		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
 		return catalog.Snapshot{}, w.err
 	}
