@@ -148,7 +148,7 @@ func TestFullFromBackendCancelled(t *testing.T) {
 	store := memStore(t)
 	cctx, cancel := context.WithCancel(ctx)
 	cw := &cancelAfter{n: 1 << 20, cancel: cancel}
-	_, err := upload(cctx, store, 1, time.Now(), func(w io.Writer) error {
+	_, err := upload(cctx, store, 1, time.Now(), nil, func(w io.Writer) error {
 		snap := e.Server.Backend().Snapshot()
 		defer snap.Close()
 		_, err := snap.WriteTo(io.MultiWriter(cw, w))
@@ -262,7 +262,7 @@ func TestRunnerStartupSnapshot(t *testing.T) {
 	// The same snapshot, named as taken two periods ago.
 	fresh := listKind(t, store, catalog.KindFull)[0]
 	r.Store = memStore(t)
-	_, err = upload(ctx, r.Store, fresh.Revision, fresh.Time.Add(-2*sched.Period(fresh.Time)), func(w io.Writer) error {
+	_, err = upload(ctx, r.Store, fresh.Revision, fresh.Time.Add(-2*sched.Period(fresh.Time)), nil, func(w io.Writer) error {
 		snap := e.Server.Backend().Snapshot()
 		defer snap.Close()
 		_, err := snap.WriteTo(w)

@@ -76,6 +76,12 @@ type DeltaConfig struct {
 	Observer Observer
 	// Flusher, when set, lets its owner ask the taker to upload what it holds at once.
 	Flusher *Flusher
+	// Fence, when set, is checked just before each delta becomes visible in the store, which
+	// must then happen within DeltaCommitWindow. When it refuses (an error wrapping
+	// ErrFenced), nothing of that delta becomes visible and the taker stops at once without
+	// uploading anything more: RunDeltas returns that error. Full snapshots are fenced by
+	// Full itself.
+	Fence Fence
 }
 
 // ClientEvents returns a DeltaConfig.Events that watches every key through cli. The watch
@@ -109,6 +115,8 @@ func ClientLeaseTTL(cli *clientv3.Client) func(ctx context.Context, id int64) (i
 // delta and returns. When ctx was cancelled with a cause wrapping ErrSkipped (this member
 // stopped being the leader), the events not yet uploaded are dropped instead: the member
 // that takes over continues the chain from the store and reads them from etcd's history.
+// When cfg.Fence (or cfg.Full) refuses an upload, RunDeltas drops them likewise and returns
+// the error, which wraps ErrFenced.
 //
 // The chain continues from the newest revision in the store (the newest full snapshot's
 // revision or the newest delta's last revision), so that the deltas have no gap and no
@@ -119,7 +127,8 @@ func ClientLeaseTTL(cli *clientv3.Client) func(ctx context.Context, id int64) (i
 // says so in the log.
 //
 // Failures (store unreachable, etcd unavailable) are logged and retried with backoff; they
-// never end RunDeltas. It returns an error only for an unusable configuration.
+// never end RunDeltas. It returns an error only for an unusable configuration and when it
+// was fenced.
 func RunDeltas(ctx context.Context, cfg DeltaConfig) error {
 	switch {
 	case cfg.Store == nil:
@@ -173,32 +182,59 @@ type deltaTaker struct {
 	// only ever duplicated exactly). pending collects the revisions received after it.
 	held    *deltaBatch
 	pending *deltaBatch
+	// fenced is why an upload was fenced (it wraps ErrFenced): then nothing more is uploaded.
+	fenced error
 }
 
-func (t *deltaTaker) run(ctx context.Context) error {
+func (t *deltaTaker) run(ctx context.Context) (err error) {
 	t.pending = &deltaBatch{}
-	defer t.final(ctx)
+	defer func() {
+		t.final(ctx)
+		if err == nil {
+			err = t.fenced // the final delta's fence refused
+		}
+	}()
 	if err := t.begin(ctx); err != nil {
-		return nil // only ctx ends begin
+		return t.fenced // only ctx or a fence ends begin
 	}
 	for {
 		err := t.follow(ctx)
-		if ctx.Err() != nil {
-			return nil
+		if t.fenced != nil || ctx.Err() != nil {
+			return t.fenced
 		}
 		t.log.Warn("the delta chain cannot continue; taking a full snapshot to start a new chain",
 			"reason", err, "chain_ends_at", t.last)
 		if err := t.flush(ctx); err != nil {
-			return nil // only ctx ends flush
+			return t.fenced // only ctx or a fence ends flush
 		}
 		if err := t.anchor(ctx); err != nil {
-			return nil
+			return t.fenced
 		}
 	}
 }
 
+// fence records err when it wraps ErrFenced, and reports whether it did.
+func (t *deltaTaker) fence(err error) bool {
+	if !errors.Is(err, ErrFenced) {
+		return false
+	}
+	if t.fenced == nil {
+		t.fenced = err
+	}
+	return true
+}
+
+// fencedUpload records and reports a delta upload of from..to that its fence refused.
+func (t *deltaTaker) fencedUpload(from, to int64, err error) {
+	t.fence(err)
+	t.cfg.Observer.Fenced(catalog.KindDelta, err)
+	t.log.Warn("delta upload fenced: this member no longer leads in the term its delta snapshots began in; "+
+		"nothing of the delta became visible and this taker uploads nothing more: the leader continues the chain from the store",
+		"from", from, "to", to, "err", err)
+}
+
 // final uploads what is not in the store yet once ctx ended, unless ctx's cause wraps
-// ErrSkipped.
+// ErrSkipped or an upload was fenced.
 func (t *deltaTaker) final(ctx context.Context) {
 	if t.held.empty() && t.pending.empty() {
 		t.log.Info("delta snapshots stopped", "store_revision", t.stored)
@@ -209,6 +245,11 @@ func (t *deltaTaker) final(ctx context.Context) {
 		first = t.held.revs
 	}
 	from, to := first[0].Revision, t.last
+	if t.fenced != nil {
+		t.log.Info("delta snapshots stopped without a final delta: fenced; the leader continues the chain from the store",
+			"reason", t.fenced, "dropped_from", from, "dropped_to", to)
+		return
+	}
 	if cause := context.Cause(ctx); errors.Is(cause, ErrSkipped) {
 		t.log.Info("delta snapshots stopped without a final delta; whoever takes over continues the chain from the store",
 			"reason", cause, "dropped_from", from, "dropped_to", to)
@@ -217,6 +258,9 @@ func (t *deltaTaker) final(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deltaFinalTimeout)
 	defer cancel()
 	if err := t.flush(fctx); err != nil {
+		if t.fenced != nil {
+			return // said by fencedUpload
+		}
 		t.log.Error("the final delta could not be uploaded: these revisions are not in the store; the next start continues "+
 			"from the store's newest revision and reads them again from etcd's history, unless etcd compacted them",
 			"from", from, "to", to, "err", err)
@@ -273,6 +317,7 @@ func (t *deltaTaker) anchor(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
+			t.fence(err)
 			return err
 		}
 		if snap.Revision >= t.stored {
@@ -332,13 +377,14 @@ func storeNewest(ctx context.Context, store *snapstore.Store) (int64, error) {
 }
 
 // retry calls fn until it succeeds, with backoff, logging failures and reporting them to the
-// observer as op (unless op is ""); it returns ctx's error once ctx ends.
+// observer as op (unless op is ""); it returns ctx's error once ctx ends, and at once an
+// error of fn that wraps ErrFenced.
 func (t *deltaTaker) retry(ctx context.Context, what string, op Op, fn func() error) error {
 	b := backoff.Backoff{Min: t.cfg.RetryMin, Max: t.cfg.RetryMax}
 	for {
 		err := fn()
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, ErrFenced) {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

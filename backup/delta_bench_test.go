@@ -156,7 +156,7 @@ func BenchmarkDeltaUpload(b *testing.B) {
 			defer store.Close()
 			var size int64
 			for n := 0; n < b.N; n++ {
-				snap, err := writeDelta(context.Background(), store, batch)
+				snap, err := writeDelta(context.Background(), store, batch, nil)
 				require.NoError(b, err)
 				size = snap.Size
 			}

@@ -20,6 +20,7 @@ type recorder struct {
 	taken    []Taken
 	failures []Failure
 	progress []DeltaProgress
+	fenced   []catalog.Kind
 }
 
 func (r *recorder) Taken(t Taken) {
@@ -38,6 +39,12 @@ func (r *recorder) DeltaProgress(p DeltaProgress) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.progress = append(r.progress, p)
+}
+
+func (r *recorder) Fenced(kind catalog.Kind, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fenced = append(r.fenced, kind)
 }
 
 func (r *recorder) snapshot() ([]Taken, []Failure, []DeltaProgress) {

@@ -11,15 +11,17 @@ import (
 
 // writeDelta uploads one delta holding b's revisions and leases. The object is named with
 // the batch's exact revision range and the time of the upload, which is after every
-// revision in it was observed. On failure nothing appears in the store; the error is
-// classified ReasonStore.
-func writeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (catalog.Snapshot, error) {
-	snap, err := encodeDelta(ctx, store, b)
+// revision in it was observed. fence (nil: none) is checked just before the object becomes
+// visible, which must then happen within DeltaCommitWindow. On failure nothing appears in
+// the store; the error is classified ReasonStore (ReasonEtcd when the fence could not prove
+// the right to upload), and wraps ErrFenced when the fence refused.
+func writeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch, fence Fence) (catalog.Snapshot, error) {
+	snap, err := encodeDelta(ctx, store, b, fence)
 	return snap, classify(ReasonStore, err)
 }
 
 // encodeDelta is writeDelta without the classification.
-func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (catalog.Snapshot, error) {
+func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch, fence Fence) (catalog.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, deltaUploadTimeout)
 	defer cancel()
 	from, to := b.from(), b.to()
@@ -45,7 +47,7 @@ func encodeDelta(ctx context.Context, store *snapstore.Store, b *deltaBatch) (ca
 	if err := enc.Close(); err != nil {
 		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}
-	snap, err := w.Commit()
+	snap, err := w.CommitFenced(fence.check(), DeltaCommitWindow)
 	if err != nil {
 		return catalog.Snapshot{}, fmt.Errorf("delta %d..%d: %w", from, to, err)
 	}

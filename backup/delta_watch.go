@@ -108,7 +108,9 @@ func (t *deltaTaker) follow(ctx context.Context) error {
 			f.tickMissed = f.uploading || f.retry != nil
 			f.upload(ctx)
 		case res := <-f.results:
-			f.uploaded(ctx, res)
+			if err := f.uploaded(ctx, res); err != nil {
+				return err
+			}
 		case <-f.retry:
 			f.retry = nil
 			f.upload(ctx)
@@ -286,18 +288,23 @@ func (f *follower) upload(ctx context.Context) {
 	f.uploading, f.cancelUpload = true, cancel
 	go func() {
 		start := time.Now()
-		snap, err := writeDelta(uctx, t.cfg.Store, b)
+		snap, err := writeDelta(uctx, t.cfg.Store, b, t.cfg.Fence)
 		f.results <- uploadResult{snap: snap, err: err, took: time.Since(start)}
 	}()
 }
 
-// uploaded handles the end of an upload and starts what it makes possible.
-func (f *follower) uploaded(ctx context.Context, res uploadResult) {
+// uploaded handles the end of an upload and starts what it makes possible. It returns the
+// error of an upload that was fenced: the taker stops.
+func (f *follower) uploaded(ctx context.Context, res uploadResult) error {
 	t := f.t
 	b := t.held
 	if !f.settle(res) {
+		if errors.Is(res.err, ErrFenced) {
+			t.fencedUpload(b.from(), b.to(), res.err)
+			return res.err
+		}
 		f.failed(b, res.err)
-		return
+		return nil
 	}
 	f.flushUploaded(res.snap)
 	if f.paused && t.held.size()+t.pending.size() < t.cfg.MemoryLimit {
@@ -310,6 +317,7 @@ func (f *follower) uploaded(ctx context.Context, res uploadResult) {
 		f.upload(ctx)
 	}
 	f.serveFlushes(ctx)
+	return nil
 }
 
 // settle records the outcome of the upload in flight; it reports whether it succeeded.
@@ -349,15 +357,24 @@ func (f *follower) waitUpload(timeout time.Duration) {
 	select {
 	case res := <-f.results:
 		if !f.settle(res) {
-			f.t.log.Warn("delta upload failed", "err", res.err)
+			f.unsettled(res.err, "delta upload failed")
 		}
 		return
 	case <-expired:
 	}
 	f.cancelUpload()
 	if res := <-f.results; !f.settle(res) {
-		f.t.log.Warn("delta upload abandoned: it did not finish in time", "err", res.err)
+		f.unsettled(res.err, "delta upload abandoned: it did not finish in time")
 	}
+}
+
+// unsettled reports an upload that failed while the follower stops.
+func (f *follower) unsettled(err error, msg string) {
+	if errors.Is(err, ErrFenced) {
+		f.t.fencedUpload(f.t.held.from(), f.t.held.to(), err)
+		return
+	}
+	f.t.log.Warn(msg, "err", err)
 }
 
 // drain takes the events of the writes etcd applied before the stop began, so that the
@@ -422,7 +439,10 @@ func (t *deltaTaker) flush(ctx context.Context) error {
 				b.leases = leases
 			}
 			start := time.Now()
-			snap, err := writeDelta(ctx, t.cfg.Store, b)
+			snap, err := writeDelta(ctx, t.cfg.Store, b, t.cfg.Fence)
+			if errors.Is(err, ErrFenced) {
+				t.fencedUpload(b.from(), b.to(), err)
+			}
 			if err != nil {
 				return err
 			}

@@ -23,6 +23,15 @@ import (
 // When ctx ends before the upload commits, the upload is abandoned and nothing appears in the
 // store.
 func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.Store) (catalog.Snapshot, error) {
+	return FullFromBackendFenced(ctx, be, store, nil)
+}
+
+// FullFromBackendFenced is FullFromBackend with a fence, checked once the whole snapshot is
+// uploaded and just before it becomes visible: when it refuses, nothing becomes visible and
+// the error wraps its error (ErrFenced when it refused for good). A full snapshot has no
+// commit window: it may become visible up to one commit request after the fence, and a full
+// snapshot, named with the exact revision inside, never overlaps anything in the store.
+func FullFromBackendFenced(ctx context.Context, be backend.Backend, store *snapstore.Store, fence Fence) (catalog.Snapshot, error) {
 	snap := be.Snapshot()
 	defer snap.Close()
 	tx, ok := snap.(dbrev.Reader)
@@ -33,7 +42,7 @@ func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.S
 	if err != nil {
 		return catalog.Snapshot{}, classify(ReasonEtcd, fmt.Errorf("full snapshot: %w", err))
 	}
-	return upload(ctx, store, rev, time.Now(), func(w io.Writer) error {
+	return upload(ctx, store, rev, time.Now(), fence, func(w io.Writer) error {
 		_, err := snap.WriteTo(w)
 		if err != nil && ReasonOf(err) == ReasonOther {
 			err = classify(ReasonEtcd, err) // not the store's: reading etcd's db
@@ -43,9 +52,9 @@ func FullFromBackend(ctx context.Context, be backend.Backend, store *snapstore.S
 }
 
 // upload streams a db written by writeDB into a new full snapshot object at revision rev,
-// followed by the db's SHA-256 as etcd's Maintenance API appends it. The store's errors are
-// classified ReasonStore.
-func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time, writeDB func(io.Writer) error) (catalog.Snapshot, error) {
+// followed by the db's SHA-256 as etcd's Maintenance API appends it, and commits it once
+// fence (nil: none) lets it. The store's errors are classified ReasonStore.
+func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time, fence Fence, writeDB func(io.Writer) error) (catalog.Snapshot, error) {
 	w, err := store.Create(ctx, catalog.Snapshot{Kind: catalog.KindFull, Revision: rev, Time: at})
 	if err != nil {
 		return catalog.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: %w", rev, err))
@@ -59,7 +68,7 @@ func upload(ctx context.Context, store *snapstore.Store, rev int64, at time.Time
 	if _, err := cw.Write(w.Sum()); err != nil {
 		return catalog.Snapshot{}, fmt.Errorf("full snapshot at revision %d: write checksum: %w", rev, err)
 	}
-	s, err := w.Commit()
+	s, err := w.CommitFenced(fence.check(), 0)
 	if err != nil {
 		return catalog.Snapshot{}, classify(ReasonStore, fmt.Errorf("full snapshot at revision %d: commit: %w", rev, err))
 	}

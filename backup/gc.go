@@ -25,6 +25,10 @@ type GCConfig struct {
 	// Active reports whether this member takes backups now (the leader, or the only
 	// member); runs are skipped while it returns false. Nil means always.
 	Active func() bool
+	// Fence, when set, proves that this member still holds the right to write to the store
+	// before the first deletion of a run and again at most 2 s apart while it deletes
+	// (snapstore.ApplyOptions.Fence): when it refuses, the run stops there.
+	Fence Fence
 	// OnRun, when set, is called after every run (for metrics and tests).
 	OnRun func(GCRun)
 	// Now is the clock the policy counts from (nil: time.Now).
@@ -125,7 +129,7 @@ func (g *GC) run(ctx context.Context) GCRun {
 	if err != nil {
 		return GCRun{Err: fmt.Errorf("garbage collection in %s: %w", g.cfg.Store.URL(), err)}
 	}
-	res, err := g.cfg.Store.ApplyGC(ctx, plan, snapstore.ApplyOptions{Now: g.cfg.Now, Log: g.cfg.Log})
+	res, err := g.cfg.Store.ApplyGC(ctx, plan, snapstore.ApplyOptions{Now: g.cfg.Now, Log: g.cfg.Log, Fence: g.cfg.Fence})
 	return GCRun{Plan: plan, Result: res, Err: err}
 }
 
@@ -134,6 +138,10 @@ func (g *GC) logRun(ctx context.Context, run GCRun) {
 	switch {
 	case errors.Is(run.Err, ErrSkipped):
 		lg.Debug("garbage collection skipped", "reason", run.Err)
+		return
+	case errors.Is(run.Err, ErrFenced):
+		lg.Warn("garbage collection fenced: this member no longer leads; it deletes nothing more",
+			"deleted", run.Result.DeletedFulls+run.Result.DeletedDeltas, "left", run.Result.Left, "err", run.Err)
 		return
 	case errors.Is(run.Err, catalog.ErrUnsafeGC):
 		lg.Error("garbage collection refused to delete anything", "store", g.cfg.Store.URL(), "err", run.Err)

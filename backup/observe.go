@@ -18,6 +18,9 @@ type Observer interface {
 	// DeltaProgress reports where the delta taker is: called whenever it received revisions
 	// from the watch or an upload reached the store.
 	DeltaProgress(p DeltaProgress)
+	// Fenced reports an upload of kind that its Fence refused (err wraps ErrFenced): nothing
+	// of it became visible, and it is not retried.
+	Fenced(kind catalog.Kind, err error)
 }
 
 // Taken is a full snapshot or a delta that reached the store.
@@ -88,6 +91,7 @@ type nopObserver struct{}
 func (nopObserver) Taken(Taken)                 {}
 func (nopObserver) Failed(Failure)              {}
 func (nopObserver) DeltaProgress(DeltaProgress) {}
+func (nopObserver) Fenced(catalog.Kind, error)  {}
 
 // observerOr returns o, or an observer that does nothing when o is nil.
 func observerOr(o Observer) Observer {

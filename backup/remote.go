@@ -165,7 +165,7 @@ func spooled(ctx context.Context, store *snapstore.Store, spoolDir string, at ti
 	if err != nil {
 		return catalog.Snapshot{}, fmt.Errorf("full snapshot: %w", err)
 	}
-	return upload(ctx, store, rev, at, func(w io.Writer) error {
+	return upload(ctx, store, rev, at, nil, func(w io.Writer) error {
 		_, err := io.Copy(w, spoolReader{io.NewSectionReader(f, 0, db)})
 		return err
 	})

@@ -16,7 +16,8 @@ import (
 )
 
 // TakeFunc takes one full snapshot into the store. It returns an error wrapping ErrSkipped
-// when this member should not take backups now (it is not the leader).
+// when this member should not take backups now (it is not the leader), and one wrapping
+// ErrFenced when its fence refused the upload (it stopped leading meanwhile).
 type TakeFunc func(ctx context.Context) (catalog.Snapshot, error)
 
 // ErrSkipped marks a snapshot that was deliberately not taken; it is not retried.
@@ -120,7 +121,7 @@ func (r *Runner) takeWithRetry(ctx context.Context, trigger string) {
 	for {
 		wait := waits.Next()
 		_, err := r.take(ctx, trigger)
-		if err == nil || ctx.Err() != nil || errors.Is(err, ErrSkipped) {
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrSkipped) || errors.Is(err, ErrFenced) {
 			return
 		}
 		if time.Now().Add(wait).After(next) {
@@ -139,6 +140,12 @@ func (r *Runner) take(ctx context.Context, trigger string) (catalog.Snapshot, er
 	r.log().Info("taking full snapshot", "trigger", trigger)
 	snap, err := r.Take(ctx)
 	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			observerOr(r.Observer).Fenced(catalog.KindFull, err)
+			r.log().Warn("full snapshot fenced: this member no longer leads; nothing of it became visible, and it is not retried",
+				"trigger", trigger, "err", err)
+			return snap, err
+		}
 		if errors.Is(err, ErrSkipped) {
 			r.log().Debug("full snapshot skipped", "trigger", trigger, "reason", err)
 			return snap, err

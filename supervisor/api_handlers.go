@@ -178,7 +178,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrRestoreRunning), errors.Is(err, ErrNotServing), errors.Is(err, ErrClusterMember),
-		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped),
+		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped), errors.Is(err, backup.ErrFenced),
 		errors.Is(err, snapstore.ErrClusterMismatch):
 		return http.StatusConflict
 	case errors.Is(err, catalog.ErrNoChain), errors.Is(err, ErrNoBackup):

@@ -52,6 +52,7 @@ type metrics struct {
 	snapshotSize     *prometheus.GaugeVec
 	snapshotBytes    *prometheus.CounterVec
 	snapshotFailures *prometheus.CounterVec
+	snapshotsFenced  *prometheus.CounterVec
 	newestRevision   *prometheus.GaugeVec
 	newestTime       *prometheus.GaugeVec
 
@@ -122,6 +123,8 @@ func newMetrics() *metrics {
 	m.snapshotBytes = counterVec("snapshot_uploaded_bytes_total", "Bytes of snapshots that reached the store, by kind.", "kind")
 	m.snapshotFailures = counterVec("snapshot_failures_total",
 		"Failed attempts to take a snapshot, by kind and reason (store, etcd, other); each is retried.", "kind", "reason")
+	m.snapshotsFenced = counterVec("snapshots_fenced_total",
+		"Uploads refused by the leadership fence, by kind: this member had stopped leading; nothing of them became visible, and they are not retried.", "kind")
 	m.newestRevision = gaugeVec("newest_snapshot_revision", "Revision of the newest snapshot in the store, by kind (a delta's last revision).", "kind")
 	m.newestTime = gaugeVec("newest_snapshot_timestamp_seconds", "Unix time the newest snapshot in the store was taken, by kind.", "kind")
 
@@ -177,6 +180,7 @@ func newMetrics() *metrics {
 		m.newestRevision.WithLabelValues(kind)
 		m.newestTime.WithLabelValues(kind)
 		m.gcDeleted.WithLabelValues(kind)
+		m.snapshotsFenced.WithLabelValues(kind)
 		for _, r := range backup.Reasons {
 			m.snapshotFailures.WithLabelValues(kind, string(r))
 		}
@@ -283,6 +287,11 @@ func (m *metrics) taken(t backup.Taken) {
 func (m *metrics) newest(s catalog.Snapshot) {
 	m.newestRevision.WithLabelValues(string(s.Kind)).Set(float64(s.Revision))
 	m.newestTime.WithLabelValues(string(s.Kind)).Set(float64(s.Time.UnixMilli()) / 1000)
+}
+
+// fenced records an upload its fence refused.
+func (m *metrics) fenced(kind catalog.Kind) {
+	m.snapshotsFenced.WithLabelValues(string(kind)).Inc()
 }
 
 // failed records a failed step of a taker.

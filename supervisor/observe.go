@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"github.com/etcdbr/etcdbr/backup"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // observer is the supervisor's backup.Observer: it keeps health, the metrics and the last
@@ -22,6 +23,12 @@ func (o observer) Failed(f backup.Failure) {
 		o.s.health.storeResult(f.Err)
 	}
 	o.s.recordError(string(f.Kind)+" "+string(f.Op), f.Err)
+}
+
+// Fenced records an upload its fence refused (this member had stopped leading): no failure
+// of the store's, nor an error of the member's.
+func (o observer) Fenced(kind catalog.Kind, _ error) {
+	o.s.metrics.fenced(kind)
 }
 
 // DeltaProgress records the delta taker's position.

@@ -33,6 +33,12 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			if srv.Leader() != srv.MemberID() {
 				return catalog.Snapshot{}, fmt.Errorf("member %s is not the leader: %w", srv.MemberID(), backup.ErrSkipped)
 			}
+			l, err := lead(ctx, e)
+			if errors.Is(err, embedded.ErrNotLeader) {
+				return catalog.Snapshot{}, fmt.Errorf("%w: %w", err, backup.ErrSkipped)
+			} else if err != nil {
+				return catalog.Snapshot{}, err // retried by the runner
+			}
 			if hasCorruptAlarm(srv.Alarms()) {
 				return catalog.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
 			}
@@ -48,7 +54,9 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			} else if err != nil {
 				return catalog.Snapshot{}, err // retried by the runner
 			}
-			return backup.FullFromBackend(ctx, srv.Backend(), store)
+			// Fenced by the leadership proven before it began: it becomes visible only if this
+			// member still leads in that term once the whole snapshot is uploaded.
+			return backup.FullFromBackendFenced(ctx, srv.Backend(), store, leadershipFence(l))
 		},
 	}
 	if s.cfg.GC != nil {
@@ -58,6 +66,7 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			Period: s.cfg.GCPeriod,
 			// Only once the store is known to be this cluster's: never another cluster's backups.
 			Active: func() bool { srv := e.Server(); return srv.Leader() == srv.MemberID() && s.claim.claimed(e) },
+			Fence:  leaderFence(e),
 			OnRun: func(r backup.GCRun) {
 				s.GCDeleted(catalog.KindFull, r.Result.DeletedFulls)
 				s.GCDeleted(catalog.KindDelta, r.Result.DeletedDeltas)
