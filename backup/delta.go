@@ -53,6 +53,11 @@ type DeltaConfig struct {
 	// instead of a watch through Client, with a watch's responses (embedded.Etcd.Events reads
 	// them from the in-process member's backend, at no cost to its writes).
 	Events func(ctx context.Context, from int64) clientv3.WatchChan
+	// Revision, when set, returns the member's current revision: the in-process member's
+	// own, read locally (etcdbr run), which is exactly what Events can deliver and which it
+	// answers without its peers. Nil means a linearizable read through Client, which on an
+	// external cluster never answers a revision below one the watch delivered.
+	Revision func(ctx context.Context) (int64, error)
 	// LeaseTTL returns the granted TTL of a lease, or an error wrapping ErrLeaseNotFound when
 	// the lease no longer exists. Nil means ClientLeaseTTL(Client).
 	LeaseTTL func(ctx context.Context, id int64) (ttl int64, err error)
@@ -357,6 +362,13 @@ func (t *deltaTaker) waitPast(ctx context.Context, rev int64) error {
 
 // memberRevision returns the member's current revision.
 func (t *deltaTaker) memberRevision(ctx context.Context) (int64, error) {
+	if t.cfg.Revision != nil {
+		rev, err := t.cfg.Revision(ctx)
+		if err != nil {
+			return 0, classify(ReasonEtcd, fmt.Errorf("read the member's revision: %w", err))
+		}
+		return rev, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, leaseLookupTimeout)
 	defer cancel()
 	resp, err := t.cfg.Client.Get(ctx, "etcdbr-revision-probe", clientv3.WithCountOnly())

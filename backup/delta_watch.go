@@ -301,6 +301,7 @@ func (f *follower) uploaded(ctx context.Context, res uploadResult) error {
 	if !f.settle(res) {
 		if errors.Is(res.err, ErrFenced) {
 			t.fencedUpload(b.from(), b.to(), res.err)
+			f.failFlushes(fmt.Errorf("flush deltas: %w", res.err))
 			return res.err
 		}
 		f.failed(b, res.err)
@@ -372,6 +373,7 @@ func (f *follower) waitUpload(timeout time.Duration) {
 func (f *follower) unsettled(err error, msg string) {
 	if errors.Is(err, ErrFenced) {
 		f.t.fencedUpload(f.t.held.from(), f.t.held.to(), err)
+		f.failFlushes(fmt.Errorf("flush deltas: %w", err))
 		return
 	}
 	f.t.log.Warn(msg, "err", err)

@@ -76,9 +76,12 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 	}
 	if s.cfg.DeltaPeriod > 0 {
 		dcfg := backup.DeltaConfig{
-			Store:       store,
-			Client:      e.Client(),
-			Events:      e.Events,
+			Store:  store,
+			Client: e.Client(),
+			Events: e.Events,
+			// The member's own revision, read locally: a leader cut off from its peers still
+			// answers it, so that its flushes and its final delta reach the fence.
+			Revision:    func(context.Context) (int64, error) { return e.Server().KV().Rev(), nil },
 			Period:      s.cfg.DeltaPeriod,
 			MemoryLimit: s.cfg.DeltaMemoryLimit,
 			Log:         lg.With("component", "delta"),
