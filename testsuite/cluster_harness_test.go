@@ -26,6 +26,10 @@ type cluster struct {
 	members []member
 	apis    []string // each member's --listen-api address (host:port)
 	procs   []*proc
+	// advertised is each member's peer URL as its peers reach it, when it differs from the
+	// URL it listens on (a proxy in between: proxyPeers); nil: the same.
+	advertised []string
+	proxies    []*peerProxy // set by proxyPeers
 }
 
 // newCluster places n members under t.TempDir() (names m0..m<n-1>, each on its own ports);
@@ -45,10 +49,18 @@ func newCluster(t testing.TB, n int, store string, extra ...string) *cluster {
 // initialCluster is etcd's --initial-cluster for every member.
 func (c *cluster) initialCluster() string {
 	var parts []string
-	for _, m := range c.members {
-		parts = append(parts, m.Name+"="+m.PeerURL)
+	for i, m := range c.members {
+		parts = append(parts, m.Name+"="+c.peerURL(i))
 	}
 	return strings.Join(parts, ",")
+}
+
+// peerURL is member i's peer URL as its peers reach it (its advertised peer URL).
+func (c *cluster) peerURL(i int) string {
+	if c.advertised != nil {
+		return c.advertised[i]
+	}
+	return c.members[i].PeerURL
 }
 
 // args is `etcdbr run` for member i with etcd's --initial-cluster-state state ("new" or
@@ -58,7 +70,11 @@ func (c *cluster) args(i int, state string, extra ...string) []string {
 	args := append([]string{"run", "--data-dir", m.DataDir, "--store", c.store, "--listen-api", c.apis[i]}, c.extra...)
 	args = append(append(args, extra...), "--")
 	for _, f := range m.etcdFlags() {
-		if !strings.HasPrefix(f, "--initial-cluster=") {
+		switch {
+		case strings.HasPrefix(f, "--initial-cluster="):
+		case strings.HasPrefix(f, "--initial-advertise-peer-urls="):
+			args = append(args, "--initial-advertise-peer-urls="+c.peerURL(i))
+		default:
 			args = append(args, f)
 		}
 	}
