@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
@@ -212,4 +214,46 @@ func TestDeltasFollowTheLeader(t *testing.T) {
 	for i := 1; i < len(deltas); i++ {
 		assert.Equal(t, deltas[i-1].Revision+1, deltas[i].From, "%s after %s", deltas[i].Key, deltas[i-1].Key)
 	}
+}
+
+// A member that does not lead (here: whose etcd does not run) takes the full snapshot before
+// a membership change through a client of the cluster, named with the revision inside it,
+// into a store of that cluster; a store of another cluster is refused and gets nothing.
+func TestFullBeforeMembershipChange(t *testing.T) {
+	t.Parallel()
+	cfgs := embeddedtest.ClusterConfigs(t, 3)
+	members := embeddedtest.MustStartCluster(t, embedded.Start, cfgs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := members[0].Client().Put(ctx, "before-the-change", "v")
+	require.NoError(t, err)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cfgs[1].ListenClientUrls[0].String()}, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+
+	store := fileStore(t)
+	sched, err := backup.ParseSchedule("@daily")
+	require.NoError(t, err)
+	s, err := New(Config{Etcd: embeddedtest.NewConfig(t), Store: store, Schedule: sched})
+	require.NoError(t, err)
+	snap, err := s.FullBeforeMembershipChange(ctx, cli)
+	require.NoError(t, err)
+	assert.Equal(t, resp.Header.Revision, snap.Revision)
+	fulls, err := store.List(ctx, catalog.KindFull)
+	require.NoError(t, err)
+	assert.Equal(t, []catalog.Snapshot{snap}, fulls)
+	id, ok, err := store.ClusterID(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, members[0].Server().Cluster().ID().String(), id)
+
+	other := fileStore(t)
+	require.NoError(t, other.ClaimClusterID(ctx, "1234"))
+	s2, err := New(Config{Etcd: embeddedtest.NewConfig(t), Store: other, Schedule: sched})
+	require.NoError(t, err)
+	_, err = s2.FullBeforeMembershipChange(ctx, cli)
+	require.ErrorIs(t, err, snapstore.ErrClusterMismatch)
+	fulls, err = other.List(ctx, catalog.KindFull)
+	require.NoError(t, err)
+	assert.Empty(t, fulls)
 }
