@@ -17,7 +17,10 @@
 // creates it, who starts and stops it and what each of its mutexes guards:
 //
 //	Supervisor   the lifecycle and the restores while running (supervisor.go, restore_live.go)
-//	backups      the backup runners of one etcd, for run and the sidecar alike (backups.go)
+//	backups      the backup runners of one etcd, for run and the sidecar alike (backups.go);
+//	             in a cluster the delta taker follows the leader, one per raft term, and every
+//	             upload is fenced by the leadership it began under (deltas.go, leader.go); a
+//	             membership change takes a full snapshot first (membership_full.go)
 //	storeClaim   the claim of the store: its cluster record (claim.go)
 //	health       what is known of etcd and the backups: newest objects, unbacked age (health.go)
 //	cluster      what is known of etcd's cluster: roles, quorum, catching up (cluster.go; its
