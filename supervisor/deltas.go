@@ -71,11 +71,11 @@ func deltasWhileLeader(ctx context.Context, e *embedded.Etcd, cfg backup.DeltaCo
 		tcfg := cfg
 		tcfg.Fence = leadershipFence(l)
 		go func() { done <- backup.RunDeltas(lctx, tcfg) }()
-		var err2 error
+		var runErr error
 		stopped := false
 		for !stopped && l.Held() {
 			select {
-			case err2 = <-done:
+			case runErr = <-done:
 				stopped = true
 			case <-srv.LeaderChangedNotify():
 			case <-tick.C:
@@ -85,14 +85,14 @@ func deltasWhileLeader(ctx context.Context, e *embedded.Etcd, cfg backup.DeltaCo
 			lg.Info("this member no longer leads in the term its delta snapshots began in: they stop until it leads again",
 				"term", l.Term(), "leader", srv.Leader())
 			cancel(fmt.Errorf("member %s no longer leads in term %d: %w", srv.MemberID(), l.Term(), backup.ErrSkipped))
-			err2 = <-done
+			runErr = <-done
 		}
 		cancel(nil)
 		switch {
-		case errors.Is(err2, backup.ErrFenced):
+		case errors.Is(runErr, backup.ErrFenced):
 			lg.Info("delta snapshots were fenced: they resume when this member leads again", "term", l.Term(), "leader", srv.Leader())
-		case err2 != nil:
-			return err2
+		case runErr != nil:
+			return runErr
 		case ctx.Err() != nil:
 			return nil
 		}
