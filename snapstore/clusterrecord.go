@@ -64,8 +64,11 @@ func (s *Store) ClusterID(ctx context.Context) (id string, ok bool, err error) {
 }
 
 // ClusterRecord returns the store's cluster record (ClusterIDKey); ok is false
-// when the store has none.
+// when the store has none, as a store of another tool never has.
 func (s *Store) ClusterRecord(ctx context.Context) (rec ClusterRecord, ok bool, err error) {
+	if s.foreign != nil {
+		return ClusterRecord{}, false, nil
+	}
 	r, err := s.bucket.NewReader(ctx, ClusterIDKey, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return ClusterRecord{}, false, nil

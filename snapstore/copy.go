@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 
+	"github.com/etcdbr/etcdbr/internal/dbrev"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
@@ -25,6 +26,9 @@ type CopyResult struct {
 	// copied byte for byte that nobody here can decrypt: then the copy's
 	// bytes were compared with the source's instead.
 	PayloadVerified bool
+	// Converted reports that the object came from another tool's store and was converted
+	// into etcdbr's format (see convert).
+	Converted bool
 }
 
 // Copy copies the backup object snap from src to dst and verifies the copy
@@ -56,9 +60,14 @@ func CopyWithProgress(ctx context.Context, src, dst *Store, snap catalog.Snapsho
 	if err != nil {
 		return CopyResult{}, fmt.Errorf("copy from %q: %w", src.url, err)
 	}
-	snap, _ = catalog.ParseName(key)
+	if err := dst.readOnly("copy " + key); err != nil {
+		return CopyResult{}, err
+	}
 	var res CopyResult
-	if len(dst.opts.Recipients) > 0 {
+	if src.foreign != nil {
+		snap, _ = src.foreign.parse(key)
+		res, err = convert(ctx, src, dst, snap, p)
+	} else if snap, _ = catalog.ParseName(key); len(dst.opts.Recipients) > 0 {
 		res, err = reencrypt(ctx, src, dst, snap, p)
 	} else {
 		res, err = copyRaw(ctx, src, dst, snap, p)
@@ -205,4 +214,86 @@ func (c *progressReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.p.AddBytes(int64(n))
 	return n, err
+}
+
+// convert copies an object of another tool's store into dst as an etcdbr object: its payload
+// (a db and its SHA-256, or a delta converted to etcdbr's format version 2; see
+// foreignSource) is encoded as any backup is, under the name of what it holds, and read back.
+//
+// A full snapshot is named by the revision read from the db as it streams, never by the
+// other tool's name, which may give only a lower bound (catalog.Snapshot.RevisionAtLeast):
+// when the two differ, the upload under the name's revision is abandoned and the snapshot is
+// read and uploaded again under its own. etcd's SHA-256 after the db is checked on the way;
+// a db without it (a db file copied from a data dir) gets it appended, as etcd's Maintenance
+// API would have sent it.
+func convert(ctx context.Context, src, dst *Store, snap catalog.Snapshot, p *progress.Progress) (CopyResult, error) {
+	want := snap
+	for range 2 {
+		copied, rev, err := convertOnce(ctx, src, dst, snap, want, p)
+		if err != nil {
+			return CopyResult{}, err
+		}
+		if copied.Key != "" {
+			if err := dst.verifyCopy(ctx, copied, nil, true); err != nil {
+				return CopyResult{}, err
+			}
+			return CopyResult{Copy: copied, PayloadVerified: true, Converted: true}, nil
+		}
+		src.opts.Log.Info("the full snapshot holds another revision than its name says (its name gives a lower bound): "+
+			"uploading it again under its own", "object", snap.Key, "name_revision", want.Revision, "revision", rev)
+		want.Revision = rev
+	}
+	return CopyResult{}, fmt.Errorf("%w: %s holds another revision each time it is read", ErrCorrupt, snap.Key)
+}
+
+// convertOnce uploads the payload of snap from src into dst as an object named by want's
+// fields. For a full snapshot whose db holds another revision than want.Revision it commits
+// nothing and returns that revision.
+func convertOnce(ctx context.Context, src, dst *Store, snap, want catalog.Snapshot, p *progress.Progress) (catalog.Snapshot, int64, error) {
+	r, err := src.OpenReaderProgress(ctx, snap, p)
+	if err != nil {
+		return catalog.Snapshot{}, 0, err
+	}
+	defer r.Close()
+	w, err := dst.Create(ctx, catalog.Snapshot{Kind: want.Kind, From: want.From, Revision: want.Revision, Time: want.Time})
+	if err != nil {
+		return catalog.Snapshot{}, 0, err
+	}
+	defer w.Abort()
+	if want.Kind == catalog.KindDelta {
+		if _, err := io.Copy(w, r); err != nil {
+			return catalog.Snapshot{}, 0, err
+		}
+		copied, err := w.Commit()
+		return copied, 0, err
+	}
+	scan := dbrev.NewScanner()
+	db := &TailHolder{W: io.MultiWriter(w, scan), Keep: sha256.Size}
+	if _, err := io.Copy(db, r); err != nil {
+		return catalog.Snapshot{}, 0, err
+	}
+	if db.Written()%512 == sha256.Size {
+		if tail := db.Tail(); !bytes.Equal(r.HeadSum(), tail) {
+			return catalog.Snapshot{}, 0, fmt.Errorf("%w: %s: the db hashes to %x, the sha256 after it says %x", ErrCorrupt, snap.Key, r.HeadSum(), tail)
+		}
+	} else if _, err := db.W.Write(db.Tail()); err != nil { // whole pages: no sha256 held back
+		return catalog.Snapshot{}, 0, err
+	}
+	rev, err := scan.Revision()
+	if err != nil {
+		return catalog.Snapshot{}, 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, snap.Key, err)
+	}
+	if rev != want.Revision {
+		return catalog.Snapshot{}, rev, nil
+	}
+	if db.Written()%512 == sha256.Size {
+		_, err = w.Write(db.Tail())
+	} else {
+		_, err = w.Write(w.Sum()) // etcd's SHA-256 of the db, as the Maintenance API appends it
+	}
+	if err != nil {
+		return catalog.Snapshot{}, 0, err
+	}
+	copied, err := w.Commit()
+	return copied, 0, err
 }

@@ -31,6 +31,9 @@ func damageKey(key string) string { return DamagePrefix + key + ".json" }
 
 // RecordDamage records that snap failed verification (by says what found it, err why).
 func (s *Store) RecordDamage(ctx context.Context, snap catalog.Snapshot, by string, err error) error {
+	if s.foreign != nil {
+		return nil // another tool's store is only read: the damage is logged, not recorded
+	}
 	d := catalog.Damage{Version: damageVersion, Key: snap.Key, Size: snap.Size, Found: time.Now().UTC(), By: by, Reason: err.Error()}
 	if len(d.Reason) > 4096 {
 		d.Reason = d.Reason[:4096]
@@ -48,6 +51,9 @@ func (s *Store) RecordDamage(ctx context.Context, snap catalog.Snapshot, by stri
 // DamagedIn returns, of the listed objects, those the store records as damaged (a record
 // whose size differs from the object's no longer applies), by key.
 func (s *Store) DamagedIn(ctx context.Context, listed ...[]catalog.Snapshot) (map[string]catalog.Damage, error) {
+	if s.foreign != nil {
+		return map[string]catalog.Damage{}, nil // nothing is recorded in another tool's store
+	}
 	sizes := map[string]int64{}
 	for _, l := range listed {
 		for _, snap := range l {

@@ -28,12 +28,18 @@ import (
 // every event's key-value has the record's revision as its mod_revision. A lease record comes
 // before the first revision whose events reference the lease; its TTL is 0 when it could not
 // be looked up.
+//
+// Format version 2 is version 1 where a lease's TTL may also be UnrecordedTTL (-1): the delta
+// was converted from another tool's backup, which did not record it. etcdbr writes version 2
+// only for such deltas (NewConvertedDeltaEncoder), so that a reader of version 1 refuses
+// them by their version rather than by a lease record it would take for damage.
 const (
-	deltaFormatVersion = 1
-	recHeader          = 'H'
-	recLease           = 'L'
-	recRevision        = 'R'
-	recEnd             = 'E'
+	deltaFormatVersion     = 1
+	convertedFormatVersion = 2
+	recHeader              = 'H'
+	recLease               = 'L'
+	recRevision            = 'R'
+	recEnd                 = 'E'
 	// maxDeltaRecord bounds one record (one revision's events) when reading, so that a
 	// corrupt length cannot make a reader allocate without limit.
 	maxDeltaRecord = 1 << 30
@@ -48,7 +54,13 @@ const (
 // ErrCorrupt instead.
 var ErrMalformedDelta = errors.New("malformed delta payload")
 
-// Lease is a lease referenced by a delta's events, with the TTL it was granted (0: unknown).
+// UnrecordedTTL is the TTL of a lease record of a converted delta (format version 2) whose
+// source did not record the lease's TTL: etcd-backup-restore's deltas hold watch events only.
+const UnrecordedTTL int64 = -1
+
+// Lease is a lease referenced by a delta's events, with the TTL it was granted (0: unknown,
+// the lease was gone when the delta was taken; UnrecordedTTL: the delta was converted from a
+// backup that does not record TTLs).
 type Lease struct {
 	ID  int64
 	TTL int64
@@ -66,6 +78,7 @@ type Revision struct {
 // DeltaEncoder writes a delta payload.
 type DeltaEncoder struct {
 	w        *bufio.Writer
+	version  uint64
 	from, to int64
 	next     int64
 	count    uint64
@@ -76,11 +89,21 @@ type DeltaEncoder struct {
 
 // NewDeltaEncoder starts a delta payload covering revisions from..to on w.
 func NewDeltaEncoder(w io.Writer, from, to int64) (*DeltaEncoder, error) {
+	return newDeltaEncoder(w, from, to, deltaFormatVersion)
+}
+
+// NewConvertedDeltaEncoder starts a delta payload of format version 2, for a delta converted
+// from another tool's backup: its lease records may carry UnrecordedTTL.
+func NewConvertedDeltaEncoder(w io.Writer, from, to int64) (*DeltaEncoder, error) {
+	return newDeltaEncoder(w, from, to, convertedFormatVersion)
+}
+
+func newDeltaEncoder(w io.Writer, from, to int64, version uint64) (*DeltaEncoder, error) {
 	if from < 1 || to < from {
 		return nil, fmt.Errorf("delta: invalid revision range %d..%d", from, to)
 	}
-	e := &DeltaEncoder{w: bufio.NewWriterSize(w, 256<<10), from: from, to: to, next: from}
-	b := binary.AppendUvarint(nil, deltaFormatVersion)
+	e := &DeltaEncoder{w: bufio.NewWriterSize(w, 256<<10), version: version, from: from, to: to, next: from}
+	b := binary.AppendUvarint(nil, version)
 	b = binary.AppendUvarint(b, uint64(from))
 	b = binary.AppendUvarint(b, uint64(to))
 	e.record(recHeader, b)
@@ -92,7 +115,7 @@ func (e *DeltaEncoder) Lease(l Lease) error {
 	if err := e.usable(); err != nil {
 		return err
 	}
-	if l.ID == 0 || l.TTL < 0 {
+	if l.ID == 0 || l.TTL < minTTL(e.version) {
 		return fmt.Errorf("delta %d..%d: invalid lease %x with TTL %d", e.from, e.to, l.ID, l.TTL)
 	}
 	b := binary.AppendVarint(e.buf[:0], l.ID)
@@ -189,6 +212,14 @@ func (e *DeltaEncoder) record(typ byte, body []byte) {
 	}
 }
 
+// minTTL is the lowest TTL a lease record of format version v may carry.
+func minTTL(version uint64) int64 {
+	if version >= convertedFormatVersion {
+		return UnrecordedTTL
+	}
+	return 0
+}
+
 // representable reports whether t survives a round trip through UnixNano.
 func representable(t time.Time) bool {
 	return !t.IsZero() && t.Year() >= 1678 && t.Year() <= 2261
@@ -218,6 +249,7 @@ func checkEvent(ev *mvccpb.Event, rev int64) error {
 // the object) rather than as a malformed payload.
 type DeltaDecoder struct {
 	r        *bufio.Reader
+	version  uint64
 	from, to int64
 	next     int64
 	count    uint64
@@ -247,9 +279,10 @@ func (d *DeltaDecoder) header() error {
 	if err != nil {
 		return err
 	}
-	if version != deltaFormatVersion {
-		return malformed("unsupported format version %d (this etcdbr reads version %d)", version, deltaFormatVersion)
+	if version != deltaFormatVersion && version != convertedFormatVersion {
+		return malformed("unsupported format version %d (this etcdbr reads versions %d and %d)", version, deltaFormatVersion, convertedFormatVersion)
 	}
+	d.version = version
 	from, body, err := uvarint(body)
 	if err != nil {
 		return err
@@ -307,7 +340,7 @@ func (d *DeltaDecoder) next1() (*Lease, *Revision, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(rest) != 0 || id == 0 || ttl < 0 {
+		if len(rest) != 0 || id == 0 || ttl < minTTL(d.version) {
 			return nil, nil, malformed("invalid lease record (lease %x, TTL %d, %d extra bytes)", id, ttl, len(rest))
 		}
 		return &Lease{ID: id, TTL: ttl}, nil, nil

@@ -314,7 +314,7 @@ func TestDeltaDecoderRejectsMalformed(t *testing.T) {
 	}{
 		{"empty", nil, "without its end record"},
 		{"no header", cat(rev5, rev6, end), "not a header"},
-		{"format version 2", cat(record(recHeader, uvarints(2, 5, 6)), rev5, rev6, end), "format version 2"},
+		{"format version 3", cat(record(recHeader, uvarints(3, 5, 6)), rev5, rev6, end), "format version 3"},
 		{"range starting at 0", cat(record(recHeader, uvarints(1, 0, 6)), rev5, rev6, end), "invalid revision range"},
 		{"range backwards", cat(record(recHeader, uvarints(1, 6, 5)), rev5, rev6, end), "invalid revision range"},
 		{"header with extra bytes", cat(record(recHeader, uvarints(1, 5, 6, 9)), rev5, rev6, end), "unexpected bytes"},

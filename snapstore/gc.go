@@ -20,6 +20,9 @@ import (
 // the prefix (backup objects by name, as List parses them, and restore locks), then one
 // read per restore lock. It reads no backup object.
 func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
+	if err := s.readOnly("garbage collection"); err != nil {
+		return catalog.Listing{}, err
+	}
 	var l catalog.Listing
 	type lockObject struct {
 		key string

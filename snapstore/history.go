@@ -75,6 +75,9 @@ func (s *Store) RecordHistory(ctx context.Context, h catalog.History) error {
 // Histories returns the histories the store records, sorted by Start. Records this etcdbr
 // cannot read are errors that name them.
 func (s *Store) Histories(ctx context.Context) ([]catalog.History, error) {
+	if s.foreign != nil {
+		return nil, nil // another tool's store records no histories
+	}
 	var out []catalog.History
 	var readErr error
 	err := s.eachObject(ctx, HistoryPrefix, func(obj *blob.ListObject) error {

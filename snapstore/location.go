@@ -17,8 +17,12 @@ type location struct {
 	bucketURL string
 	// prefix is the key prefix inside the bucket, "" or ending in "/".
 	prefix string
-	// localDir is the absolute directory of a file store, "" otherwise.
-	localDir string
+	// localDir is the absolute directory of a file store, "" otherwise; query is the query of
+	// its URL.
+	localDir, query string
+	// layout is the URL's layout= parameter (etcdbr's, not handed to the driver), "" when
+	// it has none.
+	layout Layout
 }
 
 // storeURLHelp is appended to errors about malformed store URLs.
@@ -59,6 +63,21 @@ func parseLocation(raw string) (location, error) {
 			return location{}, fmt.Errorf("query parameter %q is not supported: put the prefix in the URL's path, e.g. s3://bucket/some/prefix", reserved)
 		}
 	}
+	var layout Layout
+	if q.Has(layoutParam) {
+		if layout, err = parseLayout(q.Get(layoutParam)); err != nil {
+			return location{}, err
+		}
+		q.Del(layoutParam)
+		u.RawQuery = q.Encode()
+	}
+	loc, err := parseURL(u, q)
+	loc.layout = layout
+	return loc, err
+}
+
+// parseURL resolves a store URL whose query is q (without etcdbr's own parameters).
+func parseURL(u *url.URL, q url.Values) (location, error) {
 	switch u.Scheme {
 	case "file":
 		return fileLocation(u)
@@ -125,7 +144,7 @@ func localLocation(dir, rawQuery string) (location, error) {
 		return location{}, fmt.Errorf("invalid query in the store URL: %w", err)
 	}
 	bucket := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: withDefaults(q, fileDefaults)}
-	return location{scheme: "file", bucketURL: bucket.String(), localDir: abs}, nil
+	return location{scheme: "file", bucketURL: bucket.String(), localDir: abs, query: rawQuery}, nil
 }
 
 // withDefaults returns q encoded, with defaults added for absent keys.

@@ -31,7 +31,9 @@ func TestParseLocation(t *testing.T) {
 		{"file:///var/backups/etcd", location{scheme: "file", bucketURL: "file:///var/backups/etcd" + fileQuery, localDir: "/var/backups/etcd"}},
 		{"file://localhost/var/backups/etcd/", location{scheme: "file", bucketURL: "file:///var/backups/etcd" + fileQuery, localDir: "/var/backups/etcd"}},
 		{"file:///var/backups/with%20space", location{scheme: "file", bucketURL: "file:///var/backups/with%20space" + fileQuery, localDir: "/var/backups/with space"}},
-		{"file:///b?metadata=", location{scheme: "file", bucketURL: "file:///b?dir_file_mode=0700&metadata=&no_tmp_dir=true", localDir: "/b"}},
+		{"file:///b?metadata=", location{scheme: "file", bucketURL: "file:///b?dir_file_mode=0700&metadata=&no_tmp_dir=true", localDir: "/b", query: "metadata="}},
+		{"file:///b?layout=etcd-backup-restore", location{scheme: "file", bucketURL: "file:///b" + fileQuery, localDir: "/b", layout: LayoutEtcdBackupRestore}},
+		{"s3://bucket/x/v2?region=r&layout=etcd-backup-restore", location{scheme: "s3", bucketURL: "s3://bucket?region=r", prefix: "x/v2/", layout: LayoutEtcdBackupRestore}},
 		{"file://./rel/dir", location{scheme: "file", bucketURL: "file://" + filepath.Join(wd, "rel/dir") + fileQuery, localDir: filepath.Join(wd, "rel/dir")}},
 		{"file://rel/dir", location{scheme: "file", bucketURL: "file://" + filepath.Join(wd, "rel/dir") + fileQuery, localDir: filepath.Join(wd, "rel/dir")}},
 		{"file:rel/dir", location{scheme: "file", bucketURL: "file://" + filepath.Join(wd, "rel/dir") + fileQuery, localDir: filepath.Join(wd, "rel/dir")}},
@@ -120,12 +122,18 @@ func TestOpenMustExist(t *testing.T) {
 		assert.ErrorIs(t, statErr, os.ErrNotExist, "MustExist created a directory")
 	}
 
+	// A file is read as an etcd snapshot file (LayoutSnapshot): one that is none is refused
+	// when it is read.
 	file := filepath.Join(base, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	_, err := Open(ctx, "file://"+file, Options{MustExist: true})
-	require.Error(t, err)
-	assert.NotErrorIs(t, err, ErrNoStore)
-	assert.Contains(t, err.Error(), "is not a directory")
+	fs, err := Open(ctx, "file://"+file, Options{MustExist: true})
+	require.NoError(t, err)
+	defer fs.Close()
+	assert.Equal(t, LayoutSnapshot, fs.Layout())
+	_, err = fs.ListBackups(ctx)
+	assert.ErrorContains(t, err, "not an etcd snapshot")
+	_, err = Open(ctx, "file://"+file, Options{})
+	assert.ErrorContains(t, err, "not a directory", "a file is no store to write into")
 
 	empty := filepath.Join(base, "empty")
 	require.NoError(t, os.Mkdir(empty, 0o700))

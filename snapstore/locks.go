@@ -76,6 +76,9 @@ func isLockKey(key string) bool {
 // one read per lock). A lock whose content cannot be read is returned with Malformed set
 // and no keys, so that it protects everything until TTL after it was written.
 func (s *Store) RestoreLocks(ctx context.Context) ([]catalog.RestoreLock, error) {
+	if s.foreign != nil {
+		return nil, nil
+	}
 	var locks []catalog.RestoreLock
 	var readErr error
 	err := s.eachObject(ctx, lockDir, func(obj *blob.ListObject) error {
@@ -181,11 +184,17 @@ type LockHolder struct {
 // only when it happens: on a missing object it calls Replan, waits Settle, lists again and
 // plans again; that listing is as good as one made after waiting up front.
 //
+// A store of another tool (Store.ReadOnly) gets no lock: nothing is written into it, and the
+// returned holder is nil (its methods do nothing).
+//
 // A restore that cannot write the lock may go on without it (the returned error says why;
 // garbage collection may then delete what it reads, which the restore notices as a missing
 // object and plans again). When writing fails, the lock is deleted again in case the
 // write landed after all.
 func (s *Store) AcquireRestoreLock(ctx context.Context, opts LockOptions) (*LockHolder, error) {
+	if s.foreign != nil {
+		return nil, nil // another tool's store is only read; etcdbr's garbage collection never runs on it
+	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, fmt.Errorf("restore lock: %w", err)

@@ -48,6 +48,9 @@ func (s *Store) OpenReaderProgress(ctx context.Context, snap catalog.Snapshot, p
 	if err != nil {
 		return nil, fmt.Errorf("read from %q: %w", s.url, err)
 	}
+	if s.foreign != nil {
+		return s.openForeign(ctx, key, p)
+	}
 	parsed, _ := catalog.ParseName(key)
 	if parsed.Encrypted && len(s.opts.Identities) == 0 {
 		return nil, fmt.Errorf("read %q from %q: it is encrypted with age and no identity is configured: %w", key, s.url, ErrNoIdentity)
@@ -88,7 +91,34 @@ func newPayloadReader(key, url string, body io.ReadCloser, encrypted bool, ident
 	if err != nil {
 		return nil, fmt.Errorf("read %q from %q: %w", key, url, err)
 	}
-	r.dec = dec
+	r.dec, r.payload = dec, dec
+	return r, nil
+}
+
+// openForeign opens an object of another tool's store: its payload as the store's
+// foreignSource makes it, read through the same Reader (HeadSum, HashAside, progress).
+// There is no trailer: the payload vouches for what the other tool's format can vouch for
+// (see foreignSource.payload), and its errors are classified as the Reader's are.
+func (s *Store) openForeign(ctx context.Context, key string, p *progress.Progress) (*Reader, error) {
+	snap, ok := s.foreign.parse(key)
+	if !ok {
+		return nil, fmt.Errorf("read from %q: %q is not the name of a backup object", s.url, key)
+	}
+	body, err := openResuming(ctx, bucketRange(s.bucket, key), key, s.url, s.opts.Retry, s.opts.Log)
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return nil, fmt.Errorf("read %q from %q: %w", key, s.url, ErrNotFound)
+		}
+		return nil, fmt.Errorf("read %q from %q: %w", key, s.url, err)
+	}
+	r := &Reader{key: key, url: s.url, body: body, src: &sourceReader{r: body, progress: p}, hash: sha256.New(), foreign: true}
+	r.lag = &TailHolder{W: r.hash, Keep: headTail}
+	payload, err := s.foreign.payload(snap, r.src)
+	if err != nil {
+		_ = body.Close()
+		return nil, r.classify("decode", err)
+	}
+	r.payload, r.closePayload = payload, payload
 	return r, nil
 }
 
@@ -99,14 +129,19 @@ type Reader struct {
 	body     io.ReadCloser
 	src      *sourceReader
 	split    *trailerSplitter
-	dec      *zstd.Decoder
-	hash     hash.Hash   // of the payload but its last headTail bytes (held back by lag)
-	lag      *TailHolder // writes to hash
-	headSum  []byte      // set at the end: hash of the payload but its last headTail bytes
-	aside    *hashAside  // set by HashAside
-	length   uint64
-	err      error // sticky: io.EOF after a verified end, or the failure
-	closed   bool
+	dec      *zstd.Decoder // nil for a foreign object
+	payload  io.Reader     // what Read reads: dec, or a foreign object's payload
+	// foreign marks an object of another tool's store (no trailer); closePayload closes its
+	// payload.
+	foreign      bool
+	closePayload io.Closer
+	hash         hash.Hash   // of the payload but its last headTail bytes (held back by lag)
+	lag          *TailHolder // writes to hash
+	headSum      []byte      // set at the end: hash of the payload but its last headTail bytes
+	aside        *hashAside  // set by HashAside
+	length       uint64
+	err          error // sticky: io.EOF after a verified end, or the failure
+	closed       bool
 }
 
 // Read returns decompressed payload bytes; at the end it returns io.EOF
@@ -118,7 +153,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.closed {
 		return 0, fmt.Errorf("read %q from %q: reader is closed", r.key, r.url)
 	}
-	n, err := r.dec.Read(p)
+	n, err := r.payload.Read(p)
 	if r.aside != nil {
 		r.aside.add(p[:n])
 	} else {
@@ -221,6 +256,10 @@ func (r *Reader) verify() error {
 	if err := r.src.failure(); err != nil {
 		return r.classify("read", err)
 	}
+	if r.foreign {
+		r.headSum = r.hash.Sum(nil)
+		return io.EOF
+	}
 	if !r.split.eof {
 		return r.corrupt("data after the last zstd frame")
 	}
@@ -250,6 +289,9 @@ func (r *Reader) classify(op string, err error) error {
 		}
 		return fmt.Errorf("read %q from %q: %w", r.key, r.url, srcErr)
 	}
+	if r.foreign && errors.Is(err, ErrMalformedDelta) {
+		return fmt.Errorf("read %q from %q: %w", r.key, r.url, err)
+	}
 	return fmt.Errorf("read %q from %q: %w: %s: %w", r.key, r.url, ErrCorrupt, op, err)
 }
 
@@ -265,7 +307,12 @@ func (r *Reader) Close() error {
 	}
 	r.closed = true
 	r.aside.finish()
-	r.dec.Close()
+	if r.dec != nil {
+		r.dec.Close()
+	}
+	if r.closePayload != nil {
+		_ = r.closePayload.Close()
+	}
 	if err := r.body.Close(); err != nil {
 		return fmt.Errorf("close %q from %q: %w", r.key, r.url, err)
 	}

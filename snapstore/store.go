@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -46,8 +47,13 @@ type Options struct {
 	// ErrNoStore. Commands that only read a store (list, verify, restore,
 	// gc, copy's source) set it, so that a mistyped URL is reported
 	// instead of answered as an empty store, and creates nothing. Buckets
-	// are never created; Check reports a missing one.
+	// are never created; Check reports a missing one. With MustExist, a
+	// local path that names a file (not a directory) is read as an etcd
+	// snapshot file (LayoutSnapshot).
 	MustExist bool
+	// Layout, when set, is the store's layout; the URL's layout= parameter overrides it.
+	// Unset, the store is etcdbr's own; Detect finds another tool's.
+	Layout Layout
 }
 
 // Store is a backup store: the objects under one URL prefix. It is safe for
@@ -58,6 +64,16 @@ type Store struct {
 	opts     Options
 	localDir string     // the directory of a file store, "" otherwise
 	s3       *s3.Client // the upload client of an s3:// store (openS3), nil otherwise
+	// loc is where the URL points (rawURL, unredacted, for error scrubbing), prefix the key
+	// prefix the store reads under ("" or ending in "/"): a store of another tool may read
+	// under another prefix than the URL's (Detect).
+	loc    location
+	rawURL string
+	prefix string
+	// foreign, when set, reads another tool's backups (read-only); layoutSet says that the
+	// layout was given, not to be detected.
+	foreign   foreignSource
+	layoutSet bool
 }
 
 // Open opens the store at url:
@@ -82,6 +98,18 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %q: %w", shown, err)
 	}
+	layout := opts.Layout
+	if loc.layout != "" {
+		layout = loc.layout
+	}
+	snapshotFile := "" // the key of a local snapshot file, whose directory the store opens
+	if loc.localDir != "" && opts.MustExist && (layout == "" || layout == LayoutSnapshot) && isFile(loc.localDir) {
+		file := loc.localDir
+		if loc, err = localLocation(filepath.Dir(file), loc.query); err != nil {
+			return nil, fmt.Errorf("open store %q: %w", shown, err)
+		}
+		snapshotFile = filepath.Base(file)
+	}
 	if loc.localDir != "" {
 		if err := prepareDir(loc.localDir, opts.MustExist); err != nil {
 			return nil, fmt.Errorf("open store %q: %w", shown, err)
@@ -91,22 +119,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var bucket *blob.Bucket
-	var s3Uploads *s3.Client
-	switch loc.scheme {
-	case "s3":
-		bucket, s3Uploads, err = openS3(ctx, loc.bucketURL, log)
-	case "azblob":
-		bucket, err = openAzure(ctx, loc.bucketURL)
-	default:
-		bucket, err = blob.OpenBucket(ctx, loc.bucketURL)
-	}
+	bucket, s3Uploads, err := openBucket(ctx, loc, "", log)
 	if err != nil {
 		// gocloud's errors quote the URL: keep its secrets out of logs.
 		return nil, fmt.Errorf("open store %q: %w%s", shown, scrubError(err, url), openHint(loc.scheme, err))
-	}
-	if loc.prefix != "" {
-		bucket = blob.PrefixedBucket(bucket, loc.prefix)
 	}
 	s := &Store{
 		url:    shown,
@@ -117,11 +133,64 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			Retry:      opts.Retry.orDefault(),
 			Log:        log,
 		},
-		localDir: loc.localDir,
-		s3:       s3Uploads,
+		localDir:  loc.localDir,
+		s3:        s3Uploads,
+		loc:       loc,
+		rawURL:    url,
+		prefix:    loc.prefix,
+		layoutSet: layout != "",
 	}
 	configureRetries(s, loc.scheme)
+	switch {
+	case snapshotFile != "":
+		s.useSnapshotFile(snapshotFile)
+	case layout == LayoutEtcdBackupRestore:
+		_, err = s.useEBR(ctx, false)
+	case layout == LayoutSnapshot && loc.localDir != "":
+		err = fmt.Errorf("open store %q: layout=%s needs the path of a snapshot file, and %s is a directory", shown, LayoutSnapshot, loc.localDir)
+	case layout == LayoutSnapshot:
+		_, err = s.useSnapshotObject(ctx, false)
+	}
+	if err != nil {
+		_ = s.bucket.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// openBucket opens the bucket of loc with prefix ("" for loc's own; "/" for none). An s3://
+// bucket also returns the client its uploads use.
+func openBucket(ctx context.Context, loc location, prefix string, log *slog.Logger) (*blob.Bucket, *s3.Client, error) {
+	var bucket *blob.Bucket
+	var s3Uploads *s3.Client
+	var err error
+	switch loc.scheme {
+	case "s3":
+		bucket, s3Uploads, err = openS3(ctx, loc.bucketURL, log)
+	case "azblob":
+		bucket, err = openAzure(ctx, loc.bucketURL)
+	default:
+		bucket, err = blob.OpenBucket(ctx, loc.bucketURL)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	switch prefix {
+	case "":
+		prefix = loc.prefix
+	case "/":
+		prefix = ""
+	}
+	if prefix != "" {
+		bucket = blob.PrefixedBucket(bucket, prefix)
+	}
+	return bucket, s3Uploads, nil
+}
+
+// isFile reports whether path is a regular file.
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular()
 }
 
 // prepareDir makes sure a file store's directory is there: it creates it
@@ -190,6 +259,13 @@ func (s *Store) List(ctx context.Context, kind catalog.Kind) ([]catalog.Snapshot
 	if kind != catalog.KindFull && kind != catalog.KindDelta {
 		return nil, fmt.Errorf("list store %q: unknown snapshot kind %q: use %q or %q", s.url, kind, catalog.KindFull, catalog.KindDelta)
 	}
+	if s.foreign != nil {
+		snaps, err := s.foreign.list(ctx, s, kind)
+		if err != nil {
+			return nil, fmt.Errorf("list %s snapshots in %q: %w", kind, s.url, err)
+		}
+		return snaps, nil
+	}
 	var snaps []catalog.Snapshot
 	err := s.eachObject(ctx, string(kind)+"/", func(obj *blob.ListObject) error {
 		if snap, ok := catalog.ParseName(obj.Key); ok && snap.Kind == kind {
@@ -209,6 +285,9 @@ func (s *Store) List(ctx context.Context, kind catalog.Kind) ([]catalog.Snapshot
 // (a record may say what the store holds); ifNotExist makes the write conditional where the
 // driver supports it.
 func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotExist bool) error {
+	if err := s.readOnly("write " + key); err != nil {
+		return err
+	}
 	var file *os.File
 	return s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
 		ContentType: "application/json",
@@ -296,6 +375,9 @@ func (s *Store) Newest(ctx context.Context) (int64, error) {
 // Deleting an object that does not exist is not an error, so that an
 // interrupted garbage collection can simply run again.
 func (s *Store) Delete(ctx context.Context, snap catalog.Snapshot) error {
+	if err := s.readOnly("delete " + snap.Key); err != nil {
+		return err
+	}
 	key, err := s.keyOf(snap)
 	if err != nil {
 		return fmt.Errorf("delete from %q: %w", s.url, err)
@@ -309,6 +391,12 @@ func (s *Store) Delete(ctx context.Context, snap catalog.Snapshot) error {
 // keyOf returns snap.Key, or the name built from snap's fields when Key is
 // empty, after checking that it is one of ours.
 func (s *Store) keyOf(snap catalog.Snapshot) (string, error) {
+	if s.foreign != nil {
+		if _, ok := s.foreign.parse(snap.Key); !ok {
+			return "", fmt.Errorf("%q is not the name of a backup object of this %s store", snap.Key, s.foreign.layout())
+		}
+		return snap.Key, nil
+	}
 	key := snap.Key
 	if key == "" {
 		if err := snap.Validate(); err != nil {

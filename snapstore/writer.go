@@ -306,6 +306,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // etcd's data. The closure must not refer to a Writer: gocloud keeps the options, and a
 // cycle through blob.Writer, which has a finalizer, is never collected.
 func (s *Store) newUpload(ctx context.Context, key, contentType string) (upload *blob.Writer, file *os.File, err error) {
+	if err := s.readOnly("upload " + key); err != nil {
+		return nil, nil, err
+	}
 	upload, err = s.bucket.NewWriter(ctx, key, &blob.WriterOptions{
 		ContentType:    contentType,
 		BufferSize:     uploadPartSize,

@@ -39,6 +39,11 @@ type Snapshot struct {
 	Key string
 	// Size is the object's size in bytes as stored, or 0 when not known.
 	Size int64
+	// RevisionAtLeast marks a full snapshot whose Revision is only a lower bound of the
+	// revision inside: one of another tool that names a snapshot by the revision it read just
+	// before taking it (etcd-backup-restore). The revision inside is known once the snapshot
+	// is read; etcdbr's own names are exact.
+	RevisionAtLeast bool
 }
 
 // Listing is what a store holds: its full snapshots and deltas, each sorted by
