@@ -36,6 +36,12 @@ type ReplayOptions struct {
 	// MinLeaseTTL is the member's minimum lease TTL in seconds (MinLeaseTTL(cfg)); leases
 	// whose TTL the deltas do not know are granted with it. 0 means etcd's default, 2.
 	MinLeaseTTL int64
+	// UnrecordedLeaseTTL is the TTL in seconds of the leases whose TTL the deltas' source did
+	// not record (deltas converted from etcd-backup-restore: snapstore.UnrecordedTTL). 0
+	// means the longest TTL of the leases the db holds when the replay starts (those the
+	// same cluster granted before the full snapshot), or DefaultUnrecordedLeaseTTL when it
+	// holds none: long enough that no key is lost before its owner renews the lease.
+	UnrecordedLeaseTTL int64
 	// Log receives progress and warnings (nil: discarded).
 	Log *slog.Logger
 	// Progress, when set, is told the phase ("replay"), the revisions to replay (from the
@@ -56,8 +62,12 @@ type ReplayResult struct {
 	// already (a delta that starts before the full snapshot).
 	Revisions, Events, Skipped int64
 	// Leases counts the leases granted; UnknownTTL those of them granted with the minimum
-	// TTL because the deltas did not know their TTL.
-	Leases, UnknownTTL int
+	// TTL because the deltas did not know their TTL; Unrecorded those granted with
+	// UnrecordedTTL because the deltas' source did not record their TTL.
+	Leases, UnknownTTL, Unrecorded int
+	// UnrecordedTTL is the TTL granted to the Unrecorded leases (ReplayOptions.UnrecordedLeaseTTL
+	// or what it defaults to).
+	UnrecordedTTL int64
 	// PassedTime reports that the replay stopped at a revision observed after Stop.Time.
 	PassedTime bool
 	// Duration is how long the replay took.
@@ -85,6 +95,10 @@ func BadObject(err error) (catalog.Snapshot, bool) {
 	}
 	return catalog.Snapshot{}, false
 }
+
+// DefaultUnrecordedLeaseTTL is the TTL in seconds of a lease whose TTL the deltas' source did
+// not record, when the db holds no lease to take the TTL from: an hour, Kubernetes' event TTL.
+const DefaultUnrecordedLeaseTTL = 3600
 
 // defaultMinLeaseTTL is etcd's minimum lease TTL with its default heartbeat (100ms) and
 // election timeout (1000ms): ceil(1.5 election timeouts).
@@ -192,6 +206,7 @@ type replayer struct {
 	res     ReplayResult
 	pending map[int64]int64 // lease records seen, not granted yet: ID -> TTL
 	unknown []string        // leases granted with the minimum TTL (the first few)
+	unrec   []string        // leases granted with the unrecorded TTL (the first few)
 	lastLog time.Time
 }
 
@@ -207,6 +222,13 @@ func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replay
 		return nil, err
 	}
 	r := &replayer{opts: opts, extras: extras, path: path, w: w, pending: map[int64]int64{}, lastLog: time.Now()}
+	r.res.UnrecordedTTL = opts.UnrecordedLeaseTTL
+	if r.res.UnrecordedTTL <= 0 {
+		r.res.UnrecordedTTL = w.longestTTL()
+	}
+	if r.res.UnrecordedTTL <= 0 {
+		r.res.UnrecordedTTL = DefaultUnrecordedLeaseTTL
+	}
 	r.res.FromRevision = w.revision()
 	r.res.Revision = r.res.FromRevision
 	return r, nil
@@ -282,6 +304,12 @@ func (r *replayer) run(ctx context.Context) error {
 		r.opts.Log.Warn("leases whose TTL the deltas did not know were granted with the member's minimum TTL",
 			"count", r.res.UnknownTTL, "ttl_seconds", r.opts.MinLeaseTTL, "leases", r.unknown)
 	}
+	if r.res.Unrecorded > 0 {
+		r.opts.Log.Warn("leases whose TTL the backups' source never recorded (etcd-backup-restore's deltas hold no TTLs) "+
+			"were granted with the TTL of --unrecorded-lease-ttl (default: the longest TTL among the full snapshot's leases): "+
+			"their keys are kept, and expire that long after the member starts unless their owner renews the lease",
+			"count", r.res.Unrecorded, "ttl_seconds", r.res.UnrecordedTTL, "leases", r.unrec)
+	}
 	return nil
 }
 
@@ -297,7 +325,7 @@ func (r *replayer) batch(ctx context.Context, d catalog.Snapshot, items []readIt
 		if l := it.lease; l != nil {
 			// Every delta repeats the records of the leases it uses: keep the known TTL of
 			// leases not granted yet, and nothing of those granted.
-			if old, ok := r.pending[l.ID]; (!ok || old == 0) && !r.w.hasLease(l.ID) {
+			if old, ok := r.pending[l.ID]; (!ok || betterTTL(l.TTL, old)) && !r.w.hasLease(l.ID) {
 				r.pending[l.ID] = l.TTL
 			}
 			continue
@@ -500,6 +528,12 @@ func (r *replayer) apply(rev *snapstore.Revision) error {
 	return nil
 }
 
+// betterTTL reports whether a lease record's TTL says more than the one kept: a granted TTL
+// more than "gone" (0), and either more than "not recorded" (UnrecordedTTL).
+func betterTTL(ttl, kept int64) bool {
+	return kept == snapstore.UnrecordedTTL && ttl != kept || kept == 0 && ttl > 0
+}
+
 // maxUnknownListed bounds the lease IDs the warning about unknown TTLs lists.
 const maxUnknownListed = 10
 
@@ -513,11 +547,18 @@ func (r *replayer) grant(id, rev int64, key []byte) error {
 		return fmt.Errorf("%w: revision %d attaches %q to lease %x, which no lease record before it describes",
 			snapstore.ErrMalformedDelta, rev, key, id)
 	}
-	if ttl == 0 {
+	switch ttl {
+	case 0:
 		ttl = r.opts.MinLeaseTTL
 		r.res.UnknownTTL++
 		if len(r.unknown) < maxUnknownListed {
 			r.unknown = append(r.unknown, fmt.Sprintf("%x", id))
+		}
+	case snapstore.UnrecordedTTL:
+		ttl = r.res.UnrecordedTTL
+		r.res.Unrecorded++
+		if len(r.unrec) < maxUnknownListed {
+			r.unrec = append(r.unrec, fmt.Sprintf("%x", id))
 		}
 	}
 	if err := r.w.grant(id, ttl); err != nil {

@@ -26,6 +26,8 @@ type revisionWriter interface {
 	revision() int64
 	// hasLease reports whether the db holds lease id.
 	hasLease(id int64) bool
+	// longestTTL is the longest TTL of the leases the db held when it was opened (0: none).
+	longestTTL() int64
 	// grant grants lease id with ttl (raised to the minimum TTL, as etcd's lessor does).
 	grant(id, ttl int64) error
 	// apply writes one revision; an error says how it does not continue the db's state
@@ -58,6 +60,8 @@ type directWriter struct {
 	tx     *bolt.Tx
 	keys   *bolt.Bucket
 	minTTL int64
+	// longest is the longest TTL of the leases the db held when it was opened.
+	longest int64
 
 	current int64
 	// index maps a key to its entry in states; a key deleted keeps its entry (version 0).
@@ -178,14 +182,21 @@ func (w *directWriter) load() error {
 		return fmt.Errorf("replay deltas: the db %q: %w", w.path, err)
 	}
 	w.current = rev
-	return w.tx.Bucket(schema.Lease.Name()).ForEach(func(k, _ []byte) error {
+	return w.tx.Bucket(schema.Lease.Name()).ForEach(func(k, v []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("replay deltas: the db %q holds a lease key %x that is no lease ID", w.path, k)
 		}
 		w.leases[int64(binary.BigEndian.Uint64(k))] = struct{}{}
+		var l leasepb.Lease
+		if err := l.Unmarshal(v); err != nil {
+			return fmt.Errorf("replay deltas: the db %q holds lease %x that does not decode: %w", w.path, k, err)
+		}
+		w.longest = max(w.longest, l.TTL)
 		return nil
 	})
 }
+
+func (w *directWriter) longestTTL() int64 { return w.longest }
 
 // set records the state of key (index entry i when known).
 func (w *directWriter) set(key []byte, i int32, known bool, st genState) {

@@ -45,6 +45,14 @@ func openMVCCWriter(path string, opts ReplayOptions) (w revisionWriter, err erro
 func (m *mvccWriter) revision() int64        { return m.kv.Rev() }
 func (m *mvccWriter) hasLease(id int64) bool { return m.lessor.Lookup(lease.LeaseID(id)) != nil }
 
+func (m *mvccWriter) longestTTL() int64 {
+	var longest int64
+	for _, l := range m.lessor.Leases() {
+		longest = max(longest, l.TTL())
+	}
+	return longest
+}
+
 func (m *mvccWriter) grant(id, ttl int64) error {
 	_, err := m.lessor.Grant(lease.LeaseID(id), ttl)
 	return err

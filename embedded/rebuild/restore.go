@@ -39,8 +39,14 @@ type RestoreOptions struct {
 	MarkCompacted bool
 	// WantRevision, when set, is the revision the snapshot db must hold (the
 	// revision in the full snapshot's name); another one fails the restore with
-	// ErrWrongRevision before anything is written.
+	// ErrWrongRevision before anything is written. With WantAtLeast it is only a lower
+	// bound (a full snapshot of another tool, catalog.Snapshot.RevisionAtLeast): a db below
+	// it fails so, and a db above MaxRevision, when that is set, fails with ErrPastTarget.
 	WantRevision int64
+	WantAtLeast  bool
+	MaxRevision  int64
+	// UnrecordedLeaseTTL is Replay.UnrecordedLeaseTTL when that is 0.
+	UnrecordedLeaseTTL int64
 	// Replay, when it lists deltas, has them replayed (ReplayDeltas) into the db of
 	// the member that etcdutl's restore built from the snapshot, before the revision
 	// bump. The snapshot db at dbPath is never changed.
@@ -73,6 +79,11 @@ func (o RestoreOptions) bumpFor(rev int64) uint64 {
 // db does not hold RestoreOptions.WantRevision.
 var ErrWrongRevision = errors.New("the snapshot db holds another revision than its name says")
 
+// ErrPastTarget is wrapped by the error BuildDataDir returns when the snapshot db holds
+// revisions after RestoreOptions.MaxRevision: a full snapshot whose name gives only a lower
+// bound of its revision cannot restore that target (an older one may).
+var ErrPastTarget = errors.New("the snapshot db holds revisions after the target")
+
 // BuildResult says what BuildDataDir built.
 type BuildResult struct {
 	// MovedAside is where the previous data dir went ("" when there was none).
@@ -83,6 +94,8 @@ type BuildResult struct {
 	// (the data dir is marked compacted at Revision when it is not 0).
 	Revision int64
 	Bump     uint64
+	// SnapshotRevision is the revision the snapshot db held.
+	SnapshotRevision int64
 }
 
 // restoreDBProblemsMax is how many problems of a damaged snapshot db an error names.
@@ -151,8 +164,14 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if err != nil {
 		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
-	if opts.WantRevision > 0 && snapRev != opts.WantRevision {
+	res.SnapshotRevision = snapRev
+	switch {
+	case opts.WantRevision > 0 && opts.WantAtLeast && snapRev < opts.WantRevision:
+		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, below %d", dirs.dataDir, ErrWrongRevision, snapRev, opts.WantRevision)
+	case opts.WantRevision > 0 && !opts.WantAtLeast && snapRev != opts.WantRevision:
 		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, not %d", dirs.dataDir, ErrWrongRevision, snapRev, opts.WantRevision)
+	case opts.MaxRevision > 0 && snapRev > opts.MaxRevision:
+		return res, fmt.Errorf("restore data dir %q: %w: it holds revision %d, after the target revision %d", dirs.dataDir, ErrPastTarget, snapRev, opts.MaxRevision)
 	}
 	if replaying {
 		// The deltas are replayed into the staged member's db after etcdutl's restore, and
@@ -185,6 +204,9 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		replay := opts.Replay
 		if replay.MinLeaseTTL == 0 {
 			replay.MinLeaseTTL = MinLeaseTTL(cfg)
+		}
+		if replay.UnrecordedLeaseTTL == 0 {
+			replay.UnrecordedLeaseTTL = opts.UnrecordedLeaseTTL
 		}
 		if replay.Log == nil {
 			replay.Log = lg
