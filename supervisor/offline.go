@@ -54,6 +54,9 @@ type OfflineRestoreConfig struct {
 	RevisionBump uint64
 	// SkipHashCheck skips etcd's own SHA-256 of the snapshot db.
 	SkipHashCheck bool
+	// UnrecordedLeaseTTL is the TTL in seconds of leases whose TTL the backups' source did not
+	// record (rebuild.ReplayOptions.UnrecordedLeaseTTL; 0: its default).
+	UnrecordedLeaseTTL int64
 	// Force restores even when the restore creates another cluster than the store records;
 	// the store then records the restored cluster. Keep restores then too, and leaves the
 	// store's record as it is.
@@ -112,8 +115,9 @@ func RestoreOffline(ctx context.Context, cfg OfflineRestoreConfig) (OfflineResto
 			"give --keep-store-cluster", err)
 	}
 	opts := rebuild.RestoreOptions{
-		SkipHashCheck: cfg.SkipHashCheck,
-		RevisionBump:  cfg.RevisionBump, MarkCompacted: cfg.RevisionBump > 0,
+		SkipHashCheck:      cfg.SkipHashCheck,
+		UnrecordedLeaseTTL: cfg.UnrecordedLeaseTTL,
+		RevisionBump:       cfg.RevisionBump, MarkCompacted: cfg.RevisionBump > 0,
 		Marker: &datadir.RestoredMarker{Source: store.URL(), Trigger: TriggerOffline, Exact: cfg.Exact},
 	}
 	if !cfg.Exact {

@@ -131,7 +131,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	defer releaseLock(ctx, lock, lg)
 
 	exclude := map[string]bool{}
-	var excluded, gone []catalog.Snapshot
+	var excluded, gone, past []catalog.Snapshot
 	var failures []error
 	goal := target           // what the restore goes to: target, or the newest intact point
 	var shortfall *Shortfall // set when goal fell back from the newest point
@@ -162,7 +162,12 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 				}
 			}
 			if err != nil {
-				return RestoreResult{}, planFailed(store, betweenHistories(ctx, store, fulls, deltas, goal, err), failures, gone)
+				err = planFailed(store, betweenHistories(ctx, store, fulls, deltas, goal, err), failures, gone)
+				if len(past) > 0 {
+					err = fmt.Errorf("%w; full snapshots left out because they hold revisions after the target (their names give "+
+						"only a lower bound of their revision): %s", err, snapKeys(past))
+				}
+				return RestoreResult{}, err
 			}
 			lg.Info("restore plan", "target", goal.String(), "full", plan.Full.Key, "full_revision", plan.Full.Revision,
 				"deltas", len(plan.Deltas), "up_to_revision", plan.Revision, "left_out", len(excluded), "replans", len(gone))
@@ -197,6 +202,13 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 					return RestoreResult{}, fmt.Errorf("restore from %s: %w", store.URL(), err)
 				}
 				break // list again
+			}
+			if full, ok := pastTarget(err); ok && !exclude[full.Key] {
+				lg.Warn("the full snapshot holds revisions after the target (its name gives only a lower bound of its "+
+					"revision): planning again without it", "object", full.Key, "target", goal.String(), "err", err)
+				exclude[full.Key] = true
+				past = append(past, full)
+				continue
 			}
 			bad, isBad := rebuild.BadObject(err)
 			if !isBad || exclude[bad.Key] {
@@ -275,6 +287,16 @@ func withGone(err error, gone []catalog.Snapshot) error {
 		"(deleted by garbage collection or another tool), so it listed the store again: %s", err, snapKeys(gone))
 }
 
+// pastTarget returns the full snapshot an error reports as holding revisions after the
+// target (rebuild.ErrPastTarget), if any.
+func pastTarget(err error) (catalog.Snapshot, bool) {
+	var oe *rebuild.ObjectError
+	if errors.As(err, &oe) && errors.Is(oe.Err, rebuild.ErrPastTarget) {
+		return oe.Object, true
+	}
+	return catalog.Snapshot{}, false
+}
+
 // missingObject returns the object an error reports as not found in the store, if any: an
 // object the plan listed that disappeared before it was read.
 func missingObject(err error) (catalog.Snapshot, bool) {
@@ -346,6 +368,11 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
 	opts.WantRevision = full.Revision
+	if full.RevisionAtLeast {
+		// Another tool's name: the revision inside is known once fetched. It must not pass a
+		// revision target (then an older full snapshot is planned instead).
+		opts.WantAtLeast, opts.MaxRevision = true, plan.Target.Revision
+	}
 	if opts.Marker != nil {
 		opts.Marker.RevisionTime = full.Time // the replay's time instead once it passes the full snapshot
 	}
@@ -365,8 +392,11 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 		Progress:     p,
 	}
 	build, err := rebuild.BuildDataDir(ctx, dbPath, cfg, opts, lg)
-	if errors.Is(err, rebuild.ErrWrongRevision) {
+	switch {
+	case errors.Is(err, rebuild.ErrWrongRevision):
 		err = &rebuild.ObjectError{Object: full, Err: fmt.Errorf("%s: %w: %w", full.Key, snapstore.ErrCorrupt, err)}
+	case errors.Is(err, rebuild.ErrPastTarget):
+		err = &rebuild.ObjectError{Object: full, Err: err}
 	}
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore %s into %q: %w", full.Key, cfg.Dir, err)
@@ -374,7 +404,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	res := RestoreResult{
 		Snapshot:     full,
 		Deltas:       plan.Deltas[:build.Replay.Deltas],
-		Revision:     full.Revision,
+		Revision:     build.SnapshotRevision,
 		Time:         full.Time,
 		DataRevision: build.Revision,
 		Bump:         build.Bump,
@@ -384,7 +414,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	if build.Replay.Revisions > 0 {
 		res.Revision, res.Time = build.Replay.Revision, build.Replay.Time
 	}
-	res.Newest = plan.Newest && res.Revision == plan.Revision
+	res.Newest = plan.Newest && res.Revision >= plan.Revision // above it: a full snapshot named by a lower bound
 	return res, nil
 }
 

@@ -77,6 +77,8 @@ func (c *CopyCmd) Run(ctx context.Context, env *Env) error {
 		bytes += o.Result.Copy.Size
 		how := "verified"
 		switch {
+		case o.Result.Converted:
+			how = "converted from " + string(src.Layout()) + ", verified"
 		case o.Result.Reencrypted:
 			how = "re-encrypted, verified"
 		case !o.Result.PayloadVerified:

@@ -25,6 +25,7 @@ type RestoreCmd struct {
 	BumpRevision  uint64   `placeholder:"N" help:"Raise the restored revision by at least this much (etcdutl's --bump-revision; the new history's bump is never less than --unbacked-revisions requires)." env:"ETCDBR_BUMP_REVISION"`
 	MarkCompacted bool     `help:"Accepted for etcdutl's --mark-compacted: a raised revision is always marked compacted." env:"ETCDBR_MARK_COMPACTED"`
 	SkipHashCheck bool     `help:"Do not check etcd's own SHA-256 of the snapshot db (etcdbr's checksum is still verified)." env:"ETCDBR_SKIP_HASH_CHECK"`
+	UnrecordedTTL int64    `name:"unrecorded-lease-ttl" placeholder:"SECONDS" help:"TTL of the leases whose TTL the backups' source never recorded (etcd-backup-restore's deltas hold none): their keys are restored attached to them, and expire this long after the member starts unless their owner renews the lease (default: the longest TTL among the full snapshot's leases, or 3600)." env:"ETCDBR_UNRECORDED_LEASE_TTL"`
 	ForceRestore  bool     `help:"Restore even when the etcd flags create another cluster than the one the store belongs to (other peer URLs or --initial-cluster-token); the store then belongs to the restored cluster, whose backups continue it." env:"ETCDBR_FORCE_RESTORE"`
 	KeepStore     bool     `name:"keep-store-cluster" help:"Restore even when the etcd flags create another cluster than the one the store belongs to, and leave the store's record as it is: for a copy that backs up into another store, or not at all." env:"ETCDBR_KEEP_STORE_CLUSTER"`
 	EtcdArgs      []string `arg:"" optional:"" name:"etcd-flags" help:"etcd flags for the member's name, peer URLs, initial cluster and token, after --."`
@@ -77,6 +78,8 @@ func (c *RestoreCmd) target() (catalog.Target, error) {
 		return t, usageErrorf("--exact restores without raising the revision: give it without --bump-revision and --mark-compacted")
 	case c.Unbacked < 0:
 		return t, usageErrorf("--unbacked-revisions %d: give 0 or more", c.Unbacked)
+	case c.UnrecordedTTL < 0:
+		return t, usageErrorf("--unrecorded-lease-ttl %d: give a TTL in seconds, or leave it out for the default", c.UnrecordedTTL)
 	}
 	if c.ForceRestore && c.KeepStore {
 		return t, usageErrorf("give --force-restore (the store then belongs to the restored cluster) or --keep-store-cluster (it stays the old cluster's), not both")
@@ -95,17 +98,18 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	res, err := supervisor.RestoreOffline(ctx, supervisor.OfflineRestoreConfig{
-		Etcd:          cfg,
-		OpenStore:     func(ctx context.Context) (*snapstore.Store, error) { return c.openExisting(ctx, env.Log) },
-		Target:        target,
-		Exact:         c.Exact,
-		Unbacked:      c.Unbacked,
-		RevisionBump:  c.BumpRevision,
-		SkipHashCheck: c.SkipHashCheck,
-		Force:         c.ForceRestore,
-		Keep:          c.KeepStore,
-		Log:           env.Log,
-		WatchProgress: func(p *progress.Progress) func() { return watchProgress(ctx, env, p) },
+		Etcd:               cfg,
+		OpenStore:          func(ctx context.Context) (*snapstore.Store, error) { return c.openExisting(ctx, env.Log) },
+		Target:             target,
+		Exact:              c.Exact,
+		Unbacked:           c.Unbacked,
+		RevisionBump:       c.BumpRevision,
+		SkipHashCheck:      c.SkipHashCheck,
+		UnrecordedLeaseTTL: c.UnrecordedTTL,
+		Force:              c.ForceRestore,
+		Keep:               c.KeepStore,
+		Log:                env.Log,
+		WatchProgress:      func(p *progress.Progress) func() { return watchProgress(ctx, env, p) },
 	})
 	if errors.Is(err, supervisor.ErrDataDirNotEmpty) {
 		return usageError{err}
@@ -118,6 +122,11 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stdout, " to revision %d (%s) into %s\n", res.Revision, res.Time.UTC().Format(time.RFC3339Nano), cfg.Dir)
 		if res.Bump > 0 {
 			fmt.Fprintf(env.Stdout, "the data dir starts a new history at revision %d (marked compacted): clients list again, and etcdbr run backs it up with a fresh full snapshot\n", res.DataRevision)
+		}
+		if n := res.Replay.Unrecorded; n > 0 {
+			fmt.Fprintf(env.Stdout, "%d leases granted after the full snapshot have no TTL in the backups (the source does not record them): "+
+				"restored with their keys and a TTL of %d s (--unrecorded-lease-ttl); their keys expire then unless their owners renew the leases\n",
+				n, res.Replay.UnrecordedTTL)
 		}
 	}
 	if err != nil {

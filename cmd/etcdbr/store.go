@@ -68,6 +68,17 @@ func (f StoreFlags) open(ctx context.Context) (*snapstore.Store, error) {
 	return f.openURL(ctx, "--store", f.Store, nil, false)
 }
 
+// writable refuses a store that holds another tool's backups (its URL says layout=...) for
+// a command that writes into the store.
+func writable(flag string, store *snapstore.Store) error {
+	if !store.ReadOnly() {
+		return nil
+	}
+	store.Close()
+	return usageErrorf("%s %s holds %s backups, which etcdbr only reads: back up into an etcdbr store "+
+		"(convert the old backups into it with etcdbr copy --from OLD --to NEW)", flag, store.URL(), store.Layout())
+}
+
 // openExisting opens the store named by the flags for a command that reads it (list,
 // verify, restore, gc, validate): a store that does not exist, a missing directory or
 // bucket, is a usage error that names it, and nothing is created.
@@ -98,7 +109,18 @@ func (f EncryptionFlags) openURL(ctx context.Context, flag, url string, lg *slog
 		if err := store.Check(ctx); errors.Is(err, snapstore.ErrNoStore) {
 			store.Close()
 			return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
+		} else if err == nil {
+			// A store that answers is read in the layout it holds: etcdbr's, or another
+			// tool's (etcd-backup-restore, a snapshot file), unless its URL says which.
+			if _, err := store.Detect(ctx); err != nil {
+				store.Close()
+				return nil, fmt.Errorf("%s: %w", flag, err)
+			}
 		}
+		return store, nil
+	}
+	if err := writable(flag, store); err != nil {
+		return nil, err
 	}
 	return store, nil
 }
