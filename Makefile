@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test test-kube kube-apiserver promtool soak bench test-services lint run clean
+.PHONY: build test test-kube kube-apiserver promtool etcd-backup-restore soak bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -15,9 +15,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/etcdbr
 
 # Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end, the
-# alerting rules under promtool included), then the end-to-end tests under a real
-# kube-apiserver (the deployment manifests included).
-test: lint promtool
+# alerting rules under promtool and the migration from a real etcd-backup-restore included),
+# then the end-to-end tests under a real kube-apiserver (the deployment manifests included).
+test: lint promtool etcd-backup-restore
 	$(WITH_SERVICES) $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) test-kube
 
@@ -37,6 +37,12 @@ kube-apiserver:
 # suite checks and unit-tests deploy/monitoring's alerting rules with it.
 promtool:
 	$(GO) run ./scripts/promtool
+
+# Build etcd-backup-restore's etcdbrctl from the Go module proxy, once, into
+# ~/.cache/etcdbr-ebr/<version> ($$ETCDBR_EBR_CACHE; scripts/etcd-backup-restore): the test
+# suite restores and converts the store it writes (testsuite/migrate_test.go).
+etcd-backup-restore:
+	$(GO) run ./scripts/etcd-backup-restore
 
 # Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
 soak: lint
