@@ -90,15 +90,15 @@ type prepared struct {
 func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog.Logger) (prepared, error) {
 	var prep prepared
 	dir := cfg.Etcd.Dir
-	survey, err := SurveyStart(ctx, cfg.Etcd, cfg.Store, v, lg)
+	survey, src, err := surveyStart(ctx, cfg, v, lg)
 	if serr := survey.StoreErr; serr != nil {
 		if v.State == datadir.StateValid {
 			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
-				"store", cfg.Store.URL(), "err", serr)
+				"store", src.URL(), "err", serr)
 			return prep, nil
 		}
 		return prep, fmt.Errorf("data dir %q is %s (%s) and the store %s cannot be read to restore it: %w",
-			dir, v.State, v.Reason, cfg.Store.URL(), serr)
+			dir, v.State, v.Reason, src.URL(), serr)
 	}
 	facts := survey.Facts
 	facts.ForceRestore = cfg.ForceRestore
@@ -126,9 +126,9 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 	// the restore starts a new history past a bound of it.
 	opts := rebuild.RestoreOptions{
 		Served: facts.StoreNewest + cfg.unbacked(),
-		Marker: &datadir.RestoredMarker{Source: cfg.Store.URL(), Trigger: TriggerStart},
+		Marker: &datadir.RestoredMarker{Source: src.URL(), Trigger: TriggerStart},
 	}
-	res, err := RestoreNewestIntact(ctx, cfg.Store, cfg.Etcd, opts, lg)
+	res, err := RestoreNewestIntact(ctx, src, cfg.Etcd, opts, lg)
 	switch {
 	case err == nil:
 		prep.restored = true
@@ -152,7 +152,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 		return prep, nil // old data dirs are pruned once etcd started on the new one
 	case errors.Is(err, ErrNoBackup) && v.State == datadir.StateCorrupt:
 		return prep, fmt.Errorf("data dir %q is corrupt (%s) and the store %s has no full snapshot to restore from; "+
-			"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", dir, v.Reason, cfg.Store.URL())
+			"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", dir, v.Reason, src.URL())
 	default:
 		return prep, fmt.Errorf("data dir %q: %w", dir, err)
 	}

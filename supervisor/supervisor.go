@@ -21,9 +21,13 @@ import (
 
 // Config is what the supervisor needs to run one member.
 type Config struct {
-	Etcd     *embed.Config    // the member's etcd configuration (Dir set)
-	Store    *snapstore.Store // where backups go and restores come from
-	Schedule backup.Schedule  // full snapshot schedule
+	Etcd  *embed.Config    // the member's etcd configuration (Dir set)
+	Store *snapstore.Store // where backups go and restores come from
+	// RestoreFrom, when set, is where the start-up restores from while Store holds no full
+	// snapshot: another tool's backups (etcd-backup-restore, a snapshot file) or another
+	// store, read only.
+	RestoreFrom *snapstore.Store
+	Schedule    backup.Schedule // full snapshot schedule
 	// DeltaPeriod is how often delta snapshots are uploaded while etcd serves; 0 disables
 	// them.
 	DeltaPeriod time.Duration

@@ -16,6 +16,7 @@ import (
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/snapstore/foreign"
 )
 
@@ -254,6 +255,30 @@ func TestMigrateFromEtcdBackupRestore(t *testing.T) {
 		}
 		m, _ := restore(t, converted)
 		serve(t, m, atLast, ttls)
+	})
+	t.Run("etcdbr run's restore at start", func(t *testing.T) {
+		t.Parallel()
+		// A member whose data dir is gone, moving to etcdbr: its new store is empty, so the
+		// start-up restores from the etcd-backup-restore store, starts a new history past it
+		// (what the lost member served after its newest backup is unknown), and backs that
+		// up into the new store.
+		m := newMember(t, t.TempDir())
+		newStore := "file://" + filepath.Join(t.TempDir(), "etcdbr")
+		p := start(t, m.runArgs(newStore, "--restore-from", store, "--full-snapshot-schedule", "@daily"))
+		t.Cleanup(p.stop)
+		c := client(t, m.ClientURL)
+		got, err := etcdtest.Take(context.Background(), c, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Revision <= last+catalog.DefaultUnbackedRevisions {
+			t.Fatalf("the member restored at start is at revision %d, want a new history past %d", got.Revision, last+catalog.DefaultUnbackedRevisions)
+		}
+		got.Revision = atLast.Revision
+		if diff := deltatest.Compare(atLast, got, ttls, 20); len(diff) > 0 {
+			t.Fatalf("restored data differs from the source's at revision %d:\n%s", last, strings.Join(diff, "\n"))
+		}
+		p.waitLine("full snapshot taken", time.Minute) // the new history, backed up into the new store
 	})
 	t.Run("an etcdctl snapshot file", func(t *testing.T) {
 		t.Parallel()

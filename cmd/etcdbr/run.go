@@ -16,6 +16,7 @@ import (
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
 )
@@ -36,6 +37,7 @@ type RunCmd struct {
 	KeepOldDataDirs      int           `help:"How many data dirs moved aside by restores are kept (at least 1)." default:"1" env:"ETCDBR_KEEP_OLD_DATA_DIRS"`
 	UnbackedRevisions    int64         `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the member may have served beyond the store's newest without backing them up: a restore at start (lost or corrupt data dir) starts a new history past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again." env:"ETCDBR_UNBACKED_REVISIONS"`
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
+	RestoreFrom          string        `placeholder:"URL" help:"While --store holds no full snapshot, start-up compares the data dir with this store and restores from it when it must (missing, corrupt or behind it): the backups of another tool (an etcd-backup-restore store, an etcdctl or k3s snapshot file; docs/migrate.md) or another etcdbr store. Only read." env:"ETCDBR_RESTORE_FROM"`
 	APIFlags             `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
 }
@@ -108,6 +110,13 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if c.Store == "" {
 		c.Store = defaultStoreURL(env.Log, etcdCfg.Dir)
 	}
+	var restoreFrom *snapstore.Store // opened first: it creates nothing
+	if c.RestoreFrom != "" {
+		if restoreFrom, err = c.openURL(ctx, "--restore-from", c.RestoreFrom, env.Log, true); err != nil {
+			return err
+		}
+		defer restoreFrom.Close()
+	}
 	store, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -126,6 +135,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		UnbackedRevisions: c.UnbackedRevisions,
 		Etcd:              etcdCfg,
 		Store:             store,
+		RestoreFrom:       restoreFrom,
 		Schedule:          sched,
 		DeltaPeriod:       c.DeltaSnapshotPeriod,
 		DeltaMemoryLimit:  int64(c.DeltaSnapshotMemoryLimit),
