@@ -77,3 +77,25 @@ func TestEncryptionFlags(t *testing.T) {
 		assert.Contains(t, errOut.String(), "--encryption-recipient \"bogus\"")
 	})
 }
+
+// TestWritableStore: a command that writes into its store refuses a URL that names another
+// tool's store (a usage error that says how to move its backups), and creates nothing there;
+// a command that reads opens it.
+func TestWritableStore(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	url := "file://" + dir + "?layout=etcd-backup-restore"
+	_, err := StoreFlags{Store: url}.open(ctx)
+	var usage usageError
+	require.ErrorAs(t, err, &usage)
+	assert.Contains(t, err.Error(), "holds etcd-backup-restore backups, which etcdbr only reads")
+	assert.Contains(t, err.Error(), "etcdbr copy --from OLD --to NEW")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries)
+
+	s, err := StoreFlags{Store: url}.openExisting(ctx, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	assert.True(t, s.ReadOnly())
+}
