@@ -333,11 +333,15 @@ func (*snapshotSource) lacks() string {
 		"and a record of the cluster it belongs to"
 }
 
+// parse knows the one key; its revision and time are known once the file was listed.
 func (f *snapshotSource) parse(key string) (catalog.Snapshot, bool) {
+	if key != f.key {
+		return catalog.Snapshot{}, false
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if key != f.key || f.seen == nil {
-		return catalog.Snapshot{}, false
+	if f.seen == nil {
+		return catalog.Snapshot{Kind: catalog.KindFull, Key: key}, true
 	}
 	return *f.seen, true
 }
