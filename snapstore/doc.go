@@ -38,6 +38,17 @@
 // the trailer: corruption is an error wrapping ErrCorrupt that names the
 // object.
 //
+// # Other tools' backups
+//
+// A Store can also read the backups of another tool (Layout, Detect): an etcd-backup-restore
+// store, or one etcd snapshot file (etcdctl snapshot save, k3s, rke2). It lists their objects
+// as catalog.Snapshot values and Open returns their payloads as etcdbr's (a full snapshot's is
+// the db and its SHA-256; an etcd-backup-restore delta is converted to etcdbr's delta payload,
+// format version 2, while it streams), so that restores, listings, verification and copies
+// use them as they are. Such a store is read-only (ErrReadOnly): nothing is written, deleted
+// or locked in it. Package snapstore/foreign knows their formats; docs/migrate.md says what
+// they hold and lack.
+//
 // # Store URLs
 //
 // file:///dir (or a plain path) is a local directory; s3://bucket/prefix,
