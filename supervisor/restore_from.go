@@ -17,6 +17,9 @@ import (
 // be read, that is the survey's StoreErr: a member that must be restored never starts empty
 // because the backups it should come from did not answer.
 func surveyStart(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog.Logger) (StartSurvey, *snapstore.Store, error) {
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
 	survey, err := SurveyStart(ctx, cfg.Etcd, cfg.Store, v, lg)
 	if cfg.RestoreFrom == nil || err != nil || survey.StoreErr != nil || survey.NewestFull > 0 {
 		return survey, cfg.Store, err
