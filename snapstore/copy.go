@@ -227,6 +227,9 @@ func (c *progressReader) Read(b []byte) (int, error) {
 // a db without it (a db file copied from a data dir) gets it appended, as etcd's Maintenance
 // API would have sent it.
 func convert(ctx context.Context, src, dst *Store, snap catalog.Snapshot, p *progress.Progress) (CopyResult, error) {
+	if len(dst.opts.Recipients) > 0 && len(dst.opts.Identities) == 0 {
+		return CopyResult{}, errors.New("encrypting the copies needs an identity that decrypts them, to verify them")
+	}
 	want := snap
 	for range 2 {
 		copied, rev, err := convertOnce(ctx, src, dst, snap, want, p)
