@@ -37,11 +37,11 @@ func (s *Supervisor) checkCorrupt(cs *corruptState, raised bool) {
 				"Restore it with POST /v1/restore, or run etcdbr with --restore-on-corrupt to restore automatically",
 				"alarms", alarms)
 		}
-	case s.members > 1:
+	case s.clusterMembers() > 1:
 		if first {
-			s.lg.Error("etcd raised a CORRUPT alarm in a cluster of several members: a member is repaired from its peers "+
-				"(remove it, move its data dir away, add it back), not from a backup; etcdbr does not restore it",
-				"members", s.members, "alarms", alarms)
+			s.lg.Error("etcd raised a CORRUPT alarm in a cluster of several members: a member is repaired from its peers, not from a backup; "+
+				"etcdbr does not restore it: stop the corrupt member, move its data dir away and start it again, and etcdbr rejoins it through etcd's learner path",
+				"members", s.clusterMembers(), "alarms", alarms)
 		}
 	case st.restored:
 		if !st.reportedAgain {

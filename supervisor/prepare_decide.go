@@ -19,11 +19,16 @@ const (
 	// any, is moved aside and kept), then start etcd.
 	DecideRestore
 	// DecideNewMember: start etcd as configured on no data: a new single-member
-	// cluster, or a member that joins its peers.
+	// cluster.
 	DecideNewMember
+	// DecideJoin: a member of a cluster of several members whose data dir is missing or
+	// corrupt: it joins its peers again through etcd's learner path (the corrupt dir moved
+	// aside and kept), or founds the cluster with them when it does not exist yet;
+	// membership.Join decides which, from what the peers and the store say.
+	DecideJoin
 )
 
-// String returns "stop", "keep", "restore" or "new-member".
+// String returns "stop", "keep", "restore", "new-member" or "join".
 func (d Decision) String() string {
 	switch d {
 	case DecideStop:
@@ -34,6 +39,8 @@ func (d Decision) String() string {
 		return "restore"
 	case DecideNewMember:
 		return "new-member"
+	case DecideJoin:
+		return "join"
 	}
 	return fmt.Sprintf("Decision(%d)", int(d))
 }
@@ -71,11 +78,12 @@ type StartFacts struct {
 //   - valid: keep, unless a single member's dir is behind the store's newest
 //     revision (data was lost locally): restore. A dir ahead of or equal to the
 //     store is kept;
-//   - corrupt: restore, or stop when the store has nothing to restore or the
-//     member belongs to a cluster of several members;
+//   - corrupt: restore, or stop when the store has nothing to restore; a member of a
+//     cluster of several members joins its peers again instead (DecideJoin);
 //   - missing: restore from the store; a new member when the store is empty
 //     (unless it belongs to another cluster than the configuration creates: stop,
-//     or a new member with ForceRestore) or the member joins its peers;
+//     or a new member with ForceRestore); a member of a cluster of several members
+//     joins its peers, or founds the cluster with them (DecideJoin);
 //   - a restore that creates another cluster than the store records (other peer
 //     URLs or another token: NewCluster) is refused (stop) unless the data dir
 //     belonged to the store's cluster (the same member, whose URLs or token
@@ -154,8 +162,8 @@ func decideStart(f StartFacts) (Decision, string) {
 	case datadir.StateCorrupt:
 		switch {
 		case multi:
-			return DecideStop, fmt.Sprintf("the data dir is corrupt (%s) and the member belongs to a cluster of %d members: "+
-				"the data dir was left untouched; remove the member from the cluster, move the data dir away and add the member back so that it syncs from its peers", v.Reason, f.Members)
+			return DecideJoin, fmt.Sprintf("the data dir is corrupt (%s) and the member belongs to a cluster of %d members: it rejoins from its peers "+
+				"through etcd's learner path once a quorum answers (the data dir is moved aside then, and kept), never from a backup alone", v.Reason, f.Members)
 		case f.StoreNewest == 0:
 			return DecideStop, fmt.Sprintf("the data dir is corrupt (%s) and the store has no full snapshot to restore from; "+
 				"the data dir was left untouched: restore it from another copy, or move it away to start an empty member", v.Reason)
@@ -164,7 +172,8 @@ func decideStart(f StartFacts) (Decision, string) {
 	case datadir.StateMissing:
 		switch {
 		case multi:
-			return DecideNewMember, fmt.Sprintf("no data dir (%s): the member belongs to a cluster of %d members and joins its peers", v.Reason, f.Members)
+			return DecideJoin, fmt.Sprintf("no data dir (%s): the member belongs to a cluster of %d members: it joins its peers through etcd's learner path, "+
+				"or founds the cluster with them when it does not exist yet (no peer has served, the store records none)", v.Reason, f.Members)
 		case f.StoreNewest > 0:
 			return DecideRestore, fmt.Sprintf("no data dir (%s): restoring revision %d from the store", v.Reason, f.StoreNewest)
 		case f.StoreCluster != "" && f.NewCluster == f.StoreCluster:

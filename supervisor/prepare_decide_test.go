@@ -42,11 +42,11 @@ func TestDecideStart(t *testing.T) {
 		{"valid, store records no cluster", StartFacts{Verdict: valid(8), StoreNewest: 5, DirCluster: b}, DecideKeep, nil},
 		{"corrupt, store has a backup", StartFacts{Verdict: corrupt, StoreNewest: 10}, DecideRestore, []string{"damaged", "revision 10"}},
 		{"corrupt, empty store", StartFacts{Verdict: corrupt}, DecideStop, []string{"damaged", "no full snapshot", "untouched"}},
-		{"corrupt, several members", StartFacts{Verdict: corrupt, StoreNewest: 10, Members: 3}, DecideStop, []string{"peers"}},
+		{"corrupt, several members", StartFacts{Verdict: corrupt, StoreNewest: 10, Members: 3}, DecideJoin, []string{"peers", "learner", "moved aside"}},
 		{"corrupt, another cluster", StartFacts{Verdict: corrupt, StoreNewest: 10, StoreCluster: a, DirCluster: b}, DecideStop, []string{a, b}},
 		{"missing, store has a backup", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a}, DecideRestore, []string{"revision 10"}},
 		{"missing, empty store", StartFacts{Verdict: missing}, DecideNewMember, nil},
-		{"missing, several members", StartFacts{Verdict: missing, StoreNewest: 10, Members: 3}, DecideNewMember, []string{"peers"}},
+		{"missing, several members", StartFacts{Verdict: missing, StoreNewest: 10, Members: 3}, DecideJoin, []string{"peers", "learner", "founds"}},
 		{"missing, store of a cluster without backups", StartFacts{Verdict: missing, StoreCluster: a}, DecideStop, []string{a}},
 		{"missing, store of a cluster without backups, forced", StartFacts{Verdict: missing, StoreCluster: a, ForceRestore: true}, DecideNewMember, nil},
 		// The cluster a restore creates (NewCluster) against the store's.
@@ -70,7 +70,7 @@ func TestDecideStart(t *testing.T) {
 		{"missing, store of a cluster without backups, another", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b}, DecideStop, []string{a, "--force-restore"}},
 		{"missing, store of a cluster without backups, another, forced", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b, ForceRestore: true}, DecideNewMember,
 			[]string{"belongs to its cluster"}},
-		{"missing, several members, another cluster", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3}, DecideNewMember, []string{"peers"}},
+		{"missing, several members, another cluster", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3}, DecideJoin, []string{"peers"}},
 		{"unknown", StartFacts{Verdict: unknown, StoreNewest: 10}, DecideStop, []string{"could not tell", "locked"}},
 		{"unknown, forced", StartFacts{Verdict: unknown, StoreNewest: 10, ForceRestore: true}, DecideStop, []string{"could not tell"}},
 	}

@@ -156,10 +156,10 @@ func (s *Supervisor) requestRestore(ctx context.Context, target catalog.Target, 
 	if err := target.Validate(); err != nil {
 		return nil, err
 	}
-	if s.members > 1 {
-		return nil, fmt.Errorf("%w (%d): a member is repaired by removing it, moving its data dir away and adding it back "+
-			"so that it syncs from its peers; restoring a whole cluster from a backup means restoring every member offline "+
-			"(etcdbr restore) with a new cluster token", ErrClusterMember, s.members)
+	if n := s.clusterMembers(); n > 1 {
+		return nil, fmt.Errorf("%w (%d): a member is repaired from its peers, not from a backup: restart it with its data dir moved away "+
+			"(or corrupt) and etcdbr rejoins it through etcd's learner path; restoring a whole cluster from a backup means restoring every member offline "+
+			"(etcdbr restore) with a new cluster token", ErrClusterMember, n)
 	}
 	if err := s.checkBusy(); err != nil {
 		return nil, err

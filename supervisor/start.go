@@ -44,7 +44,19 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 	s.mu.Unlock()
 	s.lg.Info("data dir checked", "data_dir", dir, "verdict", v.State.String(), "depth", v.Depth.String(),
 		"revision", v.Revision, "max_revision", v.MaxRevision, "reason", v.Reason, "took", took.Round(time.Millisecond))
-	prep, err := prepareDataDir(ctx, s.cfg, v, s.lg)
+	members := s.members
+	if v.State == datadir.StateValid {
+		// The data dir knows its cluster: kubeadm's first control-plane node names only
+		// itself in --initial-cluster, however many members joined it since.
+		if ms, err := datadir.ReadMembers(dir); err == nil && len(ms) > members {
+			s.lg.Info("the data dir's cluster has more members than --initial-cluster names", "members", len(ms), "initial_cluster", s.members)
+			members = len(ms)
+		}
+	}
+	prep, err := prepareDataDir(ctx, s.cfg, v, members, s.lg)
+	if prep.etcd != nil {
+		s.startCfg = prep.etcd
+	}
 	s.claim.setStoreCluster(prep.storeCluster)
 	s.mu.Lock()
 	s.validation.Shortfall = prep.shortfall
@@ -79,6 +91,9 @@ type prepared struct {
 	// which the store holds no full snapshot yet: etcdbr records the history and takes
 	// one at once.
 	history *datadir.RestoredMarker
+	// etcd is the configuration etcd starts with when it is not Config.Etcd: a member that
+	// joins its cluster again (--initial-cluster-state=existing, the cluster's members now).
+	etcd *embed.Config
 }
 
 // prepareDataDir decides from the verdict and the store what to do with the data dir
@@ -87,11 +102,24 @@ type prepared struct {
 // reason. A restore or a new member that creates another cluster than the one the store
 // records is refused unless it replaces the store's own member or --force-restore
 // (CheckRestoreCluster); then the store's record is to follow it (prepared.follow).
-func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog.Logger) (prepared, error) {
+//
+// A member of a cluster of several members (members > 1) with peers to reach goes through
+// membership.Join first (joinPeers): a valid data dir whose member was removed from the
+// cluster is moved aside, and a missing or corrupt one is replaced through etcd's learner
+// path; prepared.etcd is then the configuration etcd starts with.
+func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members int, lg *slog.Logger) (prepared, error) {
 	var prep prepared
 	dir := cfg.Etcd.Dir
 	survey, src, err := surveyStart(ctx, cfg, v, lg)
+	survey.Facts.Members = max(survey.Facts.Members, members)
+	peers := survey.Facts.Members > 1 && len(cfg.Cluster.Endpoints) > 0
 	if serr := survey.StoreErr; serr != nil {
+		if peers && v.State != datadir.StateUnknown {
+			// The peers hold the data; the store only says whether the cluster exists, which
+			// Join asks it again when that decides.
+			lg.Warn("the store cannot be read; this member of a cluster of several goes on with its peers", "store", cfg.Store.URL(), "err", serr)
+			return joinPeers(ctx, cfg, v, "", lg)
+		}
 		if v.State == datadir.StateValid {
 			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
 				"store", src.URL(), "err", serr)
@@ -117,7 +145,17 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, lg *slog
 		prep.follow = facts.StoreCluster
 	}
 	switch decision {
-	case DecideKeep, DecideNewMember:
+	case DecideKeep, DecideJoin:
+		if !peers {
+			if decision == DecideJoin {
+				return prep, fmt.Errorf("%s; but this member has no peer client endpoints to reach: give them with --cluster-endpoints", reason)
+			}
+			return prep, nil
+		}
+		p, err := joinPeers(ctx, cfg, v, facts.NewCluster, lg)
+		p.storeCluster, p.history = prep.storeCluster, prep.history
+		return p, err
+	case DecideNewMember:
 		return prep, nil
 	case DecideStop:
 		return prep, errors.New(reason)

@@ -42,6 +42,9 @@ type Config struct {
 	RestoreOnCorrupt bool
 	// API is the HTTP API's configuration; an empty API.Listen disables it.
 	API APIConfig
+	// Cluster is how a member of a cluster of several reaches its peers when its own etcd
+	// is down, and how its etcdbr looks after learners while it leads (members.go).
+	Cluster ClusterConfig
 	// Validation is how deeply the data dir is checked at start (datadir.DepthAuto: quick
 	// after a clean stop, full otherwise).
 	Validation datadir.Depth
@@ -106,6 +109,9 @@ type Supervisor struct {
 	// once: created by New with room for one signal; setState sends without blocking,
 	// probeCluster receives. Never closed.
 	serving chan struct{}
+	// startCfg is the configuration etcd starts with: cfg.Etcd, or the one a member that
+	// joined its cluster again starts with (set by validate; read by Run's loop only).
+	startCfg *embed.Config
 	// restores hands a restore while running to Run's loop: created by New with room for
 	// one job; startRestore sends (with mu held, and only when no job runs: it never
 	// blocks), Run's serve and refuseQueuedRestore receive. Never closed.
@@ -160,6 +166,12 @@ func New(cfg Config) (*Supervisor, error) {
 		// The logger is etcd's, set by its start: the copy has none.
 		clientTLS:     cfg.Etcd.ClientTLSInfo,
 		clientAutoTLS: cfg.Etcd.ClientAutoTLS,
+		startCfg:      cfg.Etcd,
+	}
+	if cfg.Cluster.Explicit && len(cfg.Cluster.Endpoints) > 0 {
+		// --cluster-endpoints names other members: a cluster of several, whatever
+		// --initial-cluster says (kubeadm's first control-plane node names only itself).
+		s.members = max(s.members, 1+len(cfg.Cluster.Endpoints))
 	}
 	s.claim = newStoreClaim(cfg.Store, cfg.Etcd, cfg.Log, m, s.health, s.recordError)
 	s.setState(StateValidating)
@@ -209,7 +221,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err := datadir.RemoveCleanStopMarker(s.cfg.Etcd.Dir); err != nil {
 			return fmt.Errorf("remove the clean-stop marker before starting etcd: %w", err)
 		}
-		e, err := embedded.Start(ctx, s.cfg.Etcd, s.lg)
+		e, err := embedded.Start(ctx, s.startCfg, s.lg)
 		if err != nil {
 			err = fmt.Errorf("start etcd: %w", err)
 			if job != nil {
@@ -247,7 +259,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			takeFull, history = true, nil
 		}
 		b := s.startBackups(ctx, e, takeFull)
+		stopTending := s.tendLearners(ctx, e)
 		next, runErr := s.serve(ctx, e, b)
+		stopTending()
 		if next == nil {
 			s.setState(StateStopping)
 			s.refuseQueuedRestore()

@@ -67,7 +67,8 @@ func (c *cluster) peerURL(i int) string {
 // "existing") and extra etcdbr flags after the cluster's own.
 func (c *cluster) args(i int, state string, extra ...string) []string {
 	m := c.members[i]
-	args := append([]string{"run", "--data-dir", m.DataDir, "--store", c.store, "--listen-api", c.apis[i]}, c.extra...)
+	args := append([]string{"run", "--data-dir", m.DataDir, "--store", c.store, "--listen-api", c.apis[i],
+		"--cluster-endpoints", c.clientURLs()}, c.extra...)
 	args = append(append(args, extra...), "--")
 	for _, f := range m.etcdFlags() {
 		switch {
@@ -80,6 +81,16 @@ func (c *cluster) args(i int, state string, extra ...string) []string {
 	}
 	return append(args, "--initial-cluster="+c.initialCluster(), "--initial-cluster-state="+state,
 		"--initial-cluster-token=etcdbr-test-"+filepath.Base(filepath.Dir(c.members[0].DataDir)))
+}
+
+// clientURLs is --cluster-endpoints: every member's client URL (the harness's ports are not
+// etcd's 2379 and 2380, from which etcdbr would tell them).
+func (c *cluster) clientURLs() string {
+	var urls []string
+	for _, m := range c.members {
+		urls = append(urls, m.ClientURL)
+	}
+	return strings.Join(urls, ",")
 }
 
 // start runs member i with args (from c.args) and remembers its process.

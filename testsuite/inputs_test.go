@@ -95,6 +95,16 @@ func TestBadInputs(t *testing.T) {
 		// An empty store is not a missing one.
 		{name: "list an empty store", args: []string{"list", "--store", "file://" + empty}, code: 0, says: []string{"restorable: nothing"}},
 
+		// A cluster of several members: how its peers are reached while this member's etcd is down.
+		{name: "a cluster on other ports than 2380 without --cluster-endpoints",
+			args: append(runDefault(), "--initial-cluster=m1="+m.PeerURL+",m2=http://127.0.0.1:12399"), code: 2,
+			says:   []string{"peer m2", "http://127.0.0.1:12399", "--cluster-endpoints (ETCDBR_CLUSTER_ENDPOINTS)"},
+			absent: []string{defaultStore, m.DataDir}},
+		{name: "cluster endpoints that are not URLs", args: runDefault("--cluster-endpoints", "127.0.0.1:2379"), code: 2,
+			says: []string{"--cluster-endpoints", "not a client URL"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "a cluster certificate without its key", args: runDefault("--cluster-cert", filepath.Join(dir, "c.crt")), code: 2,
+			says: []string{"--cluster-cert and --cluster-key go together"}, absent: []string{defaultStore, m.DataDir}},
+
 		// A mistyped variable is named, with the one meant.
 		{name: "mistyped variable", args: []string{"list", "--store", empty}, env: []string{"ETCDBR_STOR=" + missingURL}, code: 0,
 			says: []string{"unknown environment variable ETCDBR_STOR is ignored: did you mean ETCDBR_STORE?", "restorable: nothing"}},

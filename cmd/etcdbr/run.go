@@ -39,7 +39,41 @@ type RunCmd struct {
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
 	RestoreFrom          string        `placeholder:"URL" help:"While --store holds no full snapshot, start-up compares the data dir with this store and restores from it when it must (missing, corrupt or behind it): the backups of another tool (an etcd-backup-restore store, an etcdctl or k3s snapshot file; docs/migrate.md) or another etcdbr store. Only read." env:"ETCDBR_RESTORE_FROM"`
 	APIFlags             `embed:""`
+	ClusterFlags         `embed:""`
 	EtcdArgs             []string `arg:"" optional:"" name:"etcd-flags" help:"etcd's own flags, after --."`
+}
+
+// ClusterFlags are how a member of a cluster of several members reaches its peers while its
+// own etcd is down (the learner path), and how the leader's etcdbr looks after learners.
+type ClusterFlags struct {
+	ClusterEndpoints []string      `name:"cluster-endpoints" placeholder:"URL,..." sep:"," help:"Client URLs of the cluster's members (this member's own may be among them). Default: each --initial-cluster peer URL with port 2380 replaced by 2379 (etcd's ports, kubeadm's layout); required in a cluster whose peer URLs use other ports. Give it also when --initial-cluster names only this member but the cluster has more (kubeadm's first control-plane node)." env:"ETCDBR_CLUSTER_ENDPOINTS"`
+	ClusterCert      string        `name:"cluster-cert" help:"Client certificate (PEM) for --cluster-endpoints (default: etcd's --cert-file; kubeadm's etcd server certificate is valid for client authentication)." env:"ETCDBR_CLUSTER_CERT" type:"path"`
+	ClusterKey       string        `name:"cluster-key" help:"Key (PEM) of --cluster-cert (default: etcd's --key-file)." env:"ETCDBR_CLUSTER_KEY" type:"path"`
+	ClusterCA        string        `name:"cluster-ca" help:"CA certificates (PEM) that sign the peers' client certificates (default: etcd's --trusted-ca-file)." env:"ETCDBR_CLUSTER_CA" type:"path"`
+	LearnerTimeout   time.Duration `name:"learner-timeout" help:"The leader's etcdbr removes a learner that made no progress (never started, or stopped catching up) for this long, so that its member tries again; longer than etcd needs to send the db to a new member." default:"10m" env:"ETCDBR_LEARNER_TIMEOUT"`
+}
+
+// config checks the cluster flags and returns the supervisor's configuration of them.
+func (f ClusterFlags) config(etcdCfg *embed.Config) (supervisor.ClusterConfig, error) {
+	c := supervisor.ClusterConfig{
+		Explicit:       len(f.ClusterEndpoints) > 0,
+		CertFile:       f.ClusterCert,
+		KeyFile:        f.ClusterKey,
+		CAFile:         f.ClusterCA,
+		LearnerTimeout: f.LearnerTimeout,
+	}
+	switch {
+	case (f.ClusterCert == "") != (f.ClusterKey == ""):
+		return c, usageErrorf("--cluster-cert and --cluster-key go together: give both, or neither (etcd's --cert-file and --key-file are used)")
+	case f.LearnerTimeout < 0:
+		return c, usageErrorf("--learner-timeout %v: give a positive duration", f.LearnerTimeout)
+	}
+	eps, err := supervisor.ClusterEndpoints(etcdCfg, f.ClusterEndpoints)
+	if err != nil {
+		return c, usageError{err}
+	}
+	c.Endpoints = eps
+	return c, nil
 }
 
 // APIFlags configure the HTTP API (health, status, metrics, snapshots and restores on request).
@@ -105,6 +139,10 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	cluster, err := c.ClusterFlags.config(etcdCfg)
+	if err != nil {
+		return err
+	}
 	// Every flag is checked before the store is opened: opening a file store creates its
 	// directory, and a usage error must leave nothing behind.
 	if c.Store == "" {
@@ -142,6 +180,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		MaxBackupAge:      c.MaxBackupAge,
 		RestoreOnCorrupt:  c.RestoreOnCorrupt,
 		API:               api,
+		Cluster:           cluster,
 		Log:               env.Log,
 	})
 }

@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +65,7 @@ type ClientConfig struct {
 type Client struct {
 	endpoints []string
 	clients   map[string]*clientv3.Client
+	tls       *tls.Config
 }
 
 var _ Cluster = (*Client)(nil)
@@ -71,7 +75,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("the cluster client has no endpoints")
 	}
-	c := &Client{endpoints: cfg.Endpoints, clients: map[string]*clientv3.Client{}}
+	c := &Client{endpoints: cfg.Endpoints, clients: map[string]*clientv3.Client{}, tls: cfg.TLS}
 	for _, ep := range cfg.Endpoints {
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints: []string{ep},
@@ -122,6 +126,11 @@ func (c *Client) probe(ctx context.Context, ep string) PeerAnswer {
 	st, err := cli.Status(ctx, ep)
 	if err != nil {
 		a.Err, a.Refused = fmt.Errorf("%s: %w", ep, err), refused(err)
+		if terr := c.checkTLS(ep); terr != nil {
+			// gRPC waits for a connection until the deadline and says only that; the
+			// handshake says why.
+			a.Err, a.Refused = fmt.Errorf("%s: %w", ep, terr), true
+		}
 		return a
 	}
 	a.MemberID, a.Leader, a.ClusterID, a.IsLearner = st.Header.MemberId, st.Leader, st.Header.ClusterId, st.IsLearner
@@ -135,6 +144,39 @@ func (c *Client) probe(ctx context.Context, ep string) PeerAnswer {
 	}
 	a.Members = members(list.Members)
 	return a
+}
+
+// checkTLS makes a TLS connection to an https endpoint and reads from it briefly: it
+// returns the error of a handshake the peer refused (no client certificate, a certificate it
+// does not trust, one this client does not trust), and nil otherwise (plain http, no
+// answer at all, or a handshake that worked).
+func (c *Client) checkTLS(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || u.Scheme != "https" || c.tls == nil {
+		return nil
+	}
+	cfg := c.tls.Clone()
+	cfg.NextProtos = []string{"h2"}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
+	d := &net.Dialer{Timeout: time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", u.Host, cfg)
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return nil // nobody listens: no answer, not a refusal
+	}
+	if err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	defer conn.Close()
+	// TLS 1.3 servers refuse a client certificate after the handshake: the alert comes
+	// with the first read.
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && strings.Contains(err.Error(), "tls:") {
+		return fmt.Errorf("TLS: %w", err)
+	}
+	return nil
 }
 
 // MemberList implements Cluster.
@@ -279,6 +321,13 @@ func IsMemberNotLearner(err error) bool { return is(err, errMemberNotLearner) }
 // IsExists reports whether err is etcd's "peer URL exists" or "member exists": this
 // member's entry is there already.
 func IsExists(err error) bool { return is(err, errPeerURLExist) || is(err, errMemberExist) }
+
+// IsNotReadyForChange reports whether err is etcd's refusal of a membership change that
+// would put the quorum at risk now ("unhealthy cluster": a voter connected to the others
+// less than 5 s ago; "not enough started members"): a state that passes.
+func IsNotReadyForChange(err error) bool {
+	return is(err, rpctypes.ErrGRPCUnhealthy) || is(err, rpctypes.ErrGRPCMemberNotEnoughStarted)
+}
 
 // IsTooManyLearners reports whether err is etcd's "too many learners": another member holds
 // the learner slot.

@@ -98,8 +98,10 @@ type Facts struct {
 	Members   []Member
 	ClusterID uint64
 	// StoreRecords: the store's cluster record names this cluster: it has existed and taken
-	// backups.
+	// backups. StoreErr, when set, is why the store could not be read: then it may, and
+	// StoreRecords is true.
 	StoreRecords bool
+	StoreErr     string
 	// New: etcd is configured to bootstrap a new cluster (--initial-cluster-state=new).
 	New bool
 	// PeerErrors says why the peers that did not answer did not (for the reasons).
@@ -224,6 +226,9 @@ func Decide(f Facts) Step {
 // decideWithoutQuorum is Decide for a member with no data dir while no quorum answers.
 func decideWithoutQuorum(f Facts) Step {
 	switch {
+	case f.StoreErr != "":
+		return Step{Kind: StepWait, Reason: quorumText(f) + ", and the store cannot be read (" + f.StoreErr + "): whether it records this cluster is unknown, " +
+			"so this member founds none; it waits for the store or a quorum of its peers"}
 	case f.StoreRecords:
 		return Step{Kind: StepWait, Reason: quorumText(f) + ", and the store records this cluster: it exists, so this member never founds another; " +
 			"it waits for a quorum of its peers and joins them (if the whole cluster is lost, restore every member from the store: etcdbr restore)"}

@@ -42,6 +42,7 @@ func TestDecide(t *testing.T) {
 		// No data dir, no quorum: never a second cluster.
 		{"missing, nobody answers, new cluster", Facts{Self: self, Peers: 2, New: true}, StepBootstrap, 0, []string{"founds the cluster"}},
 		{"missing, nobody answers, the store records the cluster", Facts{Self: self, Peers: 2, New: true, StoreRecords: true}, StepWait, 0, []string{"store records this cluster", "never founds another"}},
+		{"missing, nobody answers, the store cannot be read", Facts{Self: self, Peers: 2, New: true, StoreRecords: true, StoreErr: "no route"}, StepWait, 0, []string{"cannot be read (no route)", "founds none"}},
 		{"missing, peers bootstrapping too", Facts{Self: self, Peers: 2, Answered: 1, New: true}, StepBootstrap, 0, nil},
 		{"missing, peers served as a cluster, no quorum", Facts{Self: self, Peers: 2, Answered: 1, Formed: true, New: true}, StepWait, 0, []string{"served as a cluster", "never founds another"}},
 		{"missing, peers refuse the client", Facts{Self: self, Peers: 2, Refused: 1, New: true, PeerErrors: []string{"tls: bad certificate"}}, StepWait, 0, []string{"refuse", "bad certificate", "--cluster-cert"}},

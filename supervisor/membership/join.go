@@ -2,7 +2,6 @@ package membership
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -18,8 +17,9 @@ type JoinConfig struct {
 	// Data is the data dir's state at start; DataMember and DataCluster its IDs when valid.
 	Data                    Data
 	DataMember, DataCluster uint64
-	// StoreRecords: the store's cluster record names this cluster.
-	StoreRecords bool
+	// StoreRecords reads whether the store's cluster record names this cluster; it is
+	// asked only when that decides (no data dir, no quorum). Nil: it records none.
+	StoreRecords func(context.Context) (bool, error)
 	// New: etcd is configured with --initial-cluster-state=new.
 	New bool
 	// Cluster reaches the peers.
@@ -108,6 +108,15 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 		}
 		f, answering := look(ctx, cfg, probeTimeout)
 		f.Data, f.DataMember, f.DataCluster = data, dataMember, dataCluster
+		if data == DataMissing && !f.Quorum && cfg.StoreRecords != nil {
+			sctx, cancel := context.WithTimeout(ctx, 4*probeTimeout)
+			rec, err := cfg.StoreRecords(sctx)
+			cancel()
+			f.StoreRecords = rec || err != nil
+			if err != nil {
+				f.StoreErr = err.Error()
+			}
+		}
 		step := Decide(f)
 		out.Reason = step.Reason
 		if cfg.OnStep != nil {
@@ -148,8 +157,11 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 			case IsMemberNotFound(err):
 				wait.Reset()
 				continue // removed already: a state, not a failure
+			case IsNotReadyForChange(err):
+				lg.Info("etcd holds the removal back for now (its quorum check); trying again", "err", err)
+			default:
+				lg.Warn("could not remove the stale member entry; trying again", "member", types.ID(step.ID).String(), "err", err)
 			}
-			lg.Warn("could not remove the stale member entry; trying again", "member", types.ID(step.ID).String(), "err", err)
 		case StepAddLearner:
 			cctx, cancel := context.WithTimeout(ctx, 2*probeTimeout)
 			m, err := cfg.Cluster.AddLearner(cctx, answering, cfg.Self.PeerURLs)
@@ -163,6 +175,8 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 				lg.Info("this member's entry exists already; looking again", "err", err)
 			case IsTooManyLearners(err):
 				lg.Info("another member holds the learner slot; waiting", "err", err)
+			case IsNotReadyForChange(err):
+				lg.Info("etcd holds the addition back for now (a peer connected less than 5s ago); trying again", "err", err)
 			default:
 				lg.Warn("could not add this member as a learner; trying again", "err", err)
 			}
@@ -176,7 +190,7 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 // look asks the peers and returns the facts they give (without the data dir's), and the
 // endpoints that answered, those that know a leader first.
 func look(ctx context.Context, cfg JoinConfig, timeout time.Duration) (Facts, []string) {
-	f := Facts{Self: cfg.Self, StoreRecords: cfg.StoreRecords, New: cfg.New}
+	f := Facts{Self: cfg.Self, New: cfg.New}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	answers := cfg.Cluster.Probe(pctx)
 	cancel()
@@ -217,6 +231,3 @@ func look(ctx context.Context, cfg JoinConfig, timeout time.Duration) (Facts, []
 	f.Formed = true
 	return f, answering
 }
-
-// ErrNoPeers means a member of a cluster of several has no peer endpoint to reach.
-var ErrNoPeers = errors.New("no peer client endpoints")

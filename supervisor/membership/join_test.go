@@ -376,7 +376,7 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	s.quorum = false
 	moved := 0
 	cfg := joinCfg(s, DataMissing, &moved)
-	cfg.StoreRecords = true
+	cfg.StoreRecords = func(context.Context) (bool, error) { return true, nil }
 	looks := 0
 	cfg.OnStep = func(st Step) {
 		looks++
@@ -397,7 +397,7 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	cfg = joinCfg(newSim(m1, m2, m3), DataMissing, &moved)
-	cfg.StoreRecords = true
+	cfg.StoreRecords = func(context.Context) (bool, error) { return false, errors.New("store unreachable") }
 	cfg.Cluster.(*clusterFuncs).probe = func(context.Context) []PeerAnswer {
 		return []PeerAnswer{{Endpoint: "http://p1:2379", Err: errors.New("connection refused")}}
 	}

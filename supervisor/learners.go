@@ -1,0 +1,164 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"expvar"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/supervisor/membership"
+)
+
+// The leader's etcdbr looks after the learners (membership.Keeper): it takes a full
+// snapshot when a learner joins, promotes the learner once it started and caught up, and
+// removes one that made no progress for --learner-timeout, so that its member tries again.
+//
+// The full snapshot before a membership change is the leader's, taken when it sees the
+// learner, not asked for by the member that joins: that member's etcd is down, it may not
+// upload (only the leader does, fenced), and it cannot reach the leader's etcdbr (its API
+// listens on loopback by default, and needs credentials when it does not). The changes the
+// joining member makes before (removing its own stale entry, adding itself as a learner)
+// change no key and do not change how many live members a quorum needs (the entry removed
+// is of a member that is down; a learner does not vote); the promotion, which does, comes
+// after the snapshot.
+
+// How the leader looks after the learners.
+const (
+	// keeperInterval is how often the leader looks at the learners.
+	keeperInterval = time.Second
+	// keeperCallTimeout bounds one promotion or removal.
+	keeperCallTimeout = 10 * time.Second
+	// membershipSnapshotTimeout bounds the full snapshot taken when a learner joins.
+	membershipSnapshotTimeout = 10 * time.Minute
+)
+
+// learnerTimeout is Config.Cluster.LearnerTimeout, or its default.
+func (c Config) learnerTimeout() time.Duration {
+	if c.Cluster.LearnerTimeout > 0 {
+		return c.Cluster.LearnerTimeout
+	}
+	return DefaultLearnerTimeout
+}
+
+// tendLearners looks after the learners of e's cluster every keeperInterval while this
+// member leads, until the returned stop is called (it waits for the goroutine). Run starts
+// it each time etcd serves and stops it before etcd stops.
+func (s *Supervisor) tendLearners(ctx context.Context, e *embedded.Etcd) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(keeperInterval)
+		defer tick.Stop()
+		var k *membership.Keeper // nil while not leading: a new leader starts afresh
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			srv := e.Server()
+			if srv.Leader() != srv.MemberID() {
+				k = nil
+				continue
+			}
+			if k == nil {
+				k = &membership.Keeper{Timeout: s.cfg.learnerTimeout()}
+			}
+			s.tend(ctx, e, k)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// tend takes the keeper's next action.
+func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.Keeper) {
+	srv := e.Server()
+	var members []membership.Member
+	for _, m := range srv.Cluster().Members() {
+		members = append(members, membership.Member{ID: uint64(m.ID), Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner})
+	}
+	me := uint64(srv.MemberID())
+	a := k.Look(time.Now(), membership.View{Members: members, Leader: me, Match: raftMatch(me)})
+	lg := s.lg.With("component", "membership", "learner", types.ID(a.ID).String())
+	switch a.Kind {
+	case membership.ActionSnapshot:
+		lg.Info("a learner joined: taking a full snapshot before it is promoted or removed", "reason", a.Reason)
+		sctx, cancel := context.WithTimeout(ctx, membershipSnapshotTimeout)
+		snap, err := s.TakeFull(sctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			lg.Error("the full snapshot before a membership change failed; the change goes ahead (a store that cannot be reached "+
+				"does not hold the cluster back): the store holds the data as far as its delta snapshots reached", "err", err)
+		} else {
+			lg.Info("full snapshot taken before a membership change", "revision", snap.Revision)
+		}
+		k.Snapshotted(a.ID)
+	case membership.ActionPromote:
+		cctx, cancel := context.WithTimeout(ctx, keeperCallTimeout)
+		_, err := e.Client().MemberPromote(cctx, a.ID)
+		cancel()
+		switch {
+		case err == nil:
+			lg.Info("promoted the learner to a voting member", "member", a.Member.String(), "reason", a.Reason)
+			k.Forget(a.ID)
+		case membership.IsLearnerNotReady(err):
+			lg.Debug("the learner is not caught up yet", "err", err)
+		case membership.IsMemberNotLearner(err), membership.IsMemberNotFound(err):
+			k.Forget(a.ID) // promoted or removed meanwhile
+		default:
+			lg.Warn("could not promote the learner; trying again", "err", err)
+		}
+	case membership.ActionRemove:
+		lg.Warn("removing a learner that makes no progress", "member", a.Member.String(), "reason", a.Reason)
+		cctx, cancel := context.WithTimeout(ctx, keeperCallTimeout)
+		_, err := e.Client().MemberRemove(cctx, a.ID)
+		cancel()
+		switch {
+		case err == nil || membership.IsMemberNotFound(err):
+			k.Forget(a.ID)
+		default:
+			lg.Warn("could not remove the learner; trying again", "err", err)
+		}
+	}
+}
+
+// raftMatch returns each member's raft match index as this member's raft sees it (the
+// leader's progress of its followers), read from etcd's "raft.status" expvar: the only place
+// etcd 3.6 exposes it to the process that embeds it. It is nil when unknown, or when the
+// status is not of member id (the expvar is one per process: the last etcd started in it).
+func raftMatch(id uint64) map[uint64]uint64 {
+	v := expvar.Get("raft.status")
+	if v == nil {
+		return nil
+	}
+	var st struct {
+		ID       string `json:"id"`
+		Progress map[string]struct {
+			Match uint64 `json:"match"`
+		} `json:"progress"`
+	}
+	if err := json.Unmarshal([]byte(v.String()), &st); err != nil {
+		return nil
+	}
+	if sid, err := strconv.ParseUint(st.ID, 16, 64); err != nil || sid != id || len(st.Progress) == 0 {
+		return nil
+	}
+	match := map[uint64]uint64{}
+	for k, p := range st.Progress {
+		if pid, err := strconv.ParseUint(k, 16, 64); err == nil {
+			match[pid] = p.Match
+		}
+	}
+	return match
+}
