@@ -220,3 +220,27 @@ func failpoint(name string) {
 	}
 	select {} // the signal is on its way
 }
+
+// rejoined is called when etcd stopped with err in Run: in a cluster of several members,
+// etcd stops itself once this member was removed from the cluster (by a person, or by the
+// leader's etcdbr for a learner that made no progress). It checks the data dir again and
+// asks the peers (validate, membership.Join): when this member is no longer in the cluster,
+// the data dir is moved aside (kept), the member joins again as a learner, and rejoined
+// reports true (Run starts etcd again). Otherwise the error stands.
+func (s *Supervisor) rejoined(ctx context.Context, err error) bool {
+	if s.clusterMembers() < 2 || len(s.cfg.Cluster.Endpoints) == 0 {
+		return false
+	}
+	s.lg.Warn("etcd stopped; asking the peers whether this member is still in the cluster", "err", err)
+	s.setState(StateValidating)
+	s.startCfg = s.cfg.Etcd
+	if _, verr := s.validate(ctx); verr != nil {
+		s.lg.Error("could not check the data dir and the membership again", "err", verr)
+		return false
+	}
+	if s.startCfg == s.cfg.Etcd {
+		return false // still a member (or its peers cannot tell): the failure is etcd's own
+	}
+	s.lg.Warn("this member had been removed from the cluster: it joined again as a learner, and etcd starts on no data")
+	return true
+}

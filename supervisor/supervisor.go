@@ -270,6 +270,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			s.clearEtcd()
 			e.Close()
+			if runErr != nil && ctx.Err() == nil && s.rejoined(ctx, runErr) {
+				continue // removed from its cluster: it joined again, etcd starts on no data
+			}
 			if runErr != nil {
 				s.recordError("etcd", runErr)
 				return runErr

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +115,7 @@ func TestClusterOfFiveTwoWipedAtOnce(t *testing.T) {
 
 // A member with no data dir founds no cluster while the store records its cluster, even
 // when no peer answers: it waits, says why, and joins once a quorum of its peers is back.
+// A member removed from the cluster while it runs joins again without a restart.
 func TestClusterMemberWaitsForItsPeers(t *testing.T) {
 	t.Parallel()
 	store := "file://" + t.TempDir() + "/store"
@@ -159,6 +161,30 @@ func TestClusterMemberWaitsForItsPeers(t *testing.T) {
 	}
 	for i := range 3 {
 		c.client(i)
+	}
+	c.sameData(nil)
+
+	// A member removed from the cluster while it runs (by a person here): its etcd stops,
+	// and its etcdbr, still running, moves the data dir aside and joins again.
+	old = c.memberID(1)
+	deadline = time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := cli.MemberRemove(ctx, old)
+		cancel()
+		if err == nil {
+			break
+		}
+		// etcd refuses a removal until every voter has been connected for 5s.
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "unhealthy cluster") {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	c.procs[1].waitLine("this member had been removed from the cluster: it joined again as a learner", time.Minute)
+	c.waitVoter(1, old, 2*time.Minute)
+	if aside, _ := filepath.Glob(c.members[1].DataDir + ".etcdbr-old-*"); len(aside) != 1 {
+		t.Errorf("the removed member's data dir was not kept aside: %v", aside)
 	}
 	c.sameData(nil)
 }
