@@ -69,7 +69,9 @@ func (s *Supervisor) tendLearners(ctx context.Context, e *embedded.Etcd) (stop f
 			if k == nil {
 				k = &membership.Keeper{Timeout: s.cfg.learnerTimeout()}
 			}
-			s.tend(ctx, e, k)
+			for s.tend(ctx, e, k) == membership.ActionSnapshot && ctx.Err() == nil {
+				// The snapshot taken, the learner may be ready: look again at once.
+			}
 		}
 	})
 	return func() {
@@ -78,8 +80,8 @@ func (s *Supervisor) tendLearners(ctx context.Context, e *embedded.Etcd) (stop f
 	}
 }
 
-// tend takes the keeper's next action.
-func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.Keeper) {
+// tend takes the keeper's next action, and returns its kind.
+func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.Keeper) membership.ActionKind {
 	srv := e.Server()
 	var members []membership.Member
 	for _, m := range srv.Cluster().Members() {
@@ -96,7 +98,7 @@ func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.K
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return a.Kind
 			}
 			lg.Error("the full snapshot before a membership change failed; the change goes ahead (a store that cannot be reached "+
 				"does not hold the cluster back): the store holds the data as far as its delta snapshots reached", "err", err)
@@ -131,6 +133,7 @@ func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.K
 			lg.Warn("could not remove the learner; trying again", "err", err)
 		}
 	}
+	return a.Kind
 }
 
 // raftMatch returns each member's raft match index as this member's raft sees it (the

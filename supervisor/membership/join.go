@@ -28,7 +28,7 @@ type JoinConfig struct {
 	MoveAside func() (string, error)
 	// Log receives each step (nil: discarded).
 	Log *slog.Logger
-	// Wait is the backoff between looks that changed nothing (zero: 1s doubling to 30s,
+	// Wait is the backoff between looks that changed nothing (zero: 500ms doubling to 30s,
 	// with jitter, so that two members that wait for the one learner slot do not retry
 	// together).
 	Wait backoff.Backoff
@@ -93,7 +93,7 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 	}
 	wait := cfg.Wait
 	if wait == (backoff.Backoff{}) {
-		wait = backoff.Backoff{Min: time.Second, Max: 30 * time.Second, Jitter: true}
+		wait = backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second, Jitter: true}
 	}
 	probeTimeout := cfg.ProbeTimeout
 	if probeTimeout <= 0 {

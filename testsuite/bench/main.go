@@ -20,6 +20,10 @@
 //     file from the same member.
 //   - put: put throughput with -clients clients, etcdbr run with deltas every second beside
 //     the same etcdbr run with backups off.
+//   - rejoin: three etcdbr run members with a db of -rejoin-db-mib; a follower wiped and started
+//     again, until it is a promoted voter (the learner path), beside another follower replaced
+//     by hand with plain etcd, until etcd lets it be promoted (the time etcd needs to send it
+//     the db).
 //
 // Every child's wall time, CPU time, peak RSS (VmHWM) and peak RssAnon (sampled from
 // /proc/PID/status) are measured from outside; start and snapshot alternate the two sides for
@@ -48,7 +52,7 @@ func main() {
 }
 
 // scenarios are the parts of the benchmark, in the order they run.
-var scenarios = []string{"restore", "start", "snapshot", "put"}
+var scenarios = []string{"restore", "start", "snapshot", "put", "rejoin"}
 
 // config sizes a run.
 type config struct {
@@ -57,6 +61,7 @@ type config struct {
 	DeltaRevisions           int64
 	Seed                     uint64
 	Clients, Conns, Rounds   int
+	RejoinMiB                int
 	PutDuration              time.Duration
 	Scenarios                []string
 	Dir                      string
@@ -87,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Conns, "conns", 8, "connections the put clients share")
 	fs.DurationVar(&cfg.PutDuration, "put-duration", 15*time.Second, "how long each put round is measured")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline; start and snapshot report the median)")
+	fs.IntVar(&cfg.RejoinMiB, "rejoin-db-mib", 1024, "size of the db of the rejoin scenario's cluster, in MiB")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
 	fs.StringVar(&cfg.Bins.Etcdbr, "etcdbr", "", "etcdbr binary (default: built from this checkout)")
@@ -103,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *short {
 		cfg.Keys, cfg.ValueSize, cfg.Events, cfg.LongEvents, cfg.DeltaRevisions = 300, 200, 600, 1500, 150
 		cfg.Writers, cfg.Clients, cfg.Conns, cfg.PutDuration, cfg.Rounds = 3, 4, 2, time.Second, 1
+		cfg.RejoinMiB = 2
 	}
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); !slices.Contains(scenarios, s) {
@@ -112,8 +119,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Scenarios = append(cfg.Scenarios, s)
 	}
 	if cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.DeltaRevisions < 1 || cfg.Writers < 1 || cfg.Clients < 1 || cfg.Conns < 1 ||
-		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 {
-		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds and -put-duration must be positive, -events and -long-events not negative")
+		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 || cfg.RejoinMiB < 1 {
+		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds, -put-duration and -rejoin-db-mib must be positive, -events and -long-events not negative")
 		return 2
 	}
 	cfg.Log = stderr
@@ -182,6 +189,13 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		f, err := benchPut(ctx, cfg, dir)
 		if err != nil {
 			return nil, err
+		}
+		figs = append(figs, f...)
+	}
+	if want("rejoin") {
+		f, err := benchRejoin(ctx, cfg, dir)
+		if err != nil {
+			return nil, fmt.Errorf("rejoin: %w", err)
 		}
 		figs = append(figs, f...)
 	}

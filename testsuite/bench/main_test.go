@@ -16,7 +16,8 @@ import (
 // the store, restores it both ways, starts etcdbr (checked from its log to have validated at
 // the depth each figure times) and plain etcd clean and after a SIGKILL, takes snapshots with
 // etcdbr snapshot (which must stream in one pass: it has no spool dir), with etcdbr run's API
-// and with etcdctl, puts into both, and prints one JSON line per figure.
+// and with etcdctl, puts into both, wipes a member of a cluster of three twice (etcdbr's
+// learner path, then plain etcd replaced by hand), and prints one JSON line per figure.
 func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -49,6 +50,7 @@ func TestBenchSmoke(t *testing.T) {
 		{"full snapshot of a", []string{"wall_s", "mb_per_s", "cpu_s", "peak_rss_mib"}, nil, 1},
 		{"full snapshot of a", []string{"wall_s", "mb_per_s"}, nil, 1},
 		{"put throughput, 200 B values, 4 clients", []string{"ops_per_s", "peak_rss_mib"}, nil, 1},
+		{"a wiped member of 3 a voter again", []string{"wall_s", "caught_up_s"}, []string{"learner_s"}, 0},
 	}
 	if len(figs) != len(want) {
 		t.Fatalf("%d figures, want %d:\n%s", len(figs), len(want), &stdout)
