@@ -121,15 +121,16 @@ func joinPeers(ctx context.Context, cfg Config, v datadir.Verdict, newCluster st
 	}
 	defer cli.Close()
 	jc := membership.JoinConfig{
-		Self:    selfOf(cfg.Etcd),
-		New:     cfg.Etcd.ClusterState == embed.ClusterStateFlagNew,
-		Cluster: cli,
-		StoreRecords: func(ctx context.Context) (bool, error) {
+		Self:          selfOf(cfg.Etcd),
+		New:           cfg.Etcd.ClusterState == embed.ClusterStateFlagNew,
+		Cluster:       cli,
+		ConfigCluster: parseID(newCluster),
+		StoreCluster: func(ctx context.Context) (uint64, error) {
 			id, ok, err := cfg.Store.ClusterID(ctx)
 			if err != nil || !ok {
-				return false, err
+				return 0, err
 			}
-			return newCluster == "" || id == newCluster, nil
+			return parseID(id), nil
 		},
 		MoveAside: func() (string, error) {
 			return datadir.MoveAside(cfg.Etcd.Dir, cfg.Etcd.WalDir, time.Now(), lg)

@@ -97,11 +97,12 @@ type Facts struct {
 	Quorum    bool
 	Members   []Member
 	ClusterID uint64
-	// StoreRecords: the store's cluster record names this cluster: it has existed and taken
-	// backups. StoreErr, when set, is why the store could not be read: then it may, and
-	// StoreRecords is true.
-	StoreRecords bool
-	StoreErr     string
+	// StoreCluster is the cluster the store's record names (0: none): a cluster that took a
+	// backup exists. ConfigCluster is the cluster a bootstrap with this member's
+	// configuration creates (0: unknown). StoreErr, when set, is why the store could not be
+	// read: then it may record one.
+	StoreCluster, ConfigCluster uint64
+	StoreErr                    string
 	// New: etcd is configured to bootstrap a new cluster (--initial-cluster-state=new).
 	New bool
 	// PeerErrors says why the peers that did not answer did not (for the reasons).
@@ -129,6 +130,9 @@ const (
 	// StepJoin: start etcd on no data with --initial-cluster-state=existing and
 	// Step.InitialCluster, as member Step.ID (unstarted, in the member list).
 	StepJoin
+	// StepStop: a configuration error etcdbr must not act on (the peers are another
+	// cluster than the data dir's or the store's): stop with the reason.
+	StepStop
 )
 
 // String names the kind, as the logs show it.
@@ -148,6 +152,8 @@ func (k StepKind) String() string {
 		return "add-learner"
 	case StepJoin:
 		return "join"
+	case StepStop:
+		return "stop"
 	}
 	return fmt.Sprintf("StepKind(%d)", int(k))
 }
@@ -166,25 +172,33 @@ type Step struct {
 // Decide returns the next step of a member at start. It does no I/O. In order:
 //
 //   - a valid data dir starts as it is, unless a quorum of the cluster says its member was
-//     removed, or that it belongs to another cluster: then it is moved aside (kept);
+//     removed: then it is moved aside (kept);
 //   - a corrupt data dir is moved aside once a quorum answers (before, the member waits:
 //     it cannot rejoin, and a restore from the store alone would go back in time);
 //   - no data dir and no quorum: bootstrap only when the cluster does not exist yet
 //     (--initial-cluster-state=new, no answering peer knows a started member, none refused
 //     this member, and the store records no cluster); otherwise wait, saying why;
+//   - peers that are another cluster than the store records, or than a valid data dir's:
+//     stop (a configuration error: nothing is changed);
 //   - no data dir and a quorum: the entries of this member that started are stale and are
 //     removed one by one; an unstarted entry of this member (added by this member before a
 //     crash, by kubeadm, or by a person) is joined; otherwise, with no other learner in the
 //     cluster, this member is added as a learner.
 func Decide(f Facts) Step {
+	if f.Quorum && f.ClusterID != 0 && f.StoreCluster != 0 && f.StoreCluster != f.ClusterID {
+		return Step{Kind: StepStop, Reason: fmt.Sprintf("the peers at the cluster endpoints are cluster %s, but the store records cluster %s: "+
+			"a member joins only the cluster whose backups its store holds; nothing was changed: check --cluster-endpoints and --store",
+			types.ID(f.ClusterID), types.ID(f.StoreCluster))}
+	}
 	switch f.Data {
 	case DataValid:
 		switch {
 		case !f.Quorum:
 			return Step{Kind: StepStart, Reason: "the data dir is valid; " + quorumText(f) + ": etcd starts on it and catches up from its peers"}
 		case f.ClusterID != 0 && f.DataCluster != 0 && f.ClusterID != f.DataCluster:
-			return Step{Kind: StepMoveAside, Reason: fmt.Sprintf("the data dir belongs to cluster %s, but the configured peers are cluster %s: "+
-				"it is moved aside (kept) and this member joins the peers' cluster as a learner", types.ID(f.DataCluster), types.ID(f.ClusterID))}
+			return Step{Kind: StepStop, Reason: fmt.Sprintf("the data dir belongs to cluster %s, but the peers at the cluster endpoints are cluster %s: "+
+				"etcdbr moves no data dir of another cluster aside; nothing was changed: check --cluster-endpoints (or move the data dir away to join the peers' cluster)",
+				types.ID(f.DataCluster), types.ID(f.ClusterID))}
 		case f.DataMember != 0 && !slices.ContainsFunc(f.Members, func(m Member) bool { return m.ID == f.DataMember }):
 			return Step{Kind: StepMoveAside, Reason: fmt.Sprintf("member %s of the data dir was removed from the cluster (members: %s): "+
 				"the data dir is moved aside (kept) and this member joins again as a learner", types.ID(f.DataMember), memberList(f.Members))}
@@ -229,7 +243,11 @@ func decideWithoutQuorum(f Facts) Step {
 	case f.StoreErr != "":
 		return Step{Kind: StepWait, Reason: quorumText(f) + ", and the store cannot be read (" + f.StoreErr + "): whether it records this cluster is unknown, " +
 			"so this member founds none; it waits for the store or a quorum of its peers"}
-	case f.StoreRecords:
+	case f.StoreCluster != 0 && f.ConfigCluster != 0 && f.StoreCluster != f.ConfigCluster:
+		return Step{Kind: StepWait, Reason: fmt.Sprintf("%s, and the store records cluster %s, while this configuration would found cluster %s: "+
+			"this member founds none; it waits for a quorum of its peers and joins them (a new cluster needs a store of its own)",
+			quorumText(f), types.ID(f.StoreCluster), types.ID(f.ConfigCluster))}
+	case f.StoreCluster != 0:
 		return Step{Kind: StepWait, Reason: quorumText(f) + ", and the store records this cluster: it exists, so this member never founds another; " +
 			"it waits for a quorum of its peers and joins them (if the whole cluster is lost, restore every member from the store: etcdbr restore)"}
 	case f.Formed:

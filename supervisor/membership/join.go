@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -17,9 +18,12 @@ type JoinConfig struct {
 	// Data is the data dir's state at start; DataMember and DataCluster its IDs when valid.
 	Data                    Data
 	DataMember, DataCluster uint64
-	// StoreRecords reads whether the store's cluster record names this cluster; it is
-	// asked only when that decides (no data dir, no quorum). Nil: it records none.
-	StoreRecords func(context.Context) (bool, error)
+	// StoreCluster reads the cluster the store's record names (0: none); it is asked only
+	// when etcd would not simply start on the data dir. Nil: the store records none.
+	StoreCluster func(context.Context) (uint64, error)
+	// ConfigCluster is the cluster a bootstrap with this member's configuration creates
+	// (0: unknown).
+	ConfigCluster uint64
 	// New: etcd is configured with --initial-cluster-state=new.
 	New bool
 	// Cluster reaches the peers.
@@ -108,16 +112,19 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 		}
 		f, answering := look(ctx, cfg, probeTimeout)
 		f.Data, f.DataMember, f.DataCluster = data, dataMember, dataCluster
-		if data == DataMissing && !f.Quorum && cfg.StoreRecords != nil {
-			sctx, cancel := context.WithTimeout(ctx, 4*probeTimeout)
-			rec, err := cfg.StoreRecords(sctx)
-			cancel()
-			f.StoreRecords = rec || err != nil
-			if err != nil {
-				f.StoreErr = err.Error()
-			}
-		}
+		f.ConfigCluster = cfg.ConfigCluster
 		step := Decide(f)
+		if step.Kind != StepStart && cfg.StoreCluster != nil {
+			// What the store records decides the rest: read it, and decide again.
+			sctx, cancel := context.WithTimeout(ctx, 4*probeTimeout)
+			id, err := cfg.StoreCluster(sctx)
+			cancel()
+			f.StoreCluster = id
+			if err != nil && !f.Quorum {
+				f.StoreErr = err.Error() // with a quorum the peers say the cluster exists
+			}
+			step = Decide(f)
+		}
 		out.Reason = step.Reason
 		if cfg.OnStep != nil {
 			cfg.OnStep(step)
@@ -127,6 +134,8 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 		}
 		lastReason = step.Reason
 		switch step.Kind {
+		case StepStop:
+			return out, errors.New(step.Reason)
 		case StepStart:
 			out.Kind = OutcomeStart
 			return out, nil

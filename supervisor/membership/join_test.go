@@ -199,6 +199,17 @@ func TestJoinPaths(t *testing.T) {
 		assert.Equal(t, 1, moved)
 		assert.Equal(t, "/data.etcdbr-old-1", out.MovedAside)
 	})
+	t.Run("peers of another cluster than the store's", func(t *testing.T) {
+		t.Parallel()
+		s := newSim(m1, m2, m3)
+		moved := 0
+		cfg := joinCfg(s, DataCorrupt, &moved)
+		cfg.StoreCluster = func(context.Context) (uint64, error) { return 99, nil }
+		_, err := Join(context.Background(), cfg)
+		assert.ErrorContains(t, err, "--cluster-endpoints and --store")
+		assert.Equal(t, 0, moved, "nothing is moved aside")
+		assert.Equal(t, []Member{m1, m2, m3}, s.snapshot(), "nothing is changed")
+	})
 	t.Run("valid and a member", func(t *testing.T) {
 		t.Parallel()
 		s := newSim(m1, m2, m3)
@@ -376,7 +387,7 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	s.quorum = false
 	moved := 0
 	cfg := joinCfg(s, DataMissing, &moved)
-	cfg.StoreRecords = func(context.Context) (bool, error) { return true, nil }
+	cfg.StoreCluster = func(context.Context) (uint64, error) { return 100, nil }
 	looks := 0
 	cfg.OnStep = func(st Step) {
 		looks++
@@ -397,7 +408,7 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	cfg = joinCfg(newSim(m1, m2, m3), DataMissing, &moved)
-	cfg.StoreRecords = func(context.Context) (bool, error) { return false, errors.New("store unreachable") }
+	cfg.StoreCluster = func(context.Context) (uint64, error) { return 0, errors.New("store unreachable") }
 	cfg.Cluster.(*clusterFuncs).probe = func(context.Context) []PeerAnswer {
 		return []PeerAnswer{{Endpoint: "http://p1:2379", Err: errors.New("connection refused")}}
 	}
