@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -67,10 +68,14 @@ func benchRejoin(ctx context.Context, cfg config, dir string) ([]figure, error) 
 	}
 
 	// etcdbr: a follower wiped and started again as a supervisor would.
+	if err := c.settle(ctx); err != nil {
+		return nil, err
+	}
 	leader, err := c.leader(ctx, cli)
 	if err != nil {
 		return nil, err
 	}
+	leaderLog := c.members[leader].srv.log.Name()
 	f := (leader + 1) % len(c.members)
 	cfg.progress("rejoin: %s wiped (db %d MiB); etcdbr run started again on no data", c.members[f].Name, dbBytes>>20)
 	old, err := c.wipe(ctx, cli, f)
@@ -85,9 +90,16 @@ func benchRejoin(ctx context.Context, cfg config, dir string) ([]figure, error) 
 	if err != nil {
 		return nil, fmt.Errorf("etcdbr: %w", err)
 	}
-	cfg.progress("  a voter again after %.2f s (a learner after %.2f s, caught up after %.2f s)", br.voter, br.learner, br.caughtUp)
+	snapTook, err := keeperSnapshot(leaderLog)
+	if err != nil {
+		return nil, err
+	}
+	cfg.progress("  a voter again after %.2f s (a learner after %.2f s; the leader's full snapshot took %.2f s)", br.voter, br.learner, snapTook.Seconds())
 
 	// plain etcd: another follower, replaced by hand.
+	if err := c.settle(ctx); err != nil {
+		return nil, err
+	}
 	leader, err = c.leader(ctx, cli)
 	if err != nil {
 		return nil, err
@@ -127,18 +139,20 @@ func benchRejoin(ctx context.Context, cfg config, dir string) ([]figure, error) 
 		return nil, fmt.Errorf("plain etcd: %w", err)
 	}
 	base.learner = added
-	cfg.progress("  a voter again after %.2f s (a learner after %.2f s, caught up after %.2f s)", base.voter, base.learner, base.caughtUp)
+	cfg.progress("  a voter again after %.2f s (a learner after %.2f s)", base.voter, base.learner)
 
 	fig := figure{
 		Name:         fmt.Sprintf("a wiped member of 3 a voter again (db %d MiB)", dbBytes>>20),
-		Etcdbr:       []value{{"wall_s", br.voter}, {"learner_s", br.learner}, {"caught_up_s", br.caughtUp}},
-		Baseline:     []value{{"wall_s", base.voter}, {"learner_s", base.learner}, {"caught_up_s", base.caughtUp}},
+		Etcdbr:       []value{{"wall_s", br.voter}, {"learner_s", br.learner}, {"full_snapshot_s", snapTook.Seconds()}},
+		Baseline:     []value{{"wall_s", base.voter}, {"learner_s", base.learner}},
 		BaselineName: "plain etcd, replaced by a script",
 		Note: "from the wipe of a follower (SIGKILL, data dir removed) to a voter in the member list. etcdbr: etcdbr run started again on no data; it removes the stale member, " +
 			"adds itself as a learner, etcd receives the db as a raft snapshot, the leader's etcdbr takes a full snapshot when the learner joins and promotes it once caught up. " +
 			"Baseline: what a script does with plain etcd, at once: remove the member and add it as a learner (both retried while etcd refuses: it holds membership changes back " +
 			"until its voters have been connected for 5 s), start plain etcd on no data, promote it every 100 ms until etcd accepts (it refuses until the learner caught up). " +
-			"caught up = the learner published itself (it applied the snapshot). The leader is etcdbr run on both sides, so its full snapshot of a new learner runs on both",
+			"caught up = the learner's own status reaches the cluster's revision (it applied the db etcd sent); full snapshot = the leader's etcdbr's full snapshot when the learner joined, " +
+			"which the promotion waits for (it runs while the learner catches up). Each side starts from a settled cluster (the previous change 6 s past, etcd's health interval, " +
+			"and the leader's snapshot done); the leader is etcdbr run on both sides, so on the baseline's side too it snapshots the new learner, unwaited",
 	}
 	fig.compare("wall_s")
 	return []figure{fig}, nil
@@ -344,11 +358,95 @@ func (c *rejoinCluster) replaceByHand(ctx context.Context, cli *clientv3.Client,
 	return resp.Member.ID, strings.Join(parts, ","), nil
 }
 
-// rejoinTimes are the seconds from a start on no data to each step.
-type rejoinTimes struct{ learner, caughtUp, voter float64 }
+// settle waits until the cluster is as a person would find it before a replacement: no
+// learner, the leader's etcdbr done with any full snapshot of one, and 6 s past the last
+// membership change (etcd holds changes back until its voters have been connected for 5 s).
+func (c *rejoinCluster) settle(ctx context.Context) error {
+	cli, err := c.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := cli.MemberList(lctx)
+		cancel()
+		learners := 0
+		if err == nil {
+			for _, m := range resp.Members {
+				if m.IsLearner {
+					learners++
+				}
+			}
+		}
+		if err == nil && learners == 0 && !c.snapshotting() {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("rejoin: the cluster did not settle (%v, %d learners)", err, learners)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(6 * time.Second):
+		return nil
+	}
+}
+
+// snapshotting reports whether an etcdbr member's log shows a full snapshot asked for by its
+// keeper ("a learner joined") that has not ended yet.
+func (c *rejoinCluster) snapshotting() bool {
+	for _, m := range c.members {
+		if m.srv == nil || m.srv.exited() {
+			continue
+		}
+		data, err := os.ReadFile(m.srv.log.Name())
+		if err != nil {
+			continue
+		}
+		asked := strings.Count(string(data), `"msg":"a learner joined: taking a full snapshot`)
+		ended := strings.Count(string(data), `"msg":"full snapshot taken before a membership change"`) +
+			strings.Count(string(data), `"msg":"the full snapshot before a membership change failed`)
+		if asked > ended {
+			return true
+		}
+	}
+	return false
+}
+
+// keeperSnapshot is how long the last full snapshot asked for by the leader's keeper took,
+// from the leader's JSON log at path.
+func keeperSnapshot(path string) (time.Duration, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var took time.Duration
+	for _, line := range strings.Split(string(data), "\n") {
+		var l struct {
+			Msg      string        `json:"msg"`
+			Trigger  string        `json:"trigger"`
+			Duration time.Duration `json:"duration"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "full snapshot taken" && l.Trigger == "request" {
+			took = l.Duration
+		}
+	}
+	if took == 0 {
+		return 0, fmt.Errorf("rejoin: the leader's log shows no full snapshot taken for the learner: %s", path)
+	}
+	return took, nil
+}
+
+// rejoinTimes are the seconds from the wipe to each step.
+type rejoinTimes struct{ learner, voter float64 }
 
 // waitVoter follows the member list every 100 ms from start until member i is a voter under
-// a new ID (not old), calling promote (if any) while it is a learner that started.
+// a new ID (not old), calling promote (if any) while it is a learner that started (etcd
+// accepts once the learner caught up).
 func (c *rejoinCluster) waitVoter(ctx context.Context, cli *clientv3.Client, i int, old uint64, start time.Time, promote func(context.Context) error) (rejoinTimes, error) {
 	m := c.members[i]
 	var t rejoinTimes
@@ -362,23 +460,17 @@ func (c *rejoinCluster) waitVoter(ctx context.Context, cli *clientv3.Client, i i
 				if mm.ID == old || !slices.Contains(mm.PeerURLs, m.Peer) {
 					continue
 				}
-				since := time.Since(start).Seconds()
 				started := len(mm.ClientURLs) > 0
 				if mm.IsLearner && t.learner == 0 {
-					t.learner = since
+					t.learner = time.Since(start).Seconds()
 				}
-				if started && t.caughtUp == 0 {
-					t.caughtUp = since
+				voter := started && !mm.IsLearner
+				if !voter && started && promote != nil {
+					voter = promote(ctx) == nil
 				}
-				if started && !mm.IsLearner {
-					t.voter = since
+				if voter {
+					t.voter = time.Since(start).Seconds()
 					return t, nil
-				}
-				if started && promote != nil {
-					if perr := promote(ctx); perr == nil {
-						t.voter = time.Since(start).Seconds()
-						return t, nil
-					}
 				}
 			}
 		}
