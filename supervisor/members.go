@@ -28,7 +28,10 @@ import (
 // DefaultLearnerTimeout is the ClusterConfig.LearnerTimeout used when none is given.
 const DefaultLearnerTimeout = 10 * time.Minute
 
-// ClusterConfig is how this member reaches its peers and looks after learners.
+// ClusterConfig is how this member reaches its peers and looks after learners. With no
+// Endpoints, a member of a cluster of several cannot ask its peers: with no data dir it starts
+// etcd as configured (what etcd alone does), and with a corrupt one it stops; etcdbr run
+// always sets them (or tells them from the peer URLs), or refuses to start.
 type ClusterConfig struct {
 	// Endpoints are the peers' client URLs (ClusterEndpoints); none for a single member.
 	Endpoints []string
@@ -41,6 +44,11 @@ type ClusterConfig struct {
 	// --cert-file, --key-file and --trusted-ca-file; kubeadm's etcd server certificate is
 	// also valid for client authentication).
 	CertFile, KeyFile, CAFile string
+	// TendLearners makes this member's etcdbr, while it leads, look after the learners: a
+	// full snapshot when one joins, its promotion once caught up, its removal after
+	// LearnerTimeout without progress (learners.go). etcdbr run sets it; without it,
+	// learners are a person's to promote.
+	TendLearners bool
 	// LearnerTimeout is how long the leader's etcdbr lets a learner make no progress (never
 	// start, or stop catching up) before it removes it (0: DefaultLearnerTimeout). It must
 	// be longer than etcd needs to send the db to a new member.

@@ -146,10 +146,14 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members 
 	}
 	switch decision {
 	case DecideKeep, DecideJoin:
-		if !peers {
-			if decision == DecideJoin {
-				return prep, fmt.Errorf("%s; but this member has no peer client endpoints to reach: give them with --cluster-endpoints", reason)
-			}
+		switch {
+		case peers:
+		case decision == DecideJoin && v.State == datadir.StateMissing:
+			lg.Warn("no peer client endpoints (--cluster-endpoints): this member cannot ask its peers whether the cluster exists; etcd starts as configured")
+			return prep, nil
+		case decision == DecideJoin:
+			return prep, fmt.Errorf("%s; but this member has no peer client endpoints to reach: give them with --cluster-endpoints", reason)
+		default:
 			return prep, nil
 		}
 		p, err := joinPeers(ctx, cfg, v, facts.NewCluster, lg)

@@ -259,7 +259,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			takeFull, history = true, nil
 		}
 		b := s.startBackups(ctx, e, takeFull)
-		stopTending := s.tendLearners(ctx, e)
+		stopTending := func() {}
+		if s.cfg.Cluster.TendLearners {
+			stopTending = s.tendLearners(ctx, e)
+		}
 		next, runErr := s.serve(ctx, e, b)
 		stopTending()
 		if next == nil {

@@ -61,6 +61,7 @@ func (f ClusterFlags) config(etcdCfg *embed.Config) (supervisor.ClusterConfig, e
 		KeyFile:        f.ClusterKey,
 		CAFile:         f.ClusterCA,
 		LearnerTimeout: f.LearnerTimeout,
+		TendLearners:   true,
 	}
 	switch {
 	case (f.ClusterCert == "") != (f.ClusterKey == ""):
