@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor/membership"
 )
 
@@ -92,18 +94,10 @@ func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.K
 	lg := s.lg.With("component", "membership", "learner", types.ID(a.ID).String())
 	switch a.Kind {
 	case membership.ActionSnapshot:
-		lg.Info("a learner joined: taking a full snapshot before it is promoted or removed", "reason", a.Reason)
-		sctx, cancel := context.WithTimeout(ctx, membershipSnapshotTimeout)
-		snap, err := s.TakeFull(sctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return a.Kind
-			}
-			lg.Error("the full snapshot before a membership change failed; the change goes ahead (a store that cannot be reached "+
-				"does not hold the cluster back): the store holds the data as far as its delta snapshots reached", "err", err)
-		} else {
-			lg.Info("full snapshot taken before a membership change", "revision", snap.Revision)
+		lg.Info("a learner joined: a full snapshot comes before it is promoted or removed", "reason", a.Reason)
+		s.restorePointForLearner(ctx, "promote or remove learner "+a.Member.String())
+		if ctx.Err() != nil {
+			return a.Kind
 		}
 		k.Snapshotted(a.ID)
 	case membership.ActionPromote:
@@ -134,6 +128,54 @@ func (s *Supervisor) tend(ctx context.Context, e *embedded.Etcd, k *membership.K
 		}
 	}
 	return a.Kind
+}
+
+// freshFull is how old the store's newest full snapshot may be, when the leader sees a new
+// learner, and still be the restore point of the learner's promotion or removal: the member
+// that joins through etcdbr takes one just before it adds itself (joinPeers), and it is not
+// taken again. A learner a person added gets one of its own unless the schedule took one
+// this recently.
+const freshFull = 5 * time.Minute
+
+// beforeChange takes a full snapshot before a membership change (what names the change, for
+// the log); cli reaches the cluster when this member's etcd does not serve.
+type beforeChange func(ctx context.Context, cli *clientv3.Client, what string)
+
+// restorePointBeforeChange takes a full snapshot into the store before a membership change
+// this member makes (FullBeforeMembershipChange: the leader's runner, fenced; or, for a
+// member whose etcd does not serve, streamed from the cluster through cli). A failure is
+// logged and the change goes ahead: a store that cannot be reached does not hold the
+// cluster's membership back, and the store holds the data as far as its delta snapshots
+// reached.
+func (s *Supervisor) restorePointBeforeChange(ctx context.Context, cli *clientv3.Client, what string) {
+	lg := s.lg.With("component", "membership", "change", what)
+	sctx, cancel := context.WithTimeout(ctx, membershipSnapshotTimeout)
+	defer cancel()
+	snap, err := s.FullBeforeMembershipChange(sctx, cli)
+	switch {
+	case err == nil:
+		lg.Info("the restore point of the membership change is in the store", "object", snap.Key, "revision", snap.Revision)
+	case ctx.Err() == nil:
+		lg.Error("the full snapshot before a membership change failed; the change goes ahead (a store that cannot be reached "+
+			"does not hold the cluster back): the store holds the data as far as its delta snapshots reached", "err", err)
+	}
+}
+
+// restorePointForLearner is the leader's restorePointBeforeChange before it promotes or
+// removes a learner it just saw: none is taken when the store's newest full snapshot is
+// younger than freshFull (the joining member took it just before it added itself).
+func (s *Supervisor) restorePointForLearner(ctx context.Context, what string) {
+	fulls, err := s.cfg.Store.List(ctx, catalog.KindFull)
+	if err == nil {
+		for _, f := range fulls {
+			if age := time.Since(f.Time); age < freshFull {
+				s.lg.Info("a fresh full snapshot is the restore point of the membership change", "component", "membership",
+					"change", what, "object", f.Key, "age", age.Round(time.Second))
+				return
+			}
+		}
+	}
+	s.restorePointBeforeChange(ctx, nil, what)
 }
 
 // raftMatch returns each member's raft match index as this member's raft sees it (the

@@ -12,7 +12,9 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/supervisor/membership"
@@ -117,7 +119,7 @@ func clusterTLS(cfg *embed.Config, cc ClusterConfig) (*tls.Config, error) {
 // --initial-cluster-state=existing and the cluster's members now. newCluster is the cluster
 // the configuration creates ("" unknown): the store records "this cluster" when it names
 // it.
-func joinPeers(ctx context.Context, cfg Config, v datadir.Verdict, newCluster string, lg *slog.Logger) (prepared, error) {
+func joinPeers(ctx context.Context, cfg Config, v datadir.Verdict, newCluster string, before beforeChange, lg *slog.Logger) (prepared, error) {
 	var prep prepared
 	tlsCfg, err := clusterTLS(cfg.Etcd, cfg.Cluster)
 	if err != nil {
@@ -128,6 +130,14 @@ func joinPeers(ctx context.Context, cfg Config, v datadir.Verdict, newCluster st
 		return prep, err
 	}
 	defer cli.Close()
+	// The client a full snapshot before a membership change streams through (this member's
+	// etcd does not run): any peer, over the network.
+	peers, err := clientv3.New(clientv3.Config{Endpoints: cfg.Cluster.Endpoints, TLS: tlsCfg, Logger: zap.NewNop()})
+	if err != nil {
+		return prep, fmt.Errorf("cluster client: %w", err)
+	}
+	defer peers.Close()
+	snapshotted := false
 	jc := membership.JoinConfig{
 		Self:          selfOf(cfg.Etcd),
 		New:           cfg.Etcd.ClusterState == embed.ClusterStateFlagNew,
@@ -147,6 +157,14 @@ func joinPeers(ctx context.Context, cfg Config, v datadir.Verdict, newCluster st
 		OnStep: func(st membership.Step) {
 			if st.Kind == membership.StepJoin {
 				failpoint(FailpointBeforeJoin)
+			}
+		},
+		BeforeChange: func(ctx context.Context, st membership.Step) {
+			if before != nil && !snapshotted {
+				// One full snapshot before the first change serves the next ones of this
+				// join: they follow within seconds, and change no key.
+				before(ctx, peers, st.Kind.String())
+				snapshotted = true
 			}
 		},
 	}

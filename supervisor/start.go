@@ -53,7 +53,7 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 			members = len(ms)
 		}
 	}
-	prep, err := prepareDataDir(ctx, s.cfg, v, members, s.lg)
+	prep, err := prepareDataDir(ctx, s.cfg, v, members, s.restorePointBeforeChange, s.lg)
 	if prep.etcd != nil {
 		s.startCfg = prep.etcd
 	}
@@ -106,8 +106,9 @@ type prepared struct {
 // A member of a cluster of several members (members > 1) with peers to reach goes through
 // membership.Join first (joinPeers): a valid data dir whose member was removed from the
 // cluster is moved aside, and a missing or corrupt one is replaced through etcd's learner
-// path; prepared.etcd is then the configuration etcd starts with.
-func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members int, lg *slog.Logger) (prepared, error) {
+// path, with a full snapshot in the store before its first membership change (before);
+// prepared.etcd is then the configuration etcd starts with.
+func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members int, before beforeChange, lg *slog.Logger) (prepared, error) {
 	var prep prepared
 	dir := cfg.Etcd.Dir
 	survey, src, err := surveyStart(ctx, cfg, v, lg)
@@ -118,7 +119,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members 
 			// The peers hold the data; the store only says whether the cluster exists, which
 			// Join asks it again when that decides.
 			lg.Warn("the store cannot be read; this member of a cluster of several goes on with its peers", "store", cfg.Store.URL(), "err", serr)
-			return joinPeers(ctx, cfg, v, "", lg)
+			return joinPeers(ctx, cfg, v, "", before, lg)
 		}
 		if v.State == datadir.StateValid {
 			lg.Warn("the store cannot be read; starting on the valid data dir without comparing it with the backups",
@@ -156,7 +157,7 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members 
 		default:
 			return prep, nil
 		}
-		p, err := joinPeers(ctx, cfg, v, facts.NewCluster, lg)
+		p, err := joinPeers(ctx, cfg, v, facts.NewCluster, before, lg)
 		p.storeCluster, p.history = prep.storeCluster, prep.history
 		return p, err
 	case DecideNewMember:

@@ -37,7 +37,7 @@ func TestClusterReplacesMembersThroughLearners(t *testing.T) {
 
 	// A follower's data dir lost; its first restart dies once its learner was added.
 	f := (leader + 1) % 3
-	old := c.memberID(f)
+	old := c.idOf(f)
 	c.kill(f)
 	c.wipe(f)
 	p := c.restartWith(f, c.args(f, "new"), "ETCDBR_FAILPOINT="+supervisor.FailpointBeforeJoin)
@@ -52,7 +52,7 @@ func TestClusterReplacesMembersThroughLearners(t *testing.T) {
 	// A follower's db corrupt.
 	leader = c.leader(time.Minute)
 	f = (leader + 2) % 3
-	old = c.memberID(f)
+	old = c.idOf(f)
 	c.kill(f)
 	if err := os.Truncate(filepath.Join(c.members[f].DataDir, "member", "snap", "db"), 8192); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestClusterReplacesMembersThroughLearners(t *testing.T) {
 
 	// The leader's data dir lost.
 	leader = c.leader(time.Minute)
-	old = c.memberID(leader)
+	old = c.idOf(leader)
 	c.kill(leader)
 	c.wipe(leader)
 	c.rejoins(leader, c.args(leader, "new"), clusterID, old)
@@ -86,7 +86,7 @@ func TestClusterOfFiveTwoWipedAtOnce(t *testing.T) {
 	w := startAckWriter(t, c.clientAll())
 
 	a, b := (leader+1)%5, (leader+3)%5
-	old := map[int]uint64{a: c.memberID(a), b: c.memberID(b)}
+	old := map[int]uint64{a: c.idOf(a), b: c.idOf(b)}
 	for _, i := range []int{a, b} {
 		c.kill(i)
 		c.wipe(i)
@@ -122,7 +122,7 @@ func TestClusterMemberWaitsForItsPeers(t *testing.T) {
 	c := newCluster(t, 3, store, "--delta-snapshot-period", "1s")
 	c.startAll()
 	clusterID := c.clusterID(c.leader(time.Minute))
-	old := c.memberID(0)
+	old := c.idOf(0)
 	cli := c.clientAll()
 	for i := range 20 {
 		if _, err := cli.Put(context.Background(), fmt.Sprintf("k%02d", i), "v"); err != nil {
@@ -166,7 +166,7 @@ func TestClusterMemberWaitsForItsPeers(t *testing.T) {
 
 	// A member removed from the cluster while it runs (by a person here): its etcd stops,
 	// and its etcdbr, still running, moves the data dir aside and joins again.
-	old = c.memberID(1)
+	old = c.idOf(1)
 	deadline = time.Now().Add(time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -218,8 +218,8 @@ func (c *cluster) clusterID(i int) uint64 {
 	return c.ids(i).ClusterId
 }
 
-// memberID is member i's member ID.
-func (c *cluster) memberID(i int) uint64 {
+// idOf is member i's member ID.
+func (c *cluster) idOf(i int) uint64 {
 	c.t.Helper()
 	return c.ids(i).MemberId
 }

@@ -40,6 +40,10 @@ type JoinConfig struct {
 	ProbeTimeout time.Duration
 	// OnStep, when set, is called with each step before it is carried out (tests, status).
 	OnStep func(Step)
+	// BeforeChange, when set, is called before each membership change this member makes
+	// (removing a stale entry, adding itself as a learner): the supervisor makes sure a
+	// full snapshot of the cluster is in the store first.
+	BeforeChange func(context.Context, Step)
 }
 
 // OutcomeKind is how etcd is to start after Join.
@@ -155,6 +159,9 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 			wait.Reset()
 			continue
 		case StepRemove:
+			if cfg.BeforeChange != nil {
+				cfg.BeforeChange(ctx, step)
+			}
 			cctx, cancel := context.WithTimeout(ctx, 2*probeTimeout)
 			err := cfg.Cluster.Remove(cctx, answering, step.ID)
 			cancel()
@@ -172,6 +179,9 @@ func Join(ctx context.Context, cfg JoinConfig) (Outcome, error) {
 				lg.Warn("could not remove the stale member entry; trying again", "member", types.ID(step.ID).String(), "err", err)
 			}
 		case StepAddLearner:
+			if cfg.BeforeChange != nil {
+				cfg.BeforeChange(ctx, step)
+			}
 			cctx, cancel := context.WithTimeout(ctx, 2*probeTimeout)
 			m, err := cfg.Cluster.AddLearner(cctx, answering, cfg.Self.PeerURLs)
 			cancel()
