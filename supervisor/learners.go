@@ -16,18 +16,12 @@ import (
 	"github.com/etcdbr/etcdbr/supervisor/membership"
 )
 
-// The leader's etcdbr looks after the learners (membership.Keeper): it takes a full
-// snapshot when a learner joins, promotes the learner once it started and caught up, and
-// removes one that made no progress for --learner-timeout, so that its member tries again.
-//
-// The full snapshot before a membership change is the leader's, taken when it sees the
-// learner, not asked for by the member that joins: that member's etcd is down, it may not
-// upload (only the leader does, fenced), and it cannot reach the leader's etcdbr (its API
-// listens on loopback by default, and needs credentials when it does not). The changes the
-// joining member makes before (removing its own stale entry, adding itself as a learner)
-// change no key and do not change how many live members a quorum needs (the entry removed
-// is of a member that is down; a learner does not vote); the promotion, which does, comes
-// after the snapshot.
+// The leader's etcdbr looks after the learners (membership.Keeper): it makes sure a full
+// snapshot is in the store when a learner joins (restorePointForLearner), promotes the learner
+// once it started and caught up, and removes one that made no progress for --learner-timeout,
+// so that its member tries again. The member that joins took a full snapshot itself before it
+// removed its stale entry and added itself (joinPeers): every membership change etcdbr makes
+// comes after one (docs/clusters.md).
 
 // How the leader looks after the learners.
 const (
@@ -162,17 +156,22 @@ func (s *Supervisor) restorePointBeforeChange(ctx context.Context, cli *clientv3
 }
 
 // restorePointForLearner is the leader's restorePointBeforeChange before it promotes or
-// removes a learner it just saw: none is taken when the store's newest full snapshot is
-// younger than freshFull (the joining member took it just before it added itself).
+// removes a learner it just saw: none is taken when the store's newest full snapshot (of the
+// highest revision) is younger than freshFull (the joining member took it just before it
+// added itself).
 func (s *Supervisor) restorePointForLearner(ctx context.Context, what string) {
 	fulls, err := s.cfg.Store.List(ctx, catalog.KindFull)
-	if err == nil {
-		for _, f := range fulls {
-			if age := time.Since(f.Time); age < freshFull {
-				s.lg.Info("a fresh full snapshot is the restore point of the membership change", "component", "membership",
-					"change", what, "object", f.Key, "age", age.Round(time.Second))
-				return
+	if err == nil && len(fulls) > 0 {
+		newest := fulls[0] // by revision: the one that holds the most
+		for _, f := range fulls[1:] {
+			if f.Revision > newest.Revision || f.Revision == newest.Revision && f.Time.After(newest.Time) {
+				newest = f
 			}
+		}
+		if age := time.Since(newest.Time); age < freshFull {
+			s.lg.Info("a fresh full snapshot is the restore point of the membership change", "component", "membership",
+				"change", what, "object", newest.Key, "age", age.Round(time.Second))
+			return
 		}
 	}
 	s.restorePointBeforeChange(ctx, nil, what)
