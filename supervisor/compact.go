@@ -66,8 +66,9 @@ type CompactResult struct {
 	Deltas []catalog.Snapshot
 	// Replay is what the replay of the deltas did.
 	Replay rebuild.ReplayResult
-	// Duration is how long the compaction took, Settle included.
-	Duration time.Duration
+	// Duration is how long the compaction took, Settle included: the wait, once the restore
+	// lock is in the store, for garbage collection that started without it.
+	Duration, Settle time.Duration
 }
 
 // ErrCompactionRefused is wrapped by the errors of a compaction that will not run as the
@@ -118,9 +119,11 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 	defer releaseLock(ctx, lock, lg)
 	// A compaction is in no hurry: wait until no garbage collection that planned without the
 	// lock deletes, so that every object listed stays while it is read.
+	settleStart := time.Now()
 	if err := lock.Settle(ctx); err != nil {
 		return res, fmt.Errorf("compact %s: %w", store.URL(), err)
 	}
+	res.Settle = time.Since(settleStart)
 	plan, err := planCompaction(ctx, store, target)
 	if err != nil {
 		return res, err
@@ -173,7 +176,7 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 	lg.Info("backup chain compacted", "full", res.Full.Key, "revision", res.Full.Revision, "bytes", res.Full.Size,
 		"from", plan.Full.Key, "deltas", len(plan.Deltas), "revisions", res.Replay.Revisions, "events", res.Replay.Events,
 		"delta_bytes", plan.Chain.Bytes, "replay", res.Replay.Duration.Round(time.Millisecond),
-		"duration", time.Since(started).Round(time.Millisecond))
+		"lock_settle", res.Settle.Round(time.Millisecond), "duration", time.Since(started).Round(time.Millisecond))
 	return res, nil
 }
 

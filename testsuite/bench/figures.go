@@ -60,7 +60,7 @@ var units = map[string]string{
 	"wall_s": "%.2f s", "ready_s": "%.2f s", "peak_rss_mib": "RSS %.0f MiB", "peak_anon_mib": "RssAnon %.0f MiB",
 	"revisions_per_s": "%.0f rev/s", "mb_per_s": "%.0f MB/s", "ops_per_s": "%.0f ops/s", "delta_lag_s": "delta lag %.1f s",
 	"wall_revisions_per_s": "%.0f rev/s of wall", "cpu_s": "CPU %.1f s", "validation_s": "validation %.3f s",
-	"anon_growth_mib": "RssAnon +%.0f MiB",
+	"anon_growth_mib": "RssAnon +%.0f MiB", "work_s": "%.2f s without the lock's wait",
 }
 
 func formatValues(vs []value) string {
