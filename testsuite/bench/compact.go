@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,21 +19,19 @@ import (
 )
 
 // benchCompact measures `etcdbr compact` of the dataset's chain (the full snapshot and
-// every delta up to the last point) into one full snapshot, and `etcdbr restore` of the last
-// point afterwards, which reads the compacted full snapshot alone; both beside the restore of
-// the chain that benchRestore measured in the same run (chain, its figure of the last point).
-// The compacted full snapshot must restore to the HashKV of the chain: plain etcd is started
-// on both data dirs (chainDir, which benchRestore restored from the chain, and the restore
-// of the compacted full snapshot) and asked. Compaction runs cfg.Rounds times (the compacted
-// full snapshot is deleted between rounds), the restore after it cfg.Rounds times; medians.
-func benchCompact(ctx context.Context, cfg config, ds dataset, dir, chainDir string, chain figure) ([]figure, error) {
+// every delta up to the last point) into one full snapshot, then `etcdbr restore` of the last
+// point from the compacted full snapshot (which it reads alone) beside `etcdbr restore` of
+// the same point from the chain, alternating, in the same rounds: the compacted full snapshot
+// is hidden from the chain's restores (renamed to a name listings ignore). The two restores
+// must have the same HashKV: plain etcd is started on both data dirs and asked. Compaction
+// runs cfg.Rounds times (the compacted full snapshot is deleted between rounds); medians.
+func benchCompact(ctx context.Context, cfg config, ds dataset, dir string) ([]figure, error) {
 	store, err := snapstore.Open(ctx, ds.StoreURL, snapstore.Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer store.Close()
 	last := ds.Points[len(ds.Points)-1]
-	member := []string{"--name", "bench", "--initial-cluster", "bench=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}
 	rounds := max(cfg.Rounds, 1)
 
 	var comp compactRuns
@@ -69,60 +68,64 @@ func benchCompact(ctx context.Context, cfg config, ds dataset, dir, chainDir str
 		}
 	}
 
-	var after restoreRuns
-	restored := filepath.Join(dir, "compacted-restored")
+	object := filepath.Join(strings.TrimPrefix(ds.StoreURL, "file://"), filepath.FromSlash(compacted.Key))
+	hidden := object + ".hidden" // not a backup's name: listings ignore it
+	var before, after restoreRuns
+	chainDir, compDir := filepath.Join(dir, "chain-restored"), filepath.Join(dir, "compacted-restored")
+	defer os.RemoveAll(chainDir)
+	defer os.RemoveAll(compDir)
 	for round := range rounds {
-		os.RemoveAll(restored)
-		cfg.progress("round %d of %d: etcdbr restore of the compacted full snapshot (revision %d)", round+1, rounds, last.Revision)
-		st, err := runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr,
-			append([]string{"--log-format", "json", "restore", "--store", ds.StoreURL, "--data-dir", restored,
-				"--to-revision", fmt.Sprint(last.Revision), "--"}, member...)...))
-		if err != nil {
-			return nil, fmt.Errorf("etcdbr restore of the compacted full snapshot: %w", err)
+		for _, side := range alternate(round) {
+			fromChain := side == "etcd" // the baseline's turn
+			what, into, runs := "the compacted full snapshot", compDir, &after
+			if fromChain {
+				what, into, runs = "the chain (the compacted full snapshot hidden)", chainDir, &before
+				if err := os.Rename(object, hidden); err != nil {
+					return nil, err
+				}
+			}
+			cfg.progress("round %d of %d: etcdbr restore of revision %d from %s", round+1, rounds, last.Revision, what)
+			st, replayed, err := restoreMeasured(ctx, cfg, ds, last, into)
+			if fromChain {
+				if rerr := os.Rename(hidden, object); err == nil {
+					err = rerr
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			if replayed != fromChain {
+				return nil, fmt.Errorf("etcdbr restore of revision %d from %s replayed deltas: %v, want %v", last.Revision, what, replayed, fromChain)
+			}
+			runs.add(st, replayLog{})
 		}
-		if _, err := findReplayLog(st.Stderr); err == nil {
-			return nil, fmt.Errorf("etcdbr restore of revision %d replayed deltas after the compaction:\n%s", last.Revision, st.Stderr)
-		}
-		// Like the chain's restore (benchRestore), it starts a new history: the revision is
-		// raised past what a lost member may have served, and marked compacted there.
-		v := datadir.Inspect(ctx, restored, "")
-		m, ok, err := datadir.ReadRestoredMarker(restored)
-		if err != nil || !ok || m.Revision != last.Revision {
-			return nil, fmt.Errorf("the restored data dir's marker: %+v, %v (found %v), want revision %d restored", m, err, ok, last.Revision)
-		}
-		if v.State != datadir.StateValid || v.Revision != m.DataRevision {
-			return nil, fmt.Errorf("the data dir restored from the compacted full snapshot is %s at revision %d (%s), want revision %d raised to %d",
-				v.State, v.Revision, v.Reason, last.Revision, m.DataRevision)
-		}
-		after.add(st, replayLog{})
 	}
-	defer os.RemoveAll(restored)
 
-	// Both restores raised the revision by the same bump and marked it compacted, so HashKV
-	// is asked at the current revision: every key's newest state (key, value, create and mod
-	// revision, version, lease), above the same compaction. (TestCompact compares HashKV at
-	// the chain's own revision, over its whole history, on restores without a bump.)
+	// Both restores raised the revision by the same bump and marked it compacted (a restore
+	// by etcdbr restore starts a new history), so HashKV is asked at the current revision:
+	// every key's newest state (key, value, create and mod revision, version, lease), above
+	// the same compaction. (TestCompact compares HashKV at the chain's own revision, over its
+	// whole history, on restores without a bump.)
 	cfg.progress("HashKV: plain etcd on the chain's restore and on the compacted full snapshot's")
 	chainHash, err := hashKVOf(ctx, cfg, chainDir, 0, filepath.Join(dir, "hashkv-chain.log"))
 	if err != nil {
 		return nil, fmt.Errorf("HashKV of the chain's restore: %w", err)
 	}
-	compHash, err := hashKVOf(ctx, cfg, restored, 0, filepath.Join(dir, "hashkv-compacted.log"))
+	compHash, err := hashKVOf(ctx, cfg, compDir, 0, filepath.Join(dir, "hashkv-compacted.log"))
 	if err != nil {
 		return nil, fmt.Errorf("HashKV of the compacted full snapshot's restore: %w", err)
 	}
 	sameHash := chainHash == compHash
 
-	chainValues := chain.Etcdbr[:4] // wall, CPU, peak RSS, peak RssAnon of the chain's restore
 	f1 := figure{
 		Name:         fmt.Sprintf("compact: full (%d keys x %d B) + %d delta events into one full snapshot", cfg.Keys, cfg.ValueSize, last.Events),
 		Etcdbr:       append(comp.values(), value{"work_s", median(comp.work)}, value{"revisions_per_s", median(comp.revsPerS)}),
 		BaselineName: "etcdbr restore of the same chain",
-		Baseline:     chainValues,
+		Baseline:     before.values(),
 		Note: fmt.Sprintf("median of %d each (the compacted full snapshot deleted between rounds); the wall time includes the wait after "+
-			"the restore lock was written (5 s: garbage collection elsewhere that started without it), the work does not; %d revisions replayed in %.2f s (median), "+
-			"the compacted full snapshot %.1f MiB stored (the chain's full %.1f MiB and deltas %.1f MiB); HashKV of the restores: "+
-			"chain %d at revision %d (compacted at %d), compacted full snapshot %d at revision %d (compacted at %d)",
+			"the restore lock was written (5 s: garbage collection elsewhere that started without it), the work does not; %d revisions "+
+			"replayed in %.2f s (median), the compacted full snapshot %.1f MiB stored (the chain's full %.1f MiB and deltas %.1f MiB); "+
+			"HashKV of the restores: chain %d at revision %d (compacted at %d), compacted full snapshot %d at revision %d (compacted at %d)",
 			rounds, comp.replay.Revisions, median(comp.replaySec), mibs(compacted.Size), mibs(ds.Full.Size), mibs(ds.DeltaBytes),
 			chainHash.hash, chainHash.atRev, chainHash.compactRev, compHash.hash, compHash.atRev, compHash.compactRev),
 	}
@@ -132,15 +135,42 @@ func benchCompact(ctx context.Context, cfg config, ds dataset, dir, chainDir str
 	f2 := figure{
 		Name:         fmt.Sprintf("restore after compaction: the compacted full snapshot at the revision of %d delta events", last.Events),
 		Etcdbr:       after.values(),
-		BaselineName: "etcdbr restore of the chain before compaction",
-		Baseline:     chainValues,
-		Note:         fmt.Sprintf("median of %d; nothing replayed (no \"deltas replayed\" line), the data dir valid at revision %d (raised like the chain's)", rounds, last.Revision),
+		BaselineName: "etcdbr restore of the chain to the same revision",
+		Baseline:     before.values(),
+		Note: fmt.Sprintf("median of %d each, alternating; nothing replayed from the compacted full snapshot (no \"deltas replayed\" line), "+
+			"the chain's %d revisions replayed; both data dirs valid at revision %d (raised: a new history)", rounds, last.Revisions, last.Revision),
 	}
 	f2.compare("wall_s")
 	if !sameHash {
 		return []figure{f1, f2}, fmt.Errorf("the compacted full snapshot restores to HashKV %+v, the chain to %+v", compHash, chainHash)
 	}
 	return []figure{f1, f2}, nil
+}
+
+// restoreMeasured runs etcdbr restore of point p into the new data dir into (removed first)
+// and checks the result; replayed reports whether it replayed deltas.
+func restoreMeasured(ctx context.Context, cfg config, ds dataset, p point, into string) (st procStats, replayed bool, err error) {
+	os.RemoveAll(into)
+	member := []string{"--name", "bench", "--initial-cluster", "bench=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}
+	st, err = runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr,
+		append([]string{"--log-format", "json", "restore", "--store", ds.StoreURL, "--data-dir", into,
+			"--to-revision", fmt.Sprint(p.Revision), "--"}, member...)...))
+	if err != nil {
+		return st, false, fmt.Errorf("etcdbr restore: %w", err)
+	}
+	_, rerr := findReplayLog(st.Stderr)
+	// A restore by etcdbr restore starts a new history: the revision is raised past what a
+	// lost member may have served, and marked compacted there.
+	v := datadir.Inspect(ctx, into, "")
+	m, ok, err := datadir.ReadRestoredMarker(into)
+	if err != nil || !ok || m.Revision != p.Revision {
+		return st, false, fmt.Errorf("the restored data dir's marker: %+v, %v (found %v), want revision %d restored", m, err, ok, p.Revision)
+	}
+	if v.State != datadir.StateValid || v.Revision != m.DataRevision {
+		return st, false, fmt.Errorf("the restored data dir is %s at revision %d (%s), want revision %d raised to %d",
+			v.State, v.Revision, v.Reason, p.Revision, m.DataRevision)
+	}
+	return st, rerr == nil, nil
 }
 
 // compactRuns are the timed compactions: restoreRuns, and the wall time of each without the

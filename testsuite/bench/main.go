@@ -10,9 +10,9 @@
 //     into a file:// store, then -events and then -long-events events of churn (overwrites,
 //     deletes and re-creates, 4-put transactions, leased keys) go into deltas. `etcdbr
 //     restore` to both points, beside `etcdutl snapshot restore` of the full snapshot alone.
-//   - compact: `etcdbr compact` of that chain into one full snapshot, and `etcdbr restore` of
-//     the last point from it, both beside the restore of the chain; plain etcd's HashKV of
-//     the two restores must be equal.
+//   - compact: `etcdbr compact` of that chain into one full snapshot, then `etcdbr restore` of
+//     the last point from it beside `etcdbr restore` of the chain, alternating; plain etcd's
+//     HashKV of the two restores must be equal.
 //   - start: start to ready of etcdbr run on the data dir restored to the last point, clean
 //     (--validation quick, after a clean stop of etcdbr run) and after a SIGKILL (--validation
 //     full), each checked from etcdbr's log to have run at that depth, beside plain etcd on the
@@ -169,7 +169,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 			figs = append(figs, f...)
 		}
 		if want("compact") {
-			c, err := benchCompact(ctx, cfg, ds, dir, restored, f[len(f)-1])
+			c, err := benchCompact(ctx, cfg, ds, dir)
 			if err != nil {
 				return nil, fmt.Errorf("compact: %w", err)
 			}
