@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etcdbr/etcdbr/backup"
@@ -27,11 +30,11 @@ type CompactOptions struct {
 	// newest point in the store. A time is refused.
 	Target catalog.Target
 	// SpoolDir is where the db is built: a directory of its own is made in it
-	// (etcdbr-compact-*) and removed when Compact returns. It needs room for the full
+	// (etcdbr-compact-<pid>-*) and removed when Compact returns. It needs room for the full
 	// snapshot's db and what the deltas add to it. "" is os.TempDir().
 	SpoolDir string
-	// CleanSpool says that SpoolDir is this compactor's alone (etcdbr run's, beside the data
-	// dir): what an interrupted compaction left in it is removed first.
+	// CleanSpool removes first what interrupted compactions left in SpoolDir (etcdbr run, whose
+	// spool dir is beside the data dir): the scratch dirs of processes that no longer run.
 	CleanSpool bool
 	// MinLeaseTTL is the TTL, in seconds, of the leases whose TTL the deltas do not know (0:
 	// etcd's default minimum, 2), as a restore grants them (rebuild.ReplayOptions).
@@ -215,8 +218,11 @@ func planCompaction(ctx context.Context, store *snapstore.Store, target catalog.
 	return plan, nil
 }
 
-// makeSpool makes the compaction's scratch dir in dir (os.TempDir() when ""); with clean,
-// what an interrupted compaction left in dir is removed first.
+// makeSpool makes the compaction's scratch dir in dir (os.TempDir() when ""): etcdbr-compact-
+// <pid>-<random>. With clean, what an interrupted compaction left in dir is removed first:
+// the scratch dirs of processes that no longer run, and this process's own (its
+// compactions run one at a time); another running etcdbr's (an etcdbr compact given the same
+// dir) stay.
 func makeSpool(dir string, clean bool, lg *slog.Logger) (string, error) {
 	if dir == "" {
 		dir = os.TempDir()
@@ -225,23 +231,50 @@ func makeSpool(dir string, clean bool, lg *slog.Logger) (string, error) {
 		return "", fmt.Errorf("create the spool dir: %w", err)
 	}
 	if clean {
-		left, _ := filepath.Glob(filepath.Join(dir, spoolPattern))
+		left, _ := filepath.Glob(filepath.Join(dir, spoolPrefix+"*"))
 		for _, p := range left {
+			if pid, ok := spoolPID(filepath.Base(p)); !ok || (pid != os.Getpid() && processRuns(pid)) {
+				continue
+			}
 			lg.Warn("removing the scratch dir of an interrupted compaction", "path", p)
 			if err := os.RemoveAll(p); err != nil {
 				return "", fmt.Errorf("remove the scratch dir of an interrupted compaction: %w", err)
 			}
 		}
 	}
-	spool, err := os.MkdirTemp(dir, spoolPattern)
+	spool, err := os.MkdirTemp(dir, fmt.Sprintf("%s%d-*", spoolPrefix, os.Getpid()))
 	if err != nil {
 		return "", fmt.Errorf("create the compaction's scratch dir in %q: %w", dir, err)
 	}
 	return spool, nil
 }
 
-// spoolPattern names the scratch dir of one compaction.
-const spoolPattern = "etcdbr-compact-*"
+// spoolPrefix starts the name of a compaction's scratch dir; the pid of the process follows.
+const spoolPrefix = "etcdbr-compact-"
+
+// spoolPID returns the pid in the name of a scratch dir.
+func spoolPID(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, spoolPrefix)
+	if !ok {
+		return 0, false
+	}
+	digits, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil && pid > 0
+}
+
+// processRuns reports whether process pid runs (or may: when it cannot tell).
+func processRuns(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH)
+}
 
 // buildCompacted builds the db of plan at dbPath, checks it, uploads it and reads it back.
 // Errors about a backup object it reads are *rebuild.ObjectError.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -404,4 +406,41 @@ func restoreTo(t *testing.T, store *snapstore.Store, target catalog.Target) *emb
 	_, err := Restore(context.Background(), store, cfg, target, rebuild.RestoreOptions{}, embeddedtest.Logger(t))
 	require.NoError(t, err)
 	return cfg
+}
+
+// A compaction's scratch dir is named for its process; etcdbr run's compactions first remove
+// the scratch dirs of processes that no longer run and this process's own, never another
+// running process's (an etcdbr compact given the same spool dir) or anything else.
+func TestCompactSpoolCleaning(t *testing.T) {
+	dir := t.TempDir()
+	done := exec.Command("true")
+	require.NoError(t, done.Run())
+	dead := done.Process.Pid
+	names := map[string]bool{ // name -> kept
+		fmt.Sprintf("etcdbr-compact-%d-1", os.Getpid()): false,
+		fmt.Sprintf("etcdbr-compact-%d-2", dead):        false,
+		"etcdbr-compact-1-3":                            true, // init runs
+		"etcdbr-compact-x":                              true,
+		"other":                                         true,
+	}
+	for n := range names {
+		require.NoError(t, os.Mkdir(filepath.Join(dir, n), 0o700))
+	}
+	spool, err := makeSpool(dir, false, nil)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(filepath.Base(spool), fmt.Sprintf("etcdbr-compact-%d-", os.Getpid())), spool)
+	for n := range names {
+		assert.DirExists(t, filepath.Join(dir, n), "without cleaning")
+	}
+	require.NoError(t, os.Remove(spool))
+	spool, err = makeSpool(dir, true, embeddedtest.Logger(t))
+	require.NoError(t, err)
+	for n, kept := range names {
+		if kept {
+			assert.DirExists(t, filepath.Join(dir, n))
+		} else {
+			assert.NoDirExists(t, filepath.Join(dir, n))
+		}
+	}
+	assert.DirExists(t, spool)
 }
