@@ -76,8 +76,9 @@ type CompactResult struct {
 
 // ErrCompactionRefused is wrapped by the errors of a compaction that will not run as the
 // store is: no chain reaches the target (no full snapshot, a revision outside the window, a
-// damaged object the chain needs), the chain crosses the start of a history, or the chain
-// is encrypted and this etcdbr has no recipient to encrypt the new full snapshot to.
+// damaged object the chain needs), the chain crosses the start of a history, the chain is
+// encrypted and this etcdbr has no recipient to encrypt the new full snapshot to, or the
+// store holds another tool's backups (snapstore.ErrReadOnly: etcdbr only reads those).
 var ErrCompactionRefused = errors.New("compaction refused")
 
 // Compact builds a full snapshot of the store's chain at target, offline, and uploads it as
@@ -112,6 +113,10 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 	target := opts.Target
 	if err := target.Validate(); err != nil {
 		return res, fmt.Errorf("compact %s: %w", store.URL(), err)
+	}
+	if store.ReadOnly() {
+		return res, fmt.Errorf("compact %s: %w: %w (an %s store): copy it into an etcdbr store with etcdbr copy --from %s --to URL, "+
+			"and compact that one", store.URL(), ErrCompactionRefused, snapstore.ErrReadOnly, store.Layout(), store.URL())
 	}
 	lock, err := store.AcquireRestoreLock(ctx, snapstore.LockOptions{Purpose: "compact the backup chain to " + target.String(),
 		Settle: opts.LockSettle, Log: lg})

@@ -367,6 +367,17 @@ func TestCompact(t *testing.T) {
 		})
 	}
 
+	t.Run("refused: another tool's store", func(t *testing.T) {
+		t.Parallel()
+		foreign, err := snapstore.Open(ctx, "file://"+t.TempDir()+"?layout=etcd-backup-restore", snapstore.Options{})
+		require.NoError(t, err)
+		defer foreign.Close()
+		_, err = Compact(ctx, foreign, compactOpts(t, catalog.Target{}, nil))
+		require.ErrorIs(t, err, ErrCompactionRefused)
+		require.ErrorIs(t, err, snapstore.ErrReadOnly)
+		assert.Contains(t, err.Error(), "etcdbr copy --from")
+	})
+
 	t.Run("refused: a damaged delta", func(t *testing.T) {
 		t.Parallel()
 		store, dir := f.copyStore(t, snapstore.Options{})
