@@ -230,6 +230,11 @@ func (s *Store) URL() string {
 	return s.url
 }
 
+// Encrypts reports whether the objects this Store writes are encrypted (it has recipients).
+func (s *Store) Encrypts() bool {
+	return len(s.opts.Recipients) > 0
+}
+
 // Close releases the store's resources.
 func (s *Store) Close() error {
 	if err := s.bucket.Close(); err != nil {

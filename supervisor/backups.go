@@ -36,8 +36,8 @@ type backups struct {
 	stopDeltas context.CancelCauseFunc
 	// fullsDone, gcDone and deltasDone are closed by the goroutine of the runner, the garbage
 	// collector and the delta taker when it returned, or by start at once for one that does
-	// not run. stop waits for them.
-	fullsDone, gcDone, deltasDone chan struct{}
+	// not run. stop waits for them; compactDone likewise for the compaction of the chain.
+	fullsDone, gcDone, deltasDone, compactDone chan struct{}
 	// errc receives the setup error of the runner or of the delta taker (each sends at most
 	// one: its capacity of 2 never blocks them); never closed. Whoever waits while the
 	// backups run selects on it (failed).
@@ -66,6 +66,9 @@ type backupsConfig struct {
 	// a full snapshot through the runner (backup.DeltaConfig.Full), and returns an error
 	// only for a setup that cannot work.
 	Deltas func(ctx context.Context, full backup.TakeFunc) error
+	// Compact, when set, compacts the backup chain until ctx ends (compactor.run); it stops
+	// with the full snapshot runner.
+	Compact func(ctx context.Context)
 	// Log is where a refused GC configuration is reported, and the logger the runner's
 	// ("component": "backup") derives from.
 	Log *slog.Logger
@@ -110,6 +113,15 @@ func (b *backups) start(ctx context.Context, cfg backupsConfig) {
 	} else {
 		close(b.gcDone)
 	}
+	b.compactDone = make(chan struct{})
+	if cfg.Compact != nil {
+		go func() {
+			defer close(b.compactDone)
+			cfg.Compact(bctx)
+		}()
+	} else {
+		close(b.compactDone)
+	}
 	dctx, stopDeltas := context.WithCancelCause(context.WithoutCancel(ctx))
 	b.stopDeltas = stopDeltas // before the runner starts: a full snapshot refused may stop the deltas
 	b.fullNow = backup.FullFromRunner(bctx, runner)
@@ -143,13 +155,14 @@ func (b *backups) start(ctx context.Context, cfg backupsConfig) {
 func (b *backups) failed() <-chan error { return b.errc }
 
 // stop stops the backups: the full snapshot runner first (a full snapshot in flight is
-// abandoned and leaves nothing behind) and the garbage collector, then the delta taker, which
+// abandoned and leaves nothing behind), the garbage collector and the compaction, then the delta taker, which
 // uploads its final delta (etcd must still run) unless cause wraps backup.ErrSkipped. It
 // returns a runner's setup error, if any.
 func (b *backups) stop(cause error) error {
 	b.stopFulls()
 	<-b.fullsDone
 	<-b.gcDone
+	<-b.compactDone
 	b.stopDeltas(cause)
 	<-b.deltasDone
 	b.mu.Lock()

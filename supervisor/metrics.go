@@ -72,6 +72,11 @@ type metrics struct {
 
 	gcDeleted *prometheus.CounterVec
 
+	compactions        *prometheus.CounterVec
+	compactionDuration prometheus.Histogram
+	chainRevisions     prometheus.Gauge
+	chainBytes         prometheus.Gauge
+
 	storeErrors     *prometheus.CounterVec
 	storeReachable  prometheus.Gauge
 	clusterMismatch prometheus.Gauge
@@ -151,6 +156,18 @@ func newMetrics() *metrics {
 
 	m.gcDeleted = counterVec("gc_deleted_objects_total", "Backup objects deleted by the retention policy, by kind.", "kind")
 
+	m.compactions = counterVec("compactions_total", "Compactions of the backup chain into a full snapshot, by result (succeeded, failed).", "result")
+	m.compactionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: metricsNamespace, Name: "compaction_duration_seconds",
+		Help:    "How long compactions of the backup chain that succeeded took, from the restore lock to the full snapshot read back.",
+		Buckets: prometheus.ExponentialBuckets(1, 3, 9), // 1s to 1.8h
+	})
+	m.reg.MustRegister(m.compactionDuration)
+	m.chainRevisions = gauge("backup_chain_revisions", "Revisions after the newest full snapshot that a restore of the newest point replays, "+
+		"as the compaction's last check found them.")
+	m.chainBytes = gauge("backup_chain_bytes", "Stored bytes of the deltas after the newest full snapshot that a restore of the newest point "+
+		"reads, as the compaction's last check found them.")
+
 	m.storeErrors = counterVec("store_errors_total", "Failed store operations, by operation (upload, list, check, claim).", "op")
 	m.storeReachable = gauge("store_reachable", "1 when the last store operation succeeded, 0 when it failed.")
 	m.clusterMismatch = gauge("store_cluster_mismatch",
@@ -184,6 +201,9 @@ func newMetrics() *metrics {
 		for _, r := range backup.Reasons {
 			m.snapshotFailures.WithLabelValues(kind, string(r))
 		}
+	}
+	for _, r := range metricRestoreResult {
+		m.compactions.WithLabelValues(r)
 	}
 	for _, tr := range metricTriggers {
 		for _, r := range metricRestoreResult {
@@ -304,4 +324,21 @@ func (m *metrics) failed(f backup.Failure) {
 	if f.Reason == backup.ReasonStore {
 		m.storeErrors.WithLabelValues(storeOpUpload).Inc()
 	}
+}
+
+// compacted records a compaction of the backup chain that uploaded a full snapshot (err nil)
+// or failed.
+func (m *metrics) compacted(res CompactResult, err error) {
+	if err != nil {
+		m.compactions.WithLabelValues("failed").Inc()
+		return
+	}
+	m.compactions.WithLabelValues("succeeded").Inc()
+	m.compactionDuration.Observe(res.Duration.Seconds())
+}
+
+// chain records the chain after the newest full snapshot, as the compaction found it.
+func (m *metrics) chain(c catalog.Chain) {
+	m.chainRevisions.Set(float64(c.Revisions))
+	m.chainBytes.Set(float64(c.Bytes))
 }

@@ -74,6 +74,9 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			Log: lg.With("component", "gc"),
 		}
 	}
+	if s.cfg.Compact != nil {
+		cfg.Compact = s.newCompactor(e).run
+	}
 	if s.cfg.DeltaPeriod > 0 {
 		dcfg := backup.DeltaConfig{
 			Store:  store,

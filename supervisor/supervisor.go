@@ -61,7 +61,10 @@ type Config struct {
 	// GCPeriod (0: backup.DefaultGCPeriod) and after each full snapshot.
 	GC       *catalog.Policy
 	GCPeriod time.Duration
-	Log      *slog.Logger
+	// Compact, when set, compacts the backup chain while this member takes backups, once the
+	// chain since the newest full snapshot passes its bound.
+	Compact *CompactConfig
+	Log     *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)

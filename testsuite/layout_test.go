@@ -34,6 +34,7 @@ func TestPackageArrows(t *testing.T) {
 		"internal/dbrev":     {"internal/*"},
 		"internal/dirlock":   {},
 		"internal/fsync":     {},
+		"internal/lowprio":   {},
 		"internal/progress":  {},
 		"internal/slogzap":   {},
 		"internal/toolcache": {"internal/*"},

@@ -27,6 +27,7 @@ var errHelpShown = errors.New("help shown")
 // RunCmd is `etcdbr run`.
 type RunCmd struct {
 	GCFlags              `embed:""`
+	CompactFlags         `embed:""`
 	StoreFlags           `embed:""`
 	DataDir              string `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
 	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
@@ -144,6 +145,10 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	compact, err := c.CompactFlags.config()
+	if err != nil {
+		return err
+	}
 	// Every flag is checked before the store is opened: opening a file store creates its
 	// directory, and a usage error must leave nothing behind.
 	if c.Store == "" {
@@ -168,6 +173,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	return supervisor.Run(ctx, supervisor.Config{
 		GC:                gc,
 		GCPeriod:          gcPeriod,
+		Compact:           compact,
 		Validation:        depth,
 		ForceRestore:      c.ForceRestore,
 		KeepOldDataDirs:   c.KeepOldDataDirs,
@@ -184,6 +190,31 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		Cluster:           cluster,
 		Log:               env.Log,
 	})
+}
+
+// CompactFlags configure the compaction of the backup chain in run (docs/compaction.md).
+type CompactFlags struct {
+	CompactAfterRevisions int64         `name:"compact-after-revisions" placeholder:"N" help:"Compact the backup chain (build a full snapshot at its end from the newest full snapshot and its deltas, at low priority, on the leader) once a restore of the newest point would replay this many revisions (about 5s of replay per million on 2 cores; 0: no bound on revisions)." default:"1000000" env:"ETCDBR_COMPACT_AFTER_REVISIONS"`
+	CompactAfterBytes     byteSize      `name:"compact-after-bytes" placeholder:"SIZE" help:"Also compact once the deltas after the newest full snapshot hold this much as stored, in bytes or with a unit (0: no bound on size)." default:"1GiB" env:"ETCDBR_COMPACT_AFTER_BYTES"`
+	CompactPeriod         time.Duration `name:"compact-period" help:"How often the chain is checked against the bounds (one listing of the store; at least 1s; 0 disables compaction)." default:"1m" env:"ETCDBR_COMPACT_PERIOD"`
+	CompactSpoolDir       string        `name:"compact-spool-dir" help:"Where compacted dbs are built: room for the db (default: <data-dir>.etcdbr-compact, beside the data dir)." env:"ETCDBR_COMPACT_SPOOL_DIR" type:"path"`
+}
+
+// config returns the compaction's configuration, nil when it is off.
+func (f CompactFlags) config() (*supervisor.CompactConfig, error) {
+	switch {
+	case f.CompactPeriod < 0 || (f.CompactPeriod > 0 && f.CompactPeriod < time.Second):
+		return nil, usageErrorf("--compact-period %v: use at least 1s, or 0 to disable compaction", f.CompactPeriod)
+	case f.CompactAfterRevisions < 0:
+		return nil, usageErrorf("--compact-after-revisions %d: give 0 (no bound) or more", f.CompactAfterRevisions)
+	case f.CompactAfterBytes < 0:
+		return nil, usageErrorf("--compact-after-bytes %v: give 0 (no bound) or more", f.CompactAfterBytes)
+	}
+	bound := catalog.CompactBound{Revisions: f.CompactAfterRevisions, Bytes: int64(f.CompactAfterBytes)}
+	if f.CompactPeriod == 0 || bound.Off() {
+		return nil, nil
+	}
+	return &supervisor.CompactConfig{Bound: bound, Period: f.CompactPeriod, SpoolDir: f.CompactSpoolDir}, nil
 }
 
 // DeltaFlags are the delta snapshot flags of run and snapshot.

@@ -48,6 +48,9 @@ type ReplayOptions struct {
 	// deltas' revision ranges, up to Stop) and each batch of revisions replayed; for a time
 	// target the total becomes the revisions replayed once the replay ends.
 	Progress *progress.Progress
+	// Go, when set, starts the goroutine that reads the deltas (a compaction in etcdbr run
+	// starts it at low priority: lowprio.Go); nil starts a plain goroutine.
+	Go func(func())
 }
 
 // ReplayResult says what ReplayDeltas did.
@@ -248,7 +251,11 @@ func (r *replayer) run(ctx context.Context) error {
 	// of the writes; it stops once this returns.
 	rctx, cancel := context.WithCancel(ctx)
 	batches := make(chan readBatch, readAhead)
-	go r.read(rctx, batches)
+	if g := r.opts.Go; g != nil {
+		g(func() { r.read(rctx, batches) })
+	} else {
+		go r.read(rctx, batches)
+	}
 	defer func() {
 		cancel()
 		for range batches { // until the reader closed its delta and ended

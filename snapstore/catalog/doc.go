@@ -3,8 +3,8 @@
 // before any I/O: the restore plan (PlanRestore) and the restorable window
 // (RestorableWindow), the retention policies (Policy) and the garbage collection plan
 // (PlanGC) with the restore locks it honours (RestoreLock), the revision bump of a new
-// history (RevisionBump), the chain check (CheckChain) and the selection of copies
-// (SelectCopies).
+// history (RevisionBump), the chain check (CheckChain), the selection of copies
+// (SelectCopies) and the compaction of the backup chain (PlanCompaction, CompactBound).
 //
 // Everything here is a function of plain values, table-tested; nothing reads or writes a
 // store, a file or the network (TestNoIO keeps it so). Package snapstore does the I/O: it

@@ -61,6 +61,7 @@ var units = map[string]string{
 	"revisions_per_s": "%.0f rev/s", "mb_per_s": "%.0f MB/s", "ops_per_s": "%.0f ops/s", "delta_lag_s": "delta lag %.1f s",
 	"wall_revisions_per_s": "%.0f rev/s of wall", "cpu_s": "CPU %.1f s", "validation_s": "validation %.3f s",
 	"anon_growth_mib": "RssAnon +%.0f MiB", "learner_s": "a learner after %.2f s", "full_snapshot_s": "the full snapshot before the change %.2f s",
+	"work_s": "%.2f s without the lock's wait",
 }
 
 func formatValues(vs []value) string {

@@ -10,6 +10,9 @@
 //     into a file:// store, then -events and then -long-events events of churn (overwrites,
 //     deletes and re-creates, 4-put transactions, leased keys) go into deltas. `etcdbr
 //     restore` to both points, beside `etcdutl snapshot restore` of the full snapshot alone.
+//   - compact: `etcdbr compact` of that chain into one full snapshot, then `etcdbr restore` of
+//     the last point from it beside `etcdbr restore` of the chain, alternating; plain etcd's
+//     HashKV of the two restores must be equal.
 //   - start: start to ready of etcdbr run on the data dir restored to the last point, clean
 //     (--validation quick, after a clean stop of etcdbr run) and after a SIGKILL (--validation
 //     full), each checked from etcdbr's log to have run at that depth, beside plain etcd on the
@@ -52,7 +55,7 @@ func main() {
 }
 
 // scenarios are the parts of the benchmark, in the order they run.
-var scenarios = []string{"restore", "start", "snapshot", "put", "rejoin"}
+var scenarios = []string{"restore", "compact", "start", "snapshot", "put", "rejoin"}
 
 // config sizes a run.
 type config struct {
@@ -79,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (start and snapshot need restore's data dir: restore runs with them)")
+	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, start and snapshot need restore's data dir: restore runs with them)")
 	short := fs.Bool("short", false, "tiny sizes (a smoke test of the harness; the figures mean nothing)")
 	asJSON := fs.Bool("json", false, "print one JSON object per figure and line instead of the table")
 	fs.IntVar(&cfg.Keys, "keys", 100_000, "keys in the full snapshot")
@@ -159,7 +162,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		return nil, err
 	}
 	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
-	if want("restore") || want("start") || want("snapshot") {
+	if want("restore") || want("compact") || want("start") || want("snapshot") {
 		ds, err := makeDataset(ctx, cfg, dir)
 		if err != nil {
 			return nil, err
@@ -171,6 +174,13 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		}
 		if want("restore") {
 			figs = append(figs, f...)
+		}
+		if want("compact") {
+			c, err := benchCompact(ctx, cfg, ds, dir)
+			if err != nil {
+				return nil, fmt.Errorf("compact: %w", err)
+			}
+			figs = append(figs, c...)
 		}
 		if want("start") {
 			if f, err = benchStart(ctx, cfg, restored, ds.StoreURL, dir); err != nil {

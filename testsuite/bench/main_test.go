@@ -13,7 +13,8 @@ import (
 )
 
 // TestBenchSmoke runs every scenario with tiny sizes (-short): it builds the binaries, makes
-// the store, restores it both ways, starts etcdbr (checked from its log to have validated at
+// the store, restores it both ways, compacts it (the compacted full snapshot restores to the
+// chain's HashKV) and restores it again, starts etcdbr (checked from its log to have validated at
 // the depth each figure times) and plain etcd clean and after a SIGKILL, takes snapshots with
 // etcdbr snapshot (which must stream in one pass: it has no spool dir), with etcdbr run's API
 // and with etcdctl, puts into both, wipes a member of a cluster of three twice (etcdbr's
@@ -45,6 +46,8 @@ func TestBenchSmoke(t *testing.T) {
 	}{
 		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
 		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
+		{"compact: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
+		{"restore after compaction: ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, nil, 0},
 		{"start to ready, clean data dir", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, nil, 1},
 		{"start to ready after a SIGKILL", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, nil, 0},
 		{"full snapshot of a", []string{"wall_s", "mb_per_s", "cpu_s", "peak_rss_mib"}, nil, 1},
@@ -88,8 +91,13 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s: %+v, %v; want a valid data dir, checked at depth %s", log, v, err, depth)
 			}
 		}
-		if !strings.Contains(figs[4].Name, "etcdbr snapshot (sidecar") || !strings.Contains(figs[5].Name, "etcdbr run (in-process") {
-			t.Errorf("the snapshot figures are %q and %q, want the sidecar's then etcdbr run's", figs[4].Name, figs[5].Name)
+		if !strings.Contains(figs[6].Name, "etcdbr snapshot (sidecar") || !strings.Contains(figs[7].Name, "etcdbr run (in-process") {
+			t.Errorf("the snapshot figures are %q and %q, want the sidecar's then etcdbr run's", figs[6].Name, figs[7].Name)
+		}
+		for _, tg := range figs[2].Targets {
+			if !tg.Met {
+				t.Errorf("%s: target %q missed", figs[2].Name, tg.Goal)
+			}
 		}
 	}
 	var table bytes.Buffer
