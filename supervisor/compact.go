@@ -304,22 +304,9 @@ func buildCompacted(ctx context.Context, store *snapstore.Store, plan catalog.Co
 	if opts.LowPriority {
 		goFn = lowprio.Go
 	}
-	replay, err := rebuild.ReplayDeltas(ctx, dbPath, rebuild.ReplayOptions{
-		Deltas: plan.Deltas,
-		Open: func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
-			r, err := store.OpenReaderProgress(ctx, d, p)
-			if err != nil {
-				return nil, err // not a nil *Reader in an interface
-			}
-			return r, nil
-		},
-		Stop:        plan.Target,
-		Reach:       plan.MinRevision,
-		MinLeaseTTL: opts.MinLeaseTTL,
-		Log:         lg,
-		Progress:    p,
-		Go:          goFn,
-	})
+	ropts := planReplay(store, plan.RestorePlan, p, lg)
+	ropts.MinLeaseTTL, ropts.Go = opts.MinLeaseTTL, goFn
+	replay, err := rebuild.ReplayDeltas(ctx, dbPath, ropts)
 	if err != nil {
 		return catalog.Snapshot{}, replay, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/backoff"
+	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
@@ -376,21 +377,8 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	if opts.Marker != nil {
 		opts.Marker.RevisionTime = full.Time // the replay's time instead once it passes the full snapshot
 	}
-	opts.Replay = rebuild.ReplayOptions{
-		Deltas: plan.Deltas,
-		Open: func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
-			r, err := store.OpenReaderProgress(ctx, d, p)
-			if err != nil {
-				return nil, err // not a nil *Reader in an interface
-			}
-			return r, nil
-		},
-		Stop:         plan.Target,
-		Reach:        plan.MinRevision,
-		MustPassTime: plan.EndsAtGap,
-		Log:          lg,
-		Progress:     p,
-	}
+	opts.Replay = planReplay(store, plan, p, lg)
+	opts.Replay.MustPassTime = plan.EndsAtGap
 	build, err := rebuild.BuildDataDir(ctx, dbPath, cfg, opts, lg)
 	switch {
 	case errors.Is(err, rebuild.ErrWrongRevision):
@@ -448,4 +436,23 @@ func newestRevision(lists ...[]catalog.Snapshot) int64 {
 		}
 	}
 	return rev
+}
+
+// planReplay is the replay of plan's deltas from store: each read with its bytes counted
+// into p, up to the plan's target, reaching at least its minimum revision.
+func planReplay(store *snapstore.Store, plan catalog.RestorePlan, p *progress.Progress, lg *slog.Logger) rebuild.ReplayOptions {
+	return rebuild.ReplayOptions{
+		Deltas: plan.Deltas,
+		Open: func(ctx context.Context, d catalog.Snapshot) (io.ReadCloser, error) {
+			r, err := store.OpenReaderProgress(ctx, d, p)
+			if err != nil {
+				return nil, err // not a nil *Reader in an interface
+			}
+			return r, nil
+		},
+		Stop:     plan.Target,
+		Reach:    plan.MinRevision,
+		Log:      lg,
+		Progress: p,
+	}
 }
