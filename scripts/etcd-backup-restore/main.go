@@ -18,11 +18,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 
 	"github.com/etcdbr/etcdbr/internal/toolcache"
 )
@@ -43,10 +39,10 @@ func main() {
 
 // build makes the scratch module in work and builds etcdbrctl into bin.
 func build(ctx context.Context, work, bin string) error {
-	if err := gocmd(ctx, work, nil, "mod", "init", "etcdbr.test/etcd-backup-restore-build"); err != nil {
+	if err := toolcache.Go(ctx, work, nil, "mod", "init", "etcdbr.test/etcd-backup-restore-build"); err != nil {
 		return err
 	}
-	out, err := gocmdOutput(ctx, work, "mod", "download", "-json", Module+"@"+Version)
+	out, err := toolcache.GoOutput(ctx, work, "mod", "download", "-json", Module+"@"+Version)
 	if err != nil {
 		return err
 	}
@@ -63,7 +59,7 @@ func build(ctx context.Context, work, bin string) error {
 			New struct{ Path, Version string }
 		}
 	}
-	out, err = gocmdOutput(ctx, work, "mod", "edit", "-json", mod.GoMod)
+	out, err = toolcache.GoOutput(ctx, work, "mod", "edit", "-json", mod.GoMod)
 	if err != nil {
 		return err
 	}
@@ -81,46 +77,13 @@ func build(ctx context.Context, work, bin string) error {
 		}
 		edit = append(edit, "-replace="+old+"="+r.New.Path+"@"+r.New.Version)
 	}
-	if err := gocmd(ctx, work, nil, edit...); err != nil {
+	if err := toolcache.Go(ctx, work, nil, edit...); err != nil {
 		return err
 	}
 	// Resolve the build list of the command and record its checksums.
-	if err := gocmd(ctx, work, nil, "get", Module+"@"+Version); err != nil {
+	if err := toolcache.Go(ctx, work, nil, "get", Module+"@"+Version); err != nil {
 		return err
 	}
 	ldflags := "-s -w -X " + Module + "/pkg/version.Version=" + Version
-	return gocmd(ctx, work, []string{"CGO_ENABLED=0"}, "build", "-trimpath", "-ldflags", ldflags, "-o", bin, Module)
-}
-
-// goEnv is the environment of the go commands: outside any workspace and without the
-// caller's build flags.
-func goEnv(extra []string) []string {
-	return append(append(os.Environ(), "GOWORK=off", "GOFLAGS=", "GO111MODULE=on"), extra...)
-}
-
-// gocmd runs go with args in dir, its output going to stderr.
-func gocmd(ctx context.Context, dir string, env []string, args ...string) error {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir, cmd.Env = dir, goEnv(env)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
-	}
-	return nil
-}
-
-// gocmdOutput runs go with args in dir and returns its standard output.
-func gocmdOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir, cmd.Env = dir, goEnv(nil)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && len(out) > 0 {
-			return out, nil // go mod download -json reports its error in the JSON as well
-		}
-		return nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
-	}
-	return out, nil
+	return toolcache.Go(ctx, work, []string{"CGO_ENABLED=0"}, "build", "-trimpath", "-ldflags", ldflags, "-o", bin, Module)
 }

@@ -19,10 +19,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/etcdbr/etcdbr/internal/toolcache"
@@ -45,10 +42,10 @@ func main() {
 
 // build makes the scratch module in work and builds kube-apiserver into bin.
 func build(ctx context.Context, work, bin string) error {
-	if err := gocmd(ctx, work, nil, "mod", "init", "etcdbr.test/kube-apiserver-build"); err != nil {
+	if err := toolcache.Go(ctx, work, nil, "mod", "init", "etcdbr.test/kube-apiserver-build"); err != nil {
 		return err
 	}
-	out, err := gocmdOutput(ctx, work, "mod", "download", "-json", "k8s.io/kubernetes@"+Version)
+	out, err := toolcache.GoOutput(ctx, work, "mod", "download", "-json", "k8s.io/kubernetes@"+Version)
 	if err != nil {
 		return err
 	}
@@ -75,11 +72,11 @@ func build(ctx context.Context, work, bin string) error {
 	for _, g := range kube.Godebug {
 		edit = append(edit, "-godebug="+g.Key+"="+g.Value)
 	}
-	if err := gocmd(ctx, work, nil, edit...); err != nil {
+	if err := toolcache.Go(ctx, work, nil, edit...); err != nil {
 		return err
 	}
 	// Resolve the whole build list of the command and record its checksums.
-	if err := gocmd(ctx, work, nil, "get", "k8s.io/kubernetes/cmd/kube-apiserver@"+Version); err != nil {
+	if err := toolcache.Go(ctx, work, nil, "get", "k8s.io/kubernetes/cmd/kube-apiserver@"+Version); err != nil {
 		return err
 	}
 
@@ -89,7 +86,7 @@ func build(ctx context.Context, work, bin string) error {
 		"-X k8s.io/component-base/version.gitTreeState=clean",
 		"-X k8s.io/client-go/pkg/version.gitVersion=" + Version,
 	}, " ")
-	if err := gocmd(ctx, work, []string{"CGO_ENABLED=0"},
+	if err := toolcache.Go(ctx, work, []string{"CGO_ENABLED=0"},
 		"build", "-trimpath", "-ldflags", ldflags, "-o", bin, "k8s.io/kubernetes/cmd/kube-apiserver"); err != nil {
 		return err
 	}
@@ -109,7 +106,7 @@ type goMod struct {
 // readGoMod reads the go.mod file at path.
 func readGoMod(ctx context.Context, work, path string) (goMod, error) {
 	var gomod goMod
-	out, err := gocmdOutput(ctx, work, "mod", "edit", "-json", path)
+	out, err := toolcache.GoOutput(ctx, work, "mod", "edit", "-json", path)
 	if err != nil {
 		return gomod, err
 	}
@@ -129,38 +126,4 @@ func (m goMod) stagingModules() []string {
 		}
 	}
 	return mods
-}
-
-// goEnv is the environment of the go commands: outside any workspace and
-// without the caller's build flags.
-func goEnv(extra []string) []string {
-	return append(append(os.Environ(), "GOWORK=off", "GOFLAGS=", "GO111MODULE=on"), extra...)
-}
-
-// gocmd runs go with args in dir, its output going to stderr.
-func gocmd(ctx context.Context, dir string, env []string, args ...string) error {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir, cmd.Env = dir, goEnv(env)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
-	}
-	return nil
-}
-
-// gocmdOutput runs go with args in dir and returns its standard output.
-func gocmdOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir, cmd.Env = dir, goEnv(nil)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && len(out) > 0 {
-			// go mod download -json reports its error in the JSON as well.
-			return out, nil
-		}
-		return nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
-	}
-	return out, nil
 }
