@@ -129,9 +129,9 @@ func RestoreOffline(ctx context.Context, cfg OfflineRestoreConfig) (OfflineResto
 		}
 		opts.Served = newest + cfg.Unbacked
 	}
-	opts.Progress = progress.New("fetch")
 	stop := func() {}
-	if cfg.WatchProgress != nil {
+	if cfg.WatchProgress != nil { // else nobody watches: no counters, nothing paid
+		opts.Progress = progress.New("fetch")
 		stop = cfg.WatchProgress(opts.Progress)
 	}
 	out.RestoreResult, err = Restore(ctx, store, etcd, cfg.Target, opts, lg)

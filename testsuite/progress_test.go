@@ -56,6 +56,37 @@ func TestRestoreProgressLogLines(t *testing.T) {
 	}
 }
 
+// --progress chooses the display whatever standard error is: off shows nothing (and the
+// restore is the same), bar draws the bar into a pipe and logs no progress lines.
+func TestRestoreProgressModes(t *testing.T) {
+	t.Parallel()
+	store, newest, src := progressStore(t)
+	for _, c := range []struct {
+		mode       string
+		lines, bar bool
+	}{
+		{mode: "off"},
+		{mode: "bar", bar: true},
+		{mode: "log", lines: true},
+	} {
+		m := src
+		m.DataDir = filepath.Join(t.TempDir(), "data-"+c.mode)
+		code, out := runToExit(t, append([]string{"--progress", c.mode, "restore", "--data-dir", m.DataDir, "--store", store, "--"}, m.etcdFlags()...))
+		if code != 0 {
+			t.Fatalf("etcdbr --progress %s restore: exit %d\n%s", c.mode, code, out)
+		}
+		if got := progressLine.MatchString(out); got != c.lines {
+			t.Errorf("--progress %s: progress log lines %v, want %v:\n%s", c.mode, got, c.lines, out)
+		}
+		if got := strings.Contains(out, "100% |"); got != c.bar {
+			t.Errorf("--progress %s: a full bar drawn %v, want %v:\n%s", c.mode, got, c.bar, out)
+		}
+		if !strings.Contains(out, fmt.Sprintf("revision %d", newest)) && !strings.Contains(out, fmt.Sprintf("revision=%d", newest)) {
+			t.Errorf("--progress %s: the output does not name the restored revision %d:\n%s", c.mode, newest, out)
+		}
+	}
+}
+
 // On a terminal (a tmux pane), `etcdbr restore` draws a progress display instead of log
 // lines: a bar per phase with the bytes fetched and the revisions replayed of their total.
 func TestRestoreProgressOnTerminal(t *testing.T) {

@@ -34,6 +34,7 @@ const (
 type CLI struct {
 	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"ETCDBR_LOG_LEVEL"`
 	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json" env:"ETCDBR_LOG_FORMAT"`
+	Progress  string `help:"How restore, verify, copy and compact show their progress: auto (a bar when standard error is a terminal, else a log line every 5 s), bar, log, or off." default:"auto" enum:"auto,bar,log,off" env:"ETCDBR_PROGRESS"`
 
 	Run      RunCmd      `cmd:"" help:"Run etcd in-process with validation, automatic restore and scheduled backups."`
 	Snapshot SnapshotCmd `cmd:"" help:"Back up an external etcd (sidecar): full snapshots on a schedule and deltas, or one full snapshot with --once."`
@@ -103,7 +104,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signalContext(lg, os.Exit)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, EtcdLog: etcdLog, AsEtcd: asEtcd, stderrLines: lw}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: lg, EtcdLog: etcdLog, AsEtcd: asEtcd, Progress: cli.Progress, stderrLines: lw}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(env); err != nil {
 		var ue usageError
@@ -155,6 +156,9 @@ type Env struct {
 	EtcdLog slog.Handler
 	// AsEtcd is true when the binary was invoked under the name etcd (a drop-in for etcd).
 	AsEtcd bool
+	// Progress is how long work shows its progress (--progress): "auto" or "" (a bar on a
+	// terminal, else log lines), "bar", "log" or "off".
+	Progress string
 	// stderrLines is the writer the logs share on Stderr (nil: none), which a progress
 	// display on a terminal shares too.
 	stderrLines *lockedWriter

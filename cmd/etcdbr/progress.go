@@ -17,19 +17,38 @@ import (
 // drawEvery is how often the progress display on a terminal is drawn.
 const drawEvery = 200 * time.Millisecond
 
-// watchProgress shows p while long work runs, until the returned stop is called: a
-// progress display when stderr is a terminal, else a log line every progress.LogEvery and
-// one more at the end (so the last line holds the final counts). stop may be called more
-// than once.
+// watchProgress shows p while long work runs, until the returned stop is called, the way
+// env.Progress says: by default a progress display when stderr is a terminal, else a log
+// line every progress.LogEvery and one more at the end (so the last line holds the final
+// counts); with "off", nothing. stop may be called more than once.
 func watchProgress(ctx context.Context, env *Env, p *progress.Progress) (stop func()) {
 	s := watch(ctx, env, p)
 	return sync.OnceFunc(s)
 }
 
+// progressWatcher returns what shows a restore's progress (supervisor's WatchProgress): nil
+// with --progress=off, so that the restore keeps no counters at all.
+func progressWatcher(ctx context.Context, env *Env) func(*progress.Progress) (stop func()) {
+	if env.Progress == "off" {
+		return nil
+	}
+	return func(p *progress.Progress) func() { return watchProgress(ctx, env, p) }
+}
+
 func watch(ctx context.Context, env *Env, p *progress.Progress) (stop func()) {
+	mode := env.Progress
+	if mode == "" || mode == "auto" {
+		mode = "log"
+		if stderrIsTerminal(env.Stderr) {
+			mode = "bar"
+		}
+	}
+	if mode == "off" {
+		return func() {}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	if stderrIsTerminal(env.Stderr) {
+	if mode == "bar" {
 		var w io.Writer = env.Stderr
 		if env.stderrLines != nil {
 			w = env.stderrLines.raw()

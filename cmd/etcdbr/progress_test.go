@@ -51,3 +51,22 @@ func TestWatchProgressLogs(t *testing.T) {
 	stop() // once only: no second line
 	assert.Equal(t, logs.Len(), len(strings.Join(lines, "\n"))+1)
 }
+
+// --progress=off: nothing is shown, and a restore is given no watcher (it keeps no counters).
+func TestWatchProgressOff(t *testing.T) {
+	var logs, stderr bytes.Buffer
+	env := &Env{Stderr: &stderr, Log: slog.New(slog.NewTextHandler(&logs, nil)), Progress: "off"}
+	assert.Nil(t, progressWatcher(context.Background(), env))
+	p := progress.New("copy")
+	p.AddBytesTotal(10)
+	stop := watchProgress(context.Background(), env, p)
+	p.AddBytes(10)
+	stop()
+	assert.Zero(t, logs.Len()+stderr.Len(), "logs %q, stderr %q", logs.String(), stderr.String())
+
+	env.Progress = "bar" // drawn even into a buffer, which is no terminal
+	stop = watchProgress(context.Background(), env, p)
+	stop()
+	assert.Contains(t, stderr.String(), "100% |")
+	assert.Zero(t, logs.Len())
+}

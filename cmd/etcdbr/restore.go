@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -109,7 +108,7 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 		Force:              c.ForceRestore,
 		Keep:               c.KeepStore,
 		Log:                env.Log,
-		WatchProgress:      func(p *progress.Progress) func() { return watchProgress(ctx, env, p) },
+		WatchProgress:      progressWatcher(ctx, env),
 	})
 	if errors.Is(err, supervisor.ErrDataDirNotEmpty) {
 		return usageError{err}
