@@ -148,13 +148,14 @@ func benchCompact(ctx context.Context, cfg config, ds dataset, dir string) ([]fi
 }
 
 // restoreMeasured runs etcdbr restore of point p into the new data dir into (removed first)
-// and checks the result; replayed reports whether it replayed deltas.
-func restoreMeasured(ctx context.Context, cfg config, ds dataset, p point, into string) (st procStats, replayed bool, err error) {
+// and checks the result; replayed reports whether it replayed deltas. global are etcdbr's
+// flags before the command (e.g. --progress off).
+func restoreMeasured(ctx context.Context, cfg config, ds dataset, p point, into string, global ...string) (st procStats, replayed bool, err error) {
 	os.RemoveAll(into)
 	member := []string{"--name", "bench", "--initial-cluster", "bench=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}
-	st, err = runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr,
-		append([]string{"--log-format", "json", "restore", "--store", ds.StoreURL, "--data-dir", into,
-			"--to-revision", fmt.Sprint(p.Revision), "--"}, member...)...))
+	args := append(append([]string{"--log-format", "json"}, global...), "restore", "--store", ds.StoreURL, "--data-dir", into,
+		"--to-revision", fmt.Sprint(p.Revision), "--")
+	st, err = runMeasured(ctx, exec.CommandContext(ctx, cfg.Bins.Etcdbr, append(args, member...)...))
 	if err != nil {
 		return st, false, fmt.Errorf("etcdbr restore: %w", err)
 	}

@@ -10,6 +10,9 @@
 //     into a file:// store, then -events and then -long-events events of churn (overwrites,
 //     deletes and re-creates, 4-put transactions, leased keys) go into deltas. `etcdbr
 //     restore` to both points, beside `etcdutl snapshot restore` of the full snapshot alone.
+//   - progress: `etcdbr restore` of the last point with --progress off, log and bar, rotating:
+//     what showing progress costs; with -artifacts, the log lines of a piped restore and the
+//     screens of one in a tmux pane are kept there.
 //   - compact: `etcdbr compact` of that chain into one full snapshot, then `etcdbr restore` of
 //     the last point from it beside `etcdbr restore` of the chain, alternating; plain etcd's
 //     HashKV of the two restores must be equal.
@@ -55,7 +58,7 @@ func main() {
 }
 
 // scenarios are the parts of the benchmark, in the order they run.
-var scenarios = []string{"restore", "compact", "start", "snapshot", "put", "rejoin"}
+var scenarios = []string{"restore", "progress", "compact", "start", "snapshot", "put", "rejoin"}
 
 // config sizes a run.
 type config struct {
@@ -68,6 +71,7 @@ type config struct {
 	PutDuration              time.Duration
 	Scenarios                []string
 	Dir                      string
+	Artifacts                string // where the progress scenario keeps what a person sees ("": not kept)
 	Bins                     binaries
 	Log                      io.Writer // progress
 }
@@ -82,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, start and snapshot need restore's data dir: restore runs with them)")
+	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, progress, start and snapshot need restore's data dir: restore runs with them)")
 	short := fs.Bool("short", false, "tiny sizes (a smoke test of the harness; the figures mean nothing)")
 	asJSON := fs.Bool("json", false, "print one JSON object per figure and line instead of the table")
 	fs.IntVar(&cfg.Keys, "keys", 100_000, "keys in the full snapshot")
@@ -97,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline; start and snapshot report the median)")
 	fs.IntVar(&cfg.RejoinMiB, "rejoin-db-mib", 1024, "size of the db of the rejoin scenario's cluster, in MiB")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
+	fs.StringVar(&cfg.Artifacts, "artifacts", "", "a directory to keep, from the progress scenario, the progress lines of a piped restore and the screens of one on a terminal (tmux)")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
 	fs.StringVar(&cfg.Bins.Etcdbr, "etcdbr", "", "etcdbr binary (default: built from this checkout)")
 	fs.StringVar(&cfg.Bins.Etcdutl, "etcdutl", "", "etcdutl binary (default: built, go.mod's version)")
@@ -162,7 +167,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		return nil, err
 	}
 	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
-	if want("restore") || want("compact") || want("start") || want("snapshot") {
+	if want("restore") || want("compact") || want("progress") || want("start") || want("snapshot") {
 		ds, err := makeDataset(ctx, cfg, dir)
 		if err != nil {
 			return nil, err
@@ -174,6 +179,14 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		}
 		if want("restore") {
 			figs = append(figs, f...)
+		}
+		// Before compact: its full snapshot at the last point would leave nothing to replay.
+		if want("progress") {
+			p, err := benchProgress(ctx, cfg, ds, dir)
+			if err != nil {
+				return nil, fmt.Errorf("progress: %w", err)
+			}
+			figs = append(figs, p...)
 		}
 		if want("compact") {
 			c, err := benchCompact(ctx, cfg, ds, dir)

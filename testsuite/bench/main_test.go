@@ -24,7 +24,8 @@ func TestBenchSmoke(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	dir := t.TempDir()
-	code := run(ctx, []string{"-short", "-json", "-dir", dir}, &stdout, &stderr)
+	artifacts := filepath.Join(t.TempDir(), "artifacts")
+	code := run(ctx, []string{"-short", "-json", "-dir", dir, "-artifacts", artifacts}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
@@ -46,6 +47,8 @@ func TestBenchSmoke(t *testing.T) {
 	}{
 		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
 		{"restore: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
+		{"restore showing progress as log lines", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, nil, 1},
+		{"restore showing progress as a bar", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, nil, 1},
 		{"compact: full (300 keys x 200 B) + ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, []string{"revisions_per_s"}, 2},
 		{"restore after compaction: ", []string{"wall_s", "peak_rss_mib", "peak_anon_mib"}, nil, 0},
 		{"start to ready, clean data dir", []string{"ready_s", "peak_rss_mib", "peak_anon_mib"}, nil, 1},
@@ -91,14 +94,29 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("%s: %+v, %v; want a valid data dir, checked at depth %s", log, v, err, depth)
 			}
 		}
-		if !strings.Contains(figs[6].Name, "etcdbr snapshot (sidecar") || !strings.Contains(figs[7].Name, "etcdbr run (in-process") {
-			t.Errorf("the snapshot figures are %q and %q, want the sidecar's then etcdbr run's", figs[6].Name, figs[7].Name)
+		if !strings.Contains(figs[8].Name, "etcdbr snapshot (sidecar") || !strings.Contains(figs[9].Name, "etcdbr run (in-process") {
+			t.Errorf("the snapshot figures are %q and %q, want the sidecar's then etcdbr run's", figs[8].Name, figs[9].Name)
 		}
-		for _, tg := range figs[2].Targets {
+		for _, tg := range figs[4].Targets {
 			if !tg.Met {
-				t.Errorf("%s: target %q missed", figs[2].Name, tg.Goal)
+				t.Errorf("%s: target %q missed", figs[4].Name, tg.Goal)
 			}
 		}
+	}
+	// What a person sees of the progress scenario's restore: on a terminal the bar, full at
+	// the end; in a pipe the log lines, the last at every revision of the total.
+	screens, err := os.ReadFile(filepath.Join(artifacts, "progress-terminal.txt"))
+	if err != nil || !strings.Contains(string(screens), "100% |") {
+		t.Errorf("the terminal's screens of the restore (%v) show no full bar:\n%s", err, screens)
+	}
+	pipe, err := os.ReadFile(filepath.Join(artifacts, "progress-pipe.log"))
+	lines := strings.Split(strings.TrimSpace(string(pipe)), "\n")
+	var lastLine struct {
+		Revisions      int64 `json:"revisions"`
+		RevisionsTotal int64 `json:"revisions_total"`
+	}
+	if err != nil || json.Unmarshal([]byte(lines[len(lines)-1]), &lastLine) != nil || lastLine.Revisions == 0 || lastLine.Revisions != lastLine.RevisionsTotal {
+		t.Errorf("the progress lines of the piped restore (%v) do not end at every revision of the total:\n%s", err, pipe)
 	}
 	var table bytes.Buffer
 	printTable(&table, figs)

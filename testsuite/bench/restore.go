@@ -514,11 +514,20 @@ func findReplayLog(stderr []byte) (replayLog, error) {
 			Msg string `json:"msg"`
 			replayLog
 		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "deltas replayed" {
+		if json.Unmarshal(jsonPart(sc.Bytes()), &line) == nil && line.Msg == "deltas replayed" {
 			return line.replayLog, nil
 		}
 	}
 	return replayLog{}, fmt.Errorf("etcdbr restore did not log its replay:\n%s", stderr)
+}
+
+// jsonPart is a line of etcdbr's JSON log from its first brace on: with a progress bar drawn
+// on the same output (--progress bar), a log line follows the bar's last drawing.
+func jsonPart(line []byte) []byte {
+	if i := bytes.IndexByte(line, '{'); i > 0 {
+		return line[i:]
+	}
+	return line
 }
 
 const mib = 1 << 20
