@@ -339,3 +339,26 @@ unless on (instance, job) sum by (instance, job) (increase(etcdbr_snapshots_tota
 		}
 	}
 }
+
+// Every metric of etcdbr's that docs/metrics.md lists is on the dashboard or in an alerting
+// rule: a metric added without a panel is a figure nobody looks at.
+func TestDocumentedMetricsMonitored(t *testing.T) {
+	used := monitoredMetrics(t)
+	data, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `(etcdbr_[a-z0-9_]+)` \\|")
+	rows := row.FindAllStringSubmatch(string(data), -1)
+	if len(rows) < 20 {
+		t.Fatalf("docs/metrics.md lists %d metrics of etcdbr's", len(rows))
+	}
+	for _, m := range rows {
+		name := m[1]
+		_, direct := used[name]
+		_, histogram := used[name+"_bucket"]
+		if !direct && !histogram {
+			t.Errorf("%s is in docs/metrics.md but on no panel of %s and in no rule of %s", name, dashboardFile, alertRulesFile)
+		}
+	}
+}
