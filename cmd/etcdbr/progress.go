@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,6 +153,16 @@ func (d *display) draw() {
 		d.title = title
 	}
 	_ = d.bar.Set64(value) // a display that cannot write is no reason to stop the work
+	d.redrawFinished()
+}
+
+// redrawFinished draws a full bar again: the bar draws itself no more once it reached its
+// total, and a log line written since (the sync after the replay, the restore's last lines)
+// cleared its line.
+func (d *display) redrawFinished() {
+	if d.bar != nil && d.bar.IsFinished() {
+		fmt.Fprint(d.w, "\r\x1b[K"+strings.TrimLeft(d.bar.String(), "\r"))
+	}
 }
 
 // end leaves the current bar as it is drawn and moves to the next line.
@@ -159,6 +170,7 @@ func (d *display) end() {
 	if d.bar == nil {
 		return
 	}
+	d.redrawFinished()
 	_ = d.bar.Exit()
 	fmt.Fprintln(d.w)
 	d.bar = nil

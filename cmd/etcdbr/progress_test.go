@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -33,6 +34,28 @@ func TestDisplay(t *testing.T) {
 	s := out.String()
 	assert.Contains(t, s, "replay rev 121, 4.0 MiB read 100% |")
 	assert.Contains(t, s, "(120/120, ")
+	assert.True(t, strings.HasSuffix(s, "\n"), "%q", s)
+}
+
+// A full bar stays on screen: log lines that clear its line (written after the replay
+// reached its total) do not take it away, and the display ends on it.
+func TestDisplayFullBarAfterLogLines(t *testing.T) {
+	var out bytes.Buffer
+	lw := &lockedWriter{w: &out}
+	lw.setClearLine(true)
+	p := progress.New("replay")
+	p.SetRevisionsTotal(100)
+	p.AddRevisions(100, 101)
+	p.SetPhase("sync")
+	d := &display{p: p, w: lw.raw()}
+	d.draw()
+	fmt.Fprintln(lw, "level=INFO msg=\"deltas replayed\"")
+	d.draw()
+	fmt.Fprintln(lw, "level=INFO msg=\"data dir restored\"")
+	d.end()
+	s := out.String()
+	lastLog := strings.LastIndex(s, "data dir restored")
+	assert.Contains(t, s[lastLog:], "100% |", "the full bar is not drawn after the log line: %q", s)
 	assert.True(t, strings.HasSuffix(s, "\n"), "%q", s)
 }
 
