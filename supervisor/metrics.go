@@ -77,6 +77,8 @@ type metrics struct {
 	chainRevisions     prometheus.Gauge
 	chainBytes         prometheus.Gauge
 
+	defrag *defragMetrics
+
 	storeErrors     *prometheus.CounterVec
 	storeReachable  prometheus.Gauge
 	clusterMismatch prometheus.Gauge
@@ -167,6 +169,8 @@ func newMetrics() *metrics {
 		"as the compaction's last check found them.")
 	m.chainBytes = gauge("backup_chain_bytes", "Stored bytes of the deltas after the newest full snapshot that a restore of the newest point "+
 		"reads, as the compaction's last check found them.")
+
+	m.defrag = newDefragMetrics(m.reg)
 
 	m.storeErrors = counterVec("store_errors_total", "Failed store operations, by operation (upload, list, check, claim).", "op")
 	m.storeReachable = gauge("store_reachable", "1 when the last store operation succeeded, 0 when it failed.")

@@ -54,6 +54,10 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			} else if err != nil {
 				return catalog.Snapshot{}, err // retried by the runner
 			}
+			// Never while this member is defragmented (its writes would wait for the
+			// snapshot's read transaction): the defragger holds backendReads meanwhile.
+			s.backendReads.RLock()
+			defer s.backendReads.RUnlock()
 			// Fenced by the leadership proven before it began: it becomes visible only if this
 			// member still leads in that term once the whole snapshot is uploaded.
 			return backup.FullFromBackendFenced(ctx, srv.Backend(), store, leadershipFence(l))

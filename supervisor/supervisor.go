@@ -64,7 +64,10 @@ type Config struct {
 	// Compact, when set, compacts the backup chain while this member takes backups, once the
 	// chain since the newest full snapshot passes its bound.
 	Compact *CompactConfig
-	Log     *slog.Logger
+	// Defrag, when set, defragments the members whose free space passes its threshold (or
+	// on its schedule): the leader's etcdbr, one member at a time, itself last (defrag.go).
+	Defrag *DefragConfig
+	Log    *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)
@@ -119,6 +122,11 @@ type Supervisor struct {
 	// one job; startRestore sends (with mu held, and only when no job runs: it never
 	// blocks), Run's serve and refuseQueuedRestore receive. Never closed.
 	restores chan *restoreJob
+	// backendReads is held for reading while a full snapshot reads this member's db
+	// (startBackups' Take), and for writing (TryLock) by the defragger around a defrag of
+	// this member: etcd's defrag waits for every read transaction with writes blocked, so
+	// the two never overlap. Created zero by New, never replaced.
+	backendReads sync.RWMutex
 
 	// mu guards the fields below; when others are held with it (health's, the claim's),
 	// it is taken first. Readers that must see the lifecycle and health at one moment (the
@@ -147,6 +155,11 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if err := cfg.API.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Defrag != nil {
+		if err := cfg.Defrag.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -266,7 +279,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.cfg.Cluster.TendLearners {
 			stopTending = s.tendLearners(ctx, e)
 		}
+		stopDefrag := func() {}
+		if s.cfg.Defrag != nil {
+			stopDefrag = s.startDefrag(ctx, e)
+		}
 		next, runErr := s.serve(ctx, e, b)
+		stopDefrag() // waits for a defrag in flight: a restore never overlaps one
 		stopTending()
 		if next == nil {
 			s.setState(StateStopping)
