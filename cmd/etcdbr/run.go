@@ -28,6 +28,7 @@ var errHelpShown = errors.New("help shown")
 type RunCmd struct {
 	GCFlags              `embed:""`
 	CompactFlags         `embed:""`
+	DefragFlags          `embed:""`
 	StoreFlags           `embed:""`
 	DataDir              string `help:"etcd's data dir (same as etcd's --data-dir; default: etcd's, <name>.etcd)." env:"ETCDBR_DATA_DIR" type:"path"`
 	FullSnapshotSchedule string `help:"Cron schedule of full snapshots (five fields, or @hourly, @daily...)." default:"0 * * * *" env:"ETCDBR_FULL_SNAPSHOT_SCHEDULE"`
@@ -149,6 +150,10 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	defrag, err := c.DefragFlags.config()
+	if err != nil {
+		return err
+	}
 	// Every flag is checked before the store is opened: opening a file store creates its
 	// directory, and a usage error must leave nothing behind.
 	if c.Store == "" {
@@ -174,6 +179,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		GC:                gc,
 		GCPeriod:          gcPeriod,
 		Compact:           compact,
+		Defrag:            defrag,
 		Validation:        depth,
 		ForceRestore:      c.ForceRestore,
 		KeepOldDataDirs:   c.KeepOldDataDirs,
