@@ -30,6 +30,9 @@
 //     again, until it is a promoted voter (the learner path), beside another follower replaced
 //     by hand with plain etcd, until etcd lets it be promoted (the time etcd needs to send it
 //     the db).
+//   - defrag: etcdbr run with -defrag-db-mib of values written and nine in ten deleted, etcd's
+//     history compacted; etcdbr defragments the member by its threshold while writers put,
+//     and their put latency during the defrag is beside theirs before it (no defrag).
 //
 // Every child's wall time, CPU time, peak RSS (VmHWM) and peak RssAnon (sampled from
 // /proc/PID/status) are measured from outside; start and snapshot alternate the two sides for
@@ -58,7 +61,7 @@ func main() {
 }
 
 // scenarios are the parts of the benchmark, in the order they run.
-var scenarios = []string{"restore", "progress", "compact", "start", "snapshot", "put", "rejoin"}
+var scenarios = []string{"restore", "progress", "compact", "start", "snapshot", "put", "rejoin", "defrag"}
 
 // config sizes a run.
 type config struct {
@@ -68,6 +71,7 @@ type config struct {
 	Seed                     uint64
 	Clients, Conns, Rounds   int
 	RejoinMiB                int
+	DefragMiB                int
 	PutDuration              time.Duration
 	Scenarios                []string
 	Dir                      string
@@ -100,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.PutDuration, "put-duration", 15*time.Second, "how long each put round is measured")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline; start and snapshot report the median)")
 	fs.IntVar(&cfg.RejoinMiB, "rejoin-db-mib", 1024, "size of the db of the rejoin scenario's cluster, in MiB")
+	fs.IntVar(&cfg.DefragMiB, "defrag-db-mib", 1024, "MiB written into the defrag scenario's member before nine in ten are deleted")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
 	fs.StringVar(&cfg.Artifacts, "artifacts", "", "a directory to keep, from the progress scenario, the progress lines of a piped restore and the screens of one on a terminal (tmux)")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
@@ -117,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *short {
 		cfg.Keys, cfg.ValueSize, cfg.Events, cfg.LongEvents, cfg.DeltaRevisions = 300, 200, 600, 1500, 150
 		cfg.Writers, cfg.Clients, cfg.Conns, cfg.PutDuration, cfg.Rounds = 3, 4, 2, time.Second, 1
-		cfg.RejoinMiB = 2
+		cfg.RejoinMiB, cfg.DefragMiB = 2, 8
 	}
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); !slices.Contains(scenarios, s) {
@@ -127,8 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Scenarios = append(cfg.Scenarios, s)
 	}
 	if cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.DeltaRevisions < 1 || cfg.Writers < 1 || cfg.Clients < 1 || cfg.Conns < 1 ||
-		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 || cfg.RejoinMiB < 1 {
-		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds, -put-duration and -rejoin-db-mib must be positive, -events and -long-events not negative")
+		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 || cfg.RejoinMiB < 1 || cfg.DefragMiB < 1 {
+		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds, -put-duration, -rejoin-db-mib and -defrag-db-mib must be positive, -events and -long-events not negative")
 		return 2
 	}
 	cfg.Log = stderr
@@ -219,6 +224,13 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		f, err := benchRejoin(ctx, cfg, dir)
 		if err != nil {
 			return nil, fmt.Errorf("rejoin: %w", err)
+		}
+		figs = append(figs, f...)
+	}
+	if want("defrag") {
+		f, err := benchDefrag(ctx, cfg, dir)
+		if err != nil {
+			return nil, fmt.Errorf("defrag: %w", err)
 		}
 		figs = append(figs, f...)
 	}

@@ -57,6 +57,7 @@ func TestBenchSmoke(t *testing.T) {
 		{"full snapshot of a", []string{"wall_s", "mb_per_s"}, nil, 1},
 		{"put throughput, 200 B values, 4 clients", []string{"ops_per_s", "peak_rss_mib"}, nil, 1},
 		{"a wiped member of 3 a voter again", []string{"wall_s", "learner_s"}, []string{"full_snapshot_s"}, 0},
+		{"defrag of a fragmented member: 8 MiB", []string{"p50_ms", "p99_ms", "max_ms"}, []string{"db_before_mib", "db_after_mib", "defrag_s"}, 0},
 	}
 	if len(figs) != len(want) {
 		t.Fatalf("%d figures, want %d:\n%s", len(figs), len(want), &stdout)
