@@ -60,6 +60,10 @@ var _ defragCluster = (*etcdDefrag)(nil)
 // view implements defragCluster.
 func (d *etcdDefrag) view(ctx context.Context) (defragView, error) {
 	srv := d.e.Server()
+	if srv.Leader() != srv.MemberID() {
+		// Only the leader's etcdbr defragments: the others ask no member.
+		return defragView{Self: uint64(srv.MemberID()), Leader: uint64(srv.Leader())}, ctx.Err()
+	}
 	members := srv.Cluster().Members()
 	v := defragView{Self: uint64(srv.MemberID()), Restoring: d.s.restoring(), Members: make([]defragMember, len(members))}
 	var wg sync.WaitGroup
