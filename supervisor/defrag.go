@@ -163,14 +163,34 @@ type defragStep struct {
 	Why    string // why it runs, or waits
 }
 
+// defragMemory is what the defragger remembers between checks, for decideDefrag.
+type defragMemory struct {
+	// Round are the members the current scheduled round has yet to defragment.
+	Round map[uint64]bool
+	// NotBefore holds a member back after its defrag failed.
+	NotBefore map[uint64]time.Time
+	// InUse is each member's DBInUse at the previous check.
+	InUse map[uint64]int64
+}
+
+// settled reports whether member m's bytes in use did not shrink since the previous check
+// (by more than 1% of its db): etcd's compaction of its history frees pages in batches for
+// a while, and a member defragmented halfway through would be due again once it ends. A
+// member not seen before is not settled yet.
+func (mem defragMemory) settled(m defragMember) bool {
+	prev, ok := mem.InUse[m.ID]
+	return ok && m.DBInUse+m.DBSize/100 >= prev
+}
+
 // decideDefrag is the next step of the leader's defragmentation: which member to
-// defragment now, if any. A member is due when its free space passes the threshold (cfg) or
-// a scheduled round has not done it yet (round), unless a failure holds it back until
-// notBefore[id]. Nothing runs unless this member leads, no restore runs, every member of the
+// defragment now, if any. A member is due when its free space passes the threshold (cfg)
+// and its bytes in use settled since the previous check (mem.settled), or a scheduled round
+// has not done it yet (mem.Round), unless a failure holds it back until mem.NotBefore[id].
+// Nothing runs unless this member leads, no restore runs, every member of the
 // membership is a started voter (no membership change), and every member answers, names
 // this leader and is within maxLagEntries of the leader's committed index. Followers come
 // first (by name), the leader last; one member per step.
-func decideDefrag(v defragView, cfg DefragConfig, round map[uint64]bool, notBefore map[uint64]time.Time, now time.Time) defragStep {
+func decideDefrag(v defragView, cfg DefragConfig, mem defragMemory, now time.Time) defragStep {
 	if v.Leader == 0 || v.Leader != v.Self {
 		return defragStep{Why: "this member does not lead: the leader's etcdbr defragments"}
 	}
@@ -180,12 +200,12 @@ func decideDefrag(v defragView, cfg DefragConfig, round map[uint64]bool, notBefo
 	}
 	var dues []due
 	for _, m := range v.Members {
-		if t, ok := notBefore[m.ID]; ok && now.Before(t) {
+		if t, ok := mem.NotBefore[m.ID]; ok && now.Before(t) {
 			continue
 		}
-		if round[m.ID] {
+		if mem.Round[m.ID] {
 			dues = append(dues, due{m, "the defragmentation schedule fired"})
-		} else if ok, why := cfg.overThreshold(m.DBSize, m.DBInUse); ok && m.Answered && m.Err == "" {
+		} else if ok, why := cfg.overThreshold(m.DBSize, m.DBInUse); ok && m.Answered && m.Err == "" && mem.settled(m) {
 			dues = append(dues, due{m, why})
 		}
 	}

@@ -163,13 +163,14 @@ type defragger struct {
 	now     func() time.Time
 	poll    time.Duration // how often the wait after a defrag asks (defragPoll)
 
-	// round are the members the current scheduled round has yet to defragment; nextRound
-	// is when the schedule fires next (zero: no schedule, or not computed yet).
-	round     map[uint64]bool
+	// mem is what decideDefrag needs of the checks before: the members the current
+	// scheduled round has yet to defragment, the members held back after a failure, and
+	// every member's bytes in use at the previous check. nextRound is when the schedule
+	// fires next (zero: no schedule, or not computed yet); retry are the backoffs of the
+	// members whose defrag failed.
+	mem       defragMemory
 	nextRound time.Time
-	// retry and notBefore hold a member back after its defrag failed.
 	retry     map[uint64]*backoff.Backoff
-	notBefore map[uint64]time.Time
 	// skipped is the last skip logged (reason and member), so that a skip repeated every
 	// period is logged once.
 	skipped string
@@ -189,7 +190,8 @@ func newDefragger(cfg DefragConfig, cluster defragCluster, hold tryLocker, m *de
 		cfg.Period = DefaultDefragPeriod
 	}
 	return &defragger{cfg: cfg, cluster: cluster, hold: hold, metrics: m, log: lg.With("component", "defrag"), now: time.Now,
-		poll: defragPoll, round: map[uint64]bool{}, retry: map[uint64]*backoff.Backoff{}, notBefore: map[uint64]time.Time{}}
+		poll: defragPoll, retry: map[uint64]*backoff.Backoff{},
+		mem: defragMemory{Round: map[uint64]bool{}, NotBefore: map[uint64]time.Time{}, InUse: map[uint64]int64{}}}
 }
 
 // run checks at once and then every period until ctx ends.
@@ -231,26 +233,28 @@ func (d *defragger) check(ctx context.Context) {
 			return // stopping
 		}
 		if v.Leader == 0 || v.Leader != v.Self {
-			clear(d.round) // the leader's etcdbr runs its own rounds
+			clear(d.mem.Round) // the leader's etcdbr runs its own rounds
+			clear(d.mem.InUse)
 			d.skipped = ""
 			return
 		}
 		if fire {
 			fire = false
 			for _, m := range v.Members {
-				d.round[m.ID] = true
+				d.mem.Round[m.ID] = true
 			}
 			d.log.Info("the defragmentation schedule fired: every member is defragmented, followers first, the leader last",
 				"members", len(v.Members))
 		}
-		step := decideDefrag(v, d.cfg, d.round, d.notBefore, d.now())
+		step := decideDefrag(v, d.cfg, d.mem, d.now())
 		held := false
 		if step.Kind == defragRun && step.Member.ID == v.Self {
 			if held = d.hold.TryLock(); !held {
 				v.Snapshotting = true
-				step = decideDefrag(v, d.cfg, d.round, d.notBefore, d.now())
+				step = decideDefrag(v, d.cfg, d.mem, d.now())
 			}
 		}
+		d.remember(v)
 		switch step.Kind {
 		case defragNone:
 			d.skipped = ""
@@ -270,6 +274,16 @@ func (d *defragger) check(ctx context.Context) {
 		}
 		if !ok {
 			return
+		}
+	}
+}
+
+// remember keeps every member's bytes in use of v for the next check.
+func (d *defragger) remember(v defragView) {
+	clear(d.mem.InUse)
+	for _, m := range v.Members {
+		if m.Answered && m.Err == "" {
+			d.mem.InUse[m.ID] = m.DBInUse
 		}
 	}
 }
@@ -299,17 +313,20 @@ func (d *defragger) defrag(ctx context.Context, v defragView, step defragStep) b
 			d.retry[m.ID] = r
 		}
 		wait := r.Next()
-		d.notBefore[m.ID] = ended.Add(wait)
+		d.mem.NotBefore[m.ID] = ended.Add(wait)
 		d.log.Error("defragmentation of a member failed", "member", m.name(), "role", role, "err", err, "took", took, "next_try_in", wait)
 		if d.failed != nil {
 			d.failed(err)
 		}
 		return false
 	}
-	delete(d.round, m.ID)
+	delete(d.mem.Round, m.ID)
 	delete(d.retry, m.ID)
-	delete(d.notBefore, m.ID)
+	delete(d.mem.NotBefore, m.ID)
 	after, caught := d.waitCaughtUp(ctx, m.ID)
+	if after.Answered {
+		d.mem.InUse[m.ID] = after.DBInUse
+	}
 	reclaimed := max(0, m.DBSize-after.DBSize)
 	if !after.Answered {
 		reclaimed = 0 // not known

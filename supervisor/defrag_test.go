@@ -50,6 +50,7 @@ func TestDecideDefrag(t *testing.T) {
 		cfg       DefragConfig
 		round     map[uint64]bool
 		notBefore map[uint64]time.Time
+		inUse     map[uint64]int64 // at the previous check (nil: as now)
 		kind      defragStepKind
 		member    string // the member of a run or a skip
 		skip      string
@@ -101,6 +102,16 @@ func TestDecideDefrag(t *testing.T) {
 			kind: defragRun, member: "b"},
 		{name: "this member snapshotting and next", v: with(healthy3([2]int64{400, 100}), func(v *defragView) { v.Snapshotting = true }),
 			kind: defragSkip, member: "a", skip: defragSkipSnapshot},
+		{name: "in use shrinking: etcd's compaction is under way", v: healthy3([2]int64{10, 9}, [2]int64{400, 100}),
+			inUse: map[uint64]int64{1: 9 * mib, 2: 200 * mib}, kind: defragNone},
+		{name: "in use shrinking by less than 1% of the db", v: healthy3([2]int64{10, 9}, [2]int64{400, 100}),
+			inUse: map[uint64]int64{1: 9 * mib, 2: 104 * mib}, kind: defragRun, member: "b"},
+		{name: "in use growing", v: healthy3([2]int64{10, 9}, [2]int64{400, 100}),
+			inUse: map[uint64]int64{1: 9 * mib, 2: 50 * mib}, kind: defragRun, member: "b"},
+		{name: "a member not seen at the previous check", v: healthy3([2]int64{10, 9}, [2]int64{400, 100}),
+			inUse: map[uint64]int64{1: 9 * mib}, kind: defragNone},
+		{name: "a scheduled round does not wait for in use to settle", v: healthy3(), round: map[uint64]bool{2: true},
+			inUse: map[uint64]int64{}, kind: defragRun, member: "b"},
 		{name: "a single member", v: defragView{Self: 7, Leader: 7, Members: []defragMember{{ID: 7, Name: "solo", Answered: true, Leader: 7,
 			DBSize: 1024 * mib, DBInUse: 100 * mib}}}, kind: defragRun, member: "solo"},
 		{name: "the threshold in bytes alone", cfg: DefragConfig{MinFree: 50 * mib}, v: healthy3([2]int64{10, 9}, [2]int64{1000, 940}),
@@ -111,7 +122,14 @@ func TestDecideDefrag(t *testing.T) {
 			if tc.cfg != (DefragConfig{}) {
 				c = tc.cfg
 			}
-			step := decideDefrag(tc.v, c, tc.round, tc.notBefore, now)
+			mem := defragMemory{Round: tc.round, NotBefore: tc.notBefore, InUse: map[uint64]int64{}}
+			for _, m := range tc.v.Members {
+				mem.InUse[m.ID] = m.DBInUse // settled: the same as at the previous check
+			}
+			if tc.inUse != nil {
+				mem.InUse = tc.inUse
+			}
+			step := decideDefrag(tc.v, c, mem, now)
 			require.Equal(t, tc.kind, step.Kind, "step: %+v", step)
 			if tc.member != "" {
 				require.Equal(t, tc.member, step.Member.Name, "step: %+v", step)
@@ -265,6 +283,8 @@ func TestDefraggerRolls(t *testing.T) {
 	var hold sync.RWMutex
 	d, logs, m := newTestDefragger(t, f, DefragConfig{MinFree: 100 * mib, MinFreeRatio: 0.5, Period: time.Hour}, &hold)
 	d.check(context.Background())
+	require.Empty(t, f.defrags, "the first check only sees how much each member holds")
+	d.check(context.Background())
 	var order []string
 	for i, df := range f.defrags {
 		order = append(order, df.name)
@@ -294,6 +314,7 @@ func TestDefraggerSkips(t *testing.T) {
 	f.v.Members[2] = defragMember{ID: 3, Name: "c", Err: "connection refused"}
 	var hold sync.RWMutex
 	d, logs, m := newTestDefragger(t, f, DefragConfig{MinFree: 100 * mib, MinFreeRatio: 0.5}, &hold)
+	d.check(context.Background()) // sees how much each member holds
 	d.check(context.Background())
 	d.check(context.Background())
 	require.Empty(t, f.defrags)
@@ -325,6 +346,7 @@ func TestDefraggerFailureBacksOff(t *testing.T) {
 	d, logs, m := newTestDefragger(t, f, DefragConfig{MinFree: 100 * mib, MinFreeRatio: 0.5}, &hold)
 	var failed []error
 	d.failed = func(err error) { failed = append(failed, err) }
+	d.check(context.Background()) // sees how much each member holds
 	d.check(context.Background())
 	require.Empty(t, f.defrags)
 	require.Len(t, failed, 1)

@@ -108,6 +108,10 @@ func benchDefrag(ctx context.Context, cfg config, dir string) ([]figure, error) 
 	if err != nil {
 		return nil, fmt.Errorf("defrag: writers: %w", err)
 	}
+	defrags, err := countLines(logPath, `"member defragmented"`)
+	if err != nil {
+		return nil, err
+	}
 	st, err = cli.Status(ctx, s.Endpoint)
 	if err != nil {
 		return nil, err
@@ -135,7 +139,8 @@ func benchDefrag(ctx context.Context, cfg config, dir string) ([]figure, error) 
 	}
 	f := figure{
 		Name: fmt.Sprintf("defrag of a fragmented member: %d MiB written, 90%% deleted, %d writers of %d B values", cfg.DefragMiB, defragWriters, cfg.ValueSize),
-		Etcdbr: append([]value{{"db_before_mib", mibs(line.SizeBefore)}, {"db_after_mib", mibs(line.SizeAfter)}, {"defrag_s", ended.Sub(started).Seconds()}},
+		Etcdbr: append([]value{{"db_before_mib", mibs(line.SizeBefore)}, {"db_after_mib", mibs(line.SizeAfter)}, {"defrag_s", ended.Sub(started).Seconds()},
+			{"defrags", float64(defrags)}},
 			lat(during)...),
 		Baseline:     lat(base),
 		BaselineName: fmt.Sprintf("the same writers, %v before the compaction, no defrag", cfg.PutDuration),
@@ -181,6 +186,15 @@ func waitDefragLine(ctx context.Context, path string, timeout time.Duration) (de
 			return defragLogLine{}, err
 		}
 	}
+}
+
+// countLines counts the lines of the file at path that contain substr.
+func countLines(path, substr string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(data), substr), nil
 }
 
 // sleepCtx waits for d or until ctx ends.
