@@ -376,38 +376,62 @@ func (a *apiServer) handleDelta(w http.ResponseWriter, r *http.Request) {
 }
 
 // restoreRequest is the body of POST /v1/restore: a revision, a time, or neither (the
-// newest point in the store).
+// newest point in the store). The fields stay raw until checked, so that a field given
+// with a zero or null value ({"revision": 0}, {"time": ""}) is told from one left out.
 type restoreRequest struct {
-	Revision int64  `json:"revision"`
-	Time     string `json:"time"`
+	Revision json.RawMessage `json:"revision"`
+	Time     json.RawMessage `json:"time"`
 }
 
 // restoreBodyHelp says what the body of POST /v1/restore may be.
-const restoreBodyHelp = `send one JSON object: {"revision": N}, {"time": "2026-11-25T15:04:05Z"}, or {} (or an empty body) for the newest point`
+const restoreBodyHelp = `send one JSON object: {"revision": N}, {"time": "2026-11-25T15:04:05Z"}, or {} for the newest point`
 
-// parseRestoreBody reads the restore target from the body of POST /v1/restore (empty: the
-// newest point). The body is one JSON object and nothing after it but white space.
+// parseRestoreBody reads the restore target from the body of POST /v1/restore. The body is
+// one JSON object and nothing after it but JSON white space; the newest point is asked for
+// with {}, never by an empty body, and a field is either left out or holds a target.
 func parseRestoreBody(body []byte) (catalog.Target, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	switch err := dec.Decode(&raw); {
+	case errors.Is(err, io.EOF):
+		return catalog.Target{}, fmt.Errorf("the body is empty: %s (an empty body is refused, so that no request "+
+			"restores the newest point by leaving its target out)", restoreBodyHelp)
+	case err != nil:
+		return catalog.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
+	}
+	if raw[0] != '{' {
+		return catalog.Target{}, fmt.Errorf("the body must be a JSON object, not %s: %s", abbreviate(raw), restoreBodyHelp)
+	}
+	end := dec.InputOffset()
+	if err := dec.Decode(&json.RawMessage{}); !errors.Is(err, io.EOF) {
+		rest := bytes.Trim(body[end:], " \t\r\n") // JSON's white space, and only it
+		return catalog.Target{}, fmt.Errorf("the body holds more after its JSON object (%q): %s, and nothing after it",
+			abbreviate(rest), restoreBodyHelp)
+	}
 	var req restoreRequest
-	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 {
-		if trimmed[0] != '{' {
-			return catalog.Target{}, fmt.Errorf("the body must be a JSON object, not %q: %s", abbreviate(trimmed), restoreBodyHelp)
+	strict := json.NewDecoder(bytes.NewReader(raw))
+	strict.DisallowUnknownFields()
+	if err := strict.Decode(&req); err != nil {
+		return catalog.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
+	}
+	var target catalog.Target
+	if req.Revision != nil {
+		if err := json.Unmarshal(req.Revision, &target.Revision); err != nil || string(req.Revision) == "null" {
+			return catalog.Target{}, fmt.Errorf("revision %s: want a whole number, 1 or more: %s", abbreviate(req.Revision), restoreBodyHelp)
 		}
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return catalog.Target{}, fmt.Errorf("the body must be JSON: %s: %w", restoreBodyHelp, err)
-		}
-		if rest := trimmed[dec.InputOffset():]; len(bytes.TrimSpace(rest)) > 0 {
-			return catalog.Target{}, fmt.Errorf("the body holds more after its JSON object (%q): %s, and nothing after it",
-				abbreviate(bytes.TrimSpace(rest)), restoreBodyHelp)
+		if target.Revision < 1 {
+			return catalog.Target{}, fmt.Errorf("revision %d: revisions start at 1; send {} for the newest point", target.Revision)
 		}
 	}
-	target := catalog.Target{Revision: req.Revision}
-	if req.Time != "" {
-		t, err := time.Parse(time.RFC3339Nano, req.Time)
+	if req.Time != nil {
+		var s string
+		if err := json.Unmarshal(req.Time, &s); err != nil || string(req.Time) == "null" {
+			return catalog.Target{}, fmt.Errorf("time %s: want an RFC 3339 time in a string, such as \"2026-11-25T15:04:05Z\": %s",
+				abbreviate(req.Time), restoreBodyHelp)
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
-			return catalog.Target{}, fmt.Errorf("time %q: want an RFC 3339 time such as 2026-11-25T15:04:05Z", req.Time)
+			return catalog.Target{}, fmt.Errorf("time %q: want an RFC 3339 time such as 2026-11-25T15:04:05Z; send {} for the newest point", s)
 		}
 		target.Time = t
 	}

@@ -122,8 +122,10 @@ func TestParseRestoreBody(t *testing.T) {
 		want catalog.Target
 		err  string
 	}{
-		{"", catalog.Target{}, ""},
 		{"{}", catalog.Target{}, ""},
+		{" {}\r\n", catalog.Target{}, ""},
+		{"", catalog.Target{}, "the body is empty"},
+		{" \n", catalog.Target{}, "send one JSON object"},
 		{`{"revision": 42}`, catalog.Target{Revision: 42}, ""},
 		{`{"time": "2026-11-25T15:04:05Z"}`, catalog.Target{Time: mustTime(t, "2026-11-25T15:04:05Z")}, ""},
 		{`{"revision": 42, "time": "2026-11-25T15:04:05Z"}`, catalog.Target{}, "not both"},
@@ -136,6 +138,16 @@ func TestParseRestoreBody(t *testing.T) {
 		{`{"revision":12} xyz`, catalog.Target{}, "more after its JSON object"},
 		{`{"revision":12}{"revision":13}`, catalog.Target{}, "more after its JSON object"},
 		{`{"revision":12`, catalog.Target{}, "must be JSON"},
+		{"{\"revision\":12}\u00a0", catalog.Target{}, "more after its JSON object"}, // not JSON's white space
+		{"\u00a0{\"revision\":12}", catalog.Target{}, "must be JSON"},
+		{`{"revision": 0}`, catalog.Target{}, "revision 0: revisions start at 1; send {} for the newest point"},
+		{`{"revision": null}`, catalog.Target{}, "revision null: want a whole number"},
+		{`{"revision": 1.5}`, catalog.Target{}, "want a whole number"},
+		{`{"revision": "12"}`, catalog.Target{}, "want a whole number"},
+		{`{"time": ""}`, catalog.Target{}, `time "": want an RFC 3339 time`},
+		{`{"time": null}`, catalog.Target{}, "time null: want an RFC 3339 time in a string"},
+		{`{"time": 1764083045}`, catalog.Target{}, "in a string"},
+		{`{"revision": 0, "time": "2026-11-25T15:04:05Z"}`, catalog.Target{}, "revision 0"},
 	} {
 		got, err := parseRestoreBody([]byte(c.body))
 		if c.err != "" {

@@ -102,7 +102,7 @@ func TestStoreGivenToAnotherCluster(t *testing.T) {
 	var answer struct {
 		Error string `json:"error"`
 	}
-	code := l.call(http.MethodPost, "/v1/restore", "", &answer)
+	code := l.call(http.MethodPost, "/v1/restore", "{}", &answer)
 	assert.NotEqual(t, http.StatusOK, code)
 	assert.NotEqual(t, http.StatusAccepted, code)
 	assert.Contains(t, answer.Error, other)

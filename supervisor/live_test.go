@@ -260,7 +260,8 @@ func TestAPIRefusals(t *testing.T) {
 	}{
 		{http.MethodPost, "/v1/restore", `{"revision": 999999}`, http.StatusUnprocessableEntity, "no restorable chain"},
 		{http.MethodPost, "/v1/restore", `{"time": "2000-01-01T00:00:00Z"}`, http.StatusUnprocessableEntity, "no restorable chain"},
-		{http.MethodPost, "/v1/restore", `{"revision": "3"}`, http.StatusBadRequest, "must be JSON"},
+		{http.MethodPost, "/v1/restore", `{"revision": "3"}`, http.StatusBadRequest, "want a whole number"},
+		{http.MethodPost, "/v1/restore?wait=maybe", `{}`, http.StatusBadRequest, `wait="maybe": want true or false`},
 		{http.MethodGet, "/v1/restore", "", http.StatusMethodNotAllowed, "use POST"},
 		{http.MethodDelete, "/v1/status", "", http.StatusMethodNotAllowed, "use GET, HEAD"},
 		{http.MethodPost, "/healthz", "", http.StatusMethodNotAllowed, "use GET, HEAD"},
@@ -482,6 +483,12 @@ func TestAPIRefusesBrowsers(t *testing.T) {
 			jsonCT, http.StatusBadRequest, "more after its JSON object"},
 		{"JSON null", http.MethodPost, "/v1/restore", `null`,
 			jsonCT, http.StatusBadRequest, "must be a JSON object"},
+		{"an empty body", http.MethodPost, "/v1/restore", "",
+			jsonCT, http.StatusBadRequest, "the body is empty: send one JSON object"},
+		{"revision 0", http.MethodPost, "/v1/restore", `{"revision": 0}`,
+			jsonCT, http.StatusBadRequest, "revisions start at 1; send {} for the newest point"},
+		{"an empty time", http.MethodPost, "/v1/restore", `{"time": ""}`,
+			jsonCT, http.StatusBadRequest, "want an RFC 3339 time"},
 		{"a body where none is taken", http.MethodPost, "/v1/snapshots/full", `{"revision": 2}`,
 			jsonCT, http.StatusBadRequest, "takes no body"},
 		{"a body too large", http.MethodPost, "/v1/restore", `{"time": "` + strings.Repeat("x", maxRequestBody) + `"}`,
@@ -516,9 +523,10 @@ func TestAPIRefusesBrowsers(t *testing.T) {
 		require.Equal(t, http.StatusOK, status, "%s: %+v", c.name, e)
 	}
 
-	// A restore as curl --json sends it, with an empty body: the newest point.
+	// A restore as curl -H 'Content-Type: application/json; charset=utf-8' sends it, to the
+	// newest point.
 	var answer restoreAnswer
-	req, err := http.NewRequest(http.MethodPost, l.url+"/v1/restore?wait=true", nil)
+	req, err := http.NewRequest(http.MethodPost, l.url+"/v1/restore?wait=true", strings.NewReader("{}\n"))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	resp, err := http.DefaultClient.Do(req)
