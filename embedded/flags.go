@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"go.etcd.io/etcd/pkg/v3/flags"
@@ -122,33 +121,4 @@ func Usage() string {
 		rafthttp.ConnReadTimeout, rafthttp.ConnWriteTimeout = readTimeout, writeTimeout
 	}()
 	return newEtcdFlagSet().usage()
-}
-
-func (ef *etcdFlagSet) usage() string {
-	ignored := make(map[string]bool, len(ignoredFlags))
-	for _, name := range ignoredFlags {
-		ignored[name] = true
-	}
-	var b strings.Builder
-	b.WriteString("etcd flags (etcd 3.6; each can also be set as an ETCD_* environment variable,\n")
-	b.WriteString("e.g. --initial-cluster-state as ETCD_INITIAL_CLUSTER_STATE):\n\n")
-	ef.fs.VisitAll(func(f *flag.Flag) {
-		if ignored[f.Name] {
-			return
-		}
-		valueName, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(&b, "  --%s", f.Name)
-		if valueName != "" {
-			fmt.Fprintf(&b, " %s", valueName)
-		}
-		b.WriteString("\n    \t")
-		b.WriteString(strings.ReplaceAll(usage, "\n", "\n    \t"))
-		switch f.DefValue {
-		case "", "0", "0s", "false", "[]":
-		default:
-			fmt.Fprintf(&b, " (default %q)", f.DefValue)
-		}
-		b.WriteString("\n")
-	})
-	return b.String()
 }
