@@ -80,6 +80,10 @@ func TestBadInputs(t *testing.T) {
 			says: []string{"--to-revision 0: revisions start at 1; omit --to-revision for the newest point"}, absent: []string{restoreDir}},
 		{name: "restore to revision 0, from the environment", args: []string{"restore", "--data-dir", restoreDir, "--store", empty},
 			env: []string{"ETCDBR_TO_REVISION=0"}, code: 2, says: []string{"--to-revision 0: revisions start at 1"}, absent: []string{restoreDir}},
+		{name: "restore to revision -3", args: []string{"restore", "--data-dir", restoreDir, "--store", empty, "--to-revision", "-3"}, code: 2,
+			says: []string{"--to-revision", `"-3"`}, absent: []string{restoreDir}},
+		{name: "restore to revision=-3", args: []string{"restore", "--data-dir", restoreDir, "--store", empty, "--to-revision=-3"}, code: 2,
+			says: []string{"--to-revision -3: revisions start at 1"}, absent: []string{restoreDir}},
 
 		// Commands that read a store: a missing one is "no such store", and stays missing.
 		{name: "list a missing store", args: []string{"list", "--store", missingURL}, code: 2, says: noStore, absent: []string{missing}},
