@@ -84,6 +84,22 @@ func (c APIConfig) Validate() error {
 	return nil
 }
 
+// CheckFiles reads what the API loads at start (the token files, the TLS certificate and
+// key, the client CAs) and checks it, without listening, so that a command can refuse a bad
+// file before it creates anything. startAPI reads them again when it starts.
+func (c APIConfig) CheckFiles() error {
+	if c.Listen == "" {
+		return nil
+	}
+	if _, err := loadAPIAuth(c); err != nil {
+		return err
+	}
+	if _, err := apiTLS(c); err != nil {
+		return err
+	}
+	return nil
+}
+
 // isLoopback reports whether host names only the loopback interface.
 func isLoopback(host string) bool {
 	if host == "localhost" {

@@ -59,6 +59,10 @@ func TestBadInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	restoreDir := filepath.Join(dir, "restored")
+	shortToken := filepath.Join(dir, "short-token")
+	if err := os.WriteFile(shortToken, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	noStore := []string{"no such store", "directory " + missing + " does not exist", "check the path"}
 	cases := []badInput{
 		{name: "max-backups without limit", args: runDefault("--max-backups", "3"), code: 2,
@@ -108,6 +112,15 @@ func TestBadInputs(t *testing.T) {
 			says: []string{"--cluster-endpoints", "not a client URL"}, absent: []string{defaultStore, m.DataDir}},
 		{name: "a cluster certificate without its key", args: runDefault("--cluster-cert", filepath.Join(dir, "c.crt")), code: 2,
 			says: []string{"--cluster-cert and --cluster-key go together"}, absent: []string{defaultStore, m.DataDir}},
+
+		// The API's files are read before anything is created.
+		{name: "an API token shorter than 16 bytes", args: runDefault("--api-token-file", shortToken), code: 2,
+			says:   []string{"--api-token-file", "shorter than 16 bytes", "use a long random one"},
+			absent: []string{defaultStore, m.DataDir}},
+		{name: "a missing API token file", args: runDefault(), env: []string{"ETCDBR_API_TOKEN_FILE=" + filepath.Join(dir, "no-token")}, code: 2,
+			says: []string{"--api-token-file", "no such file"}, absent: []string{defaultStore, m.DataDir}},
+		{name: "a missing API certificate", args: runDefault("--api-cert", filepath.Join(dir, "no.crt"), "--api-key", filepath.Join(dir, "no.key")), code: 2,
+			says: []string{"--api-cert", "no such file"}, absent: []string{defaultStore, m.DataDir}},
 
 		// A mistyped variable is named, with the one meant.
 		{name: "mistyped variable", args: []string{"list", "--store", empty}, env: []string{"ETCDBR_STOR=" + missingURL}, code: 0,

@@ -90,7 +90,7 @@ type APIFlags struct {
 	APIAllowedHosts      []string `name:"api-allowed-hosts" placeholder:"HOST[:PORT],..." help:"Names clients may send in the Host header besides localhost, 127.0.0.1, [::1] and the --listen-api address (a DNS name of this machine, a proxy's name); any other Host is refused (DNS rebinding). Without a port, any port." env:"ETCDBR_API_ALLOWED_HOSTS" sep:","`
 }
 
-// config returns the API configuration, checked.
+// config returns the API configuration, checked, its files (tokens, certificates) read.
 func (f APIFlags) config() (supervisor.APIConfig, error) {
 	c := supervisor.APIConfig{
 		Listen:            f.ListenAPI,
@@ -102,6 +102,9 @@ func (f APIFlags) config() (supervisor.APIConfig, error) {
 		AllowedHosts:      f.APIAllowedHosts,
 	}
 	if err := c.Validate(); err != nil {
+		return c, usageError{err}
+	}
+	if err := c.CheckFiles(); err != nil {
 		return c, usageError{err}
 	}
 	return c, nil
