@@ -2,10 +2,12 @@ package testsuite
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etcdbr/etcdbr/internal/storetest"
 )
@@ -205,5 +207,47 @@ func TestMissingBucket(t *testing.T) {
 				says: []string{"restorable: nothing"},
 			}.check(t)
 		})
+	}
+}
+
+// TestMistypedStoreAsEtcd: in a static pod etcdbr runs as etcd and takes its settings from
+// ETCDBR_* variables. A mistyped ETCDBR_STORE leaves the store at its default, a directory
+// beside the data dir (off the pod's volume in kubeadm's layout): the log says so at start,
+// in etcd's JSON, naming the variable that was meant, before the default store's warning.
+func TestMistypedStoreAsEtcd(t *testing.T) {
+	dir := t.TempDir()
+	m := newMember(t, dir)
+	etcdPath := filepath.Join(dir, "bin", "etcd")
+	if err := os.MkdirAll(filepath.Dir(etcdPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(binary, etcdPath); err != nil {
+		t.Fatal(err)
+	}
+	meant := "file://" + filepath.Join(dir, "volume", "backups")
+	p := startAs(t, etcdPath, append([]string{"--data-dir=" + m.DataDir}, m.etcdFlags()...),
+		"ETCDBR_STROE="+meant, "ETCDBR_LISTEN_API=127.0.0.1:0", "ETCDBR_FULL_SNAPSHOT_SCHEDULE=@daily")
+	p.waitLine("unknown environment variable ETCDBR_STROE is ignored: did you mean ETCDBR_STORE?", time.Minute)
+	p.waitLine("no --store given", time.Minute)
+	client(t, m.ClientURL) // etcd serves: a warning, not a refusal
+	p.stop()
+
+	var warning map[string]any
+	for _, line := range strings.Split(p.Output(), "\n") {
+		if strings.Contains(line, "ETCDBR_STROE") {
+			if err := json.Unmarshal([]byte(line), &warning); err != nil {
+				t.Fatalf("the warning is not etcd's JSON: %q: %v", line, err)
+			}
+			break
+		}
+	}
+	if warning["level"] != "warn" && warning["level"] != "WARN" {
+		t.Errorf("the warning is logged at level %v, want warn: %v", warning["level"], warning)
+	}
+	if strings.Index(p.Output(), "ETCDBR_STROE") > strings.Index(p.Output(), "no --store given") {
+		t.Errorf("the mistyped variable is named after the default store's warning:\n%s", p.Output())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "volume")); !os.IsNotExist(err) {
+		t.Errorf("the store the mistyped variable names was created (err %v)", err)
 	}
 }
