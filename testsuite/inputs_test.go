@@ -102,6 +102,15 @@ func TestBadInputs(t *testing.T) {
 			says: append([]string{"--from"}, noStore...), absent: []string{missing, filepath.Join(dir, "copy")}},
 		{name: "validate against a missing store", args: []string{"validate", "--data-dir", m.DataDir, "--store", missingURL}, code: 2,
 			says: noStore, absent: []string{missing}},
+		// Store URLs that name no store etcdbr can open.
+		{name: "an unknown store scheme", args: []string{"list", "--store", "s4://bucket/x"}, code: 2,
+			says: []string{`unknown store scheme "s4": use file:///dir, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix`}},
+		{name: "a store URL without a bucket", args: []string{"list", "--store", "s3:///x"}, code: 2,
+			says: []string{"no bucket name in the store URL: use s3://bucket/prefix"}},
+		{name: "credentials in a store URL", args: []string{"list", "--store", "s3://user:secret@bucket/x"}, code: 2,
+			says: []string{"credentials in a s3:// store URL are not supported", "user:xxxxx@"}},
+		{name: "a mistyped query parameter", args: []string{"list", "--store", "s3://bucket/x?regoin=eu-west-1"}, code: 2,
+			says: []string{`unknown query parameter "regoin"`}},
 		// An empty store is not a missing one.
 		{name: "list an empty store", args: []string{"list", "--store", "file://" + empty}, code: 0, says: []string{"restorable: nothing"}},
 
