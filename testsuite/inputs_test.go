@@ -159,6 +159,14 @@ func TestBadInputs(t *testing.T) {
 			says:   []string{"and etcd's --data-dir", "differ: give it once"},
 			absent: []string{defaultStore, m.DataDir, filepath.Join(dir, "other")}},
 
+		// An empty path is not the working directory (the delta period stops run before etcd
+		// starts, were it taken).
+		{name: "an empty data dir from the environment", args: append([]string{"run", "--delta-snapshot-period=500ms", "--"}, m.etcdFlags()...),
+			env: []string{"ETCDBR_DATA_DIR="}, code: 2,
+			says: []string{"--data-dir: empty path: give a path (. for the current directory)", `ETCDBR_DATA_DIR=""`}},
+		{name: "an empty spool dir", args: runDefault("--compact-spool-dir="), code: 2,
+			says: []string{"--compact-spool-dir: empty path"}, absent: []string{defaultStore, m.DataDir}},
+
 		// The API's files are read before anything is created.
 		{name: "an API token shorter than 16 bytes", args: runDefault("--api-token-file", shortToken), code: 2,
 			says:   []string{"--api-token-file", "shorter than 16 bytes", "use a long random one"},

@@ -132,6 +132,7 @@ func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, 
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.UsageOnError(),
+		kong.NamedMapper("path", pathMapper{}),
 	)
 }
 
