@@ -164,6 +164,9 @@ func TestBadInputs(t *testing.T) {
 		{name: "an empty data dir from the environment", args: append([]string{"run", "--delta-snapshot-period=500ms", "--"}, m.etcdFlags()...),
 			env: []string{"ETCDBR_DATA_DIR="}, code: 2,
 			says: []string{"--data-dir: empty path: give a path (. for the current directory)", `ETCDBR_DATA_DIR=""`}},
+		{name: "an empty store from the environment", args: runDefault("--delta-snapshot-period=500ms"), env: []string{"ETCDBR_STORE="}, code: 2,
+			says:   []string{"--store: empty value: give one, or leave the flag and its ETCDBR_ variable out", `ETCDBR_STORE=""`},
+			absent: []string{defaultStore, m.DataDir}},
 		{name: "an empty spool dir", args: runDefault("--compact-spool-dir="), code: 2,
 			says: []string{"--compact-spool-dir: empty path"}, absent: []string{defaultStore, m.DataDir}},
 

@@ -133,6 +133,7 @@ func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, 
 		kong.Exit(exit),
 		kong.UsageOnError(),
 		kong.NamedMapper("path", pathMapper{}),
+		kong.NamedMapper("nonempty", nonEmptyMapper{}),
 	)
 }
 

@@ -30,3 +30,25 @@ func (pathMapper) Decode(ctx *kong.DecodeContext, target reflect.Value) error {
 	target.SetString(kong.ExpandPath(path))
 	return nil
 }
+
+// nonEmptyMapper decodes a string flag that is given a value or left out, never emptied:
+// --store "" (or ETCDBR_STORE set to nothing) would otherwise read as "no store given", and
+// run would back up into the default store beside the data dir (off a static pod's volume)
+// instead of the store that was meant.
+type nonEmptyMapper struct{}
+
+// Decode reads one value.
+func (nonEmptyMapper) Decode(ctx *kong.DecodeContext, target reflect.Value) error {
+	if target.Kind() != reflect.String {
+		return fmt.Errorf("a nonempty flag must be a string, not %s", target.Type())
+	}
+	var value string
+	if err := ctx.Scan.PopValueInto("value", &value); err != nil {
+		return err
+	}
+	if strings.TrimSpace(value) == "" {
+		return fmt.Errorf("empty value: give one, or leave the flag and its ETCDBR_ variable out")
+	}
+	target.SetString(value)
+	return nil
+}

@@ -59,3 +59,27 @@ func TestEmptyPathRefused(t *testing.T) {
 	assert.Equal(t, kong.ExpandPath("~/data"), cli.Validate.DataDir)
 	assert.True(t, filepath.IsAbs(cli.Validate.DataDir))
 }
+
+// --store "" or ETCDBR_STORE set to nothing is refused: run would otherwise back up into
+// the default store beside the data dir instead of the store that was meant.
+func TestEmptyStoreRefused(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, cmd := range []string{"run", "snapshot", "list", "restore"} {
+		// --delta-snapshot-period stops run before etcd starts, were the empty store taken.
+		args := []string{cmd, "--store="}
+		if cmd == "run" {
+			args = append(args, "--delta-snapshot-period=500ms")
+		}
+		code, out := etcdbr(t, args...)
+		assert.Equal(t, exitUsage, code, "%v: %s", args, out)
+		assert.Contains(t, out, "--store: empty value: give one, or leave the flag and its ETCDBR_ variable out", cmd)
+	}
+	t.Setenv("ETCDBR_STORE", "")
+	code, out := etcdbr(t, "run", "--delta-snapshot-period=500ms")
+	assert.Equal(t, exitUsage, code, out)
+	assert.Contains(t, out, `--store: empty value`)
+	assert.Contains(t, out, `ETCDBR_STORE=""`)
+	entries, err := os.ReadDir(".")
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing created")
+}

@@ -14,7 +14,7 @@ import (
 
 // StoreFlags are the flags every command that reads or writes a store shares.
 type StoreFlags struct {
-	Store           string `help:"Backup store URL: file:///dir, s3://bucket/prefix?region=..., gs://bucket/prefix, azblob://container/prefix (run: default a directory beside the data dir). The commands that read a store also read another tool's backups, detected or named by layout=: an etcd-backup-restore store, an etcdctl, k3s or rke2 snapshot file (docs/migrate.md)." env:"ETCDBR_STORE"`
+	Store           string `help:"Backup store URL: file:///dir, s3://bucket/prefix?region=..., gs://bucket/prefix, azblob://container/prefix (run: default a directory beside the data dir). The commands that read a store also read another tool's backups, detected or named by layout=: an etcd-backup-restore store, an etcdctl, k3s or rke2 snapshot file (docs/migrate.md)." env:"ETCDBR_STORE" type:"nonempty"`
 	EncryptionFlags `embed:""`
 }
 
