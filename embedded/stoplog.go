@@ -1,6 +1,11 @@
 package embedded
 
 import (
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/soheilhy/cmux"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -24,11 +29,19 @@ var stopMessages = map[string]zapcore.Level{
 	"stopped secure grpc server due to error":    zapcore.WarnLevel,
 }
 
-// quietStopLogs makes etcd log stopMessages at debug level once calls was
-// stopped, which Close does before it stops etcd: a listener closed by the stop
-// is no failure. It gives etcd (through cfg, which embed.StartEtcd copies) its
-// usual logger wrapped for that, and returns a function that puts cfg's logger
-// back once StartEtcd returned.
+// closedByStop reports whether err is what a server or listener returns once it
+// was closed: what etcd's stop does to each of them.
+func closedByStop(err error) bool {
+	return errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, cmux.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed)
+}
+
+// quietStopLogs makes etcd log stopMessages at debug level when their error is a
+// closed server or listener (closedByStop) and calls was stopped, which Close
+// does before it stops etcd: a listener closed by the stop is no failure. Any
+// other error keeps its level, as do these messages before a stop. It gives etcd
+// (through cfg, which embed.StartEtcd copies) its usual logger wrapped for that,
+// and returns a function that puts cfg's logger back once StartEtcd returned.
 func quietStopLogs(cfg *embed.Config, calls *clientCalls) (restore func(), err error) {
 	if cfg.ZapLoggerBuilder == nil || cfg.GetLogger() == nil {
 		// Sets up etcd's logger from cfg, as StartEtcd would.
@@ -49,8 +62,8 @@ func quietStopLogs(cfg *embed.Config, calls *clientCalls) (restore func(), err e
 	}, nil
 }
 
-// stopLogCore lowers stopMessages to debug level once calls was stopped. The
-// logger adds a stack trace by the level the core checked the entry at.
+// stopLogCore lowers stopMessages to debug level once calls was stopped, when
+// their error is closedByStop.
 type stopLogCore struct {
 	zapcore.Core
 	calls *clientCalls
@@ -60,9 +73,39 @@ func (c stopLogCore) With(fields []zapcore.Field) zapcore.Core {
 	return stopLogCore{Core: c.Core.With(fields), calls: c.calls}
 }
 
+// Check leaves the level of a stop message to Write, which sees its error: the
+// entry is checked in at debug level, so that the logger adds no stack trace
+// (it adds one by the level a core checked the entry in at).
 func (c stopLogCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if level, ok := stopMessages[ent.Message]; ok && ent.Level == level && c.calls.stopping() {
-		ent.Level = zapcore.DebugLevel
+	level, ok := stopMessages[ent.Message]
+	if !ok || ent.Level != level || !c.calls.stopping() {
+		return c.Core.Check(ent, ce)
 	}
-	return c.Core.Check(ent, ce)
+	if !c.Core.Enabled(level) { // nor any level below
+		return ce
+	}
+	ent.Level = zapcore.DebugLevel
+	return ce.AddCore(ent, stopEntryCore{Core: c.Core, level: level})
+}
+
+// stopEntryCore writes one stop message that stopLogCore checked in: at debug
+// level when its error is closedByStop, at level otherwise (without the stack
+// trace the logger would have added to an error).
+type stopEntryCore struct {
+	zapcore.Core
+	level zapcore.Level
+}
+
+func (c stopEntryCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+	ent.Level = c.level
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType && closedByStop(err) {
+			ent.Level = zapcore.DebugLevel
+			break
+		}
+	}
+	if ce := c.Core.Check(ent, nil); ce != nil {
+		ce.Write(fields...)
+	}
+	return nil
 }

@@ -2,8 +2,13 @@ package embedded
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"testing"
 
+	"github.com/soheilhy/cmux"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -52,4 +57,63 @@ func TestCloseLogsNoErrors(t *testing.T) {
 	for _, l := range logs.FilterLevelExact(zapcore.ErrorLevel).All() {
 		t.Errorf("etcd logged an error: %s %v", l.Message, l.ContextMap())
 	}
+}
+
+// TestStopLogsPrecise: only the messages of a closed server or listener, with the error that
+// says so, and only once a stop began, go down to debug level; any other error keeps its
+// level, and is not taken for a stop's.
+func TestStopLogsPrecise(t *testing.T) {
+	t.Parallel()
+	closedAccept := &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}
+	refused := &net.OpError{Op: "listen", Net: "tcp", Err: errors.New("address already in use")}
+	cases := []struct {
+		name     string
+		msg      string
+		level    zapcore.Level
+		err      error
+		stopping bool
+		want     zapcore.Level
+	}{
+		{"http server closed by the stop", serveEndedMsg, zapcore.ErrorLevel, http.ErrServerClosed, true, zapcore.DebugLevel},
+		{"cmux closed by the stop", serveEndedMsg, zapcore.ErrorLevel, cmux.ErrServerClosed, true, zapcore.DebugLevel},
+		{"cmux listener closed by the stop", serveEndedMsg, zapcore.ErrorLevel, cmux.ErrListenerClosed, true, zapcore.DebugLevel},
+		{"accept on a closed listener", serveEndedMsg, zapcore.ErrorLevel, fmt.Errorf("serve: %w", closedAccept), true, zapcore.DebugLevel},
+		{"grpc warning on a closed listener", "stopped insecure grpc server due to error", zapcore.WarnLevel, closedAccept, true, zapcore.DebugLevel},
+		{"another error during the stop", serveEndedMsg, zapcore.ErrorLevel, refused, true, zapcore.ErrorLevel},
+		{"no error during the stop", serveEndedMsg, zapcore.ErrorLevel, nil, true, zapcore.ErrorLevel},
+		{"a closed server before any stop", serveEndedMsg, zapcore.ErrorLevel, http.ErrServerClosed, false, zapcore.ErrorLevel},
+		{"another message with a closed error", "some other failure", zapcore.ErrorLevel, http.ErrServerClosed, true, zapcore.ErrorLevel},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			calls := newClientCalls()
+			lg := zap.New(stopLogCore{Core: core, calls: calls}, zap.AddStacktrace(zapcore.ErrorLevel)).With(zap.String("name", "m1"))
+			if tc.stopping {
+				calls.stop()
+			}
+			if ce := lg.Check(tc.level, tc.msg); ce != nil {
+				ce.Write(zap.Error(tc.err))
+			}
+			all := logs.All()
+			require.Len(t, all, 1)
+			assert.Equal(t, tc.want, all[0].Level)
+			// The logger's stack trace on error lines: a stop message during a stop has its
+			// level set after the logger took its decision, and goes without one.
+			_, decidedLate := stopMessages[tc.msg]
+			decidedLate = decidedLate && tc.stopping
+			assert.Equal(t, tc.want == zapcore.ErrorLevel && !decidedLate, all[0].Stack != "", "stack trace")
+			assert.Equal(t, "m1", all[0].ContextMap()["name"], "the logger's fields are kept")
+		})
+	}
+
+	// etcd's level still decides: at warn, a stop's debug line is dropped, another error is not.
+	core, logs := observer.New(zapcore.WarnLevel)
+	calls := newClientCalls()
+	calls.stop()
+	lg := zap.New(stopLogCore{Core: core, calls: calls})
+	lg.Error(serveEndedMsg, zap.Error(http.ErrServerClosed))
+	lg.Error(serveEndedMsg, zap.Error(refused))
+	require.Len(t, logs.All(), 1)
+	assert.Equal(t, refused.Error(), logs.All()[0].ContextMap()["error"])
 }
