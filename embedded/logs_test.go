@@ -155,23 +155,99 @@ func TestLogToOtherOutputs(t *testing.T) {
 	assert.Contains(t, string(b), `"msg":"probe"`)
 }
 
-// With etcd's config file the logger that embed.ConfigFromFile set up is replaced.
+// With etcd's config file, etcd logs through the handler from the start: the warnings of the
+// validation embed.ConfigFromFile runs come through it too (etcd's own logger, which
+// ConfigFromFile builds, says nothing), at the file's log level.
 func TestLogToConfigFile(t *testing.T) {
+	t.Parallel()
+	const singlePort = "Running http and grpc server on single port. This is not recommended for production."
+	for _, level := range []string{"", "warn", "error"} {
+		t.Run("log-level "+level, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			file := filepath.Join(dir, "etcd.yaml")
+			peer := embeddedtest.FreeURL(t, "http")
+			yaml := fmt.Sprintf("name: m1\ndata-dir: %s\nlisten-peer-urls: %s\ninitial-advertise-peer-urls: %s\ninitial-cluster: m1=%s\n",
+				filepath.Join(dir, "data"), peer.String(), peer.String(), peer.String())
+			if level != "" {
+				yaml += "log-level: " + level + "\n"
+			}
+			require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
+			var out embeddedtest.SyncBuffer
+			h := slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})
+			cfg, err := parseWithOptions([]string{"--config-file=" + file}, ParseOptions{Log: h})
+			require.NoError(t, err)
+
+			msgs := map[string]bool{}
+			for _, l := range jsonLines(t, out.String()) {
+				assert.Equal(t, Component, l["component"])
+				msgs[l["msg"].(string)] = true
+			}
+			want := level
+			if want == "" {
+				want = "info"
+			}
+			assert.Equal(t, want, cfg.LogLevel, "the file's level, not the copy's")
+			assert.Equal(t, level != "", cfg.FlagsExplicitlySet["log-level"])
+			assert.Equal(t, want == "info", msgs["loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"], "%s", out.String())
+			assert.Equal(t, want != "error", msgs[singlePort], "the validation's warning, through the handler: %s", out.String())
+		})
+	}
+}
+
+// The configuration loaded with a handler is the one embed.ConfigFromFile loads from the
+// file, but for the logger.
+func TestConfigFileSameWithLog(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "etcd.yaml")
-	peer := embeddedtest.FreeURL(t, "http")
-	yaml := fmt.Sprintf("name: m1\ndata-dir: %s\nlisten-peer-urls: %s\ninitial-advertise-peer-urls: %s\ninitial-cluster: m1=%s\n",
-		filepath.Join(dir, "data"), peer.String(), peer.String(), peer.String())
+	peer, client := embeddedtest.FreeURL(t, "http"), embeddedtest.FreeURL(t, "http")
+	yaml := fmt.Sprintf(`# kubeadm-like
+name: m1
+data-dir: %s
+listen-peer-urls: %s
+initial-advertise-peer-urls: %s
+listen-client-urls: %s
+advertise-client-urls: %s
+initial-cluster: m1=%s
+initial-cluster-state: new
+snapshot-count: 10000
+quota-backend-bytes: 8589934592
+auto-compaction-retention: "1h"
+heartbeat-interval: 250
+election-timeout: 2500
+feature-gates: StopGRPCServiceOnDefrag=true
+experimental-initial-corrupt-check: true
+log-level: warn
+client-transport-security:
+  client-cert-auth: false
+  cert-file: ""
+`, filepath.Join(dir, "data"), peer.String(), peer.String(), client.String(), client.String(), peer.String())
 	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
-	var out embeddedtest.SyncBuffer
-	h := slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})
-	_, err := parseWithOptions([]string{"--config-file=" + file}, ParseOptions{Log: h})
+	want, err := configFromFile(file, nil)
 	require.NoError(t, err)
-	var loaded bool
-	for _, l := range jsonLines(t, out.String()) {
-		assert.Equal(t, Component, l["component"])
-		loaded = loaded || strings.HasPrefix(l["msg"].(string), "loaded server configuration")
+	got, err := configFromFile(file, slog.DiscardHandler)
+	require.NoError(t, err)
+	assert.Equal(t, want.Name, got.Name)
+	assert.Equal(t, want.Dir, got.Dir)
+	assert.Equal(t, want.ListenPeerUrls, got.ListenPeerUrls)
+	assert.Equal(t, want.AdvertiseClientUrls, got.AdvertiseClientUrls)
+	assert.Equal(t, want.InitialCluster, got.InitialCluster)
+	assert.Equal(t, want.ClusterState, got.ClusterState)
+	assert.Equal(t, want.SnapshotCount, got.SnapshotCount)
+	assert.Equal(t, want.QuotaBackendBytes, got.QuotaBackendBytes)
+	assert.Equal(t, want.AutoCompactionRetention, got.AutoCompactionRetention)
+	assert.Equal(t, want.TickMs, got.TickMs)
+	assert.Equal(t, want.LogLevel, got.LogLevel)
+	assert.Equal(t, want.FlagsExplicitlySet, got.FlagsExplicitlySet)
+	assert.Equal(t, want.ServerFeatureGate.String(), got.ServerFeatureGate.String())
+	assert.Equal(t, want.ClientTLSInfo.ClientCertAuth, got.ClientTLSInfo.ClientCertAuth)
+	matches, err := filepath.Glob(filepath.Join(os.TempDir(), "etcdbr-etcd-config-*.json"))
+	require.NoError(t, err)
+	for _, m := range matches {
+		b, err := os.ReadFile(m)
+		if err == nil && strings.Contains(string(b), filepath.Join(dir, "data")) {
+			t.Errorf("the copy of the config file was left behind: %s", m)
+		}
 	}
-	assert.True(t, loaded, "etcd's line about the config file: %s", out.String())
 }

@@ -115,17 +115,11 @@ func parseFlags(args, environ []string, opts ParseOptions) (*embed.Config, error
 
 	var cfg *embed.Config
 	if ef.configFile != "" {
-		fcfg, err := configFromFile(ef.configFile)
+		fcfg, err := configFromFile(ef.configFile, opts.Log)
 		if err != nil {
 			return nil, err
 		}
 		cfg = fcfg
-		// embed.ConfigFromFile set up etcd's own logger: replace it.
-		if opts.Log != nil && LogTo(cfg, opts.Log) {
-			if err := cfg.ZapLoggerBuilder(cfg); err != nil {
-				return nil, fmt.Errorf("etcd config file %q: set up etcd's logger: %w", ef.configFile, err)
-			}
-		}
 		if lg := cfg.GetLogger(); lg != nil {
 			lg.Info("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided",
 				zap.String("path", ef.configFile))
