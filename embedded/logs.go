@@ -7,6 +7,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zapgrpc"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/etcdbr/etcdbr/internal/slogzap"
 )
@@ -41,4 +43,25 @@ func LogTo(cfg *embed.Config, h slog.Handler) bool {
 		return embed.NewZapLoggerBuilder(lg)(cfg)
 	}
 	return true
+}
+
+// GRPCLogger returns a logger for gRPC's logs that writes them through etcd's
+// logger in cfg (cfg.GetLogger, set up by ParseFlagsWith), named "grpc" (the
+// slogzap.LoggerKey attribute): every line when etcd's --log-level is debug,
+// warnings and errors otherwise, as the etcd binary sets up gRPC's logging, but
+// in the format of etcd's other lines instead of gRPC's own text on standard
+// error. It returns nil when cfg has no logger.
+//
+// gRPC has one logger per process (grpclog.SetLoggerV2, which must be called
+// before gRPC is used); it also logs for etcdbr's own clients.
+func GRPCLogger(cfg *embed.Config) grpclog.LoggerV2 {
+	lg := cfg.GetLogger()
+	if lg == nil {
+		return nil
+	}
+	lg = lg.Named("grpc").WithOptions(zap.WithCaller(false)) // the caller would be zapgrpc's
+	if cfg.LogLevel != "debug" && zapcore.LevelOf(lg.Core()) < zapcore.WarnLevel {
+		lg = lg.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	}
+	return zapgrpc.NewLogger(lg)
 }

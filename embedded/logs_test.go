@@ -251,3 +251,39 @@ client-transport-security:
 		}
 	}
 }
+
+// gRPC's logs go through etcd's logger, named grpc: all of them at etcd's debug level,
+// warnings and errors otherwise, each further filtered by etcd's level.
+func TestGRPCLogger(t *testing.T) {
+	t.Parallel()
+	for _, level := range []string{"debug", "info", "warn", "error"} {
+		var out embeddedtest.SyncBuffer
+		h := slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})
+		cfg, err := parseWithOptions(append(memberFlags(t), "--log-level="+level), ParseOptions{DataDir: t.TempDir(), Log: h})
+		require.NoError(t, err)
+		parsed := len(out.String()) // etcd's lines of the parsing
+		gl := GRPCLogger(cfg)
+		require.NotNil(t, gl)
+		gl.Info("probe info")
+		gl.Infof("probe %s", "infof")
+		gl.Warning("probe warning")
+		gl.Error("probe error")
+		want := map[string]bool{
+			"probe info":    level == "debug",
+			"probe infof":   level == "debug",
+			"probe warning": level == "debug" || level == "info" || level == "warn",
+			"probe error":   true,
+		}
+		got := map[string]bool{}
+		for _, l := range jsonLines(t, out.String()[parsed:]) {
+			got[l["msg"].(string)] = true
+			assert.Equal(t, Component, l["component"], "%v", l)
+			assert.Equal(t, "grpc", l["logger"], "%v", l)
+		}
+		for msg, w := range want {
+			assert.Equal(t, w, got[msg], "--log-level=%s: %q", level, msg)
+		}
+		assert.Equal(t, level == "debug", gl.V(0), "gRPC's verbose lines at debug only (--log-level=%s)", level)
+		assert.True(t, gl.V(2), "errors always")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/etcdbr/etcdbr/backup"
 	"github.com/etcdbr/etcdbr/embedded"
@@ -115,6 +116,10 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	etcdCfg, err := etcdConfig(env, c.EtcdArgs, c.DataDir)
 	if err != nil {
 		return err
+	}
+	// gRPC logs through one logger per process, set before gRPC is first used: etcd's.
+	if gl := embedded.GRPCLogger(etcdCfg); gl != nil {
+		grpclog.SetLoggerV2(gl)
 	}
 	sched, err := backup.ParseSchedule(c.FullSnapshotSchedule)
 	if err != nil {
