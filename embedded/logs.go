@@ -47,10 +47,12 @@ func LogTo(cfg *embed.Config, h slog.Handler) bool {
 
 // GRPCLogger returns a logger for gRPC's logs that writes them through etcd's
 // logger in cfg (cfg.GetLogger, set up by ParseFlagsWith), named "grpc" (the
-// slogzap.LoggerKey attribute): every line when etcd's --log-level is debug,
-// warnings and errors otherwise, as the etcd binary sets up gRPC's logging, but
-// in the format of etcd's other lines instead of gRPC's own text on standard
-// error. It returns nil when cfg has no logger.
+// slogzap.LoggerKey attribute), in the format of etcd's other lines instead of
+// gRPC's own text on standard error: every line when etcd's --log-level is
+// debug (as the etcd binary does), errors only otherwise, as gRPC's default
+// logger lets through. gRPC's warnings are mostly its clients' reconnection
+// attempts, etcdbr's own to the other members among them, which say again what
+// etcd and etcdbr report. It returns nil when cfg has no logger.
 //
 // gRPC has one logger per process (grpclog.SetLoggerV2, which must be called
 // before gRPC is used); it also logs for etcdbr's own clients.
@@ -60,8 +62,8 @@ func GRPCLogger(cfg *embed.Config) grpclog.LoggerV2 {
 		return nil
 	}
 	lg = lg.Named("grpc").WithOptions(zap.WithCaller(false)) // the caller would be zapgrpc's
-	if cfg.LogLevel != "debug" && zapcore.LevelOf(lg.Core()) < zapcore.WarnLevel {
-		lg = lg.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	if cfg.LogLevel != "debug" && zapcore.LevelOf(lg.Core()) < zapcore.ErrorLevel {
+		lg = lg.WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel))
 	}
 	return zapgrpc.NewLogger(lg)
 }
