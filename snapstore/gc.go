@@ -18,7 +18,8 @@ import (
 
 // ListForGC lists the store for garbage collection: one paged listing of everything under
 // the prefix (backup objects by name, as List parses them, and restore locks), then one
-// read per restore lock. It reads no backup object.
+// read per restore lock, and the damage records of the listed objects (DamagedIn), which
+// garbage collection keeps and does not count as backups. It reads no backup object.
 func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
 	if err := s.readOnly("garbage collection"); err != nil {
 		return catalog.Listing{}, err
@@ -55,6 +56,13 @@ func (s *Store) ListForGC(ctx context.Context) (catalog.Listing, error) {
 		if ok {
 			l.Locks = append(l.Locks, lock)
 		}
+	}
+	damaged, err := s.DamagedIn(ctx, l.Fulls, l.Deltas)
+	if err != nil {
+		return catalog.Listing{}, fmt.Errorf("garbage collection: %w", err)
+	}
+	if len(damaged) > 0 {
+		l.Damaged = damaged
 	}
 	return l, nil
 }

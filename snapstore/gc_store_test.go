@@ -3,6 +3,7 @@ package snapstore
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -434,4 +435,29 @@ func TestGCFenced(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(plan.Delete), res.DeletedFulls+res.DeletedDeltas)
 	require.Positive(t, checks)
+}
+
+// Garbage collection reads the store's damage records: a damaged object is never deleted
+// and does not count as a backup, so that the intact chain before it stays.
+func TestGCKeepsDamagedOnStore(t *testing.T) {
+	forKinds(t, func(k storeKind) bool { return k.server == nil }, func(t *testing.T, kind storeKind) {
+		ctx := context.Background()
+		ts := newTestStore(t, kind)
+		s := ts.open(t, Options{})
+		fulls, deltas := gcStore(t, s)
+		require.NoError(t, s.RecordDamage(ctx, fulls[2], "verify", ErrCorrupt))
+
+		l, err := s.ListForGC(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{fulls[2].Key}, slices.Collect(maps.Keys(l.Damaged)))
+		plan, err := catalog.PlanGC(l, limit1, time.Now())
+		require.NoError(t, err)
+		_, err = s.ApplyGC(ctx, plan, ApplyOptions{})
+		require.NoError(t, err)
+		// limit 1 keeps the newest intact full snapshot (the second) and the deltas after
+		// it; the damaged third stays beside them.
+		want := slices.Concat(keysOfSnaps(fulls[1:]), keysOfSnaps(deltas[3:]))
+		slices.Sort(want)
+		require.Equal(t, want, listedKeys(t, s))
+	})
 }

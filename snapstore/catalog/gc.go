@@ -44,6 +44,10 @@ type GCPlan struct {
 // gcState is a plan's decisions with what is needed to explain them.
 type gcState struct {
 	retention
+	// damaged are the listed objects recorded as damaged (damage their records, by key):
+	// always kept, and left out of the retention, which sees only the others.
+	damaged []Snapshot
+	damage  map[string]Damage
 	paused  string
 	lockOf  map[string]string // object key -> the live lock that protects it
 	neededF map[int]string    // full snapshot index -> the kept delta whose chain needs it
@@ -57,6 +61,9 @@ var ErrUnsafeGC = errors.New("garbage collection refused: it would break a resto
 // PlanGC decides, from a listing of the store and the time now, what garbage collection
 // deletes under policy p. It is a pure function of its arguments (docs/retention.md).
 //
+// The objects l.Damaged records are never deleted and never count as backups: the policy
+// and the checks below see only the others, as if the damaged ones were not listed.
+//
 // Besides what the policy keeps, it keeps every object a live restore lock names, and
 // the chain (full snapshot and deltas) of every delta it keeps, so that a kept delta never
 // lacks its full snapshot; while a lock is planning (names no object yet), or the store
@@ -69,7 +76,12 @@ func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
 		return GCPlan{}, err
 	}
 	fulls, deltas := sortedListing(withKeys(l.Fulls), withKeys(l.Deltas))
-	st := &gcState{retention: p.retain(fulls, deltas, now)}
+	var damaged []Snapshot
+	if len(l.Damaged) > 0 {
+		damaged = slices.Concat(onlyDamaged(fulls, l.Damaged), onlyDamaged(deltas, l.Damaged))
+		fulls, deltas = WithoutDamaged(fulls, l.Damaged), WithoutDamaged(deltas, l.Damaged)
+	}
+	st := &gcState{retention: p.retain(fulls, deltas, now), damaged: damaged, damage: l.Damaged}
 	plan := GCPlan{Policy: p, Now: now, st: st}
 	if st.base >= 0 {
 		plan.WindowFrom, plan.WindowBase = st.windowFrom(), fulls[st.base]
@@ -83,6 +95,9 @@ func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
 		}
 	}
 	switch {
+	case len(fulls) == 0 && len(damaged) > 0:
+		st.paused = "the store has no intact full snapshot (the others are recorded as damaged): nothing can be restored from it, " +
+			"and nothing is deleted until one is there"
 	case len(fulls) == 0:
 		st.paused = "the store has no full snapshot: nothing can be restored from it, and nothing is deleted until one is there"
 	default:
@@ -110,6 +125,13 @@ func PlanGC(l Listing, p Policy, now time.Time) (GCPlan, error) {
 		}
 	}
 	plan.KeptFulls, plan.KeptDeltas = len(fulls), len(deltas)
+	for _, d := range damaged {
+		if d.Kind == KindFull {
+			plan.KeptFulls++
+		} else {
+			plan.KeptDeltas++
+		}
+	}
 	for _, d := range plan.Delete {
 		if d.Snapshot.Kind == KindFull {
 			plan.KeptFulls--
@@ -293,7 +315,7 @@ func sameRestore(keptF, keptD []Snapshot, target Target, before RestorePlan) err
 }
 
 // Kept lists the objects the plan keeps, full snapshots first, each in revision order,
-// with the reasons.
+// then the objects recorded as damaged, with the reasons.
 func (p GCPlan) Kept() []Decision {
 	if p.st == nil {
 		return nil
@@ -310,7 +332,24 @@ func (p GCPlan) Kept() []Decision {
 			kept = append(kept, Decision{Snapshot: d, Keep: true, Reason: st.keptReason(d, st.keepD[i], i, st.neededD)})
 		}
 	}
+	for _, s := range st.damaged {
+		d := st.damage[s.Key]
+		kept = append(kept, Decision{Snapshot: s, Keep: true, Reason: fmt.Sprintf("recorded as damaged (found by %s at %s): "+
+			"never counted as a backup, and kept as the evidence of what it held until a person replaces it or removes "+
+			"its record (%s)", d.By, gcTime(d.Found), d.Reason)})
+	}
 	return kept
+}
+
+// onlyDamaged returns the objects of list that damaged records.
+func onlyDamaged(list []Snapshot, damaged map[string]Damage) []Snapshot {
+	var out []Snapshot
+	for _, s := range list {
+		if _, bad := damaged[s.Key]; bad {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // keptReason says why an object is kept.

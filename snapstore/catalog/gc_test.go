@@ -256,3 +256,99 @@ func TestGCReasons(t *testing.T) {
 		}
 	}
 }
+
+// Objects recorded as damaged are never deleted, and never count as backups: retention
+// decides over the others as if the damaged ones were not listed, so that a damaged newest
+// full snapshot does not cost the intact chain that still restores the newest point.
+func TestGCKeepsDamaged(t *testing.T) {
+	t.Parallel()
+	now := ts("2026-11-25T14:30:00Z")
+	limit1 := catalog.Policy{Kind: catalog.PolicyLimit, MaxBackups: 1}
+	tests := []struct {
+		name    string
+		policy  catalog.Policy
+		objs    []obj
+		damaged []int // indexes into objs
+	}{
+		{
+			name:   "nothing damaged: limit 1 keeps the newest full snapshot and its deltas",
+			policy: limit1,
+			objs:   fourHours(drop, drop, drop, drop, drop, drop, drop, drop, drop, keep, keep, keep),
+		},
+		{
+			// Counted as a backup, the damaged 14:00 full snapshot would be the one limit 1
+			// keeps, and the 13:00 chain, the only one that restores the newest point, would go.
+			name:    "a damaged newest full snapshot: the previous one and its chain stay",
+			policy:  limit1,
+			objs:    fourHours(drop, drop, drop, drop, drop, drop, keep, keep, keep, keep, keep, keep),
+			damaged: []int{9},
+		},
+		{
+			name:    "a damaged delta older than the window stays as evidence",
+			policy:  exponential,
+			objs:    fourHours(keep, drop, keep, keep, drop, drop, keep, keep, keep, keep, keep, keep),
+			damaged: []int{2},
+		},
+		{
+			name:    "every full snapshot damaged: nothing is deleted",
+			policy:  limit1,
+			objs:    fourHours(keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep, keep),
+			damaged: []int{0, 3, 6, 9},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := listing(tc.objs)
+			damagedKeys := map[string]bool{}
+			if len(tc.damaged) > 0 {
+				l.Damaged = map[string]catalog.Damage{}
+				for _, i := range tc.damaged {
+					s := tc.objs[i].snap
+					l.Damaged[s.Key] = catalog.Damage{Version: 1, Key: s.Key, Size: s.Size, Found: now.Add(-time.Hour), By: "verify", Reason: "corrupt"}
+					damagedKeys[s.Key] = true
+				}
+			}
+			plan, err := catalog.PlanGC(l, tc.policy, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDecisions(t, plan, tc.objs)
+			for _, d := range plan.Kept() {
+				if damagedKeys[d.Snapshot.Key] && !strings.Contains(d.Reason, "recorded as damaged") {
+					t.Errorf("%s kept for %q, want the damage named", d.Snapshot.Key, d.Reason)
+				}
+			}
+			if got, want := plan.KeptFulls+plan.KeptDeltas+len(plan.Delete), len(tc.objs); got != want {
+				t.Errorf("kept %d + %d and deleted %d of %d objects", plan.KeptFulls, plan.KeptDeltas, len(plan.Delete), want)
+			}
+			// The newest point the intact objects restore is restored from what stays.
+			var intactF, intactD, keptF, keptD []catalog.Snapshot
+			kept := map[string]bool{}
+			for _, d := range plan.Kept() {
+				kept[d.Snapshot.Key] = true
+			}
+			for _, o := range tc.objs {
+				if damagedKeys[o.snap.Key] {
+					continue
+				}
+				add := func(list *[]catalog.Snapshot) { *list = append(*list, o.snap) }
+				if o.snap.Kind == catalog.KindFull {
+					add(&intactF)
+					if kept[o.snap.Key] {
+						add(&keptF)
+					}
+				} else {
+					add(&intactD)
+					if kept[o.snap.Key] {
+						add(&keptD)
+					}
+				}
+			}
+			before, errBefore := catalog.PlanRestore(intactF, intactD, catalog.Target{}, nil)
+			after, errAfter := catalog.PlanRestore(keptF, keptD, catalog.Target{}, nil)
+			if (errBefore == nil) != (errAfter == nil) || before.Revision != after.Revision {
+				t.Errorf("the newest intact point: revision %d (%v) before the deletions, %d (%v) after", before.Revision, errBefore, after.Revision, errAfter)
+			}
+		})
+	}
+}

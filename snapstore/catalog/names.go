@@ -52,6 +52,10 @@ type Snapshot struct {
 type Listing struct {
 	Fulls, Deltas []Snapshot
 	Locks         []RestoreLock
+	// Damaged are the listed objects the store records as damaged, by key (snapstore's
+	// Store.DamagedIn; nil: none). Garbage collection keeps them and counts none of them as
+	// a backup.
+	Damaged map[string]Damage
 }
 
 const (
