@@ -143,6 +143,13 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 		} else if fulls, deltas, err = listBackups(ctx, store); err != nil {
 			return RestoreResult{}, withGone(err, gone)
 		}
+		for _, bad := range recordedDamage(ctx, store, fulls, deltas, lg) {
+			if !exclude[bad.snap.Key] {
+				exclude[bad.snap.Key] = true
+				excluded = append(excluded, bad.snap)
+				failures = append(failures, bad.err)
+			}
+		}
 		for {
 			plan, err := catalog.PlanRestore(fulls, deltas, goal, exclude)
 			if err != nil && intact && len(excluded) > 0 {
@@ -224,6 +231,39 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			failures = append(failures, err)
 		}
 	}
+}
+
+// knownDamage is a listed object the store records as damaged, and the error that says so.
+type knownDamage struct {
+	snap catalog.Snapshot
+	err  error
+}
+
+// recordedDamage returns the listed objects the store records as damaged (a restore,
+// etcdbr verify or a compaction found them so): the restore plans without them from the
+// start instead of reading them again. When the records cannot be read the restore goes on
+// without them: it verifies every object it reads anyway.
+func recordedDamage(ctx context.Context, store *snapstore.Store, fulls, deltas []catalog.Snapshot, lg *slog.Logger) []knownDamage {
+	damaged, err := store.DamagedIn(ctx, fulls, deltas)
+	if err != nil {
+		lg.Warn("cannot read the store's damage records: the restore reads every object it plans, and verifies each", "err", err)
+		return nil
+	}
+	var out []knownDamage
+	for _, list := range [2][]catalog.Snapshot{fulls, deltas} {
+		for _, snap := range list {
+			d, ok := damaged[snap.Key]
+			if !ok {
+				continue
+			}
+			lg.Warn("leaving out an object the store records as damaged", "object", snap.Key, "found_by", d.By,
+				"found", d.Found.UTC().Format(time.RFC3339), "reason", d.Reason)
+			out = append(out, knownDamage{snap: snap, err: fmt.Errorf("%s: %w: recorded as damaged by %s at %s (%s); "+
+				"the record is %s%s.json: remove it once the object is replaced", snap.Key, snapstore.ErrCorrupt, d.By,
+				d.Found.UTC().Format(time.RFC3339), d.Reason, snapstore.DamagePrefix, snap.Key)})
+		}
+	}
+	return out
 }
 
 // maxReplans is how many times a restore lists the store and plans again after an object it

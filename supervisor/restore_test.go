@@ -174,6 +174,15 @@ func TestRestore(t *testing.T) {
 			flipByte(t, dir, f.afterF2)
 		}, want: want{err: []string{f.afterF2.Key, "holds revision " + itoa(f.afterF2.From) + " but failed verification",
 			"corrupt backup object", "the newest point this chain reaches is revision " + itoa(f.afterF2.From-1)}}},
+		// Damage the store records is left out before anything is read: the objects below
+		// are intact, so only the records keep the restore from using them.
+		{name: "a full snapshot recorded as damaged: the older one and more deltas", damage: func(t *testing.T, s *snapstore.Store, _ string) {
+			require.NoError(t, s.RecordDamage(context.Background(), f.f2, "verify", snapstore.ErrCorrupt))
+		}, want: want{dump: f.final, full: f.f1, excluded: []string{f.f2.Key}, logs: []string{"records as damaged", f.f2.Key}}},
+		{name: "a delta recorded as damaged", damage: func(t *testing.T, s *snapstore.Store, _ string) {
+			require.NoError(t, s.RecordDamage(context.Background(), f.afterF2, "verify", snapstore.ErrCorrupt))
+		}, want: want{err: []string{f.afterF2.Key, "recorded as damaged by verify", "holds revision " + itoa(f.afterF2.From) + " but failed verification",
+			"restore that with --to-revision " + itoa(f.afterF2.From-1)}}},
 		{name: "a missing delta in the middle", damage: func(t *testing.T, s *snapstore.Store, _ string) {
 			require.NoError(t, s.Delete(context.Background(), f.afterF2))
 		}, want: want{err: []string{"no delta holds revision " + itoa(f.afterF2.From), "cannot be reached"}}},

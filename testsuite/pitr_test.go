@@ -417,6 +417,17 @@ func TestPITRCommands(t *testing.T) {
 				if tc.name == "a delta with a flipped byte" && !strings.Contains(out, "damaged: "+mid.Key) {
 					t.Errorf("etcdbr list does not name the object the restore found damaged:\n%s", out)
 				}
+				if tc.name == "a delta with a flipped byte" {
+					// The next restore plans without the recorded object from the start, and
+					// says the same.
+					_, code, out := restore(t, "file://"+dir)
+					want := []string{mid.Key, "recorded as damaged by restore", fmt.Sprintf("restore that with --to-revision %d", mid.From-1)}
+					for _, s := range want {
+						if code != 1 || !strings.Contains(out, s) {
+							t.Errorf("a restore after the damage was recorded: exit %d, want 1 and %q:\n%s", code, s, out)
+						}
+					}
+				}
 			})
 		}
 	})
