@@ -84,6 +84,46 @@ func (s *Store) DamagedIn(ctx context.Context, listed ...[]catalog.Snapshot) (ma
 	return out, nil
 }
 
+// DamageRecords returns the store's damage records that still apply, sorted by key: those
+// whose object is still in the store with the size it had when it was found damaged. It
+// lists the damage records only (one small listing), and reads each record and its object's
+// attributes, so that a running member can watch them without listing the backups.
+func (s *Store) DamageRecords(ctx context.Context) ([]catalog.Damage, error) {
+	if s.foreign != nil {
+		return nil, nil // nothing is recorded in another tool's store
+	}
+	var out []catalog.Damage
+	err := s.eachObject(ctx, DamagePrefix, func(obj *blob.ListObject) error {
+		key, ok := strings.CutSuffix(strings.TrimPrefix(obj.Key, DamagePrefix), ".json")
+		if !ok {
+			return nil
+		}
+		d, err := s.readDamage(ctx, obj.Key)
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return nil
+		case err != nil:
+			return err
+		case d.Key != key:
+			return nil
+		}
+		attrs, err := s.bucket.Attributes(ctx, key)
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return nil // the object is gone: the record no longer applies
+		case err != nil:
+			return err
+		case attrs.Size == d.Size:
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the damage records of store %q: %w", s.url, err)
+	}
+	return out, nil
+}
+
 func (s *Store) readDamage(ctx context.Context, key string) (catalog.Damage, error) {
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if err != nil {

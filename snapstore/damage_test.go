@@ -45,3 +45,30 @@ func TestDamageRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, deltas)
 }
+
+// DamageRecords finds the records that apply without a listing of the backups: the object
+// is there with the size it had when it was found damaged.
+func TestDamageRecordsWithoutListing(t *testing.T) {
+	ctx := context.Background()
+	s := openMemStore(t, Options{})
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	var snaps []catalog.Snapshot
+	for i := range int64(3) {
+		snaps = append(snaps, writeObject(t, s, catalog.Snapshot{Kind: catalog.KindDelta, From: 10*i + 1, Revision: 10*i + 10, Time: at},
+			randomBytes(300, uint64(i))))
+	}
+	got, err := s.DamageRecords(ctx)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	for _, snap := range snaps {
+		require.NoError(t, s.RecordDamage(ctx, snap, "verify", ErrCorrupt))
+	}
+	// The second replaced by an object of another size, the third gone: only the first applies.
+	require.NoError(t, s.bucket.WriteAll(ctx, snaps[1].Key, []byte("another object"), nil))
+	require.NoError(t, s.Delete(ctx, snaps[2]))
+	got, err = s.DamageRecords(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, snaps[0].Key, got[0].Key)
+	require.Equal(t, "verify", got[0].By)
+}

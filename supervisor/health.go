@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,8 @@ type health struct {
 	store    storeHealth
 	clock    revisionClock // when etcd's revisions were first seen
 	unbacked time.Time     // when the oldest write not in the store was made (zero: none)
+	// damaged are the store's damage records that apply, as last read (Store.DamageRecords).
+	damaged []catalog.Damage
 }
 
 // newHealth returns an empty health that keeps m up to date.
@@ -59,6 +62,7 @@ type healthView struct {
 	store    storeHealth
 	unbacked time.Time
 	backedUp int64 // the newest revision known to be in the store
+	damaged  []catalog.Damage
 }
 
 // view copies h.
@@ -66,7 +70,22 @@ func (h *health) view() healthView {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return healthView{revision: h.revision, alarms: h.alarms, newest: maps.Clone(h.newest), delta: h.delta,
-		store: h.store, unbacked: h.unbacked, backedUp: h.backedUpLocked()}
+		store: h.store, unbacked: h.unbacked, backedUp: h.backedUpLocked(), damaged: h.damaged}
+}
+
+// noteDamaged records the store's damage records that apply, and returns the keys of those
+// that were not recorded before.
+func (h *health) noteDamaged(ds []catalog.Damage) (added []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, d := range ds {
+		if !slices.ContainsFunc(h.damaged, func(o catalog.Damage) bool { return o.Key == d.Key }) {
+			added = append(added, d.Key)
+		}
+	}
+	h.damaged = ds
+	h.metrics.storeDamaged.Set(float64(len(ds)))
+	return added
 }
 
 // noteNewest records snap as the newest of its kind in the store, unless a newer one is

@@ -69,6 +69,7 @@ type metrics struct {
 	validations        *prometheus.CounterVec
 	validationDuration prometheus.Gauge
 	lostRevisions      prometheus.Gauge
+	storeDamaged       prometheus.Gauge
 
 	gcDeleted *prometheus.CounterVec
 
@@ -155,6 +156,9 @@ func newMetrics() *metrics {
 	m.validationDuration = gauge("validation_duration_seconds", "How long the last data dir validation took.")
 	m.lostRevisions = gauge("restore_lost_revisions", "Revisions the restore at start could not reach because backup objects failed verification "+
 		"(it restored the newest revision the rest of the store proves); 0 when it reached the newest.")
+	m.storeDamaged = gauge("store_damaged_objects", "Backup objects the store records as damaged (a restore, etcdbr verify or a compaction "+
+		"found them so, and they are still there with that size): every restore leaves them out and garbage collection keeps them, "+
+		"until a person replaces them or removes their records; read about once a minute.")
 
 	m.gcDeleted = counterVec("gc_deleted_objects_total", "Backup objects deleted by the retention policy, by kind.", "kind")
 

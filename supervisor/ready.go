@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
@@ -46,7 +47,36 @@ func (s *Supervisor) readinessLocked(now time.Time) []Check {
 
 // readiness runs the readiness checks on v, in the order /readyz shows them.
 func readiness(v memberView, now time.Time, maxBackupAge time.Duration) []Check {
-	return []Check{etcdCheck(v), voterCheck(v), backupCheck(v, now, maxBackupAge)}
+	return []Check{etcdCheck(v), voterCheck(v), withDamage(backupCheck(v, now, maxBackupAge), v)}
+}
+
+// withDamage adds to a passing backup check what the store cannot give back: the revisions
+// the restore at start lost, and the objects the store records as damaged. The check does
+// not fail for them (docs/api.md, "Damaged backups"): the member serves the newest data
+// the store can prove and backs it up; failing it would take the member out of service and
+// bring no revision back. The metrics etcdbr_restore_lost_revisions and
+// etcdbr_store_damaged_objects are what to alert on.
+func withDamage(c Check, v memberView) Check {
+	if !c.OK {
+		return c
+	}
+	if sf := v.validation.Shortfall; sf != nil {
+		c.Message += fmt.Sprintf("; the restore at start reached revision %d, not the store's newest %d: %d revisions were lost "+
+			"(%s failed verification)", sf.Revision, sf.StoreRevision, sf.LostRevisions, strings.Join(sf.Damaged, ", "))
+	}
+	if n := len(v.health.damaged); n > 0 {
+		keys := make([]string, 0, 3)
+		for _, d := range v.health.damaged[:min(n, 3)] {
+			keys = append(keys, d.Key)
+		}
+		more := ""
+		if n > len(keys) {
+			more = fmt.Sprintf(" and %d more", n-len(keys))
+		}
+		c.Message += fmt.Sprintf("; the store records %d damaged object(s) (%s%s): restores leave them out; replace them from a copy "+
+			"and remove their records under %s", n, strings.Join(keys, ", "), more, snapstore.DamagePrefix)
+	}
+	return c
 }
 
 // memberView is what the readiness checks and the status read: the lifecycle, health and the

@@ -318,6 +318,7 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 	}
 	// The restore plans from this listing: the store is listed once.
 	res, err := restore(ctx, s.cfg.Store, s.cfg.Etcd, job.target, opts, s.lg, false, &catalog.Listing{Fulls: fulls, Deltas: deltas})
+	s.learnDamage(ctx) // the restore may have found objects damaged, and recorded them
 	if err != nil {
 		return RestoreResult{}, err
 	}

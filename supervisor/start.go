@@ -67,6 +67,9 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 	if err != nil {
 		return nil, err
 	}
+	if prep.restored {
+		s.learnDamage(ctx) // the restore may have found objects damaged, and recorded them
+	}
 	switch {
 	case prep.follow == "":
 	case prep.restored:

@@ -114,6 +114,10 @@ type BackupStatus struct {
 	// store holds etcd's revision); UnbackedAgeSeconds how long it has waited.
 	UnbackedSince      *time.Time `json:"unbacked_since,omitempty"`
 	UnbackedAgeSeconds float64    `json:"unbacked_age_seconds"`
+	// Damaged are the backup objects the store records as damaged, as last read (about once
+	// a minute): every restore leaves them out, and garbage collection keeps them, until a
+	// person replaces them from a copy or removes their records (absent: none).
+	Damaged []damageStatus `json:"damaged,omitempty"`
 	// DeltaBufferedBytes is the memory held by revisions waiting for their upload.
 	DeltaBufferedBytes  int64   `json:"delta_buffered_bytes"`
 	DeltaPeriodSeconds  float64 `json:"delta_period_seconds"` // 0: delta snapshots are disabled
@@ -231,6 +235,9 @@ func (s *Supervisor) Status() Status {
 	if !h.unbacked.IsZero() {
 		since := h.unbacked.UTC()
 		b.UnbackedSince, b.UnbackedAgeSeconds = &since, now.Sub(h.unbacked).Seconds()
+	}
+	for _, d := range h.damaged {
+		b.Damaged = append(b.Damaged, damageStatus{Key: d.Key, Found: d.Found, By: d.By, Reason: d.Reason})
 	}
 	b.DeltaBufferedBytes = h.delta.Buffered
 	b.DeltaPeriodSeconds = s.cfg.DeltaPeriod.Seconds()
