@@ -29,10 +29,15 @@ const maxDamageSize = 64 << 10
 
 func damageKey(key string) string { return DamagePrefix + key + ".json" }
 
-// RecordDamage records that snap failed verification (by says what found it, err why).
+// RecordDamage records that snap failed verification (by says what found it, err why). A
+// record of the same object at the same size is kept as it is: the first finding is the
+// evidence of when the damage was there.
 func (s *Store) RecordDamage(ctx context.Context, snap catalog.Snapshot, by string, err error) error {
 	if s.foreign != nil {
 		return nil // another tool's store is only read: the damage is logged, not recorded
+	}
+	if old, rerr := s.readDamage(ctx, damageKey(snap.Key)); rerr == nil && old.Key == snap.Key && old.Size == snap.Size {
+		return nil
 	}
 	d := catalog.Damage{Version: damageVersion, Key: snap.Key, Size: snap.Size, Found: time.Now().UTC(), By: by, Reason: err.Error()}
 	if len(d.Reason) > 4096 {

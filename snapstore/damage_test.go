@@ -31,6 +31,12 @@ func TestDamageRecords(t *testing.T) {
 	require.Contains(t, d.Reason, "sha256 mismatch")
 	require.Equal(t, []catalog.Snapshot{good}, catalog.WithoutDamaged([]catalog.Snapshot{bad, good}, got))
 
+	// Found again (by verify), the damage keeps its first record.
+	require.NoError(t, s.RecordDamage(ctx, bad, "verify", errors.New("found again")))
+	got, err = s.DamagedIn(ctx, []catalog.Snapshot{bad})
+	require.NoError(t, err)
+	require.Equal(t, d, got[bad.Key], "a second finding replaced the first record")
+
 	replaced := bad
 	replaced.Size = 301
 	got, err = s.DamagedIn(ctx, []catalog.Snapshot{replaced, good})
