@@ -97,6 +97,7 @@ var wantAlerts = []string{
 	"EtcdbrRestoreFailed",
 	"EtcdbrStoreClaimedByAnotherCluster",
 	"EtcdbrRestoreLostRevisions",
+	"EtcdbrStoreDamagedObjects",
 	"EtcdbrQuorumLost",
 	"EtcdbrLearnerStuck",
 	"EtcdNoLeader",
@@ -258,7 +259,7 @@ func TestMonitoredMetricsServed(t *testing.T) {
 			t.Errorf("metric %s is not on etcdbr's /metrics; used by %s", name, strings.Join(slices.Compact(where), ", "))
 		}
 	}
-	for _, want := range []string{"etcdbr_restore_lost_revisions", "etcd_server_has_leader", "etcd_mvcc_db_total_size_in_bytes"} {
+	for _, want := range []string{"etcdbr_restore_lost_revisions", "etcdbr_store_damaged_objects", "etcd_server_has_leader", "etcd_mvcc_db_total_size_in_bytes"} {
 		if _, ok := used[want]; !ok {
 			t.Errorf("the rules and the dashboard do not use %s", want)
 		}
