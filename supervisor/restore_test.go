@@ -183,6 +183,10 @@ func TestRestore(t *testing.T) {
 			require.NoError(t, s.RecordDamage(context.Background(), f.afterF2, "verify", snapstore.ErrCorrupt))
 		}, want: want{err: []string{f.afterF2.Key, "recorded as damaged by verify", "holds revision " + itoa(f.afterF2.From) + " but failed verification",
 			"restore that with --to-revision " + itoa(f.afterF2.From-1)}}},
+		{name: "a time after every backup, with a delta recorded as damaged", target: catalog.Target{Time: time.Now().Add(time.Hour)},
+			damage: func(t *testing.T, s *snapstore.Store, _ string) {
+				require.NoError(t, s.RecordDamage(context.Background(), f.afterF2, "verify", snapstore.ErrCorrupt))
+			}, want: want{err: []string{f.afterF2.Key, "recorded as damaged by verify", "restore that with --to-revision " + itoa(f.afterF2.From-1)}}},
 		{name: "a missing delta in the middle", damage: func(t *testing.T, s *snapstore.Store, _ string) {
 			require.NoError(t, s.Delete(context.Background(), f.afterF2))
 		}, want: want{err: []string{"no delta holds revision " + itoa(f.afterF2.From), "cannot be reached"}}},
