@@ -97,28 +97,6 @@ type Shortfall struct {
 	Damaged []catalog.Snapshot
 }
 
-// goalRevision is the lowest revision a restore to target must reach, as PlanRestore counts
-// it from the listed objects' names: the target revision; for a time target, the newest
-// revision an object taken at or before the time holds; the newest revision in the store
-// for the newest point.
-func goalRevision(fulls, deltas []catalog.Snapshot, target catalog.Target) int64 {
-	switch {
-	case target.Revision > 0:
-		return target.Revision
-	case !target.Time.IsZero():
-		var rev int64
-		for _, list := range [2][]catalog.Snapshot{fulls, deltas} {
-			for _, s := range list {
-				if !s.Time.After(target.Time) {
-					rev = max(rev, s.Revision)
-				}
-			}
-		}
-		return rev
-	}
-	return newestRevision(fulls, deltas)
-}
-
 // intactNewest returns the newest revision that the store's objects other than exclude
 // reach (names only), 0 when none does.
 func intactNewest(fulls, deltas []catalog.Snapshot, exclude map[string]bool) int64 {
@@ -186,7 +164,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 				}
 			}
 			if err != nil && len(excluded) > 0 {
-				if rev := intactNewest(fulls, deltas, exclude); rev > 0 && rev < goalRevision(fulls, deltas, goal) {
+				if rev := intactNewest(fulls, deltas, exclude); rev > 0 && rev < catalog.GoalRevision(fulls, deltas, goal) {
 					err = fmt.Errorf("%w; without the objects that failed verification the store reaches revision %d: "+
 						"restore that with --to-revision %d (POST /v1/restore {\"revision\": %d}); etcdbr run restores it by itself at start", err, rev, rev, rev)
 				}

@@ -92,25 +92,11 @@ func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]boo
 		return RestorePlan{}, fmt.Errorf("%w: the store has no full snapshot", ErrNoChain)
 	}
 	newest := newestObject(fulls, deltas)
-	var goal int64 // the lowest revision the restore must reach
-	switch {
-	case target.Revision > 0:
-		if target.Revision > newest.Revision {
-			return RestorePlan{}, fmt.Errorf("%w: revision %d is not in the store: the newest revision is %d (%s)",
-				ErrNoChain, target.Revision, newest.Revision, newest.Key)
-		}
-		goal = target.Revision
-	case !target.Time.IsZero():
-		for _, list := range [2][]Snapshot{fulls, deltas} {
-			for _, s := range list {
-				if !s.Time.After(target.Time) {
-					goal = max(goal, s.Revision)
-				}
-			}
-		}
-	default:
-		goal = newest.Revision
+	if target.Revision > newest.Revision {
+		return RestorePlan{}, fmt.Errorf("%w: revision %d is not in the store: the newest revision is %d (%s)",
+			ErrNoChain, target.Revision, newest.Revision, newest.Key)
 	}
+	goal := GoalRevision(fulls, deltas, target) // the lowest revision the restore must reach
 
 	var full *Snapshot
 	for i := range fulls {
@@ -126,6 +112,33 @@ func PlanRestore(fulls, deltas []Snapshot, target Target, exclude map[string]boo
 		return RestorePlan{}, noFull(fulls, target, goal, exclude)
 	}
 	return chain(*full, deltas, target, goal, newest, exclude)
+}
+
+// GoalRevision is the lowest revision a restore to target must reach, from the listed
+// objects' names: the target revision; for a time target, the newest revision an object
+// taken at or before the time holds (0: none); for the newest point, the newest revision of
+// any object.
+func GoalRevision(fulls, deltas []Snapshot, target Target) int64 {
+	var goal int64
+	switch {
+	case target.Revision > 0:
+		return target.Revision
+	case !target.Time.IsZero():
+		for _, list := range [2][]Snapshot{fulls, deltas} {
+			for _, s := range list {
+				if !s.Time.After(target.Time) {
+					goal = max(goal, s.Revision)
+				}
+			}
+		}
+	default:
+		for _, list := range [2][]Snapshot{fulls, deltas} {
+			for _, s := range list {
+				goal = max(goal, s.Revision)
+			}
+		}
+	}
+	return goal
 }
 
 // noFull explains why no full snapshot can start a restore to target.

@@ -284,3 +284,24 @@ func keys(snaps []Snapshot) []string {
 	}
 	return out
 }
+
+// GoalRevision counts from names what a restore must reach: the revision asked for, the
+// newest revision written by a time, the newest revision in the store.
+func TestGoalRevision(t *testing.T) {
+	fulls := []Snapshot{full(100, 0), full(200, 60)}
+	deltas := []Snapshot{delta(101, 150, 30), delta(151, 250, 90)}
+	for _, tc := range []struct {
+		target Target
+		want   int64
+	}{
+		{Target{}, 250},
+		{Target{Revision: 120}, 120},
+		{Target{Time: at(45)}, 150},
+		{Target{Time: at(60)}, 200},
+		{Target{Time: at(-1)}, 0},
+	} {
+		if got := GoalRevision(fulls, deltas, tc.target); got != tc.want {
+			t.Errorf("GoalRevision(%s) = %d, want %d", tc.target, got, tc.want)
+		}
+	}
+}
