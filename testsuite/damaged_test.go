@@ -141,6 +141,9 @@ func runPastDamage(t *testing.T, src crashSource, damaged catalog.Snapshot, dama
 		t.Fatalf("the restart did not keep the restored data dir: validation %+v", st.Validation)
 	}
 	waitDamageSeen(t, a, damaged.Key)
+	if code := a.call(http.MethodGet, "/readyz", "", &ready); code != http.StatusOK {
+		t.Fatalf("GET /readyz after the restart: %d: %+v", code, ready)
+	}
 	if msg := ready.message("backup"); !strings.Contains(msg, "records 1 damaged object(s) ("+damaged.Key) {
 		t.Fatalf("the backup readiness check after a restart does not name the damaged object: %q", msg)
 	}
