@@ -17,15 +17,17 @@ func TestPackageArrows(t *testing.T) {
 	const module = "github.com/etcdbr/etcdbr/"
 	allowed := map[string][]string{
 		"cmd/etcdbr": {"supervisor", "backup", "embedded", "embedded/*", "snapstore", "snapstore/catalog", "internal/*"},
-		"supervisor": {"supervisor/membership", "backup", "embedded", "embedded/*", "snapstore", "snapstore/catalog", "internal/*"},
+		"supervisor": {"supervisor/membership", "supervisor/clusterrestore", "backup", "embedded", "embedded/*", "snapstore", "snapstore/catalog", "internal/*"},
 		// The cluster's membership: pure decisions and the clientv3 client; no store, no etcd in-process.
 		"supervisor/membership": {"internal/*"},
-		"backup":                {"snapstore", "snapstore/catalog", "internal/*"},
-		"embedded":              {"internal/*"},
-		"embedded/datadir":      {"internal/*"},
-		"embedded/rebuild":      {"embedded/datadir", "snapstore", "snapstore/catalog", "internal/*"},
-		"snapstore":             {"snapstore/catalog", "snapstore/foreign", "internal/*"},
-		"snapstore/catalog":     {},
+		// What a member does about a whole-cluster restore: pure, over the store's records.
+		"supervisor/clusterrestore": {"snapstore/catalog"},
+		"backup":                    {"snapstore", "snapstore/catalog", "internal/*"},
+		"embedded":                  {"internal/*"},
+		"embedded/datadir":          {"internal/*"},
+		"embedded/rebuild":          {"embedded/datadir", "snapstore", "snapstore/catalog", "internal/*"},
+		"snapstore":                 {"snapstore/catalog", "snapstore/foreign", "internal/*"},
+		"snapstore/catalog":         {},
 		// Other tools' formats: names and streams only; snapstore does their I/O.
 		"snapstore/foreign": {},
 		// internal: small jobs every layer may use; they use only each other.
