@@ -20,7 +20,7 @@ var (
 	metricKinds         = []catalog.Kind{catalog.KindFull, catalog.KindDelta}
 	metricStoreOps      = []string{storeOpUpload, storeOpList, storeOpCheck, storeOpClaim}
 	metricRestoreResult = []string{"succeeded", "failed"}
-	metricTriggers      = []string{TriggerRequest, TriggerCorrupt}
+	metricTriggers      = []string{TriggerRequest, TriggerCorrupt, TriggerCluster}
 	metricValidations   = []string{datadir.StateValid.String(), datadir.StateMissing.String(), datadir.StateCorrupt.String()}
 	metricAlarms        = []string{"corrupt", "nospace"}
 	metricReadyChecks   = []string{checkEtcd, checkVoter, checkBackup}

@@ -43,6 +43,7 @@ type restoreJob struct {
 	memberRevision int64                   // etcd's revision when it stopped
 	cluster        string                  // the cluster ID of the member restored (etcd's when the restore was asked for)
 	marker         *datadir.RestoredMarker // what the restore recorded in the new data dir
+	intent         *catalog.Intent         // the cluster restore carried out (TriggerCluster), nil otherwise
 }
 
 func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
@@ -158,8 +159,8 @@ func (s *Supervisor) requestRestore(ctx context.Context, target catalog.Target, 
 	}
 	if n := s.clusterMembers(); n > 1 {
 		return nil, fmt.Errorf("%w (%d): a member is repaired from its peers, not from a backup: restart it with its data dir moved away "+
-			"(or corrupt) and etcdbr rejoins it through etcd's learner path; restoring a whole cluster from a backup means restoring every member offline "+
-			"(etcdbr restore) with a new cluster token", ErrClusterMember, n)
+			"(or corrupt) and etcdbr rejoins it through etcd's learner path; restoring the whole cluster from a backup is etcdbr cluster restore (POST /v1/cluster-restore), "+
+			"which every member carries out", ErrClusterMember, n)
 	}
 	if err := s.checkBusy(); err != nil {
 		return nil, err
@@ -181,6 +182,11 @@ func (s *Supervisor) requestRestore(ctx context.Context, target catalog.Target, 
 
 // startRestore hands a restore to Run, unless one runs or etcd does not serve.
 func (s *Supervisor) startRestore(target catalog.Target, trigger string) (*restoreJob, error) {
+	return s.startRestoreJob(target, trigger, nil)
+}
+
+// startRestoreJob is startRestore, for the cluster restore intent when not nil.
+func (s *Supervisor) startRestoreJob(target catalog.Target, trigger string, intent *catalog.Intent) (*restoreJob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkBusyLocked(); err != nil {
@@ -188,7 +194,7 @@ func (s *Supervisor) startRestore(target catalog.Target, trigger string) (*resto
 	}
 	s.jobs++
 	job := &restoreJob{id: s.jobs, trigger: trigger, target: target, done: make(chan struct{}),
-		phase: PhaseStoppingBackups, started: time.Now()}
+		phase: PhaseStoppingBackups, started: time.Now(), intent: intent}
 	if s.etcd != nil { // serving: checked above
 		job.cluster = clusterID(s.etcd)
 	}
@@ -265,7 +271,17 @@ func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, 
 	memberRev := e.Server().KV().Rev() // final: etcd is stopped
 
 	s.setPhase(job, PhaseRestoring)
-	res, err := s.restoreData(ctx, job, memberRev)
+	var res RestoreResult
+	var err error
+	if job.intent != nil {
+		var marker *datadir.RestoredMarker
+		res, marker, err = s.restoreForIntent(ctx, *job.intent, memberRev)
+		s.mu.Lock()
+		job.memberRevision, job.bump, job.marker = memberRev, res.Bump, marker
+		s.mu.Unlock()
+	} else {
+		res, err = s.restoreData(ctx, job, memberRev)
+	}
 	s.mu.Lock()
 	if err != nil {
 		job.err = err
@@ -348,6 +364,17 @@ func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *re
 	s.mu.Lock()
 	marker := job.marker
 	s.mu.Unlock()
+	if job.intent != nil {
+		// A member of the restored cluster: its leader's full snapshot runner takes the fresh
+		// full snapshot (fenced by its leadership, like every upload in a cluster).
+		if err == nil && marker != nil && marker.NewHistory() {
+			s.recordHistory(ctx, *marker)
+		} else if err != nil {
+			s.lg.Warn("the store is not claimed for the restored cluster yet; the full snapshot runner claims it again", "err", err)
+		}
+		s.finishRestore(job, nil)
+		return true
+	}
 	if err == nil && marker != nil && marker.NewHistory() {
 		s.recordHistory(ctx, *marker)
 	}

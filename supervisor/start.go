@@ -29,6 +29,12 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 	if _, err := rebuild.RecoverInterruptedRestore(dir, walDir, s.lg); err != nil {
 		return nil, fmt.Errorf("finish an interrupted restore of %q: %w", dir, err)
 	}
+	// A whole-cluster restore goes first: the member restores the intent's point whatever its
+	// data dir holds, and starts on it without asking its peers (they restore too).
+	s.readDataIntent()
+	if history, handled, err := s.intentAtStart(ctx); handled {
+		return history, err
+	}
 	start := time.Now()
 	v := datadir.InspectWith(ctx, dir, walDir, datadir.InspectOptions{Depth: s.cfg.Validation})
 	if v.State == datadir.StateUnknown && s.cfg.Validation == datadir.DepthQuick {
@@ -53,7 +59,20 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 			members = len(ms)
 		}
 	}
-	prep, err := prepareDataDir(ctx, s.cfg, v, members, s.restorePointBeforeChange, s.lg)
+	// The wait for the peers (no quorum) is cut short by a cluster restore (watchIntents).
+	pctx, cancelWait := context.WithCancelCause(ctx)
+	s.setWaiting(cancelWait)
+	prep, err := prepareDataDir(pctx, s.cfg, v, members, s.restorePointBeforeChange, s.lg)
+	s.setWaiting(nil)
+	cut := errors.Is(context.Cause(pctx), errIntentSeen)
+	cancelWait(nil)
+	if err != nil && cut && ctx.Err() == nil {
+		s.lg.Warn("cluster restore: the wait for the peers was cut short", "err", err)
+		if history, handled, err := s.intentAtStart(ctx); handled {
+			return history, err
+		}
+		return s.validate(ctx) // the intent ended meanwhile: start over
+	}
 	if prep.etcd != nil {
 		s.startCfg = prep.etcd
 	}

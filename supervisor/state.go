@@ -60,6 +60,9 @@ const (
 	TriggerRequest = "request"
 	// TriggerCorrupt: etcd raised a CORRUPT alarm and --restore-on-corrupt is set.
 	TriggerCorrupt = "corrupt"
+	// TriggerCluster: a whole-cluster restore (etcdbr cluster restore), carried out by every
+	// member.
+	TriggerCluster = "cluster"
 )
 
 // The triggers of the other restores, as the restore marker and the store's history records

@@ -67,7 +67,10 @@ type Config struct {
 	// Defrag, when set, defragments the members whose free space passes its threshold (or
 	// on its schedule): the leader's etcdbr, one member at a time, itself last (defrag.go).
 	Defrag *DefragConfig
-	Log    *slog.Logger
+	// ClusterRestorePoll is how often the store is read for a whole-cluster restore (0:
+	// DefaultClusterRestorePoll).
+	ClusterRestorePoll time.Duration
+	Log                *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)
@@ -141,6 +144,15 @@ type Supervisor struct {
 	lastErr    *ErrorStatus   // the last error reported (recordError, finishRestore)
 	validation ValidationStatus
 	apiAddr    string // where the API listens: set by Run once it started it
+	// intents is what watchIntents last read and decided about cluster restores;
+	// intentData what the cluster restore that built the data dir made of it (set by
+	// readDataIntent at start and restoreForIntent); intentStopped the old etcd's revision
+	// when a cluster restore stopped it; cancelWait cuts short the wait for the peers or
+	// for a quorum to start etcd (set by validate and Run around the wait, nil otherwise).
+	intents       intentView
+	intentData    intentData
+	intentStopped int64
+	cancelWait    context.CancelCauseFunc
 }
 
 // New checks cfg and returns a Supervisor for it.
@@ -223,6 +235,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	monitors.Go(func() { s.monitor(mctx) })
 	monitors.Go(func() { s.probeStore(mctx) })
 	monitors.Go(func() { s.probeCluster(mctx) })
+	monitors.Go(func() { s.watchIntents(mctx) })
 	defer monitors.Wait()
 	defer stopMonitors()
 
@@ -237,7 +250,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err := datadir.RemoveCleanStopMarker(s.cfg.Etcd.Dir); err != nil {
 			return fmt.Errorf("remove the clean-stop marker before starting etcd: %w", err)
 		}
-		e, err := embedded.Start(ctx, s.startCfg, s.lg)
+		sctx, cancelStart := context.WithCancelCause(ctx)
+		s.setWaiting(cancelStart) // a cluster restore cuts short a start that waits for a quorum
+		e, err := embedded.Start(sctx, s.startCfg, s.lg)
+		s.setWaiting(nil)
+		cut := errors.Is(context.Cause(sctx), errIntentSeen)
+		cancelStart(nil)
+		if err != nil && cut && ctx.Err() == nil {
+			s.lg.Warn("cluster restore: etcd's start on the old data dir was cut short", "err", err)
+			h, handled, herr := s.intentAtStart(ctx)
+			if herr != nil {
+				s.recordError("cluster-restore", herr)
+				return herr
+			}
+			if handled {
+				history = h
+			}
+			continue
+		}
 		if err != nil {
 			err = fmt.Errorf("start etcd: %w", err)
 			if job != nil {

@@ -45,6 +45,7 @@ type CLI struct {
 	Verify   VerifyCmd   `cmd:"" help:"Check that every backup in a store reads back intact and that they restore."`
 	Copy     CopyCmd     `cmd:"" help:"Copy backups from one store to another, verified."`
 	Gc       GcCmd       `cmd:"" help:"Delete old backups by the retention policy; never what a restore needs."`
+	Cluster  ClusterCmd  `cmd:"" help:"Whole-cluster operations: restore every member to one point (etcdbr cluster restore), and its status."`
 	Compact  CompactCmd  `cmd:"" help:"Build a full snapshot at the end of the backup chain from the full snapshot and its deltas, so that the next restore replays nothing."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 }

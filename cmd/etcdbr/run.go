@@ -49,11 +49,12 @@ type RunCmd struct {
 // ClusterFlags are how a member of a cluster of several members reaches its peers while its
 // own etcd is down (the learner path), and how the leader's etcdbr looks after learners.
 type ClusterFlags struct {
-	ClusterEndpoints []string      `name:"cluster-endpoints" placeholder:"URL,..." sep:"," help:"Client URLs of the cluster's members (this member's own may be among them). Default: each --initial-cluster peer URL with port 2380 replaced by 2379 (etcd's ports, kubeadm's layout); required in a cluster whose peer URLs use other ports. Give it also when --initial-cluster names only this member but the cluster has more (kubeadm's first control-plane node)." env:"ETCDBR_CLUSTER_ENDPOINTS"`
-	ClusterCert      string        `name:"cluster-cert" help:"Client certificate (PEM) for --cluster-endpoints (default: etcd's --cert-file; kubeadm's etcd server certificate is valid for client authentication)." env:"ETCDBR_CLUSTER_CERT" type:"path"`
-	ClusterKey       string        `name:"cluster-key" help:"Key (PEM) of --cluster-cert (default: etcd's --key-file)." env:"ETCDBR_CLUSTER_KEY" type:"path"`
-	ClusterCA        string        `name:"cluster-ca" help:"CA certificates (PEM) that sign the peers' client certificates (default: etcd's --trusted-ca-file)." env:"ETCDBR_CLUSTER_CA" type:"path"`
-	LearnerTimeout   time.Duration `name:"learner-timeout" help:"The leader's etcdbr removes a learner that made no progress (never started, or stopped catching up) for this long, so that its member tries again; longer than etcd needs to send the db to a new member." default:"10m" env:"ETCDBR_LEARNER_TIMEOUT"`
+	ClusterEndpoints   []string      `name:"cluster-endpoints" placeholder:"URL,..." sep:"," help:"Client URLs of the cluster's members (this member's own may be among them). Default: each --initial-cluster peer URL with port 2380 replaced by 2379 (etcd's ports, kubeadm's layout); required in a cluster whose peer URLs use other ports. Give it also when --initial-cluster names only this member but the cluster has more (kubeadm's first control-plane node)." env:"ETCDBR_CLUSTER_ENDPOINTS"`
+	ClusterCert        string        `name:"cluster-cert" help:"Client certificate (PEM) for --cluster-endpoints (default: etcd's --cert-file; kubeadm's etcd server certificate is valid for client authentication)." env:"ETCDBR_CLUSTER_CERT" type:"path"`
+	ClusterKey         string        `name:"cluster-key" help:"Key (PEM) of --cluster-cert (default: etcd's --key-file)." env:"ETCDBR_CLUSTER_KEY" type:"path"`
+	ClusterCA          string        `name:"cluster-ca" help:"CA certificates (PEM) that sign the peers' client certificates (default: etcd's --trusted-ca-file)." env:"ETCDBR_CLUSTER_CA" type:"path"`
+	ClusterRestorePoll time.Duration `name:"cluster-restore-poll" help:"How often this member reads the store for a whole-cluster restore (etcdbr cluster restore), also while etcd has no quorum or waits for its peers." default:"2s" env:"ETCDBR_CLUSTER_RESTORE_POLL"`
+	LearnerTimeout     time.Duration `name:"learner-timeout" help:"The leader's etcdbr removes a learner that made no progress (never started, or stopped catching up) for this long, so that its member tries again; longer than etcd needs to send the db to a new member." default:"10m" env:"ETCDBR_LEARNER_TIMEOUT"`
 }
 
 // config checks the cluster flags and returns the supervisor's configuration of them.
@@ -184,25 +185,26 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		gc = &gcPolicy
 	}
 	return supervisor.Run(ctx, supervisor.Config{
-		GC:                gc,
-		GCPeriod:          gcPeriod,
-		Compact:           compact,
-		Defrag:            defrag,
-		Validation:        depth,
-		ForceRestore:      c.ForceRestore,
-		KeepOldDataDirs:   c.KeepOldDataDirs,
-		UnbackedRevisions: c.UnbackedRevisions,
-		Etcd:              etcdCfg,
-		Store:             store,
-		RestoreFrom:       restoreFrom,
-		Schedule:          sched,
-		DeltaPeriod:       c.DeltaSnapshotPeriod,
-		DeltaMemoryLimit:  int64(c.DeltaSnapshotMemoryLimit),
-		MaxBackupAge:      c.MaxBackupAge,
-		RestoreOnCorrupt:  c.RestoreOnCorrupt,
-		API:               api,
-		Cluster:           cluster,
-		Log:               env.Log,
+		GC:                 gc,
+		GCPeriod:           gcPeriod,
+		Compact:            compact,
+		Defrag:             defrag,
+		Validation:         depth,
+		ForceRestore:       c.ForceRestore,
+		KeepOldDataDirs:    c.KeepOldDataDirs,
+		UnbackedRevisions:  c.UnbackedRevisions,
+		Etcd:               etcdCfg,
+		Store:              store,
+		RestoreFrom:        restoreFrom,
+		Schedule:           sched,
+		DeltaPeriod:        c.DeltaSnapshotPeriod,
+		DeltaMemoryLimit:   int64(c.DeltaSnapshotMemoryLimit),
+		MaxBackupAge:       c.MaxBackupAge,
+		RestoreOnCorrupt:   c.RestoreOnCorrupt,
+		API:                api,
+		Cluster:            cluster,
+		ClusterRestorePoll: c.ClusterRestorePoll,
+		Log:                env.Log,
 	})
 }
 

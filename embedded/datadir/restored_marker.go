@@ -46,6 +46,9 @@ type RestoredMarker struct {
 	// earlier point needs (forensics): it must never back up into Source, whose history
 	// it would mix with another.
 	Exact bool `json:"exact,omitempty"`
+	// ClusterRestore is the whole-cluster restore (its intent's ID) that built the data dir
+	// ("" none): a member that restarts during that restore knows its part is done.
+	ClusterRestore string `json:"cluster_restore,omitempty"`
 }
 
 // NewHistory reports whether the restore started a new history (it bumped the revision).

@@ -249,7 +249,7 @@ func decideWithoutQuorum(f Facts) Step {
 			quorumText(f), types.ID(f.StoreCluster), types.ID(f.ConfigCluster))}
 	case f.StoreCluster != 0:
 		return Step{Kind: StepWait, Reason: quorumText(f) + ", and the store records this cluster: it exists, so this member never founds another; " +
-			"it waits for a quorum of its peers and joins them (if the whole cluster is lost, restore every member from the store: etcdbr restore)"}
+			"it waits for a quorum of its peers and joins them (if the whole cluster is lost, restore every member from the store at once: etcdbr cluster restore --store URL)"}
 	case f.Formed:
 		return Step{Kind: StepWait, Reason: quorumText(f) + ", and they have served as a cluster: this member never founds another; it waits for a quorum and joins them"}
 	case f.Refused > 0:

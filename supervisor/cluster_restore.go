@@ -1,0 +1,387 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/etcdbr/etcdbr/embedded"
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
+	"github.com/etcdbr/etcdbr/supervisor/clusterrestore"
+)
+
+// A whole-cluster restore (docs/cluster-restore.md) is an intent recorded in the store
+// (RecordClusterRestore: etcdbr cluster restore, POST /v1/cluster-restore). Every member's
+// etcdbr polls the store for it (watchIntents, every Config.ClusterRestorePoll, whatever
+// state etcd is in), decides with clusterrestore.Decide, and carries the decision out here:
+// a member that serves hands a restore job to Run's loop (the live restore's path: backups
+// and etcd stopped, the data dir rebuilt, etcd started again); a member that waits for its
+// peers at start, or whose etcd waits for a quorum to start, is interrupted and restores
+// before etcd starts. The rebuild is the one every restore uses (Restore), with the intent's
+// point, its cluster token, and its bound of the revisions served, so that every member
+// builds the same data dir but for its own member ID.
+
+// DefaultClusterRestorePoll is how often a member reads the store for a cluster restore.
+const DefaultClusterRestorePoll = 2 * time.Second
+
+// intentTimeout bounds one read or write of an intent's records.
+const intentTimeout = 10 * time.Second
+
+// errIntentSeen is the cause of a wait cut short by a cluster restore.
+var errIntentSeen = errors.New("a cluster restore is active")
+
+// intentStore is the part of the store a member's handling of cluster restores uses: the
+// seam between the decisions and the store.
+type intentStore interface {
+	ActiveIntent(ctx context.Context) (catalog.Intent, bool, error)
+	IntentProgress(ctx context.Context, id string) ([]catalog.MemberProgress, error)
+	WriteIntentProgress(ctx context.Context, id string, p catalog.MemberProgress) error
+	EndIntent(ctx context.Context, end catalog.IntentEnd) error
+	Latest(ctx context.Context, kind catalog.Kind) (catalog.Snapshot, bool, error)
+}
+
+var _ intentStore = (*snapstore.Store)(nil)
+
+// ClusterRestoreRequest is what a person asks of a cluster restore.
+type ClusterRestoreRequest struct {
+	// Target is the point (the zero Target: the newest point in the store).
+	Target catalog.Target
+	// Deadline is how long the members have to finish (0: catalog.DefaultIntentDeadline).
+	Deadline time.Duration
+	// Unbacked bounds the revisions the cluster may have served beyond the store's newest
+	// (0: catalog.DefaultUnbackedRevisions): the restored revision is raised past the
+	// store's newest plus this.
+	Unbacked int64
+	// By says who asks (default: host and process).
+	By string
+}
+
+// RecordClusterRestore resolves req's target against the store and records the intent as
+// the store's active one. It refuses (wrapping snapstore.ErrIntentRunning) while another
+// intent runs, and when the target cannot be restored (the planner's error). Every member
+// carries the intent out once it sees it.
+func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req ClusterRestoreRequest) (catalog.Intent, error) {
+	if err := req.Target.Validate(); err != nil {
+		return catalog.Intent{}, err
+	}
+	l, err := store.ListBackups(ctx)
+	if err != nil {
+		return catalog.Intent{}, err
+	}
+	if len(l.Fulls) == 0 {
+		return catalog.Intent{}, fmt.Errorf("cluster restore from %s: %w", store.URL(), ErrNoBackup)
+	}
+	plan, err := catalog.PlanRestore(l.Fulls, l.Deltas, req.Target, nil)
+	if err != nil {
+		return catalog.Intent{}, fmt.Errorf("cluster restore from %s: %w", store.URL(), betweenHistories(ctx, store, l.Fulls, l.Deltas, req.Target, err))
+	}
+	old, _, err := store.ClusterID(ctx)
+	if err != nil {
+		return catalog.Intent{}, err
+	}
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return catalog.Intent{}, fmt.Errorf("cluster restore ID: %w", err)
+	}
+	now := time.Now().UTC()
+	id := now.Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:])
+	deadline := req.Deadline
+	if deadline <= 0 {
+		deadline = catalog.DefaultIntentDeadline
+	}
+	unbacked := req.Unbacked
+	if unbacked <= 0 {
+		unbacked = catalog.DefaultUnbackedRevisions
+	}
+	by := req.By
+	if by == "" {
+		host, _ := os.Hostname()
+		by = fmt.Sprintf("%s pid %d", host, os.Getpid())
+	}
+	in := catalog.Intent{
+		Version: 1, ID: id, Created: now, Deadline: now.Add(deadline), Asked: req.Target.String(),
+		Served: newestRevision(l.Fulls, l.Deltas) + unbacked, Token: "etcdbr-restored-" + id, OldCluster: old, By: by,
+	}
+	if req.Target.Time.IsZero() {
+		in.Revision = plan.Revision // the newest point, or the revision asked for
+	} else {
+		in.Time = req.Target.Time.UTC()
+	}
+	if err := store.CreateIntent(ctx, in); err != nil {
+		return catalog.Intent{}, err
+	}
+	return in, nil
+}
+
+// intentView is what this member last read and decided about cluster restores, for the
+// status. Guarded by the supervisor's mutex; replaced whole by watchIntents.
+type intentView struct {
+	intent   *catalog.Intent
+	progress []catalog.MemberProgress
+	action   clusterrestore.Action
+	read     time.Time
+	err      string
+}
+
+// intentData is what the cluster restore that built this member's data dir made of it.
+type intentData struct {
+	id           string // "" none
+	dataRevision int64
+	cluster      string
+	movedAside   string
+}
+
+// watchIntents polls the store for a cluster restore until ctx ends, and acts on it.
+func (s *Supervisor) watchIntents(ctx context.Context) {
+	period := s.cfg.ClusterRestorePoll
+	if period <= 0 {
+		period = DefaultClusterRestorePoll
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var last string
+	for {
+		if a, in := s.checkIntent(ctx); in != "" || a.Kind != clusterrestore.Nothing {
+			if key := in + "|" + a.Kind.String() + "|" + a.Reason; key != last {
+				last = key
+				s.lg.Info("cluster restore", "intent", in, "action", a.Kind.String(), "reason", a.Reason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// memberNames are the names in the configured membership (etcd's --initial-cluster).
+func (s *Supervisor) memberNames() []string {
+	var names []string
+	for _, part := range strings.Split(s.cfg.Etcd.InitialCluster, ",") {
+		if name, _, ok := strings.Cut(strings.TrimSpace(part), "="); ok && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// checkIntent reads the store once, decides, and acts; it returns the decision and the
+// active intent's ID ("" none).
+func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, string) {
+	var st intentStore = s.cfg.Store
+	rctx, cancel := context.WithTimeout(ctx, intentTimeout)
+	defer cancel()
+	in, ok, err := st.ActiveIntent(rctx)
+	if err != nil {
+		s.mu.Lock()
+		s.intents.err, s.intents.read = err.Error(), time.Now()
+		s.mu.Unlock()
+		return clusterrestore.Action{}, ""
+	}
+	s.mu.Lock()
+	f := clusterrestore.Facts{Now: time.Now(), DataIntent: s.intentData.id, Serving: s.state == StateServing && s.etcd != nil,
+		Self: s.cfg.Etcd.Name, Members: s.memberNames()}
+	state, waiting := s.state, s.cancelWait
+	s.mu.Unlock()
+	var progress []catalog.MemberProgress
+	if ok {
+		f.Intent = &in
+		if f.DataIntent == in.ID && f.Serving {
+			if progress, err = st.IntentProgress(rctx, in.ID); err == nil {
+				var full catalog.Snapshot
+				full, _, err = st.Latest(rctx, catalog.KindFull)
+				f.NewestFull = full.Revision
+			}
+			f.Progress = progress
+			if err != nil {
+				s.lg.Warn("cluster restore: cannot read the members' progress", "intent", in.ID, "err", err)
+			}
+		}
+	}
+	a := clusterrestore.Decide(f)
+	view := intentView{progress: progress, action: a, read: time.Now()}
+	if ok {
+		view.intent = &in
+	}
+	s.mu.Lock()
+	if view.progress == nil && ok && s.intents.intent != nil && s.intents.intent.ID == in.ID {
+		view.progress = s.intents.progress
+	}
+	s.intents = view
+	s.mu.Unlock()
+	switch a.Kind {
+	case clusterrestore.Restore:
+		switch {
+		case state == StateServing:
+			s.startIntentRestore(ctx, in)
+		case waiting != nil: // waiting for peers, or for a quorum to start etcd
+			waiting(errIntentSeen)
+		}
+	case clusterrestore.ReportServing:
+		s.reportIntent(ctx, in.ID, catalog.PhaseServing, nil)
+	case clusterrestore.Finish:
+		full, _, err := st.Latest(rctx, catalog.KindFull)
+		if err == nil {
+			err = st.EndIntent(rctx, catalog.IntentEnd{ID: in.ID, Outcome: catalog.OutcomeDone, Ended: time.Now().UTC(), Reason: a.Reason, Full: full.Key})
+		}
+		if err != nil {
+			s.lg.Warn("cluster restore: cannot record that it is done; trying again", "intent", in.ID, "err", err)
+		} else {
+			s.lg.Info("cluster restore done: every member serves the restored data", "intent", in.ID, "full", full.Key)
+		}
+	case clusterrestore.Abandon:
+		if err := st.EndIntent(rctx, catalog.IntentEnd{ID: in.ID, Outcome: catalog.OutcomeAbandoned, Ended: time.Now().UTC(), Reason: a.Reason}); err != nil {
+			s.lg.Warn("cluster restore: cannot record that it is abandoned; trying again", "intent", in.ID, "err", err)
+		} else {
+			s.lg.Warn("cluster restore abandoned", "intent", in.ID, "reason", a.Reason)
+		}
+	}
+	return a, in.ID
+}
+
+// reportIntent writes this member's progress with the intent id at phase (failure: why it
+// failed); a store that fails is logged, and the next poll writes again.
+func (s *Supervisor) reportIntent(ctx context.Context, id string, phase catalog.MemberPhase, failure error) {
+	s.mu.Lock()
+	d := s.intentData
+	stopped := s.intentStopped
+	cluster := ""
+	if s.etcd != nil && s.state == StateServing {
+		cluster = clusterID(s.etcd)
+	}
+	s.mu.Unlock()
+	p := catalog.MemberProgress{Member: s.cfg.Etcd.Name, Phase: phase, Updated: time.Now().UTC(),
+		InitialCluster: s.cfg.Etcd.InitialCluster, StoppedRevision: stopped}
+	if d.id == id {
+		p.DataRevision, p.Cluster, p.MovedAside = d.dataRevision, d.cluster, d.movedAside
+		if cluster != "" {
+			p.Cluster = cluster
+		}
+	}
+	if failure != nil {
+		p.Error = failure.Error()
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intentTimeout)
+	defer cancel()
+	if err := s.cfg.Store.WriteIntentProgress(wctx, id, p); err != nil {
+		s.lg.Warn("cluster restore: cannot record this member's progress", "intent", id, "phase", string(phase), "err", err)
+	}
+}
+
+// startIntentRestore hands the cluster restore in to Run's loop (this member serves): the
+// backups and etcd stop, the data dir is rebuilt, etcd starts again.
+func (s *Supervisor) startIntentRestore(ctx context.Context, in catalog.Intent) {
+	s.reportIntent(ctx, in.ID, catalog.PhaseSeen, nil)
+	if _, err := s.startRestoreJob(in.Target(), TriggerCluster, &in); err != nil {
+		s.lg.Warn("cluster restore: cannot start yet; trying again at the next look", "intent", in.ID, "err", err)
+	}
+}
+
+// restoreForIntent rebuilds the data dir (etcd is stopped) for the cluster restore in:
+// in's point, with in's cluster token and the configured membership, its revision raised
+// past in.Served and marked compacted (the same on every member). stopped is the old
+// etcd's revision when it stopped (0: it did not run). The old data dir is moved aside and
+// kept.
+func (s *Supervisor) restoreForIntent(ctx context.Context, in catalog.Intent, stopped int64) (RestoreResult, *datadir.RestoredMarker, error) {
+	s.mu.Lock()
+	s.intentStopped = stopped
+	s.mu.Unlock()
+	s.reportIntent(ctx, in.ID, catalog.PhaseRestoring, nil)
+	cfg := *s.cfg.Etcd
+	cfg.InitialClusterToken = in.Token
+	cfg.ClusterState = "new"
+	marker := &datadir.RestoredMarker{Source: s.cfg.Store.URL(), Trigger: TriggerCluster, ClusterRestore: in.ID}
+	opts := rebuild.RestoreOptions{Served: in.Served, Marker: marker}
+	s.lg.Warn("cluster restore: rebuilding this member's data dir; the old one is moved aside and kept",
+		"intent", in.ID, "target", in.Target().String(), "token", in.Token, "stopped_revision", stopped)
+	fail := func(err error) (RestoreResult, *datadir.RestoredMarker, error) {
+		s.reportIntent(ctx, in.ID, catalog.PhaseFailed, err)
+		return RestoreResult{}, nil, err
+	}
+	if _, err := rebuild.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, s.lg); err != nil {
+		return fail(fmt.Errorf("finish an interrupted restore of %q: %w", cfg.Dir, err))
+	}
+	newCluster, err := embedded.ClusterIDFor(&cfg)
+	if err != nil {
+		return fail(fmt.Errorf("cluster restore %s: the restored cluster's ID: %w", in.ID, err))
+	}
+	res, err := Restore(ctx, s.cfg.Store, &cfg, in.Target(), opts, s.lg)
+	if err != nil {
+		return fail(fmt.Errorf("cluster restore %s: %w", in.ID, err))
+	}
+	if in.OldCluster != "" && in.OldCluster != newCluster {
+		s.claim.reclaimAt(in.OldCluster) // the first claim of the restored etcd moves the store's record
+	}
+	s.mu.Lock()
+	s.intentData = intentData{id: in.ID, dataRevision: res.DataRevision, cluster: newCluster, movedAside: res.MovedAside}
+	s.mu.Unlock()
+	s.reportIntent(ctx, in.ID, catalog.PhaseRestored, nil)
+	s.lg.Warn("cluster restore: this member's data dir is restored; etcd starts and waits for its peers",
+		"intent", in.ID, "revision", res.Revision, "data_revision", res.DataRevision, "bump", res.Bump,
+		"cluster", newCluster, "moved_aside", res.MovedAside)
+	return res, marker, nil
+}
+
+// intentAtStart looks for a cluster restore before etcd starts (at start, or after a wait
+// for the peers or for a quorum was cut short by one). handled reports that the data dir is
+// the intent's (restored now, or before a restart): etcd starts on it as it is, without
+// asking the peers. history is the restore's marker when it started a new history.
+func (s *Supervisor) intentAtStart(ctx context.Context) (history *datadir.RestoredMarker, handled bool, err error) {
+	rctx, cancel := context.WithTimeout(ctx, intentTimeout)
+	in, ok, err := s.cfg.Store.ActiveIntent(rctx)
+	cancel()
+	if err != nil {
+		s.lg.Warn("cannot read the store for a cluster restore; going on (the store is read again while etcd runs)", "err", err)
+		return nil, false, nil
+	}
+	s.mu.Lock()
+	f := clusterrestore.Facts{Now: time.Now(), DataIntent: s.intentData.id, Self: s.cfg.Etcd.Name, Members: s.memberNames()}
+	s.mu.Unlock()
+	if ok {
+		f.Intent = &in
+	}
+	a := clusterrestore.Decide(f)
+	switch {
+	case a.Kind == clusterrestore.Restore:
+		s.lg.Info("cluster restore", "intent", in.ID, "action", a.Kind.String(), "reason", a.Reason)
+		_, marker, err := s.restoreForIntent(ctx, in, 0)
+		if err != nil {
+			return nil, true, err
+		}
+		return marker, true, nil
+	case a.Kind == clusterrestore.Abandon:
+		s.checkIntent(ctx) // records it
+	case ok && f.DataIntent == in.ID:
+		s.lg.Info("cluster restore: this member's data dir is already the restored one; etcd starts on it", "intent", in.ID)
+		return nil, true, nil
+	}
+	return nil, false, nil
+}
+
+// readDataIntent remembers which cluster restore built the data dir (its marker).
+func (s *Supervisor) readDataIntent() {
+	m, ok, err := datadir.ReadRestoredMarker(s.cfg.Etcd.Dir)
+	if err != nil || !ok || m.ClusterRestore == "" {
+		return
+	}
+	s.mu.Lock()
+	s.intentData = intentData{id: m.ClusterRestore, dataRevision: m.DataRevision}
+	s.mu.Unlock()
+}
+
+// setWaiting records how to cut short the wait under way (nil: none).
+func (s *Supervisor) setWaiting(cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	s.cancelWait = cancel
+	s.mu.Unlock()
+}
