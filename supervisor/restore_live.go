@@ -262,7 +262,13 @@ func (s *Supervisor) setPhase(job *restoreJob, p RestorePhase) {
 // was) when the restore failed: job.err says which.
 func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, b *backups, job *restoreJob) {
 	s.setState(StateRestoring)
-	if err := b.stop(nil); err != nil {
+	var cause error
+	if job.intent != nil {
+		// A cluster restore's point was fixed when it was recorded: the final delta would hold
+		// only what it takes back, and waiting for it would keep etcd serving clients longer.
+		cause = fmt.Errorf("cluster restore %s: no final delta: %w", job.intent.ID, backup.ErrSkipped)
+	}
+	if err := b.stop(cause); err != nil {
 		s.lg.Error("backups ended with an error", "err", err)
 	}
 	s.setPhase(job, PhaseStoppingEtcd)

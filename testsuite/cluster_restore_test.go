@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,4 +163,181 @@ func TestClusterRestoreAfterQuorumLoss(t *testing.T) {
 			t.Fatal("the caught-up watcher was not told 'compacted' within 2 minutes")
 		}
 	}
+}
+
+// write is one write of a seqWriter: acknowledged (by which cluster, at which revision) or
+// not.
+type write struct {
+	key     string
+	ok      bool
+	cluster uint64
+	rev     int64
+}
+
+// seqWriter puts keys w/<n>, one after the other, and records every outcome in order.
+type seqWriter struct {
+	mu     sync.Mutex
+	writes []write
+	stop   func()
+}
+
+func startSeqWriter(t *testing.T, cli *clientv3.Client) *seqWriter {
+	w := &seqWriter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			key := fmt.Sprintf("w/%06d", i)
+			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+			resp, err := cli.Put(pctx, key, "v")
+			pcancel()
+			if ctx.Err() != nil {
+				return // cut off by the stop: the outcome is unknown
+			}
+			wr := write{key: key, ok: err == nil}
+			if err == nil {
+				wr.cluster, wr.rev = resp.Header.ClusterId, resp.Header.Revision
+			}
+			w.mu.Lock()
+			w.writes = append(w.writes, wr)
+			w.mu.Unlock()
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+	})
+	w.stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *seqWriter) results() []write {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]write(nil), w.writes...)
+}
+
+// waitAcked waits until the writer has n more acknowledged writes than ack.
+func (w *seqWriter) waitAcked(t *testing.T, cluster uint64, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got := 0
+		for _, wr := range w.results() {
+			if wr.ok && wr.cluster == cluster {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes acknowledged by cluster %x after 2 minutes, want %d", got, cluster, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A healthy cluster under write load goes back to an earlier revision: every member serves
+// exactly the data of that revision (the revision raised and compacted), the old cluster
+// acknowledges no write once the restored one has, and every write the restored cluster
+// acknowledged is kept.
+func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
+	t.Parallel()
+	store := "file://" + t.TempDir() + "/store"
+	c := newCluster(t, 3, store, "--delta-snapshot-period", "1s", "--cluster-restore-poll", "500ms")
+	c.startAll()
+	leader := c.leader(time.Minute)
+	ctx := context.Background()
+	cli := c.clientAll()
+	target, err := etcdtest.Workload{Seed: 11, Keys: 200, Overwrites: 100, Deletes: 20, LeasedKeys: 20}.Run(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := etcdtest.Take(ctx, c.client(leader), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := c.memberStatus(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startSeqWriter(t, cli)
+	w.waitAcked(t, old.Header.ClusterId, 50) // writes after the target, which the restore takes back
+	waitStoreRevision(t, store, target+50, 2*time.Minute)
+
+	c.clusterRestore("--to-revision", fmt.Sprint(target))
+	st, err := c.memberStatus(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := st.Header.ClusterId
+	if restored == old.Header.ClusterId {
+		t.Fatalf("the restored cluster has the old cluster ID %x", restored)
+	}
+	w.waitAcked(t, restored, 20)
+	w.stop()
+
+	// The writes in order: the old cluster's acknowledgements, then the restored cluster's
+	// (with refusals between while the members restore); never an old one after a restored
+	// one: no member served old and restored data at once.
+	writes := w.results()
+	firstNew, lastOld := -1, -1
+	for i, wr := range writes {
+		switch {
+		case !wr.ok:
+		case wr.cluster == restored:
+			if firstNew < 0 {
+				firstNew = i
+			}
+		case wr.cluster == old.Header.ClusterId:
+			lastOld = i
+		default:
+			t.Errorf("write %s acknowledged by cluster %x, neither the old (%x) nor the restored one (%x)", wr.key, wr.cluster, old.Header.ClusterId, restored)
+		}
+	}
+	if lastOld > firstNew {
+		t.Errorf("write %d was acknowledged by the old cluster after write %d by the restored one", lastOld, firstNew)
+	}
+	if firstNew < 0 {
+		t.Fatal("the restored cluster acknowledged no write")
+	}
+
+	// Every member serves the target's data and, beside it, exactly the writes the restored
+	// cluster acknowledged.
+	var firstNewRev int64
+	for _, wr := range writes[firstNew:] {
+		if wr.ok && (firstNewRev == 0 || wr.rev < firstNewRev) {
+			firstNewRev = wr.rev
+		}
+	}
+	for i := range c.members {
+		got, err := etcdtest.Take(ctx, c.client(i), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, wr := range writes[firstNew:] {
+			if wr.ok {
+				if kv, ok := got.KVs[wr.key]; !ok || kv.ModRevision != wr.rev {
+					t.Errorf("member %s lost write %s acknowledged at %d by the restored cluster", c.members[i].Name, wr.key, wr.rev)
+				}
+			}
+		}
+		for k, kv := range got.KVs {
+			if kv.CreateRevision >= firstNewRev && strings.HasPrefix(k, "w/") {
+				delete(got.KVs, k)
+			}
+		}
+		got.Revision = want.Revision
+		if d := etcdtest.Diff(want, got, 10); len(d) > 0 {
+			t.Errorf("member %s does not serve revision %d's data:\n%s", c.members[i].Name, target, strings.Join(d, "\n"))
+		}
+	}
+	if firstNewRev <= target+catalog.DefaultUnbackedRevisions {
+		t.Errorf("the restored cluster's first write is at %d: want past %d (the revision raised)", firstNewRev, target+catalog.DefaultUnbackedRevisions)
+	}
+	c.sameData(nil)
 }
