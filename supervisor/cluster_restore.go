@@ -33,6 +33,15 @@ import (
 // DefaultClusterRestorePoll is how often a member reads the store for a cluster restore.
 const DefaultClusterRestorePoll = 2 * time.Second
 
+// Failpoints of a cluster restore for crash tests (ETCDBR_FAILPOINT, see failpoint): the
+// process kills itself with SIGKILL once etcd stopped and the restore is about to rebuild the
+// data dir, or once the rebuilt data dir is in place and before etcd starts on it. Never set
+// them outside tests.
+const (
+	FailpointClusterRestoreBeforeRebuild = "cluster-restore-before-rebuild"
+	FailpointClusterRestoreAfterRebuild  = "cluster-restore-after-rebuild"
+)
+
 // intentTimeout bounds one read or write of an intent's records.
 const intentTimeout = 10 * time.Second
 
@@ -311,6 +320,7 @@ func (s *Supervisor) restoreForIntent(ctx context.Context, in catalog.Intent, st
 	if _, err := rebuild.RecoverInterruptedRestore(cfg.Dir, cfg.WalDir, s.lg); err != nil {
 		return fail(fmt.Errorf("finish an interrupted restore of %q: %w", cfg.Dir, err))
 	}
+	failpoint(FailpointClusterRestoreBeforeRebuild)
 	newCluster, err := embedded.ClusterIDFor(&cfg)
 	if err != nil {
 		return fail(fmt.Errorf("cluster restore %s: the restored cluster's ID: %w", in.ID, err))
@@ -326,6 +336,7 @@ func (s *Supervisor) restoreForIntent(ctx context.Context, in catalog.Intent, st
 	s.intentData = intentData{id: in.ID, dataRevision: res.DataRevision, cluster: newCluster, movedAside: res.MovedAside}
 	s.mu.Unlock()
 	s.reportIntent(ctx, in.ID, catalog.PhaseRestored, nil)
+	failpoint(FailpointClusterRestoreAfterRebuild)
 	s.lg.Warn("cluster restore: this member's data dir is restored; etcd starts and waits for its peers",
 		"intent", in.ID, "revision", res.Revision, "data_revision", res.DataRevision, "bump", res.Bump,
 		"cluster", newCluster, "moved_aside", res.MovedAside)

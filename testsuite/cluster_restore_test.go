@@ -341,3 +341,49 @@ func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 	}
 	c.sameData(nil)
 }
+
+// Members killed in the middle of a cluster restore (SIGKILL once etcd stopped and before
+// the rebuild, and once the rebuilt data dir is in place and before etcd starts) and started
+// again finish it with the others: every member serves the restore point.
+func TestClusterRestoreMemberKilledMidway(t *testing.T) {
+	t.Parallel()
+	store := "file://" + t.TempDir() + "/store"
+	c := newCluster(t, 3, store, "--delta-snapshot-period", "1s", "--cluster-restore-poll", "500ms")
+	for i, fp := range []string{"", "cluster-restore-before-rebuild", "cluster-restore-after-rebuild"} {
+		c.procs[i] = start(t, c.args(i, "new"), "ETCDBR_FAILPOINT="+fp)
+	}
+	for i := range c.members {
+		c.client(i)
+	}
+	leader := c.leader(time.Minute)
+	ctx := context.Background()
+	rev, err := etcdtest.Workload{Seed: 5, Keys: 200, Overwrites: 50, LeasedKeys: 10}.Run(ctx, c.clientAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStoreRevision(t, store, rev, 2*time.Minute)
+	want, err := etcdtest.Take(ctx, c.client(leader), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := start(t, []string{"cluster", "restore", "--store", store})
+	for i := 1; i < 3; i++ {
+		if code := c.procs[i].wait(3 * time.Minute); code == 0 {
+			t.Fatalf("member %s exited 0, want killed at its failpoint", c.members[i].Name)
+		}
+		c.start(i, c.args(i, "new"))
+	}
+	if code := cmd.wait(5 * time.Minute); code != 0 {
+		t.Fatalf("etcdbr cluster restore exited %d:\n%s", code, cmd.Output())
+	}
+	c.servePoint(want)
+	// The member killed before its rebuild rebuilt after the restart; the one killed after
+	// it started on the rebuilt data dir.
+	if n := c.procs[1].count("cluster restore: rebuilding this member's data dir"); n != 1 {
+		t.Errorf("member %s rebuilt %d times after its restart, want 1", c.members[1].Name, n)
+	}
+	if n := c.procs[2].count("cluster restore: rebuilding this member's data dir"); n != 0 {
+		t.Errorf("member %s rebuilt %d times after its restart, want 0 (its data dir was the restored one)", c.members[2].Name, n)
+	}
+}
