@@ -142,6 +142,8 @@ type apiMember interface {
 	FlushDeltas(ctx context.Context) (backup.FlushResult, error)
 	RequestRestore(ctx context.Context, target catalog.Target) (RestoreStatus, error)
 	WaitRestore(ctx context.Context, id int64) (RestoreStatus, error)
+	// RequestClusterRestore records a whole-cluster restore intent in the store.
+	RequestClusterRestore(ctx context.Context, target catalog.Target, by string) (catalog.Intent, error)
 }
 
 // startAPI loads the API's credentials and starts serving the Supervisor s with the

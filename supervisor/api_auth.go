@@ -20,6 +20,10 @@ const (
 	accessPublic access = iota // health and readiness: always open
 	accessRead                 // GET endpoints: any credential
 	accessWrite                // POST endpoints: a full credential (not the read-only token)
+	// accessCredential: a full credential even on loopback, where the API may run without
+	// any (a whole-cluster restore wipes every member's data: only an authenticated client
+	// may ask for it).
+	accessCredential
 )
 
 // apiAuth decides who may call what. Without any credential configured (which Validate
@@ -93,6 +97,10 @@ func (a *apiAuth) describe() string {
 // authorize decides whether r may use an endpoint that needs need: it returns 0, or the
 // HTTP status and message of the refusal.
 func (a *apiAuth) authorize(r *http.Request, need access) (int, string) {
+	if need == accessCredential && !a.required {
+		return http.StatusForbidden, "this endpoint needs an authenticated client, and this API has no credentials configured: " +
+			"start etcdbr run with --api-token-file or --api-client-ca (or use etcdbr cluster restore --store URL)"
+	}
 	if need == accessPublic || !a.required {
 		return 0, ""
 	}

@@ -51,6 +51,7 @@ func (a *apiServer) handler(auth *apiAuth) http.Handler {
 		{"/v1/snapshots/full", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleFull}, false},
 		{"/v1/snapshots/delta", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleDelta}, false},
 		{"/v1/restore", accessWrite, map[string]http.HandlerFunc{http.MethodPost: a.handleRestore}, true},
+		{"/v1/cluster-restore", accessCredential, map[string]http.HandlerFunc{http.MethodPost: a.handleClusterRestore}, true},
 	}
 	mux := http.NewServeMux()
 	for _, ep := range endpoints {
@@ -60,7 +61,7 @@ func (a *apiServer) handler(auth *apiAuth) http.Handler {
 	mux.Handle("/{$}", a.route(auth, endpoint{"/", accessRead, map[string]http.HandlerFunc{http.MethodGet: handlePage}, false}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s: see docs/api.md (GET / (the status page), GET /v1/status, GET /v1/backups, "+
-			"POST /v1/snapshots/full, POST /v1/snapshots/delta, POST /v1/restore, GET /healthz, GET /readyz, GET /metrics)", r.URL.Path))
+			"POST /v1/snapshots/full, POST /v1/snapshots/delta, POST /v1/restore, POST /v1/cluster-restore, GET /healthz, GET /readyz, GET /metrics)", r.URL.Path))
 	})
 	return mux
 }
@@ -94,7 +95,7 @@ func (a *apiServer) route(auth *apiAuth, ep endpoint) http.Handler {
 			a.lg.Warn("API request refused", "method", r.Method, "path", ep.path, "remote", r.RemoteAddr, "status", status)
 			writeError(w, status, msg)
 		}
-		if ep.need == accessWrite {
+		if ep.need == accessWrite || ep.need == accessCredential {
 			if status, msg := checkBrowser(r); status != 0 {
 				refuse(status, msg)
 				return
@@ -179,7 +180,7 @@ func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrRestoreRunning), errors.Is(err, ErrNotServing), errors.Is(err, ErrClusterMember),
 		errors.Is(err, ErrNotLeader), errors.Is(err, ErrDeltasDisabled), errors.Is(err, backup.ErrSkipped), errors.Is(err, backup.ErrFenced),
-		errors.Is(err, snapstore.ErrClusterMismatch):
+		errors.Is(err, snapstore.ErrClusterMismatch), errors.Is(err, snapstore.ErrIntentRunning):
 		return http.StatusConflict
 	case errors.Is(err, catalog.ErrNoChain), errors.Is(err, ErrNoBackup):
 		return http.StatusUnprocessableEntity
@@ -491,6 +492,35 @@ func (a *apiServer) handleRestore(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, restoreAnswer{Restore: st})
 	}
+}
+
+// clusterRestoreAnswer is the body of POST /v1/cluster-restore's answer.
+type clusterRestoreAnswer struct {
+	Intent catalog.Intent `json:"intent"`
+}
+
+// handleClusterRestore records a whole-cluster restore intent in the store (the body as
+// POST /v1/restore's); every member carries it out. The answer is 202 with the intent;
+// GET /v1/status shows its progress member by member.
+func (a *apiServer) handleClusterRestore(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if status, msg := bodyReadError(r, err); status != 0 {
+		writeError(w, status, msg)
+		return
+	}
+	target, err := parseRestoreBody(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "cluster restore: "+err.Error())
+		return
+	}
+	in, err := a.member.RequestClusterRestore(r.Context(), target, "API client "+r.RemoteAddr)
+	if err != nil {
+		writeError(w, errorStatus(err), "cluster restore: "+err.Error())
+		return
+	}
+	a.lg.Warn("cluster restore recorded through the API: every member restores", "intent", in.ID, "target", in.Target().String(), "remote", r.RemoteAddr)
+	w.Header().Set("Location", "/v1/status")
+	writeJSON(w, http.StatusAccepted, clusterRestoreAnswer{Intent: in})
 }
 
 // slogPrinter logs promhttp's errors.

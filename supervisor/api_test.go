@@ -102,6 +102,11 @@ func TestAPIAuthorize(t *testing.T) {
 		{"basic auth is not a token", auth, req("Basic "+token, nil), accessRead, http.StatusUnauthorized},
 		{"verified client certificate writes", auth, req("", verified), accessWrite, 0},
 		{"TLS without a client certificate", auth, req("", &tls.ConnectionState{}), accessWrite, http.StatusUnauthorized},
+		{"cluster restore on loopback without credentials: refused", open, req("", nil), accessCredential, http.StatusForbidden},
+		{"cluster restore without credential", auth, req("", nil), accessCredential, http.StatusUnauthorized},
+		{"cluster restore with the read-only token", auth, req("Bearer "+readToken, nil), accessCredential, http.StatusForbidden},
+		{"cluster restore with the full token", auth, req("Bearer "+token, nil), accessCredential, 0},
+		{"cluster restore with a verified client certificate", auth, req("", verified), accessCredential, 0},
 	} {
 		status, msg := c.a.authorize(c.r, c.need)
 		require.Equal(t, c.status, status, c.name)

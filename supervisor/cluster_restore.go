@@ -131,6 +131,12 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 	return in, nil
 }
 
+// RequestClusterRestore records a whole-cluster restore of target in the member's store
+// (RecordClusterRestore, with the default deadline and unbacked bound); by says who asks.
+func (s *Supervisor) RequestClusterRestore(ctx context.Context, target catalog.Target, by string) (catalog.Intent, error) {
+	return RecordClusterRestore(ctx, s.cfg.Store, ClusterRestoreRequest{Target: target, Unbacked: s.cfg.UnbackedRevisions, By: by})
+}
+
 // intentView is what this member last read and decided about cluster restores, for the
 // status. Guarded by the supervisor's mutex; replaced whole by watchIntents.
 type intentView struct {

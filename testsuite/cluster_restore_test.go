@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -269,7 +270,50 @@ func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 	w.waitAcked(t, old.Header.ClusterId, 50) // writes after the target, which the restore takes back
 	waitStoreRevision(t, store, target+50, 2*time.Minute)
 
-	c.clusterRestore("--to-revision", fmt.Sprint(target))
+	// The API refuses a cluster restore from a client that is not authenticated (this API
+	// runs on loopback without credentials).
+	resp, err := http.Post("http://"+c.apis[0]+"/v1/cluster-restore", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("POST /v1/cluster-restore without credentials: %s, want 403", resp.Status)
+	}
+	// An intent past its deadline before any member began is abandoned, and the cluster
+	// goes on as it was.
+	p := start(t, []string{"cluster", "restore", "--store", store, "--to-revision", fmt.Sprint(target), "--deadline", "1ns"})
+	if code := p.wait(2 * time.Minute); code == 0 || !strings.Contains(p.Output(), "abandoned") {
+		t.Fatalf("an intent past its deadline: exit %d, want it abandoned:\n%s", code, p.Output())
+	}
+	w.waitAcked(t, old.Header.ClusterId, len(w.results())+20)
+
+	// The restore; a second intent while it runs is refused.
+	out := c.clusterRestore("--to-revision", fmt.Sprint(target), "--no-wait")
+	id := strings.Fields(out[strings.Index(out, "cluster restore ")+len("cluster restore "):])[0]
+	code, second := runToExit(t, []string{"cluster", "restore", "--store", store})
+	if code == 0 || !strings.Contains(second, "already running") {
+		t.Errorf("a second intent while one runs: exit %d, want it refused:\n%s", code, second)
+	}
+	s := openStore(t, store)
+	defer s.Close()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		end, ended, err := s.IntentEnd(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ended {
+			if end.Outcome != catalog.OutcomeDone {
+				t.Fatalf("cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster restore %s has not ended after 5 minutes", id)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	st, err := c.memberStatus(0)
 	if err != nil {
 		t.Fatal(err)
