@@ -41,7 +41,7 @@ func (s *Supervisor) probeCluster(ctx context.Context) {
 				return
 			}
 			if s.recordProbe(p) {
-				logged.log(s.lg, p, s.cluster)
+				logged.log(s.lg, p, s.cluster, s.repairCommand())
 			}
 		}
 		select {
@@ -250,7 +250,7 @@ type clusterLog struct {
 // log logs what changed since the last probe it saw: a member added, started, promoted or
 // removed, this member's role, and the quorum lost or regained (since when, which members
 // answer).
-func (l *clusterLog) log(lg *slog.Logger, p *clusterProbe, c *cluster) {
+func (l *clusterLog) log(lg *slog.Logger, p *clusterProbe, c *cluster, repair string) {
 	lg = lg.With("component", "cluster")
 	first := l.roles == nil
 	if first || l.etcd != p.etcd {
@@ -295,9 +295,11 @@ func (l *clusterLog) log(lg *slog.Logger, p *clusterProbe, c *cluster) {
 	q, why := v.quorum, v.quorumWhy
 	switch {
 	case l.quorum == nil && !q:
-		lg.Warn("the cluster has no quorum, as this member sees it", "since", v.quorumSince, "why", why)
+		lg.Warn("the cluster has no quorum, as this member sees it; if the members that do not answer will not come back, "+
+			"restore the whole cluster from the store with the repair command", "since", v.quorumSince, "why", why, "repair", repair)
 	case l.quorum != nil && *l.quorum && !q:
-		lg.Error("the cluster lost its quorum, as this member sees it", "since", v.quorumSince, "why", why)
+		lg.Error("the cluster lost its quorum, as this member sees it; if the members that do not answer will not come back, "+
+			"restore the whole cluster from the store with the repair command", "since", v.quorumSince, "why", why, "repair", repair)
 	case l.quorum != nil && !*l.quorum && q:
 		lg.Info("the cluster has its quorum again", "since", v.quorumSince, "without_for", v.quorumSince.Sub(l.since).Round(time.Millisecond),
 			"members_answering", memberNames(p.answering()))

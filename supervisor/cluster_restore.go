@@ -137,6 +137,11 @@ func (s *Supervisor) RequestClusterRestore(ctx context.Context, target catalog.T
 	return RecordClusterRestore(ctx, s.cfg.Store, ClusterRestoreRequest{Target: target, Unbacked: s.cfg.UnbackedRevisions, By: by})
 }
 
+// repairCommand is the command that restores the whole cluster from this member's store.
+func (s *Supervisor) repairCommand() string {
+	return "etcdbr cluster restore --store " + s.cfg.Store.URL()
+}
+
 // intentView is what this member last read and decided about cluster restores, for the
 // status. Guarded by the supervisor's mutex; replaced whole by watchIntents.
 type intentView struct {
@@ -211,16 +216,17 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 	var progress []catalog.MemberProgress
 	if ok {
 		f.Intent = &in
-		if f.DataIntent == in.ID && f.Serving {
-			if progress, err = st.IntentProgress(rctx, in.ID); err == nil {
-				var full catalog.Snapshot
-				full, _, err = st.Latest(rctx, catalog.KindFull)
-				f.NewestFull = full.Revision
-			}
-			f.Progress = progress
-			if err != nil {
-				s.lg.Warn("cluster restore: cannot read the members' progress", "intent", in.ID, "err", err)
-			}
+		// The progress is read on every look while an intent is active (one listing of its
+		// records), for the status; the newest full snapshot only once it may end it.
+		progress, err = st.IntentProgress(rctx, in.ID)
+		if err == nil && f.DataIntent == in.ID && f.Serving {
+			var full catalog.Snapshot
+			full, _, err = st.Latest(rctx, catalog.KindFull)
+			f.NewestFull = full.Revision
+		}
+		f.Progress = progress
+		if err != nil {
+			s.lg.Warn("cluster restore: cannot read the members' progress", "intent", in.ID, "err", err)
 		}
 	}
 	a := clusterrestore.Decide(f)

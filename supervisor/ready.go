@@ -93,6 +93,9 @@ type memberView struct {
 	cluster    clusterView // of etcd (no probe while etcd is nil)
 	// storeCluster and mismatch are the claim's (storeClaim.clusters).
 	storeCluster, mismatch string
+	// repair is the command that restores the whole cluster from the store, for a person
+	// who sees the quorum lost for good.
+	repair string
 }
 
 // viewLocked copies what the status and the readiness checks read. s.mu is held.
@@ -104,6 +107,7 @@ func (s *Supervisor) viewLocked() memberView {
 		v.restore = &r
 	}
 	v.storeCluster, v.mismatch = s.claim.clusters()
+	v.repair = s.repairCommand()
 	return v
 }
 
@@ -120,12 +124,16 @@ func etcdCheck(v memberView) Check {
 		c.Message = "etcd has no leader: the cluster is electing one, or has lost its quorum"
 		if v.cluster.probe != nil {
 			c.Message += " (" + v.cluster.quorumWhy + ")"
+			if !v.cluster.quorum {
+				c.Message += "; if the members that do not answer will not come back, restore the whole cluster from the store: " + v.repair
+			}
 		}
 	case v.cluster.probe == nil:
 		c.Message = "the cluster's quorum was not checked yet since etcd started"
 	case !v.cluster.quorum:
-		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s",
-			v.cluster.quorumSince.UTC().Format(time.RFC3339), v.cluster.quorumWhy)
+		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s; if the members that do not answer "+
+			"will not come back, restore the whole cluster from the store: %s",
+			v.cluster.quorumSince.UTC().Format(time.RFC3339), v.cluster.quorumWhy, v.repair)
 	case len(v.health.alarms) > 0:
 		c.Message = "etcd raised an alarm: " + strings.Join(v.health.alarms, ", ") +
 			" (CORRUPT: restore with POST /v1/restore, or run with --restore-on-corrupt; NOSPACE: compact, defragment and disarm)"

@@ -25,6 +25,23 @@ type Status struct {
 	Ready     []Check        `json:"ready"`
 	// Cluster is etcd's cluster as this member sees it; absent while etcd is not running.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// ClusterRestore is the whole-cluster restore the store holds, with every member's
+	// progress, as this member last read it (absent while none is active).
+	ClusterRestore *ClusterRestoreStatus `json:"cluster_restore,omitempty"`
+}
+
+// ClusterRestoreStatus is a whole-cluster restore as this member last read it from the
+// store (docs/cluster-restore.md).
+type ClusterRestoreStatus struct {
+	Intent catalog.Intent `json:"intent"`
+	// Members is every member's progress (those that have not seen it yet are absent).
+	Members []catalog.MemberProgress `json:"members"`
+	// Action is what this member does about it now, and why.
+	Action string `json:"action"`
+	Reason string `json:"reason"`
+	// ReadAt is when the store was read; Error why the last read failed.
+	ReadAt time.Time `json:"read_at"`
+	Error  string    `json:"error,omitempty"`
 }
 
 // EtcdStatus describes the etcd member.
@@ -59,6 +76,9 @@ type ClusterStatus struct {
 	Quorum        *bool      `json:"quorum,omitempty"`
 	QuorumSince   *time.Time `json:"quorum_since,omitempty"`
 	QuorumMessage string     `json:"quorum_message,omitempty"`
+	// QuorumRepair, while the cluster has no quorum, is the command that restores the whole
+	// cluster from the store if the members that do not answer will not come back.
+	QuorumRepair string `json:"quorum_repair,omitempty"`
 	// Answering is how many members answered the last probe, this member included;
 	// ProbedAt when it ended (absent before the first).
 	Answering int        `json:"answering"`
@@ -217,6 +237,10 @@ func (s *Supervisor) Status() Status {
 		}
 		st.Cluster = clusterStatus(v, srv.Cluster().Members(), srv.MemberID(), srv.Leader(), st.Ready)
 	}
+	if in := s.intents; in.intent != nil {
+		st.ClusterRestore = &ClusterRestoreStatus{Intent: *in.intent, Members: in.progress, Action: in.action.Kind.String(),
+			Reason: in.action.Reason, ReadAt: in.read.UTC(), Error: in.err}
+	}
 	b := &st.Backups
 	b.Store = s.cfg.Store.URL()
 	if h.store.known {
@@ -289,6 +313,9 @@ func clusterStatus(v memberView, members []*membership.Member, self, leader type
 	if p != nil {
 		q, since, at := v.cluster.quorum, v.cluster.quorumSince.UTC(), p.at.UTC()
 		cs.Quorum, cs.QuorumSince, cs.ProbedAt, cs.QuorumMessage = &q, &since, &at, v.cluster.quorumWhy
+		if !q {
+			cs.QuorumRepair = v.repair
+		}
 		cs.Answering = len(p.answering())
 	}
 	return cs

@@ -2,8 +2,10 @@ package testsuite
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +18,56 @@ import (
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
+
+// restoreStatus is GET /v1/status as far as the cluster restore tests read it.
+type restoreStatus struct {
+	Cluster *struct {
+		Quorum       *bool  `json:"quorum"`
+		QuorumRepair string `json:"quorum_repair"`
+	} `json:"cluster"`
+	ClusterRestore *struct {
+		Intent  catalog.Intent           `json:"intent"`
+		Members []catalog.MemberProgress `json:"members"`
+	} `json:"cluster_restore"`
+}
+
+// apiGet reads path from the API at addr as JSON into v (when not nil) and returns the
+// status code and the body.
+func apiGet(t testing.TB, addr, path string, v any) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode, string(body)
+}
+
+// waitStatus waits until member i's GET /v1/status satisfies ok.
+func (c *cluster) waitStatus(i int, what string, ok func(restoreStatus) bool) restoreStatus {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var st restoreStatus
+		apiGet(c.t, c.apis[i], "/v1/status", &st)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("member %s's status does not show %s after 2 minutes", c.members[i].Name, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
 
 // clusterRestore runs `etcdbr cluster restore` against the cluster's store with args, to
 // its end, and returns its output; it fails the test unless it exits 0.
@@ -109,6 +161,18 @@ func TestClusterRestoreAfterQuorumLoss(t *testing.T) {
 			c.procs[i].waitLine("step=wait", 2*time.Minute)
 		}
 	}
+	// The member left says that the quorum is lost, and how to repair it.
+	repair := "etcdbr cluster restore --store " + store
+	st := c.waitStatus(leader, "the quorum lost", func(st restoreStatus) bool {
+		return st.Cluster != nil && st.Cluster.Quorum != nil && !*st.Cluster.Quorum
+	})
+	if st.Cluster.QuorumRepair != repair {
+		t.Errorf("status: quorum_repair %q, want %q", st.Cluster.QuorumRepair, repair)
+	}
+	if code, body := apiGet(t, c.apis[leader], "/readyz", nil); code != http.StatusServiceUnavailable || !strings.Contains(body, repair) {
+		t.Errorf("/readyz without quorum: %d %s; want 503 naming %q", code, body, repair)
+	}
+	c.procs[leader].waitLine("repair=\"etcdbr cluster restore --store", time.Minute)
 
 	out := c.clusterRestore()
 	if !strings.Contains(out, "done") {
@@ -118,12 +182,12 @@ func TestClusterRestoreAfterQuorumLoss(t *testing.T) {
 	if restoredRev <= rev+catalog.DefaultUnbackedRevisions {
 		t.Errorf("restored revision %d: want it raised past %d (the store's newest plus the unbacked bound)", restoredRev, rev+catalog.DefaultUnbackedRevisions)
 	}
-	st, err := c.memberStatus(0)
+	ns, err := c.memberStatus(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Header.ClusterId == oldStatus.Header.ClusterId {
-		t.Errorf("the restored cluster has the old cluster ID %x", st.Header.ClusterId)
+	if ns.Header.ClusterId == oldStatus.Header.ClusterId {
+		t.Errorf("the restored cluster has the old cluster ID %x", ns.Header.ClusterId)
 	}
 	for i := range c.members {
 		if n := c.procs[i].count("cluster restore: this member's data dir is restored"); n != 1 {
@@ -137,8 +201,8 @@ func TestClusterRestoreAfterQuorumLoss(t *testing.T) {
 	if err != nil || !ok || full.Revision < restoredRev {
 		t.Errorf("newest full snapshot %v (%v, %v): want one at %d or later", full.Key, ok, err, restoredRev)
 	}
-	if id, _, err := s.ClusterID(ctx); err != nil || id != fmt.Sprintf("%x", st.Header.ClusterId) {
-		t.Errorf("the store records cluster %s (%v), want the restored %x", id, err, st.Header.ClusterId)
+	if id, _, err := s.ClusterID(ctx); err != nil || id != fmt.Sprintf("%x", ns.Header.ClusterId) {
+		t.Errorf("the store records cluster %s (%v), want the restored %x", id, err, ns.Header.ClusterId)
 	}
 	if _, active, err := s.ActiveIntent(ctx); err != nil || active {
 		t.Errorf("an intent is still active (%v) after the command reported its end", err)
@@ -416,6 +480,20 @@ func TestClusterRestoreMemberKilledMidway(t *testing.T) {
 		if code := c.procs[i].wait(3 * time.Minute); code == 0 {
 			t.Fatalf("member %s exited 0, want killed at its failpoint", c.members[i].Name)
 		}
+	}
+	// While they are down the restore cannot end: the first member's status shows it, member
+	// by member.
+	c.waitStatus(0, "the cluster restore with both killed members restoring or restored", func(st restoreStatus) bool {
+		if st.ClusterRestore == nil {
+			return false
+		}
+		phases := map[string]catalog.MemberPhase{}
+		for _, p := range st.ClusterRestore.Members {
+			phases[p.Member] = p.Phase
+		}
+		return phases["m1"] == catalog.PhaseRestoring && phases["m2"] == catalog.PhaseRestored
+	})
+	for i := 1; i < 3; i++ {
 		c.start(i, c.args(i, "new"))
 	}
 	if code := cmd.wait(5 * time.Minute); code != 0 {
