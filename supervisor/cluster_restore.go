@@ -169,12 +169,17 @@ func (s *Supervisor) watchIntents(ctx context.Context) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var last string
+	var auto autoWatch
 	for {
-		if a, in := s.checkIntent(ctx); in != "" || a.Kind != clusterrestore.Nothing {
+		a, in := s.checkIntent(ctx)
+		if in != "" || a.Kind != clusterrestore.Nothing {
 			if key := in + "|" + a.Kind.String() + "|" + a.Reason; key != last {
 				last = key
 				s.lg.Info("cluster restore", "intent", in, "action", a.Kind.String(), "reason", a.Reason)
 			}
+		}
+		if s.cfg.AutoRestoreAfter > 0 {
+			s.autoRestore(ctx, &auto, in != "")
 		}
 		select {
 		case <-ctx.Done():
@@ -182,6 +187,61 @@ func (s *Supervisor) watchIntents(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// autoWatch is what the automatic restore remembers between looks: since when the quorum is
+// lost, and the store's newest revision then.
+type autoWatch struct {
+	lostSince   time.Time
+	storeAtLoss int64
+	said        string
+}
+
+// autoRestore records a cluster restore of the store's newest point when the quorum has been
+// lost for Config.AutoRestoreAfter and the store received nothing since
+// (clusterrestore.DecideAuto).
+func (s *Supervisor) autoRestore(ctx context.Context, w *autoWatch, active bool) {
+	s.mu.Lock()
+	serving := s.state == StateServing && s.etcd != nil
+	v := s.cluster.view(s.etcd)
+	s.mu.Unlock()
+	f := clusterrestore.AutoFacts{After: s.cfg.AutoRestoreAfter, Now: time.Now(), Serving: serving && v.probe != nil,
+		Quorum: v.quorum, Active: active}
+	if f.Serving && !f.Quorum {
+		f.LostSince = v.quorumSince
+		rctx, cancel := context.WithTimeout(ctx, intentTimeout)
+		newest, err := s.cfg.Store.Newest(rctx)
+		cancel()
+		if err != nil {
+			s.lg.Warn("automatic cluster restore: cannot read the store's newest revision", "err", err)
+			return
+		}
+		if !w.lostSince.Equal(f.LostSince) {
+			w.lostSince, w.storeAtLoss = f.LostSince, newest
+		}
+		f.StoreAtLoss, f.StoreNow = w.storeAtLoss, newest
+		if newest != w.storeAtLoss {
+			w.storeAtLoss = newest // a new baseline: the bound counts again from a still store
+			w.lostSince = f.Now
+			f.LostSince = f.Now
+		}
+	}
+	ok, why := clusterrestore.DecideAuto(f)
+	if f.Serving && !f.Quorum && why != w.said {
+		w.said = why
+		s.lg.Warn("automatic cluster restore", "restore", ok, "reason", why)
+	}
+	if !ok {
+		return
+	}
+	in, err := RecordClusterRestore(ctx, s.cfg.Store, ClusterRestoreRequest{Unbacked: s.cfg.UnbackedRevisions,
+		By: "etcdbr of member " + s.cfg.Etcd.Name + ", automatically: " + why})
+	if err != nil {
+		s.lg.Error("automatic cluster restore: cannot record the intent", "err", err)
+		return
+	}
+	s.lg.Error("automatic cluster restore recorded: every member restores the store's newest point", "intent", in.ID,
+		"target", in.Target().String(), "reason", why)
 }
 
 // memberNames are the names in the configured membership (etcd's --initial-cluster).

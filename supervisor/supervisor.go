@@ -70,7 +70,11 @@ type Config struct {
 	// ClusterRestorePoll is how often the store is read for a whole-cluster restore (0:
 	// DefaultClusterRestorePoll).
 	ClusterRestorePoll time.Duration
-	Log                *slog.Logger
+	// AutoRestoreAfter, when not 0, makes this member record a cluster restore of the
+	// store's newest point by itself once the quorum has been lost this long and the store
+	// received nothing since (clusterrestore.DecideAuto); off by default.
+	AutoRestoreAfter time.Duration
+	Log              *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)

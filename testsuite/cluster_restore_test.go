@@ -509,3 +509,55 @@ func TestClusterRestoreMemberKilledMidway(t *testing.T) {
 		t.Errorf("member %s rebuilt %d times after its restart, want 0 (its data dir was the restored one)", c.members[2].Name, n)
 	}
 }
+
+// With --auto-restore-on-quorum-loss-after, a member that has seen the quorum lost that long,
+// with nothing reaching the store meanwhile, records the cluster restore itself.
+func TestClusterRestoreAutomaticOnQuorumLoss(t *testing.T) {
+	t.Parallel()
+	store := "file://" + t.TempDir() + "/store"
+	c := newCluster(t, 3, store, "--delta-snapshot-period", "1s", "--cluster-restore-poll", "500ms",
+		"--auto-restore-on-quorum-loss-after", "3s")
+	c.startAll()
+	leader := c.leader(time.Minute)
+	ctx := context.Background()
+	rev, err := etcdtest.Workload{Seed: 3, Keys: 100, Overwrites: 20, LeasedKeys: 5}.Run(ctx, c.clientAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStoreRevision(t, store, rev, 2*time.Minute)
+	want, err := etcdtest.Take(ctx, c.client(leader), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.members {
+		if i != leader {
+			c.kill(i)
+			c.wipe(i)
+			c.start(i, c.args(i, "new"))
+		}
+	}
+	c.procs[leader].waitLine("automatic cluster restore recorded", 3*time.Minute)
+	out := c.procs[leader].Output()
+	line := out[strings.Index(out, "automatic cluster restore recorded"):]
+	id := strings.Fields(line[strings.Index(line, "intent=")+len("intent="):])[0]
+	s := openStore(t, store)
+	defer s.Close()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		end, ended, err := s.IntentEnd(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ended {
+			if end.Outcome != catalog.OutcomeDone {
+				t.Fatalf("the automatic cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the automatic cluster restore has not ended after 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.servePoint(want)
+}

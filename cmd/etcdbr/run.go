@@ -54,6 +54,7 @@ type ClusterFlags struct {
 	ClusterKey         string        `name:"cluster-key" help:"Key (PEM) of --cluster-cert (default: etcd's --key-file)." env:"ETCDBR_CLUSTER_KEY" type:"path"`
 	ClusterCA          string        `name:"cluster-ca" help:"CA certificates (PEM) that sign the peers' client certificates (default: etcd's --trusted-ca-file)." env:"ETCDBR_CLUSTER_CA" type:"path"`
 	ClusterRestorePoll time.Duration `name:"cluster-restore-poll" help:"How often this member reads the store for a whole-cluster restore (etcdbr cluster restore), also while etcd has no quorum or waits for its peers." default:"2s" env:"ETCDBR_CLUSTER_RESTORE_POLL"`
+	AutoRestoreAfter   time.Duration `name:"auto-restore-on-quorum-loss-after" placeholder:"DURATION" help:"Restore the whole cluster from the store's newest point by itself once this member has seen the quorum lost this long and the store received nothing since (what etcdbr cluster restore does; the writes after the store's newest revision are lost). Off (0) by default: a person decides." env:"ETCDBR_AUTO_RESTORE_ON_QUORUM_LOSS_AFTER"`
 	LearnerTimeout     time.Duration `name:"learner-timeout" help:"The leader's etcdbr removes a learner that made no progress (never started, or stopped catching up) for this long, so that its member tries again; longer than etcd needs to send the db to a new member." default:"10m" env:"ETCDBR_LEARNER_TIMEOUT"`
 }
 
@@ -204,6 +205,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		API:                api,
 		Cluster:            cluster,
 		ClusterRestorePoll: c.ClusterRestorePoll,
+		AutoRestoreAfter:   c.AutoRestoreAfter,
 		Log:                env.Log,
 	})
 }

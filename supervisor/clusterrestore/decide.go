@@ -125,3 +125,44 @@ func progressOf(ps []catalog.MemberProgress, member string) *catalog.MemberProgr
 	}
 	return &ps[i]
 }
+
+// AutoFacts are what a member knows when it decides whether to record a cluster restore by
+// itself (--auto-restore-on-quorum-loss-after, never by default).
+type AutoFacts struct {
+	// After is the opt-in: how long the quorum must have been lost (0: never).
+	After time.Duration
+	// Now is the time of the decision.
+	Now time.Time
+	// Serving reports that this member's etcd runs (only a member whose etcd runs judges the
+	// quorum); Quorum is its verdict, LostSince since when the quorum is lost.
+	Serving   bool
+	Quorum    bool
+	LostSince time.Time
+	// Active reports that an intent is active already.
+	Active bool
+	// StoreAtLoss is the store's newest revision when this member first saw the quorum lost,
+	// StoreNow the newest now: a store that moved on means that a leader still uploads, so
+	// that the quorum is alive elsewhere and this member is the one cut off.
+	StoreAtLoss, StoreNow int64
+}
+
+// DecideAuto reports whether the member records a cluster restore of the store's newest
+// point now, and why (or why not).
+func DecideAuto(f AutoFacts) (bool, string) {
+	switch {
+	case f.After <= 0:
+		return false, "automatic restore is off (--auto-restore-on-quorum-loss-after)"
+	case f.Active:
+		return false, "a cluster restore is active already"
+	case !f.Serving || f.Quorum || f.LostSince.IsZero():
+		return false, "the cluster has its quorum, as this member sees it (or it was not judged)"
+	case f.StoreNow != f.StoreAtLoss:
+		return false, fmt.Sprintf("the store's newest revision moved from %d to %d since the quorum was lost: a leader still backs up, "+
+			"so the quorum lives on where this member cannot see it", f.StoreAtLoss, f.StoreNow)
+	case f.Now.Sub(f.LostSince) < f.After:
+		return false, fmt.Sprintf("the quorum is lost since %s; the cluster is restored automatically after %s",
+			f.LostSince.UTC().Format(time.RFC3339), f.After)
+	}
+	return true, fmt.Sprintf("the quorum is lost since %s, longer than %s, and the store received nothing since",
+		f.LostSince.UTC().Format(time.RFC3339), f.After)
+}

@@ -53,3 +53,33 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestDecideAuto(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	lost := now.Add(-10 * time.Minute)
+	base := AutoFacts{After: 5 * time.Minute, Now: now, Serving: true, LostSince: lost, StoreAtLoss: 100, StoreNow: 100}
+	for _, tc := range []struct {
+		name string
+		edit func(*AutoFacts)
+		want bool
+	}{
+		{"lost longer than the bound, store still", func(*AutoFacts) {}, true},
+		{"off by default", func(f *AutoFacts) { f.After = 0 }, false},
+		{"quorum", func(f *AutoFacts) { f.Quorum = true }, false},
+		{"etcd does not run", func(f *AutoFacts) { f.Serving = false }, false},
+		{"never judged", func(f *AutoFacts) { f.LostSince = time.Time{} }, false},
+		{"not long enough", func(f *AutoFacts) { f.LostSince = now.Add(-time.Minute) }, false},
+		{"exactly the bound", func(f *AutoFacts) { f.LostSince = now.Add(-5 * time.Minute) }, true},
+		{"a leader still uploads", func(f *AutoFacts) { f.StoreNow = 101 }, false},
+		{"an intent is active", func(f *AutoFacts) { f.Active = true }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := base
+			tc.edit(&f)
+			got, why := DecideAuto(f)
+			if got != tc.want || why == "" {
+				t.Errorf("DecideAuto = %v (%s), want %v", got, why, tc.want)
+			}
+		})
+	}
+}
