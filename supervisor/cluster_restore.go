@@ -300,6 +300,7 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 	}
 	s.intents = view
 	s.mu.Unlock()
+	s.metrics.setClusterRestore(ok, view.progress)
 	switch a.Kind {
 	case clusterrestore.Restore:
 		switch {

@@ -94,6 +94,9 @@ type metrics struct {
 	clusterMembers   *prometheus.GaugeVec
 	clusterAnswering prometheus.Gauge
 	clusterQuorum    prometheus.Gauge
+	// restoreActive and restoreMembers follow a whole-cluster restore (cluster_restore.go).
+	restoreActive  prometheus.Gauge
+	restoreMembers *prometheus.GaugeVec
 	learnerAge       prometheus.Gauge
 }
 
@@ -193,6 +196,13 @@ func newMetrics() *metrics {
 	m.clusterAnswering = gauge("cluster_members_answering", "Members that answered the last cluster probe, this member included (0 while etcd does not serve).")
 	m.clusterQuorum = gauge("cluster_quorum",
 		"1 when the cluster has quorum as this member sees it (it knows a leader, and a linearizable read through it completed or a majority of voters answer with a leader); 0 otherwise, and while etcd does not serve.")
+	m.restoreActive = gauge("cluster_restore_active",
+		"1 while the store holds an active whole-cluster restore (etcdbr cluster restore), as this member last read it; 0 otherwise.")
+	m.restoreMembers = gaugeVec("cluster_restore_members",
+		"Members of the active whole-cluster restore by the phase they reported (seen, restoring, restored, serving, failed), as this member last read the store.", "phase")
+	for _, p := range []catalog.MemberPhase{catalog.PhaseSeen, catalog.PhaseRestoring, catalog.PhaseRestored, catalog.PhaseServing, catalog.PhaseFailed} {
+		m.restoreMembers.WithLabelValues(string(p))
+	}
 	m.learnerAge = gauge("cluster_learner_age_seconds",
 		"How long the member that has been a learner longest has been one, as this member saw it (0: no learner).")
 
@@ -349,4 +359,24 @@ func (m *metrics) compacted(res CompactResult, err error) {
 func (m *metrics) chain(c catalog.Chain) {
 	m.chainRevisions.Set(float64(c.Revisions))
 	m.chainBytes.Set(float64(c.Bytes))
+}
+
+// setClusterRestore records whether a whole-cluster restore is active, and its members'
+// phases.
+func (m *metrics) setClusterRestore(active bool, progress []catalog.MemberProgress) {
+	m.restoreActive.Set(0)
+	m.restoreMembers.Reset()
+	for _, p := range []catalog.MemberPhase{catalog.PhaseSeen, catalog.PhaseRestoring, catalog.PhaseRestored, catalog.PhaseServing, catalog.PhaseFailed} {
+		m.restoreMembers.WithLabelValues(string(p))
+	}
+	if !active {
+		return
+	}
+	m.restoreActive.Set(1)
+	for _, p := range progress {
+		switch p.Phase {
+		case catalog.PhaseSeen, catalog.PhaseRestoring, catalog.PhaseRestored, catalog.PhaseServing, catalog.PhaseFailed:
+			m.restoreMembers.WithLabelValues(string(p.Phase)).Inc()
+		}
+	}
 }
