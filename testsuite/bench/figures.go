@@ -63,7 +63,7 @@ var units = map[string]string{
 	"anon_growth_mib": "RssAnon +%.0f MiB", "learner_s": "a learner after %.2f s", "full_snapshot_s": "the full snapshot before the change %.2f s",
 	"work_s":        "%.2f s without the lock's wait",
 	"db_before_mib": "db %.0f MiB", "db_after_mib": "-> %.0f MiB", "defrag_s": "defrag %.2f s", "defrags": "%.0f defrag(s) in all", "p50_ms": "put p50 %.1f ms",
-	"p99_ms": "p99 %.1f ms", "max_ms": "max %.1f ms", "puts": "(%.0f puts)",
+	"p99_ms": "p99 %.1f ms", "max_ms": "max %.1f ms", "puts": "(%.0f puts)", "done_s": "done after %.2f s", "recorded_s": "intent recorded in %.2f s",
 }
 
 func formatValues(vs []value) string {

@@ -61,7 +61,7 @@ func main() {
 }
 
 // scenarios are the parts of the benchmark, in the order they run.
-var scenarios = []string{"restore", "progress", "compact", "start", "snapshot", "put", "rejoin", "defrag"}
+var scenarios = []string{"restore", "progress", "compact", "start", "snapshot", "put", "rejoin", "defrag", "cluster-restore"}
 
 // config sizes a run.
 type config struct {
@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, progress, start and snapshot need restore's data dir: restore runs with them)")
+	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, progress, start, snapshot and cluster-restore need restore's data set: restore runs with them)")
 	short := fs.Bool("short", false, "tiny sizes (a smoke test of the harness; the figures mean nothing)")
 	asJSON := fs.Bool("json", false, "print one JSON object per figure and line instead of the table")
 	fs.IntVar(&cfg.Keys, "keys", 100_000, "keys in the full snapshot")
@@ -172,7 +172,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		return nil, err
 	}
 	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
-	if want("restore") || want("compact") || want("progress") || want("start") || want("snapshot") {
+	if want("restore") || want("compact") || want("progress") || want("start") || want("snapshot") || want("cluster-restore") {
 		ds, err := makeDataset(ctx, cfg, dir)
 		if err != nil {
 			return nil, err
@@ -209,6 +209,12 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		if want("snapshot") {
 			if f, err = benchSnapshot(ctx, cfg, restored, dir); err != nil {
 				return nil, fmt.Errorf("snapshot: %w", err)
+			}
+			figs = append(figs, f...)
+		}
+		if want("cluster-restore") {
+			if f, err = benchClusterRestore(ctx, cfg, ds, dir); err != nil {
+				return nil, fmt.Errorf("cluster restore: %w", err)
 			}
 			figs = append(figs, f...)
 		}
