@@ -14,6 +14,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
+	"github.com/etcdbr/etcdbr/internal/backoff"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor/clusterrestore"
@@ -363,6 +364,10 @@ func (s *Supervisor) reportIntent(ctx context.Context, id string, phase catalog.
 // startIntentRestore hands the cluster restore in to Run's loop (this member serves): the
 // backups and etcd stop, the data dir is rebuilt, etcd starts again.
 func (s *Supervisor) startIntentRestore(ctx context.Context, in catalog.Intent) {
+	if err := s.checkBusy(); err != nil {
+		s.lg.Debug("cluster restore: cannot start yet; trying again at the next look", "intent", in.ID, "err", err)
+		return
+	}
 	s.reportIntent(ctx, in.ID, catalog.PhaseSeen, nil)
 	if _, err := s.startRestoreJob(in.Target(), TriggerCluster, &in); err != nil {
 		s.lg.Warn("cluster restore: cannot start yet; trying again at the next look", "intent", in.ID, "err", err)
@@ -419,37 +424,53 @@ func (s *Supervisor) restoreForIntent(ctx context.Context, in catalog.Intent, st
 // intentAtStart looks for a cluster restore before etcd starts (at start, or after a wait
 // for the peers or for a quorum was cut short by one). handled reports that the data dir is
 // the intent's (restored now, or before a restart): etcd starts on it as it is, without
-// asking the peers. history is the restore's marker when it started a new history.
+// asking the peers. history is the restore's marker (the history to record, and a full
+// snapshot to take at once on the leader). A rebuild that fails is tried again, with
+// backoff, for as long as the intent is active; err is only ctx's.
 func (s *Supervisor) intentAtStart(ctx context.Context) (history *datadir.RestoredMarker, handled bool, err error) {
-	rctx, cancel := context.WithTimeout(ctx, intentTimeout)
-	in, ok, err := s.cfg.Store.ActiveIntent(rctx)
-	cancel()
-	if err != nil {
-		s.lg.Warn("cannot read the store for a cluster restore; going on (the store is read again while etcd runs)", "err", err)
+	retry := backoff.Backoff{Min: time.Second, Max: 30 * time.Second, Jitter: true}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, intentTimeout)
+		in, ok, err := s.cfg.Store.ActiveIntent(rctx)
+		cancel()
+		if err != nil {
+			s.lg.Warn("cannot read the store for a cluster restore; going on (the store is read again while etcd runs)", "err", err)
+			return nil, false, nil
+		}
+		s.mu.Lock()
+		f := clusterrestore.Facts{Now: time.Now(), DataIntent: s.intentData.id, Self: s.cfg.Etcd.Name, Members: s.memberNames()}
+		s.mu.Unlock()
+		if ok {
+			f.Intent = &in
+		}
+		a := clusterrestore.Decide(f)
+		switch {
+		case a.Kind == clusterrestore.Restore:
+			s.lg.Info("cluster restore", "intent", in.ID, "action", a.Kind.String(), "reason", a.Reason)
+			_, marker, err := s.restoreForIntent(ctx, in, 0)
+			if err == nil {
+				return marker, true, nil
+			}
+			wait := retry.Next()
+			s.lg.Error("cluster restore: this member's rebuild failed; trying again", "intent", in.ID, "err", err, "in", wait)
+			if err := backoff.Sleep(ctx, wait); err != nil {
+				return nil, true, fmt.Errorf("cluster restore %s: %w", in.ID, err)
+			}
+			continue
+		case a.Kind == clusterrestore.Abandon:
+			s.checkIntent(ctx) // records it
+		case ok && f.DataIntent == in.ID:
+			s.lg.Info("cluster restore: this member's data dir is already the restored one; etcd starts on it", "intent", in.ID)
+			if in.OldCluster != "" {
+				s.claim.reclaimAt(in.OldCluster) // in case no member moved the store's record yet
+			}
+			if m, ok, err := datadir.ReadRestoredMarker(s.cfg.Etcd.Dir); err == nil && ok && m.NewHistory() {
+				return &m, true, nil // recorded again (idempotent); the leader takes the full snapshot at once
+			}
+			return nil, true, nil
+		}
 		return nil, false, nil
 	}
-	s.mu.Lock()
-	f := clusterrestore.Facts{Now: time.Now(), DataIntent: s.intentData.id, Self: s.cfg.Etcd.Name, Members: s.memberNames()}
-	s.mu.Unlock()
-	if ok {
-		f.Intent = &in
-	}
-	a := clusterrestore.Decide(f)
-	switch {
-	case a.Kind == clusterrestore.Restore:
-		s.lg.Info("cluster restore", "intent", in.ID, "action", a.Kind.String(), "reason", a.Reason)
-		_, marker, err := s.restoreForIntent(ctx, in, 0)
-		if err != nil {
-			return nil, true, err
-		}
-		return marker, true, nil
-	case a.Kind == clusterrestore.Abandon:
-		s.checkIntent(ctx) // records it
-	case ok && f.DataIntent == in.ID:
-		s.lg.Info("cluster restore: this member's data dir is already the restored one; etcd starts on it", "intent", in.ID)
-		return nil, true, nil
-	}
-	return nil, false, nil
 }
 
 // readDataIntent remembers which cluster restore built the data dir (its marker).

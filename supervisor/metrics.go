@@ -97,7 +97,7 @@ type metrics struct {
 	// restoreActive and restoreMembers follow a whole-cluster restore (cluster_restore.go).
 	restoreActive  prometheus.Gauge
 	restoreMembers *prometheus.GaugeVec
-	learnerAge       prometheus.Gauge
+	learnerAge     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
