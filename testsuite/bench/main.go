@@ -33,6 +33,9 @@
 //   - defrag: etcdbr run with -defrag-db-mib of values written and nine in ten deleted, etcd's
 //     history compacted; etcdbr defragments the member by its threshold while writers put,
 //     and their put latency during the defrag is beside theirs before it (no defrag).
+//   - cluster-restore: the restore scenario's store restored by three etcdbr run members started
+//     on no data after `etcdbr cluster restore`, until every member serves and until the intent
+//     is done (no baseline: without etcdbr it is a person's runbook).
 //
 // Every child's wall time, CPU time, peak RSS (VmHWM) and peak RssAnon (sampled from
 // /proc/PID/status) are measured from outside; start and snapshot alternate the two sides for
@@ -178,7 +181,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 			return nil, err
 		}
 		restored := filepath.Join(dir, "restored")
-		f, err := benchRestore(ctx, cfg, ds, dir, restored)
+		f, err := benchRestore(ctx, cfg, &ds, dir, restored)
 		if err != nil {
 			return nil, err
 		}

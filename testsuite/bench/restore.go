@@ -87,7 +87,7 @@ func makeDataset(ctx context.Context, cfg config, dir string) (ds dataset, err e
 // point is left in lastDir. The runs alternate for cfg.Rounds rounds (the baseline, then
 // etcdbr to each point), and the median of each counts: the machine is shared, and one slow
 // baseline run would otherwise move every ratio.
-func benchRestore(ctx context.Context, cfg config, ds dataset, dir, lastDir string) ([]figure, error) {
+func benchRestore(ctx context.Context, cfg config, ds *dataset, dir, lastDir string) ([]figure, error) {
 	store, err := snapstore.Open(ctx, ds.StoreURL, snapstore.Options{})
 	if err != nil {
 		return nil, err
