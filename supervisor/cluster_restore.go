@@ -473,6 +473,51 @@ func (s *Supervisor) intentAtStart(ctx context.Context) (history *datadir.Restor
 	}
 }
 
+// leaveReplacedCluster moves the data dir aside (kept) when it holds a member of a cluster
+// that a restore replaced (the store's cluster record lists the dir's cluster among the
+// previous ones): a member of several that was down while the others restored the cluster
+// without it. As a member with no data it then joins the restored cluster through etcd's
+// learner path (its entry in the restored membership, which it never started, is joined).
+// It returns the new verdict and whether it moved the dir.
+func (s *Supervisor) leaveReplacedCluster(ctx context.Context, v datadir.Verdict, members int) (datadir.Verdict, bool) {
+	if members < 2 || len(s.cfg.Cluster.Endpoints) == 0 || (v.State != datadir.StateValid && v.State != datadir.StateCorrupt) {
+		return v, false
+	}
+	ids, err := datadir.ReadIDs(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir)
+	if err != nil || ids.ClusterID == "" {
+		return v, false
+	}
+	rctx, cancel := context.WithTimeout(ctx, intentTimeout)
+	rec, ok, err := s.cfg.Store.ClusterRecord(rctx)
+	cancel()
+	if err != nil || !ok || !replacedCluster(ids.ClusterID, rec) {
+		return v, false
+	}
+	aside, err := datadir.MoveAside(s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir, time.Now(), s.lg)
+	if err != nil {
+		s.lg.Error("the data dir holds a member of a cluster that a restore replaced, and cannot be moved aside", "err", err)
+		return v, false
+	}
+	s.lg.Warn("the data dir holds a member of a cluster that a restore replaced while this member was away: moved aside (kept); "+
+		"this member joins the restored cluster as a member with no data", "data_cluster", ids.ClusterID, "store_cluster", rec.ClusterID,
+		"moved_aside", aside)
+	return datadir.InspectWith(ctx, s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir, datadir.InspectOptions{Depth: s.cfg.Validation}), true
+}
+
+// replacedCluster reports whether the store's record says that cluster was replaced by
+// another one (a restore created it).
+func replacedCluster(cluster string, rec snapstore.ClusterRecord) bool {
+	if rec.ClusterID == cluster {
+		return false
+	}
+	for _, p := range rec.Previous {
+		if p.ClusterID == cluster {
+			return true
+		}
+	}
+	return false
+}
+
 // readDataIntent remembers which cluster restore built the data dir (its marker).
 func (s *Supervisor) readDataIntent() {
 	m, ok, err := datadir.ReadRestoredMarker(s.cfg.Etcd.Dir)

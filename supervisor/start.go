@@ -59,6 +59,9 @@ func (s *Supervisor) validate(ctx context.Context) (*datadir.RestoredMarker, err
 			members = len(ms)
 		}
 	}
+	if v2, moved := s.leaveReplacedCluster(ctx, v, members); moved {
+		v = v2
+	}
 	// The wait for the peers (no quorum) is cut short by a cluster restore (watchIntents).
 	pctx, cancelWait := context.WithCancelCause(ctx)
 	s.setWaiting(cancelWait)

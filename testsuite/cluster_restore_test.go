@@ -561,3 +561,65 @@ func TestClusterRestoreAutomaticOnQuorumLoss(t *testing.T) {
 	}
 	c.servePoint(want)
 }
+
+// A member down for the whole cluster restore: the others restore and serve without it, the
+// intent is abandoned at its deadline, and when the member comes back with its old data dir
+// it moves the dir aside (kept) and joins the restored cluster with no data.
+func TestClusterRestoreMemberDownThroughout(t *testing.T) {
+	t.Parallel()
+	store := "file://" + t.TempDir() + "/store"
+	c := newCluster(t, 3, store, "--delta-snapshot-period", "1s", "--cluster-restore-poll", "500ms")
+	c.startAll()
+	leader := c.leader(time.Minute)
+	ctx := context.Background()
+	rev, err := etcdtest.Workload{Seed: 5, Keys: 100, Overwrites: 20, LeasedKeys: 5}.Run(ctx, c.clientAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStoreRevision(t, store, rev, 2*time.Minute)
+	want, err := etcdtest.Take(ctx, c.client(leader), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := (leader + 1) % 3
+	c.kill(down)
+
+	out := c.clusterRestore("--deadline", "40s", "--no-wait")
+	id := strings.Fields(out[strings.Index(out, "cluster restore ")+len("cluster restore "):])[0]
+	s := openStore(t, store)
+	defer s.Close()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		end, ended, err := s.IntentEnd(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ended {
+			if end.Outcome != catalog.OutcomeAbandoned || !strings.Contains(end.Reason, c.members[down].Name) {
+				t.Fatalf("the intent ended %s (%s), want abandoned naming %s", end.Outcome, end.Reason, c.members[down].Name)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the intent has not ended after 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ps, err := s.IntentProgress(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving := 0
+	for _, p := range ps {
+		if p.Phase == catalog.PhaseServing {
+			serving++
+		}
+	}
+	if serving != 2 {
+		t.Fatalf("progress %+v: want the two members that ran serving", ps)
+	}
+
+	c.start(down, c.args(down, "new"))
+	c.procs[down].waitLine("moved aside (kept)", 2*time.Minute)
+	c.servePoint(want)
+}

@@ -109,7 +109,7 @@ func Decide(f Facts) Action {
 	case len(waiting) > 0:
 		if in.Expired(f.Now) {
 			return Action{Abandon, fmt.Sprintf("%s passed its deadline with members %v not serving the restored data; "+
-				"they restore when they see their data dir is of the old cluster", in, waiting)}
+				"each joins the restored cluster with no data when it comes back (its data dir of the old cluster kept aside)", in, waiting)}
 		}
 		return Action{Nothing, fmt.Sprintf("waiting for members %v to serve the restored data", waiting)}
 	case f.NewestFull < dataRev:
