@@ -27,8 +27,11 @@ import (
 // argument (embeddedtest.MustStart(t, embedded.Start, cfg)), and use what they need of the
 // member through Member.
 
-// StartTimeout bounds how long a test waits for a single-member etcd to serve.
-const StartTimeout = 60 * time.Second
+// StartTimeout bounds how long a test waits for a single-member etcd to serve. It is a
+// deadline for a failure, not a measure: on a loaded machine (the suite's packages run side
+// by side, and a test may start etcd in a child process it first has to exec) a start took
+// over a minute.
+const StartTimeout = 3 * time.Minute
 
 // Member is an etcd member a test started: *embedded.Etcd.
 type Member interface {
