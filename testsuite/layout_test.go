@@ -44,6 +44,7 @@ func TestPackageArrows(t *testing.T) {
 		"internal/deltatest":          {"snapstore", "snapstore/catalog", "internal/*"},
 		"internal/embeddedtest":       {},
 		"internal/etcdtest":           {},
+		"internal/faultstore":         {},
 		"internal/storetest":          {"internal/*"},
 		"scripts/etcd-backup-restore": {"internal/*"},
 		"scripts/kube-apiserver":      {"internal/*"},
