@@ -45,6 +45,9 @@ type VerifyOptions struct {
 // form a restorable history (CheckChain, and a chain to the latest point
 // made of intact objects). Objects are read one at a time, streaming.
 //
+// An object that fails its checks is read a second time before it is reported (and
+// recorded damaged): damage on the way does not repeat.
+//
 // Everything wrong is reported in the VerifyReport; the error is only for
 // a store that cannot be listed and a cancelled ctx, which leave the
 // verification incomplete.
@@ -57,7 +60,7 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 	fulls, deltas := l.Fulls, l.Deltas
 	bad := map[string]bool{}
 	for _, snap := range catalog.MergeByRevision(fulls, deltas) {
-		n, err := s.verifyObject(ctx, snap)
+		n, err := s.verifyObjectTwice(ctx, snap)
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("verify %s: %w", s.url, ctx.Err())
 		}
@@ -91,6 +94,24 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		}
 	}
 	return rep, nil
+}
+
+// verifyObjectTwice is verifyObject, reading an object that fails its checks once more: a
+// byte damaged on the way (a faulty network card, proxy or load balancer) fails the
+// checksum as damage in the store does, but only damage in the store fails again. The
+// second read's verdict stands.
+func (s *Store) verifyObjectTwice(ctx context.Context, snap catalog.Snapshot) (int64, error) {
+	n, err := s.verifyObject(ctx, snap)
+	if err == nil || ctx.Err() != nil || !(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrMalformedDelta)) {
+		return n, err
+	}
+	s.opts.Log.Warn("a backup object failed verification: reading it again", "object", snap.Key, "err", err)
+	n, again := s.verifyObject(ctx, snap)
+	if again == nil {
+		s.opts.Log.Warn("the backup object read back intact: it was damaged on the way, not in the store",
+			"object", snap.Key, "first_read", err)
+	}
+	return n, again
 }
 
 // verifyObject reads one object to its end and checks its content; it

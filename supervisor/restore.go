@@ -59,8 +59,9 @@ type RestoreResult struct {
 // the newest revision in the store.
 //
 // Every object is verified while it streams. One that fails (corrupt, malformed, a full
-// snapshot whose content is not the revision its name says) is reported by name and left
-// out, and the restore plans again: an older full snapshot with a longer chain of deltas, or
+// snapshot whose content is not the revision its name says) is read once more (damage on
+// the way, in a network card or a proxy, does not repeat; damage in the store does), then
+// reported by name, recorded damaged and left out, and the restore plans again: an older full snapshot with a longer chain of deltas, or
 // another copy of a delta, may reach the same target. When nothing reaches it the restore
 // fails, naming the objects: it never restores a different point than the one asked for.
 // opts.Replay is filled in by Restore; the revision bump applies after the replay. The
@@ -132,6 +133,7 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 	defer releaseLock(ctx, lock, lg)
 
 	exclude := map[string]bool{}
+	reread := map[string]bool{} // objects that failed verification once and are read again
 	var excluded, gone, past []catalog.Snapshot
 	var failures []error
 	goal := target           // what the restore goes to: target, or the newest intact point
@@ -221,6 +223,12 @@ func restore(ctx context.Context, store *snapstore.Store, cfg *embed.Config, tar
 			bad, isBad := rebuild.BadObject(err)
 			if !isBad || exclude[bad.Key] {
 				return RestoreResult{}, err
+			}
+			if !reread[bad.Key] {
+				reread[bad.Key] = true
+				lg.Warn("backup object failed verification: restoring from it once more before leaving it out "+
+					"(damage on the way to etcdbr does not repeat, damage in the store does)", "object", bad.Key, "err", err)
+				continue
 			}
 			lg.Error("backup object failed verification: leaving it out and planning again", "object", bad.Key, "err", err)
 			if rerr := store.RecordDamage(ctx, bad, "restore", err); rerr != nil {
