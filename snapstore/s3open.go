@@ -7,9 +7,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
@@ -27,6 +29,10 @@ import (
 //   - the SDK logs through log instead of printing to stderr, and does not
 //     warn on every read of a multipart object that its composite checksum
 //     is not validated (etcdbr verifies every object's SHA-256 itself);
+//   - the bucket's client (reads, listings, deletes, small records) gives up on a
+//     connection that sends no byte for s3ReadTimeout, and retries: the SDK sets no
+//     read timeout for S3, so a stalled connection hung a read, a listing or a delete
+//     (and the restore, verify or gc waiting on it) for as long as the stall lasted;
 //   - it also returns a second client, for uploads, whose retryer makes
 //     sdkAttempts tries (gocloud's makes 3), so that a part of a streaming
 //     upload, which cannot start over, rides out a minute of trouble. The
@@ -82,12 +88,24 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 		return nil, nil, err
 	}
 	opts.RequestChecksumCalculation = cfg.RequestChecksumCalculation
+	var uploadHTTP s3.HTTPClient // the client's HTTP client before the read timeout
+	clientOpts = append(clientOpts, func(o *s3.Options) {
+		uploadHTTP = o.HTTPClient
+		if b, ok := o.HTTPClient.(*awshttp.BuildableClient); ok {
+			if _, set := b.GetReadTimeout(); !set {
+				o.HTTPClient = b.WithReadTimeout(s3ReadTimeout)
+			}
+		}
+	})
 	client := s3.NewFromConfig(cfg, clientOpts...)
 	bucket, err := s3blob.OpenBucket(ctx, client, u.Host, &opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	uploads := s3.New(client.Options(), func(o *s3.Options) {
+		// No read timeout: the connection reads nothing while it sends a part, which may
+		// take longer on a slow link.
+		o.HTTPClient = uploadHTTP
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = sdkAttempts
 			so.MaxBackoff = sdkMaxBackoff
@@ -96,6 +114,11 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 	})
 	return bucket, uploads, nil
 }
+
+// s3ReadTimeout is how long the bucket's client waits for a byte of an answer before it
+// gives up on the connection (and retries, or resumes a read): S3 answers in well under a
+// second, and sends the body of an object without pauses.
+const s3ReadTimeout = time.Minute
 
 func sseType(v string) (types.ServerSideEncryption, error) {
 	for _, t := range types.ServerSideEncryptionAes256.Values() {

@@ -124,10 +124,14 @@ var faultRows = []faultRow{
 		damaged: true,
 	},
 	{
-		name:   "stall 3s",
+		// A read, a listing or a delete that goes silent for longer than anyone waits:
+		// etcdbr gives up on the connection after its read timeout (a minute) and goes on.
+		// An upload's request stalls for 3 s (uploads have no read timeout: see
+		// docs/faults.md).
+		name:   "stall",
 		upload: faultstore.Fault{Kind: faultstore.Stall, Delay: 3 * time.Second},
-		read:   faultstore.Fault{Kind: faultstore.Stall, After: 200, Delay: 3 * time.Second},
-		gc:     faultstore.Fault{Kind: faultstore.Stall, Delay: 3 * time.Second}, gcOp: faultstore.OpDelete,
+		read:   faultstore.Fault{Kind: faultstore.Stall, After: 200, Delay: time.Hour},
+		gc:     faultstore.Fault{Kind: faultstore.Stall, Delay: time.Hour}, gcOp: faultstore.OpDelete,
 		times: 1,
 	},
 	{
