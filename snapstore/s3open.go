@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
@@ -83,9 +84,13 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 			return nil, nil, err
 		}
 	}
+	profile := q.Get("profile")
 	cfg, err := gcaws.V2ConfigFromURLParams(ctx, q)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.RetryMaxAttempts == 0 {
+		cfg.RetryMaxAttempts = configuredMaxAttempts(ctx, profile)
 	}
 	opts.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	var uploadHTTP s3.HTTPClient // the client's HTTP client before the read timeout
@@ -113,6 +118,22 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 		})
 	})
 	return bucket, uploads, nil
+}
+
+// configuredMaxAttempts returns the number of tries AWS_MAX_ATTEMPTS or max_attempts in the
+// AWS config (of profile, "" for the default) sets, 0 when neither does. gocloud gives the
+// SDK a retryer of its own, and the SDK then reads neither: without this, both were
+// ignored.
+func configuredMaxAttempts(ctx context.Context, profile string) int {
+	var opts []func(*config.LoadOptions) error
+	if profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(profile))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return 0 // gocloud loaded the same configuration without an error: not expected
+	}
+	return cfg.RetryMaxAttempts
 }
 
 // s3ReadTimeout is how long the bucket's client waits for a byte of an answer before it
