@@ -52,12 +52,18 @@ const (
 	ResetResponse Kind = "reset-response"
 	// Truncate forwards the answer's headers (its Content-Length kept) and the first
 	// Fault.After bytes of its body, then closes the connection cleanly.
+	//
+	// With After 0, ResetResponse and Truncate send nothing of the answer: the server
+	// applied the request (stored or deleted the object) and the client never learns it.
 	Truncate Kind = "truncate"
-	// Corrupt forwards the answer with the byte at offset Fault.After of its body flipped
-	// (every bit), its length and headers kept.
+	// Corrupt flips (every bit of) the byte at offset Fault.After of the answer's body, its
+	// length and headers kept; of an upload (OpPut), of the request's body instead: the
+	// server receives a damaged object.
 	Corrupt Kind = "corrupt"
 	// Stall forwards the answer's headers and the first Fault.After bytes of its body, then
-	// sends nothing for Fault.Delay, then resets the connection.
+	// sends nothing for Fault.Delay, then resets the connection. Other requests than reads and
+	// listings (uploads, deletes: no body to answer) stall before they are forwarded: the
+	// server gets nothing.
 	Stall Kind = "stall"
 )
 
@@ -306,6 +312,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case faulty && (f.Kind == Status || f.Kind == SlowDown || f.Kind == TooSkewed):
 		req.Status = p.answerError(w, r, f)
 		return
+	case faulty && f.Kind == Stall && op != OpGet && op != OpList:
+		p.stall(r.Context(), f.Delay)
+		p.reset(w)
+		return
 	}
 
 	out := r.Clone(r.Context())
@@ -315,6 +325,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out.Header.Del("Connection")
 	if r.ContentLength == 0 {
 		out.Body = nil
+	}
+	if faulty && f.Kind == Corrupt && op == OpPut && out.Body != nil {
+		out.Body = io.NopCloser(&flipper{r: r.Body, at: f.After})
 	}
 	if faulty && f.Kind == ResetRequest {
 		// The server gets the first bytes and then a broken request; the client a reset.
@@ -342,6 +355,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if resp.ContentLength >= 0 {
 		w.Header().Set("Content-Length", fmt.Sprint(resp.ContentLength))
 	}
+	if faulty && f.After == 0 && (f.Kind == ResetResponse || f.Kind == Truncate) {
+		req.Status = 0
+		p.cut(w, f.Kind == ResetResponse)
+		return
+	}
 	if faulty && f.Kind == SkewDate {
 		w.Header().Set("Date", time.Now().Add(f.Skew).UTC().Format(http.TimeFormat))
 	}
@@ -355,6 +373,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.Kind == Corrupt {
+		if op == OpPut {
+			_, _ = io.Copy(w, resp.Body)
+			return
+		}
 		_, _ = io.Copy(w, &flipper{r: resp.Body, at: f.After})
 		return
 	}
@@ -364,14 +386,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case Truncate:
 		p.cut(w, false)
 	case Stall:
-		select {
-		case <-time.After(f.Delay):
-		case <-r.Context().Done():
-		case <-p.closed:
-		}
+		p.stall(r.Context(), f.Delay)
 		p.reset(w)
 	default:
 		p.reset(w)
+	}
+}
+
+// stall waits for d, or until the client gives up or the proxy closes.
+func (p *Proxy) stall(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	case <-p.closed:
 	}
 }
 
