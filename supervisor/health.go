@@ -34,6 +34,9 @@ type health struct {
 	newest   map[catalog.Kind]catalog.Snapshot
 	delta    backup.DeltaProgress
 	store    storeHealth
+	// upload is why the last upload failed, "" once one succeeded after it: the store may
+	// answer the prober's listings while it refuses every upload.
+	upload   string
 	clock    revisionClock // when etcd's revisions were first seen
 	unbacked time.Time     // when the oldest write not in the store was made (zero: none)
 	// damaged are the store's damage records that apply, as last read (Store.DamageRecords).
@@ -60,6 +63,7 @@ type healthView struct {
 	newest   map[catalog.Kind]catalog.Snapshot
 	delta    backup.DeltaProgress
 	store    storeHealth
+	upload   string // why the last upload failed, "" when one succeeded since
 	unbacked time.Time
 	backedUp int64 // the newest revision known to be in the store
 	damaged  []catalog.Damage
@@ -70,7 +74,7 @@ func (h *health) view() healthView {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return healthView{revision: h.revision, alarms: h.alarms, newest: maps.Clone(h.newest), delta: h.delta,
-		store: h.store, unbacked: h.unbacked, backedUp: h.backedUpLocked(), damaged: h.damaged}
+		store: h.store, upload: h.upload, unbacked: h.unbacked, backedUp: h.backedUpLocked(), damaged: h.damaged}
 }
 
 // noteDamaged records the store's damage records that apply, and returns the keys of those
@@ -110,6 +114,17 @@ func (h *health) storeResult(err error) {
 		h.metrics.storeReachable.Set(0)
 	} else {
 		h.metrics.storeReachable.Set(1)
+	}
+}
+
+// uploadResult records the outcome of an upload (a full snapshot or a delta): err nil
+// means it succeeded.
+func (h *health) uploadResult(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.upload = ""
+	if err != nil {
+		h.upload = err.Error()
 	}
 }
 

@@ -14,6 +14,7 @@ func (o observer) Taken(t backup.Taken) {
 	o.s.metrics.taken(t)
 	o.s.health.noteNewest(t.Snapshot)
 	o.s.health.storeResult(nil)
+	o.s.health.uploadResult(nil)
 }
 
 // Failed records a failed step of a taker.
@@ -21,6 +22,9 @@ func (o observer) Failed(f backup.Failure) {
 	o.s.metrics.failed(f)
 	if f.Reason == backup.ReasonStore {
 		o.s.health.storeResult(f.Err)
+		if f.Op == backup.OpSnapshot {
+			o.s.health.uploadResult(f.Err)
+		}
 	}
 	o.s.recordError(string(f.Kind)+" "+string(f.Op), f.Err)
 }

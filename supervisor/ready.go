@@ -158,8 +158,12 @@ func backupCheck(v memberView, now time.Time, maxAge time.Duration) Check {
 	c := Check{Name: checkBackup}
 	h := v.health
 	storeErr := ""
-	if h.store.known && !h.store.reachable {
+	switch {
+	case h.store.known && !h.store.reachable:
 		storeErr = "; the store failed: " + h.store.err
+	case h.upload != "":
+		// The store answers (the prober's listing passed since) but refused the last upload.
+		storeErr = "; the last upload failed: " + h.upload
 	}
 	switch {
 	case v.state != StateServing || v.etcd == nil:
