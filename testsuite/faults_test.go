@@ -209,11 +209,24 @@ func TestFaultMatrix(t *testing.T) {
 				})
 			}
 		}
+		for col, run := range map[string]func(*testing.T) cellResult{colFull: env.diskFullFull, colDelta: env.diskFullDelta} {
+			t.Run("disk full (file store)/"+col, func(t *testing.T) {
+				t.Parallel()
+				env.slots <- struct{}{}
+				defer func() { <-env.slots }()
+				res := run(t)
+				t.Logf("%s", res)
+				mu.Lock()
+				results = append(results, res)
+				mu.Unlock()
+			})
+		}
 		t.Run("outage/delta", func(t *testing.T) {
 			t.Parallel()
 			env.slots <- struct{}{}
 			defer func() { <-env.slots }()
 			res := env.outage(t)
+			t.Logf("%s", res)
 			mu.Lock()
 			results = append(results, res)
 			mu.Unlock()
@@ -586,10 +599,11 @@ func faultTable(results []cellResult) string {
 	var b strings.Builder
 	b.WriteString("| fault | " + strings.Join(faultColumns, " | ") + " |\n|---")
 	b.WriteString(strings.Repeat("|---", len(faultColumns)) + "|\n")
-	rows := append([]string(nil), "outage")
+	var rows []string
 	for _, r := range faultRows {
 		rows = append(rows, r.name)
 	}
+	rows = append(rows, "outage", "disk full (file store)")
 	for _, row := range rows {
 		line := "| " + row
 		found := false
