@@ -47,7 +47,7 @@ func (e *faultEnv) startRunCell(t *testing.T, row faultRow, extra []string, env 
 // finishRunCell stops the writes, waits until the store holds the last of them and
 // /readyz passes, reads the metrics of failed uploads, stops etcdbr and checks the store:
 // intact, a delta chain without gaps, nothing incomplete.
-func (e *faultEnv) finishRunCell(t *testing.T, r *runCell) (storeErrors, deltaFailures float64) {
+func (e *faultEnv) finishRunCell(t *testing.T, r *runCell) (caughtUp time.Time, storeErrors, deltaFailures float64) {
 	t.Helper()
 	r.writes.halt()
 	if len(r.writes.failed) > 0 {
@@ -58,6 +58,7 @@ func (e *faultEnv) finishRunCell(t *testing.T, r *runCell) (storeErrors, deltaFa
 		t.Fatal("no write succeeded")
 	}
 	waitStoreRevision(t, r.c.direct, r.writes.last, 2*time.Minute)
+	caughtUp = time.Now()
 	waitFor(t, "readiness after the fault", 2*time.Minute, func() bool {
 		return r.api.call(http.MethodGet, "/readyz", "", nil) == http.StatusOK
 	})
@@ -65,7 +66,7 @@ func (e *faultEnv) finishRunCell(t *testing.T, r *runCell) (storeErrors, deltaFa
 	r.p.stop()
 	checkChain(t, r.c.direct)
 	e.checkClean(t, r.c)
-	return storeErrors, deltaFailures
+	return caughtUp, storeErrors, deltaFailures
 }
 
 // failures returns what the metrics say of failed uploads: etcdbr_store_errors_total of
@@ -103,8 +104,7 @@ func (e *faultEnv) deltaCell(t *testing.T, row faultRow, rule faultstore.Rule) c
 	if err := r.c.proxy.Wait(ctx, func(reqs []faultstore.Request) bool { return countFaults(reqs) >= row.times }); err != nil {
 		t.Fatalf("the delta uploads never met the fault %d times: %v", row.times, err)
 	}
-	end := time.Now()
-	storeErrors, deltaFailures := e.finishRunCell(t, r)
+	end, storeErrors, deltaFailures := e.finishRunCell(t, r)
 	if storeErrors != deltaFailures {
 		t.Fatalf("the metrics disagree: %v failed uploads (etcdbr_store_errors_total), %v failed deltas (etcdbr_snapshot_failures_total)",
 			storeErrors, deltaFailures)

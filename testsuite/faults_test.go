@@ -408,7 +408,11 @@ func (e *faultEnv) fullCell(t *testing.T, row faultRow, rule faultstore.Rule, wa
 	c.proxy.Clear()
 	outcome := "uploaded"
 	if code != 0 {
-		outcome = "failed: " + lastLine(out)
+		outcome = "failed, naming the object"
+		if _, answer, ok := strings.Cut(lastLine(out), "api error "); ok {
+			code, _, _ := strings.Cut(answer, ":")
+			outcome += " and the store's answer " + code
+		}
 		if !wantFail {
 			t.Fatalf("etcdbr snapshot --once through %s: exit code %d:\n%s", row.name, code, out)
 		}
