@@ -43,6 +43,9 @@ type faultRow struct {
 	// damaged: the newest full snapshot reads back damaged every time, and the operation
 	// records it (a read fault that passes must leave no damage record).
 	damaged bool
+	// extraTries are the tries of a request a fault may cost besides its retry: MinIO's
+	// refusal of the request the SDK signed with the skewed clock it was told.
+	extraTries int
 }
 
 // The matrix's columns.
@@ -141,7 +144,8 @@ var faultRows = []faultRow{
 		gc:     faultstore.Fault{Kind: faultstore.TooSkewed, Skew: time.Hour}, gcOp: faultstore.OpDelete,
 		// Once: a second answer would contradict the first (the same server saying the
 		// client is skewed whether it signs with the client's time or with the server's).
-		times: 1,
+		times:      1,
+		extraTries: 1,
 	},
 	{
 		name:   "Date 1h off",
@@ -327,6 +331,10 @@ type cellResult struct {
 	recover  time.Duration // from the first fault to the end of the operation
 	gaps     []time.Duration
 	outcome  string
+	// maxTries is the most times one request of an object (kind and key) that met a fault
+	// was made, maxFaults the faults it met: retried once per fault, it was made
+	// maxFaults+1 times.
+	maxTries, maxFaults int
 }
 
 // measure reads the proxy's log after the operation ended at end.
@@ -357,6 +365,26 @@ func (c *faultCell) measure(row, col string, end time.Time, outcome string) cell
 	}
 	if !first.IsZero() {
 		res.recover = end.Sub(first)
+	}
+	type request struct {
+		op  faultstore.Op
+		key string
+	}
+	tries, faults := map[request]int{}, map[request]int{}
+	for _, r := range reqs {
+		if r.At.Before(c.began) || r.Done.After(end) || r.Op == faultstore.OpList {
+			continue // an operation may list the same prefix more than once
+		}
+		q := request{r.Op, r.Key}
+		tries[q]++
+		if r.Fault != "" {
+			faults[q]++
+		}
+	}
+	for q, n := range faults {
+		if tries[q] > res.maxTries {
+			res.maxTries, res.maxFaults = tries[q], n
+		}
 	}
 	return res
 }
@@ -394,6 +422,9 @@ func (e *faultEnv) runCell(t *testing.T, row faultRow, col string) cellResult {
 	}
 	if row.times > 0 && res.faults > row.times {
 		t.Fatalf("%s/%s: %d faults injected, the rule allows %d", row.name, col, res.faults, row.times)
+	}
+	if res.maxTries > res.maxFaults*(1+row.extraTries)+1 {
+		t.Fatalf("%s/%s: one request was made %d times for %d faults: retries are not bounded by the faults", row.name, col, res.maxTries, res.maxFaults)
 	}
 	t.Logf("%s", res)
 	return res
