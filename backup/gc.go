@@ -129,6 +129,11 @@ func (g *GC) run(ctx context.Context) GCRun {
 	if err != nil {
 		return GCRun{Err: fmt.Errorf("garbage collection in %s: %w", g.cfg.Store.URL(), err)}
 	}
+	if len(plan.Delete) > 0 {
+		// The start of the deletions, for whoever must know that one was under way (the
+		// crash trials tell a kill during garbage collection by it).
+		g.cfg.Log.Debug("garbage collection: deleting", "objects", len(plan.Delete))
+	}
 	res, err := g.cfg.Store.ApplyGC(ctx, plan, snapstore.ApplyOptions{Now: g.cfg.Now, Log: g.cfg.Log, Fence: g.cfg.Fence})
 	return GCRun{Plan: plan, Result: res, Err: err}
 }
