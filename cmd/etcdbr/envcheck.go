@@ -17,8 +17,9 @@ const envPrefix = "ETCDBR_"
 var toolEnv = []string{"ETCDBR_FAILPOINT", "ETCDBR_KUBE_CACHE", "ETCDBR_KUBE_APISERVER"}
 
 // toolEnvPrefixes start the variables that the project's test harnesses set for the tests
-// they run (scripts/test-services: ETCDBR_TEST_*), which the binary inherits.
-var toolEnvPrefixes = []string{"ETCDBR_TEST_", "ETCDBR_SNAPSTORE_TEST_"}
+// they run (scripts/test-services: ETCDBR_TEST_*; the crash trials: ETCDBR_CHAOS_*), which the
+// binary inherits.
+var toolEnvPrefixes = []string{"ETCDBR_TEST_", "ETCDBR_SNAPSTORE_TEST_", "ETCDBR_CHAOS_"}
 
 // knownEnv returns the environment variables of every flag of every command (kong's env
 // tags): a variable that one command reads is known to all, so that a static pod's
