@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test test-kube kube-apiserver promtool etcd-backup-restore soak bench test-services lint run clean
+.PHONY: build test test-kube kube-apiserver promtool etcd-backup-restore soak chaos bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -47,6 +47,16 @@ etcd-backup-restore:
 # Long runs: memory and soak tests (build tag soak), e.g. a 1 GiB upload to every store kind.
 soak: lint
 	$(WITH_SERVICES) $(GO) test -tags soak -count=1 -timeout 60m ./...
+
+# Crash trials (docs/chaos.md): `etcdbr run` under writers, SIGKILLed at random moments (during
+# full snapshots, delta uploads, GC, compaction, restores), started again, checked; a table at
+# the end. A failure prints the SEED, START and TRIALS that run it again. The suite runs 3.
+TRIALS ?= 50
+SEED   ?= $(shell date +%s%N)
+START  ?= 0
+chaos:
+	ETCDBR_CHAOS_TRIALS=$(TRIALS) ETCDBR_CHAOS_SEED=$(SEED) ETCDBR_CHAOS_START=$(START) \
+	  $(GO) test -count=1 -timeout 0 -v -run '^TestChaos$$' ./testsuite/
 
 # Benchmarks beside plain etcd and etcd's tools (docs/bench.md); sizes: BENCH_FLAGS, e.g.
 # BENCH_FLAGS='-keys 10000 -json'. Not part of test (its -short smoke is).
