@@ -54,6 +54,7 @@ const (
 	pointCompaction   = "compaction"
 	pointLiveRestore  = "live restore"
 	pointStartRestore = "start-up restore"
+	pointStartOver    = "start-up, no restore in progress"
 	pointFullUpload   = "full snapshot object being written"
 	chaosModeRandom   = "random"
 	chaosModeFull     = "full"
@@ -528,7 +529,8 @@ func (c *chaosMember) trial(k int, rng *mrand.Rand, tally *chaosTally) error {
 		chaosSleep(uniform(rng, 500*time.Millisecond, 2*time.Second))
 		c.post("/v1/snapshots/full", "")
 		if _, _, ok := waitMsg(c.p, from, 15*time.Second, "garbage collection: deleting"); ok {
-			chaosSleep(uniform(rng, 0, 10*time.Millisecond))
+			// Deleting a few files takes milliseconds.
+			chaosSleep(uniform(rng, 0, 3*time.Millisecond))
 		}
 	case chaosModeDelta:
 		// A delta is uploaded every period: aim at the start of the next upload.
@@ -546,7 +548,7 @@ func (c *chaosMember) trial(k int, rng *mrand.Rand, tally *chaosTally) error {
 		posted := time.Now()
 		c.post("/v1/restore", "{}")
 		if _, _, ok := waitMsg(c.p, from, 30*time.Second, "restore$"); ok {
-			chaosSleep(uniform(rng, 0, 1500*time.Millisecond))
+			chaosSleep(uniform(rng, 0, 800*time.Millisecond))
 		}
 		end := time.Now()
 		if _, seen, ok := waitMsg(c.p, from, 0, "restore done"); ok {
@@ -574,12 +576,16 @@ func (c *chaosMember) trial(k int, rng *mrand.Rand, tally *chaosTally) error {
 		if startKill = rng.IntN(2) == 0; startKill {
 			c.p = start(t, c.args())
 			if _, _, ok := waitMsg(c.p, 0, time.Minute, "restore plan", "fetching full snapshot"); ok {
-				chaosSleep(uniform(rng, 0, 1500*time.Millisecond))
+				chaosSleep(uniform(rng, 0, 700*time.Millisecond))
 			}
 			if _, err := c.kill(); err != nil {
 				return err
 			}
-			points = append(points, c.classify(chaosLines(c.p, 0))...)
+			startPoints := c.classify(chaosLines(c.p, 0))
+			if slices.Equal(startPoints, []string{pointIdle}) {
+				startPoints = []string{pointStartOver}
+			}
+			points = append(points, startPoints...)
 		}
 	}
 	slices.Sort(points)
