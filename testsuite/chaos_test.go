@@ -68,12 +68,13 @@ const (
 
 var chaosModes = []string{chaosModeRandom, chaosModeFull, chaosModeGC, chaosModeDelta, chaosModeCompact, chaosModeLive}
 
-// chaosPut is one put of a key: its value, whether it was acknowledged, and when (the
-// acknowledgement's time, or the attempt's when none came).
+// chaosPut is one put (or delete) of a key: its value, whether it was acknowledged, and when
+// (the acknowledgement's time, or the attempt's when none came).
 type chaosPut struct {
-	value string
-	acked bool
-	at    time.Time
+	value   string
+	deleted bool
+	acked   bool
+	at      time.Time
 }
 
 // chaosLog records, per key, the puts since the last check, in the order they were made
@@ -88,10 +89,10 @@ type chaosLog struct {
 
 func newChaosLog() *chaosLog { return &chaosLog{keys: map[string][]chaosPut{}} }
 
-func (l *chaosLog) attempt(key, value string) int {
+func (l *chaosLog) attempt(key, value string, deleted bool) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.keys[key] = append(l.keys[key], chaosPut{value: value, at: time.Now()})
+	l.keys[key] = append(l.keys[key], chaosPut{value: value, deleted: deleted, at: time.Now()})
 	return len(l.keys[key]) - 1
 }
 
@@ -122,7 +123,8 @@ type chaosVerdict struct {
 }
 
 // check compares the served keys with the log. An acknowledged put is served when the key
-// holds its value or the value of any put made after it; it is lost otherwise. It is lost
+// holds its value or the value of any put made after it (an acknowledged delete: the key is
+// absent, or holds a value put after it); it is lost otherwise. It is lost
 // beyond the RPO when it was acknowledged at or before cutoff. Acks inside a live restore
 // are not required. Then what is served becomes each key's only entry.
 func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdict {
@@ -136,18 +138,16 @@ func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdic
 	}
 	for key, puts := range l.keys {
 		got, ok := served[key]
-		at := -1 // the put the key holds
-		if ok {
-			for i := len(puts) - 1; i >= 0; i-- {
-				if puts[i].value == got {
-					at = i
-					break
-				}
+		at := -1 // the put (or delete) the key holds
+		for i := len(puts) - 1; i >= 0; i-- {
+			if (ok && !puts[i].deleted && puts[i].value == got) || (!ok && puts[i].deleted) {
+				at = i
+				break
 			}
-			if at < 0 {
-				v.unexpected++
-				problem("%s holds %q, never put", key, got)
-			}
+		}
+		if ok && at < 0 {
+			v.unexpected++
+			problem("%s holds %q, never put", key, got)
 		}
 		for i, p := range puts {
 			if !p.acked {
@@ -163,8 +163,8 @@ func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdic
 			}
 			if !p.at.After(cutoff) {
 				v.beyondRPO++
-				problem("%s: the put of %q acknowledged at %s (%v before the cutoff) is not served (holds %q, present %v)",
-					key, p.value, p.at.Format("15:04:05.000"), cutoff.Sub(p.at).Round(time.Millisecond), got, ok)
+				problem("%s: the put of %.40q (deleted %v) acknowledged at %s (%v before the cutoff) is not served (holds %.40q, present %v)",
+					key, p.value, p.deleted, p.at.Format("15:04:05.000"), cutoff.Sub(p.at).Round(time.Millisecond), got, ok)
 			}
 		}
 		if ok {
@@ -184,7 +184,9 @@ func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdic
 	return v
 }
 
-// chaosWriters put keys of their own one after the other until halted.
+// chaosWriters put keys of their own one after the other until halted; every 7th operation
+// of a writer deletes its key instead, and every 3rd put of writer 1 attaches a lease (an
+// hour long: none expires during a trial).
 type chaosWriters struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -202,6 +204,14 @@ func startChaosWriters(endpoint string, n, trial int, log *chaosLog) (*chaosWrit
 		}
 		w.done.Go(func() {
 			defer cli.Close()
+			var lease clientv3.LeaseID
+			if i == 1 {
+				gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
+				if g, err := cli.Grant(gctx, 3600); err == nil {
+					lease = g.ID
+				}
+				gcancel()
+			}
 			for j := 0; ctx.Err() == nil; j++ {
 				key := fmt.Sprintf("%sw%d/%03d", chaosPrefix, i, j%100)
 				// 1 KiB of noise after the name: deltas of some size, which take a while
@@ -209,9 +219,18 @@ func startChaosWriters(endpoint string, n, trial int, log *chaosLog) (*chaosWrit
 				noise := make([]byte, 512)
 				rand.Read(noise)
 				value := fmt.Sprintf("trial %d writer %d put %d %x", trial, i, j, noise)
-				at := log.attempt(key, value)
+				del := j%7 == 6
+				at := log.attempt(key, value, del)
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := cli.Put(pctx, key, value)
+				var err error
+				switch {
+				case del:
+					_, err = cli.Delete(pctx, key)
+				case lease != 0 && j%3 == 0:
+					_, err = cli.Put(pctx, key, value, clientv3.WithLease(lease))
+				default:
+					_, err = cli.Put(pctx, key, value)
+				}
 				pcancel()
 				// A pace, not a synchronization: a few hundred puts a second, and no
 				// busy loop of refused puts while etcd is down.
