@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
@@ -22,6 +23,10 @@ type VerifyReport struct {
 	Latest catalog.RestorePlan
 	// Problems lists everything found wrong, objects in List's order first.
 	Problems []catalog.Problem
+	// Gone lists the objects that were listed but deleted before they were read: garbage
+	// collection (of a running member, or etcdbr gc) deleted them meanwhile. They are no
+	// longer part of the store: not counted, not checked, and left out of the chain checks.
+	Gone []string
 }
 
 // OK reports whether Verify found nothing wrong.
@@ -43,7 +48,10 @@ type VerifyOptions struct {
 // its trailer; a full snapshot's db against the SHA-256 etcd appended to it;
 // a delta's records against its name's revision range), and the objects
 // form a restorable history (CheckChain, and a chain to the latest point
-// made of intact objects). Objects are read one at a time, streaming.
+// made of intact objects). Objects are read one at a time, streaming. An
+// object deleted between the listing and its read (garbage collection runs
+// beside: a member's, or etcdbr gc) is no problem: it is reported in Gone,
+// and the chain is checked without it.
 //
 // An object that fails its checks is read a second time before it is reported (and
 // recorded damaged): damage on the way does not repeat.
@@ -58,11 +66,16 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		return rep, fmt.Errorf("verify: %w", err)
 	}
 	fulls, deltas := l.Fulls, l.Deltas
-	bad := map[string]bool{}
+	bad, gone := map[string]bool{}, map[string]bool{}
 	for _, snap := range catalog.MergeByRevision(fulls, deltas) {
 		n, err := s.verifyObjectTwice(ctx, snap)
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("verify %s: %w", s.url, ctx.Err())
+		}
+		if errors.Is(err, ErrNotFound) {
+			rep.Gone = append(rep.Gone, snap.Key)
+			gone[snap.Key] = true
+			continue
 		}
 		if snap.Kind == catalog.KindFull {
 			rep.Fulls++
@@ -83,6 +96,10 @@ func Verify(ctx context.Context, s *Store, opts VerifyOptions) (VerifyReport, er
 		if opts.Checked != nil {
 			opts.Checked(snap, err)
 		}
+	}
+	if len(gone) > 0 {
+		isGone := func(s catalog.Snapshot) bool { return gone[s.Key] }
+		fulls, deltas = slices.DeleteFunc(slices.Clone(fulls), isGone), slices.DeleteFunc(slices.Clone(deltas), isGone)
 	}
 	rep.Problems = append(rep.Problems, catalog.CheckChain(fulls, deltas)...)
 	if len(fulls) > 0 {

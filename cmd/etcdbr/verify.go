@@ -62,6 +62,9 @@ func printReport(env *Env, url string, rep supervisor.VerifyReport) {
 	w := env.Stdout
 	fmt.Fprintf(w, "store %s: read %d full snapshots and %d deltas (%d bytes stored, %d decoded)\n",
 		url, rep.Fulls, rep.Deltas, rep.StoredBytes, rep.PayloadBytes)
+	if n := len(rep.Gone); n > 0 {
+		fmt.Fprintf(w, "%d objects deleted while verifying (garbage collection ran meanwhile): not checked\n", n)
+	}
 	if l := rep.Latest; l.Full.Key != "" {
 		fmt.Fprintf(w, "latest point: revision %d, from %s and %d deltas\n", l.Revision, l.Full.Key, len(l.Deltas))
 	}
