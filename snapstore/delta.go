@@ -426,8 +426,12 @@ func (d *DeltaDecoder) record() (byte, []byte, error) {
 		}
 		return 0, nil, err
 	}
-	size, err := binary.ReadUvarint(d.r)
-	if err != nil {
+	src := byteSource{r: d.r}
+	size, err := binary.ReadUvarint(&src)
+	switch {
+	case err != nil && src.err == nil:
+		return 0, nil, malformed("record length: %v", err) // a number above 64 bits
+	case err != nil:
 		return 0, nil, truncated("record length", err)
 	}
 	if size > maxDeltaRecord {
@@ -447,6 +451,21 @@ func (d *DeltaDecoder) record() (byte, []byte, error) {
 	}
 	d.buf = buf
 	return typ, buf, nil
+}
+
+// byteSource remembers the error of the reader it reads, so that a number that does not fit
+// 64 bits (malformed data) is not taken for a failure of the source.
+type byteSource struct {
+	r   io.ByteReader
+	err error
+}
+
+func (b *byteSource) ReadByte() (byte, error) {
+	c, err := b.r.ReadByte()
+	if err != nil {
+		b.err = err
+	}
+	return c, err
 }
 
 // fail makes err final. A malformed payload may be a damaged one whose checksum is only

@@ -433,22 +433,3 @@ func TestDeltaFromStoreCorrupt(t *testing.T) {
 		assert.Contains(t, err.Error(), snap.Key)
 	}
 }
-
-// FuzzDeltaDecoder: no input makes the decoder panic or loop, and what decodes without an
-// error encodes back to the same payload.
-func FuzzDeltaDecoder(f *testing.F) {
-	from, to, items := sampleDelta()
-	f.Add(encodeDelta(f, from, to, items))
-	f.Add(encodeDelta(f, 1, 1, []deltaItem{{rev: &Revision{Revision: 1, Time: testTime, Events: []*mvccpb.Event{del("x", 1)}}}}))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		gotFrom, gotTo, got, err := decodeDelta(bytes.NewReader(payload))
-		if err != nil {
-			return
-		}
-		again := encodeDelta(t, gotFrom, gotTo, got)
-		_, _, back, err := decodeDelta(bytes.NewReader(again))
-		require.NoError(t, err)
-		require.Equal(t, len(got), len(back))
-	})
-}
