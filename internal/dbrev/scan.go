@@ -375,7 +375,7 @@ func (s *Scanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, 
 		return match(leaf.named)
 	}
 	var ref bucketRef
-	found, err := s.walk(b.root, 0, func(pgid uint64) (bool, error) {
+	found, err := s.walk(b.root, 0, map[uint64]bool{}, func(pgid uint64) (bool, error) {
 		var found bool
 		var err error
 		ref, found, err = match(s.named[pgid])
@@ -384,9 +384,10 @@ func (s *Scanner) find(b bucketRef, name string, bucket bool) (bucketRef, bool, 
 	return ref, found, err
 }
 
-// walk calls leaf for every leaf page under pgid, in key order, until it returns true.
-func (s *Scanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) (bool, error) {
-	rec, err := s.readable(pgid, depth)
+// walk calls leaf for every leaf page under pgid, in key order, until it returns true. seen
+// holds the pages the search reached.
+func (s *Scanner) walk(pgid uint64, depth int, seen map[uint64]bool, leaf func(uint64) (bool, error)) (bool, error) {
+	rec, err := s.reach(pgid, depth, seen)
 	if err != nil {
 		return false, err
 	}
@@ -394,7 +395,7 @@ func (s *Scanner) walk(pgid uint64, depth int, leaf func(uint64) (bool, error)) 
 		return leaf(pgid)
 	}
 	for _, kid := range s.children[pgid] {
-		if stop, err := s.walk(kid, depth+1, leaf); stop || err != nil {
+		if stop, err := s.walk(kid, depth+1, seen, leaf); stop || err != nil {
 			return stop, err
 		}
 	}
@@ -412,11 +413,11 @@ func (s *Scanner) lastKey(b bucketRef) ([]byte, error) {
 		}
 		return leaf.last, nil
 	}
-	return s.lastUnder(b.root, 0)
+	return s.lastUnder(b.root, 0, map[uint64]bool{})
 }
 
-func (s *Scanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
-	rec, err := s.readable(pgid, depth)
+func (s *Scanner) lastUnder(pgid uint64, depth int, seen map[uint64]bool) ([]byte, error) {
+	rec, err := s.reach(pgid, depth, seen)
 	if err != nil {
 		return nil, err
 	}
@@ -428,12 +429,23 @@ func (s *Scanner) lastUnder(pgid uint64, depth int) ([]byte, error) {
 	}
 	kids := s.children[pgid]
 	for i := len(kids) - 1; i >= 0; i-- {
-		last, err := s.lastUnder(kids[i], depth+1)
+		last, err := s.lastUnder(kids[i], depth+1, seen)
 		if last != nil || err != nil {
 			return last, err
 		}
 	}
 	return nil, nil
+}
+
+// reach is readable for a search that has reached the pages in seen and now pgid: in a bbolt
+// tree every page has one parent, so a page reached twice is damage (followed, the paths
+// through shared pages would multiply with every level).
+func (s *Scanner) reach(pgid uint64, depth int, seen map[uint64]bool) (scannedPage, error) {
+	if seen[pgid] {
+		return scannedPage{}, fmt.Errorf("the tree reaches page %d twice: damaged", pgid)
+	}
+	seen[pgid] = true
+	return s.readable(pgid, depth)
 }
 
 // readable returns the record of page pgid, reached at depth, when it was read as a branch or
