@@ -4,7 +4,7 @@ BIN     ?= bin/etcdbr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.buildVersion=$(VERSION)
 
-.PHONY: build test test-kube kube-apiserver promtool etcd-backup-restore soak chaos bench test-services lint run clean
+.PHONY: build test fuzz test-kube kube-apiserver promtool etcd-backup-restore soak chaos bench test-services lint run clean
 
 # The object-storage servers the tests run against (MinIO, fake-gcs-server, Azurite): installed
 # once into ~/.cache/etcdbr-test-services ($$ETCDBR_TEST_SERVICES_CACHE), started on free loopback
@@ -16,10 +16,21 @@ build:
 
 # Everything CI runs: formatting, vet, and the whole test suite (unit and end-to-end, the
 # alerting rules under promtool and the migration from a real etcd-backup-restore included),
-# then the end-to-end tests under a real kube-apiserver (the deployment manifests included).
+# a few seconds of fuzzing per fuzz target, then the end-to-end tests under a real
+# kube-apiserver (the deployment manifests included).
 test: lint promtool etcd-backup-restore
 	$(WITH_SERVICES) $(GO) test -count=1 -timeout 20m ./...
+	FUZZTIME=$(FUZZTIME_TEST) GO=$(GO) ./scripts/fuzz.sh
 	$(MAKE) test-kube
+
+# Fuzzing (docs/testing.md): every fuzz target, one after another, $(FUZZTIME) each
+# (scripts/fuzz.sh; `make fuzz FUZZTIME=10m` for the long runs). Plain `go test` runs the
+# seed corpora (testdata/fuzz/) as unit tests; `make test` fuzzes each target
+# $(FUZZTIME_TEST) on top.
+FUZZTIME      ?= 1m
+FUZZTIME_TEST ?= 3s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # etcdbr under a real kube-apiserver (testsuite/kube, a module of its own so that client-go
 # stays out of etcdbr's dependencies): restores live, on a CORRUPT alarm and offline, and

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module (func FuzzX(f *testing.F) in a _test.go file), one after
+# another: go test fuzzes one target of one package per run. Each runs for $FUZZTIME (default
+# 4s) with $FUZZPARALLEL workers (default 1), and a summary line per target follows: the
+# executions, the new interesting inputs and the result. A failing input is written by go
+# test to the package's testdata/fuzz/FuzzX/; the script goes on with the other targets and
+# exits 1 at the end when one failed.
+#
+#   scripts/fuzz.sh                 # every target, 4s each (make test runs this)
+#   FUZZTIME=10m scripts/fuzz.sh    # every target, 10 minutes each (make fuzz FUZZTIME=10m)
+#   scripts/fuzz.sh Inspect Delta   # the targets whose name contains Inspect or Delta
+set -uo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-4s}
+parallel=${FUZZPARALLEL:-1}
+go=${GO:-go}
+
+# "<package dir> <target>" for every fuzz target, testsuite/kube (a module of its own) aside.
+targets=$(git ls-files '*_test.go' | grep -v '^testsuite/kube/' | xargs grep -HE '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' |
+  sed -E 's#^(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*#./\1 \2#' | sort)
+if [ $# -gt 0 ]; then
+  targets=$(echo "$targets" | grep -E "$(IFS='|'; echo "$*")" || true)
+fi
+if [ -z "$targets" ]; then
+  echo "no fuzz targets found" >&2
+  exit 1
+fi
+
+failed=0
+summary=""
+while read -r pkg target; do
+  echo "== $target ($pkg, $fuzztime)"
+  log=$(mktemp)
+  # -timeout 0: the run ends at -fuzztime; go test's default of 10 minutes would cut a long one.
+  if $go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel "$parallel" -timeout 0 "$pkg" >"$log" 2>&1; then
+    result=ok
+  else
+    result=FAILED
+    failed=1
+    cat "$log"
+  fi
+  last=$(grep -E '^fuzz: elapsed' "$log" | tail -n1 | sed -E 's/^fuzz: //')
+  summary+=$(printf '%-20s %-22s %-7s %s' "$target" "$pkg" "$result" "$last")$'\n'
+  rm -f "$log"
+done <<<"$targets"
+
+echo
+echo "$summary"
+exit $failed
