@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of the module (func FuzzX(f *testing.F) in a _test.go file), one after
 # another: go test fuzzes one target of one package per run. Each runs for $FUZZTIME (default
-# 4s) with $FUZZPARALLEL workers (default 1), and a summary line per target follows: the
+# 4s) with $FUZZPARALLEL workers (default 1), minimizing each new input for at most
+# $FUZZMINIMIZETIME (default 10s: go test's 60s let the large inputs of FuzzInspect, a WAL and
+# a db, take most of a run), and a summary line per target follows: the
 # executions, the new interesting inputs and the result. A failing input is written by go
 # test to the package's testdata/fuzz/FuzzX/; the script goes on with the other targets and
 # exits 1 at the end when one failed.
 #
-#   scripts/fuzz.sh                 # every target, 4s each (make test runs this)
+#   scripts/fuzz.sh                 # every target, 4s each (make test runs it with 3s)
 #   FUZZTIME=10m scripts/fuzz.sh    # every target, 10 minutes each (make fuzz FUZZTIME=10m)
 #   scripts/fuzz.sh Inspect Delta   # the targets whose name contains Inspect or Delta
 set -uo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-4s}
 parallel=${FUZZPARALLEL:-1}
+minimize=${FUZZMINIMIZETIME:-10s}
 go=${GO:-go}
 
 # "<package dir> <target>" for every fuzz target, testsuite/kube (a module of its own) aside.
@@ -32,7 +35,7 @@ while read -r pkg target; do
   echo "== $target ($pkg, $fuzztime)"
   log=$(mktemp)
   # -timeout 0: the run ends at -fuzztime; go test's default of 10 minutes would cut a long one.
-  if $go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel "$parallel" -timeout 0 "$pkg" >"$log" 2>&1; then
+  if $go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel "$parallel" -fuzzminimizetime "$minimize" -timeout 0 "$pkg" >"$log" 2>&1; then
     result=ok
   else
     result=FAILED
