@@ -18,7 +18,8 @@ import (
 //	'H' header:   uvarint format version (1), uvarint from, uvarint to
 //	'L' lease:    varint lease ID, varint granted TTL in seconds
 //	'R' revision: uvarint revision, varint unix nanoseconds when it was observed
-//	              (truncated to the millisecond, like the times in object names),
+//	              (truncated to the millisecond, like the times in object names; in
+//	              the years 1678-2261, which the encoder requires),
 //	              uvarint event count, then per event a uvarint length and an
 //	              mvccpb.Event in protobuf
 //	'E' end:      uvarint number of revision records
@@ -383,6 +384,10 @@ func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
 	if err != nil {
 		return nil, err
 	}
+	observed := time.Unix(0, nanos).UTC()
+	if !representable(observed) {
+		return nil, malformed("revision %d was observed at %v, outside the years 1678-2261 a delta holds", rev, observed)
+	}
 	n, body, err := uvarint(body)
 	if err != nil {
 		return nil, err
@@ -390,7 +395,7 @@ func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
 	if n == 0 || n > uint64(len(body)) {
 		return nil, malformed("revision %d has an invalid event count %d", rev, n)
 	}
-	r := &Revision{Revision: int64(rev), Time: time.Unix(0, nanos).UTC(), Events: make([]*mvccpb.Event, n)}
+	r := &Revision{Revision: int64(rev), Time: observed, Events: make([]*mvccpb.Event, n)}
 	for i := range r.Events {
 		size, rest, err := uvarint(body)
 		if err != nil {

@@ -3,8 +3,10 @@ package snapstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -206,5 +208,32 @@ func TestDeltaDecoderLengthOverflow(t *testing.T) {
 	_, err = NewDeltaDecoder(r)
 	if !errors.Is(err, ErrMalformedDelta) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want an error wrapping ErrMalformedDelta", err)
+	}
+}
+
+// TestDeltaDecoderObservationTimeRange: a revision observed outside the years the encoder
+// writes (1678-2261; an int64 of nanoseconds reaches into 1677 and 2262) is malformed (found
+// while writing FuzzDeltaDecoder's round trip, which its corpus entries observed-in-* fail
+// without the check: such a delta decoded, and could not be written again).
+func TestDeltaDecoderObservationTimeRange(t *testing.T) {
+	ev, err := del("x", 1).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := func(nanos int64) []byte {
+		body := binary.AppendVarint(binary.AppendUvarint(nil, 1), nanos)
+		body = append(binary.AppendUvarint(binary.AppendUvarint(body, 1), uint64(len(ev))), ev...)
+		return bytes.Join([][]byte{record(recHeader, uvarints(1, 1, 1)), record(recRevision, body), record(recEnd, uvarints(1))}, nil)
+	}
+	for _, nanos := range []int64{math.MinInt64, math.MaxInt64} {
+		if _, err := decodeDeltaPayload(payload(nanos)); !errors.Is(err, ErrMalformedDelta) {
+			t.Errorf("observed at %v: got %v, want an error wrapping ErrMalformedDelta", time.Unix(0, nanos).UTC(), err)
+		}
+	}
+	for _, at := range []time.Time{time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2261, 12, 31, 23, 59, 59, 999_000_000, time.UTC)} {
+		dd, err := decodeDeltaPayload(payload(at.UnixNano()))
+		if err != nil || !dd.items[0].rev.Time.Equal(at) {
+			t.Errorf("observed at %v: got %+v, %v", at, dd, err)
+		}
 	}
 }
