@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"filippo.io/age"
@@ -169,4 +170,29 @@ func FuzzObjectReader(f *testing.F) {
 			t.Fatalf("error without ErrCorrupt: %v", err)
 		}
 	})
+}
+
+// TestObjectReaderBoundsWindow: a zstd frame that claims a window or a content size of 4 GiB
+// is refused as corrupt before anything of that size is allocated (readers refuse windows
+// above 64 MiB): a length in a damaged object never becomes an allocation.
+func TestObjectReaderBoundsWindow(t *testing.T) {
+	payload := []byte("x")
+	tr := trailer{length: 1, sum: sha256.Sum256(payload)}.marshal()
+	for name, frame := range map[string][]byte{
+		// Single segment, a 4-byte content size of 4 GiB - 1: the window is the content size.
+		"content size": {0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0xff, 0xff, 0xff, 0xff, 0x09, 0x00, 0x00, 'x'},
+		// A window descriptor of 2^(10+22) = 4 GiB.
+		"window": {0x28, 0xb5, 0x2f, 0xfd, 0x00, 22 << 3, 0x09, 0x00, 0x00, 'x'},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := readPayload(append(frame, tr...), false)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want an error wrapping ErrCorrupt", name, err)
+		}
+		if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+			t.Errorf("%s: reading allocated %d bytes", name, n)
+		}
+	}
 }
