@@ -6,13 +6,15 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// FixMetaChecksums writes the checksums of the meta pages of db (page 0, and page 1 at the
+// fixMetaChecksums writes the checksums of the meta pages of db (page 0, and page 1 at the
 // page size page 0 names, or 4096 bytes) as bbolt computes them, so that a fuzzer's edits get
 // past the meta pages' checksums to the pages behind them.
 func fixMetaChecksums(db []byte) {
@@ -120,4 +122,34 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("passes Check, but bbolt: %v; its check: %v", err, problems)
 		}
 	})
+}
+
+// TestCheckBoundsPageCount: meta pages that claim 2^40 pages (with their checksums right) are
+// refused from the file's size before the walk allocates anything per page.
+func TestCheckBoundsPageCount(t *testing.T) {
+	db := make([]byte, 4*512)
+	for id := range 2 {
+		p := db[id*512:]
+		order.PutUint64(p[0:], uint64(id))
+		order.PutUint16(p[8:], 0x04)
+		m := p[PageHeaderSize:]
+		order.PutUint32(m[0:], Magic)
+		order.PutUint32(m[4:], Version)
+		order.PutUint32(m[8:], 512)
+		order.PutUint64(m[16:], 2)
+		order.PutUint64(m[32:], NoFreelist)
+		order.PutUint64(m[40:], 1<<40)
+		order.PutUint64(m[48:], uint64(id))
+	}
+	fixMetaChecksums(db)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := Check(bytes.NewReader(db), int64(len(db)), 10)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("got %v, want the file reported truncated", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("Check allocated %d bytes", n)
+	}
 }
