@@ -62,6 +62,7 @@ func Check(f io.ReaderAt, size int64, maxProblems int) error {
 	if err := w.readMeta(); err != nil {
 		return err
 	}
+	w.checkMetaHeaders()
 	w.reachable = make([]bool, w.meta.PageCount)
 	w.reachable[0], w.reachable[1] = true, true
 	w.readFreelist()
@@ -151,6 +152,27 @@ func (w *walk) readMeta() error {
 		return fmt.Errorf("freelist page %d is outside the db (2..%d)", w.meta.Freelist, w.meta.PageCount-1)
 	}
 	return nil
+}
+
+// checkMetaHeaders checks the page headers of the two meta pages, which the meta checksums do
+// not cover: bbolt's tx.Check asserts that each names its own page and has one page type, and
+// panics (on a goroutine of its own, ending the process) when one does not.
+func (w *walk) checkMetaHeaders() {
+	hdr := make(Page, PageHeaderSize)
+	for id := uint64(0); id < 2; id++ {
+		if _, err := w.r.ReadAt(hdr, int64(id)*w.pageSize); err != nil {
+			w.probs.Add("page %d: read: %v", id, err)
+			continue
+		}
+		if got := hdr.ID(); got != id {
+			w.probs.Add("meta page %d: header names page %d", id, got)
+		}
+		switch f := hdr.Flags(); f {
+		case BranchPage, LeafPage, MetaPage, FreelistPage:
+		default:
+			w.probs.Add("meta page %d: invalid type %#x", id, f)
+		}
+	}
 }
 
 // readPage reads page id with its overflow pages, checking that it lies below

@@ -73,16 +73,16 @@ func bboltReads(path string) (problems []error, err error) {
 	return problems, err
 }
 
-// FuzzCheck checks arbitrary files (with fixMeta, with the meta pages' checksums made right
-// first). No input panics, and Check keeps its promise: a file that passes it is one that
-// bbolt opens, checks without a problem and reads whole without a panic or a fault.
-func FuzzCheck(f *testing.F) {
+// smallDB is a db of 512-byte pages with a "key" bucket of 40 values (some on overflow pages)
+// and an empty "meta" bucket, as bbolt's Tx.WriteTo streams it.
+func smallDB(tb testing.TB) []byte {
 	var small bytes.Buffer
-	path := filepath.Join(f.TempDir(), "db")
+	path := filepath.Join(tb.TempDir(), "db")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{PageSize: 512, NoFreelistSync: true})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
+	defer db.Close()
 	if err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucket([]byte("key"))
 		if err != nil {
@@ -96,14 +96,21 @@ func FuzzCheck(f *testing.F) {
 		_, err = tx.CreateBucket([]byte("meta"))
 		return err
 	}); err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := db.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&small); return err }); err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	db.Close()
-	f.Add(small.Bytes(), false)
-	f.Add(small.Bytes(), true)
+	return small.Bytes()
+}
+
+// FuzzCheck checks arbitrary files (with fixMeta, with the meta pages' checksums made right
+// first). No input panics, and Check keeps its promise: a file that passes it is one that
+// bbolt opens, checks without a problem and reads whole without a panic or a fault.
+func FuzzCheck(f *testing.F) {
+	small := smallDB(f)
+	f.Add(small, false)
+	f.Add(small, true)
 	f.Add([]byte{}, false)
 	f.Fuzz(func(t *testing.T, data []byte, fixMeta bool) {
 		if fixMeta {
@@ -151,5 +158,28 @@ func TestCheckBoundsPageCount(t *testing.T) {
 	}
 	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
 		t.Fatalf("Check allocated %d bytes", n)
+	}
+}
+
+// TestCheckMetaPageHeaders: the page headers of the meta pages, which their checksums do not
+// cover, must name their page and have a page type: bbolt's tx.Check asserts both on a
+// goroutine of its own, and a damaged header that passed Check ended the process (found by
+// FuzzInspect).
+func TestCheckMetaPageHeaders(t *testing.T) {
+	db := smallDB(t)
+	if err := Check(bytes.NewReader(db), int64(len(db)), 10); err != nil {
+		t.Fatalf("the undamaged db: %v", err)
+	}
+	for name, damage := range map[string]func(db []byte){
+		"page 0 names page 1":  func(db []byte) { order.PutUint64(db[0:], 1) },
+		"page 1 names page 7":  func(db []byte) { order.PutUint64(db[512:], 7) },
+		"page 0 has two types": func(db []byte) { order.PutUint16(db[8:], MetaPage|LeafPage) },
+	} {
+		d := bytes.Clone(db)
+		damage(d)
+		err := Check(bytes.NewReader(d), int64(len(d)), 10)
+		if err == nil || !strings.Contains(err.Error(), "meta page") {
+			t.Errorf("%s: got %v, want the meta page reported", name, err)
+		}
 	}
 }

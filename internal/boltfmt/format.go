@@ -22,6 +22,7 @@ const (
 	// Page types (Page.Flags).
 	BranchPage   = 0x01
 	LeafPage     = 0x02
+	MetaPage     = 0x04
 	FreelistPage = 0x10
 
 	// BucketLeafFlag marks a leaf element whose value is a bucket (a bucket header).
