@@ -104,7 +104,13 @@ func boltReadsAll(path string) error {
 					return nil
 				})
 			}
-			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+			// A value in the root bucket that is not a bucket (damage bbolt reads) has no bucket.
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				if b == nil {
+					return nil
+				}
+				return walk(b)
+			})
 		})
 	})
 }
