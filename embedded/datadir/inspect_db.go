@@ -1,6 +1,7 @@
 package datadir
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -80,6 +81,13 @@ func (in *inspection) checkDB() (dbIndex, error) {
 		}
 		if err := probs.Err(); err != nil {
 			return fmt.Errorf("fails bbolt's consistency check: %v", err)
+		}
+		// A plain value under the name of one of etcd's buckets (damage: bbolt's API writes
+		// none in the root) makes etcd exit at start, when it creates that bucket.
+		for _, b := range schema.AllBuckets {
+			if k, v := tx.Cursor().Seek(b.Name()); bytes.Equal(k, b.Name()) && v != nil {
+				return fmt.Errorf("has a value, not a bucket, named %q (etcd exits at start: failed to create a bucket)", b.Name())
+			}
 		}
 		for _, b := range requiredBuckets {
 			if tx.Bucket(b.Name()) == nil {
