@@ -51,6 +51,11 @@ func (m *fuzzMember) RequestRestore(_ context.Context, target catalog.Target) (R
 	m.target = target
 	return RestoreStatus{ID: 1, Trigger: "request"}, nil
 }
+func (m *fuzzMember) RequestClusterRestore(_ context.Context, target catalog.Target, _ string) (catalog.Intent, error) {
+	m.mutated = append(m.mutated, "cluster restore")
+	m.target = target
+	return catalog.Intent{Version: 1, ID: "fuzz"}, nil
+}
 func (m *fuzzMember) WaitRestore(context.Context, int64) (RestoreStatus, error) {
 	return RestoreStatus{ID: 1, Trigger: "request", Phase: "done"}, nil
 }
@@ -60,16 +65,17 @@ const fuzzToken, fuzzReadToken = "fuzz-token-0123456789-full", "fuzz-token-01234
 
 // FuzzAPIRequest sends arbitrary requests (method, target, header lines "Name: value", body)
 // to the API as it serves on a non-loopback address with a full and a read-only token. No
-// request panics; every answer is JSON (or the metrics' text, or the status page), an error
-// answer an apiError with the answer's status; nothing changes (a snapshot, a flush, a
-// restore) but on a POST that carries the full token, and a restore asked for is exactly the
-// target its body says; no answer holds a token. A restore body that parses also parses
+// request panics; every error answer is an apiError with the answer's status (but /readyz's
+// 503, its checks); nothing changes (a snapshot, a flush, a
+// restore, a whole-cluster restore) but on a POST that carries the full token, and a restore
+// asked for is exactly the target its body says; no answer holds a token. A restore body that parses also parses
 // again, written back, to the same target.
 func FuzzAPIRequest(f *testing.F) {
 	f.Add("POST", "/v1/restore", "Authorization: Bearer "+fuzzToken+"\nContent-Type: application/json", []byte(`{"revision": 15}`))
 	f.Add("POST", "/v1/restore?wait=true", "Authorization: Bearer "+fuzzToken+"\nContent-Type: application/json; charset=utf-8",
 		[]byte(`{"time": "2026-11-25T15:04:05.5+01:00"}`))
 	f.Add("POST", "/v1/restore", "Authorization: Bearer "+fuzzReadToken+"\nContent-Type: application/json", []byte(`{}`))
+	f.Add("POST", "/v1/cluster-restore", "Authorization: Bearer "+fuzzToken+"\nContent-Type: application/json", []byte(`{"revision": 12}`))
 	f.Add("POST", "/v1/snapshots/full", "Authorization: bearer "+fuzzToken, []byte{})
 	f.Add("POST", "/v1/snapshots/delta", "Authorization: Bearer "+fuzzToken+"\nOrigin: http://evil.example", []byte{})
 	f.Add("GET", "/readyz?exclude=backup", "", []byte{})
@@ -125,7 +131,13 @@ func FuzzAPIRequest(f *testing.F) {
 		if bytes.Contains(out, []byte(fuzzToken)) || bytes.Contains(out, []byte(fuzzReadToken)) {
 			t.Fatalf("the answer holds a token: %s", out)
 		}
-		if res.StatusCode >= 400 {
+		var ready readyAnswer
+		if res.StatusCode == http.StatusServiceUnavailable && json.Unmarshal(out, &ready) == nil && ready.Checks != nil {
+			// /readyz answers a failing check with its checks, as on success.
+			if ready.Ready || ready.Failed == "" {
+				t.Fatalf("not ready, but the answer says %q", out)
+			}
+		} else if res.StatusCode >= 400 {
 			var e apiError
 			if err := json.Unmarshal(out, &e); err != nil || e.Status != res.StatusCode || e.Error == "" {
 				t.Fatalf("error answer %d is not an apiError with its status: %q (%v)", res.StatusCode, out, err)
@@ -137,7 +149,7 @@ func FuzzAPIRequest(f *testing.F) {
 		if r.Method != http.MethodPost || len(m.mutated) != 1 || !hasToken(r, fuzzToken) {
 			t.Fatalf("%s %s with headers %q changed %v", method, target, headers, m.mutated)
 		}
-		if m.mutated[0] == "restore" {
+		if m.mutated[0] == "restore" || m.mutated[0] == "cluster restore" {
 			want, err := parseRestoreBody(body)
 			if err != nil || !want.Time.Equal(m.target.Time) || want.Revision != m.target.Revision {
 				t.Fatalf("a restore to %+v from the body %q (which parses to %+v, %v)", m.target, body, want, err)
