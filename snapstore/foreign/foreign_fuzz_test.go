@@ -165,3 +165,39 @@ func FuzzSnapshotFile(f *testing.F) {
 		}
 	})
 }
+
+// TestZipEntryWithoutDescriptor: a zip entry whose CRC-32 follows its data (a data
+// descriptor) and whose file ends right after the data is cut off, not read to its end (found
+// by FuzzSnapshotFile: the end of the file where the descriptor belongs was taken for a
+// clean end, and the entry was never checked).
+func TestZipEntryWithoutDescriptor(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: "snapshot.db", Method: zip.Deflate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(fakeDB(4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := zr.File[0].DataOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := buf.Bytes()[:start+int64(zr.File[0].CompressedSize64)]
+	r, err := OpenSnapshot(bytes.NewReader(cut), ZipDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := io.ReadAll(r); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("got %v, want an error wrapping ErrChecksum", err)
+	}
+}

@@ -165,7 +165,7 @@ func (z *zipEntry) check() error {
 		// in a zip64 archive: told apart by which one matches what was read).
 		var d [24]byte
 		n, err := io.ReadFull(z.br, d[:])
-		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 			return err
 		}
 		b := d[:n]
