@@ -141,9 +141,10 @@ func (w *walk) readMeta() error {
 	if w.meta.PageCount < 2 {
 		return fmt.Errorf("meta says the db has %d pages", w.meta.PageCount)
 	}
-	if need := int64(w.meta.PageCount) * pageSize; need/pageSize != int64(w.meta.PageCount) || need > w.size {
-		return fmt.Errorf("file is truncated: %d bytes, but the db has %d pages of %d bytes (%d bytes)",
-			w.size, w.meta.PageCount, pageSize, need)
+	// In uint64: a page count above 2^63 is negative as an int64, and so was its size.
+	if w.meta.PageCount > uint64(w.size)/uint64(pageSize) {
+		return fmt.Errorf("file is truncated: %d bytes, but the db has %d pages of %d bytes",
+			w.size, w.meta.PageCount, pageSize)
 	}
 	if w.meta.Root < 2 || w.meta.Root >= w.meta.PageCount {
 		return fmt.Errorf("root bucket page %d is outside the db (2..%d)", w.meta.Root, w.meta.PageCount-1)

@@ -137,9 +137,17 @@ func FuzzCheck(f *testing.F) {
 	})
 }
 
-// TestCheckBoundsPageCount: meta pages that claim 2^40 pages (with their checksums right) are
-// refused from the file's size before the walk allocates anything per page.
+// TestCheckBoundsPageCount: meta pages that claim 2^40 or 2^64-1 pages (with their checksums
+// right) are refused from the file's size before the walk allocates anything per page (found
+// by FuzzCheck: a count above 2^63 is a negative int64, whose size in bytes passed the check,
+// and the walk's allocation panicked).
 func TestCheckBoundsPageCount(t *testing.T) {
+	for _, pages := range []uint64{1 << 40, 1<<64 - 1} {
+		checkPageCount(t, pages)
+	}
+}
+
+func checkPageCount(t *testing.T, pages uint64) {
 	db := make([]byte, 4*512)
 	for id := range 2 {
 		p := db[id*512:]
@@ -151,7 +159,7 @@ func TestCheckBoundsPageCount(t *testing.T) {
 		order.PutUint32(m[8:], 512)
 		order.PutUint64(m[16:], 2)
 		order.PutUint64(m[32:], NoFreelist)
-		order.PutUint64(m[40:], 1<<40)
+		order.PutUint64(m[40:], pages)
 		order.PutUint64(m[48:], uint64(id))
 	}
 	fixMetaChecksums(db)
@@ -160,10 +168,10 @@ func TestCheckBoundsPageCount(t *testing.T) {
 	err := Check(bytes.NewReader(db), int64(len(db)), 10)
 	runtime.ReadMemStats(&after)
 	if err == nil || !strings.Contains(err.Error(), "truncated") {
-		t.Fatalf("got %v, want the file reported truncated", err)
+		t.Fatalf("%d pages: got %v, want the file reported truncated", pages, err)
 	}
 	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
-		t.Fatalf("Check allocated %d bytes", n)
+		t.Fatalf("%d pages: Check allocated %d bytes", pages, n)
 	}
 }
 
