@@ -450,22 +450,34 @@ func abbreviate(b []byte) string {
 	return string(b)
 }
 
+// readRestoreTarget reads the body of a restore request (POST /v1/restore and
+// /v1/cluster-restore) and parses its target; on an error it answers it (the message
+// prefixed with what) and returns false.
+func readRestoreTarget(w http.ResponseWriter, r *http.Request, what string) (catalog.Target, bool) {
+	body, err := io.ReadAll(r.Body)
+	if status, msg := bodyReadError(r, err); status != 0 {
+		writeError(w, status, msg)
+		return catalog.Target{}, false
+	}
+	target, err := parseRestoreBody(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, what+": "+err.Error())
+		return catalog.Target{}, false
+	}
+	return target, true
+}
+
 // restoreAnswer is the body of POST /v1/restore.
 type restoreAnswer struct {
 	Restore RestoreStatus `json:"restore"`
 }
 
 func (a *apiServer) handleRestore(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if status, msg := bodyReadError(r, err); status != 0 {
-		writeError(w, status, msg)
+	target, ok := readRestoreTarget(w, r, "restore")
+	if !ok {
 		return
 	}
-	target, err := parseRestoreBody(body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "restore: "+err.Error())
-		return
-	}
+	var err error
 	wait := false
 	if v := r.URL.Query().Get("wait"); v != "" {
 		if wait, err = strconv.ParseBool(v); err != nil {
@@ -503,14 +515,8 @@ type clusterRestoreAnswer struct {
 // POST /v1/restore's); every member carries it out. The answer is 202 with the intent;
 // GET /v1/status shows its progress member by member.
 func (a *apiServer) handleClusterRestore(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if status, msg := bodyReadError(r, err); status != 0 {
-		writeError(w, status, msg)
-		return
-	}
-	target, err := parseRestoreBody(body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "cluster restore: "+err.Error())
+	target, ok := readRestoreTarget(w, r, "cluster restore")
+	if !ok {
 		return
 	}
 	in, err := a.member.RequestClusterRestore(r.Context(), target, "API client "+r.RemoteAddr)

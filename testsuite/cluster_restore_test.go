@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
@@ -361,22 +362,9 @@ func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 	}
 	s := openStore(t, store)
 	defer s.Close()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		end, ended, err := s.IntentEnd(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ended {
-			if end.Outcome != catalog.OutcomeDone {
-				t.Fatalf("cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster restore %s has not ended after 5 minutes", id)
-		}
-		time.Sleep(200 * time.Millisecond)
+	end := waitIntentEnd(t, s, id, 5*time.Minute)
+	if end.Outcome != catalog.OutcomeDone {
+		t.Fatalf("cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
 	}
 	st, err := c.memberStatus(0)
 	if err != nil {
@@ -542,22 +530,9 @@ func TestClusterRestoreAutomaticOnQuorumLoss(t *testing.T) {
 	id := strings.Fields(line[strings.Index(line, "intent=")+len("intent="):])[0]
 	s := openStore(t, store)
 	defer s.Close()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		end, ended, err := s.IntentEnd(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ended {
-			if end.Outcome != catalog.OutcomeDone {
-				t.Fatalf("the automatic cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the automatic cluster restore has not ended after 5 minutes")
-		}
-		time.Sleep(200 * time.Millisecond)
+	end := waitIntentEnd(t, s, id, 5*time.Minute)
+	if end.Outcome != catalog.OutcomeDone {
+		t.Fatalf("the automatic cluster restore %s ended %s: %s", id, end.Outcome, end.Reason)
 	}
 	c.servePoint(want)
 }
@@ -588,22 +563,9 @@ func TestClusterRestoreMemberDownThroughout(t *testing.T) {
 	id := strings.Fields(out[strings.Index(out, "cluster restore ")+len("cluster restore "):])[0]
 	s := openStore(t, store)
 	defer s.Close()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		end, ended, err := s.IntentEnd(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ended {
-			if end.Outcome != catalog.OutcomeAbandoned || !strings.Contains(end.Reason, c.members[down].Name) {
-				t.Fatalf("the intent ended %s (%s), want abandoned naming %s", end.Outcome, end.Reason, c.members[down].Name)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the intent has not ended after 5 minutes")
-		}
-		time.Sleep(200 * time.Millisecond)
+	end := waitIntentEnd(t, s, id, 5*time.Minute)
+	if end.Outcome != catalog.OutcomeAbandoned || !strings.Contains(end.Reason, c.members[down].Name) {
+		t.Fatalf("the intent ended %s (%s), want abandoned naming %s", end.Outcome, end.Reason, c.members[down].Name)
 	}
 	ps, err := s.IntentProgress(ctx, id)
 	if err != nil {
@@ -622,4 +584,24 @@ func TestClusterRestoreMemberDownThroughout(t *testing.T) {
 	c.start(down, c.args(down, "new"))
 	c.procs[down].waitLine("moved aside (kept)", 2*time.Minute)
 	c.servePoint(want)
+}
+
+// waitIntentEnd waits, at most within, until the store records the end of the cluster
+// restore id, and returns that end.
+func waitIntentEnd(t *testing.T, s *snapstore.Store, id string, within time.Duration) catalog.IntentEnd {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		end, ended, err := s.IntentEnd(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ended {
+			return end
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster restore %s has not ended after %s", id, within)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
