@@ -97,6 +97,10 @@ type GCResult struct {
 	Stopped string
 	// StaleLocks counts the dead restore locks deleted.
 	StaleLocks int
+	// AbandonedTemps counts the temporary files of unfinished uploads removed from a file
+	// store (AbandonedTempAge), AbandonedTempBytes their size.
+	AbandonedTemps     int
+	AbandonedTempBytes int64
 }
 
 // ApplyGC deletes what plan says, in its order: every delta first, then the full snapshots.
@@ -108,7 +112,8 @@ type GCResult struct {
 // plan, it stops (Stopped says why) and leaves the rest to the next run, which plans with
 // the lock. It stops at the first failed deletion and returns the error: the full snapshots
 // are deleted only once every delta planned for deletion is gone. An object already gone is
-// not an error, so a run that was interrupted can simply run again.
+// not an error, so a run that was interrupted can simply run again. Last, on a file store,
+// it removes the temporary files of uploads that never finished (sweepTemps).
 func (s *Store) ApplyGC(ctx context.Context, plan catalog.GCPlan, opts ApplyOptions) (GCResult, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -144,6 +149,11 @@ func (s *Store) ApplyGC(ctx context.Context, plan catalog.GCPlan, opts ApplyOpti
 			continue
 		}
 		a.res.StaleLocks++
+	}
+	n, size, err := s.sweepTemps(ctx, opts.Now(), opts.Log)
+	a.res.AbandonedTemps, a.res.AbandonedTempBytes = n, size
+	if err != nil {
+		return a.res, err
 	}
 	return a.res, nil
 }

@@ -461,3 +461,34 @@ func TestGCKeepsDamagedOnStore(t *testing.T) {
 		require.Equal(t, want, listedKeys(t, s))
 	})
 }
+
+// GC removes from a file store the temporary files of uploads that never finished (a
+// process killed mid-upload leaves them, as large as the object was to be), once they went
+// unwritten for AbandonedTempAge; a younger one (an upload in progress) and every backup stay.
+func TestGCRemovesAbandonedTemps(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestStore(t, storeKind{name: "file", persistent: true})
+	s := ts.open(t, Options{})
+	gcStore(t, s)
+	before := listedKeys(t, s)
+
+	full := filepath.Join(ts.dir, "full")
+	abandoned := filepath.Join(full, "00000000000000000100-20261207T000000.000Z.db.zst.18a3f0c2b4d5e6f7.tmp")
+	inProgress := filepath.Join(full, "00000000000000000200-20261207T000000.000Z.db.zst.18a3f0c2b4d5e6f8.tmp")
+	notATemp := filepath.Join(ts.dir, "notes.tmp") // not named as an upload's: someone else's
+	for _, f := range []string{abandoned, inProgress, notATemp} {
+		require.NoError(t, os.WriteFile(f, make([]byte, 1000), 0o644))
+	}
+	old := time.Now().Add(-AbandonedTempAge - time.Minute)
+	require.NoError(t, os.Chtimes(abandoned, old, old))
+	require.NoError(t, os.Chtimes(notATemp, old, old))
+
+	res, err := s.ApplyGC(ctx, catalog.GCPlan{}, ApplyOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.AbandonedTemps)
+	require.Equal(t, int64(1000), res.AbandonedTempBytes)
+	require.NoFileExists(t, abandoned)
+	require.FileExists(t, inProgress)
+	require.FileExists(t, notATemp)
+	require.Equal(t, before, listedKeys(t, s))
+}

@@ -74,6 +74,9 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 	if res.StaleLocks > 0 {
 		fmt.Fprintf(out, " and %s", count(res.StaleLocks, "dead restore lock"))
 	}
+	if res.AbandonedTemps > 0 {
+		fmt.Fprintf(out, " and %s of uploads that never finished (%s)", count(res.AbandonedTemps, "temporary file"), humanBytes(res.AbandonedTempBytes))
+	}
 	fmt.Fprintf(out, "; kept %s and %s\n", count(plan.KeptFulls, "full snapshot"), count(plan.KeptDeltas, "delta"))
 	switch {
 	case err != nil:
