@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // serveEndedMsg is what etcd logs, at error level and with a stack trace, when
@@ -29,11 +30,18 @@ var stopMessages = map[string]zapcore.Level{
 	"stopped secure grpc server due to error":    zapcore.WarnLevel,
 }
 
+// serveStoppingErr is the text of the error etcd's client serving returns when the
+// server began to stop before it served (embed's serve.go makes it with errors.New:
+// there is no value to compare with).
+const serveStoppingErr = "server is stopping"
+
 // closedByStop reports whether err is what a server or listener returns once it
-// was closed: what etcd's stop does to each of them.
+// was closed: what etcd's stop does to each of them (a gRPC server stopped before
+// its listener ended included).
 func closedByStop(err error) bool {
 	return errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, cmux.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed)
+		errors.Is(err, cmux.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed) ||
+		errors.Is(err, grpc.ErrServerStopped) || err.Error() == serveStoppingErr
 }
 
 // quietStopLogs makes etcd log stopMessages at debug level when their error is a

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
 
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 )
@@ -77,6 +78,8 @@ func TestStopLogsPrecise(t *testing.T) {
 		{"http server closed by the stop", serveEndedMsg, zapcore.ErrorLevel, http.ErrServerClosed, true, zapcore.DebugLevel},
 		{"cmux closed by the stop", serveEndedMsg, zapcore.ErrorLevel, cmux.ErrServerClosed, true, zapcore.DebugLevel},
 		{"cmux listener closed by the stop", serveEndedMsg, zapcore.ErrorLevel, cmux.ErrListenerClosed, true, zapcore.DebugLevel},
+		{"grpc server stopped by the stop", serveEndedMsg, zapcore.ErrorLevel, grpc.ErrServerStopped, true, zapcore.DebugLevel},
+		{"serving ended before it began", serveEndedMsg, zapcore.ErrorLevel, errors.New("server is stopping"), true, zapcore.DebugLevel},
 		{"accept on a closed listener", serveEndedMsg, zapcore.ErrorLevel, fmt.Errorf("serve: %w", closedAccept), true, zapcore.DebugLevel},
 		{"grpc warning on a closed listener", "stopped insecure grpc server due to error", zapcore.WarnLevel, closedAccept, true, zapcore.DebugLevel},
 		{"another error during the stop", serveEndedMsg, zapcore.ErrorLevel, refused, true, zapcore.ErrorLevel},
