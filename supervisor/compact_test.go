@@ -101,16 +101,8 @@ func buildCompactFixture(t *testing.T) *compactFixture {
 	f.deltas = append(f.deltas, d)
 	f.final, err = etcdtest.Take(ctx, cli, 0)
 	require.NoError(t, err)
-	granted := res.TTLs
-	leases, err := cli.Leases(ctx)
+	granted, err := deltatest.GrantedTTLs(ctx, cli, res.TTLs)
 	require.NoError(t, err)
-	for _, l := range leases.Leases { // the workload's own leases
-		ttl, err := cli.TimeToLive(ctx, l.ID)
-		require.NoError(t, err)
-		if _, ok := granted[int64(l.ID)]; !ok {
-			granted[int64(l.ID)] = ttl.GrantedTTL
-		}
-	}
 	f.ttls = deltatest.ExpectedTTLs(granted, rec.TTLs(), rebuild.MinLeaseTTL(cfg))
 	require.Greater(t, len(f.deltas), 6)
 	require.Less(t, f.full.Revision, f.mid)

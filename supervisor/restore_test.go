@@ -86,16 +86,8 @@ func buildStoreFixture(t *testing.T) *storeFixture {
 	f.deltas = append(f.deltas, d)
 	f.final, err = etcdtest.Take(ctx, cli, 0)
 	require.NoError(t, err)
-	granted := res.TTLs
-	leases, err := cli.Leases(ctx)
+	granted, err := deltatest.GrantedTTLs(ctx, cli, res.TTLs)
 	require.NoError(t, err)
-	for _, l := range leases.Leases { // the workload's own leases
-		ttl, err := cli.TimeToLive(ctx, l.ID)
-		require.NoError(t, err)
-		if _, ok := granted[int64(l.ID)]; !ok {
-			granted[int64(l.ID)] = ttl.GrantedTTL
-		}
-	}
 	f.ttls = deltatest.ExpectedTTLs(granted, rec.TTLs(), rebuild.MinLeaseTTL(cfg))
 	for _, d := range f.deltas {
 		if d.From > f.f2.Revision+1 && d.Revision < res.Revision {

@@ -210,6 +210,28 @@ type LeaseTTLs struct {
 	MinTTL  int64
 }
 
+// GrantedTTLs returns every lease the source behind cli holds with the TTL it was granted:
+// churned (a Churn's TTLs, kept as they are, revoked leases included) and the others, such
+// as a workload's own.
+func GrantedTTLs(ctx context.Context, cli *clientv3.Client, churned map[int64]int64) (map[int64]int64, error) {
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the leases: %w", err)
+	}
+	granted := churned
+	for _, l := range leases.Leases {
+		if _, ok := granted[int64(l.ID)]; ok {
+			continue
+		}
+		ttl, err := cli.TimeToLive(ctx, l.ID)
+		if err != nil {
+			return nil, fmt.Errorf("the TTL of lease %x: %w", l.ID, err)
+		}
+		granted[int64(l.ID)] = ttl.GrantedTTL
+	}
+	return granted, nil
+}
+
 // ExpectedTTLs describes the leases of a run: granted is what the source granted, recorded
 // what the deltas hold (0: unknown), minTTL the restored member's minimum TTL.
 func ExpectedTTLs(granted, recorded map[int64]int64, minTTL int64) LeaseTTLs {
