@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -215,11 +216,15 @@ func (p *Proxy) Clear() {
 	p.Set()
 }
 
-// Requests returns every request seen so far, in the order they arrived.
+// Requests returns every request finished so far, in the order they arrived. A request is
+// in it once the proxy is done with it, which can be after its client has moved on (a
+// stalled or reset request whose client gave up): use Wait for one that must be there.
 func (p *Proxy) Requests() []Request {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Request(nil), p.requests...)
+	reqs := append([]Request(nil), p.requests...)
+	sort.SliceStable(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
+	return reqs
 }
 
 // Wait waits until cond holds for the requests seen so far, or ctx is done.

@@ -97,6 +97,11 @@ func TestProxyFaults(t *testing.T) {
 	status, _, err = get("")
 	require.NoError(t, err)
 	require.Equal(t, 200, status)
+	// The stalled and reset requests are recorded when the proxy is done with them, which can
+	// be after their clients gave up: wait for all 12.
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.Wait(ctx, func(r []Request) bool { return len(r) == 12 }))
 	reqs := p.Requests()
 	last := reqs[len(reqs)-1]
 	require.Equal(t, OpList, last.Op)
