@@ -36,8 +36,9 @@ type backups struct {
 	stopDeltas context.CancelCauseFunc
 	// fullsDone, gcDone and deltasDone are closed by the goroutine of the runner, the garbage
 	// collector and the delta taker when it returned, or by start at once for one that does
-	// not run. stop waits for them; compactDone likewise for the compaction of the chain.
-	fullsDone, gcDone, deltasDone, compactDone chan struct{}
+	// not run. stop waits for them; compactDone and heartbeatDone likewise for the
+	// compaction of the chain and the liveness record's writer.
+	fullsDone, gcDone, deltasDone, compactDone, heartbeatDone chan struct{}
 	// errc receives the setup error of the runner or of the delta taker (each sends at most
 	// one: its capacity of 2 never blocks them); never closed. Whoever waits while the
 	// backups run selects on it (failed).
@@ -69,6 +70,10 @@ type backupsConfig struct {
 	// Compact, when set, compacts the backup chain until ctx ends (compactor.run); it stops
 	// with the full snapshot runner.
 	Compact func(ctx context.Context)
+	// Heartbeat, when set, writes the cluster's liveness record into the store until ctx
+	// ends (Supervisor.heartbeat); it stops with the full snapshot runner, and calls
+	// stopDeltas when the store was given to another cluster.
+	Heartbeat func(ctx context.Context, stopDeltas context.CancelCauseFunc)
 	// Log is where a refused GC configuration is reported, and the logger the runner's
 	// ("component": "backup") derives from.
 	Log *slog.Logger
@@ -124,6 +129,15 @@ func (b *backups) start(ctx context.Context, cfg backupsConfig) {
 	}
 	dctx, stopDeltas := context.WithCancelCause(context.WithoutCancel(ctx))
 	b.stopDeltas = stopDeltas // before the runner starts: a full snapshot refused may stop the deltas
+	b.heartbeatDone = make(chan struct{})
+	if cfg.Heartbeat != nil {
+		go func() {
+			defer close(b.heartbeatDone)
+			cfg.Heartbeat(bctx, stopDeltas)
+		}()
+	} else {
+		close(b.heartbeatDone)
+	}
 	b.fullNow = backup.FullFromRunner(bctx, runner)
 	go func() {
 		defer close(b.fullsDone)
@@ -155,7 +169,8 @@ func (b *backups) start(ctx context.Context, cfg backupsConfig) {
 func (b *backups) failed() <-chan error { return b.errc }
 
 // stop stops the backups: the full snapshot runner first (a full snapshot in flight is
-// abandoned and leaves nothing behind), the garbage collector and the compaction, then the delta taker, which
+// abandoned and leaves nothing behind), the garbage collector, the compaction and the
+// liveness record's writer, then the delta taker, which
 // uploads its final delta (etcd must still run) unless cause wraps backup.ErrSkipped. It
 // returns a runner's setup error, if any.
 func (b *backups) stop(cause error) error {
@@ -163,6 +178,7 @@ func (b *backups) stop(cause error) error {
 	<-b.fullsDone
 	<-b.gcDone
 	<-b.compactDone
+	<-b.heartbeatDone
 	b.stopDeltas(cause)
 	<-b.deltasDone
 	b.mu.Lock()

@@ -53,6 +53,13 @@ type RestoreCluster struct {
 	// store's record as it is: the restored member is a copy that backs up
 	// elsewhere.
 	Keep bool
+	// OwnerGone: the store's cluster stopped writing to the store and the restore is
+	// a new machine's (a single member with a missing data dir: DecideTakeover); it
+	// restores, and the store then records New, as with Force.
+	OwnerGone bool
+	// Owner is what is known of whether the store's cluster still writes to the
+	// store (DecideTakeover's reason; "" when not asked): added to a refusal.
+	Owner string
 }
 
 // CheckRestoreCluster decides whether a restore may go ahead, and whether the
@@ -62,8 +69,9 @@ type RestoreCluster struct {
 // none, goes ahead. One that creates another cluster (other peer URLs or another
 // initial cluster token than those of the cluster that took the backups) goes
 // ahead and the store follows it when the data it replaces belonged to the
-// store's cluster (the same single member, whose peer URLs or token changed) or
-// with Force; it goes ahead without touching the record with Keep; otherwise it
+// store's cluster (the same single member, whose peer URLs or token changed),
+// when the store's cluster stopped writing to it (OwnerGone: a new machine takes
+// it over) or with Force; it goes ahead without touching the record with Keep; otherwise it
 // is refused with an error wrapping snapstore.ErrClusterMismatch that names both
 // clusters, the likely cause and the fixes.
 func CheckRestoreCluster(c RestoreCluster) (follow bool, err error) {
@@ -72,15 +80,19 @@ func CheckRestoreCluster(c RestoreCluster) (follow bool, err error) {
 		return false, nil
 	case c.Keep:
 		return false, nil
-	case c.Force || c.Replaced == c.Store:
+	case c.Force || c.OwnerGone || c.Replaced == c.Store:
 		return true, nil
+	}
+	owner := ""
+	if c.Owner != "" {
+		owner = "; " + c.Owner
 	}
 	return false, clusterError(fmt.Sprintf("the store belongs to cluster %s, but a restore with this etcd configuration creates cluster %s: "+
 		"its peer URLs (--initial-cluster, --initial-advertise-peer-urls) or --initial-cluster-token differ from those of the cluster "+
 		"that took the backups; nothing was changed. If the new cluster replaces the old one, restore with --force-restore: "+
 		"the store then belongs to cluster %s and its backups continue the store's; otherwise give this cluster its own store "+
-		"(another prefix), or the initial cluster and token of the cluster that took the backups",
-		c.Store, c.New, c.New))
+		"(another prefix), or the initial cluster and token of the cluster that took the backups%s",
+		c.Store, c.New, c.New, owner))
 }
 
 // clusterError is an error that says itself why a store belongs to another

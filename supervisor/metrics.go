@@ -32,7 +32,7 @@ const (
 	storeOpUpload = "upload" // a full snapshot or a delta
 	storeOpList   = "list"   // a listing of full snapshots or deltas
 	storeOpCheck  = "check"  // the periodic reachability check
-	storeOpClaim  = "claim"  // reading or writing the store's cluster record (cluster.json)
+	storeOpClaim  = "claim"  // reading or writing the store's cluster record (cluster.json) or the cluster's liveness record
 )
 
 // metrics are etcdbr's own metrics, in a registry of their own (etcd's are in the

@@ -66,7 +66,29 @@ type StartFacts struct {
 	// cluster (--force-restore): the store is restored, the data dir kept aside,
 	// and the store then belongs to the cluster the restore created.
 	ForceRestore bool
+	// OwnerGone reports that the store's cluster stopped writing to the store
+	// (DecideTakeover, asked only when takeoverApplies): this member, a new machine,
+	// restores from the store although it creates another cluster (or starts a new
+	// member on a store without backups), and the store then belongs to its cluster, as
+	// with ForceRestore.
+	OwnerGone bool
+	// Owner says what is known of whether the store's cluster still writes to the store
+	// (DecideTakeover's reason; "" when not asked): the reason of a takeover, or added to
+	// a refusal.
+	Owner string
 }
+
+// takeoverApplies reports whether the facts are a new machine's on the store of another
+// cluster, the one case where the store's owner is asked whether it still writes to the
+// store (DecideTakeover): a single member with a missing data dir, whose configuration
+// creates another cluster than the store records, without ForceRestore.
+func takeoverApplies(f StartFacts) bool {
+	return f.Verdict.State == datadir.StateMissing && f.Members <= 1 && !f.ForceRestore &&
+		f.StoreCluster != "" && f.NewCluster != "" && f.NewCluster != f.StoreCluster
+}
+
+// ownerGone is f.OwnerGone where it applies.
+func (f StartFacts) ownerGone() bool { return f.OwnerGone && takeoverApplies(f) }
 
 // DecideStart decides, from plain facts, what to do with the data dir at start,
 // and says why (for the log). It does no I/O.
@@ -87,22 +109,36 @@ type StartFacts struct {
 //   - a restore that creates another cluster than the store records (other peer
 //     URLs or another token: NewCluster) is refused (stop) unless the data dir
 //     belonged to the store's cluster (the same member, whose URLs or token
-//     changed) or ForceRestore (CheckRestoreCluster); the store then follows the
-//     new cluster (storeFollows).
+//     changed), a new machine's on a store whose cluster stopped writing to it
+//     (OwnerGone: a single member with a missing data dir takes the store over) or
+//     ForceRestore (CheckRestoreCluster); the store then follows the new cluster
+//     (storeFollows).
 func DecideStart(f StartFacts) (Decision, string) {
 	d, reason := decideStart(f)
 	if d != DecideRestore {
 		return d, reason
 	}
-	follow, err := CheckRestoreCluster(RestoreCluster{Store: f.StoreCluster, New: f.NewCluster, Replaced: f.DirCluster, Force: f.ForceRestore})
+	follow, err := CheckRestoreCluster(f.restoreCluster())
 	if err != nil {
 		return DecideStop, fmt.Sprintf("refusing to restore (%s): %v", reason, err)
 	}
 	if follow {
 		reason += fmt.Sprintf("; the restore creates cluster %s (other peer URLs or another token than those of cluster %s), "+
 			"which the store then records instead of %s", f.NewCluster, f.StoreCluster, f.StoreCluster)
+		if f.ownerGone() {
+			reason += "; the store is taken over: " + f.Owner
+		}
 	}
 	return d, reason
+}
+
+// restoreCluster is the RestoreCluster of a restore at start.
+func (f StartFacts) restoreCluster() RestoreCluster {
+	rc := RestoreCluster{Store: f.StoreCluster, New: f.NewCluster, Replaced: f.DirCluster, Force: f.ForceRestore, OwnerGone: f.ownerGone()}
+	if takeoverApplies(f) {
+		rc.Owner = f.Owner
+	}
+	return rc
 }
 
 // storeFollows reports whether, after decision d, the store's record is to move from
@@ -113,10 +149,11 @@ func storeFollows(f StartFacts, d Decision) bool {
 	}
 	switch d {
 	case DecideRestore:
-		follow, err := CheckRestoreCluster(RestoreCluster{Store: f.StoreCluster, New: f.NewCluster, Replaced: f.DirCluster, Force: f.ForceRestore})
+		follow, err := CheckRestoreCluster(f.restoreCluster())
 		return err == nil && follow
 	case DecideNewMember:
-		// Allowed by decideStart only for the store's own cluster or with ForceRestore.
+		// Allowed by decideStart only for the store's own cluster, with ForceRestore, or
+		// when the store's cluster stopped writing to it.
 		return f.NewCluster != f.StoreCluster
 	}
 	return false
@@ -179,10 +216,17 @@ func decideStart(f StartFacts) (Decision, string) {
 		case f.StoreCluster != "" && f.NewCluster == f.StoreCluster:
 			return DecideNewMember, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: "+
 				"starting a new member, of the same cluster ID (the same initial cluster and token)", v.Reason, f.StoreCluster)
+		case f.StoreCluster != "" && f.ownerGone():
+			return DecideNewMember, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: the store is taken over (%s): "+
+				"starting a new member; the store then belongs to its cluster", v.Reason, f.StoreCluster, f.Owner)
 		case f.StoreCluster != "" && !f.ForceRestore:
+			owner := ""
+			if takeoverApplies(f) && f.Owner != "" {
+				owner = "; " + f.Owner
+			}
 			return DecideStop, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: a new member would be another cluster, "+
 				"whose backups the store refuses; give it another store, or start a new cluster anyway with --force-restore "+
-				"(the store then belongs to it)", v.Reason, f.StoreCluster)
+				"(the store then belongs to it)%s", v.Reason, f.StoreCluster, owner)
 		case f.StoreCluster != "":
 			return DecideNewMember, fmt.Sprintf("no data dir (%s) and the store of cluster %s holds no full snapshot: --force-restore: "+
 				"starting a new member; the store then belongs to its cluster", v.Reason, f.StoreCluster)

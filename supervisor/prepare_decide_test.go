@@ -71,6 +71,21 @@ func TestDecideStart(t *testing.T) {
 		{"missing, store of a cluster without backups, another, forced", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b, ForceRestore: true}, DecideNewMember,
 			[]string{"belongs to its cluster"}},
 		{"missing, several members, another cluster", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3}, DecideJoin, []string{"peers"}},
+		// A new machine on the store of a cluster that stopped writing to it (OwnerGone).
+		{"new machine, owner gone", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, OwnerGone: true, Owner: "cluster a has written nothing"},
+			DecideRestore, []string{"revision 10", "instead of " + a, "taken over", "cluster a has written nothing"}},
+		{"new machine, owner alive", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Owner: "cluster a is alive"},
+			DecideStop, []string{a, b, "--force-restore", "nothing was changed", "cluster a is alive"}},
+		{"new machine, owner gone, store without backups", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b, OwnerGone: true, Owner: "gone"},
+			DecideNewMember, []string{"taken over", "belongs to its cluster"}},
+		{"new machine, owner alive, store without backups", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b, Owner: "cluster a is alive"},
+			DecideStop, []string{a, "--force-restore", "cluster a is alive"}},
+		{"owner gone, but a data dir of another cluster", StartFacts{Verdict: valid(8), StoreNewest: 10, StoreCluster: a, DirCluster: b, NewCluster: b, OwnerGone: true},
+			DecideStop, []string{a, b, "--force-restore"}},
+		{"owner gone, but a corrupt data dir of unknown cluster", StartFacts{Verdict: corrupt, StoreNewest: 10, StoreCluster: a, NewCluster: b, OwnerGone: true},
+			DecideStop, []string{a, b, "--force-restore"}},
+		{"owner gone, several members", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3, OwnerGone: true},
+			DecideJoin, []string{"peers"}},
 		{"unknown", StartFacts{Verdict: unknown, StoreNewest: 10}, DecideStop, []string{"could not tell", "locked"}},
 		{"unknown, forced", StartFacts{Verdict: unknown, StoreNewest: 10, ForceRestore: true}, DecideStop, []string{"could not tell"}},
 	}
@@ -106,6 +121,9 @@ func TestStoreFollows(t *testing.T) {
 		{"forced new member, unknown cluster", StartFacts{Verdict: missing, StoreCluster: a, ForceRestore: true}, true},
 		{"new member of the same cluster", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: a}, false},
 		{"member of several", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3, ForceRestore: true}, false},
+		{"new machine, owner gone", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, OwnerGone: true}, true},
+		{"new machine, owner gone, new member", StartFacts{Verdict: missing, StoreCluster: a, NewCluster: b, OwnerGone: true}, true},
+		{"new machine, owner alive", StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +151,8 @@ func TestCheckRestoreCluster(t *testing.T) {
 		{"the store's member", RestoreCluster{Store: a, New: b, Replaced: a}, true, false},
 		{"forced", RestoreCluster{Store: a, New: b, Force: true}, true, false},
 		{"kept", RestoreCluster{Store: a, New: b, Keep: true}, false, false},
+		{"owner gone", RestoreCluster{Store: a, New: b, OwnerGone: true}, true, false},
+		{"owner alive", RestoreCluster{Store: a, New: b, Owner: "cluster a is alive"}, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -81,6 +81,7 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 	if s.cfg.Compact != nil {
 		cfg.Compact = s.newCompactor(e).run
 	}
+	cfg.Heartbeat = func(ctx context.Context, stopDeltas context.CancelCauseFunc) { s.heartbeat(ctx, e, stopDeltas) }
 	if s.cfg.DeltaPeriod > 0 {
 		dcfg := backup.DeltaConfig{
 			Store:  store,

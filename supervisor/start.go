@@ -163,6 +163,22 @@ func prepareDataDir(ctx context.Context, cfg Config, v datadir.Verdict, members 
 	if m := survey.Restored; m != nil && m.NewHistory() && survey.NewestFull < m.DataRevision {
 		prep.history = m
 	}
+	if takeoverApplies(facts) {
+		// A new machine on the store of another cluster: the store is taken over when that
+		// cluster stopped writing to it, which takes watching its liveness record.
+		d, err := watchOwner(ctx, cfg.Store, facts.StoreCluster, time.Now, lg)
+		if err != nil {
+			return prep, fmt.Errorf("data dir %q is missing (%s) and the store %s belongs to cluster %s, not to the cluster %s this configuration creates: %w",
+				dir, v.Reason, cfg.Store.URL(), facts.StoreCluster, facts.NewCluster, err)
+		}
+		facts.OwnerGone, facts.Owner = d.Take, d.Reason
+		if d.Take {
+			lg.Warn("taking the store over: the cluster that owns it stopped writing to it, and this member has no data dir (a new machine); "+
+				"it starts from the store's data, and the store then belongs to its cluster",
+				"store", cfg.Store.URL(), "store_cluster", facts.StoreCluster, "last_written", d.LastWritten, "takeover_after", d.After,
+				"cluster", facts.NewCluster, "reason", d.Reason)
+		}
+	}
 	decision, reason := DecideStart(facts)
 	lg.Info("start-up decision", "decision", decision.String(), "reason", reason,
 		"data_revision", v.Revision, "store_revision", facts.StoreNewest,

@@ -74,7 +74,13 @@ type Config struct {
 	// store's newest point by itself once the quorum has been lost this long and the store
 	// received nothing since (clusterrestore.DecideAuto); off by default.
 	AutoRestoreAfter time.Duration
-	Log              *slog.Logger
+	// TakeoverAfter is the bound this member's etcdbr records in the store with its
+	// cluster's liveness record, rewritten every TakeoverRefresh of it while it backs up: a
+	// single member with a missing data dir whose configuration creates another cluster (a
+	// new machine) takes the store over once the record stayed unchanged this long
+	// (DecideTakeover). 0: never (the record says so).
+	TakeoverAfter time.Duration
+	Log           *slog.Logger
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)

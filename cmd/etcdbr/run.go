@@ -37,6 +37,7 @@ type RunCmd struct {
 	MaxBackupAge         time.Duration `help:"Readiness (/readyz) fails once a write has waited longer than this to reach the store (0: 5m, or 30 delta periods if longer; without deltas the full snapshot period plus 5m)." default:"0s" env:"ETCDBR_MAX_BACKUP_AGE"`
 	Validation           string        `help:"How deeply the data dir is checked before etcd starts: quick (trust a clean stop: layout, file sizes and times, the db's meta pages; without a clean-stop marker it validates fully), full (every db page, every WAL record), auto (quick after a clean stop, full otherwise)." default:"auto" enum:"auto,quick,full" env:"ETCDBR_VALIDATION"`
 	ForceRestore         bool          `help:"Restore from the store even when the data dir belongs to another cluster than the store, or the etcd flags create another cluster (other peer URLs or --initial-cluster-token); the data dir is moved aside, never deleted, and the store then belongs to the restored cluster." env:"ETCDBR_FORCE_RESTORE"`
+	StoreTakeoverAfter   time.Duration `name:"store-takeover-after" placeholder:"DURATION" help:"A new machine (a single member with no data dir whose etcd flags create another cluster: other peer URLs) restores from the store and takes it over once this member's cluster has left its liveness record in the store unchanged this long: its etcdbr rewrites the record every tenth of it while it backs up (one small PUT). At least 1s; 0: never (--force-restore is needed then)." default:"10m" env:"ETCDBR_STORE_TAKEOVER_AFTER"`
 	KeepOldDataDirs      int           `help:"How many data dirs moved aside by restores are kept (at least 1)." default:"1" env:"ETCDBR_KEEP_OLD_DATA_DIRS"`
 	UnbackedRevisions    int64         `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the member may have served beyond the store's newest without backing them up: a restore at start (lost or corrupt data dir) starts a new history past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again." env:"ETCDBR_UNBACKED_REVISIONS"`
 	RestoreOnCorrupt     bool          `help:"When etcd raises a CORRUPT alarm (single-member cluster), restore the newest backup and restart etcd in place; without it the alarm is only reported." env:"ETCDBR_RESTORE_ON_CORRUPT"`
@@ -145,6 +146,9 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--validation: %w", err)}
 	}
+	if c.StoreTakeoverAfter < 0 || (c.StoreTakeoverAfter > 0 && c.StoreTakeoverAfter < supervisor.MinTakeoverAfter) {
+		return usageErrorf("--store-takeover-after %v: use at least %v, or 0 to never let a new machine take the store over", c.StoreTakeoverAfter, supervisor.MinTakeoverAfter)
+	}
 	if c.KeepOldDataDirs < 1 {
 		return usageErrorf("--keep-old-data-dirs %d: keep at least 1 (the newest old data dir is the last copy before a restore)", c.KeepOldDataDirs)
 	}
@@ -206,6 +210,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		Cluster:            cluster,
 		ClusterRestorePoll: c.ClusterRestorePoll,
 		AutoRestoreAfter:   c.AutoRestoreAfter,
+		TakeoverAfter:      c.StoreTakeoverAfter,
 		Log:                env.Log,
 	})
 }
