@@ -230,7 +230,9 @@ func TestClusterRecordBackupsClaimTheStore(t *testing.T) {
 // exactly, the store then belongs to the new cluster (the old one in its history), and the
 // new cluster's backups continue the store. --keep-store-cluster restores a copy and leaves
 // the record as it is. The store's own member whose peer URLs moved is restored and followed
-// without a flag.
+// without a flag. Cluster A turns the takeover by a new machine off (--store-takeover-after
+// 0), so that `etcdbr run` with no data dir is refused however long A has been gone
+// (TestStoreTakeoverNewMachine: the takeover).
 func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -238,7 +240,7 @@ func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	store := "file://" + filepath.Join(dir, "store")
 
 	a := newMember(t, filepath.Join(dir, "a"))
-	p := start(t, a.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
+	p := start(t, a.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--store-takeover-after", "0"))
 	cli := client(t, a.ClientURL)
 	idA := clusterOf(t, cli)
 	rev, err := etcdtest.Workload{Seed: 11, Keys: 2000, Overwrites: 200, Deletes: 100, LeasedKeys: 20}.Run(ctx, cli)
@@ -250,6 +252,7 @@ func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStoreRevision(t, store, rev, time.Minute)
+	waitFor(t, "A's liveness record", time.Minute, func() bool { _, ok := aliveRecord(t, store, idA); return ok })
 	cli.Close()
 	p.stop()
 	before := storeState(t, store)
@@ -292,6 +295,9 @@ func TestClusterRecordRestoreAnotherCluster(t *testing.T) {
 	}
 	code, out = runToExit(t, runWith(b.DataDir, store, bFlags))
 	refused(t, "etcdbr run on no data dir", code, out)
+	if !strings.Contains(out, "cluster "+idA+" turned automatic takeover of its store off") {
+		t.Errorf("etcdbr run on no data dir: the refusal does not say that cluster A turned the takeover off\n%s", out)
+	}
 	if _, err := os.Stat(b.DataDir); !os.IsNotExist(err) {
 		t.Fatalf("etcdbr run created the data dir (%v)", err)
 	}

@@ -148,10 +148,11 @@ func TestSIGTERMDuringLargeSnapshot(t *testing.T) {
 		t.Fatalf("the snapshot was not in flight when SIGTERM arrived:\n%s", p.Output())
 	}
 	// Nothing in the store: no object, no temporary file (only the record of the store's
-	// cluster, written before the first upload).
+	// cluster, written before the first upload, and the cluster's liveness record).
 	var files []string
 	filepath.WalkDir(store, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && path != filepath.Join(store, snapstore.ClusterIDKey) {
+		if err == nil && !d.IsDir() && path != filepath.Join(store, snapstore.ClusterIDKey) &&
+			!strings.HasPrefix(path, filepath.Join(store, "alive")+string(filepath.Separator)) {
 			files = append(files, path)
 		}
 		return nil
