@@ -23,8 +23,9 @@ import (
 // DefaultTakeoverAfter is the bound of etcdbr run's --store-takeover-after.
 const DefaultTakeoverAfter = 10 * time.Minute
 
-// MinTakeoverAfter is the shortest bound accepted (besides 0: never).
-const MinTakeoverAfter = time.Second
+// MinTakeoverAfter is the shortest bound accepted (besides 0: never): its refresh, one PUT
+// a second, is already ten times the default's cost per delta period.
+const MinTakeoverAfter = 10 * time.Second
 
 // takeoverRefreshes is how many times the owner rewrites its liveness record per bound.
 const takeoverRefreshes = 10

@@ -38,7 +38,7 @@ func TestStoreTakeoverNewMachine(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	store := "file://" + filepath.Join(dir, "store")
-	const bound = "5s"
+	const bound = "10s"
 
 	a := newMember(t, filepath.Join(dir, "a"))
 	pa := start(t, a.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--store-takeover-after", bound))
@@ -59,7 +59,7 @@ func TestStoreTakeoverNewMachine(t *testing.T) {
 		first, ok = aliveRecord(t, store, idA)
 		return ok
 	})
-	if first.Member != a.Name || first.TakeoverAfter != snapstore.Duration(5*time.Second) || first.Refresh != snapstore.Duration(500*time.Millisecond) {
+	if first.Member != a.Name || first.TakeoverAfter != snapstore.Duration(10*time.Second) || first.Refresh != snapstore.Duration(time.Second) {
 		t.Fatalf("A's liveness record: %+v", first)
 	}
 	// A rewrites it while idle: nothing changes in etcd meanwhile.
