@@ -129,6 +129,25 @@ func decideTakeover(f TakeoverFacts) Takeover {
 // stamp formats t for messages.
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
+// LookAtOwner is, for etcdbr validate, what start-up would learn of the store's owner at
+// its first read of the owner's liveness record: ok is false when start-up would not ask
+// (takeoverApplies: not a new machine on the store of another cluster). Start-up itself
+// then watches the record (a Takeover with ReadAgainIn); LookAtOwner reads it once.
+func LookAtOwner(ctx context.Context, store *snapstore.Store, f StartFacts, now time.Time) (d Takeover, ok bool, err error) {
+	if !takeoverApplies(f) {
+		return Takeover{}, false, nil
+	}
+	rec, found, err := store.Alive(ctx, f.StoreCluster)
+	if err != nil {
+		return Takeover{}, true, fmt.Errorf("read whether cluster %s still writes to the store: %w", f.StoreCluster, err)
+	}
+	tf := TakeoverFacts{Owner: f.StoreCluster, FirstAt: now}
+	if found {
+		tf.First = &rec
+	}
+	return DecideTakeover(tf), true, nil
+}
+
 // aliveReader reads a cluster's liveness record: snapstore.Store.Alive.
 type aliveReader interface {
 	Alive(ctx context.Context, cluster string) (snapstore.AliveRecord, bool, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
@@ -191,4 +192,45 @@ func TestHeartbeat(t *testing.T) {
 	_, ok, err := l.store.Alive(ctx, other)
 	require.NoError(t, err)
 	assert.False(t, ok, "the old owner never writes the new owner's liveness record")
+}
+
+// TestLookAtOwner: etcdbr validate's one read of the owner's record, asked only for a new
+// machine on the store of another cluster.
+func TestLookAtOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const a, b = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
+	store, err := snapstore.Open(ctx, "mem://x/", snapstore.Options{})
+	require.NoError(t, err)
+	defer store.Close()
+	missing := datadir.Verdict{State: datadir.StateMissing, Reason: "none"}
+	newMachine := StartFacts{Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b}
+
+	for name, f := range map[string]StartFacts{
+		"same cluster":  {Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: a},
+		"forced":        {Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, ForceRestore: true},
+		"several":       {Verdict: missing, StoreNewest: 10, StoreCluster: a, NewCluster: b, Members: 3},
+		"a data dir":    {Verdict: datadir.Verdict{State: datadir.StateValid}, StoreNewest: 10, StoreCluster: a, DirCluster: b, NewCluster: b},
+		"store of none": {Verdict: missing, StoreNewest: 10, NewCluster: b},
+	} {
+		_, ok, err := LookAtOwner(ctx, store, f, time.Now())
+		require.NoError(t, err, name)
+		assert.False(t, ok, name)
+	}
+
+	d, ok, err := LookAtOwner(ctx, store, newMachine, time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.False(t, d.Take)
+	assert.Zero(t, d.ReadAgainIn)
+	assert.Contains(t, d.Reason, "records no liveness")
+
+	require.NoError(t, store.WriteAlive(ctx, snapstore.AliveRecord{ClusterID: a, Written: time.Now(),
+		TakeoverAfter: snapstore.Duration(time.Minute), Refresh: snapstore.Duration(6 * time.Second)}))
+	d, ok, err = LookAtOwner(ctx, store, newMachine, time.Now())
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.False(t, d.Take, "one read never takes over")
+	assert.Equal(t, 6*time.Second, d.ReadAgainIn)
+	assert.Contains(t, d.Reason, "watching")
 }

@@ -113,6 +113,11 @@ func TestStoreTakeoverNewMachine(t *testing.T) {
 		t.Fatal(err)
 	}
 	pa.wait(time.Minute)
+	// etcdbr validate reads the owner's record once, and says that run watches it first.
+	code, out = runToExit(t, append([]string{"validate", "--data-dir", b.DataDir, "--store", store, "--"}, b.etcdFlags()...))
+	if code != 1 || !strings.Contains(out, "store takeover: etcdbr run watches the owner first: cluster "+idA+" last wrote its liveness record") {
+		t.Errorf("etcdbr validate on B's empty data dir: exit %d, want 1 and what the owner's record says\n%s", code, out)
+	}
 	pb := start(t, b.runArgs(store, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--store-takeover-after", bound))
 	pb.waitLine("taking the store over", 2*time.Minute)
 	if n := pb.count("level=WARN", "taking the store over", "store_cluster="+idA, "cluster="+idB, "last_written=", "takeover_after="+bound); n != 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -82,6 +83,16 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stdout, "store cluster: %s\n", facts.StoreCluster)
 	}
 	fmt.Fprintf(env.Stdout, "at start: %s: %s\n", decision, reason)
+	// A new machine on the store of another cluster: run watches the owner's liveness record
+	// before it decides; validate reads it once and says what it found.
+	switch owner, ok, err := supervisor.LookAtOwner(ctx, store, facts, time.Now()); {
+	case err != nil:
+		fmt.Fprintf(env.Stdout, "store takeover: cannot tell: %v\n", err)
+	case ok && owner.ReadAgainIn > 0:
+		fmt.Fprintf(env.Stdout, "store takeover: etcdbr run watches the owner first: %s\n", owner.Reason)
+	case ok:
+		fmt.Fprintf(env.Stdout, "store takeover: no: %s\n", owner.Reason)
+	}
 	switch {
 	case decision == supervisor.DecideKeep:
 		return nil
