@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver"
+
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
@@ -73,6 +76,72 @@ type ClusterRestoreRequest struct {
 	Unbacked int64
 	// By says who asks (default: host and process).
 	By string
+	// Freezer, when set, freezes the cluster before the intent is recorded (freeze.go), so
+	// that no write is accepted between the intent and its end: the intent then waits (up to
+	// frozenBackupWait) until the store holds every write before the freeze, and a target
+	// of the newest point is the frozen revision. A cluster that cannot be frozen (no quorum)
+	// accepts no write either: the intent is recorded all the same.
+	Freezer Freezer
+}
+
+// Freezer freezes a cluster and lifts the freeze: FreezeCluster and ThawCluster over a
+// client, or the in-process member's (memberFreezer).
+type Freezer interface {
+	Freeze(ctx context.Context) (int64, error)
+	Thaw(ctx context.Context) error
+}
+
+// ClientFreezer freezes the cluster a client reaches.
+type ClientFreezer struct{ Client *clientv3.Client }
+
+// Freeze freezes the cluster (FreezeCluster).
+func (f ClientFreezer) Freeze(ctx context.Context) (int64, error) {
+	return FreezeCluster(ctx, f.Client)
+}
+
+// Thaw lifts the freeze (ThawCluster).
+func (f ClientFreezer) Thaw(ctx context.Context) error { return ThawCluster(ctx, f.Client) }
+
+// memberFreezer freezes the cluster through the in-process member.
+type memberFreezer struct{ srv *etcdserver.EtcdServer }
+
+func (f memberFreezer) Freeze(ctx context.Context) (int64, error) { return freezeServer(ctx, f.srv) }
+func (f memberFreezer) Thaw(ctx context.Context) error            { return thawServer(ctx, f.srv) }
+
+var (
+	_ Freezer = ClientFreezer{}
+	_ Freezer = memberFreezer{}
+)
+
+// frozenBackupWait bounds how long a cluster restore waits, after the freeze, for the store
+// to hold every write accepted before it (the leader's next delta).
+const frozenBackupWait = time.Minute
+
+// freezeBeforeIntent freezes the cluster with f and waits until the store holds its
+// revision. It returns the frozen revision (0: the cluster could not be frozen) and a
+// function that lifts the freeze (for an intent that could not be recorded).
+func freezeBeforeIntent(ctx context.Context, store *snapstore.Store, f Freezer) (int64, func(), error) {
+	rev, err := f.Freeze(ctx)
+	if err != nil {
+		return 0, func() {}, nil // no quorum: nothing is accepted either; the members restore
+	}
+	thaw := func() { _ = f.Thaw(context.WithoutCancel(ctx)) }
+	wctx, cancel := context.WithTimeout(ctx, frozenBackupWait)
+	defer cancel()
+	for {
+		newest, err := store.Newest(wctx)
+		if err == nil && newest >= rev {
+			return rev, thaw, nil
+		}
+		select {
+		case <-wctx.Done():
+			thaw()
+			return 0, func() {}, fmt.Errorf("the cluster was frozen at revision %d, but the store holds only up to revision %d after %s "+
+				"(are backups running on the leader? etcdbr status); the freeze is lifted and no intent recorded: %w",
+				rev, newest, frozenBackupWait, context.Cause(wctx))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // RecordClusterRestore resolves req's target against the store and records the intent as
@@ -80,8 +149,28 @@ type ClusterRestoreRequest struct {
 // intent runs, and when the target cannot be restored (the planner's error). Every member
 // carries the intent out once it sees it.
 func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req ClusterRestoreRequest) (catalog.Intent, error) {
+	recorded := false
 	if err := req.Target.Validate(); err != nil {
 		return catalog.Intent{}, err
+	}
+	var frozen int64
+	if req.Freezer != nil {
+		_, active, err := store.ActiveIntent(ctx)
+		if err != nil {
+			return catalog.Intent{}, err
+		}
+		if !active { // a second intent is refused below (CreateIntent), with no freeze of its own
+			rev, thaw, err := freezeBeforeIntent(ctx, store, req.Freezer)
+			if err != nil {
+				return catalog.Intent{}, err
+			}
+			frozen = rev
+			defer func() {
+				if !recorded {
+					thaw()
+				}
+			}()
+		}
 	}
 	l, err := store.ListBackups(ctx)
 	if err != nil {
@@ -123,19 +212,30 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 	}
 	if req.Target.Time.IsZero() {
 		in.Revision = plan.Revision // the newest point, or the revision asked for
+		if frozen > 0 && req.Target.Revision == 0 {
+			in.Revision = frozen // the newest point: every write accepted, and nothing after
+		}
 	} else {
 		in.Time = req.Target.Time.UTC()
 	}
+	in.FrozenRevision = frozen
 	if err := store.CreateIntent(ctx, in); err != nil {
 		return catalog.Intent{}, err
 	}
+	recorded = true
 	return in, nil
 }
 
 // RequestClusterRestore records a whole-cluster restore of target in the member's store
 // (RecordClusterRestore, with the default deadline and unbacked bound); by says who asks.
 func (s *Supervisor) RequestClusterRestore(ctx context.Context, target catalog.Target, by string) (catalog.Intent, error) {
-	return RecordClusterRestore(ctx, s.cfg.Store, ClusterRestoreRequest{Target: target, Unbacked: s.cfg.UnbackedRevisions, By: by})
+	req := ClusterRestoreRequest{Target: target, Unbacked: s.cfg.UnbackedRevisions, By: by}
+	s.mu.Lock()
+	if s.etcd != nil && s.state == StateServing {
+		req.Freezer = memberFreezer{s.etcd.Server()}
+	}
+	s.mu.Unlock()
+	return RecordClusterRestore(ctx, s.cfg.Store, req)
 }
 
 // repairCommand is the command that restores the whole cluster from this member's store.
@@ -273,7 +373,21 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 	f := clusterrestore.Facts{Now: time.Now(), DataIntent: s.intentData.id, Serving: s.state == StateServing && s.etcd != nil,
 		Self: s.cfg.Etcd.Name, Members: s.memberNames()}
 	state, waiting := s.state, s.cancelWait
+	frozen := f.Serving && hasFreeze(s.etcd.Server().Alarms())
+	if !frozen || ok {
+		s.freezeOrphan = time.Time{}
+	} else if s.freezeOrphan.IsZero() {
+		s.freezeOrphan = f.Now
+	}
+	orphan := s.freezeOrphan
 	s.mu.Unlock()
+	tf := clusterrestore.ThawFacts{Frozen: frozen, DataIntent: f.DataIntent, Now: f.Now, OrphanSince: orphan}
+	if ok {
+		tf.Intent = &in
+	}
+	if thaw, why := clusterrestore.DecideThaw(tf); thaw {
+		s.thawFor(ctx, in.ID, why)
+	}
 	var progress []catalog.MemberProgress
 	if ok {
 		f.Intent = &in
@@ -306,6 +420,7 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 	case clusterrestore.Restore:
 		switch {
 		case state == StateServing:
+			s.freezeForIntent(ctx, in)
 			s.startIntentRestore(ctx, in)
 		case waiting != nil: // waiting for peers, or for a quorum to start etcd
 			waiting(errIntentSeen)
@@ -327,6 +442,9 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 			s.lg.Warn("cluster restore: cannot record that it is abandoned; trying again", "intent", in.ID, "err", err)
 		} else {
 			s.lg.Warn("cluster restore abandoned", "intent", in.ID, "reason", a.Reason)
+			if frozen {
+				s.thawFor(ctx, in.ID, "the cluster restore was abandoned: the cluster goes on as it was")
+			}
 		}
 	}
 	return a, in.ID
@@ -345,6 +463,9 @@ func (s *Supervisor) reportIntent(ctx context.Context, id string, phase catalog.
 	s.mu.Unlock()
 	p := catalog.MemberProgress{Member: s.cfg.Etcd.Name, Phase: phase, Updated: time.Now().UTC(),
 		InitialCluster: s.cfg.Etcd.InitialCluster, StoppedRevision: stopped}
+	if fz := s.freezeOf(id); fz.revision > 0 {
+		p.FrozenRevision, p.Frozen = fz.revision, fz.at
+	}
 	if d.id == id {
 		p.DataRevision, p.Cluster, p.MovedAside = d.dataRevision, d.cluster, d.movedAside
 		if cluster != "" {
@@ -534,4 +655,80 @@ func (s *Supervisor) setWaiting(cancel context.CancelCauseFunc) {
 	s.mu.Lock()
 	s.cancelWait = cancel
 	s.mu.Unlock()
+}
+
+// intentFreeze is the freeze a member raised for a cluster restore (freeze.go): the intent,
+// the revision the cluster was frozen at, and when (revision 0: the member could not).
+type intentFreeze struct {
+	id       string
+	revision int64
+	at       time.Time
+}
+
+// freezeOf is the freeze this member raised for the intent id (zero: none).
+func (s *Supervisor) freezeOf(id string) intentFreeze {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.intentFreeze.id != id {
+		return intentFreeze{}
+	}
+	return s.intentFreeze
+}
+
+// freezeForIntent freezes the cluster before this serving member stops for the cluster
+// restore in, once per intent: from then on no member accepts a write. Without a quorum the
+// freeze cannot be raised, and needs not be (nothing is accepted either): the restore goes on.
+func (s *Supervisor) freezeForIntent(ctx context.Context, in catalog.Intent) {
+	s.mu.Lock()
+	done := s.intentFreeze.id == in.ID
+	var srv *etcdserver.EtcdServer
+	if s.etcd != nil && s.state == StateServing {
+		srv = s.etcd.Server()
+	}
+	v := s.cluster.view(s.etcd)
+	s.mu.Unlock()
+	if done || srv == nil {
+		return
+	}
+	if v.probe != nil && !v.quorum {
+		s.mu.Lock()
+		s.intentFreeze = intentFreeze{id: in.ID}
+		s.mu.Unlock()
+		s.lg.Info("cluster restore: the cluster has no quorum, so it accepts no write and needs no freeze", "intent", in.ID)
+		return
+	}
+	rev, err := freezeServer(ctx, srv)
+	fz := intentFreeze{id: in.ID}
+	if err == nil {
+		fz.revision, fz.at = rev, time.Now().UTC()
+	}
+	s.mu.Lock()
+	s.intentFreeze = fz
+	s.mu.Unlock()
+	if err != nil {
+		s.lg.Warn("cluster restore: cannot freeze the cluster (without a quorum it accepts no write either); restoring",
+			"intent", in.ID, "err", err)
+		return
+	}
+	s.lg.Warn("cluster restore: the cluster is frozen: every member refuses writes from now on",
+		"intent", in.ID, "revision", rev, "after", time.Since(in.Created).Round(time.Millisecond).String())
+}
+
+// thawFor lifts the freeze of a cluster whose intent (id; "" none) ended without restoring
+// it, or of a restored cluster; why says which, for the log.
+func (s *Supervisor) thawFor(ctx context.Context, id, why string) {
+	s.mu.Lock()
+	var srv *etcdserver.EtcdServer
+	if s.etcd != nil && s.state == StateServing {
+		srv = s.etcd.Server()
+	}
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if err := thawServer(ctx, srv); err != nil {
+		s.lg.Warn("cluster restore: cannot lift the freeze; trying again at the next look", "intent", id, "err", err)
+		return
+	}
+	s.lg.Warn("cluster restore: the freeze is lifted: the cluster accepts writes again", "intent", id, "reason", why)
 }

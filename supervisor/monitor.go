@@ -60,9 +60,15 @@ func (s *Supervisor) refresh(now time.Time) (corrupt, serving bool) {
 	return corrupt, serving
 }
 
-// hasCorruptAlarm reports whether alarms hold a CORRUPT alarm (of any member).
+// hasCorruptAlarm reports whether alarms hold a CORRUPT alarm of a member: the freeze of a
+// cluster restore is not one (isFreeze).
 func hasCorruptAlarm(alarms []*pb.AlarmMember) bool {
-	return hasAlarm(alarms, pb.AlarmType_CORRUPT)
+	for _, a := range alarms {
+		if a.Alarm == pb.AlarmType_CORRUPT && !isFreeze(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasAlarm(alarms []*pb.AlarmMember, typ pb.AlarmType) bool {
@@ -78,6 +84,10 @@ func hasAlarm(alarms []*pb.AlarmMember, typ pb.AlarmType) bool {
 func alarmNames(alarms []*pb.AlarmMember) []string {
 	var out []string
 	for _, a := range alarms {
+		if isFreeze(a) {
+			out = append(out, "CORRUPT (etcdbr's freeze of a cluster restore: writes refused until the members restore)")
+			continue
+		}
 		out = append(out, fmt.Sprintf("%s (member %x)", a.Alarm, a.MemberID))
 	}
 	return out

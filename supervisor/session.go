@@ -39,6 +39,9 @@ func (s *Supervisor) startBackups(ctx context.Context, e *embedded.Etcd, takeFul
 			} else if err != nil {
 				return catalog.Snapshot{}, err // retried by the runner
 			}
+			if hasFreeze(srv.Alarms()) {
+				return catalog.Snapshot{}, fmt.Errorf("the cluster is frozen for a cluster restore: no full snapshot (it would carry the freeze into the restored data): %w", backup.ErrSkipped)
+			}
 			if hasCorruptAlarm(srv.Alarms()) {
 				return catalog.Snapshot{}, fmt.Errorf("etcd raised a CORRUPT alarm: no full snapshot of a member whose data may be corrupt: %w", backup.ErrSkipped)
 			}

@@ -157,12 +157,17 @@ type Supervisor struct {
 	// intents is what watchIntents last read and decided about cluster restores;
 	// intentData what the cluster restore that built the data dir made of it (set by
 	// readDataIntent at start and restoreForIntent); intentStopped the old etcd's revision
-	// when a cluster restore stopped it; cancelWait cuts short the wait for the peers or
-	// for a quorum to start etcd (set by validate and Run around the wait, nil otherwise).
+	// when a cluster restore stopped it; intentFreeze the freeze this member raised for
+	// a cluster restore (set by freezeForIntent); cancelWait cuts short the wait for the peers
+	// or for a quorum to start etcd (set by validate and Run around the wait, nil otherwise).
 	intents       intentView
 	intentData    intentData
 	intentStopped int64
-	cancelWait    context.CancelCauseFunc
+	intentFreeze  intentFreeze
+	// freezeOrphan is since when this serving member has seen its cluster frozen with no
+	// cluster restore active (zero: it has not); checkIntent keeps it.
+	freezeOrphan time.Time
+	cancelWait   context.CancelCauseFunc
 }
 
 // New checks cfg and returns a Supervisor for it.

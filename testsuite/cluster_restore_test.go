@@ -309,8 +309,9 @@ func (w *seqWriter) waitAcked(t *testing.T, cluster uint64, n int) {
 
 // A healthy cluster under write load goes back to an earlier revision: every member serves
 // exactly the data of that revision (the revision raised and compacted), the old cluster
-// acknowledges no write once the restored one has, and every write the restored cluster
-// acknowledged is kept.
+// accepts no write once frozen (before the intent is recorded) nor once the restored one
+// has, and every write the restored cluster acknowledged is kept. An intent abandoned
+// leaves the cluster accepting writes again.
 func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 	t.Parallel()
 	store := "file://" + t.TempDir() + "/store"
@@ -346,15 +347,20 @@ func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 		t.Errorf("POST /v1/cluster-restore without credentials: %s, want 403", resp.Status)
 	}
 	// An intent past its deadline before any member began is abandoned, and the cluster
-	// goes on as it was.
-	p := start(t, []string{"cluster", "restore", "--store", store, "--to-revision", fmt.Sprint(target), "--deadline", "1ns"})
-	if code := p.wait(2 * time.Minute); code == 0 || !strings.Contains(p.Output(), "abandoned") {
-		t.Fatalf("an intent past its deadline: exit %d, want it abandoned:\n%s", code, p.Output())
+	// goes on as it was: the freeze the command raised is lifted.
+	p := start(t, []string{"cluster", "restore", "--store", store, "--to-revision", fmt.Sprint(target), "--deadline", "1ns",
+		"--endpoints", c.clientURLs()})
+	if code := p.wait(2 * time.Minute); code == 0 || !strings.Contains(p.Output(), "abandoned") || !strings.Contains(p.Output(), "cluster frozen at revision") {
+		t.Fatalf("an intent past its deadline: exit %d, want the cluster frozen and the intent abandoned:\n%s", code, p.Output())
 	}
 	w.waitAcked(t, old.Header.ClusterId, len(w.results())+20)
 
-	// The restore; a second intent while it runs is refused.
-	out := c.clusterRestore("--to-revision", fmt.Sprint(target), "--no-wait")
+	// The restore, the cluster frozen first; a second intent while it runs is refused.
+	out := c.clusterRestore("--to-revision", fmt.Sprint(target), "--no-wait", "--endpoints", c.clientURLs())
+	var frozen int64
+	if _, err := fmt.Sscanf(out[strings.Index(out, "cluster frozen at revision"):], "cluster frozen at revision %d", &frozen); err != nil {
+		t.Fatalf("the command did not say where it froze the cluster (%v):\n%s", err, out)
+	}
 	id := strings.Fields(out[strings.Index(out, "cluster restore ")+len("cluster restore "):])[0]
 	code, second := runToExit(t, []string{"cluster", "restore", "--store", store})
 	if code == 0 || !strings.Contains(second, "already running") {
@@ -397,6 +403,13 @@ func TestClusterRestoreToEarlierRevisionUnderLoad(t *testing.T) {
 	}
 	if lastOld > firstNew {
 		t.Errorf("write %d was acknowledged by the old cluster after write %d by the restored one", lastOld, firstNew)
+	}
+	// No write was accepted after the freeze, which came before the intent: every write the
+	// old cluster acknowledged is at or below the frozen revision.
+	for _, wr := range writes {
+		if wr.ok && wr.cluster == old.Header.ClusterId && wr.rev > frozen {
+			t.Errorf("write %s acknowledged by the old cluster at revision %d, after the freeze at %d", wr.key, wr.rev, frozen)
+		}
 	}
 	if firstNew < 0 {
 		t.Fatal("the restored cluster acknowledged no write")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -21,12 +23,14 @@ type ClusterCmd struct {
 // ClusterRestoreCmd is `etcdbr cluster restore`: records a cluster restore intent in the
 // store, then follows it until it ends.
 type ClusterRestoreCmd struct {
-	StoreFlags `embed:""`
-	ToRevision revision      `placeholder:"REV" help:"Restore to exactly this revision, 1 or more (default: the newest revision in the store when the intent is recorded)." env:"ETCDBR_TO_REVISION"`
-	ToTime     string        `placeholder:"TIME" help:"Restore to the last revision observed at or before this time (RFC 3339)." env:"ETCDBR_TO_TIME"`
-	Deadline   time.Duration `default:"30m" help:"How long the members have to finish; an intent past it is abandoned (a member that had not begun goes on as it was)." env:"ETCDBR_CLUSTER_RESTORE_DEADLINE"`
-	Unbacked   int64         `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the cluster may have served beyond the store's newest: every member raises the restored revision past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again." env:"ETCDBR_UNBACKED_REVISIONS"`
-	Wait       bool          `default:"true" negatable:"" help:"Follow the restore member by member until it ends (--no-wait: return once the intent is recorded)." env:"ETCDBR_CLUSTER_RESTORE_WAIT"`
+	StoreFlags      `embed:""`
+	ToRevision      revision      `placeholder:"REV" help:"Restore to exactly this revision, 1 or more (default: the newest revision in the store when the intent is recorded)." env:"ETCDBR_TO_REVISION"`
+	ToTime          string        `placeholder:"TIME" help:"Restore to the last revision observed at or before this time (RFC 3339)." env:"ETCDBR_TO_TIME"`
+	Deadline        time.Duration `default:"30m" help:"How long the members have to finish; an intent past it is abandoned (a member that had not begun goes on as it was)." env:"ETCDBR_CLUSTER_RESTORE_DEADLINE"`
+	Unbacked        int64         `name:"unbacked-revisions" placeholder:"N" default:"1000000000" help:"How many revisions the cluster may have served beyond the store's newest: every member raises the restored revision past the store's newest plus this, marked compacted, so that clients (kube-apiserver, informers) list again." env:"ETCDBR_UNBACKED_REVISIONS"`
+	Wait            bool          `default:"true" negatable:"" help:"Follow the restore member by member until it ends (--no-wait: return once the intent is recorded)." env:"ETCDBR_CLUSTER_RESTORE_WAIT"`
+	Endpoints       []string      `placeholder:"URL,..." help:"Client URLs of the cluster: when it answers, it is frozen (every member refuses writes) before the intent is recorded, and a restore of the newest point holds every write it accepted (default: the members freeze it when they see the intent, within --cluster-restore-poll)." env:"ETCDBR_ENDPOINTS" sep:","`
+	EtcdClientFlags `embed:""`
 }
 
 // Help says what the command does.
@@ -67,9 +71,27 @@ func (c *ClusterRestoreCmd) Run(ctx context.Context, env *Env) error {
 	if err := writable("--store", store); err != nil {
 		return err
 	}
-	in, err := supervisor.RecordClusterRestore(ctx, store, supervisor.ClusterRestoreRequest{Target: target, Deadline: c.Deadline, Unbacked: c.Unbacked})
+	req := supervisor.ClusterRestoreRequest{Target: target, Deadline: c.Deadline, Unbacked: c.Unbacked}
+	if len(c.Endpoints) > 0 {
+		cfg, err := c.EtcdClientFlags.config(c.Endpoints)
+		if err != nil {
+			return err
+		}
+		cli, err := clientv3.New(cfg)
+		if err != nil {
+			return fmt.Errorf("connect to the cluster at %s to freeze it: %w", strings.Join(c.Endpoints, ","), err)
+		}
+		defer cli.Close()
+		req.Freezer = supervisor.ClientFreezer{Client: cli}
+	}
+	in, err := supervisor.RecordClusterRestore(ctx, store, req)
 	if err != nil {
 		return err
+	}
+	if in.FrozenRevision > 0 {
+		fmt.Fprintf(env.Stdout, "cluster frozen at revision %d: every member refuses writes until it restores\n", in.FrozenRevision)
+	} else if len(c.Endpoints) > 0 {
+		fmt.Fprintf(env.Stdout, "the cluster at %s could not be frozen (no quorum: it accepts no write either)\n", strings.Join(c.Endpoints, ","))
 	}
 	fmt.Fprintf(env.Stdout, "cluster restore %s recorded: %s, new cluster token %s, deadline %s\n",
 		in.ID, in.Target(), in.Token, in.Deadline.Format(time.RFC3339))

@@ -54,6 +54,10 @@ type Intent struct {
 	OldCluster string `json:"old_cluster,omitempty"`
 	// By says who recorded it (host and process, or the API and its client).
 	By string `json:"by,omitempty"`
+	// FrozenRevision is the old cluster's revision when it was frozen before the intent was
+	// recorded (0: it was not: the members freeze it when they see the intent): no write was
+	// accepted after it.
+	FrozenRevision int64 `json:"frozen_revision,omitempty"`
 }
 
 // Target is the point every member restores.
@@ -123,6 +127,10 @@ type MemberProgress struct {
 	MovedAside string `json:"moved_aside,omitempty"`
 	// InitialCluster is the member's configured membership (etcd's --initial-cluster).
 	InitialCluster string `json:"initial_cluster,omitempty"`
+	// FrozenRevision is the old cluster's revision when this member froze it (no write is
+	// accepted after it), Frozen when (0 and zero: this member did not freeze it).
+	FrozenRevision int64     `json:"frozen_revision,omitempty"`
+	Frozen         time.Time `json:"frozen,omitzero"`
 	// Error is why the last attempt failed.
 	Error string `json:"error,omitempty"`
 }
