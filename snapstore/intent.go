@@ -21,11 +21,14 @@ import (
 //	cluster-restore/<id>/intent.json          every intent, kept after it ended
 //	cluster-restore/<id>/member-<name>.json   one member's progress (written by it alone)
 //	cluster-restore/<id>/end.json             how it ended
+//	cluster-restore/freezing.json             a command freezing the cluster before it records an intent
 //
-// A member polls active.json (one small read); the rest is read when one is active.
+// A member polls active.json (one small read); the rest is read when one is active, and
+// freezing.json only while the member's cluster is frozen with no intent active.
 const (
 	intentDir       = "cluster-restore/"
 	activeIntentKey = intentDir + "active.json"
+	freezeNoticeKey = intentDir + "freezing.json"
 	maxIntentSize   = 64 << 10
 )
 
@@ -116,6 +119,40 @@ func (s *Store) CreateIntent(ctx context.Context, in catalog.Intent) error {
 			return fmt.Errorf("record cluster restore %q in %q: the active record changed twice meanwhile: %w", in.ID, s.url, ErrIntentRunning)
 		}
 	}
+}
+
+// WriteFreezeNotice records that a command freezes the cluster before it records an intent
+// (catalog.FreezeNotice), so that no member lifts the freeze meanwhile.
+func (s *Store) WriteFreezeNotice(ctx context.Context, n catalog.FreezeNotice) error {
+	if err := s.readOnly("record a cluster freeze"); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(n, "", "  ")
+	if err != nil {
+		return fmt.Errorf("record the cluster freeze in %q: %w", s.url, err)
+	}
+	if err := s.writeRecord(ctx, freezeNoticeKey, data, false); err != nil {
+		return fmt.Errorf("record the cluster freeze in %q: %w", s.url, err)
+	}
+	return nil
+}
+
+// FreezeNotice returns the freeze notice of a command; ok is false when there is none.
+func (s *Store) FreezeNotice(ctx context.Context) (catalog.FreezeNotice, bool, error) {
+	var n catalog.FreezeNotice
+	ok, err := s.readSmall(ctx, freezeNoticeKey, &n)
+	if err != nil || !ok {
+		return catalog.FreezeNotice{}, false, err
+	}
+	return n, true, nil
+}
+
+// ClearFreezeNotice removes the freeze notice (none is not an error).
+func (s *Store) ClearFreezeNotice(ctx context.Context) error {
+	if err := s.bucket.Delete(ctx, freezeNoticeKey); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("remove %s from %q: %w", freezeNoticeKey, s.url, err)
+	}
+	return nil
 }
 
 // ActiveIntent returns the intent that runs; ok is false when none does.

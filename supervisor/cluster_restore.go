@@ -56,6 +56,7 @@ var errIntentSeen = errors.New("a cluster restore is active")
 // seam between the decisions and the store.
 type intentStore interface {
 	ActiveIntent(ctx context.Context) (catalog.Intent, bool, error)
+	FreezeNotice(ctx context.Context) (catalog.FreezeNotice, bool, error)
 	IntentProgress(ctx context.Context, id string) ([]catalog.MemberProgress, error)
 	WriteIntentProgress(ctx context.Context, id string, p catalog.MemberProgress) error
 	EndIntent(ctx context.Context, end catalog.IntentEnd) error
@@ -114,13 +115,23 @@ var (
 )
 
 // frozenBackupWait bounds how long a cluster restore waits, after the freeze, for the store
-// to hold every write accepted before it (the leader's next delta).
-const frozenBackupWait = time.Minute
+// to hold every write accepted before it (the leader's next delta); freezeNoticeMargin is
+// what the freeze notice adds for the freeze itself and the intent's recording.
+const (
+	frozenBackupWait   = time.Minute
+	freezeNoticeMargin = 30 * time.Second
+)
 
 // freezeBeforeIntent freezes the cluster with f and waits until the store holds its
 // revision. It returns the frozen revision (0: the cluster could not be frozen) and a
 // function that lifts the freeze (for an intent that could not be recorded).
-func freezeBeforeIntent(ctx context.Context, store *snapstore.Store, f Freezer) (int64, func(), error) {
+func freezeBeforeIntent(ctx context.Context, store *snapstore.Store, f Freezer, by string) (int64, func(), error) {
+	// The notice first: the members lift a freeze they find with no intent and no notice.
+	now := time.Now().UTC()
+	if err := store.WriteFreezeNotice(ctx, catalog.FreezeNotice{Version: 1, Created: now, Until: now.Add(frozenBackupWait + freezeNoticeMargin), By: by}); err != nil {
+		return 0, func() {}, err
+	}
+	defer func() { _ = store.ClearFreezeNotice(context.WithoutCancel(ctx)) }() // the intent, or the thaw, follows
 	rev, err := f.Freeze(ctx)
 	if err != nil {
 		return 0, func() {}, nil // no quorum: nothing is accepted either; the members restore
@@ -153,6 +164,11 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 	if err := req.Target.Validate(); err != nil {
 		return catalog.Intent{}, err
 	}
+	by := req.By
+	if by == "" {
+		host, _ := os.Hostname()
+		by = fmt.Sprintf("%s pid %d", host, os.Getpid())
+	}
 	var frozen int64
 	if req.Freezer != nil {
 		_, active, err := store.ActiveIntent(ctx)
@@ -160,7 +176,7 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 			return catalog.Intent{}, err
 		}
 		if !active { // a second intent is refused below (CreateIntent), with no freeze of its own
-			rev, thaw, err := freezeBeforeIntent(ctx, store, req.Freezer)
+			rev, thaw, err := freezeBeforeIntent(ctx, store, req.Freezer, by)
 			if err != nil {
 				return catalog.Intent{}, err
 			}
@@ -200,11 +216,6 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 	unbacked := req.Unbacked
 	if unbacked <= 0 {
 		unbacked = catalog.DefaultUnbackedRevisions
-	}
-	by := req.By
-	if by == "" {
-		host, _ := os.Hostname()
-		by = fmt.Sprintf("%s pid %d", host, os.Getpid())
 	}
 	in := catalog.Intent{
 		Version: 1, ID: id, Created: now, Deadline: now.Add(deadline), Asked: req.Target.String(),
@@ -374,19 +385,19 @@ func (s *Supervisor) checkIntent(ctx context.Context) (clusterrestore.Action, st
 		Self: s.cfg.Etcd.Name, Members: s.memberNames()}
 	state, waiting := s.state, s.cancelWait
 	frozen := f.Serving && hasFreeze(s.etcd.Server().Alarms())
-	if !frozen || ok {
-		s.freezeOrphan = time.Time{}
-	} else if s.freezeOrphan.IsZero() {
-		s.freezeOrphan = f.Now
-	}
-	orphan := s.freezeOrphan
 	s.mu.Unlock()
-	tf := clusterrestore.ThawFacts{Frozen: frozen, DataIntent: f.DataIntent, Now: f.Now, OrphanSince: orphan}
-	if ok {
-		tf.Intent = &in
-	}
-	if thaw, why := clusterrestore.DecideThaw(tf); thaw {
-		s.thawFor(ctx, in.ID, why)
+	if frozen {
+		tf := clusterrestore.ThawFacts{Frozen: true, DataIntent: f.DataIntent, Now: f.Now}
+		if ok {
+			tf.Intent = &in
+		} else if n, found, err := st.FreezeNotice(rctx); err != nil {
+			tf.Notice = &catalog.FreezeNotice{Until: f.Now.Add(time.Hour)} // unknown: keep it until the store answers
+		} else if found {
+			tf.Notice = &n
+		}
+		if thaw, why := clusterrestore.DecideThaw(tf); thaw {
+			s.thawFor(ctx, in.ID, why)
+		}
 	}
 	var progress []catalog.MemberProgress
 	if ok {

@@ -365,6 +365,12 @@ func TestRestoreFailureKeepsData(t *testing.T) {
 	require.Equal(t, StateServing, st.State)
 	require.Equal(t, "restore", st.LastError.Component)
 	require.Equal(t, 1.0, testutil.ToFloat64(l.s.metrics.restores.WithLabelValues(TriggerRequest, "failed")))
+	// etcd was frozen before the final delta; serving its old data again, it takes writes.
+	alarms, err := l.cli.AlarmList(ctx)
+	require.NoError(t, err)
+	require.Empty(t, alarms.Alarms)
+	_, err = l.cli.Put(ctx, "/after", "the member takes writes after a failed restore")
+	require.NoError(t, err)
 }
 
 // Every restore while running moves the replaced data dir aside; once etcd started on the

@@ -44,6 +44,7 @@ type restoreJob struct {
 	cluster        string                  // the cluster ID of the member restored (etcd's when the restore was asked for)
 	marker         *datadir.RestoredMarker // what the restore recorded in the new data dir
 	intent         *catalog.Intent         // the cluster restore carried out (TriggerCluster), nil otherwise
+	frozen         int64                   // etcd's revision when it was frozen before the final delta (0: it was not)
 }
 
 func (j *restoreJob) running() bool { return j.phase != PhaseSucceeded && j.phase != PhaseFailed }
@@ -263,10 +264,25 @@ func (s *Supervisor) setPhase(job *restoreJob, p RestorePhase) {
 func (s *Supervisor) restoreWhileRunning(ctx context.Context, e *embedded.Etcd, b *backups, job *restoreJob) {
 	s.setState(StateRestoring)
 	var cause error
-	if job.intent != nil {
+	switch {
+	case job.intent != nil:
 		// A cluster restore's point was fixed when it was recorded: the final delta would hold
 		// only what it takes back, and waiting for it would keep etcd serving clients longer.
 		cause = fmt.Errorf("cluster restore %s: no final delta: %w", job.intent.ID, backup.ErrSkipped)
+	case job.trigger != TriggerCorrupt: // a CORRUPT alarm refuses writes already
+		// Frozen (freeze.go) before the final delta, etcd acknowledges no write that the
+		// final delta would miss: a restore of the newest point holds every acknowledged write.
+		rev, err := freezeServer(ctx, e.Server())
+		if err != nil {
+			s.lg.Warn("restore: cannot make etcd refuse writes before the final delta; writes acknowledged while it is taken may be left in the old data dir only",
+				"id", job.id, "err", err)
+			break
+		}
+		s.mu.Lock()
+		job.frozen = rev
+		s.mu.Unlock()
+		s.lg.Info("restore: etcd refuses writes from now on (frozen), so that the final delta holds every acknowledged write",
+			"id", job.id, "revision", rev)
 	}
 	if err := b.stop(cause); err != nil {
 		s.lg.Error("backups ended with an error", "err", err)
@@ -358,9 +374,18 @@ func (s *Supervisor) restoreData(ctx context.Context, job *restoreJob, memberRev
 // must take one at once (the fresh one failed).
 func (s *Supervisor) afterRestore(ctx context.Context, e *embedded.Etcd, job *restoreJob) (takeFull bool) {
 	s.mu.Lock()
-	err := job.err
+	err, frozen := job.err, job.frozen
 	s.mu.Unlock()
 	if err != nil {
+		if frozen > 0 {
+			// etcd serves its old data dir again, frozen before the final delta: it takes writes again.
+			if terr := thawServer(ctx, e.Server()); terr != nil {
+				s.lg.Error("the restore failed and etcd serves its old data, but the freeze before the final delta cannot be lifted: "+
+					"it refuses writes until etcdctl alarm disarm, or until etcdbr's next look for a cluster restore lifts it", "id", job.id, "err", terr)
+			} else {
+				s.lg.Info("the restore failed: etcd serves its old data and takes writes again (the freeze is lifted)", "id", job.id)
+			}
+		}
 		s.finishRestore(job, err)
 		return false
 	}

@@ -164,10 +164,7 @@ type Supervisor struct {
 	intentData    intentData
 	intentStopped int64
 	intentFreeze  intentFreeze
-	// freezeOrphan is since when this serving member has seen its cluster frozen with no
-	// cluster restore active (zero: it has not); checkIntent keeps it.
-	freezeOrphan time.Time
-	cancelWait   context.CancelCauseFunc
+	cancelWait    context.CancelCauseFunc
 }
 
 // New checks cfg and returns a Supervisor for it.

@@ -162,3 +162,17 @@ type IntentEnd struct {
 	// Full is the full snapshot of the restored cluster that ended it (OutcomeDone).
 	Full string `json:"full,omitempty"`
 }
+
+// FreezeNotice says that a command is freezing a cluster (the alarm that makes every member
+// refuse writes) before it records a cluster restore intent: no member lifts a freeze it
+// finds with no active intent before Until (clusterrestore.DecideThaw).
+type FreezeNotice struct {
+	// Version is the format's version (1).
+	Version int `json:"version"`
+	// Created is when the command began to freeze; Until when the notice stops holding the
+	// freeze (the command records its intent or lifts the freeze before).
+	Created time.Time `json:"created"`
+	Until   time.Time `json:"until"`
+	// By says who froze (host and process, or the API and its client).
+	By string `json:"by,omitempty"`
+}

@@ -167,13 +167,6 @@ func DecideAuto(f AutoFacts) (bool, string) {
 		f.LostSince.UTC().Format(time.RFC3339), f.After)
 }
 
-// OrphanFreezeAfter is how long a member serving a frozen cluster with no active intent waits
-// before it lifts the freeze (DecideThaw). A command that freezes a cluster records its intent
-// within a minute (the wait for the store to hold the frozen revision) or lifts the freeze
-// itself, so a freeze older than this with no intent was left by an intent that ended without
-// restoring the cluster, or by a command that was killed.
-const OrphanFreezeAfter = 90 * time.Second
-
 // ThawFacts are what a serving member knows when it decides whether to lift the freeze of
 // its cluster (the alarm that makes every member refuse writes during a cluster restore).
 type ThawFacts struct {
@@ -183,14 +176,18 @@ type ThawFacts struct {
 	// member's data dir.
 	Intent     *catalog.Intent
 	DataIntent string
-	// Now is the time of the decision; OrphanSince since when this member has seen the
-	// cluster frozen with no active intent.
-	Now, OrphanSince time.Time
+	// Notice is the store's freeze notice (nil: none): a command freezing the cluster before
+	// it records its intent.
+	Notice *catalog.FreezeNotice
+	// Now is the time of the decision.
+	Now time.Time
 }
 
 // DecideThaw reports whether the member lifts the freeze now, and why. The freeze belongs to
-// the old cluster while an intent is active: a restored cluster is never frozen, and a
-// freeze that outlived its intent is lifted.
+// the old cluster while an intent is active, or while a command that froze it records its
+// intent: a restored cluster is never frozen, and a freeze without either is lifted (one left
+// by an intent that ended without restoring the cluster, by a restore of this member that
+// was cut short, or by a command that was killed).
 func DecideThaw(f ThawFacts) (bool, string) {
 	switch {
 	case !f.Frozen:
@@ -199,9 +196,9 @@ func DecideThaw(f ThawFacts) (bool, string) {
 		return true, "a restored cluster is never frozen"
 	case f.Intent != nil:
 		return false, fmt.Sprintf("%s is active: the old cluster stays frozen until its members restore", f.Intent)
-	case f.OrphanSince.IsZero() || f.Now.Sub(f.OrphanSince) < OrphanFreezeAfter:
-		return false, fmt.Sprintf("frozen with no cluster restore active; lifted after %s (a command that froze it may be about to record its intent)", OrphanFreezeAfter)
+	case f.Notice != nil && f.Now.Before(f.Notice.Until):
+		return false, fmt.Sprintf("a command froze the cluster at %s to record a cluster restore (%s)",
+			f.Notice.Created.UTC().Format(time.RFC3339), f.Notice.By)
 	}
-	return true, fmt.Sprintf("frozen for %s with no cluster restore active (one that ended without restoring this cluster, "+
-		"or a command that froze it and did not record its intent)", f.Now.Sub(f.OrphanSince).Round(time.Second))
+	return true, "frozen with no cluster restore active or being recorded"
 }

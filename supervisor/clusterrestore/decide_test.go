@@ -87,6 +87,8 @@ func TestDecideAuto(t *testing.T) {
 func TestDecideThaw(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	in := &catalog.Intent{Version: 1, ID: "i1", Revision: 10, Token: "t", Created: now.Add(-time.Minute), Deadline: now.Add(time.Hour)}
+	notice := &catalog.FreezeNotice{Version: 1, Created: now.Add(-time.Second), Until: now.Add(time.Minute)}
+	stale := &catalog.FreezeNotice{Version: 1, Created: now.Add(-time.Hour), Until: now}
 	for _, tc := range []struct {
 		name string
 		f    ThawFacts
@@ -94,12 +96,12 @@ func TestDecideThaw(t *testing.T) {
 	}{
 		{"not frozen", ThawFacts{Now: now}, false},
 		{"not frozen, restored", ThawFacts{Intent: in, DataIntent: "i1", Now: now}, false},
-		{"frozen old cluster, intent active", ThawFacts{Frozen: true, Intent: in, DataIntent: "i0", Now: now, OrphanSince: now.Add(-time.Hour)}, false},
+		{"frozen old cluster, intent active", ThawFacts{Frozen: true, Intent: in, DataIntent: "i0", Now: now}, false},
 		{"frozen restored cluster", ThawFacts{Frozen: true, Intent: in, DataIntent: "i1", Now: now}, true},
-		{"frozen, no intent, just seen", ThawFacts{Frozen: true, Now: now, OrphanSince: now}, false},
-		{"frozen, no intent, not yet seen", ThawFacts{Frozen: true, Now: now}, false},
-		{"frozen, no intent, just under the bound", ThawFacts{Frozen: true, Now: now, OrphanSince: now.Add(-OrphanFreezeAfter + time.Second)}, false},
-		{"frozen, no intent, past the bound", ThawFacts{Frozen: true, Now: now, OrphanSince: now.Add(-OrphanFreezeAfter)}, true},
+		{"frozen restored cluster, a notice", ThawFacts{Frozen: true, Intent: in, DataIntent: "i1", Notice: notice, Now: now}, true},
+		{"frozen, no intent, a command records one", ThawFacts{Frozen: true, Notice: notice, Now: now}, false},
+		{"frozen, no intent, the notice ran out", ThawFacts{Frozen: true, Notice: stale, Now: now}, true},
+		{"frozen, no intent, no notice", ThawFacts{Frozen: true, Now: now}, true},
 	} {
 		if got, why := DecideThaw(tc.f); got != tc.want {
 			t.Errorf("%s: DecideThaw = %v (%s), want %v", tc.name, got, why, tc.want)
