@@ -81,10 +81,9 @@ type chaosPut struct {
 // (one writer owns a key and waits for each answer). After a check the value served is the
 // key's only entry; an empty list is a key known to be absent.
 type chaosLog struct {
-	mu     sync.Mutex
-	keys   map[string][]chaosPut
-	acked  atomic.Int64
-	exempt [][2]time.Time // live restores to the store's newest point: acks inside may be rolled back
+	mu    sync.Mutex
+	keys  map[string][]chaosPut
+	acked atomic.Int64
 }
 
 func newChaosLog() *chaosLog { return &chaosLog{keys: map[string][]chaosPut{}} }
@@ -103,15 +102,6 @@ func (l *chaosLog) ack(key string, i int) {
 	l.acked.Add(1)
 }
 
-func (l *chaosLog) exempted(at time.Time) bool {
-	for _, w := range l.exempt {
-		if !at.Before(w[0]) && !at.After(w[1]) {
-			return true
-		}
-	}
-	return false
-}
-
 // chaosVerdict is what a check found.
 type chaosVerdict struct {
 	checked    int       // acknowledged writes the check covered
@@ -125,8 +115,9 @@ type chaosVerdict struct {
 // check compares the served keys with the log. An acknowledged put is served when the key
 // holds its value or the value of any put made after it (an acknowledged delete: the key is
 // absent, or holds a value put after it); it is lost otherwise. It is lost
-// beyond the RPO when it was acknowledged at or before cutoff. Acks inside a live restore
-// are not required. Then what is served becomes each key's only entry.
+// beyond the RPO when it was acknowledged at or before cutoff. Acks while a live restore
+// ran are required like any other (etcd is frozen before its final delta). Then what is
+// served becomes each key's only entry.
 func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdict {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -154,7 +145,7 @@ func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdic
 				continue
 			}
 			v.checked++
-			if i <= at || l.exempted(p.at) {
+			if i <= at {
 				continue
 			}
 			v.lost++
@@ -179,7 +170,6 @@ func (l *chaosLog) check(served map[string]string, cutoff time.Time) chaosVerdic
 			problem("%s holds %q, never written", key, val)
 		}
 	}
-	l.exempt = nil
 	sort.Strings(v.problems)
 	return v
 }
@@ -564,18 +554,10 @@ func (c *chaosMember) trial(k int, rng *mrand.Rand, tally *chaosTally) error {
 		}
 	case chaosModeLive:
 		chaosSleep(uniform(rng, 500*time.Millisecond, 2*time.Second))
-		posted := time.Now()
 		c.post("/v1/restore", "{}")
 		if _, _, ok := waitMsg(c.p, from, 30*time.Second, "restore$"); ok {
 			chaosSleep(uniform(rng, 0, 800*time.Millisecond))
 		}
-		end := time.Now()
-		if _, seen, ok := waitMsg(c.p, from, 0, "restore done"); ok {
-			end = seen
-		}
-		c.log.mu.Lock()
-		c.log.exempt = append(c.log.exempt, [2]time.Time{posted, end})
-		c.log.mu.Unlock()
 	}
 	if killAt, err = c.kill(); err != nil {
 		return err
