@@ -11,9 +11,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/etcdserver"
-
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
@@ -85,76 +82,6 @@ type ClusterRestoreRequest struct {
 	Freezer Freezer
 }
 
-// Freezer freezes a cluster and lifts the freeze: FreezeCluster and ThawCluster over a
-// client, or the in-process member's (memberFreezer).
-type Freezer interface {
-	Freeze(ctx context.Context) (int64, error)
-	Thaw(ctx context.Context) error
-}
-
-// ClientFreezer freezes the cluster a client reaches.
-type ClientFreezer struct{ Client *clientv3.Client }
-
-// Freeze freezes the cluster (FreezeCluster).
-func (f ClientFreezer) Freeze(ctx context.Context) (int64, error) {
-	return FreezeCluster(ctx, f.Client)
-}
-
-// Thaw lifts the freeze (ThawCluster).
-func (f ClientFreezer) Thaw(ctx context.Context) error { return ThawCluster(ctx, f.Client) }
-
-// memberFreezer freezes the cluster through the in-process member.
-type memberFreezer struct{ srv *etcdserver.EtcdServer }
-
-func (f memberFreezer) Freeze(ctx context.Context) (int64, error) { return freezeServer(ctx, f.srv) }
-func (f memberFreezer) Thaw(ctx context.Context) error            { return thawServer(ctx, f.srv) }
-
-var (
-	_ Freezer = ClientFreezer{}
-	_ Freezer = memberFreezer{}
-)
-
-// frozenBackupWait bounds how long a cluster restore waits, after the freeze, for the store
-// to hold every write accepted before it (the leader's next delta); freezeNoticeMargin is
-// what the freeze notice adds for the freeze itself and the intent's recording.
-const (
-	frozenBackupWait   = time.Minute
-	freezeNoticeMargin = 30 * time.Second
-)
-
-// freezeBeforeIntent freezes the cluster with f and waits until the store holds its
-// revision. It returns the frozen revision (0: the cluster could not be frozen) and a
-// function that lifts the freeze (for an intent that could not be recorded).
-func freezeBeforeIntent(ctx context.Context, store *snapstore.Store, f Freezer, by string) (int64, func(), error) {
-	// The notice first: the members lift a freeze they find with no intent and no notice.
-	now := time.Now().UTC()
-	if err := store.WriteFreezeNotice(ctx, catalog.FreezeNotice{Version: 1, Created: now, Until: now.Add(frozenBackupWait + freezeNoticeMargin), By: by}); err != nil {
-		return 0, func() {}, err
-	}
-	defer func() { _ = store.ClearFreezeNotice(context.WithoutCancel(ctx)) }() // the intent, or the thaw, follows
-	rev, err := f.Freeze(ctx)
-	if err != nil {
-		return 0, func() {}, nil // no quorum: nothing is accepted either; the members restore
-	}
-	thaw := func() { _ = f.Thaw(context.WithoutCancel(ctx)) }
-	wctx, cancel := context.WithTimeout(ctx, frozenBackupWait)
-	defer cancel()
-	for {
-		newest, err := store.Newest(wctx)
-		if err == nil && newest >= rev {
-			return rev, thaw, nil
-		}
-		select {
-		case <-wctx.Done():
-			thaw()
-			return 0, func() {}, fmt.Errorf("the cluster was frozen at revision %d, but the store holds only up to revision %d after %s "+
-				"(are backups running on the leader? etcdbr status); the freeze is lifted and no intent recorded: %w",
-				rev, newest, frozenBackupWait, context.Cause(wctx))
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
 // RecordClusterRestore resolves req's target against the store and records the intent as
 // the store's active one. It refuses (wrapping snapstore.ErrIntentRunning) while another
 // intent runs, and when the target cannot be restored (the planner's error). Every member
@@ -176,16 +103,12 @@ func RecordClusterRestore(ctx context.Context, store *snapstore.Store, req Clust
 			return catalog.Intent{}, err
 		}
 		if !active { // a second intent is refused below (CreateIntent), with no freeze of its own
-			rev, thaw, err := freezeBeforeIntent(ctx, store, req.Freezer, by)
+			rev, finish, err := freezeBeforeIntent(ctx, store, req.Freezer, by)
 			if err != nil {
 				return catalog.Intent{}, err
 			}
 			frozen = rev
-			defer func() {
-				if !recorded {
-					thaw()
-				}
-			}()
+			defer func() { finish(recorded) }()
 		}
 	}
 	l, err := store.ListBackups(ctx)
@@ -666,80 +589,4 @@ func (s *Supervisor) setWaiting(cancel context.CancelCauseFunc) {
 	s.mu.Lock()
 	s.cancelWait = cancel
 	s.mu.Unlock()
-}
-
-// intentFreeze is the freeze a member raised for a cluster restore (freeze.go): the intent,
-// the revision the cluster was frozen at, and when (revision 0: the member could not).
-type intentFreeze struct {
-	id       string
-	revision int64
-	at       time.Time
-}
-
-// freezeOf is the freeze this member raised for the intent id (zero: none).
-func (s *Supervisor) freezeOf(id string) intentFreeze {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.intentFreeze.id != id {
-		return intentFreeze{}
-	}
-	return s.intentFreeze
-}
-
-// freezeForIntent freezes the cluster before this serving member stops for the cluster
-// restore in, once per intent: from then on no member accepts a write. Without a quorum the
-// freeze cannot be raised, and needs not be (nothing is accepted either): the restore goes on.
-func (s *Supervisor) freezeForIntent(ctx context.Context, in catalog.Intent) {
-	s.mu.Lock()
-	done := s.intentFreeze.id == in.ID
-	var srv *etcdserver.EtcdServer
-	if s.etcd != nil && s.state == StateServing {
-		srv = s.etcd.Server()
-	}
-	v := s.cluster.view(s.etcd)
-	s.mu.Unlock()
-	if done || srv == nil {
-		return
-	}
-	if v.probe != nil && !v.quorum {
-		s.mu.Lock()
-		s.intentFreeze = intentFreeze{id: in.ID}
-		s.mu.Unlock()
-		s.lg.Info("cluster restore: the cluster has no quorum, so it accepts no write and needs no freeze", "intent", in.ID)
-		return
-	}
-	rev, err := freezeServer(ctx, srv)
-	fz := intentFreeze{id: in.ID}
-	if err == nil {
-		fz.revision, fz.at = rev, time.Now().UTC()
-	}
-	s.mu.Lock()
-	s.intentFreeze = fz
-	s.mu.Unlock()
-	if err != nil {
-		s.lg.Warn("cluster restore: cannot freeze the cluster (without a quorum it accepts no write either); restoring",
-			"intent", in.ID, "err", err)
-		return
-	}
-	s.lg.Warn("cluster restore: the cluster is frozen: every member refuses writes from now on",
-		"intent", in.ID, "revision", rev, "after", time.Since(in.Created).Round(time.Millisecond).String())
-}
-
-// thawFor lifts the freeze of a cluster whose intent (id; "" none) ended without restoring
-// it, or of a restored cluster; why says which, for the log.
-func (s *Supervisor) thawFor(ctx context.Context, id, why string) {
-	s.mu.Lock()
-	var srv *etcdserver.EtcdServer
-	if s.etcd != nil && s.state == StateServing {
-		srv = s.etcd.Server()
-	}
-	s.mu.Unlock()
-	if srv == nil {
-		return
-	}
-	if err := thawServer(ctx, srv); err != nil {
-		s.lg.Warn("cluster restore: cannot lift the freeze; trying again at the next look", "intent", id, "err", err)
-		return
-	}
-	s.lg.Warn("cluster restore: the freeze is lifted: the cluster accepts writes again", "intent", id, "reason", why)
 }

@@ -8,6 +8,9 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver"
+
+	"github.com/etcdbr/etcdbr/snapstore"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 // The freeze of a whole-cluster restore (docs/cluster-restore.md "The freeze"): before the
@@ -110,4 +113,80 @@ func freezeServer(ctx context.Context, srv *etcdserver.EtcdServer) (int64, error
 // thawServer lifts the freeze through the in-process member srv.
 func thawServer(ctx context.Context, srv *etcdserver.EtcdServer) error {
 	return thaw(ctx, srv.Alarm)
+}
+
+// Freezer freezes a cluster and lifts the freeze: FreezeCluster and ThawCluster over a
+// client, or the in-process member's (memberFreezer).
+type Freezer interface {
+	Freeze(ctx context.Context) (int64, error)
+	Thaw(ctx context.Context) error
+}
+
+// ClientFreezer freezes the cluster a client reaches.
+type ClientFreezer struct{ Client *clientv3.Client }
+
+// Freeze freezes the cluster (FreezeCluster).
+func (f ClientFreezer) Freeze(ctx context.Context) (int64, error) {
+	return FreezeCluster(ctx, f.Client)
+}
+
+// Thaw lifts the freeze (ThawCluster).
+func (f ClientFreezer) Thaw(ctx context.Context) error { return ThawCluster(ctx, f.Client) }
+
+// memberFreezer freezes the cluster through the in-process member.
+type memberFreezer struct{ srv *etcdserver.EtcdServer }
+
+func (f memberFreezer) Freeze(ctx context.Context) (int64, error) { return freezeServer(ctx, f.srv) }
+func (f memberFreezer) Thaw(ctx context.Context) error            { return thawServer(ctx, f.srv) }
+
+var (
+	_ Freezer = ClientFreezer{}
+	_ Freezer = memberFreezer{}
+)
+
+// frozenBackupWait bounds how long a cluster restore waits, after the freeze, for the store
+// to hold every write accepted before it (the leader's next delta); freezeNoticeMargin is
+// what the freeze notice adds for the freeze itself and the intent's recording.
+const (
+	frozenBackupWait   = time.Minute
+	freezeNoticeMargin = 30 * time.Second
+)
+
+// freezeBeforeIntent freezes the cluster with f and waits until the store holds its
+// revision. It returns the frozen revision (0: the cluster could not be frozen, having no
+// quorum) and finish, which the caller calls once it recorded the intent or failed to: it
+// lifts the freeze unless recorded, and removes the freeze notice. While the notice is in the
+// store (written first) no member lifts the freeze for want of an intent.
+func freezeBeforeIntent(ctx context.Context, store *snapstore.Store, f Freezer, by string) (int64, func(recorded bool), error) {
+	now := time.Now().UTC()
+	if err := store.WriteFreezeNotice(ctx, catalog.FreezeNotice{Version: 1, Created: now, Until: now.Add(frozenBackupWait + freezeNoticeMargin), By: by}); err != nil {
+		return 0, nil, err
+	}
+	clearNotice := func() { _ = store.ClearFreezeNotice(context.WithoutCancel(ctx)) }
+	rev, err := f.Freeze(ctx)
+	if err != nil {
+		return 0, func(bool) { clearNotice() }, nil // no quorum: it accepts no write either
+	}
+	finish := func(recorded bool) {
+		if !recorded {
+			_ = f.Thaw(context.WithoutCancel(ctx))
+		}
+		clearNotice()
+	}
+	wctx, cancel := context.WithTimeout(ctx, frozenBackupWait)
+	defer cancel()
+	for {
+		newest, err := store.Newest(wctx)
+		if err == nil && newest >= rev {
+			return rev, finish, nil
+		}
+		select {
+		case <-wctx.Done():
+			finish(false)
+			return 0, nil, fmt.Errorf("the cluster was frozen at revision %d, but the store holds only up to revision %d after %s "+
+				"(are backups running on the leader? etcdbr status); the freeze is lifted and no intent recorded: %w",
+				rev, newest, frozenBackupWait, context.Cause(wctx))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -90,6 +90,9 @@ func TestClusterRestoreRequestFreezesFirst(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want.Revision, in.FrozenRevision, "frozen at the last write")
 	require.Equal(t, want.Revision, in.Revision, "the newest point is the frozen revision: every acknowledged write")
+	_, noticed, err := l.store.FreezeNotice(ctx)
+	require.NoError(t, err)
+	require.False(t, noticed, "the freeze notice is removed once the intent is recorded")
 	end := waitIntentEnded(t, l.store, in.ID)
 	require.Equal(t, catalog.OutcomeDone, end.Outcome, end.Reason)
 
