@@ -525,6 +525,9 @@ func (r *replayer) apply(rev *snapstore.Revision) error {
 		}
 	}
 	if err := r.w.apply(rev); err != nil {
+		if errors.As(err, new(dbWriteError)) {
+			return fmt.Errorf("replay revision %d: %w", rev.Revision, err) // the disk's fault, not the delta's
+		}
 		return fmt.Errorf("%w: revision %d does not apply to the db as it did to the source (%v): "+
 			"the delta does not belong to the history of the full snapshot", snapstore.ErrMalformedDelta, rev.Revision, err)
 	}

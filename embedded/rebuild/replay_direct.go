@@ -131,7 +131,7 @@ func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
 func (w *directWriter) begin() error {
 	tx, err := w.db.Begin(true)
 	if err != nil {
-		return fmt.Errorf("replay deltas: write to the db %q: %w", w.path, err)
+		return dbWriteError{fmt.Errorf("replay deltas: write to the db %q: %w", w.path, err)}
 	}
 	for _, b := range []backend.Bucket{schema.Key, schema.Meta, schema.Lease} {
 		if _, err := tx.CreateBucketIfNotExists(b.Name()); err != nil {
@@ -240,7 +240,7 @@ func (w *directWriter) grant(id, ttl int64) error {
 func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("write revision %d to the db %q: bbolt failed: %v", rev.Revision, w.path, p)
+			err = dbWriteError{fmt.Errorf("write revision %d to the db %q: bbolt failed: %v", rev.Revision, w.path, p)}
 		}
 		if err != nil {
 			w.failed = true
@@ -295,7 +295,7 @@ func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 			return fmt.Errorf("marshal the key-value of %q: %w", kv.Key, err)
 		}
 		if err := w.keys.Put(bk, val); err != nil {
-			return fmt.Errorf("write revision %d_%d to the db %q: %w", main, sub, w.path, err)
+			return dbWriteError{fmt.Errorf("write revision %d_%d to the db %q: %w", main, sub, w.path, err)}
 		}
 	}
 	w.current = main
@@ -321,7 +321,7 @@ func (w *directWriter) alloc(n int) []byte {
 func (w *directWriter) commit(more bool) error {
 	if err := w.tx.Commit(); err != nil {
 		w.tx = nil
-		return fmt.Errorf("replay deltas: commit to the db %q: %w", w.path, err)
+		return dbWriteError{fmt.Errorf("replay deltas: commit to the db %q: %w", w.path, err)}
 	}
 	w.tx = nil
 	if !more {
@@ -465,3 +465,11 @@ func parseKeyValue(b []byte) (key []byte, create, version int64, err error) {
 	}
 	return key, create, version, nil
 }
+
+// dbWriteError is an error of the staged db itself (a write, a commit or a transaction that
+// failed, bbolt giving up): the local disk's fault (full, read-only, failing), never the
+// delta's, so that a restore never takes it for a damaged backup object.
+type dbWriteError struct{ err error }
+
+func (e dbWriteError) Error() string { return e.err.Error() }
+func (e dbWriteError) Unwrap() error { return e.err }
