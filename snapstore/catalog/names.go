@@ -177,11 +177,11 @@ func parseRev(s string) (int64, bool) {
 	return rev, err == nil
 }
 
-// parseTime parses a canonical timeLayout string.
+// parseTime parses a canonical timeLayout string other than the zero time.
 func parseTime(s string) (time.Time, bool) {
 	t, err := time.Parse(timeLayout, s)
-	if err != nil || t.Format(timeLayout) != s {
-		return time.Time{}, false
+	if err != nil || t.Format(timeLayout) != s || t.IsZero() {
+		return time.Time{}, false // the zero time is "no time" to Validate: no name holds it
 	}
 	return t, true
 }
