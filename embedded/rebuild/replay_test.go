@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -611,6 +613,43 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		_, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg, RestoreOptions{WantRevision: fullRev + 1}, embeddedtest.Logger(t))
 		require.ErrorIs(t, err, ErrWrongRevision)
 		assert.NoDirExists(t, cfg.Dir)
+	})
+
+	t.Run("a full disk", func(t *testing.T) {
+		// The db on a file system that fills up while the deltas replay: the error is the
+		// disk's, naming it, never the delta's (a restore would record an intact object as
+		// damaged and leave it out of every plan after).
+		t.Parallel()
+		mnt := t.TempDir()
+		if os.Geteuid() != 0 {
+			if os.Getenv("CI") != "" {
+				t.Fatal("a full file system needs a tmpfs of its own: mount needs root, and CI runs as root")
+			}
+			t.Skip("a full file system needs a tmpfs of its own: mount needs root")
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount a 4 MiB tmpfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		db := filepath.Join(mnt, "db")
+		b, err := os.ReadFile(stripped(t, f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(db, b, 0o600))
+		// 64 revisions of 256 KiB values: 16 MiB in the db, a few KiB in the store.
+		s := openStore(t)
+		big := strings.Repeat("x", 256<<10)
+		var revs []snapstore.Revision
+		for i := range int64(64) {
+			rev := fullRev + 1 + i
+			revs = append(revs, snapstore.Revision{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{{Type: mvccpb.PUT,
+				Kv: &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/big/%02d", i), Value: []byte(big), CreateRevision: rev, ModRevision: rev, Version: 1}}}})
+		}
+		writeRaw(t, s, r1, r1+63, nil, revs)
+		_, err = ReplayDeltas(context.Background(), db, ReplayOptions{Deltas: list(t, s), Open: s.Open})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "no space left on device")
+		assert.NotErrorIs(t, err, snapstore.ErrMalformedDelta)
+		assert.NotErrorIs(t, err, snapstore.ErrCorrupt)
 	})
 
 	t.Run("a cancelled replay", func(t *testing.T) {
