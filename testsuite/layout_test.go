@@ -35,6 +35,7 @@ func TestPackageArrows(t *testing.T) {
 		"internal/boltfmt":   {},
 		"internal/dbrev":     {"internal/*"},
 		"internal/dirlock":   {},
+		"internal/diskspace": {},
 		"internal/fsync":     {},
 		"internal/lowprio":   {},
 		"internal/progress":  {},
