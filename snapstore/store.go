@@ -294,7 +294,7 @@ func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotE
 		return err
 	}
 	var file *os.File
-	return s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
+	err := s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
 		ContentType: "application/json",
 		IfNotExist:  ifNotExist,
 		BeforeWrite: func(as func(any) bool) error {
@@ -304,6 +304,7 @@ func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotE
 			return nil
 		},
 	})
+	return s.explainLocal(err, nothingWritten)
 }
 
 // eachObject calls fn for every object under prefix, in one paged listing, until fn
@@ -388,7 +389,7 @@ func (s *Store) Delete(ctx context.Context, snap catalog.Snapshot) error {
 		return fmt.Errorf("delete from %q: %w", s.url, err)
 	}
 	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-		return fmt.Errorf("delete %q from %q: %w", key, s.url, err)
+		return fmt.Errorf("delete %q from %q: %w", key, s.url, s.explainLocal(err, "the object is still there"))
 	}
 	return nil
 }

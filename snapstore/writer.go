@@ -81,7 +81,7 @@ func (s *Store) Create(ctx context.Context, snap catalog.Snapshot) (*Writer, err
 	upload, file, err := s.newUpload(w.ctx, snap.Key, contentType)
 	if err != nil {
 		w.cancel()
-		return nil, fmt.Errorf("create %q in %q: %w", snap.Key, s.url, err)
+		return nil, fmt.Errorf("create %q in %q: %w", snap.Key, s.url, s.explainLocal(err, nothingWritten))
 	}
 	w.file = file
 	w.upload = upload
@@ -194,7 +194,7 @@ func (w *Writer) CommitFenced(check func(context.Context) error, within time.Dur
 		if late.Load() {
 			err = fmt.Errorf("%w (%v): %w", ErrCommitLate, within, err)
 		}
-		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, err)
+		w.err = fmt.Errorf("commit %q to %q: %w", w.snap.Key, w.store.url, w.store.explainLocal(err, nothingWritten))
 		return catalog.Snapshot{}, w.err
 	}
 	w.done = true
@@ -262,7 +262,7 @@ func (w *Writer) usable() error {
 // fail discards the upload and records why.
 func (w *Writer) fail(op string, err error) error {
 	w.discard()
-	w.err = fmt.Errorf("%s %q to %q: %w", op, w.snap.Key, w.store.url, err)
+	w.err = fmt.Errorf("%s %q to %q: %w", op, w.snap.Key, w.store.url, w.store.explainLocal(err, nothingWritten))
 	return w.err
 }
 
