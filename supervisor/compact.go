@@ -18,6 +18,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/boltfmt"
 	"github.com/etcdbr/etcdbr/internal/dbrev"
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/lowprio"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
@@ -151,7 +152,7 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 
 	spool, err := makeSpool(opts.SpoolDir, opts.CleanSpool, lg)
 	if err != nil {
-		return res, fmt.Errorf("compact %s: %w", store.URL(), err)
+		return res, fmt.Errorf("compact %s: %w", store.URL(), spoolFault(err, opts.SpoolDir, opts.SpoolDir))
 	}
 	defer func() {
 		if rerr := os.RemoveAll(spool); rerr != nil {
@@ -179,7 +180,7 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 			return res, fmt.Errorf("compact %s: %s was listed but is gone (deleted while the compaction read it by something "+
 				"that does not honour restore locks); run the compaction again: %w", store.URL(), missing.Key, err)
 		}
-		return res, fmt.Errorf("compact %s: %w", store.URL(), err)
+		return res, fmt.Errorf("compact %s: %w", store.URL(), spoolFault(err, opts.SpoolDir, spool))
 	}
 	lg.Info("backup chain compacted", "full", res.Full.Key, "revision", res.Full.Revision, "bytes", res.Full.Size,
 		"from", plan.Full.Key, "deltas", len(plan.Deltas), "revisions", res.Replay.Revisions, "events", res.Replay.Events,
@@ -252,6 +253,30 @@ func makeSpool(dir string, clean bool, lg *slog.Logger) (string, error) {
 		return "", fmt.Errorf("create the compaction's scratch dir in %q: %w", dir, err)
 	}
 	return spool, nil
+}
+
+// spoolFault adds to err, when it is the spool dir's file system refusing a write of a file
+// under scratch (the compaction's scratch dir, named in the error) because it is full or
+// read-only, which directory, what the compaction left and what to do. Other errors (the
+// store's own among them) are returned as they are.
+func spoolFault(err error, spoolDir, scratch string) error {
+	if err == nil || scratch == "" || !strings.Contains(err.Error(), scratch) {
+		return err
+	}
+	if spoolDir == "" {
+		spoolDir = os.TempDir()
+	}
+	const fix = "or set the spool dir (etcdbr compact --spool-dir, etcdbr run --compact-spool-dir) to another directory"
+	switch {
+	case diskspace.Full(err):
+		return fmt.Errorf("%w (the compaction's spool dir %s is full: it needs room for the full snapshot's db and what "+
+			"the deltas add to it; the compaction's scratch dir was removed and nothing was added to the store: make room there, "+
+			fix+" with room)", err, spoolDir)
+	case diskspace.ReadOnly(err):
+		return fmt.Errorf("%w (the compaction's spool dir %s is on a read-only file system; nothing was added to the store: "+
+			"remount it read-write, "+fix+")", err, spoolDir)
+	}
+	return err
 }
 
 // spoolPrefix starts the name of a compaction's scratch dir; the pid of the process follows.
