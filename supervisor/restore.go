@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/backoff"
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
@@ -412,7 +414,15 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	for _, d := range plan.Deltas {
 		p.AddBytesTotal(d.Size)
 	}
+	if err := checkFetchRoom(cfg, plan, filepath.Dir(dbPath)); err != nil {
+		return RestoreResult{}, err
+	}
 	if err := fetch(ctx, store, full, dbPath, opts.SkipHashCheck, p); err != nil {
+		if diskspace.Full(err) {
+			return RestoreResult{}, fmt.Errorf("restore %s into %q: %w: %w: the file system of %s filled up while the full snapshot "+
+				"was fetched: make room there (or give the data dir a larger file system) and restore again; the data dir is "+
+				"untouched and nothing was moved aside", full.Key, cfg.Dir, rebuild.ErrNoRoom, err, filepath.Dir(dbPath))
+		}
 		return RestoreResult{}, &rebuild.ObjectError{Object: full, Err: err}
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
@@ -452,6 +462,34 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 	}
 	res.Newest = plan.Newest && res.Revision >= plan.Revision // above it: a full snapshot named by a lower bound
 	return res, nil
+}
+
+// checkFetchRoom checks, before the full snapshot is fetched into dir (beside the data dir),
+// that dir's file system has room for the restore at least: the db fetched and etcdutl's copy
+// of it (each larger than the stored object), what the deltas add (at least their stored
+// size), and the WAL file etcd preallocates when the WAL is in the data dir. The exact need
+// is checked again once the db is fetched (rebuild.BuildDataDir). A file system whose free
+// space cannot be read is not checked.
+func checkFetchRoom(cfg *embed.Config, plan catalog.RestorePlan, dir string) error {
+	free, err := diskspace.Available(dir)
+	if err != nil {
+		return nil
+	}
+	need := 2 * plan.Full.Size
+	for _, d := range plan.Deltas {
+		need += d.Size
+	}
+	what := "the full snapshot's db twice (fetched, and copied into the data dir) and what the deltas add to it"
+	if cfg.WalDir == "" {
+		need += wal.SegmentSizeBytes
+		what += fmt.Sprintf(", and a WAL file of %s that etcd preallocates", diskspace.Bytes(wal.SegmentSizeBytes))
+	}
+	if free >= need {
+		return nil
+	}
+	return fmt.Errorf("restore %s into %q: %w: the file system of %s has %s free, and the restore needs at least %s there (%s): "+
+		"make room there (or give the data dir a larger file system) and restore again; the data dir is untouched and nothing "+
+		"was moved aside", plan.Full.Key, cfg.Dir, rebuild.ErrNoRoom, dir, diskspace.Bytes(free), diskspace.Bytes(need), what)
 }
 
 // logRestored says where the restore ended, and what the user should know about it.

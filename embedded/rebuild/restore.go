@@ -185,11 +185,18 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	if err := dirs.createStaging(lg); err != nil {
 		return res, err
 	}
+	swapping := false
 	defer func() {
 		if err != nil {
+			if !swapping {
+				err = dirs.noRoom(err)
+			}
 			dirs.removeStaging(lg)
 		}
 	}()
+	if err := dirs.checkRoom(fileSize(dbPath), deltaBytes(opts.Replay.Deltas)); err != nil {
+		return res, err
+	}
 
 	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", dirs.stage,
 		"name", rc.Name, "initial_cluster", rc.InitialCluster,
@@ -255,6 +262,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
 	}
 
+	swapping = true
 	res.MovedAside, err = dirs.swap(lg, time.Now())
 	if err != nil {
 		return res, err
@@ -263,6 +271,25 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	dirs.removeStaging(lg)
 	lg.Info("restored etcd data dir", "data_dir", dirs.dataDir, "revision", res.Revision, "moved_aside", res.MovedAside)
 	return res, nil
+}
+
+// fileSize is the size of the file at path, 0 when it cannot be read (prepareRestore checked
+// that it is a regular file).
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// deltaBytes is the stored size of deltas.
+func deltaBytes(deltas []catalog.Snapshot) int64 {
+	var n int64
+	for _, d := range deltas {
+		n += d.Size
+	}
+	return n
 }
 
 // fileRevision reads the revision of the db file at path (a snapshot db may still end with
