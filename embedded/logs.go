@@ -1,7 +1,11 @@
 package embedded
 
 import (
+	"errors"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"go.etcd.io/etcd/client/pkg/v3/logutil"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -10,6 +14,7 @@ import (
 	"go.uber.org/zap/zapgrpc"
 	"google.golang.org/grpc/grpclog"
 
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/slogzap"
 )
 
@@ -36,13 +41,61 @@ func LogTo(cfg *embed.Config, h slog.Handler) bool {
 			return false
 		}
 	}
+	own := h
 	h = h.WithAttrs([]slog.Attr{slog.String("component", Component)})
 	cfg.ZapLoggerBuilder = func(cfg *embed.Config) error {
 		level := zap.NewAtomicLevelAt(logutil.ConvertToZapLevel(cfg.LogLevel))
-		lg := zap.New(slogzap.NewCore(h, level), zap.AddCaller(), zap.AddStacktrace(zapcore.DPanicLevel))
+		lg := zap.New(slogzap.NewCore(h, level), zap.AddCaller(), zap.AddStacktrace(zapcore.DPanicLevel),
+			zap.WithFatalHook(fatalHook{lg: slog.New(own), cfg: cfg}))
 		return embed.NewZapLoggerBuilder(lg)(cfg)
 	}
 	return true
+}
+
+// fatalHook runs when etcd logs a FATAL line, which ends the process: when the line's
+// error is a full or read-only file system (etcd stops on a WAL or db write that fails), it
+// says in etcdbr's own words which directory, that the data dir is kept as it is (a full
+// disk is no reason to restore), and what to do; then it exits with status 1, as zap's
+// default does.
+type fatalHook struct {
+	lg *slog.Logger
+	// cfg is etcd's configuration, whose data dir is read when etcd stops (the logger is
+	// built before the data dir is set).
+	cfg *embed.Config
+}
+
+// OnWrite is called after etcd's FATAL line was written.
+func (f fatalHook) OnWrite(_ *zapcore.CheckedEntry, fields []zapcore.Field) {
+	var cause error
+	for _, fl := range fields {
+		if err, ok := fl.Interface.(error); ok && fl.Type == zapcore.ErrorType {
+			cause = err
+		}
+	}
+	attrs := []any{"data_dir", f.cfg.Dir}
+	if f.cfg.WalDir != "" {
+		attrs = append(attrs, "wal_dir", f.cfg.WalDir)
+	}
+	// The file etcd failed to write, and the room left where it is.
+	var pe *fs.PathError
+	if errors.As(cause, &pe) {
+		attrs = append(attrs, "file", pe.Path)
+		if n, err := diskspace.Available(filepath.Dir(pe.Path)); err == nil {
+			attrs = append(attrs, "free_bytes", n)
+		}
+	}
+	attrs = append(attrs, "err", cause)
+	switch {
+	case diskspace.Full(cause):
+		f.lg.Error("etcd stopped: the file system of its data dir is full (no space left on device). The data dir is "+
+			"kept as it is, not restored: make room on that file system and start etcdbr again; etcd replays its WAL "+
+			"and serves every write it acknowledged. etcdbr raises etcd's NOSPACE alarm before the file system fills "+
+			"(docs/faults.md), unless it fills faster than etcdbr looks (every second)", attrs...)
+	case diskspace.ReadOnly(cause):
+		f.lg.Error("etcd stopped: the file system of its data dir is read-only. The data dir is kept as it is, not "+
+			"restored: remount it read-write and start etcdbr again", attrs...)
+	}
+	os.Exit(1)
 }
 
 // GRPCLogger returns a logger for gRPC's logs that writes them through etcd's

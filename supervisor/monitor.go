@@ -11,15 +11,18 @@ import (
 // monitorInterval is how often the monitor samples etcd's revision and alarms.
 const monitorInterval = time.Second
 
-// monitor samples etcd every monitorInterval until ctx ends: its revision (for the lag and
-// the age of the writes not in the store) and its alarms (a CORRUPT alarm may restore). Run
-// runs it on a goroutine of its own from start to end; the state of the CORRUPT alarm it
-// follows is that goroutine's alone.
+// monitor samples etcd every monitorInterval until ctx ends: the free space of the data dir's
+// file system (a full one raises etcd's NOSPACE alarm: guardDisk), its revision (for the lag
+// and the age of the writes not in the store) and its alarms (a CORRUPT alarm may restore). Run
+// runs it on a goroutine of its own from start to end; the state of the CORRUPT alarm and of
+// the data dir's file system it follows is that goroutine's alone.
 func (s *Supervisor) monitor(ctx context.Context) {
 	tick := time.NewTicker(monitorInterval)
 	defer tick.Stop()
 	var corrupt corruptState
+	var disk diskGuard
 	for {
+		s.guardDisk(ctx, &disk, time.Now())
 		s.sample(time.Now(), &corrupt)
 		select {
 		case <-ctx.Done():

@@ -12,7 +12,8 @@ import (
 
 // The readiness checks.
 const (
-	// checkEtcd: etcd serves, with a leader, without an alarm, and the cluster has quorum.
+	// checkEtcd: etcd serves, with a leader, without an alarm, the cluster has quorum, and the
+	// data dir's file system has room (guardDisk).
 	checkEtcd = "etcd"
 	// checkVoter: this member is a voter (not a learner) that has caught up with the leader.
 	checkVoter = "voter"
@@ -28,8 +29,8 @@ type Check struct {
 	Message string `json:"message"`
 }
 
-// Readiness runs the readiness checks: "etcd" (etcd serves, has a leader, and no alarm, and
-// the cluster has quorum as this member sees it), "voter" (this member is a voter that has
+// Readiness runs the readiness checks: "etcd" (etcd serves, has a leader, and no alarm, the
+// cluster has quorum as this member sees it, and the data dir's file system has room), "voter" (this member is a voter that has
 // caught up with the leader: cluster.go) and "backup" (the store belongs to this member's
 // cluster and holds a full snapshot, and no write has waited longer than MaxBackupAge to
 // reach the store; an idle member whose store holds its revision passes whatever the age of
@@ -93,6 +94,8 @@ type memberView struct {
 	cluster    clusterView // of etcd (no probe while etcd is nil)
 	// storeCluster and mismatch are the claim's (storeClaim.clusters).
 	storeCluster, mismatch string
+	// disk is the data dir's file system (guardDisk).
+	disk diskView
 	// repair is the command that restores the whole cluster from the store, for a person
 	// who sees the quorum lost for good.
 	repair string
@@ -101,7 +104,7 @@ type memberView struct {
 // viewLocked copies what the status and the readiness checks read. s.mu is held.
 func (s *Supervisor) viewLocked() memberView {
 	v := memberView{state: s.state, since: s.stateSince, etcd: s.etcd, validation: s.validation, lastErr: s.lastErr,
-		health: s.health.view(), cluster: s.cluster.view(s.etcd)}
+		health: s.health.view(), cluster: s.cluster.view(s.etcd), disk: s.disk}
 	if s.job != nil {
 		r := s.job.statusLocked()
 		v.restore = &r
@@ -134,6 +137,8 @@ func etcdCheck(v memberView) Check {
 		c.Message = fmt.Sprintf("the cluster has no quorum, as this member sees it, since %s: %s; if the members that do not answer "+
 			"will not come back, restore the whole cluster from the store: %s",
 			v.cluster.quorumSince.UTC().Format(time.RFC3339), v.cluster.quorumWhy, v.repair)
+	case v.disk.full:
+		c.Message = diskMessage(v.disk)
 	case len(v.health.alarms) > 0:
 		c.Message = "etcd raised an alarm: " + strings.Join(v.health.alarms, ", ") +
 			" (CORRUPT: restore with POST /v1/restore, or run with --restore-on-corrupt; NOSPACE: compact, defragment and disarm)"

@@ -153,7 +153,8 @@ type Supervisor struct {
 	jobs       int64          // restores requested so far (the job IDs)
 	lastErr    *ErrorStatus   // the last error reported (recordError, finishRestore)
 	validation ValidationStatus
-	apiAddr    string // where the API listens: set by Run once it started it
+	apiAddr    string   // where the API listens: set by Run once it started it
+	disk       diskView // the data dir's file system, as the monitor last saw it (guardDisk)
 	// intents is what watchIntents last read and decided about cluster restores;
 	// intentData what the cluster restore that built the data dir made of it (set by
 	// readDataIntent at start and restoreForIntent); intentStopped the old etcd's revision
