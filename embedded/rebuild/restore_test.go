@@ -208,7 +208,8 @@ func TestBuildDataDir(t *testing.T) {
 }
 
 // TestBuildDataDirDiskFull restores a snapshot larger than the free space of the
-// filesystem of the data dir (a 20 MiB tmpfs): the error says the disk is full, and the
+// filesystem of the data dir (a 20 MiB tmpfs): it is refused before anything is written,
+// the error (ErrNoRoom) names the file system, its free space and the room needed, and the
 // old data dir is untouched, with no staging dir left.
 func TestBuildDataDirDiskFull(t *testing.T) {
 	t.Parallel()
@@ -236,8 +237,9 @@ func TestBuildDataDirDiskFull(t *testing.T) {
 
 	_, err := BuildDataDir(context.Background(), snap, cfg, RestoreOptions{}, embeddedtest.Logger(t))
 	require.Error(t, err)
-	assert.ErrorIs(t, err, syscall.ENOSPC, "%v", err)
-	assert.Contains(t, err.Error(), "no space left on device")
+	assert.ErrorIs(t, err, ErrNoRoom, "%v", err)
+	assert.Contains(t, err.Error(), "the file system of "+mnt+" has ")
+	assert.Contains(t, err.Error(), "the restore needs at least")
 	assert.Equal(t, before, embeddedtest.TreeDigest(t, cfg.Dir), "the old data dir was changed")
 	assert.NoDirExists(t, StagingDir(cfg.Dir))
 	olds, err := datadir.OldDataDirs(cfg.Dir)
