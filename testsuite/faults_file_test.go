@@ -3,6 +3,7 @@ package testsuite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etcdbr/etcdbr/embedded/datadir"
+	"github.com/etcdbr/etcdbr/embedded/rebuild"
 	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
 	"github.com/etcdbr/etcdbr/snapstore"
@@ -499,8 +502,15 @@ func TestDiskFullDataDir(t *testing.T) {
 		t.Fatalf("etcdbr stopped with the data dir full (%v)", r.p.err)
 	default:
 	}
-	if n := r.p.count("restor"); n > 0 {
-		t.Fatalf("etcdbr logged %d lines of a restore with the data dir merely full:\n%s", n, r.p.Output())
+	// Nothing restored, moved aside or restarted: one start-up decision, no old data dir.
+	if n := r.p.count("start-up decision"); n != 1 {
+		t.Fatalf("etcdbr made %d start-up decisions, want 1 (etcd must not be restarted over a full data dir):\n%s", n, r.p.Output())
+	}
+	if old, err := datadir.OldDataDirs(m.DataDir); err != nil || len(old) > 0 {
+		t.Fatalf("with the data dir merely full, etcdbr moved it aside: %v (%v)", old, err)
+	}
+	if _, err := os.Stat(rebuild.StagingDir(m.DataDir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("with the data dir merely full, etcdbr staged a restore: %v", err)
 	}
 
 	data.free()
@@ -550,8 +560,10 @@ func TestDiskFullDataDirRestore(t *testing.T) {
 	cli.Close()
 	before := dirFiles(t, storeDir)
 
-	data := mountSmallFS(t, "data", "32m") // less than the WAL file a restored data dir starts with
-	m := src                               // the same member (same cluster), its data dir lost
+	// The same member (the same cluster) has lost its data dir, and its new file system is
+	// smaller than the WAL file a restored data dir starts with.
+	data := mountSmallFS(t, "data", "32m")
+	m := src
 	m.DataDir = filepath.Join(data.dir, "data")
 	p = start(t, m.runArgs(url, "--delta-snapshot-period", "1s", "--full-snapshot-schedule", "@daily"))
 	if code := p.wait(2 * time.Minute); code == 0 {
