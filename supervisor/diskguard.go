@@ -2,12 +2,19 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/diskspace"
@@ -174,4 +181,64 @@ func diskMessage(v diskView) string {
 		msg += "; raising etcd's NOSPACE alarm failed (" + v.alarmErr + "): etcd stops when a write finds no room"
 	}
 	return msg + "; make room on that file system (etcdbr disarms the alarm then)"
+}
+
+// startDiskFault adds to an error of etcd's start what the data dir's file system says, when
+// it has less room than etcd's first WAL file (etcd panics "failed to create WAL" without
+// its cause), or when the error is a full or read-only file system: which directory, its
+// free space, and that the data dir is kept and etcdbr starts once there is room.
+func startDiskFault(err error, dataDir, walDir string) error {
+	path, free, ferr := leastRoom(dataDir, walDir)
+	if ferr != nil {
+		path, free, ferr = leastRoom(filepath.Dir(dataDir), "") // a data dir etcd has not created yet
+	}
+	switch {
+	case diskspace.ReadOnly(err):
+		return fmt.Errorf("%w (the file system of the data dir is read-only: remount it read-write and start etcdbr "+
+			"again; the data dir is kept as it is)", err)
+	case ferr == nil && (free < dataDirReserve || diskspace.Full(err)):
+		return fmt.Errorf("%w (the file system of the data dir (%s) has %s free, less than etcd's WAL file (%s): make room "+
+			"there and start etcdbr again; the data dir is kept as it is, nothing is restored)", err, path,
+			diskspace.Bytes(free), diskspace.Bytes(dataDirReserve))
+	}
+	return err
+}
+
+// bootstrap is what etcd's start of a new member creates: its member dir, when it was not
+// there before the start (newBootstrap). When the start fails before etcd wrote its first
+// WAL file (a file system too small for it: etcd panics "failed to create WAL"), undo removes
+// that member dir again: it holds nothing but the empty db of the bootstrap, and left there it
+// would make the next start find a data dir without a WAL, corrupt, and refuse to start.
+type bootstrap struct {
+	memberDir, walDir string // "" when the member dir was there before the start
+}
+
+// newBootstrap notes, before etcd starts on cfg, whether its member dir is there.
+func newBootstrap(cfg *embed.Config) bootstrap {
+	member := filepath.Join(cfg.Dir, "member")
+	if _, err := os.Lstat(member); !errors.Is(err, fs.ErrNotExist) {
+		return bootstrap{}
+	}
+	walDir := cfg.WalDir
+	if walDir == "" {
+		walDir = filepath.Join(member, "wal")
+	}
+	return bootstrap{memberDir: member, walDir: walDir}
+}
+
+// undo removes the member dir a failed start of a new member created, unless etcd wrote a
+// WAL file (then the member exists, and its data dir is left for the next start to judge).
+func (b bootstrap) undo(lg *slog.Logger) {
+	if b.memberDir == "" || wal.Exist(b.walDir) {
+		return
+	}
+	if _, err := os.Lstat(b.memberDir); err != nil {
+		return
+	}
+	if err := os.RemoveAll(b.memberDir); err != nil {
+		lg.Warn("cannot remove what the failed start of a new member created: the next start may find it corrupt",
+			"path", b.memberDir, "err", err)
+		return
+	}
+	lg.Info("removed what the failed start of a new member created (no WAL was written: no member exists yet)", "path", b.memberDir)
 }

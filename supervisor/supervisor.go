@@ -265,6 +265,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		sctx, cancelStart := context.WithCancelCause(ctx)
 		s.setWaiting(cancelStart) // a cluster restore cuts short a start that waits for a quorum
+		bootstrap := newBootstrap(s.startCfg)
 		e, err := embedded.Start(sctx, s.startCfg, s.lg)
 		s.setWaiting(nil)
 		cut := errors.Is(context.Cause(sctx), errIntentSeen)
@@ -282,7 +283,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			err = fmt.Errorf("start etcd: %w", err)
+			bootstrap.undo(s.lg)
+			err = startDiskFault(fmt.Errorf("start etcd: %w", err), s.cfg.Etcd.Dir, s.cfg.Etcd.WalDir)
 			if job != nil {
 				s.finishRestore(job, err)
 			}

@@ -602,3 +602,39 @@ func TestDiskFullDataDirRestore(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestDiskFullDataDirAtStart: `etcdbr run` of a new member whose data dir's file system is too
+// small for etcd's first WAL file: etcd panics without the cause ("failed to create WAL");
+// etcdbr exits 1 naming the file system, its free space and what to do, and removes the
+// empty db etcd's bootstrap left (before, the next start found a data dir without a WAL,
+// called it corrupt and refused to start). Once the file system is larger, the same command
+// starts the member.
+func TestDiskFullDataDirAtStart(t *testing.T) {
+	t.Parallel()
+	data := mountSmallFS(t, "data", "32m")
+	m := newMember(t, t.TempDir())
+	m.DataDir = filepath.Join(data.dir, "data")
+	url := "file://" + filepath.Join(t.TempDir(), "store")
+	code, out := runToExit(t, m.runArgs(url, "--full-snapshot-schedule", "@daily"))
+	if code == 0 {
+		t.Fatalf("etcdbr run on a file system too small for etcd's WAL exited 0:\n%s", out)
+	}
+	for _, want := range []string{"the file system of the data dir (" + m.DataDir + ") has ", "less than etcd's WAL file", "make room there"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("etcdbr run on a file system too small for etcd's WAL: the error does not say %q:\n%s", want, out)
+		}
+	}
+	// etcd's failed bootstrap left only an empty db, which the next start would find a data
+	// dir without a WAL (corrupt) and refuse: etcdbr removed it again.
+	if _, err := os.Stat(filepath.Join(m.DataDir, "member")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the failed start of a new member left its member dir (%v):\n%s", err, out)
+	}
+	t.Logf("refused: %s", lastLine(out))
+	data.grow(dataDirFSSize)
+	p := start(t, m.runArgs(url, "--full-snapshot-schedule", "@daily"))
+	cli := client(t, m.ClientURL)
+	if _, err := cli.Put(context.Background(), "/started", "once there was room"); err != nil {
+		t.Fatal(err)
+	}
+	p.stop()
+}
