@@ -426,6 +426,7 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 		return RestoreResult{}, &rebuild.ObjectError{Object: full, Err: err}
 	}
 	opts.SkipHashCheck = true // checked and cut off while fetching
+	opts.MoveSnapshot = true  // the fetched db is the restore's own: moved into the member, not copied
 	opts.WantRevision = full.Revision
 	if full.RevisionAtLeast {
 		// Another tool's name: the revision inside is known once fetched. It must not pass a
@@ -465,8 +466,8 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 }
 
 // checkFetchRoom checks, before the full snapshot is fetched into dir (beside the data dir),
-// that dir's file system has room for the restore at least: the db fetched and etcdutl's copy
-// of it (each larger than the stored object), what the deltas add (at least their stored
+// that dir's file system has room for the restore at least: the db fetched (larger than the
+// stored object; it is moved into the data dir, not copied), what the deltas add (at least their stored
 // size), and the WAL file etcd preallocates when the WAL is in the data dir. The exact need
 // is checked again once the db is fetched (rebuild.BuildDataDir). A file system whose free
 // space cannot be read is not checked.
@@ -475,11 +476,11 @@ func checkFetchRoom(cfg *embed.Config, plan catalog.RestorePlan, dir string) err
 	if err != nil {
 		return nil
 	}
-	need := 2 * plan.Full.Size
+	need := plan.Full.Size
 	for _, d := range plan.Deltas {
 		need += d.Size
 	}
-	what := "the full snapshot's db twice (fetched, and copied into the data dir) and what the deltas add to it"
+	what := "the full snapshot's db and what the deltas add to it"
 	if cfg.WalDir == "" {
 		need += wal.SegmentSizeBytes
 		what += fmt.Sprintf(", and a WAL file of %s that etcd preallocates", diskspace.Bytes(wal.SegmentSizeBytes))

@@ -330,10 +330,7 @@ func (w *directWriter) commit(more bool) error {
 	return w.begin()
 }
 
-// bumpRevision is etcdutl's snapshot restore with RevisionBump and MarkCompacted
-// (v3Manager.modifyLatestRevision): an empty value is put at the latest revision of the
-// "key" bucket (main and sub; bucket keys sort as revisions) plus amount, sub 0, and that
-// revision becomes the scheduled compaction, which etcd finishes when it starts.
+// bumpRevision raises the latest revision by amount and marks it compacted (bumpLatest).
 func (w *directWriter) bumpRevision(amount int64, log *slog.Logger) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -341,19 +338,8 @@ func (w *directWriter) bumpRevision(amount int64, log *slog.Logger) (err error) 
 			err = fmt.Errorf("bump the revision of %q: bbolt failed: %v", w.path, p)
 		}
 	}()
-	var latest mvcc.Revision
-	if k, _ := w.keys.Cursor().Last(); k != nil {
-		latest = mvcc.BytesToRev(k)
-	}
-	log.Info("bumping the latest revision and marking it compacted", "latest_revision", latest.Main,
-		"bump", amount, "new_latest_revision", latest.Main+amount)
-	latest.Main += amount
-	latest.Sub = 0
-	ut := &boltWriter{tx: w.tx}
-	ut.UnsafePut(schema.Key, mvcc.RevToBytes(latest, mvcc.NewRevBytes()), []byte{})
-	mvcc.UnsafeSetScheduledCompact(ut, latest.Main)
-	if ut.err != nil {
-		return fmt.Errorf("bump the revision of %q: %w", w.path, ut.err)
+	if err := bumpLatest(w.tx, amount, log); err != nil {
+		return fmt.Errorf("bump the revision of %q: %w", w.path, err)
 	}
 	return nil
 }

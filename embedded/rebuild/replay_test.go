@@ -63,6 +63,7 @@ func TestReplayDeltas(t *testing.T) {
 	t.Run("same db as etcd's own store writes", func(t *testing.T) { testReplaySameAsMVCC(t, f) })
 	t.Run("unknown lease TTL", func(t *testing.T) { testReplayUnknownLeaseTTL(t, f) })
 	t.Run("rejects", func(t *testing.T) { testReplayRejects(t, f) })
+	t.Run("a fetched db moved into the member is etcdutl's copy", func(t *testing.T) { testAdoptedSnapshot(t, f) })
 }
 
 func buildFixture(t *testing.T) (*replayFixture, error) {

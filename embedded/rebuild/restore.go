@@ -2,6 +2,7 @@ package rebuild
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,11 @@ type RestoreOptions struct {
 	// API appends (for example a db file copied from a data dir). Without it
 	// the hash must be present and match.
 	SkipHashCheck bool
+	// MoveSnapshot says that the snapshot db at dbPath is a file of the restore's own (a
+	// fetched full snapshot, its sha256 checked and cut off), beside the data dir: it is
+	// moved into the new member instead of copied (adoptSnapshot), and is gone afterwards,
+	// whether the restore succeeds or not. A db that still ends with a sha256 is copied.
+	MoveSnapshot bool
 	// RevisionBump raises the latest revision by this much after the restore, so
 	// that clients (Kubernetes' informers) never see the revision go back.
 	// Requires MarkCompacted.
@@ -49,7 +55,7 @@ type RestoreOptions struct {
 	UnrecordedLeaseTTL int64
 	// Replay, when it lists deltas, has them replayed (ReplayDeltas) into the db of
 	// the member that etcdutl's restore built from the snapshot, before the revision
-	// bump. The snapshot db at dbPath is never changed.
+	// bump. The snapshot db at dbPath is never changed (unless MoveSnapshot).
 	Replay ReplayOptions
 	// Served, when not 0, is the newest revision clients may have been served by the
 	// history the restore replaces: a restore that ends before it raises the revision
@@ -114,7 +120,8 @@ func StagingDir(dataDir string) string {
 //
 // dbPath is a db as etcd's Maintenance API streams it: the bbolt file followed by
 // its 32-byte sha256, which is checked unless opts.SkipHashCheck (then the hash
-// may be missing); BuildDataDir only reads it. With deltas, they are replayed (see
+// may be missing); BuildDataDir only reads it, unless opts.MoveSnapshot (then it is moved
+// into the new member instead of copied: adoptSnapshot). With deltas, they are replayed (see
 // ReplayDeltas; leases without a known TTL get MinLeaseTTL(cfg) unless opts.Replay
 // says otherwise) into the staged member's db once etcdutl's restore built it from
 // the snapshot, so that the snapshot's db is copied once and the replayed one
@@ -194,8 +201,23 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			dirs.removeStaging(lg)
 		}
 	}()
-	if err := dirs.checkRoom(fileSize(dbPath), deltaBytes(opts.Replay.Deltas)); err != nil {
+	// A db of the restore's own moves into the new member; another is copied.
+	move := opts.MoveSnapshot && fileSize(dbPath)%512 != sha256.Size
+	copied := fileSize(dbPath)
+	if move {
+		copied = 0
+	}
+	if err := dirs.checkRoom(copied, deltaBytes(opts.Replay.Deltas)); err != nil {
 		return res, err
+	}
+	seed := filepath.Join(dirs.stage, "seed.db")
+	if move {
+		// etcdutl writes the WAL, the raft snapshot and the records of the new membership
+		// from a seed db; the fetched db takes those records and the seed's place below.
+		if err := writeSeedDB(seed); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
+		}
+		rc.SnapshotPath, rc.SkipHashCheck, rc.RevisionBump, rc.MarkCompacted = seed, true, 0, false
 	}
 
 	lg.Info("restoring etcd data dir from snapshot", "snapshot", dbPath, "staging_dir", dirs.stage,
@@ -205,6 +227,18 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, dirs.stagedData(), err)
 	}
 	stagedDB := filepath.Join(dirs.stagedData(), "member", "snap", "db")
+	if move {
+		var bump int64
+		if !replaying {
+			bump = int64(res.Bump)
+		}
+		if err := adoptSnapshot(dbPath, stagedDB, bump, lg); err != nil {
+			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
+		}
+		if err := os.Remove(seed); err != nil {
+			return res, fmt.Errorf("restore data dir %q: remove the seed db: %w", dirs.dataDir, err)
+		}
+	}
 	if replaying {
 		// Replayed into the staged member's db: etcdutl copies only the full snapshot's db,
 		// and the one fsync of the staged tree below makes the replayed db durable.
