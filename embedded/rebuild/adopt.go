@@ -100,21 +100,15 @@ func writeSeedInto(seedPath, dbPath string, bump int64, lg *slog.Logger) error {
 	return nil
 }
 
-// openFetched opens the fetched db for writing, as etcd's backend opens a db (without
-// fsync: the staged tree is synced once at the end), turning a panic of bbolt on a damaged
-// file into an error.
+// openFetched opens the fetched db for writing (etcdBoltOptions), turning a panic of bbolt on
+// a damaged file into an error.
 func openFetched(path string) (db *bolt.DB, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("open the db %q: bbolt failed: %v", path, p)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		NoFreelistSync:  true,
-		InitialMmapSize: int(backend.InitialMmapSize),
-		NoSync:          true,
-		NoGrowSync:      true,
-	})
+	db, err = bolt.Open(path, 0o600, etcdBoltOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open the db %q: %w", path, err)
 	}

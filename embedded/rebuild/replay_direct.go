@@ -91,6 +91,18 @@ const (
 	directBatchBytes = 16 << 20
 )
 
+// etcdBoltOptions are etcd's backend options (backend.New with UnsafeNoFsync) for a db that
+// a restore writes: the same freelist handling, no fsync (the staged tree is synced once at
+// the end), and a mapping large enough that the growing file is never remapped.
+func etcdBoltOptions() *bolt.Options {
+	return &bolt.Options{
+		NoFreelistSync:  true,
+		InitialMmapSize: int(backend.InitialMmapSize),
+		NoSync:          true,
+		NoGrowSync:      true,
+	}
+}
+
 // openDirectWriter opens the db at path as etcd's backend does (without fsync) and reads
 // its "key" bucket once to learn every key's state and the current revision.
 func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
@@ -102,14 +114,7 @@ func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
 			w, err = nil, fmt.Errorf("replay deltas: open the db %q: bbolt failed: %v", path, p)
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		// etcd's backend options (backend.New with UnsafeNoFsync): the same freelist
-		// handling, and a mapping large enough that the growing file is never remapped.
-		NoFreelistSync:  true,
-		InitialMmapSize: int(backend.InitialMmapSize),
-		NoSync:          true,
-		NoGrowSync:      true,
-	})
+	db, err := bolt.Open(path, 0o600, etcdBoltOptions())
 	if err != nil {
 		return nil, fmt.Errorf("replay deltas: open the db %q: %w", path, err)
 	}
