@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/progress"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
@@ -56,8 +57,8 @@ func (c *CompactCmd) Run(ctx context.Context, env *Env) error {
 		return nil
 	}
 	fmt.Fprintf(out, "compacted %s and %s (%d revisions, %s) into %s (%s) at revision %d, observed %s, in %v\n",
-		res.Chain.Full.Key, count(len(res.Deltas), "delta"), res.Replay.Revisions, humanBytes(res.Chain.Bytes),
-		res.Full.Key, humanBytes(res.Full.Size), res.Full.Revision, res.Full.Time.UTC().Format(time.RFC3339Nano),
+		res.Chain.Full.Key, count(len(res.Deltas), "delta"), res.Replay.Revisions, diskspace.Bytes(res.Chain.Bytes),
+		res.Full.Key, diskspace.Bytes(res.Full.Size), res.Full.Revision, res.Full.Time.UTC().Format(time.RFC3339Nano),
 		res.Duration.Round(time.Millisecond))
 	fmt.Fprintf(out, "a restore to revision %d now replays nothing; the deltas stay until garbage collection lets them go\n", res.Full.Revision)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
@@ -70,12 +71,12 @@ func (c *GcCmd) Run(ctx context.Context, env *Env) error {
 		Log:     env.Log,
 		Deleted: func(d catalog.Decision) { fmt.Fprintf(out, "deleted %s: %s\n", d.Snapshot.Key, d.Reason) },
 	})
-	fmt.Fprintf(out, "deleted %s and %s (%s)", count(res.DeletedFulls, "full snapshot"), count(res.DeletedDeltas, "delta"), humanBytes(res.Bytes))
+	fmt.Fprintf(out, "deleted %s and %s (%s)", count(res.DeletedFulls, "full snapshot"), count(res.DeletedDeltas, "delta"), diskspace.Bytes(res.Bytes))
 	if res.StaleLocks > 0 {
 		fmt.Fprintf(out, " and %s", count(res.StaleLocks, "dead restore lock"))
 	}
 	if res.AbandonedTemps > 0 {
-		fmt.Fprintf(out, " and %s of uploads that never finished (%s)", count(res.AbandonedTemps, "temporary file"), humanBytes(res.AbandonedTempBytes))
+		fmt.Fprintf(out, " and %s of uploads that never finished (%s)", count(res.AbandonedTemps, "temporary file"), diskspace.Bytes(res.AbandonedTempBytes))
 	}
 	fmt.Fprintf(out, "; kept %s and %s\n", count(plan.KeptFulls, "full snapshot"), count(plan.KeptDeltas, "delta"))
 	switch {
@@ -138,7 +139,7 @@ func countObjects(ds []catalog.Decision) string {
 		}
 		bytes += d.Snapshot.Size
 	}
-	return fmt.Sprintf("%s and %s (%s)", count(fulls, "full snapshot"), count(deltas, "delta"), humanBytes(bytes))
+	return fmt.Sprintf("%s and %s (%s)", count(fulls, "full snapshot"), count(deltas, "delta"), diskspace.Bytes(bytes))
 }
 
 // count is "1 delta", "2 deltas".
@@ -147,18 +148,4 @@ func count(n int, thing string) string {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
-}
-
-// humanBytes formats a size with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

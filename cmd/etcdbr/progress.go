@@ -12,6 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 	"github.com/etcdbr/etcdbr/internal/progress"
 )
 
@@ -123,7 +124,7 @@ func (d *display) draw() {
 	}
 	title := fmt.Sprintf("%-6s", c.Phase)
 	if revs {
-		title = fmt.Sprintf("%-6s rev %d, %s read", c.Phase, c.Revision, bytesText(c.Bytes))
+		title = fmt.Sprintf("%-6s rev %d, %s read", c.Phase, c.Revision, diskspace.Bytes(c.Bytes))
 	}
 	if d.bar == nil || revs != d.revs {
 		d.end()
@@ -174,18 +175,4 @@ func (d *display) end() {
 	_ = d.bar.Exit()
 	fmt.Fprintln(d.w)
 	d.bar = nil
-}
-
-// bytesText formats a byte count for the display.
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
