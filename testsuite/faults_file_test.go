@@ -266,18 +266,7 @@ func runFileCell(t *testing.T, m member, url string) *runCell {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := start(t, m.runArgs(url, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s",
 		"--max-backup-age", "2s", "--listen-api", addr))
-	r := &runCell{c: &faultCell{direct: url}, p: p, api: newAPI(t, "http://"+addr), base: "http://" + addr}
-	cli := client(t, m.ClientURL)
-	waitFor(t, "readiness", 2*time.Minute, func() bool { return r.api.call(http.MethodGet, "/readyz", "", nil) == http.StatusOK })
-	r.writes = startPutLoop(cli, "/faults")
-	t.Cleanup(func() {
-		select {
-		case <-r.writes.done:
-		default:
-			r.writes.halt()
-		}
-	})
-	return r
+	return readyWithWrites(t, m, &runCell{c: &faultCell{direct: url}, p: p, base: "http://" + addr})
 }
 
 // dirFiles lists every file under dir (relative paths), the filler

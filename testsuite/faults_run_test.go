@@ -28,8 +28,13 @@ func (e *faultEnv) startRunCell(t *testing.T, row faultRow, extra []string, env 
 	m := newMember(t, t.TempDir())
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := append([]string{"--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--listen-api", addr}, extra...)
-	r := &runCell{c: c, base: "http://" + addr}
-	r.p = start(t, m.runArgs(c.faulty, args...), env...)
+	return readyWithWrites(t, m, &runCell{c: c, p: start(t, m.runArgs(c.faulty, args...), env...), base: "http://" + addr})
+}
+
+// readyWithWrites waits until r's member is ready (its API at r.base) and starts writes into
+// it, halted at the end of the test.
+func readyWithWrites(t *testing.T, m member, r *runCell) *runCell {
+	t.Helper()
 	r.api = newAPI(t, r.base)
 	cli := client(t, m.ClientURL)
 	waitFor(t, "readiness", 2*time.Minute, func() bool { return r.api.call(http.MethodGet, "/readyz", "", nil) == http.StatusOK })
