@@ -22,7 +22,10 @@ import (
 // file of the restore's own (RestoreOptions.MoveSnapshot), etcdutl restores a seed db
 // instead, a db of only the buckets those changes write to, and the fetched db takes what
 // etcdutl wrote into the seed and is moved in its place: the same db as etcdutl's, without
-// copying gigabytes (TestAdoptedSnapshotIsEtcdutls compares the two bucket by bucket).
+// copying gigabytes. TestReplayDeltas/a_fetched_db_moved_into_the_member_is_etcdutl's_copy
+// compares the two bucket by bucket; should a later etcdutl write to a bucket the seed lacks,
+// etcd's backend ends the process on the seed ("failed to find a bucket"), and that test
+// with it.
 
 // seedBuckets are the buckets of the seed db: those etcdutl's restore writes to.
 var seedBuckets = []backend.Bucket{schema.Meta, schema.Members, schema.MembersRemoved, schema.Cluster}
