@@ -21,7 +21,7 @@ type VerifyOptions struct {
 	// Deep also restores the latest point and checks the restored member (VerifyDeep).
 	Deep bool
 	// TempDir is where a deep verification restores (os.TempDir() when empty); it needs
-	// room for the db twice.
+	// room for the db and what the deltas add to it.
 	TempDir string
 	// Log receives progress (nil discards it).
 	Log *slog.Logger

@@ -13,7 +13,7 @@ import (
 type VerifyCmd struct {
 	StoreFlags `embed:""`
 	Deep       bool   `help:"Also restore the latest point into a temporary directory, start etcd on it and compare it with the backups." env:"ETCDBR_VERIFY_DEEP"`
-	TempDir    string `help:"Where --deep restores (needs room for the db twice; default the system temp dir)." env:"ETCDBR_VERIFY_TEMP_DIR" type:"path"`
+	TempDir    string `help:"Where --deep restores (needs room for the db and what the deltas add to it; default the system temp dir)." env:"ETCDBR_VERIFY_TEMP_DIR" type:"path"`
 }
 
 // Help says what is checked.
