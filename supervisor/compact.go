@@ -101,8 +101,9 @@ var ErrCompactionRefused = errors.New("compaction refused")
 //
 // It holds a restore lock in the store while it runs, so that garbage collection leaves the
 // chain alone, and lists only once no garbage collection that started without the lock can
-// still delete. An object found damaged is recorded (Store.RecordDamage, by "compact") and
-// the compaction fails naming it; so does an object that disappeared. Errors of a store
+// still delete. An object found damaged, twice (the compaction runs once more after the
+// first failure), is recorded (Store.RecordDamage, by "compact") and the compaction fails
+// naming it; so does an object that disappeared. Errors of a store
 // that cannot be compacted as it is wrap ErrCompactionRefused.
 func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (res CompactResult, err error) {
 	started := time.Now()
@@ -162,10 +163,22 @@ func Compact(ctx context.Context, store *snapstore.Store, opts CompactOptions) (
 	work := func() {
 		res.Full, res.Replay, err = buildCompacted(ctx, store, plan, filepath.Join(spool, "db"), opts, lg)
 	}
-	if opts.LowPriority {
-		lowprio.Run(work)
-	} else {
-		work()
+	// An object that fails verification is read once more, by a second compaction, before
+	// it is recorded damaged: a byte damaged on the way (a network card, a proxy) fails the
+	// same checks as damage in the store, but only damage in the store fails again.
+	for reread := ""; ; {
+		if opts.LowPriority {
+			lowprio.Run(work)
+		} else {
+			work()
+		}
+		bad, ok := rebuild.BadObject(err)
+		if !ok || bad.Key == reread || ctx.Err() != nil {
+			break
+		}
+		reread = bad.Key
+		lg.Warn("backup object failed verification: compacting once more before recording it damaged", "object", bad.Key, "err", err)
+		opts.Progress.Reset("fetch")
 	}
 	if err != nil {
 		if bad, ok := rebuild.BadObject(err); ok {

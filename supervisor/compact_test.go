@@ -27,6 +27,8 @@ import (
 	"github.com/etcdbr/etcdbr/internal/deltatest"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
 	"github.com/etcdbr/etcdbr/internal/etcdtest"
+	"github.com/etcdbr/etcdbr/internal/faultstore"
+	"github.com/etcdbr/etcdbr/internal/storetest"
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
@@ -446,4 +448,74 @@ func TestCompactSpoolCleaning(t *testing.T) {
 		}
 	}
 	assert.DirExists(t, spool)
+}
+
+// TestCompactRereadsCorruptionInTransit: a compaction that reads the full snapshot damaged on
+// the way (one byte flipped by the network, the object intact in the store) compacts once
+// more and succeeds, recording nothing; the same object damaged at every read fails the
+// compaction, which names it and records it damaged. Through faultstore's proxy in front
+// of the S3 test server.
+func TestCompactRereadsCorruptionInTransit(t *testing.T) {
+	svc, ok := storetest.ServiceFromEnv(storetest.S3)
+	if !ok {
+		if storetest.Required() {
+			t.Fatal(storetest.MissingHelp)
+		}
+		t.Skip(storetest.MissingHelp)
+	}
+	for _, kv := range svc.ProviderEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	f := buildCompactFixture(t)
+	ctx := context.Background()
+	bucket := storetest.NewBucketName()
+	require.NoError(t, svc.CreateBucket(ctx, bucket))
+	proxy, err := faultstore.Start(svc.Endpoint, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { proxy.Close() })
+	src, err := snapstore.Open(ctx, "file://"+f.dir, snapstore.Options{})
+	require.NoError(t, err)
+	defer src.Close()
+
+	for i, tc := range []struct {
+		name  string
+		times int // reads of the full snapshot that get the flipped byte; 0: every one
+	}{
+		{"damaged on the way once", 1},
+		{"damaged in the store", 0},
+	} {
+		store, err := snapstore.Open(ctx, storetest.Service{Kind: storetest.S3, Endpoint: proxy.URL()}.URL(bucket, fmt.Sprintf("case%d", i)), snapstore.Options{})
+		require.NoError(t, err)
+		defer store.Close()
+		sel, err := snapstore.SelectBackupCopies(ctx, src, store, time.Time{})
+		require.NoError(t, err)
+		_, err = snapstore.CopyBackups(ctx, src, store, sel, nil, nil)
+		require.NoError(t, err)
+
+		proxy.Set(faultstore.Rule{Ops: []faultstore.Op{faultstore.OpGet}, Key: f.full.Key, Times: tc.times,
+			Fault: faultstore.Fault{Kind: faultstore.Corrupt, After: 100}})
+		res, err := Compact(ctx, store, compactOpts(t, catalog.Target{}, embeddedtest.Logger(t)))
+		faults := 0
+		for _, r := range proxy.Requests() {
+			if r.Fault == faultstore.Corrupt {
+				faults++
+			}
+		}
+		proxy.Clear()
+		damaged, derr := store.DamagedIn(ctx, []catalog.Snapshot{f.full})
+		require.NoError(t, derr)
+		if tc.times == 1 {
+			require.NoError(t, err, tc.name)
+			assert.Equal(t, 1, faults, "%s: reads that got the fault", tc.name)
+			assert.Equal(t, f.final.Revision, res.Full.Revision, tc.name)
+			assert.Empty(t, damaged, "%s: an object damaged on the way is recorded damaged", tc.name)
+			continue
+		}
+		require.ErrorIs(t, err, ErrCompactionRefused, tc.name)
+		assert.Contains(t, err.Error(), f.full.Key)
+		assert.GreaterOrEqual(t, faults, 2, "%s: the full snapshot is read twice before it is recorded", tc.name)
+		require.Contains(t, damaged, f.full.Key, tc.name)
+		assert.Equal(t, "compact", damaged[f.full.Key].By)
+	}
 }
