@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -34,7 +35,9 @@ import (
 //     connection that sends no byte for s3ReadTimeout, and retries: the SDK sets no
 //     read timeout for S3, so a stalled connection hung a read, a listing or a delete
 //     (and the restore, verify or gc waiting on it) for as long as the stall lasted;
-//   - it also returns a second client, for uploads, whose retryer makes
+//   - it also returns a second client, for uploads, which waits at most s3ReadTimeout
+//     for the answer to a request sent in full (without it, an upload whose answer never
+//     came waited forever), and whose retryer makes
 //     sdkAttempts tries (gocloud's makes 3), so that a part of a streaming
 //     upload, which cannot start over, rides out a minute of trouble. The
 //     bucket's own client keeps 3 tries: reads are resumed by
@@ -107,9 +110,17 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 	if err != nil {
 		return nil, nil, err
 	}
-	uploads := s3.New(client.Options(), func(o *s3.Options) {
+	if b, ok := uploadHTTP.(*awshttp.BuildableClient); ok {
 		// No read timeout: the connection reads nothing while it sends a part, which may
-		// take longer on a slow link.
+		// take longer on a slow link. But once a request is sent in full, its answer's
+		// headers must come within s3ReadTimeout (and the part is sent again).
+		uploadHTTP = b.WithTransportOptions(func(tr *http.Transport) {
+			if tr.ResponseHeaderTimeout == 0 {
+				tr.ResponseHeaderTimeout = s3ReadTimeout
+			}
+		})
+	}
+	uploads := s3.New(client.Options(), func(o *s3.Options) {
 		o.HTTPClient = uploadHTTP
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = sdkAttempts

@@ -129,13 +129,21 @@ var faultRows = []faultRow{
 	{
 		// A read, a listing or a delete that goes silent for longer than anyone waits:
 		// etcdbr gives up on the connection after its read timeout (a minute) and goes on.
-		// An upload's request stalls for 3 s (uploads have no read timeout: see
-		// docs/faults.md).
+		// An upload's request stalls for 3 s before its body is read (uploads have no read
+		// timeout while they send: see docs/faults.md; "unanswered" is the stall after).
 		name:   "stall",
 		upload: faultstore.Fault{Kind: faultstore.Stall, Delay: 3 * time.Second},
 		read:   faultstore.Fault{Kind: faultstore.Stall, After: 200, Delay: time.Hour},
 		gc:     faultstore.Fault{Kind: faultstore.Stall, Delay: time.Hour}, gcOp: faultstore.OpDelete,
 		times: 1,
+	},
+	{
+		// An upload sent in full whose answer never comes: etcdbr gives up on it after a
+		// minute without an answer and sends it again.
+		name:    "unanswered",
+		upload:  faultstore.Fault{Kind: faultstore.Unanswered, Delay: time.Hour},
+		columns: []string{colFull, colDelta},
+		times:   1,
 	},
 	{
 		name:   "RequestTimeTooSkewed",

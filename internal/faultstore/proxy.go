@@ -66,13 +66,17 @@ const (
 	// listings (uploads, deletes: no body to answer) stall before they are forwarded: the
 	// server gets nothing.
 	Stall Kind = "stall"
+	// Unanswered reads the whole request's body, then answers nothing for Fault.Delay, then
+	// resets the connection; the server gets nothing. An upload sent in full whose answer
+	// never comes (a load balancer or server that hangs after the body).
+	Unanswered Kind = "unanswered"
 )
 
 // Fault is one fault and its parameters; which of them count depends on Kind.
 type Fault struct {
 	Kind   Kind
 	Status int           // Status
-	Delay  time.Duration // Latency, Stall
+	Delay  time.Duration // Latency, Stall, Unanswered
 	After  int64         // ResetRequest, ResetResponse, Truncate, Corrupt, Stall: a byte offset
 	Skew   time.Duration // TooSkewed, SkewDate
 }
@@ -88,6 +92,8 @@ func (f Fault) String() string {
 		return fmt.Sprintf("%s %v", f.Kind, f.Skew)
 	case Stall:
 		return fmt.Sprintf("stall %v at byte %d", f.Delay, f.After)
+	case Unanswered:
+		return fmt.Sprintf("unanswered %v", f.Delay)
 	case ResetRequest, ResetResponse, Truncate, Corrupt:
 		return fmt.Sprintf("%s at byte %d", f.Kind, f.After)
 	}
@@ -318,6 +324,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Status = p.answerError(w, r, f)
 		return
 	case faulty && f.Kind == Stall && op != OpGet && op != OpList:
+		p.stall(r.Context(), f.Delay)
+		p.reset(w)
+		return
+	case faulty && f.Kind == Unanswered:
+		_, _ = io.Copy(io.Discard, r.Body)
 		p.stall(r.Context(), f.Delay)
 		p.reset(w)
 		return
