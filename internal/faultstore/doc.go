@@ -3,8 +3,7 @@
 // (MinIO in the tests) and, for the requests its rules pick, adds latency, answers 5xx or
 // S3's SlowDown and RequestTimeTooSkewed errors itself, resets the connection in the middle
 // of a request or response body, truncates or corrupts a response body, stalls, leaves a
-// request it read unanswered, or moves
-// the Date header far off (a skewed clock).
+// request it read unanswered, or moves the Date header far off (a skewed clock).
 //
 // A test points a store URL at Proxy.URL instead of the server's endpoint (the S3 client
 // signs requests for the proxy's host, which the proxy keeps, so the server's signature
