@@ -263,7 +263,10 @@ func newFaultEnv(t *testing.T, svc storetest.Service) *faultEnv {
 
 	seed := svc.URL(env.bucket, "seed")
 	env.src = newMember(t, t.TempDir())
-	start(t, env.src.runArgs(seed, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s"))
+	// No garbage collection of the seed: the cells copy it for minutes, and at the turn of a
+	// clock hour the exponential policy keeps only the newest full snapshot of the hour
+	// before, which left the gc and restore cells a seed without its older chain.
+	start(t, env.src.runArgs(seed, "--full-snapshot-schedule", "@daily", "--delta-snapshot-period", "1s", "--gc-period", "0"))
 	cli := client(t, env.src.ClientURL)
 	env.oldFull = waitFull(t, seed, 1, time.Minute)
 	if _, err := (etcdtest.Workload{Seed: 11, Keys: 400, Overwrites: 60, Deletes: 30, LeasedKeys: 12}).Run(ctx, cli); err != nil {
