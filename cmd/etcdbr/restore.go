@@ -11,6 +11,7 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
+	"go.etcd.io/etcd/client/pkg/v3/logutil"
 )
 
 // RestoreCmd is `etcdbr restore`: an offline rebuild of a data dir.
@@ -95,6 +96,12 @@ func (c *RestoreCmd) Run(ctx context.Context, env *Env) error {
 	cfg, err := etcdConfig(env, c.EtcdArgs, c.DataDir)
 	if err != nil {
 		return err
+	}
+	// The restore says what it does in lines of its own; etcd's info lines (bbolt opened,
+	// members added, the seed db etcdutl restores) only come between them. etcd's warnings
+	// and errors stay, and an etcd --log-level given (or ETCD_LOG_LEVEL) wins.
+	if !cfg.FlagsExplicitlySet["log-level"] && cfg.LogLevel == logutil.DefaultLogLevel {
+		cfg.LogLevel = "warn"
 	}
 	res, err := supervisor.RestoreOffline(ctx, supervisor.OfflineRestoreConfig{
 		Etcd:               cfg,
