@@ -108,7 +108,10 @@ func TestDefragSingleMember(t *testing.T) {
 	lines := defragLines(t, l.log.String())
 	require.Len(t, lines, 1)
 	require.Equal(t, "leader", lines[0].role, "a single member leads")
-	require.Equal(t, after.DbSize, lines[0].after)
+	// The size logged is the file's right after the defrag; etcd's own commits since (its
+	// consistent index, every 100 ms) may have grown it by a few pages before Status read it.
+	require.LessOrEqual(t, lines[0].after, after.DbSize, "the size logged after the defrag")
+	require.Less(t, after.DbSize-lines[0].after, int64(1<<20), "the size logged after the defrag is the file's then")
 	require.Greater(t, lines[0].before, 2*lines[0].after)
 	m := l.s.metrics.defrag
 	require.Equal(t, 1.0, testutil.ToFloat64(m.defrags.WithLabelValues("succeeded")))
