@@ -456,17 +456,7 @@ func TestCompactSpoolCleaning(t *testing.T) {
 // compaction, which names it and records it damaged. Through faultstore's proxy in front
 // of the S3 test server.
 func TestCompactRereadsCorruptionInTransit(t *testing.T) {
-	svc, ok := storetest.ServiceFromEnv(storetest.S3)
-	if !ok {
-		if storetest.Required() {
-			t.Fatal(storetest.MissingHelp)
-		}
-		t.Skip(storetest.MissingHelp)
-	}
-	for _, kv := range svc.ProviderEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	svc := storetest.RequireService(t, storetest.S3)
 	f := buildCompactFixture(t)
 	ctx := context.Background()
 	bucket := storetest.NewBucketName()

@@ -188,17 +188,7 @@ type faultEnv struct {
 // data; `etcdbr run` serves etcd throughout. The figures (faults, requests, time from the
 // first fault to the operation's end) are logged as a table (docs/faults.md).
 func TestFaultMatrix(t *testing.T) {
-	svc, ok := storetest.ServiceFromEnv(storetest.S3)
-	if !ok {
-		if storetest.Required() {
-			t.Fatal(storetest.MissingHelp)
-		}
-		t.Skip(storetest.MissingHelp)
-	}
-	for _, kv := range svc.ProviderEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v) // for this process's own stores; the binary inherits them
-	}
+	svc := storetest.RequireService(t, storetest.S3)
 	env := newFaultEnv(t, svc)
 	var (
 		mu      sync.Mutex

@@ -28,17 +28,7 @@ import (
 // comes back exactly, and `etcdbr verify --deep` passes. With encryption on, no object in the
 // bucket holds a known key or value in clear.
 func TestMinIOEndToEnd(t *testing.T) {
-	svc, ok := storetest.ServiceFromEnv(storetest.S3)
-	if !ok {
-		if storetest.Required() {
-			t.Fatal(storetest.MissingHelp)
-		}
-		t.Skip(storetest.MissingHelp)
-	}
-	for _, kv := range svc.ProviderEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v) // for this process's own listings; the binary inherits them
-	}
+	svc := storetest.RequireService(t, storetest.S3)
 	for _, encrypted := range []bool{false, true} {
 		name := "plain"
 		if encrypted {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"os"
 	"strings"
+	"testing"
 )
 
 // The variables through which scripts/test-services tells tests where the
@@ -82,4 +83,24 @@ func BinariesFromEnv() (Binaries, bool) {
 	}
 	ok := b.MinIO != "" && b.FakeGCS != "" && b.Node != "" && b.Azurite != ""
 	return b, ok
+}
+
+// RequireService returns the running server of kind that scripts/test-services announced,
+// with its ProviderEnv set for the rest of the test (t.Setenv: this process's own stores
+// reach it, and the binaries the test starts inherit it). Without one the test fails where
+// the servers are required (Required) and is skipped elsewhere.
+func RequireService(t testing.TB, kind Kind) Service {
+	t.Helper()
+	svc, ok := ServiceFromEnv(kind)
+	if !ok {
+		if Required() {
+			t.Fatal(MissingHelp)
+		}
+		t.Skip(MissingHelp)
+	}
+	for _, kv := range svc.ProviderEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	return svc
 }
