@@ -472,10 +472,6 @@ func restorePlan(ctx context.Context, store *snapstore.Store, plan catalog.Resto
 // is checked again once the db is fetched (rebuild.BuildDataDir). A file system whose free
 // space cannot be read is not checked.
 func checkFetchRoom(cfg *embed.Config, plan catalog.RestorePlan, dir string) error {
-	free, err := diskspace.Available(dir)
-	if err != nil {
-		return nil
-	}
 	need := plan.Full.Size
 	for _, d := range plan.Deltas {
 		need += d.Size
@@ -485,12 +481,10 @@ func checkFetchRoom(cfg *embed.Config, plan catalog.RestorePlan, dir string) err
 		need += wal.SegmentSizeBytes
 		what += fmt.Sprintf(", and a WAL file of %s that etcd preallocates", diskspace.Bytes(wal.SegmentSizeBytes))
 	}
-	if free >= need {
-		return nil
+	if err := rebuild.CheckRoom(dir, need, what); err != nil {
+		return fmt.Errorf("restore %s into %q: %w", plan.Full.Key, cfg.Dir, err)
 	}
-	return fmt.Errorf("restore %s into %q: %w: the file system of %s has %s free, and the restore needs at least %s there (%s): "+
-		"make room there (or give the data dir a larger file system) and restore again; the data dir is untouched and nothing "+
-		"was moved aside", plan.Full.Key, cfg.Dir, rebuild.ErrNoRoom, dir, diskspace.Bytes(free), diskspace.Bytes(need), what)
+	return nil
 }
 
 // logRestored says where the restore ended, and what the user should know about it.

@@ -43,15 +43,24 @@ func (p restoreDirs) needs(dbSize, deltaBytes int64) []roomNeeds {
 // not checked: the restore tries, and a write that finds no room fails as noRoom says.
 func (p restoreDirs) checkRoom(dbSize, deltaBytes int64) error {
 	for _, n := range p.needs(dbSize, deltaBytes) {
-		free, err := diskspace.Available(n.dir)
-		if err != nil || free >= n.need {
-			continue
+		if err := CheckRoom(filepath.Dir(n.dir), n.need, n.what); err != nil {
+			return fmt.Errorf("restore data dir %q: %w", p.dataDir, err)
 		}
-		return fmt.Errorf("restore data dir %q: %w: the file system of %s has %s free, and the restore needs at least %s there "+
-			"(%s): make room there (or give the data dir a larger file system) and restore again; the data dir is untouched "+
-			"and nothing was moved aside", p.dataDir, ErrNoRoom, filepath.Dir(n.dir), diskspace.Bytes(free), diskspace.Bytes(n.need), n.what)
 	}
 	return nil
+}
+
+// CheckRoom returns, when the file system of dir has less than need bytes free, the error
+// of a restore that does not fit there (wrapping ErrNoRoom; what says what the bytes are),
+// and nil when it fits or its free space cannot be read.
+func CheckRoom(dir string, need int64, what string) error {
+	free, err := diskspace.Available(dir)
+	if err != nil || free >= need {
+		return nil
+	}
+	return fmt.Errorf("%w: the file system of %s has %s free, and the restore needs at least %s there (%s): make room "+
+		"there (or give the data dir a larger file system) and restore again; the data dir is untouched and nothing was "+
+		"moved aside", ErrNoRoom, dir, diskspace.Bytes(free), diskspace.Bytes(need), what)
 }
 
 // noRoom turns an error of a restore that ran out of room (ENOSPC while it built the staged
