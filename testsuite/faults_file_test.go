@@ -208,11 +208,7 @@ func (e *faultEnv) diskFullDelta(t *testing.T) cellResult {
 	r := runFileCell(t, newMember(t, t.TempDir()), url)
 	fill(0)
 	began := time.Now()
-	var ready apiReady
-	waitFor(t, "readiness to fail naming the full disk", 2*time.Minute, func() bool {
-		return r.api.call(http.MethodGet, "/readyz", "", &ready) == http.StatusServiceUnavailable &&
-			strings.Contains(ready.Failed, "no space left on device")
-	})
+	ready := r.waitUnready(t, "readiness to fail naming the full disk", 2*time.Minute, "no space left on device")
 	failedAfter := time.Since(began)
 	if strings.Contains(ready.Failed, "etcd:") {
 		t.Fatalf("readiness with the disk full: %+v, want only the backup check failed", ready)
@@ -311,11 +307,7 @@ func TestDiskFullStoreReadOnly(t *testing.T) {
 
 	store.readOnly()
 	began := time.Now()
-	var ready apiReady
-	waitFor(t, "readiness to fail naming the read-only directory", time.Minute, func() bool {
-		return r.api.call(http.MethodGet, "/readyz", "", &ready) == http.StatusServiceUnavailable &&
-			strings.Contains(ready.Failed, "read-only file system")
-	})
+	ready := r.waitUnready(t, "readiness to fail naming the read-only directory", time.Minute, "read-only file system")
 	failedAfter := time.Since(began)
 	for _, want := range []string{"backup:", store.dir, "remount it read-write"} {
 		if !strings.Contains(ready.Failed, want) {
@@ -457,11 +449,7 @@ func TestDiskFullDataDir(t *testing.T) {
 
 	data.fill(16 << 20) // less than a WAL file left
 	began := time.Now()
-	var ready apiReady
-	waitFor(t, "readiness to fail naming the full data dir", time.Minute, func() bool {
-		return r.api.call(http.MethodGet, "/readyz", "", &ready) == http.StatusServiceUnavailable &&
-			strings.Contains(ready.Failed, "NOSPACE alarm")
-	})
+	ready := r.waitUnready(t, "readiness to fail naming the full data dir", time.Minute, "NOSPACE alarm")
 	detected := time.Since(began)
 	for _, want := range []string{"etcd:", "file system of the data dir", m.DataDir, "is full"} {
 		if !strings.Contains(ready.Failed, want) {

@@ -31,6 +31,18 @@ func (e *faultEnv) startRunCell(t *testing.T, row faultRow, extra []string, env 
 	return readyWithWrites(t, m, &runCell{c: c, p: start(t, m.runArgs(c.faulty, args...), env...), base: "http://" + addr})
 }
 
+// waitUnready waits (up to within) until r's /readyz fails with a message that holds
+// naming, and returns its answer; what names the wait in a failure.
+func (r *runCell) waitUnready(t *testing.T, what string, within time.Duration, naming string) apiReady {
+	t.Helper()
+	var ready apiReady
+	waitFor(t, what, within, func() bool {
+		return r.api.call(http.MethodGet, "/readyz", "", &ready) == http.StatusServiceUnavailable &&
+			strings.Contains(ready.Failed, naming)
+	})
+	return ready
+}
+
 // readyWithWrites waits until r's member is ready (its API at r.base) and starts writes into
 // it, halted at the end of the test.
 func readyWithWrites(t *testing.T, m member, r *runCell) *runCell {
@@ -130,11 +142,7 @@ func (e *faultEnv) outage(t *testing.T) cellResult {
 	row := faultRow{name: "outage"}
 	r := e.startRunCell(t, row, []string{"--max-backup-age", "2s"}, "AWS_MAX_ATTEMPTS=2")
 	r.c.set(faultstore.Rule{Ops: []faultstore.Op{faultstore.OpPut}, Key: "delta/", Fault: faultstore.Fault{Kind: faultstore.SlowDown}})
-	var ready apiReady
-	waitFor(t, "readiness to fail naming the store's answer", 2*time.Minute, func() bool {
-		return r.api.call(http.MethodGet, "/readyz", "", &ready) == http.StatusServiceUnavailable &&
-			strings.Contains(ready.Failed, "SlowDown")
-	})
+	ready := r.waitUnready(t, "readiness to fail naming the store's answer", 2*time.Minute, "SlowDown")
 	failedAfter := time.Since(r.c.began)
 	if !strings.Contains(ready.Failed, "backup:") || strings.Contains(ready.Failed, "etcd:") {
 		t.Fatalf("readiness during the outage: %+v, want only the backup check failed", ready)
