@@ -157,6 +157,9 @@ type replayExtras struct {
 	// db's revision; when not 0 it is raised and marked compacted, as etcdutl's restore
 	// does (bumpRevision). Nil: no bump.
 	bump func(revision int64) int64
+	// compact, with bump, writes the db compacted at the bumped revision when the bump is
+	// not 0 (replayCompacted): what etcd's compaction there would leave.
+	compact bool
 	// onDelta is called when the replay begins to write the records of delta number i.
 	onDelta func(i int)
 	// writer opens the write side (nil: openDirectWriter); tests replay through etcd's
@@ -179,6 +182,15 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 		opts.MinLeaseTTL = defaultMinLeaseTTL
 	}
 	started := time.Now()
+	defer func() { res.Duration = time.Since(started) }()
+	if extras.compact && extras.bump != nil && extras.writer == nil {
+		return replayCompacted(ctx, dbPath, opts, extras)
+	}
+	return replayDirect(ctx, dbPath, opts, extras)
+}
+
+// replayDirect writes every revision of the deltas into the db at dbPath, then bumps.
+func replayDirect(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, err error) {
 	r, err := openReplayer(dbPath, opts, extras)
 	if err != nil {
 		return res, err
@@ -187,9 +199,7 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 		if cerr := r.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("replay deltas into %q: %w", dbPath, cerr)
 		}
-		res.Duration = time.Since(started)
 	}()
-	res = r.res
 	err = r.run(ctx)
 	res = r.res
 	if err == nil && extras.bump != nil {

@@ -62,6 +62,17 @@ type directWriter struct {
 	minTTL int64
 	// longest is the longest TTL of the leases the db held when it was opened.
 	longest int64
+	// plan, when set, makes the writer write nothing: it checks every revision and keeps
+	// its index as when it writes (each key's last entry included), and keeps the leases
+	// it grants in granted, for a compacted db written afterwards (compactWriter). Its
+	// transaction is rolled back at close: the db is as it was.
+	plan    bool
+	granted []leasepb.Lease
+	// spool, in plan mode, receives every put as the "key" bucket would (spoolPut), in
+	// revision order, for the compacted db to take those it keeps.
+	spool *spoolWriter
+	// loaded is the db's revision when it was opened.
+	loaded int64
 
 	current int64
 	// index maps a key to its entry in states; a key deleted keeps its entry (version 0).
@@ -79,9 +90,11 @@ type directWriter struct {
 }
 
 // genState is what etcd's key index knows of a key at the current revision: the create
-// revision and version of its live generation (version 0: not live).
+// revision and version of its live generation (version 0: not live), and the revision of
+// its last entry in the "key" bucket (a put, or a tombstone when not live).
 type genState struct {
 	create, version int64
+	last            mvcc.Revision
 }
 
 // Batches of the direct writer: a transaction is committed after this many puts or bytes
@@ -167,9 +180,10 @@ func (w *directWriter) load() error {
 			return fmt.Errorf("replay deltas: the db %q, revision %d_%d: %w", w.path, main, mvcc.BytesToRev(k).Sub, err)
 		}
 		i, ok := w.index[string(key)]
+		last := mvcc.BytesToRev(k)
 		if tombstone {
 			if ok {
-				w.states[i] = genState{}
+				w.states[i] = genState{last: last}
 			}
 			continue
 		}
@@ -179,14 +193,14 @@ func (w *directWriter) load() error {
 			version = w.states[i].version + 1
 			create = w.states[i].create
 		}
-		w.set(key, i, ok, genState{create: create, version: version})
+		w.set(key, i, ok, genState{create: create, version: version, last: last})
 	}
 	// etcd's store starts at revision 1 even with no key, and at a compaction past its keys.
 	rev, err := dbrev.Revision(w.tx)
 	if err != nil {
 		return fmt.Errorf("replay deltas: the db %q: %w", w.path, err)
 	}
-	w.current = rev
+	w.current, w.loaded = rev, rev
 	return w.tx.Bucket(schema.Lease.Name()).ForEach(func(k, v []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("replay deltas: the db %q holds a lease key %x that is no lease ID", w.path, k)
@@ -231,10 +245,15 @@ func (w *directWriter) grant(id, ttl int64) error {
 	case w.hasLease(id):
 		return lease.ErrLeaseExists
 	}
-	ut := &boltWriter{tx: w.tx}
-	schema.MustUnsafePutLease(ut, &leasepb.Lease{ID: id, TTL: max(ttl, w.minTTL)})
-	if ut.err != nil {
-		return ut.err
+	l := leasepb.Lease{ID: id, TTL: max(ttl, w.minTTL)}
+	if w.plan {
+		w.granted = append(w.granted, l)
+	} else {
+		ut := &boltWriter{tx: w.tx}
+		schema.MustUnsafePutLease(ut, &l)
+		if ut.err != nil {
+			return ut.err
+		}
 	}
 	w.leases[id] = struct{}{}
 	return nil
@@ -265,9 +284,9 @@ func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 		if known {
 			st = w.states[i]
 		}
-		bk := w.alloc(18)[:17]
-		mvcc.RevToBytes(mvcc.Revision{Main: main, Sub: int64(sub)}, bk)
+		at := mvcc.Revision{Main: main, Sub: int64(sub)}
 		var stored mvccpb.KeyValue
+		tombstone := false
 		switch ev.Type {
 		case mvccpb.PUT:
 			want := genState{create: main, version: 1}
@@ -283,17 +302,31 @@ func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 			}
 			stored = mvccpb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: want.create, ModRevision: main,
 				Version: want.version, Lease: kv.Lease}
+			want.last = at
 			w.set(kv.Key, i, known, want)
 			w.puts++
 		case mvccpb.DELETE:
 			if st.version == 0 {
 				return fmt.Errorf("delete of %q: the key does not exist", kv.Key)
 			}
-			bk = append(bk, dbrev.TombstoneMark)
+			tombstone = true
 			stored = mvccpb.KeyValue{Key: kv.Key}
-			w.states[i] = genState{}
+			w.states[i] = genState{last: at}
 		default:
 			return fmt.Errorf("event %d of key %q has the unknown type %d", sub, kv.Key, ev.Type)
+		}
+		if w.plan {
+			if !tombstone {
+				if err := w.spool.put(at, &stored); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		bk := w.alloc(18)[:17]
+		mvcc.RevToBytes(at, bk)
+		if tombstone {
+			bk = append(bk, dbrev.TombstoneMark)
 		}
 		val := w.alloc(stored.Size())
 		if _, err := stored.MarshalToSizedBuffer(val); err != nil {
@@ -304,7 +337,7 @@ func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 		}
 	}
 	w.current = main
-	if w.puts >= directBatchPuts || w.written >= directBatchBytes {
+	if !w.plan && (w.puts >= directBatchPuts || w.written >= directBatchBytes) {
 		return w.commit(true)
 	}
 	return nil
@@ -352,8 +385,8 @@ func (w *directWriter) bumpRevision(amount int64, log *slog.Logger) (err error) 
 func (w *directWriter) close() error {
 	var err error
 	switch {
-	case w.tx != nil && w.failed:
-		_ = w.tx.Rollback() // the db is thrown away
+	case w.tx != nil && (w.failed || w.plan):
+		_ = w.tx.Rollback() // the db is thrown away, or was only read
 	case w.tx != nil:
 		err = w.commit(false)
 	}

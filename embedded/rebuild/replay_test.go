@@ -25,6 +25,10 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/lease"
+	"go.etcd.io/etcd/server/v3/storage/backend"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.uber.org/zap"
 
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/internal/deltatest"
@@ -333,13 +337,19 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 			require.NoError(t, err)
 			rc.SkipHashCheck = true
 			require.NoError(t, runRestore(zapLogger(&other), rc))
+			otherDB := filepath.Join(dirs.stagedData(), "member", "snap", "db")
+			if bump > 0 {
+				// A restore that bumps writes the db compacted at the bumped revision: what
+				// etcd's own compaction there leaves of etcdutl's.
+				compactWithEtcd(t, otherDB)
+			}
 
 			opts.Replay = f.replayOptions(p, embeddedtest.Logger(t))
 			res, err := BuildDataDir(ctx, copyFile(t, f.snapPath), cfg, opts, embeddedtest.Logger(t))
 			require.NoError(t, err)
 			assert.Equal(t, f.last+int64(bump), res.Revision)
 
-			want := dumpBuckets(t, filepath.Join(dirs.stagedData(), "member", "snap", "db"))
+			want := dumpBuckets(t, otherDB)
 			got := dumpBuckets(t, filepath.Join(cfg.Dir, "member", "snap", "db"))
 			require.NotEmpty(t, want["key"])
 			require.Equal(t, len(want), len(got), "buckets")
@@ -381,6 +391,42 @@ func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
 			for name, kvs := range wantDB {
 				assert.Equal(t, kvs, gotDB[name], "bucket %q", name)
 			}
+		})
+	}
+	// A replay that ends in a bump writes the db compacted at the bumped revision: bucket by
+	// bucket, byte for byte, what etcd's own compaction leaves of the replay through etcd's
+	// store. One whose bump turns out 0 writes what the replay without compaction writes.
+	for _, bump := range []int64{0, 1000} {
+		t.Run(fmt.Sprintf("compacted, bump %d", bump), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			opts := f.replayOptions(p, embeddedtest.Logger(t))
+			opts.MinLeaseTTL = defaultMinLeaseTTL
+			oracle := stripped(t, f)
+			bumpBy := func(int64) int64 { return bump }
+			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bumpBy, writer: openMVCCWriter})
+			require.NoError(t, err)
+			if bump > 0 {
+				compactWithEtcd(t, oracle)
+			}
+			compacted := stripped(t, f)
+			got, err := replayDeltas(ctx, compacted, opts, replayExtras{bump: bumpBy, compact: true})
+			require.NoError(t, err)
+			want.Duration, got.Duration = 0, 0
+			assert.Equal(t, want, got)
+			wantDB, gotDB := dumpBuckets(t, oracle), dumpBuckets(t, compacted)
+			require.NotEmpty(t, wantDB["lease"])
+			if bump > 0 {
+				// Fewer entries than revisions replayed: the compaction took some away.
+				require.Less(t, len(wantDB["key"]), int(f.last-f.full.Revision))
+			}
+			require.Equal(t, len(wantDB), len(gotDB), "buckets")
+			for name, kvs := range wantDB {
+				assert.Equal(t, kvs, gotDB[name], "bucket %q", name)
+			}
+			entries, err := os.ReadDir(filepath.Dir(compacted))
+			require.NoError(t, err)
+			require.Len(t, entries, 1, "the spool and the compacted db are gone, the db replaced: %v", entries)
 		})
 	}
 	t.Run("etcd starts on it with the source's HashKV", func(t *testing.T) {
@@ -574,29 +620,12 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		}, nil, "after the target revision"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			deltas, open, stop, reach := tc.setup(t)
-			cfg := embeddedtest.NewConfig(t)
-			_, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg,
-				RestoreOptions{Replay: ReplayOptions{Deltas: deltas, Open: open, Stop: stop, Reach: reach}}, embeddedtest.Logger(t))
-			require.Error(t, err)
-			t.Log(err)
-			assert.Contains(t, err.Error(), tc.want)
-			obj, bad := BadObject(err)
-			if tc.bad == nil || errors.Is(tc.bad, snapstore.ErrNotFound) {
-				assert.False(t, bad, "reported as a bad object: %s", obj.Key)
-			} else {
-				require.True(t, bad, "not reported as a bad object")
-				assert.ErrorIs(t, err, tc.bad)
-				assert.Contains(t, deltas, obj)
-			}
-			if tc.bad != nil {
-				assert.ErrorIs(t, err, tc.bad)
-			}
-			assert.NoDirExists(t, cfg.Dir, "a failed restore built a data dir")
-			assert.NoDirExists(t, StagingDir(cfg.Dir))
-		})
+		for _, bump := range []uint64{0, 1000} { // bumped: the compacted replay
+			t.Run(fmt.Sprintf("%s, bump %d", tc.name, bump), func(t *testing.T) {
+				t.Parallel()
+				testReplayRejected(t, f, bump, tc.setup, tc.bad, tc.want)
+			})
+		}
 	}
 
 	t.Run("a time the deltas do not pass before a gap", func(t *testing.T) {
@@ -651,6 +680,16 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		assert.Contains(t, err.Error(), "no space left on device")
 		assert.NotErrorIs(t, err, snapstore.ErrMalformedDelta)
 		assert.NotErrorIs(t, err, snapstore.ErrCorrupt)
+		// The compacted replay fills the disk with its spool: the same.
+		require.NoError(t, os.WriteFile(db, b, 0o600))
+		_, err = replayDeltas(context.Background(), db, ReplayOptions{Deltas: list(t, s), Open: s.Open},
+			replayExtras{compact: true, bump: func(int64) int64 { return 1000 }})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "no space left on device")
+		assert.NotErrorIs(t, err, snapstore.ErrMalformedDelta)
+		assert.NotErrorIs(t, err, snapstore.ErrCorrupt)
+		assert.NoFileExists(t, db+".spool")
+		assert.NoFileExists(t, db+".compacted")
 	})
 
 	t.Run("a cancelled replay", func(t *testing.T) {
@@ -792,4 +831,64 @@ func TestRevisionsToReplay(t *testing.T) {
 			assert.Equal(t, tc.want, revisionsToReplay(tc.deltas, tc.from, tc.stop))
 		})
 	}
+}
+
+// testReplayRejected restores the fixture's snapshot with the deltas of setup (a bump: the
+// compacted replay) and checks that the restore fails as a rejected replay must: the error
+// says want, names the bad object when bad says it is one, and nothing is left behind.
+func testReplayRejected(t *testing.T, f *replayFixture, bump uint64,
+	setup func(t *testing.T) ([]catalog.Snapshot, func(context.Context, catalog.Snapshot) (io.ReadCloser, error), catalog.Target, int64),
+	bad error, want string) {
+	t.Helper()
+	deltas, open, stop, reach := setup(t)
+	cfg := embeddedtest.NewConfig(t)
+	_, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg,
+		RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0, Replay: ReplayOptions{Deltas: deltas, Open: open, Stop: stop, Reach: reach}},
+		embeddedtest.Logger(t))
+	require.Error(t, err)
+	t.Log(err)
+	assert.Contains(t, err.Error(), want)
+	obj, isBad := BadObject(err)
+	if bad == nil || errors.Is(bad, snapstore.ErrNotFound) {
+		assert.False(t, isBad, "reported as a bad object: %s", obj.Key)
+	} else {
+		require.True(t, isBad, "not reported as a bad object")
+		assert.ErrorIs(t, err, bad)
+		assert.Contains(t, deltas, obj)
+	}
+	if bad != nil {
+		assert.ErrorIs(t, err, bad)
+	}
+	assert.NoDirExists(t, cfg.Dir, "a failed restore built a data dir")
+	assert.NoDirExists(t, StagingDir(cfg.Dir))
+}
+
+// compactWithEtcd opens the db at path with etcd's own backend, lessor and mvcc store,
+// which resume the compaction the db has scheduled, and waits until etcd records it
+// finished.
+func compactWithEtcd(t *testing.T, path string) {
+	t.Helper()
+	lg := zap.NewNop()
+	bcfg := backend.DefaultBackendConfig(lg)
+	bcfg.Path = path
+	bcfg.UnsafeNoFsync = true
+	be := backend.New(bcfg)
+	lessor := lease.NewLessor(lg, be, noCluster{}, lease.LessorConfig{MinLeaseTTL: defaultMinLeaseTTL})
+	kv := mvcc.NewStore(lg, be, lessor, mvcc.StoreConfig{})
+	rtx := be.ReadTx()
+	rtx.RLock()
+	scheduled, ok := mvcc.UnsafeReadScheduledCompact(rtx)
+	rtx.RUnlock()
+	require.True(t, ok, "the db has no compaction scheduled")
+	require.Eventually(t, func() bool {
+		be.ForceCommit()
+		tx := be.ReadTx()
+		tx.RLock()
+		defer tx.RUnlock()
+		finished, ok := mvcc.UnsafeReadFinishedCompact(tx)
+		return ok && finished == scheduled
+	}, time.Minute, 20*time.Millisecond, "etcd's compaction of revision %d did not finish", scheduled)
+	require.NoError(t, kv.Close())
+	lessor.Stop()
+	require.NoError(t, be.Close())
 }

@@ -256,6 +256,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			replay.Progress = opts.Progress
 		}
 		extras := replayExtras{
+			compact: opts.RevisionBump > 0 || opts.Served > 0,
 			bump: func(rev int64) int64 {
 				res.Bump = opts.bumpFor(rev)
 				return int64(res.Bump)
