@@ -227,7 +227,7 @@ func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replay
 	open := extras.writer
 	if open == nil {
 		open = func(path string, opts ReplayOptions) (revisionWriter, error) {
-			return openDirectWriter(path, opts.MinLeaseTTL)
+			return openDirectWriter(path, opts.MinLeaseTTL, false)
 		}
 	}
 	w, err := open(path, opts)

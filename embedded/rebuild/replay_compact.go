@@ -38,11 +38,10 @@ import (
 // the end needs no bump after all, the deltas are replayed into the full snapshot's db as
 // without compaction.
 func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, err error) {
-	plan, err := openDirectWriter(dbPath, opts.MinLeaseTTL)
+	plan, err := openDirectWriter(dbPath, opts.MinLeaseTTL, true)
 	if err != nil {
 		return res, err
 	}
-	plan.plan = true
 	spoolPath := dbPath + ".spool"
 	defer func() {
 		if plan != nil {

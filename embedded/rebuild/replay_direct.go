@@ -68,7 +68,7 @@ type directWriter struct {
 	// transaction is rolled back at close: the db is as it was.
 	plan    bool
 	granted []leasepb.Lease
-	// spool, in plan mode, receives every put as the "key" bucket would (spoolPut), in
+	// spool, in plan mode, receives every put as the "key" bucket would (spoolWriter.put), in
 	// revision order, for the compacted db to take those it keeps.
 	spool *spoolWriter
 	// loaded is the db's revision when it was opened.
@@ -116,9 +116,10 @@ func etcdBoltOptions() *bolt.Options {
 	}
 }
 
-// openDirectWriter opens the db at path as etcd's backend does (without fsync) and reads
+// openDirectWriter opens the db at path as etcd's backend does (without fsync), or only
+// to read it in plan mode, and reads
 // its "key" bucket once to learn every key's state and the current revision.
-func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
+func openDirectWriter(path string, minTTL int64, plan bool) (w *directWriter, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if w != nil && w.db != nil {
@@ -127,11 +128,15 @@ func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
 			w, err = nil, fmt.Errorf("replay deltas: open the db %q: bbolt failed: %v", path, p)
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, etcdBoltOptions())
+	bopts := etcdBoltOptions()
+	// Read-only, bbolt does not walk every page of the db to rebuild its freelist
+	// (etcd's backend does not keep it on disk).
+	bopts.ReadOnly = plan
+	db, err := bolt.Open(path, 0o600, bopts)
 	if err != nil {
 		return nil, fmt.Errorf("replay deltas: open the db %q: %w", path, err)
 	}
-	w = &directWriter{path: path, db: db, minTTL: minTTL, index: map[string]int32{}, leases: map[int64]struct{}{}}
+	w = &directWriter{path: path, db: db, minTTL: minTTL, plan: plan, index: map[string]int32{}, leases: map[int64]struct{}{}}
 	if err := w.begin(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -147,6 +152,18 @@ func openDirectWriter(path string, minTTL int64) (w *directWriter, err error) {
 // begin opens the next write transaction, creating the buckets etcd's store and lessor
 // create when they open a db.
 func (w *directWriter) begin() error {
+	if w.plan {
+		tx, err := w.db.Begin(false)
+		if err != nil {
+			return fmt.Errorf("replay deltas: read the db %q: %w", w.path, err)
+		}
+		if w.keys = tx.Bucket(schema.Key.Name()); w.keys == nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("replay deltas: the db %q has no %q bucket: not an etcd v3 database", w.path, schema.Key.Name())
+		}
+		w.tx = tx
+		return nil
+	}
 	tx, err := w.db.Begin(true)
 	if err != nil {
 		return dbWriteError{fmt.Errorf("replay deltas: write to the db %q: %w", w.path, err)}
@@ -201,7 +218,11 @@ func (w *directWriter) load() error {
 		return fmt.Errorf("replay deltas: the db %q: %w", w.path, err)
 	}
 	w.current, w.loaded = rev, rev
-	return w.tx.Bucket(schema.Lease.Name()).ForEach(func(k, v []byte) error {
+	leases := w.tx.Bucket(schema.Lease.Name())
+	if leases == nil {
+		return nil // read-only, in plan mode: etcd's lessor creates it
+	}
+	return leases.ForEach(func(k, v []byte) error {
 		if len(k) != 8 {
 			return fmt.Errorf("replay deltas: the db %q holds a lease key %x that is no lease ID", w.path, k)
 		}
