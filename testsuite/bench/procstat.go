@@ -42,7 +42,7 @@ func (p procStats) String() string {
 func runMeasured(ctx context.Context, cmd *exec.Cmd) (procStats, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	c, err := startChild(ctx, cmd)
+	c, err := startChild(ctx, cmd, sampleEvery)
 	if err != nil {
 		return procStats{}, err
 	}
@@ -63,9 +63,10 @@ type child struct {
 	err   error
 }
 
-// startChild starts cmd (its output already directed) and samples its memory until it ends;
-// ctx ending kills it.
-func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
+// startChild starts cmd (its output already directed) and samples its memory every sample
+// until it ends (0: never; reading /proc/PID/status 200 times a second costs a few percent
+// of a CPU per process, and takes the lock of its memory map); ctx ending kills it.
+func startChild(ctx context.Context, cmd *exec.Cmd, sample time.Duration) (*child, error) {
 	c := &child{cmd: cmd, done: make(chan struct{})}
 	c.start = time.Now()
 	if err := cmd.Start(); err != nil {
@@ -76,8 +77,12 @@ func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
 	go func() { exited <- cmd.Wait() }()
 	go func() {
 		defer close(c.done)
-		tick := time.NewTicker(sampleEvery)
-		defer tick.Stop()
+		var ticks <-chan time.Time
+		if sample > 0 {
+			tick := time.NewTicker(sample)
+			defer tick.Stop()
+			ticks = tick.C
+		}
 		for {
 			select {
 			case err := <-exited:
@@ -86,7 +91,7 @@ func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
 					c.stats.CPU = ps.UserTime() + ps.SystemTime()
 				}
 				return
-			case <-tick.C:
+			case <-ticks:
 				if hwm, anon, ok := readStatus(status); ok {
 					c.stats.PeakRSS, c.stats.PeakAnon = max(c.stats.PeakRSS, hwm), max(c.stats.PeakAnon, anon)
 					c.stats.Samples++

@@ -219,7 +219,7 @@ func (c *rejoinCluster) start(ctx context.Context, i int, etcdbr bool, state, in
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
-	ch, err := startChild(ctx, cmd)
+	ch, err := startChild(ctx, cmd, 0) // no memory figure of its members
 	if err != nil {
 		log.Close()
 		return err

@@ -58,7 +58,7 @@ func startServer(ctx context.Context, bins binaries, spec serverSpec) (*server, 
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
-	c, err := startChild(ctx, cmd)
+	c, err := startChild(ctx, cmd, sampleEvery)
 	if err != nil {
 		log.Close()
 		return nil, err
