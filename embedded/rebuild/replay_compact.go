@@ -400,6 +400,10 @@ func (cw *compactWriter) close() error {
 	case cw.tx != nil && cw.failed:
 		_ = cw.tx.Rollback()
 	case cw.tx != nil:
+		// The last commit writes the freelist, which etcd's backend does not keep: etcd
+		// reads it when it opens the db instead of walking every page to rebuild it (and
+		// stops keeping it with its first commit).
+		cw.db.NoFreelistSync = false
 		if err = cw.tx.Commit(); err != nil {
 			err = dbWriteError{fmt.Errorf("write the compacted db %q: commit: %w", cw.path, err)}
 		}
