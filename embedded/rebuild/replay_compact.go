@@ -17,6 +17,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
+
+	"github.com/etcdbr/etcdbr/internal/diskspace"
 )
 
 // A replay that ends in a revision bump marks the bumped revision compacted, and etcd's
@@ -37,10 +39,33 @@ import (
 // finished at the bumped revision. The new db then replaces the full snapshot's. When
 // the end needs no bump after all, the deltas are replayed into the full snapshot's db as
 // without compaction.
-func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, err error) {
+//
+// Until it replaces it, the full snapshot's db is only read: when the file system has no
+// room for the spool and the new db beside it, the deltas are replayed into it instead,
+// which needs less room (etcd then compacts it when it starts).
+func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (ReplayResult, error) {
+	res, done, err := writeCompacted(ctx, dbPath, opts, extras)
+	switch {
+	case done:
+		return res, nil
+	case err == nil: // no bump after all: the replay continues the history
+	case diskspace.Full(err):
+		opts.Log.Warn("no room to write the replayed db compacted beside the full snapshot's; replaying the deltas "+
+			"into that db instead (etcd compacts it when it starts)", "db", dbPath, "error", err)
+	default:
+		return res, err
+	}
+	rest := extras
+	rest.onDelta = nil
+	return replayDirect(ctx, dbPath, opts, rest)
+}
+
+// writeCompacted is replayCompacted but its fallback: done reports that the compacted db
+// replaced the full snapshot's; it is false with a nil error when the bump is 0.
+func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, done bool, err error) {
 	plan, err := openDirectWriter(dbPath, opts.MinLeaseTTL, true)
 	if err != nil {
-		return res, err
+		return res, false, err
 	}
 	spoolPath := dbPath + ".spool"
 	defer func() {
@@ -50,33 +75,25 @@ func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, ext
 		_ = os.Remove(spoolPath)
 	}()
 	if plan.spool, err = createSpool(spoolPath); err != nil {
-		return res, err
+		return res, false, err
 	}
 	first := extras
 	first.writer = func(string, ReplayOptions) (revisionWriter, error) { return plan, nil }
 	first.bump = nil
 	r, err := openReplayer(dbPath, opts, first)
 	if err != nil {
-		return res, err
+		return res, false, err
 	}
 	if err := r.run(ctx); err != nil {
-		return r.res, err
+		return r.res, false, err
 	}
 	res = r.res
 	bump := extras.bump(res.Revision)
 	if bump == 0 {
-		// The replay continues the history: nothing is compacted.
-		p := plan
-		plan = nil
-		if err := p.close(); err != nil {
-			return res, fmt.Errorf("replay deltas into %q: %w", dbPath, err)
-		}
-		rest := extras
-		rest.onDelta = nil
-		return replayDirect(ctx, dbPath, opts, rest)
+		return res, false, nil
 	}
 	if err := plan.spool.finish(); err != nil {
-		return res, err
+		return res, false, err
 	}
 
 	out := dbPath + ".compacted"
@@ -90,7 +107,7 @@ func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, ext
 		"spooled_puts", plan.spool.puts)
 	cw, err := newCompactWriter(plan, out)
 	if err != nil {
-		return res, err
+		return res, false, err
 	}
 	err = cw.copyKept(keep, spoolPath)
 	if err == nil {
@@ -99,22 +116,22 @@ func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, ext
 	if err != nil {
 		cw.failed = true
 		_ = cw.close()
-		return res, err
+		return res, false, err
 	}
 	if err := cw.close(); err != nil {
-		return res, err
+		return res, false, err
 	}
 	p := plan
 	plan = nil
 	if err := p.close(); err != nil {
-		return res, fmt.Errorf("replay deltas into %q: %w", dbPath, err)
+		return res, false, fmt.Errorf("replay deltas into %q: %w", dbPath, err)
 	}
 	if err := os.Rename(out, dbPath); err != nil {
-		return res, dbWriteError{fmt.Errorf("replay deltas: replace %q with the compacted db: %w", dbPath, err)}
+		return res, false, dbWriteError{fmt.Errorf("replay deltas: replace %q with the compacted db: %w", dbPath, err)}
 	}
 	opts.Log.Info("compacted db written", "db", dbPath, "entries", cw.entries,
 		"from_full_snapshot", cw.fromFull, "from_deltas", cw.entries-cw.fromFull)
-	return res, nil
+	return res, true, nil
 }
 
 // kept is the revisions of the entries etcd's compaction keeps at the current revision:

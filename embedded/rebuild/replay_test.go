@@ -702,6 +702,53 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		assert.NoFileExists(t, db+".compacted")
 	})
 
+	t.Run("room for the replay, not for the compacted db", func(t *testing.T) {
+		// The compacted replay needs a spool and a second db beside the full snapshot's;
+		// on a file system with room for the plain replay only, it replays into the full
+		// snapshot's db instead and succeeds.
+		t.Parallel()
+		if os.Geteuid() != 0 {
+			if os.Getenv("CI") != "" {
+				t.Fatal("a full file system needs a tmpfs of its own: mount needs root, and CI runs as root")
+			}
+			t.Skip("a full file system needs a tmpfs of its own: mount needs root")
+		}
+		b, err := os.ReadFile(stripped(t, f))
+		require.NoError(t, err)
+		mnt := t.TempDir()
+		size := (len(b) + 24<<20) >> 20 // the db and the 16 MiB the deltas add, with room to spare
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", size), "tmpfs", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount a tmpfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		db := filepath.Join(mnt, "db")
+		require.NoError(t, os.WriteFile(db, b, 0o600))
+		s := openStore(t)
+		big := strings.Repeat("x", 256<<10)
+		var revs []snapstore.Revision
+		for i := range int64(64) {
+			rev := fullRev + 1 + i
+			revs = append(revs, snapstore.Revision{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{{Type: mvccpb.PUT,
+				Kv: &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/big/%02d", i), Value: []byte(big), CreateRevision: rev, ModRevision: rev, Version: 1}}}})
+		}
+		writeRaw(t, s, r1, r1+63, nil, revs)
+		var logs bytes.Buffer
+		res, err := replayDeltas(context.Background(), db, ReplayOptions{Deltas: list(t, s), Open: s.Open, Log: slog.New(slog.NewTextHandler(&logs, nil))},
+			replayExtras{compact: true, bump: func(int64) int64 { return 1000 }})
+		require.NoError(t, err, "logs:\n%s", logs.String())
+		assert.Equal(t, r1+63, res.Revision)
+		assert.Contains(t, logs.String(), "no room to write the replayed db compacted")
+		got := dumpBuckets(t, db)
+		for i := range 64 {
+			assert.Contains(t, got["key"], string(mvcc.RevToBytes(mvcc.Revision{Main: r1 + int64(i)}, mvcc.NewRevBytes())))
+		}
+		// Replayed into the full snapshot's db: the bump's compaction scheduled, not done.
+		assert.NotContains(t, got["meta"], "finishedCompactRev")
+		assert.Contains(t, got["meta"], "scheduledCompactRev")
+		assert.NoFileExists(t, db+".spool")
+		assert.NoFileExists(t, db+".compacted")
+	})
+
 	t.Run("a cancelled replay", func(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithCancel(context.Background())
