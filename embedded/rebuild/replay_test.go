@@ -368,67 +368,54 @@ func testReplaySameAsMVCC(t *testing.T, f *replayFixture) {
 	t.Parallel()
 	p := f.planFor(t, catalog.Target{})
 	requireRichHistory(t, f, p.Deltas)
-	for _, bump := range []int64{0, 1000} {
-		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
+	// compact: a replay that ends in a bump writes the db compacted at the bumped revision,
+	// bucket by bucket and byte for byte what etcd's own compaction leaves of the replay
+	// through etcd's store; one whose bump turns out 0 writes what the replay without
+	// compaction writes.
+	for _, tc := range []struct {
+		bump    int64
+		compact bool
+	}{{0, false}, {1000, false}, {0, true}, {1000, true}} {
+		name := fmt.Sprintf("bump %d", tc.bump)
+		if tc.compact {
+			name = "compacted, " + name
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			opts := f.replayOptions(p, embeddedtest.Logger(t))
 			opts.MinLeaseTTL = defaultMinLeaseTTL
 			oracle := stripped(t, f)
-			bumpBy := func(int64) int64 { return bump }
+			bumpBy := func(int64) int64 { return tc.bump }
 			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bumpBy, writer: openMVCCWriter})
 			require.NoError(t, err)
+			compacted := tc.compact && tc.bump > 0
+			if compacted {
+				compactWithEtcd(t, oracle)
+			}
 			direct := stripped(t, f)
-			got, err := replayDeltas(ctx, direct, opts, replayExtras{bump: bumpBy})
+			got, err := replayDeltas(ctx, direct, opts, replayExtras{bump: bumpBy, compact: tc.compact})
 			require.NoError(t, err)
 			assert.Equal(t, f.last, got.Revision)
 			want.Duration, got.Duration = 0, 0
 			assert.Equal(t, want, got)
 			wantDB, gotDB := dumpBuckets(t, oracle), dumpBuckets(t, direct)
-			require.Greater(t, len(wantDB["key"]), int(f.last-f.full.Revision))
-			require.NotEmpty(t, wantDB["lease"])
-			require.Equal(t, len(wantDB), len(gotDB), "buckets")
-			for name, kvs := range wantDB {
-				assert.Equal(t, kvs, gotDB[name], "bucket %q", name)
-			}
-		})
-	}
-	// A replay that ends in a bump writes the db compacted at the bumped revision: bucket by
-	// bucket, byte for byte, what etcd's own compaction leaves of the replay through etcd's
-	// store. One whose bump turns out 0 writes what the replay without compaction writes.
-	for _, bump := range []int64{0, 1000} {
-		t.Run(fmt.Sprintf("compacted, bump %d", bump), func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			opts := f.replayOptions(p, embeddedtest.Logger(t))
-			opts.MinLeaseTTL = defaultMinLeaseTTL
-			oracle := stripped(t, f)
-			bumpBy := func(int64) int64 { return bump }
-			want, err := replayDeltas(ctx, oracle, opts, replayExtras{bump: bumpBy, writer: openMVCCWriter})
-			require.NoError(t, err)
-			if bump > 0 {
-				compactWithEtcd(t, oracle)
-			}
-			compacted := stripped(t, f)
-			got, err := replayDeltas(ctx, compacted, opts, replayExtras{bump: bumpBy, compact: true})
-			require.NoError(t, err)
-			want.Duration, got.Duration = 0, 0
-			assert.Equal(t, want, got)
-			wantDB, gotDB := dumpBuckets(t, oracle), dumpBuckets(t, compacted)
-			require.NotEmpty(t, wantDB["lease"])
-			if bump > 0 {
+			if compacted {
 				// Fewer entries than revisions replayed: the compaction took some away.
 				require.Less(t, len(wantDB["key"]), int(f.last-f.full.Revision))
+			} else {
+				require.Greater(t, len(wantDB["key"]), int(f.last-f.full.Revision))
 			}
+			require.NotEmpty(t, wantDB["lease"])
 			require.Equal(t, len(wantDB), len(gotDB), "buckets")
 			for name, kvs := range wantDB {
 				assert.Equal(t, kvs, gotDB[name], "bucket %q", name)
 			}
-			entries, err := os.ReadDir(filepath.Dir(compacted))
+			entries, err := os.ReadDir(filepath.Dir(direct))
 			require.NoError(t, err)
 			require.Len(t, entries, 1, "the spool and the compacted db are gone, the db replaced: %v", entries)
-			// bbolt's own check: every page reachable or free, the freelist it wrote right.
-			db, err := bolt.Open(compacted, 0o600, nil)
+			// bbolt's own check: every page reachable or free, the freelist right.
+			db, err := bolt.Open(direct, 0o600, nil)
 			require.NoError(t, err)
 			defer db.Close()
 			require.NoError(t, db.View(func(tx *bolt.Tx) error {
@@ -660,31 +647,12 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		// disk's, naming it, never the delta's (a restore would record an intact object as
 		// damaged and leave it out of every plan after).
 		t.Parallel()
-		mnt := t.TempDir()
-		if os.Geteuid() != 0 {
-			if os.Getenv("CI") != "" {
-				t.Fatal("a full file system needs a tmpfs of its own: mount needs root, and CI runs as root")
-			}
-			t.Skip("a full file system needs a tmpfs of its own: mount needs root")
-		}
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
-			t.Fatalf("mount a 4 MiB tmpfs: %v: %s", err, out)
-		}
-		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		mnt := mountTmpfs(t, 4<<20)
 		db := filepath.Join(mnt, "db")
 		b, err := os.ReadFile(stripped(t, f))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(db, b, 0o600))
-		// 64 revisions of 256 KiB values: 16 MiB in the db, a few KiB in the store.
-		s := openStore(t)
-		big := strings.Repeat("x", 256<<10)
-		var revs []snapstore.Revision
-		for i := range int64(64) {
-			rev := fullRev + 1 + i
-			revs = append(revs, snapstore.Revision{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{{Type: mvccpb.PUT,
-				Kv: &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/big/%02d", i), Value: []byte(big), CreateRevision: rev, ModRevision: rev, Version: 1}}}})
-		}
-		writeRaw(t, s, r1, r1+63, nil, revs)
+		s := bigDeltas(t, fullRev)
 		_, err = ReplayDeltas(context.Background(), db, ReplayOptions{Deltas: list(t, s), Open: s.Open})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "no space left on device")
@@ -707,31 +675,12 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		// on a file system with room for the plain replay only, it replays into the full
 		// snapshot's db instead and succeeds.
 		t.Parallel()
-		if os.Geteuid() != 0 {
-			if os.Getenv("CI") != "" {
-				t.Fatal("a full file system needs a tmpfs of its own: mount needs root, and CI runs as root")
-			}
-			t.Skip("a full file system needs a tmpfs of its own: mount needs root")
-		}
 		b, err := os.ReadFile(stripped(t, f))
 		require.NoError(t, err)
-		mnt := t.TempDir()
-		size := (len(b) + 24<<20) >> 20 // the db and the 16 MiB the deltas add, with room to spare
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", size), "tmpfs", mnt).CombinedOutput(); err != nil {
-			t.Fatalf("mount a tmpfs: %v: %s", err, out)
-		}
-		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
-		db := filepath.Join(mnt, "db")
+		// The db and the 16 MiB the deltas add, with room to spare.
+		db := filepath.Join(mountTmpfs(t, len(b)+24<<20), "db")
 		require.NoError(t, os.WriteFile(db, b, 0o600))
-		s := openStore(t)
-		big := strings.Repeat("x", 256<<10)
-		var revs []snapstore.Revision
-		for i := range int64(64) {
-			rev := fullRev + 1 + i
-			revs = append(revs, snapstore.Revision{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{{Type: mvccpb.PUT,
-				Kv: &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/big/%02d", i), Value: []byte(big), CreateRevision: rev, ModRevision: rev, Version: 1}}}})
-		}
-		writeRaw(t, s, r1, r1+63, nil, revs)
+		s := bigDeltas(t, fullRev)
 		var logs bytes.Buffer
 		res, err := replayDeltas(context.Background(), db, ReplayOptions{Deltas: list(t, s), Open: s.Open, Log: slog.New(slog.NewTextHandler(&logs, nil))},
 			replayExtras{compact: true, bump: func(int64) int64 { return 1000 }})
@@ -756,6 +705,42 @@ func testReplayRejects(t *testing.T, f *replayFixture) {
 		_, err := ReplayDeltas(ctx, stripped(t, f), ReplayOptions{Deltas: f.deltas, Open: f.store.Open})
 		require.ErrorIs(t, err, context.Canceled)
 	})
+}
+
+// mountTmpfs mounts a tmpfs of size bytes (rounded up to MiB) of its own, unmounted at
+// the end of the test: a file system to fill. It needs root: without, the test fails in CI
+// and is skipped elsewhere.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("a full file system needs a tmpfs of its own: mount needs root, and CI runs as root")
+		}
+		t.Skip("a full file system needs a tmpfs of its own: mount needs root")
+	}
+	mnt := t.TempDir()
+	opt := fmt.Sprintf("size=%dm", (size+1<<20-1)>>20)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opt, "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs (%s): %v: %s", opt, err, out)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	return mnt
+}
+
+// bigDeltas is a store of one delta after revision from: 64 revisions of 256 KiB values,
+// 16 MiB in a db, a few KiB in the store.
+func bigDeltas(t *testing.T, from int64) *snapstore.Store {
+	t.Helper()
+	s := openStore(t)
+	big := strings.Repeat("x", 256<<10)
+	var revs []snapstore.Revision
+	for i := range int64(64) {
+		rev := from + 1 + i
+		revs = append(revs, snapstore.Revision{Revision: rev, Time: time.Now(), Events: []*mvccpb.Event{{Type: mvccpb.PUT,
+			Kv: &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/big/%02d", i), Value: []byte(big), CreateRevision: rev, ModRevision: rev, Version: 1}}}})
+	}
+	writeRaw(t, s, from+1, from+64, nil, revs)
+	return s
 }
 
 // stripped is a copy of the fixture's snapshot db without its sha256.
