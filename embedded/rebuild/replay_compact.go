@@ -68,15 +68,20 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 		return res, false, err
 	}
 	spoolPath := dbPath + ".spool"
+	var spool *spoolWriter
 	defer func() {
 		if plan != nil {
 			_ = plan.close()
 		}
+		if spool != nil {
+			_ = spool.f.Close() // closed already when finished
+		}
 		_ = os.Remove(spoolPath)
 	}()
-	if plan.spool, err = createSpool(spoolPath); err != nil {
+	if spool, err = createSpool(spoolPath); err != nil {
 		return res, false, err
 	}
+	plan.spool = spool
 	first := extras
 	first.writer = func(string, ReplayOptions) (revisionWriter, error) { return plan, nil }
 	first.bump = nil
@@ -92,9 +97,10 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 	if bump == 0 {
 		return res, false, nil
 	}
-	if err := plan.spool.finish(); err != nil {
+	if err := spool.finish(); err != nil {
 		return res, false, err
 	}
+	opts.Progress.SetPhase("write") // the compacted db
 
 	out := dbPath + ".compacted"
 	defer func() {
@@ -104,7 +110,7 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 	}()
 	keep := plan.kept()
 	opts.Log.Info("writing the replayed db compacted at the bumped revision", "db", dbPath, "keys", len(keep),
-		"spooled_puts", plan.spool.puts)
+		"spooled_puts", spool.puts)
 	cw, err := newCompactWriter(plan, out)
 	if err != nil {
 		return res, false, err
