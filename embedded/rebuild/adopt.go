@@ -22,7 +22,8 @@ import (
 // file of the restore's own (RestoreOptions.MoveSnapshot), etcdutl restores a seed db
 // instead, a db of only the buckets those changes write to, and the fetched db takes what
 // etcdutl wrote into the seed and is moved in its place: the same db as etcdutl's, without
-// copying gigabytes. TestReplayDeltas/a_fetched_db_moved_into_the_member_is_etcdutl's_copy
+// copying gigabytes. A replay that writes the member's db compacted (replay_compact.go)
+// reads the fetched db where it is and writes the seed's records into the new db itself. TestReplayDeltas/a_fetched_db_moved_into_the_member_is_etcdutl's_copy
 // compares the two bucket by bucket; should a later etcdutl write to a bucket the seed lacks,
 // etcd's backend ends the process on the seed ("failed to find a bucket"), and that test
 // with it.

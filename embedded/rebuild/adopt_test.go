@@ -38,14 +38,16 @@ func testAdoptedSnapshot(t *testing.T, f *replayFixture) {
 		target  catalog.Target
 		bump    uint64
 		members int
+		served  int64 // RestoreOptions.Served: the last revision, a restore that needs no bump
 	}{
-		{"full snapshot only", catalog.Target{Revision: f.full.Revision}, 0, 3},
-		{"full snapshot only, bumped", catalog.Target{Revision: f.full.Revision}, 1000, 3},
-		{"deltas replayed", catalog.Target{}, 0, 3},
-		{"deltas replayed, bumped", catalog.Target{}, 1000, 3},
-		{"full snapshot only, alone", catalog.Target{Revision: f.full.Revision}, 0, 1},
-		{"full snapshot only, bumped, alone", catalog.Target{Revision: f.full.Revision}, 1000, 1},
-		{"deltas replayed, bumped, alone", catalog.Target{}, 1000, 1},
+		{"full snapshot only", catalog.Target{Revision: f.full.Revision}, 0, 3, 0},
+		{"full snapshot only, bumped", catalog.Target{Revision: f.full.Revision}, 1000, 3, 0},
+		{"deltas replayed", catalog.Target{}, 0, 3, 0},
+		{"deltas replayed, bumped", catalog.Target{}, 1000, 3, 0},
+		{"full snapshot only, alone", catalog.Target{Revision: f.full.Revision}, 0, 1, 0},
+		{"full snapshot only, bumped, alone", catalog.Target{Revision: f.full.Revision}, 1000, 1, 0},
+		{"deltas replayed, bumped, alone", catalog.Target{}, 1000, 1, 0},
+		{"deltas replayed, nothing newer served", catalog.Target{}, 0, 3, f.last},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -59,7 +61,7 @@ func testAdoptedSnapshot(t *testing.T, f *replayFixture) {
 				cfg := *base
 				cfg.Dir = filepath.Join(t.TempDir(), "member")
 				opts := RestoreOptions{RevisionBump: tc.bump, MarkCompacted: tc.bump > 0, WantRevision: f.full.Revision,
-					SkipHashCheck: move, MoveSnapshot: move}
+					SkipHashCheck: move, MoveSnapshot: move, Served: tc.served}
 				if len(p.Deltas) > 0 {
 					opts.Replay = f.replayOptions(p, embeddedtest.Logger(t))
 				}

@@ -160,6 +160,12 @@ type replayExtras struct {
 	// compact, with bump, writes the db compacted at the bumped revision when the bump is
 	// not 0 (replayCompacted): what etcd's compaction there would leave.
 	compact bool
+	// from, with compact, is a fetched full snapshot's db to read instead of the db at the
+	// replay's path, which holds the seed etcdutl restored: the compacted db takes the
+	// seed's records as adoptSnapshot does, and the fetched db is removed once the compacted
+	// db replaced the seed; when the replay is not compacted after all, the fetched db is
+	// adopted first.
+	from string
 	// onDelta is called when the replay begins to write the records of delta number i.
 	onDelta func(i int)
 	// writer opens the write side (nil: openDirectWriter); tests replay through etcd's

@@ -55,15 +55,24 @@ func replayCompacted(ctx context.Context, dbPath string, opts ReplayOptions, ext
 	default:
 		return res, err
 	}
+	if extras.from != "" {
+		if err := adoptSnapshot(extras.from, dbPath, 0, opts.Log); err != nil {
+			return res, err
+		}
+	}
 	rest := extras
-	rest.onDelta = nil
+	rest.onDelta, rest.from = nil, ""
 	return replayDirect(ctx, dbPath, opts, rest)
 }
 
 // writeCompacted is replayCompacted but its fallback: done reports that the compacted db
 // replaced the full snapshot's; it is false with a nil error when the bump is 0.
 func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extras replayExtras) (res ReplayResult, done bool, err error) {
-	plan, err := openDirectWriter(dbPath, opts.MinLeaseTTL, true)
+	source := dbPath
+	if extras.from != "" {
+		source = extras.from
+	}
+	plan, err := openDirectWriter(source, opts.MinLeaseTTL, true)
 	if err != nil {
 		return res, false, err
 	}
@@ -115,7 +124,12 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 	if err != nil {
 		return res, false, err
 	}
-	err = cw.copyKept(keep, spoolPath)
+	if extras.from != "" {
+		err = cw.copySeed(dbPath)
+	}
+	if err == nil {
+		err = cw.copyKept(keep, spoolPath)
+	}
 	if err == nil {
 		err = cw.bump(res.Revision, bump, opts.Log)
 	}
@@ -134,6 +148,11 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 	}
 	if err := os.Rename(out, dbPath); err != nil {
 		return res, false, dbWriteError{fmt.Errorf("replay deltas: replace %q with the compacted db: %w", dbPath, err)}
+	}
+	if extras.from != "" {
+		if err := os.Remove(extras.from); err != nil {
+			return res, false, fmt.Errorf("replay deltas: remove the fetched db: %w", err)
+		}
 	}
 	opts.Log.Info("compacted db written", "db", dbPath, "entries", cw.entries,
 		"from_full_snapshot", cw.fromFull, "from_deltas", cw.entries-cw.fromFull)
@@ -274,6 +293,26 @@ func newCompactWriter(plan *directWriter, path string) (cw *compactWriter, err e
 	return cw, nil
 }
 
+// copySeed writes into the compacted db the records etcdutl's restore wrote into the seed
+// db at seedPath, as adoptSnapshot writes them into a fetched db (copySeed).
+func (cw *compactWriter) copySeed(seedPath string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = dbWriteError{fmt.Errorf("write the compacted db %q: bbolt failed: %v", cw.path, p)}
+		}
+	}()
+	seed, err := bolt.Open(seedPath, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("open the restored seed db %q: %w", seedPath, err)
+	}
+	defer seed.Close()
+	if err := seed.View(func(from *bolt.Tx) error { return copySeed(from, cw.tx) }); err != nil {
+		return fmt.Errorf("write the new membership into the compacted db %q: %w", cw.path, err)
+	}
+	// Committed while the seed is open: bbolt holds the records where the seed maps them.
+	return cw.commit()
+}
+
 // copyKept writes the "key" entries at the revisions of keep (in order): those of the
 // full snapshot from the plan's db, the others from the spool.
 func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string) (err error) {
@@ -378,6 +417,11 @@ func (cw *compactWriter) maybeCommit() error {
 	if cw.puts < directBatchPuts && cw.written < directBatchBytes {
 		return nil
 	}
+	return cw.commit()
+}
+
+// commit commits the open transaction and begins the next.
+func (cw *compactWriter) commit() error {
 	if err := cw.tx.Commit(); err != nil {
 		cw.tx = nil
 		return dbWriteError{fmt.Errorf("write the compacted db %q: commit: %w", cw.path, err)}

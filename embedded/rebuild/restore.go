@@ -227,13 +227,19 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 		return res, fmt.Errorf("restore snapshot %q into %q: %w", dbPath, dirs.stagedData(), err)
 	}
 	stagedDB := filepath.Join(dirs.stagedData(), "member", "snap", "db")
+	// A replay that may end in a bump writes the member's db compacted, reading the full
+	// snapshot's db: a fetched one it reads where it is, taking etcdutl's records from the
+	// seed itself (replayExtras.from), so it is not adopted first.
+	compact := replaying && (opts.RevisionBump > 0 || opts.Served > 0)
 	if move {
-		var bump int64
-		if !replaying {
-			bump = int64(res.Bump)
-		}
-		if err := adoptSnapshot(dbPath, stagedDB, bump, lg); err != nil {
-			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
+		if !compact {
+			var bump int64
+			if !replaying {
+				bump = int64(res.Bump)
+			}
+			if err := adoptSnapshot(dbPath, stagedDB, bump, lg); err != nil {
+				return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
+			}
 		}
 		if err := os.Remove(seed); err != nil {
 			return res, fmt.Errorf("restore data dir %q: remove the seed db: %w", dirs.dataDir, err)
@@ -256,12 +262,15 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 			replay.Progress = opts.Progress
 		}
 		extras := replayExtras{
-			compact: opts.RevisionBump > 0 || opts.Served > 0,
+			compact: compact,
 			bump: func(rev int64) int64 {
 				res.Bump = opts.bumpFor(rev)
 				return int64(res.Bump)
 			},
 			onDelta: failpointOnDelta(len(replay.Deltas)),
+		}
+		if move && compact {
+			extras.from = dbPath
 		}
 		if res.Replay, err = replayDeltas(ctx, stagedDB, replay, extras); err != nil {
 			return res, fmt.Errorf("restore data dir %q: %w", dirs.dataDir, err)
