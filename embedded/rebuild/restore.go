@@ -581,8 +581,8 @@ const (
 	// FailpointAfterFetch: BuildDataDir was called (the snapshot is fetched).
 	FailpointAfterFetch = "restore-after-fetch"
 	// FailpointDuringReplay: the replay begins to write the revisions of its second
-	// delta (its first when there is only one) into the staged member's db; those of
-	// the first are written already.
+	// delta (its first when there is only one) into the staged member's db, or to check
+	// and spool them when it writes the db compacted; those of the first are done.
 	FailpointDuringReplay = "restore-during-replay"
 	// FailpointAfterStaging: the staged data dir is complete and fsynced.
 	FailpointAfterStaging = "restore-after-staging"
