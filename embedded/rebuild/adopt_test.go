@@ -61,7 +61,7 @@ func testAdoptedSnapshot(t *testing.T, f *replayFixture) {
 				cfg := *base
 				cfg.Dir = filepath.Join(t.TempDir(), "member")
 				opts := RestoreOptions{RevisionBump: tc.bump, MarkCompacted: tc.bump > 0, WantRevision: f.full.Revision,
-					SkipHashCheck: move, MoveSnapshot: move, Served: tc.served}
+					SkipHashCheck: move, MoveSnapshot: move, Served: tc.served, CompactReplay: CompactAlways}
 				if len(p.Deltas) > 0 {
 					opts.Replay = f.replayOptions(p, embeddedtest.Logger(t))
 				}

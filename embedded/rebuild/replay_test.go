@@ -320,12 +320,17 @@ func testReplayTargets(t *testing.T, f *replayFixture) {
 // by byte, what etcdutl's restore (with the bump) of the replayed snapshot db holds.
 func testReplayOrder(t *testing.T, f *replayFixture) {
 	p := f.planFor(t, catalog.Target{})
-	for _, bump := range []uint64{0, 1000} {
-		t.Run(fmt.Sprintf("bump %d", bump), func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		bump    uint64
+		compact CompactReplay
+	}{{"bump 0", 0, CompactAlways}, {"bump 1000, compacted", 1000, CompactAlways}, {"bump 1000, never compacted", 1000, CompactNever}} {
+		bump := tc.bump
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			cfg := embeddedtest.NewConfig(t)
-			opts := RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0}
+			opts := RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0, CompactReplay: tc.compact}
 
 			// The other order: replay into the snapshot db, then etcdutl's restore of it.
 			replayed := stripped(t, f)
@@ -338,7 +343,7 @@ func testReplayOrder(t *testing.T, f *replayFixture) {
 			rc.SkipHashCheck = true
 			require.NoError(t, runRestore(zapLogger(&other), rc))
 			otherDB := filepath.Join(dirs.stagedData(), "member", "snap", "db")
-			if bump > 0 {
+			if bump > 0 && tc.compact == CompactAlways {
 				// A restore that bumps writes the db compacted at the bumped revision: what
 				// etcd's own compaction there leaves of etcdutl's.
 				compactWithEtcd(t, otherDB)
@@ -885,7 +890,8 @@ func testReplayRejected(t *testing.T, f *replayFixture, bump uint64,
 	deltas, open, stop, reach := setup(t)
 	cfg := embeddedtest.NewConfig(t)
 	_, err := BuildDataDir(context.Background(), copyFile(t, f.snapPath), cfg,
-		RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0, Replay: ReplayOptions{Deltas: deltas, Open: open, Stop: stop, Reach: reach}},
+		RestoreOptions{RevisionBump: bump, MarkCompacted: bump > 0, CompactReplay: CompactAlways,
+			Replay: ReplayOptions{Deltas: deltas, Open: open, Stop: stop, Reach: reach}},
 		embeddedtest.Logger(t))
 	require.Error(t, err)
 	t.Log(err)

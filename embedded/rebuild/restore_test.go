@@ -246,3 +246,23 @@ func TestBuildDataDirDiskFull(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, olds)
 }
+
+// A replay that ends in a bump is written compacted when the deltas are large beside the db
+// (stored, a quarter of its size or more), unless told always or never.
+func TestCompactReplayDecision(t *testing.T) {
+	const db = 1314 << 20
+	for _, tc := range []struct {
+		c      CompactReplay
+		deltas int64
+		want   bool
+	}{
+		{CompactWhenLarge, 590 << 20, true}, // 1M events beside a 1.3 GB db
+		{CompactWhenLarge, db / 4, true},
+		{CompactWhenLarge, db/4 - 1, false},
+		{CompactWhenLarge, 6 << 20, false}, // 10k events
+		{CompactAlways, 6 << 20, true},
+		{CompactNever, 590 << 20, false},
+	} {
+		assert.Equal(t, tc.want, tc.c.compacts(db, tc.deltas), "%d, %d bytes of deltas", tc.c, tc.deltas)
+	}
+}
