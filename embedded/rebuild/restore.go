@@ -115,6 +115,18 @@ func (o RestoreOptions) bumpFor(rev int64) uint64 {
 	return b
 }
 
+// mayBump reports whether a restore with deltas to replay may end in a bump: always with
+// RevisionBump, and with Served unless the replay ends at or after it for sure (a target
+// revision at or after it, or the store's newest revision, below which the replay fails, at
+// or after it): a live restore of the newest point after the freeze does not.
+func (o RestoreOptions) mayBump() bool {
+	if o.RevisionBump > 0 {
+		return true
+	}
+	endsAtLeast := max(o.Replay.Stop.Revision, o.Replay.Reach)
+	return o.Served > 0 && endsAtLeast < o.Served
+}
+
 // ErrWrongRevision is wrapped by the error BuildDataDir returns when the snapshot
 // db does not hold RestoreOptions.WantRevision.
 var ErrWrongRevision = errors.New("the snapshot db holds another revision than its name says")
@@ -264,7 +276,7 @@ func BuildDataDir(ctx context.Context, dbPath string, cfg *embed.Config, opts Re
 	// A replay that may end in a bump writes the member's db compacted, reading the full
 	// snapshot's db: a fetched one it reads where it is, taking etcdutl's records from the
 	// seed itself (replayExtras.from), so it is not adopted first.
-	compact := replaying && (opts.RevisionBump > 0 || opts.Served > 0) && opts.CompactReplay.compacts(fileSize(dbPath), deltaBytes(opts.Replay.Deltas))
+	compact := replaying && opts.mayBump() && opts.CompactReplay.compacts(fileSize(dbPath), deltaBytes(opts.Replay.Deltas))
 	if move {
 		if !compact {
 			var bump int64

@@ -19,6 +19,7 @@ import (
 	"github.com/etcdbr/etcdbr/embedded"
 	"github.com/etcdbr/etcdbr/embedded/datadir"
 	"github.com/etcdbr/etcdbr/internal/embeddedtest"
+	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
 func TestStagingDir(t *testing.T) {
@@ -264,5 +265,24 @@ func TestCompactReplayDecision(t *testing.T) {
 		{CompactNever, 590 << 20, false},
 	} {
 		assert.Equal(t, tc.want, tc.c.compacts(db, tc.deltas), "%d, %d bytes of deltas", tc.c, tc.deltas)
+	}
+}
+
+// A restore may end in a bump with RevisionBump, or with Served unless its replay surely
+// ends at or after it: then it is not written compacted (its bump would be 0).
+func TestRestoreMayBump(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    RestoreOptions
+		want bool
+	}{
+		{"nothing served", RestoreOptions{}, false},
+		{"a bump asked for", RestoreOptions{RevisionBump: 1000}, true},
+		{"served past the store's newest", RestoreOptions{Served: 120, Replay: ReplayOptions{Reach: 100}}, true},
+		{"served up to the store's newest", RestoreOptions{Served: 100, Replay: ReplayOptions{Reach: 100}}, false},
+		{"a target before what was served", RestoreOptions{Served: 100, Replay: ReplayOptions{Stop: catalog.Target{Revision: 90}, Reach: 90}}, true},
+		{"a target at what was served", RestoreOptions{Served: 100, Replay: ReplayOptions{Stop: catalog.Target{Revision: 100}, Reach: 100}}, false},
+	} {
+		assert.Equal(t, tc.want, tc.o.mayBump(), tc.name)
 	}
 }
