@@ -5,17 +5,27 @@
 package dbrev
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
 )
 
 // revBytesLen is the length of an encoded mvcc revision: 8 bytes main, '_', 8 bytes sub.
 const revBytesLen = 8 + 1 + 8
+
+// mainRevision reads the main revision of an encoded mvcc revision (a "key" bucket's key, or
+// a compaction's record in "meta"): an error where etcd's mvcc.BytesToRev panics (too short,
+// or no '_' after the main revision).
+func mainRevision(b []byte) (int64, error) {
+	if len(b) < revBytesLen || b[8] != '_' {
+		return 0, fmt.Errorf("not a revision (8 bytes, '_', 8 bytes): %x", b)
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
 
 // Reader is the part of a bbolt read transaction dbrev needs. *bolt.Tx implements it, and so
 // does the snapshot etcd's backend returns (it embeds its *bolt.Tx).
@@ -34,10 +44,11 @@ func Revision(tx Reader) (int64, error) {
 	}
 	rev := int64(1)
 	if k, _ := keys.Cursor().Last(); k != nil {
-		if len(k) < revBytesLen {
-			return 0, fmt.Errorf("read revision: malformed revision key %x in the \"key\" bucket", k)
+		main, err := mainRevision(k)
+		if err != nil {
+			return 0, fmt.Errorf("read revision: malformed revision key in the \"key\" bucket: %w", err)
 		}
-		rev = max(rev, mvcc.BytesToRev(k[:revBytesLen]).Main)
+		rev = max(rev, main)
 	}
 	if meta := tx.Bucket(schema.Meta.Name()); meta != nil {
 		for _, name := range [][]byte{schema.FinishedCompactKeyName, schema.ScheduledCompactKeyName} {
@@ -45,12 +56,11 @@ func Revision(tx Reader) (int64, error) {
 			if v == nil {
 				continue
 			}
-			if len(v) < revBytesLen {
-				return 0, fmt.Errorf("read revision: malformed %s value %x in the \"meta\" bucket", name, v)
+			r, err := mainRevision(v)
+			if err != nil {
+				return 0, fmt.Errorf("read revision: malformed %s value in the \"meta\" bucket: %w", name, err)
 			}
-			if r := mvcc.BytesToRev(v[:revBytesLen]).Main; r > rev {
-				rev = r
-			}
+			rev = max(rev, r)
 		}
 	}
 	return rev, nil

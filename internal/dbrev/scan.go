@@ -2,7 +2,6 @@ package dbrev
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -309,10 +308,11 @@ func (s *Scanner) revision() (int64, error) {
 		return 0, err
 	}
 	if last != nil {
-		if len(last) < revBytesLen {
-			return 0, fmt.Errorf("malformed revision key %x in the \"key\" bucket", last)
+		main, err := mainRevision(last)
+		if err != nil {
+			return 0, fmt.Errorf("malformed revision key in the \"key\" bucket: %w", err)
 		}
-		rev = max(rev, int64(binary.BigEndian.Uint64(last)))
+		rev = max(rev, main)
 	}
 	meta, ok, err := s.find(root, "meta", true)
 	if err != nil || !ok {
@@ -326,10 +326,11 @@ func (s *Scanner) revision() (int64, error) {
 		if !ok {
 			continue
 		}
-		if len(v.value) < revBytesLen {
-			return 0, fmt.Errorf("malformed %s value %x in the \"meta\" bucket", name, v.value)
+		r, err := mainRevision(v.value)
+		if err != nil {
+			return 0, fmt.Errorf("malformed %s value in the \"meta\" bucket: %w", name, err)
 		}
-		rev = max(rev, int64(binary.BigEndian.Uint64(v.value)))
+		rev = max(rev, r)
 	}
 	return rev, nil
 }
