@@ -23,8 +23,9 @@ import (
 // instead, a db of only the buckets those changes write to, and the fetched db takes what
 // etcdutl wrote into the seed and is moved in its place: the same db as etcdutl's, without
 // copying gigabytes. A replay that writes the member's db compacted (replay_compact.go)
-// reads the fetched db where it is and writes the seed's records into the new db itself. TestReplayDeltas/a_fetched_db_moved_into_the_member_is_etcdutl's_copy
-// compares the two bucket by bucket; should a later etcdutl write to a bucket the seed lacks,
+// reads the fetched db where it is and writes the seed's records into the new db itself.
+// TestReplayDeltas/a_fetched_db_moved_into_the_member_is_etcdutl's_copy compares the two
+// bucket by bucket; should a later etcdutl write to a bucket the seed lacks,
 // etcd's backend ends the process on the seed ("failed to find a bucket"), and that test
 // with it.
 
@@ -166,17 +167,25 @@ func bumpLatest(tx *bolt.Tx, amount int64, lg *slog.Logger) error {
 	if keys == nil {
 		return fmt.Errorf("the db has no %q bucket", schema.Key.Name())
 	}
-	var latest mvcc.Revision
+	var latest int64
 	if k, _ := keys.Cursor().Last(); k != nil {
-		latest = mvcc.BytesToRev(k)
+		latest = mvcc.BytesToRev(k).Main
 	}
-	lg.Info("bumping the latest revision and marking it compacted", "latest_revision", latest.Main,
-		"bump", amount, "new_latest_revision", latest.Main+amount)
-	latest.Main += amount
-	latest.Sub = 0
+	return bumpFrom(tx, latest, amount, false, lg)
+}
+
+// bumpFrom puts the bump's empty value at revision latest+amount (sub 0) and schedules the
+// compaction there; finished records it done as well (the db holds what it leaves).
+func bumpFrom(tx *bolt.Tx, latest, amount int64, finished bool, lg *slog.Logger) error {
+	lg.Info("bumping the latest revision and marking it compacted", "latest_revision", latest,
+		"bump", amount, "new_latest_revision", latest+amount)
+	bumped := mvcc.Revision{Main: latest + amount}
 	ut := &boltWriter{tx: tx}
-	ut.UnsafePut(schema.Key, mvcc.RevToBytes(latest, mvcc.NewRevBytes()), []byte{})
-	mvcc.UnsafeSetScheduledCompact(ut, latest.Main)
+	ut.UnsafePut(schema.Key, mvcc.RevToBytes(bumped, mvcc.NewRevBytes()), []byte{})
+	mvcc.UnsafeSetScheduledCompact(ut, bumped.Main)
+	if finished {
+		mvcc.UnsafeSetFinishedCompact(ut, bumped.Main)
+	}
 	return ut.err
 }
 

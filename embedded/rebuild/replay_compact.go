@@ -448,15 +448,8 @@ func (cw *compactWriter) bump(revision, amount int64, log *slog.Logger) (err err
 			err = dbWriteError{fmt.Errorf("bump the revision of %q: bbolt failed: %v", cw.path, p)}
 		}
 	}()
-	latest := mvcc.Revision{Main: revision + amount}
-	log.Info("bumping the latest revision and marking it compacted", "latest_revision", revision,
-		"bump", amount, "new_latest_revision", latest.Main)
-	ut := &boltWriter{tx: cw.tx}
-	ut.UnsafePut(schema.Key, mvcc.RevToBytes(latest, mvcc.NewRevBytes()), []byte{})
-	mvcc.UnsafeSetScheduledCompact(ut, latest.Main)
-	mvcc.UnsafeSetFinishedCompact(ut, latest.Main)
-	if ut.err != nil {
-		return dbWriteError{fmt.Errorf("bump the revision of %q: %w", cw.path, ut.err)}
+	if err := bumpFrom(cw.tx, revision, amount, true, log); err != nil {
+		return dbWriteError{fmt.Errorf("bump the revision of %q: %w", cw.path, err)}
 	}
 	return nil
 }
