@@ -115,16 +115,11 @@ func (o RestoreOptions) bumpFor(rev int64) uint64 {
 	return b
 }
 
-// mayBump reports whether a restore with deltas to replay may end in a bump: always with
-// RevisionBump, and with Served unless the replay ends at or after it for sure (a target
-// revision at or after it, or the store's newest revision, below which the replay fails, at
-// or after it): a live restore of the newest point after the freeze does not.
+// mayBump reports whether a restore with deltas to replay may end in a bump: bumpFor the
+// lowest revision the replay can end at (the target revision, or the store's newest, below
+// which it fails). A live restore of the newest point after the freeze does not.
 func (o RestoreOptions) mayBump() bool {
-	if o.RevisionBump > 0 {
-		return true
-	}
-	endsAtLeast := max(o.Replay.Stop.Revision, o.Replay.Reach)
-	return o.Served > 0 && endsAtLeast < o.Served
+	return o.bumpFor(max(o.Replay.Stop.Revision, o.Replay.Reach)) > 0
 }
 
 // ErrWrongRevision is wrapped by the error BuildDataDir returns when the snapshot
