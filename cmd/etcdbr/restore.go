@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/logutil"
+
 	"github.com/etcdbr/etcdbr/snapstore"
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 	"github.com/etcdbr/etcdbr/supervisor"
-	"go.etcd.io/etcd/client/pkg/v3/logutil"
 )
 
 // RestoreCmd is `etcdbr restore`: an offline rebuild of a data dir.

@@ -116,9 +116,9 @@ func etcdBoltOptions() *bolt.Options {
 	}
 }
 
-// openDirectWriter opens the db at path as etcd's backend does (without fsync), or only
-// to read it in plan mode, and reads
-// its "key" bucket once to learn every key's state and the current revision.
+// openDirectWriter opens the db at path as etcd's backend does (without fsync), or only to
+// read it in plan mode, and reads its "key" bucket once to learn every key's state and the
+// current revision.
 func openDirectWriter(path string, minTTL int64, plan bool) (w *directWriter, err error) {
 	defer func() {
 		if p := recover(); p != nil {
