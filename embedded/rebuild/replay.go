@@ -189,7 +189,7 @@ func replayDeltas(ctx context.Context, dbPath string, opts ReplayOptions, extras
 	}
 	started := time.Now()
 	defer func() { res.Duration = time.Since(started) }()
-	if extras.compact && extras.bump != nil && extras.writer == nil {
+	if extras.compact && extras.bump != nil {
 		return replayCompacted(ctx, dbPath, opts, extras)
 	}
 	return replayDirect(ctx, dbPath, opts, extras)
@@ -240,6 +240,11 @@ func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replay
 	if err != nil {
 		return nil, err
 	}
+	return newReplayer(w, path, opts, extras), nil
+}
+
+// newReplayer is a replay of opts.Deltas through w, the writer of the db at path.
+func newReplayer(w revisionWriter, path string, opts ReplayOptions, extras replayExtras) *replayer {
 	r := &replayer{opts: opts, extras: extras, path: path, w: w, pending: map[int64]int64{}, lastLog: time.Now()}
 	r.res.UnrecordedTTL = opts.UnrecordedLeaseTTL
 	if r.res.UnrecordedTTL <= 0 {
@@ -250,7 +255,7 @@ func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replay
 	}
 	r.res.FromRevision = w.revision()
 	r.res.Revision = r.res.FromRevision
-	return r, nil
+	return r
 }
 
 func (r *replayer) close() error { return r.w.close() }

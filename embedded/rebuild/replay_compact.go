@@ -92,12 +92,8 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 	}
 	plan.spool = spool
 	first := extras
-	first.writer = func(string, ReplayOptions) (revisionWriter, error) { return plan, nil }
 	first.bump = nil
-	r, err := openReplayer(dbPath, opts, first)
-	if err != nil {
-		return res, false, err
-	}
+	r := newReplayer(plan, dbPath, opts, first)
 	if err := r.run(ctx); err != nil {
 		return r.res, false, err
 	}
