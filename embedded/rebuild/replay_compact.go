@@ -232,7 +232,7 @@ type compactWriter struct {
 
 	// entries counts the "key" entries written, fromFull those of the full snapshot.
 	entries, fromFull int64
-	arena             []byte
+	arena             txArena
 	puts, written     int
 	failed            bool
 }
@@ -359,7 +359,7 @@ func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string) (err e
 			}
 			continue
 		}
-		rec := cw.alloc(17 + n)
+		rec := cw.arena.alloc(17 + n)
 		copy(rec, head[:17])
 		if _, err := io.ReadFull(r, rec[17:]); err != nil {
 			return dbWriteError{fmt.Errorf("write the compacted db: read the spool %q: %w", spoolPath, err)}
@@ -392,7 +392,8 @@ func (cw *compactWriter) begin() error {
 	// Revisions only grow: the bucket is only ever appended to, so its pages are filled.
 	keys.FillPercent = 1
 	cw.tx, cw.keys = tx, keys
-	cw.arena, cw.puts, cw.written = cw.arena[:0], 0, 0
+	cw.arena.reset()
+	cw.puts, cw.written = 0, 0
 	return nil
 }
 
@@ -423,16 +424,6 @@ func (cw *compactWriter) commit() error {
 		return dbWriteError{fmt.Errorf("write the compacted db %q: commit: %w", cw.path, err)}
 	}
 	return cw.begin()
-}
-
-// alloc returns n bytes of the arena, valid until the transaction commits (directWriter.alloc).
-func (cw *compactWriter) alloc(n int) []byte {
-	if len(cw.arena)+n > cap(cw.arena) {
-		cw.arena = make([]byte, 0, max(directBatchBytes/4, n))
-	}
-	b := cw.arena[len(cw.arena) : len(cw.arena)+n : len(cw.arena)+n]
-	cw.arena = cw.arena[:len(cw.arena)+n]
-	return b
 }
 
 // bump writes the bump's entry at revision plus amount, as bumpLatest does after the

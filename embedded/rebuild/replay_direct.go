@@ -80,9 +80,8 @@ type directWriter struct {
 	states []genState
 	leases map[int64]struct{}
 
-	// arena holds the bucket keys and values of the open transaction: bbolt keeps
-	// references to them until it commits, after which the arena is used again.
-	arena   []byte
+	// arena holds the bucket keys and values of the open transaction.
+	arena   txArena
 	puts    int
 	written int
 	// failed is set once a write failed: close then throws the open transaction away.
@@ -177,7 +176,8 @@ func (w *directWriter) begin() error {
 	w.tx, w.keys = tx, tx.Bucket(schema.Key.Name())
 	// etcd's UnsafeSeqPut: the "key" bucket is appended to, so its pages are filled more.
 	w.keys.FillPercent = 0.9
-	w.arena, w.puts, w.written = w.arena[:0], 0, 0
+	w.arena.reset()
+	w.puts, w.written = 0, 0
 	return nil
 }
 
@@ -366,15 +366,27 @@ func (w *directWriter) apply(rev *snapstore.Revision) (err error) {
 
 // alloc returns n bytes of the arena, valid until the transaction commits.
 func (w *directWriter) alloc(n int) []byte {
-	if len(w.arena)+n > cap(w.arena) {
-		// The full arena stays referenced by the transaction; a new one takes over.
-		w.arena = make([]byte, 0, max(directBatchBytes/4, n))
-	}
 	w.written += n
-	b := w.arena[len(w.arena) : len(w.arena)+n : len(w.arena)+n]
-	w.arena = w.arena[:len(w.arena)+n]
-	return b
+	return w.arena.alloc(n)
 }
+
+// txArena holds the bucket keys and values a bbolt write transaction is given: bbolt keeps
+// references to them until it commits, after which the arena is used again (reset).
+type txArena struct{ b []byte }
+
+// alloc returns n bytes of the arena, valid until the transaction commits.
+func (a *txArena) alloc(n int) []byte {
+	if len(a.b)+n > cap(a.b) {
+		// The full arena stays referenced by the transaction; a new one takes over.
+		a.b = make([]byte, 0, max(directBatchBytes/4, n))
+	}
+	out := a.b[len(a.b) : len(a.b)+n : len(a.b)+n]
+	a.b = a.b[:len(a.b)+n]
+	return out
+}
+
+// reset makes the arena's bytes free again, once the transaction that held them committed.
+func (a *txArena) reset() { a.b = a.b[:0] }
 
 // commit commits the open transaction, and begins the next one when more follows.
 func (w *directWriter) commit(more bool) error {
