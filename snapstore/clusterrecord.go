@@ -119,7 +119,7 @@ func (s *Store) ClaimClusterID(ctx context.Context, id string) error {
 		return err
 	}
 	err := s.writeClusterRecord(ctx, ClusterRecord{Version: clusterFileVersion, ClusterID: id, Written: time.Now().UTC()}, true)
-	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+	if errors.Is(err, errRecordExists) {
 		_, err := check() // written meanwhile: by whom?
 		return err
 	}

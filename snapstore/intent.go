@@ -84,7 +84,7 @@ func (s *Store) CreateIntent(ctx context.Context, in catalog.Intent) error {
 		if err == nil {
 			return nil
 		}
-		if gcerrors.Code(err) != gcerrors.FailedPrecondition && !errors.Is(err, ErrIntentRunning) {
+		if !errors.Is(err, errRecordExists) && !errors.Is(err, ErrIntentRunning) {
 			return fmt.Errorf("record cluster restore %q in %q: %w", in.ID, s.url, err)
 		}
 		cur, ok, rerr := s.ActiveIntent(ctx)

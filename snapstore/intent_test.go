@@ -3,6 +3,8 @@ package snapstore
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +40,14 @@ func TestCreateIntentExclusive(t *testing.T) {
 			}
 			if won != 1 {
 				t.Fatalf("%d intents were recorded at once, want 1", won)
+			}
+			if s.localDir != "" {
+				filepath.WalkDir(s.localDir, func(path string, d fs.DirEntry, err error) error {
+					if err == nil && tempName.MatchString(d.Name()) {
+						t.Errorf("temporary file %s left behind", path)
+					}
+					return nil
+				})
 			}
 			active, ok, err := s.ActiveIntent(ctx)
 			if err != nil || !ok {

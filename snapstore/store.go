@@ -288,10 +288,14 @@ func (s *Store) List(ctx context.Context, kind catalog.Kind) ([]catalog.Snapshot
 
 // writeRecord writes a small record (JSON) as key in one write, mode 0600 in a file store
 // (a record may say what the store holds); ifNotExist makes the write conditional where the
-// driver supports it.
+// driver supports it: when key exists, the error wraps errRecordExists (a driver without
+// conditional writes returns one whose gcerrors.Code is Unimplemented).
 func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotExist bool) error {
 	if err := s.readOnly("write " + key); err != nil {
 		return err
+	}
+	if ifNotExist && s.localDir != "" {
+		return s.explainLocal(s.createLocal(key, data), nothingWritten)
 	}
 	var file *os.File
 	err := s.bucket.WriteAll(ctx, key, data, &blob.WriterOptions{
@@ -304,6 +308,9 @@ func (s *Store) writeRecord(ctx context.Context, key string, data []byte, ifNotE
 			return nil
 		},
 	})
+	if ifNotExist && gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		return fmt.Errorf("%w: %w", errRecordExists, err)
+	}
 	return s.explainLocal(err, nothingWritten)
 }
 
