@@ -160,6 +160,9 @@ type replayExtras struct {
 	// compact, with bump, writes the db compacted at the bumped revision when the bump is
 	// not 0 (replayCompacted): what etcd's compaction there would leave.
 	compact bool
+	// spoolRelease, with compact, is how many bytes of the spool the compacted writer reads
+	// between freeing them (0: spoolRelease).
+	spoolRelease int64
 	// from, with compact, is a fetched full snapshot's db to read instead of the db at the
 	// replay's path, which holds the seed etcdutl restored: the compacted db takes the
 	// seed's records as adoptSnapshot does, and the fetched db is removed once the compacted

@@ -124,7 +124,7 @@ func writeCompacted(ctx context.Context, dbPath string, opts ReplayOptions, extr
 		err = cw.copySeed(dbPath)
 	}
 	if err == nil {
-		err = cw.copyKept(keep, spoolPath)
+		err = cw.copyKept(keep, spoolPath, cmp.Or(extras.spoolRelease, spoolRelease))
 	}
 	if err == nil {
 		err = cw.bump(res.Revision, bump, opts.Log)
@@ -182,6 +182,10 @@ type spoolWriter struct {
 }
 
 const spoolHeader = 17 + 4
+
+// spoolRelease is how many bytes of the spool the compacted writer reads between freeing
+// them (punchHole).
+const spoolRelease = 64 << 20
 
 func createSpool(path string) (*spoolWriter, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -310,8 +314,9 @@ func (cw *compactWriter) copySeed(seedPath string) (err error) {
 }
 
 // copyKept writes the "key" entries at the revisions of keep (in order): those of the
-// full snapshot from the plan's db, the others from the spool.
-func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string) (err error) {
+// full snapshot from the plan's db, the others from the spool, whose bytes it frees as it
+// reads them, release bytes at a time.
+func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string, release int64) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = dbWriteError{fmt.Errorf("write the compacted db %q: bbolt failed: %v", cw.path, p)}
@@ -337,19 +342,30 @@ func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string) (err e
 			return err
 		}
 	}
-	f, err := os.Open(spoolPath)
+	f, err := os.OpenFile(spoolPath, os.O_RDWR, 0)
 	if err != nil {
 		return dbWriteError{fmt.Errorf("write the compacted db: open the spool: %w", err)}
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<20)
+	r := bufio.NewReaderSize(f, int(min(release, 1<<20)))
+	// The spool is read once, from its start: what was read is freed as the reading goes
+	// on, so that its pages need no writing back and its removal at the end has little left
+	// to free (removing a file waits for the pages being written back).
+	var read, released int64
 	var head [spoolHeader]byte
 	for i < len(keep) {
+		if read-released >= release {
+			if err := punchHole(f, released, read-released); err != nil {
+				return dbWriteError{fmt.Errorf("write the compacted db: free what was read of the spool %q: %w", spoolPath, err)}
+			}
+			released = read
+		}
 		if _, err := io.ReadFull(r, head[:]); err != nil {
 			return dbWriteError{fmt.Errorf("write the compacted db: read the spool %q: %w", spoolPath, err)}
 		}
 		at := mvcc.BytesToRev(head[:17])
 		n := int(binary.LittleEndian.Uint32(head[17:]))
+		read += int64(spoolHeader + n)
 		if revLess(keep[i], at) {
 			return fmt.Errorf("write the compacted db: the spool %q has no entry at revision %d_%d", spoolPath, keep[i].Main, keep[i].Sub)
 		}
