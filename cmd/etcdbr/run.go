@@ -212,6 +212,7 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		AutoRestoreAfter:   c.AutoRestoreAfter,
 		TakeoverAfter:      c.StoreTakeoverAfter,
 		Log:                env.Log,
+		EtcdStarting:       newGoCollector().etcdStarting,
 	})
 }
 
