@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,20 +19,32 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore"
 )
 
-// benchClusterRestore measures a whole-cluster restore: the dataset's store (the full
-// snapshot and every delta after it: the long point) restored by three etcdbr run members
-// whose data dirs are all lost, from `etcdbr cluster restore` to every member serving, and
-// to the intent's end (a full snapshot of the restored cluster in the store).
-func benchClusterRestore(ctx context.Context, cfg config, ds dataset, dir string) ([]figure, error) {
-	c, err := newRejoinCluster(cfg, filepath.Join(dir, "cluster-restore"))
+// benchClusterRestore measures a whole-cluster restore: a store of its own (a full snapshot
+// of a cfg.ClusterRestoreMiB db and every delta after it: cfg.LongEvents events) restored
+// by three etcdbr run members whose data dirs are all lost, from `etcdbr cluster restore`
+// to every member serving, and to the intent's end (a full snapshot of the restored cluster
+// in the store).
+func benchClusterRestore(ctx context.Context, cfg config, dir string) ([]figure, error) {
+	dcfg := cfg
+	dcfg.DBBytes = int64(cfg.ClusterRestoreMiB) << 20
+	dir = filepath.Join(dir, "cluster-restore")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ds, err := makeDataset(ctx, dcfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newRejoinCluster(cfg, filepath.Join(dir, "members"))
 	if err != nil {
 		return nil, err
 	}
 	c.store = ds.StoreURL
 	defer c.stopAll()
-	cfg.progress("cluster restore: 3 members, the store's newest point (%d MiB db, %d events after it)", ds.DBBytes>>20, ds.Points[len(ds.Points)-1].Events)
-	// The data dirs the restore rounds wrote before are still being written back (gigabytes
-	// at a few hundred MB/s): on disk first, so that their I/O is not measured here.
+	events := ds.Points[len(ds.Points)-1].Events
+	cfg.progress("cluster restore: 3 members, the store's newest point (%d MiB db, %d events after it)", ds.DBBytes>>20, events)
+	// What the scenarios before wrote is still being written back (gigabytes at a few
+	// hundred MB/s): on disk first, so that its I/O is not measured here.
 	syscall.Sync()
 
 	start := time.Now()
@@ -84,13 +97,16 @@ func benchClusterRestore(ctx context.Context, cfg config, ds dataset, dir string
 		return nil, err
 	}
 	fig := figure{
-		Name:   fmt.Sprintf("cluster restore of 3 members (db %d MiB, %d events)", ds.DBBytes>>20, ds.Points[len(ds.Points)-1].Events),
+		Name:   fmt.Sprintf("cluster restore of 3 members (db %d MiB, %d events)", ds.DBBytes>>20, events),
 		Etcdbr: []value{{"wall_s", serving.Seconds()}, {"done_s", done.Seconds()}, {"recorded_s", recorded.Seconds()}},
 		Note: "from `etcdbr cluster restore` to every member serving the store's newest point (a linearizable read through each), " +
 			"every member started on no data after the intent was recorded (each restores the full snapshot and replays the deltas at once, " +
 			"on the same machine); done: the leader's full snapshot of the restored cluster is in the store. Same HashKV on every member checked",
 	}
-	fig.want("every member serves within 30 s", serving <= 30*time.Second)
+	// The target is for a db of 1 GiB and 1M events after it: it is not judged at other sizes.
+	if ds.DBBytes >= 1<<30 && events >= 1_000_000 {
+		fig.want("every member serves within 30 s", serving <= 30*time.Second)
+	}
 	return []figure{fig}, nil
 }
 

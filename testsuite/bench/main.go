@@ -33,9 +33,10 @@
 //   - defrag: etcdbr run with -defrag-db-mib of values written and nine in ten deleted, etcd's
 //     history compacted; etcdbr defragments the member by its threshold while writers put,
 //     and their put latency during the defrag is beside theirs before it (no defrag).
-//   - cluster-restore: the restore scenario's store restored by three etcdbr run members started
-//     on no data after `etcdbr cluster restore`, until every member serves and until the intent
-//     is done (no baseline: without etcdbr it is a person's runbook).
+//   - cluster-restore: a store of its own (a full snapshot of a -cluster-restore-db-mib db, then
+//     -long-events events) restored by three etcdbr run members started on no data after
+//     `etcdbr cluster restore`, until every member serves and until the intent is done (no
+//     baseline: without etcdbr it is a person's runbook).
 //
 // Every child's wall time, CPU time, peak RSS (VmHWM) and peak RssAnon (sampled from
 // /proc/PID/status) are measured from outside; start and snapshot alternate the two sides for
@@ -81,6 +82,11 @@ type config struct {
 	Artifacts                string // where the progress scenario keeps what a person sees ("": not kept)
 	Bins                     binaries
 	Log                      io.Writer // progress
+
+	// ClusterRestoreMiB sizes the cluster-restore scenario's db; DBBytes, when not 0, makes
+	// a dataset write keys until its db is that large instead of Keys keys.
+	ClusterRestoreMiB int
+	DBBytes           int64
 }
 
 // progress logs a line of progress.
@@ -93,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, progress, start, snapshot and cluster-restore need restore's data set: restore runs with them)")
+	only := fs.String("scenario", strings.Join(scenarios, ","), "what to measure, comma-separated: "+strings.Join(scenarios, ", ")+" (compact, progress, start and snapshot need restore's data set: restore runs with them)")
 	short := fs.Bool("short", false, "tiny sizes (a smoke test of the harness; the figures mean nothing)")
 	asJSON := fs.Bool("json", false, "print one JSON object per figure and line instead of the table")
 	fs.IntVar(&cfg.Keys, "keys", 100_000, "keys in the full snapshot")
@@ -108,6 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the start, snapshot and put figures (alternating etcdbr and the baseline; start and snapshot report the median)")
 	fs.IntVar(&cfg.RejoinMiB, "rejoin-db-mib", 1024, "size of the db of the rejoin scenario's cluster, in MiB")
 	fs.IntVar(&cfg.DefragMiB, "defrag-db-mib", 1024, "MiB written into the defrag scenario's member before nine in ten are deleted")
+	fs.IntVar(&cfg.ClusterRestoreMiB, "cluster-restore-db-mib", 1024, "size of the db of the cluster-restore scenario's full snapshot, in MiB (-long-events events after it)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
 	fs.StringVar(&cfg.Artifacts, "artifacts", "", "a directory to keep, from the progress scenario, the progress lines of a piped restore and the screens of one on a terminal (tmux)")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory, empty or new (default: a new temporary directory, removed at the end)")
@@ -125,7 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *short {
 		cfg.Keys, cfg.ValueSize, cfg.Events, cfg.LongEvents, cfg.DeltaRevisions = 300, 200, 600, 1500, 150
 		cfg.Writers, cfg.Clients, cfg.Conns, cfg.PutDuration, cfg.Rounds = 3, 4, 2, time.Second, 1
-		cfg.RejoinMiB, cfg.DefragMiB = 2, 8
+		cfg.RejoinMiB, cfg.DefragMiB, cfg.ClusterRestoreMiB = 2, 8, 2
 	}
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); !slices.Contains(scenarios, s) {
@@ -135,8 +142,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Scenarios = append(cfg.Scenarios, s)
 	}
 	if cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.DeltaRevisions < 1 || cfg.Writers < 1 || cfg.Clients < 1 || cfg.Conns < 1 ||
-		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 || cfg.RejoinMiB < 1 || cfg.DefragMiB < 1 {
-		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds, -put-duration, -rejoin-db-mib and -defrag-db-mib must be positive, -events and -long-events not negative")
+		cfg.Rounds < 1 || cfg.PutDuration <= 0 || cfg.Events < 0 || cfg.LongEvents < 0 || cfg.RejoinMiB < 1 || cfg.DefragMiB < 1 || cfg.ClusterRestoreMiB < 1 {
+		fmt.Fprintln(stderr, "bench: -keys, -value-size, -delta-revisions, -writers, -clients, -conns, -rounds, -put-duration, -rejoin-db-mib, -defrag-db-mib and -cluster-restore-db-mib must be positive, -events and -long-events not negative")
 		return 2
 	}
 	cfg.Log = stderr
@@ -175,7 +182,7 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		return nil, err
 	}
 	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
-	if want("restore") || want("compact") || want("progress") || want("start") || want("snapshot") || want("cluster-restore") {
+	if want("restore") || want("compact") || want("progress") || want("start") || want("snapshot") {
 		ds, err := makeDataset(ctx, cfg, dir)
 		if err != nil {
 			return nil, err
@@ -215,12 +222,6 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 			}
 			figs = append(figs, f...)
 		}
-		if want("cluster-restore") {
-			if f, err = benchClusterRestore(ctx, cfg, ds, dir); err != nil {
-				return nil, fmt.Errorf("cluster restore: %w", err)
-			}
-			figs = append(figs, f...)
-		}
 	}
 	if want("put") {
 		f, err := benchPut(ctx, cfg, dir)
@@ -240,6 +241,13 @@ func bench(ctx context.Context, cfg config) (figs []figure, err error) {
 		f, err := benchDefrag(ctx, cfg, dir)
 		if err != nil {
 			return nil, fmt.Errorf("defrag: %w", err)
+		}
+		figs = append(figs, f...)
+	}
+	if want("cluster-restore") {
+		f, err := benchClusterRestore(ctx, cfg, dir)
+		if err != nil {
+			return nil, fmt.Errorf("cluster restore: %w", err)
 		}
 		figs = append(figs, f...)
 	}

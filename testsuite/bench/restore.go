@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -54,7 +55,7 @@ type replayLog struct {
 	Duration  time.Duration `json:"duration"`
 }
 
-// makeDataset runs an etcd (in this process) with cfg.Keys keys, takes the full snapshot
+// makeDataset runs an etcd (in this process) with cfg.Keys keys (or cfg.DBBytes of them), takes the full snapshot
 // into a file store in dir, then makes cfg.Events and then cfg.LongEvents events in all of
 // churn, recorded into deltas.
 func makeDataset(ctx context.Context, cfg config, dir string) (ds dataset, err error) {
@@ -200,7 +201,7 @@ func perSecond(n int64, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// makeSource runs an etcd with cfg.Keys keys, takes the full snapshot into store, then
+// makeSource runs an etcd with cfg.Keys keys (or as many as make a db of cfg.DBBytes), takes the full snapshot into store, then
 // makes the churn and records it into deltas.
 func makeSource(ctx context.Context, cfg config, dir string, store *snapstore.Store, ds *dataset) error {
 	ecfg, err := sourceConfig(dir)
@@ -214,18 +215,32 @@ func makeSource(ctx context.Context, cfg config, dir string, store *snapstore.St
 	defer e.Close()
 	cli := e.Client()
 
-	cfg.progress("writing %d keys of %d bytes", cfg.Keys, cfg.ValueSize)
+	if cfg.DBBytes > 0 {
+		cfg.progress("writing keys of %d bytes until the db holds %d MiB", cfg.ValueSize, cfg.DBBytes>>20)
+	} else {
+		cfg.progress("writing %d keys of %d bytes", cfg.Keys, cfg.ValueSize)
+	}
 	const txnOps = 128 // etcd's default --max-txn-ops
 	var next atomic.Int64
+	be := e.Server().Backend()
+	keys := cfg.Keys
+	if cfg.DBBytes > 0 {
+		keys = math.MaxInt
+	}
 	err = parallel(ctx, cfg.Writers, func(ctx context.Context, _ int) error {
 		for {
+			// With DBBytes, a writer looks at the db's size before it takes the next keys,
+			// and writes all it took: the keys written are then exactly 0..next-1.
+			if cfg.DBBytes > 0 && be.Size() >= cfg.DBBytes {
+				return nil
+			}
 			from := int(next.Add(txnOps) - txnOps)
-			if from >= cfg.Keys {
+			if from >= keys {
 				return nil
 			}
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(from)))
 			var ops []clientv3.Op
-			for i := from; i < min(from+txnOps, cfg.Keys); i++ {
+			for i := from; i < min(from+txnOps, keys); i++ {
 				ops = append(ops, clientv3.OpPut(benchKey(i), randomValue(rng, cfg.ValueSize)))
 			}
 			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
@@ -236,11 +251,15 @@ func makeSource(ctx context.Context, cfg config, dir string, store *snapstore.St
 	if err != nil {
 		return err
 	}
-	full, err := backup.FullFromBackend(ctx, e.Server().Backend(), store)
+	if cfg.DBBytes > 0 {
+		cfg.Keys = int(next.Load()) // the churn's keys
+		cfg.progress("%d keys written: a db of %d MiB", cfg.Keys, be.Size()>>20)
+	}
+	full, err := backup.FullFromBackend(ctx, be, store)
 	if err != nil {
 		return err
 	}
-	ds.Full = full
+	ds.Full, ds.DBBytes = full, be.Size()
 	cfg.progress("full snapshot at revision %d: %d bytes; now %d events of churn", full.Revision, full.Size, cfg.LongEvents)
 
 	rec := deltatest.Start(ctx, cli, store, full.Revision+1, deltatest.Options{})
