@@ -84,10 +84,6 @@ type Config struct {
 	// Started, when set, is called every time etcd serves: at start and after each restore
 	// while running.
 	Started func(*embedded.Etcd)
-	// EtcdStarting, when set, is called every time etcd begins to start, and what it
-	// returns once that start ended (etcd serves, or it failed): the CLI lets Go's collector
-	// run less often meanwhile (etcd's start builds its key index from the whole db).
-	EtcdStarting func() (ended func())
 }
 
 // DefaultMaxBackupAge is the MaxBackupAge used when none is given: with delta snapshots,
@@ -270,12 +266,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		sctx, cancelStart := context.WithCancelCause(ctx)
 		s.setWaiting(cancelStart) // a cluster restore cuts short a start that waits for a quorum
 		bootstrap := newBootstrap(s.startCfg)
-		ended := func() {}
-		if s.cfg.EtcdStarting != nil {
-			ended = s.cfg.EtcdStarting()
-		}
 		e, err := embedded.Start(sctx, s.startCfg, s.lg)
-		ended()
 		s.setWaiting(nil)
 		cut := errors.Is(context.Cause(sctx), errIntentSeen)
 		cancelStart(nil)

@@ -212,7 +212,6 @@ func (c *RunCmd) Run(ctx context.Context, env *Env) error {
 		AutoRestoreAfter:   c.AutoRestoreAfter,
 		TakeoverAfter:      c.StoreTakeoverAfter,
 		Log:                env.Log,
-		EtcdStarting:       newGoCollector().etcdStarting,
 	})
 }
 
