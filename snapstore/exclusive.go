@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"time"
 )
 
 // errRecordExists is wrapped by writeRecord's error when a conditional write found its key
@@ -15,21 +13,22 @@ import (
 var errRecordExists = errors.New("the record exists")
 
 // createLocal writes data as key in a file store's directory, only if key does not exist
-// (mode 0600): into a temporary file beside it (<key>.<hex>.tmp, as uploads do), synced,
-// then hard-linked to its name. The link fails when the name exists, atomically and across
-// processes, so of two writers at once exactly one succeeds; fileblob's IfNotExist looks
-// for the name and then renames over it, and both of two writers at once may pass the look.
+// (mode 0600): into a temporary file beside it (<key>.<digits>.tmp, named as uploads name
+// theirs, so that garbage collection sweeps one a crash left), synced, then hard-linked to
+// its name. The link fails when the name exists, atomically and across processes, so of
+// two writers at once exactly one succeeds; fileblob's IfNotExist looks for the name and
+// then renames over it, and both of two writers at once may pass the look.
 func (s *Store) createLocal(key string, data []byte) (err error) {
 	final := filepath.Join(s.localDir, filepath.FromSlash(key))
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
-	tmp := final + "." + strconv.FormatInt(time.Now().UnixNano(), 16) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, filepath.Base(final)+".*.tmp") // mode 0600; digits for the *
 	if err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
+	tmp := f.Name()
 	defer func() {
 		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 			err = fmt.Errorf("create %q: remove the temporary file: %w", key, rerr)
