@@ -239,6 +239,9 @@ type compactWriter struct {
 	arena             txArena
 	puts, written     int
 	failed            bool
+	// back writes the db's pages back after each commit but the last (nil: it could not
+	// open the db again); stopped by close.
+	back *writeBack
 }
 
 // newCompactWriter creates the db at path and writes into it every bucket of the plan's db
@@ -251,7 +254,7 @@ func newCompactWriter(plan *directWriter, path string) (cw *compactWriter, err e
 	if err != nil {
 		return nil, dbWriteError{fmt.Errorf("write the compacted db %q: %w", path, err)}
 	}
-	cw = &compactWriter{plan: plan, path: path, db: db}
+	cw = &compactWriter{plan: plan, path: path, db: db, back: newWriteBack(path)}
 	defer func() {
 		if p := recover(); p != nil {
 			err = dbWriteError{fmt.Errorf("write the compacted db %q: bbolt failed: %v", path, p)}
@@ -439,6 +442,7 @@ func (cw *compactWriter) commit() error {
 		cw.tx = nil
 		return dbWriteError{fmt.Errorf("write the compacted db %q: commit: %w", cw.path, err)}
 	}
+	cw.back.kick()
 	return cw.begin()
 }
 
@@ -472,6 +476,7 @@ func (cw *compactWriter) close() error {
 		}
 	}
 	cw.tx = nil
+	cw.back.stop()
 	if cerr := cw.db.Close(); cerr != nil && err == nil {
 		err = dbWriteError{fmt.Errorf("write the compacted db: close %q: %w", cw.path, cerr)}
 	}
