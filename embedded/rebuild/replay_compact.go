@@ -477,6 +477,7 @@ func (cw *compactWriter) close() error {
 	}
 	cw.tx = nil
 	cw.back.stop()
+	cw.back = nil
 	if cerr := cw.db.Close(); cerr != nil && err == nil {
 		err = dbWriteError{fmt.Errorf("write the compacted db: close %q: %w", cw.path, cerr)}
 	}

@@ -8,7 +8,7 @@ import "os"
 // (three members restored at once on two cores waited about 2 s for theirs). It is a hint:
 // an error only ends it.
 //
-// Lifecycle: poke may be called until stop; stop closes poke's channel, waits for the
+// Lifecycle: kick may be called until stop, and stop once; stop closes poke, waits for the
 // goroutine to end and closes the file.
 type writeBack struct {
 	f    *os.File
