@@ -184,7 +184,8 @@ func (mem defragMemory) settled(m defragMember) bool {
 
 // decideDefrag is the next step of the leader's defragmentation: which member to
 // defragment now, if any. A member is due when its free space passes the threshold (cfg)
-// and its bytes in use settled since the previous check (mem.settled), or a scheduled round
+// and its bytes in use settled since the previous check (mem.settled), the leader only once
+// its followers are done compacting too (followersCompacted), or a scheduled round
 // has not done it yet (mem.Round), unless a failure holds it back until mem.NotBefore[id].
 // Nothing runs unless this member leads, no restore runs, every member of the
 // membership is a started voter (no membership change), and every member answers, names
@@ -205,7 +206,8 @@ func decideDefrag(v defragView, cfg DefragConfig, mem defragMemory, now time.Tim
 		}
 		if mem.Round[m.ID] {
 			dues = append(dues, due{m, "the defragmentation schedule fired"})
-		} else if ok, why := cfg.overThreshold(m.DBSize, m.DBInUse); ok && m.Answered && m.Err == "" && mem.settled(m) {
+		} else if ok, why := cfg.overThreshold(m.DBSize, m.DBInUse); ok && m.Answered && m.Err == "" && mem.settled(m) &&
+			(m.ID != v.Leader || followersCompacted(v, m, mem)) {
 			dues = append(dues, due{m, why})
 		}
 	}
@@ -240,6 +242,24 @@ func decideDefrag(v defragView, cfg DefragConfig, mem defragMemory, now time.Tim
 		return skip(defragSkipSnapshot, "a full snapshot of it is being read (a defrag would block its writes until the snapshot ends)")
 	}
 	return defragStep{Kind: defragRun, Member: next.m, Leader: next.m.ID == v.Leader, Why: next.why}
+}
+
+// followersCompacted reports whether the followers are done with the compaction that freed
+// the leader's pages: every follower that answers is settled (mem.settled) and holds no more
+// than a tenth of the leader's db beyond what the leader holds in use. The members hold the
+// same data, and each compacts it on its own, a follower a moment after the leader: one that
+// still holds far more, or is shrinking, is about to be due, and the leader, due by the
+// threshold, waits for it, so that it is defragmented last.
+func followersCompacted(v defragView, leader defragMember, mem defragMemory) bool {
+	for _, f := range v.Members {
+		if f.ID == leader.ID || !f.Answered || f.Err != "" {
+			continue
+		}
+		if !mem.settled(f) || f.DBInUse > leader.DBInUse+leader.DBSize/10 {
+			return false
+		}
+	}
+	return true
 }
 
 // membershipChange says why the membership is changing ("" when it is not): a learner, or a
