@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/etcdbr/etcdbr/internal/fsync"
 )
 
 // errRecordExists is wrapped by writeRecord's error when a conditional write found its key
@@ -24,7 +26,7 @@ func (s *Store) createLocal(key string, data []byte) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
-	f, err := os.CreateTemp(dir, filepath.Base(final)+".*.tmp") // mode 0600; digits for the *
+	f, err := os.CreateTemp(dir, filepath.Base(final)+".*.tmp") // a name of its own; digits for the *
 	if err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
@@ -34,14 +36,10 @@ func (s *Store) createLocal(key string, data []byte) (err error) {
 			err = fmt.Errorf("create %q: remove the temporary file: %w", key, rerr)
 		}
 	}()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := fsync.WriteFile(tmp, data); err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
 	if err := os.Link(tmp, final); err != nil {

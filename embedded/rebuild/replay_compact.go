@@ -350,6 +350,8 @@ func (cw *compactWriter) copyKept(keep []mvcc.Revision, spoolPath string, releas
 		return dbWriteError{fmt.Errorf("write the compacted db: open the spool: %w", err)}
 	}
 	defer f.Close()
+	// Read ahead no more than is freed at a time: a test that frees every few records then
+	// catches any freeing of bytes not read yet.
 	r := bufio.NewReaderSize(f, int(min(release, 1<<20)))
 	// The spool is read once, from its start: what was read is freed as the reading goes
 	// on, so that its pages need no writing back and its removal at the end has little left

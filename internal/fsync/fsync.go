@@ -1,7 +1,8 @@
 // Package fsync makes files and directories durable. Two packages write into data dirs through
 // it: embedded/datadir (its markers) and embedded/rebuild (the staged data dir, the swap, the
-// restore marker through datadir). It is not part of datadir, whose API says what a data dir
-// holds, nor of rebuild, which datadir cannot import (rebuild imports datadir).
+// restore marker through datadir); snapstore writes a file store's exclusive records with
+// it. It is not part of datadir, whose API says what a data dir holds, nor of rebuild, which
+// datadir cannot import (rebuild imports datadir).
 package fsync
 
 import (

@@ -95,7 +95,7 @@ func benchRestore(ctx context.Context, cfg config, ds *dataset, dir, lastDir str
 	}
 	defer store.Close()
 	dbPath := filepath.Join(dir, "full.db")
-	if ds.DBBytes, err = saveObject(ctx, store, ds.Full, dbPath); err != nil {
+	if _, err = saveObject(ctx, store, ds.Full, dbPath); err != nil { // ds.DBBytes: makeSource's
 		return nil, err
 	}
 	defer os.Remove(dbPath)
