@@ -31,12 +31,15 @@ func TestFuzzScriptResult(t *testing.T) {
 	for _, tc := range []struct {
 		name, version, log string
 		crasher            bool // the fake go test writes an input to testdata/fuzz/FuzzX
+		noSeeds            bool // the target has no committed seed corpus
 		exit               int  // of the fake go test
 		wantFail           bool
 		wantSummary        string
 	}{
 		{name: "passed", version: "go1.26.8", log: "fuzz: elapsed: 3s, execs: 10 (3/sec)\nPASS\n", wantSummary: "ok "},
 		{name: "deadline race", version: "go1.26.8", log: raceLog, exit: 1, wantSummary: "go.dev/issue/75804"},
+		{name: "deadline race without seeds", version: "go1.26.8", noSeeds: true, exit: 1, wantSummary: "go.dev/issue/75804",
+			log: "warning: starting with empty corpus\n" + raceLog},
 		{name: "deadline race on go1.27", version: "go1.27.1", log: raceLog, exit: 1, wantFail: true, wantSummary: "FAILED"},
 		{name: "deadline message and a failing input", version: "go1.26.8", log: raceLog, crasher: true, exit: 1, wantFail: true, wantSummary: "FAILED"},
 		{name: "another error", version: "go1.26.8", exit: 1, wantFail: true, wantSummary: "FAILED",
@@ -59,8 +62,10 @@ func TestFuzzScriptResult(t *testing.T) {
 				"cat log\n" +
 				"exit " + string(rune('0'+tc.exit)) + "\n"
 			write(t, filepath.Join(repo, "fakego"), fakeGo, 0o755)
-			// A committed seed corpus is there before the run and is not a failing input.
-			write(t, filepath.Join(repo, "pkg", "testdata", "fuzz", "FuzzX", "seed"), "go test fuzz v1\n", 0o644)
+			if !tc.noSeeds {
+				// A committed seed corpus is there before the run and is not a failing input.
+				write(t, filepath.Join(repo, "pkg", "testdata", "fuzz", "FuzzX", "seed"), "go test fuzz v1\n", 0o644)
+			}
 			for _, args := range [][]string{{"init", "-q"}, {"add", "."}} {
 				if out, err := exec.Command("git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
 					t.Fatalf("git %v: %v\n%s", args, err, out)
