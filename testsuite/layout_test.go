@@ -42,11 +42,13 @@ func TestPackageArrows(t *testing.T) {
 		"internal/slogzap":   {},
 		"internal/toolcache": {"internal/*"},
 		// Test helpers and tools: anything below supervisor.
-		"internal/deltatest":          {"snapstore", "snapstore/catalog", "internal/*"},
-		"internal/embeddedtest":       {},
-		"internal/etcdtest":           {},
-		"internal/faultstore":         {},
-		"internal/storetest":          {"internal/*"},
+		"internal/deltatest":    {"snapstore", "snapstore/catalog", "internal/*"},
+		"internal/embeddedtest": {},
+		"internal/etcdtest":     {},
+		"internal/faultstore":   {},
+		"internal/storetest":    {"internal/*"},
+		// The tests of scripts/fuzz.sh: no Go code, imports nothing of etcdbr.
+		"scripts":                     {},
 		"scripts/etcd-backup-restore": {"internal/*"},
 		"scripts/kube-apiserver":      {"internal/*"},
 		"scripts/promtool":            {"internal/*"},
