@@ -130,6 +130,12 @@ type BackupStatus struct {
 	// revision is ahead of it.
 	BackedUpRevision int64 `json:"backed_up_revision"`
 	LagRevisions     int64 `json:"lag_revisions"`
+	// TakenBy, on a member that serves and does not lead, names the leader ("m1 (ID ...)"),
+	// which takes the cluster's backups: this member does not see its uploads, so its RPO and
+	// lag are the leader's status to tell (LagRevisions is 0), and BackedUpRevision is the
+	// store's newest as this member last learnt it (absent on the leader, and while etcd does
+	// not serve or knows no leader).
+	TakenBy string `json:"taken_by,omitempty"`
 	// UnbackedSince is when the oldest write not in the store was made (absent when the
 	// store holds etcd's revision); UnbackedAgeSeconds how long it has waited.
 	UnbackedSince      *time.Time `json:"unbacked_since,omitempty"`
@@ -256,6 +262,9 @@ func (s *Supervisor) Status() Status {
 	}
 	b.BackedUpRevision = h.backedUp
 	b.LagRevisions = max(0, st.Etcd.Revision-b.BackedUpRevision)
+	if st.Etcd.Leader != "" && !st.Etcd.IsLeader {
+		b.TakenBy, b.LagRevisions = leaderName(st), 0
+	}
 	if !h.unbacked.IsZero() {
 		since := h.unbacked.UTC()
 		b.UnbackedSince, b.UnbackedAgeSeconds = &since, now.Sub(h.unbacked).Seconds()
@@ -268,6 +277,19 @@ func (s *Supervisor) Status() Status {
 	b.FullSchedule = s.cfg.Schedule.String()
 	b.MaxBackupAgeSeconds = s.cfg.MaxBackupAge.Seconds()
 	return st
+}
+
+// leaderName is the leader etcd names in st, with its name when the cluster's members give
+// it: "m1 (ID 8e9e05c52164694d)", or its ID alone.
+func leaderName(st Status) string {
+	if st.Cluster != nil {
+		for _, m := range st.Cluster.Members {
+			if m.ID == st.Etcd.Leader && m.Name != "" {
+				return m.Name + " (ID " + m.ID + ")"
+			}
+		}
+	}
+	return "ID " + st.Etcd.Leader
 }
 
 // clusterStatus describes the cluster of v's etcd: the membership of the last probe (members,

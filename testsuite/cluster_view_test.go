@@ -40,8 +40,13 @@ type apiClusterStatus struct {
 		Name     string `json:"name"`
 		MemberID string `json:"member_id"`
 		Role     string `json:"role"`
+		IsLeader bool   `json:"is_leader"`
 	} `json:"etcd"`
 	Cluster *apiCluster `json:"cluster"`
+	Backups struct {
+		TakenBy      string `json:"taken_by"`
+		LagRevisions int64  `json:"lag_revisions"`
+	} `json:"backups"`
 }
 
 // roles is the cluster's members as "name=role/health" sorted, and the leader's name.
@@ -128,6 +133,40 @@ func TestClusterStatusQuorumAndPage(t *testing.T) {
 		waitFor(t, c.members[i].Name+" to be ready", time.Minute, func() bool { return a.call(http.MethodGet, "/readyz", "", nil) == http.StatusOK })
 	}
 
+	// A member that does not lead names the leader, which takes the backups, and claims no
+	// RPO or lag of its own; the leader names no one.
+	var leader string
+	waitFor(t, "every member's status to name the leader as the one that takes the backups", time.Minute, func() bool {
+		leader = ""
+		var takenBy []string
+		for i, a := range apis {
+			var st apiClusterStatus
+			if a.call(http.MethodGet, "/v1/status", "", &st) != http.StatusOK || st.Cluster == nil {
+				return false
+			}
+			if st.Etcd.IsLeader {
+				if st.Backups.TakenBy != "" {
+					t.Fatalf("the leader %s says %q takes the backups", c.members[i].Name, st.Backups.TakenBy)
+				}
+				leader = c.members[i].Name
+				continue
+			}
+			if st.Backups.LagRevisions != 0 {
+				t.Fatalf("%s, not the leader, claims a lag of %d revisions", c.members[i].Name, st.Backups.LagRevisions)
+			}
+			takenBy = append(takenBy, st.Backups.TakenBy)
+		}
+		if leader == "" || len(takenBy) != 2 {
+			return false // a new leader is being elected
+		}
+		for _, by := range takenBy {
+			if !strings.HasPrefix(by, leader+" (ID ") {
+				return false
+			}
+		}
+		return true
+	})
+
 	// The cluster's metrics that the alerts and the dashboard use are served, with the
 	// cluster's values.
 	families := scrape(t, "http://"+c.apis[0])
@@ -165,7 +204,11 @@ func TestClusterStatusQuorumAndPage(t *testing.T) {
 		t.Fatalf("etcdbr status with a client certificate: exit %d\n%s", code, out)
 	}
 	t.Log(out)
-	for _, want := range []string{"member        m2 (ID ", "voter, ", "cluster       3 members (3 voters), quorum since ",
+	rpo := "RPO           0s: every write is in the store"
+	if leader != "m2" {
+		rpo = "RPO           the leader, " + leader + " (ID "
+	}
+	for _, want := range []string{rpo, "member        m2 (ID ", "voter, ", "cluster       3 members (3 voters), quorum since ",
 		", 3 answering", "m0  ", "m1  ", "m2 (this member)  ", "  voter, leader  healthy"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("etcdbr status does not say %q", want)
@@ -176,6 +219,9 @@ func TestClusterStatusQuorumAndPage(t *testing.T) {
 	if haveChromium(t) {
 		page = openPage(t, "http://"+c.apis[0])
 		waitText(t, page.ctx, "cluster-summary", "3 members (3 voters) · quorum since", time.Minute)
+		if leader != "m0" {
+			waitText(t, page.ctx, "rpo-detail", "the leader, "+leader+" (ID ", time.Minute)
+		}
 		rows := waitText(t, page.ctx, "members-body", "m2", time.Minute)
 		for _, m := range c.members {
 			if !strings.Contains(rows, m.Name) {

@@ -249,10 +249,13 @@ func printStatus(out io.Writer, st supervisor.Status, bk *apiBackups, bkErr erro
 		printCluster(w, *st.Cluster)
 	}
 	b := st.Backups
-	if b.UnbackedSince != nil {
+	switch {
+	case b.TakenBy != "":
+		fmt.Fprintf(w, "RPO\tthe leader, %s, takes the backups: its status tells (this member does not see its uploads)\n", b.TakenBy)
+	case b.UnbackedSince != nil:
 		fmt.Fprintf(w, "RPO\t%s: %d revisions not in the store yet, the oldest written at %s (max %s)\n",
 			seconds(b.UnbackedAgeSeconds), b.LagRevisions, listTime(*b.UnbackedSince), seconds(b.MaxBackupAgeSeconds))
-	} else {
+	default:
 		fmt.Fprintf(w, "RPO\t0s: every write is in the store (revision %d)\n", b.BackedUpRevision)
 	}
 	reach := "not checked yet"
