@@ -312,21 +312,30 @@ func (d *DeltaDecoder) To() int64 { return d.to }
 // once the end record was read, every revision from..to was seen and the source ended (for
 // a Store object: its checksum matched). Any other error is final. The returned values are
 // not used by the decoder again.
-func (d *DeltaDecoder) Next() (*Lease, *Revision, error) {
+func (d *DeltaDecoder) Next() (*Lease, *Revision, error) { return d.NextInto(nil) }
+
+// NextInto is Next decoding a revision record into reuse (when not nil): a revision an
+// earlier call returned and its caller no longer uses, nor any slice or event of it. Its
+// events, their key-values and the key-values' key and value buffers are written over, so
+// that once they have grown a revision decodes without allocating. The revision returned
+// is reuse, or a new one for a lease record's call, reuse then untouched. What decodes is
+// what Next decodes, but for two things no valid payload shows: an absent value is an
+// empty one, not nil, and an event without a key-value fails as one with an empty key.
+func (d *DeltaDecoder) NextInto(reuse *Revision) (*Lease, *Revision, error) {
 	if d.err != nil {
 		return nil, nil, d.err
 	}
 	if d.done {
 		return nil, nil, io.EOF
 	}
-	l, r, err := d.next1()
+	l, r, err := d.next1(reuse)
 	if err != nil {
 		return nil, nil, d.fail(err)
 	}
 	return l, r, nil
 }
 
-func (d *DeltaDecoder) next1() (*Lease, *Revision, error) {
+func (d *DeltaDecoder) next1(reuse *Revision) (*Lease, *Revision, error) {
 	typ, body, err := d.record()
 	if err != nil {
 		return nil, nil, err
@@ -346,7 +355,7 @@ func (d *DeltaDecoder) next1() (*Lease, *Revision, error) {
 		}
 		return &Lease{ID: id, TTL: ttl}, nil, nil
 	case recRevision:
-		rev, err := d.revision(body)
+		rev, err := d.revision(body, reuse)
 		return nil, rev, err
 	case recEnd:
 		count, rest, err := uvarint(body)
@@ -372,7 +381,7 @@ func (d *DeltaDecoder) next1() (*Lease, *Revision, error) {
 	}
 }
 
-func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
+func (d *DeltaDecoder) revision(body []byte, reuse *Revision) (*Revision, error) {
 	rev, body, err := uvarint(body)
 	if err != nil {
 		return nil, err
@@ -395,7 +404,13 @@ func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
 	if n == 0 || n > uint64(len(body)) {
 		return nil, malformed("revision %d has an invalid event count %d", rev, n)
 	}
-	r := &Revision{Revision: int64(rev), Time: observed, Events: make([]*mvccpb.Event, n)}
+	var r *Revision
+	if reuse != nil {
+		r = reuse
+		r.Revision, r.Time, r.Events = int64(rev), observed, reusedEvents(r.Events, int(n))
+	} else {
+		r = &Revision{Revision: int64(rev), Time: observed, Events: make([]*mvccpb.Event, n)}
+	}
 	for i := range r.Events {
 		size, rest, err := uvarint(body)
 		if err != nil {
@@ -404,7 +419,10 @@ func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
 		if size > uint64(len(rest)) {
 			return nil, malformed("revision %d: event %d overruns its record", rev, i)
 		}
-		ev := &mvccpb.Event{}
+		ev := r.Events[i]
+		if ev == nil {
+			ev = &mvccpb.Event{}
+		}
 		if err := ev.Unmarshal(rest[:size]); err != nil {
 			return nil, malformed("revision %d: decode event %d: %v", rev, i, err)
 		}
@@ -420,6 +438,28 @@ func (d *DeltaDecoder) revision(body []byte) (*Revision, error) {
 	d.next++
 	d.count++
 	return r, nil
+}
+
+// reusedEvents returns n events for a revision to decode into: those of evs (its whole
+// capacity) cleared, each keeping its key-value and their buffers, then nil ones (new).
+// Unmarshal merges into what it is given: a field the record leaves out must be zero.
+func reusedEvents(evs []*mvccpb.Event, n int) []*mvccpb.Event {
+	if cap(evs) < n {
+		evs = append(evs[:cap(evs)], make([]*mvccpb.Event, n-cap(evs))...)
+	}
+	evs = evs[:n]
+	for _, ev := range evs {
+		if ev == nil {
+			continue
+		}
+		kv := ev.Kv
+		*ev = mvccpb.Event{}
+		if kv != nil {
+			*kv = mvccpb.KeyValue{Key: kv.Key[:0], Value: kv.Value[:0]}
+			ev.Kv = kv
+		}
+	}
+	return evs
 }
 
 // record reads one record: its type and body (valid until the next call).

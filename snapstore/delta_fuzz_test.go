@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +41,76 @@ func decodeDeltaPayload(payload []byte) (decodedDelta, error) {
 		}
 		out.items = append(out.items, deltaItem{lease: l, rev: r})
 	}
+}
+
+// decodeDeltaReusing decodes payload as decodeDeltaPayload does, but each revision into the
+// next of dirty in turn (NextInto), keeping a copy of it: whatever the reuse leaves of an
+// earlier revision shows as a difference from what Next decodes.
+func decodeDeltaReusing(payload []byte, dirty []*Revision) (decodedDelta, error) {
+	d, err := NewDeltaDecoder(bytes.NewReader(payload))
+	if err != nil {
+		return decodedDelta{}, err
+	}
+	out := decodedDelta{version: d.version, from: d.From(), to: d.To()}
+	for i := 0; ; i++ {
+		reuse := dirty[i%len(dirty)]
+		l, r, err := d.NextInto(reuse)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return decodedDelta{}, err
+		}
+		if r != nil {
+			if r != reuse {
+				return decodedDelta{}, fmt.Errorf("NextInto returned another revision than the one it was given")
+			}
+			r, err = cloneRevision(r)
+			if err != nil {
+				return decodedDelta{}, err
+			}
+		}
+		out.items = append(out.items, deltaItem{lease: l, rev: r})
+	}
+}
+
+// dirtyRevisions are revisions as a decoder leaves them, to decode into again: every field of
+// an event and a key-value set (a previous key, a value, a lease, a previous key-value,
+// unknown fields), more events than a revision may hold, and none.
+func dirtyRevisions() []*Revision {
+	full := func() *mvccpb.Event {
+		ev := put("/registry/stale/key", strings.Repeat("stale value ", 100), 3, 4, 2, 0x5eed)
+		ev.PrevKv = &mvccpb.KeyValue{Key: []byte("/prev"), Value: []byte("prev"), ModRevision: 2}
+		ev.XXX_unrecognized = []byte{0x78, 0x01}
+		ev.Kv.XXX_unrecognized = []byte{0x78, 0x02}
+		return ev
+	}
+	many := make([]*mvccpb.Event, 5)
+	for i := range many {
+		many[i] = full()
+	}
+	return []*Revision{
+		{Revision: 99, Time: testTime, Events: many[:1]},
+		{Revision: 98, Time: testTime, Events: many},
+		{},
+		{Revision: 97, Events: []*mvccpb.Event{del("/gone", 97), nil, {Type: mvccpb.DELETE}}},
+	}
+}
+
+// cloneRevision copies r and its events (through their encoding).
+func cloneRevision(r *Revision) (*Revision, error) {
+	c := &Revision{Revision: r.Revision, Time: r.Time, Events: make([]*mvccpb.Event, len(r.Events))}
+	for i, ev := range r.Events {
+		b, err := ev.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		c.Events[i] = &mvccpb.Event{}
+		if err := c.Events[i].Unmarshal(b); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // encodeDecoded writes dd again with the encoder of its format version.
@@ -102,10 +174,14 @@ func checkDecodedDelta(t *testing.T, dd decodedDelta) {
 	}
 }
 
-// equalDecoded compares two decoded payloads (times to the millisecond, as the encoder
-// keeps them; events by their protobuf encoding).
-func equalDecoded(t *testing.T, a, b decodedDelta) {
+// equalDecoded compares two decoded payloads (events by their protobuf encoding; times to
+// the millisecond when b was encoded again, as the encoder keeps them, else exactly).
+func equalDecoded(t *testing.T, a, b decodedDelta, encodedAgain bool) {
 	t.Helper()
+	unit := time.Millisecond
+	if !encodedAgain {
+		unit = 0
+	}
 	if a.version != b.version || a.from != b.from || a.to != b.to || len(a.items) != len(b.items) {
 		t.Fatalf("version %d, %d..%d, %d records; then version %d, %d..%d, %d records",
 			a.version, a.from, a.to, len(a.items), b.version, b.from, b.to, len(b.items))
@@ -118,7 +194,7 @@ func equalDecoded(t *testing.T, a, b decodedDelta) {
 			}
 			continue
 		}
-		if y.rev == nil || x.rev.Revision != y.rev.Revision || !x.rev.Time.Truncate(time.Millisecond).Equal(y.rev.Time) ||
+		if y.rev == nil || x.rev.Revision != y.rev.Revision || !x.rev.Time.Truncate(unit).Equal(y.rev.Time) ||
 			len(x.rev.Events) != len(y.rev.Events) {
 			t.Fatalf("record %d: revision %v, then %v", i, x.rev, y.rev)
 		}
@@ -160,6 +236,13 @@ func FuzzDeltaDecoder(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		dd, err := decodeDeltaPayload(payload)
+		reused, rerr := decodeDeltaReusing(payload, dirtyRevisions())
+		if (err == nil) != (rerr == nil) {
+			t.Fatalf("Next: %v; NextInto into used revisions: %v", err, rerr)
+		}
+		if err == nil {
+			equalDecoded(t, dd, reused, false)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformedDelta) {
 				t.Fatalf("error without ErrMalformedDelta: %v", err)
@@ -175,7 +258,7 @@ func FuzzDeltaDecoder(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the payload encoded again does not decode: %v", err)
 		}
-		equalDecoded(t, dd, back)
+		equalDecoded(t, dd, back, true)
 		twice, err := encodeDecoded(back)
 		if err != nil {
 			t.Fatalf("encode a third time: %v", err)
