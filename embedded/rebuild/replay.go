@@ -230,6 +230,10 @@ type replayer struct {
 	unknown []string        // leases granted with the minimum TTL (the first few)
 	unrec   []string        // leases granted with the unrecorded TTL (the first few)
 	lastLog time.Time
+	// free holds revisions replayed, for the reader to decode the next ones into
+	// (DeltaDecoder.NextInto): run sends a batch's once it replayed them, and the reader
+	// takes them; neither waits for the other. Made by run.
+	free chan *snapstore.Revision
 }
 
 func openReplayer(path string, opts ReplayOptions, extras replayExtras) (*replayer, error) {
@@ -275,6 +279,7 @@ func (r *replayer) run(ctx context.Context) error {
 	// of the writes; it stops once this returns.
 	rctx, cancel := context.WithCancel(ctx)
 	batches := make(chan readBatch, readAhead)
+	r.free = make(chan *snapstore.Revision, recycled)
 	if g := r.opts.Go; g != nil {
 		g(func() { r.read(rctx, batches) })
 	} else {
@@ -308,6 +313,7 @@ func (r *replayer) run(ctx context.Context) error {
 			if stopped, err = r.batch(ctx, r.opts.Deltas[current], b.items); err != nil {
 				return err
 			}
+			r.recycle(b.items)
 		}
 		if b.end && stopped {
 			break
@@ -420,6 +426,52 @@ const (
 	readBatchBytes     = 1 << 20
 )
 
+// The reader decodes into revisions already replayed (replayer.free): at most recycled of
+// them wait, each keeping at most recycleMaxBytes of key and value buffers (a larger one is
+// left to the collector), so that what waits stays small whatever the deltas hold.
+const (
+	recycled        = (readAhead + 2) * readBatchRevisions
+	recycleMaxBytes = 16 << 10
+)
+
+// recycle hands the revisions of items, replayed, to the reader to decode into again; those
+// whose buffers are larger than recycleMaxBytes, and those the reader has no room for, are
+// dropped.
+func (r *replayer) recycle(items []readItem) {
+	for _, it := range items {
+		if it.rev == nil || retained(it.rev) > recycleMaxBytes {
+			continue
+		}
+		select {
+		case r.free <- it.rev:
+		default:
+			return
+		}
+	}
+}
+
+// retained is the size of the key and value buffers rev keeps, those of the events past its
+// length included (NextInto reuses its events' whole capacity).
+func retained(rev *snapstore.Revision) int {
+	n := 0
+	for _, ev := range rev.Events[:cap(rev.Events)] {
+		if ev != nil && ev.Kv != nil {
+			n += cap(ev.Kv.Key) + cap(ev.Kv.Value)
+		}
+	}
+	return n
+}
+
+// reusable returns a replayed revision to decode into, or nil when none waits.
+func (r *replayer) reusable() *snapstore.Revision {
+	select {
+	case rev := <-r.free:
+		return rev
+	default:
+		return nil
+	}
+}
+
 // readItem is a lease record or a revision record of a delta.
 type readItem struct {
 	lease *snapstore.Lease
@@ -489,8 +541,15 @@ func (r *replayer) readDelta(ctx context.Context, i int, d catalog.Snapshot, rea
 	}
 	b := readBatch{delta: i}
 	revs, size := 0, 0
+	var reuse *snapstore.Revision
 	for {
-		l, rev, err := dec.Next()
+		if reuse == nil {
+			reuse = r.reusable()
+		}
+		l, rev, err := dec.NextInto(reuse)
+		if rev != nil {
+			reuse = nil // handed over; a lease record leaves it for the next call
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}

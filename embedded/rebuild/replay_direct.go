@@ -31,7 +31,8 @@ type revisionWriter interface {
 	// grant grants lease id with ttl (raised to the minimum TTL, as etcd's lessor does).
 	grant(id, ttl int64) error
 	// apply writes one revision; an error says how it does not continue the db's state
-	// as it did the source's.
+	// as it did the source's. It keeps nothing of rev (its events, keys and values) once it
+	// returns: the replay decodes later revisions into it.
 	apply(rev *snapstore.Revision) error
 	// bumpRevision raises the latest revision by amount and marks it compacted, as
 	// etcdutl's restore does.

@@ -1,6 +1,7 @@
 package rebuild
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 
@@ -66,11 +67,12 @@ func (m *mvccWriter) apply(rev *snapstore.Revision) error {
 		kv := ev.Kv
 		switch ev.Type {
 		case mvccpb.PUT:
-			if got := txn.Put(kv.Key, kv.Value, lease.LeaseID(kv.Lease)); got != rev.Revision {
+			// etcd's store keeps the key in its index: apply keeps nothing of rev.
+			if got := txn.Put(bytes.Clone(kv.Key), bytes.Clone(kv.Value), lease.LeaseID(kv.Lease)); got != rev.Revision {
 				return fmt.Errorf("put of %q went to revision %d", kv.Key, got)
 			}
 		case mvccpb.DELETE:
-			if n, got := txn.DeleteRange(kv.Key, nil); n != 1 || got != rev.Revision {
+			if n, got := txn.DeleteRange(bytes.Clone(kv.Key), nil); n != 1 || got != rev.Revision {
 				return fmt.Errorf("delete of %q removed %d keys at revision %d: the key does not exist", kv.Key, n, got)
 			}
 		}
