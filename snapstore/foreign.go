@@ -240,7 +240,7 @@ func (s *Store) reopen(ctx context.Context, loc location, prefix string) (*blob.
 	if loc.scheme == "mem" {
 		return nil, fmt.Errorf("open store %q: an in-memory store is private to the Store that opened it: give its layout's own URL", s.url)
 	}
-	b, _, err := openBucket(ctx, loc, prefix, s.opts.Log)
+	b, _, err := openBucket(ctx, loc, prefix, s.opts.Log, s.opts.SendTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("open store %q: %w", s.url, scrubError(err, s.rawURL))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,13 +38,15 @@ import (
 //     (and the restore, verify or gc waiting on it) for as long as the stall lasted;
 //   - it also returns a second client, for uploads, which waits at most s3ReadTimeout
 //     for the answer to a request sent in full (without it, an upload whose answer never
-//     came waited forever), and whose retryer makes
+//     came waited forever), gives up a connection whose write cannot send a byte for
+//     sendTimeout (a server that stops reading a request held it forever), and whose
+//     retryer makes
 //     sdkAttempts tries (gocloud's makes 3), so that a part of a streaming
 //     upload, which cannot start over, rides out a minute of trouble. The
 //     bucket's own client keeps 3 tries: reads are resumed by
 //     resumingReader, and callers of List retry. AWS_MAX_ATTEMPTS or
 //     max_attempts in the AWS config, when set, win over both.
-func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s3.Client, error) {
+func openS3(ctx context.Context, raw string, log *slog.Logger, sendTimeout time.Duration) (*blob.Bucket, *s3.Client, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, nil, err
@@ -118,6 +121,20 @@ func openS3(ctx context.Context, raw string, log *slog.Logger) (*blob.Bucket, *s
 			if tr.ResponseHeaderTimeout == 0 {
 				tr.ResponseHeaderTimeout = s3ReadTimeout
 			}
+			// Nor does the SDK bound the sending: a store or a middlebox that stops reading
+			// the request (a zero TCP window, which TCP never times out) held the upload,
+			// and every backup after it, forever.
+			dial := tr.DialContext
+			if dial == nil {
+				dial = (&net.Dialer{}).DialContext
+			}
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &sendDeadlineConn{Conn: c, timeout: sendTimeout}, nil
+			}
 		})
 	}
 	uploads := s3.New(client.Options(), func(o *s3.Options) {
@@ -151,6 +168,26 @@ func configuredMaxAttempts(ctx context.Context, profile string) int {
 // gives up on the connection (and retries, or resumes a read): S3 answers in well under a
 // second, and sends the body of an object without pauses.
 const s3ReadTimeout = time.Minute
+
+// s3SendTimeout is how long an upload's connection may go without handing a byte to the
+// network before the upload gives it up (Options.SendTimeout): a part of 8 MiB goes out in
+// writes of a few KiB, each of which a link of a few hundred bytes a second sends within it.
+const s3SendTimeout = time.Minute
+
+// sendDeadlineConn is a connection whose every write must finish within timeout: a write
+// blocks only while the peer's window is full, and a peer that stops reading keeps it full
+// for as long as it likes (TCP gives up only on a peer that stops answering).
+type sendDeadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *sendDeadlineConn) Write(p []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
 
 func sseType(v string) (types.ServerSideEncryption, error) {
 	for _, t := range types.ServerSideEncryptionAes256.Values() {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -54,6 +55,10 @@ type Options struct {
 	// Layout, when set, is the store's layout; the URL's layout= parameter overrides it.
 	// Unset, the store is etcdbr's own; Detect finds another tool's.
 	Layout Layout
+	// SendTimeout is how long an upload to an s3:// store may go without handing a byte of
+	// its request to the network before its connection is given up (and the request tried
+	// again); zero means s3SendTimeout, a minute.
+	SendTimeout time.Duration
 }
 
 // Store is a backup store: the objects under one URL prefix. It is safe for
@@ -119,7 +124,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	bucket, s3Uploads, err := openBucket(ctx, loc, "", log)
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = s3SendTimeout
+	}
+	bucket, s3Uploads, err := openBucket(ctx, loc, "", log, opts.SendTimeout)
 	if err != nil {
 		// gocloud's errors quote the URL: keep its secrets out of logs.
 		return nil, fmt.Errorf("open store %q: %w%s", shown, scrubError(err, url), openHint(loc.scheme, err))
@@ -128,10 +136,11 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		url:    shown,
 		bucket: bucket,
 		opts: Options{
-			Recipients: slices.Clone(opts.Recipients),
-			Identities: slices.Clone(opts.Identities),
-			Retry:      opts.Retry.orDefault(),
-			Log:        log,
+			Recipients:  slices.Clone(opts.Recipients),
+			Identities:  slices.Clone(opts.Identities),
+			Retry:       opts.Retry.orDefault(),
+			Log:         log,
+			SendTimeout: opts.SendTimeout,
 		},
 		localDir:  loc.localDir,
 		s3:        s3Uploads,
@@ -159,14 +168,15 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 }
 
 // openBucket opens the bucket of loc with prefix ("" for loc's own; "/" for none). An s3://
-// bucket also returns the client its uploads use.
-func openBucket(ctx context.Context, loc location, prefix string, log *slog.Logger) (*blob.Bucket, *s3.Client, error) {
+// bucket also returns the client its uploads use, which gives up a connection that cannot
+// send for sendTimeout.
+func openBucket(ctx context.Context, loc location, prefix string, log *slog.Logger, sendTimeout time.Duration) (*blob.Bucket, *s3.Client, error) {
 	var bucket *blob.Bucket
 	var s3Uploads *s3.Client
 	var err error
 	switch loc.scheme {
 	case "s3":
-		bucket, s3Uploads, err = openS3(ctx, loc.bucketURL, log)
+		bucket, s3Uploads, err = openS3(ctx, loc.bucketURL, log, sendTimeout)
 	case "azblob":
 		bucket, err = openAzure(ctx, loc.bucketURL)
 	default:
