@@ -14,12 +14,10 @@ import (
 	"github.com/etcdbr/etcdbr/snapstore/catalog"
 )
 
-// TestS3MaxAttemptsFromEnvironment: AWS_MAX_ATTEMPTS sets how many times an upload's
-// request is tried, as docs/stores.md says (gocloud's own retryer made the SDK ignore it:
-// ten tries, about a minute and a half, against a store that throttles every upload). The
-// store is MinIO behind a proxy that answers every upload with S3's 503 SlowDown; the
-// failed upload names the object and the store's answer, and leaves nothing.
-func TestS3MaxAttemptsFromEnvironment(t *testing.T) {
+// s3TestServer is the S3 server of the tests (MinIO), with the environment the SDK reads its
+// credentials from set for the test.
+func s3TestServer(t *testing.T) *storetest.Service {
+	t.Helper()
 	kind := storeKind{name: "s3", persistent: true, server: &storetest.Service{Kind: storetest.S3}}
 	if svc, ok := storetest.ServiceFromEnv(storetest.S3); ok {
 		kind.server = &svc
@@ -29,11 +27,21 @@ func TestS3MaxAttemptsFromEnvironment(t *testing.T) {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
+	return kind.server
+}
+
+// TestS3MaxAttemptsFromEnvironment: AWS_MAX_ATTEMPTS sets how many times an upload's
+// request is tried, as docs/stores.md says (gocloud's own retryer made the SDK ignore it:
+// ten tries, about a minute and a half, against a store that throttles every upload). The
+// store is MinIO behind a proxy that answers every upload with S3's 503 SlowDown; the
+// failed upload names the object and the store's answer, and leaves nothing.
+func TestS3MaxAttemptsFromEnvironment(t *testing.T) {
+	server := s3TestServer(t)
 	t.Setenv("AWS_MAX_ATTEMPTS", "2")
 	ctx := context.Background()
 	bucket := storetest.NewBucketName()
-	require.NoError(t, kind.server.CreateBucket(ctx, bucket))
-	proxy, err := faultstore.Start(kind.server.Endpoint, nil)
+	require.NoError(t, server.CreateBucket(ctx, bucket))
+	proxy, err := faultstore.Start(server.Endpoint, nil)
 	require.NoError(t, err)
 	defer proxy.Close()
 	s, err := Open(ctx, storetest.Service{Kind: storetest.S3, Endpoint: proxy.URL()}.URL(bucket, "x"), Options{})
@@ -61,7 +69,7 @@ func TestS3MaxAttemptsFromEnvironment(t *testing.T) {
 	l, err := s.ListBackups(ctx)
 	require.NoError(t, err)
 	require.Empty(t, l.Deltas)
-	uploads, err := kind.server.IncompleteUploads(ctx, bucket)
+	uploads, err := server.IncompleteUploads(ctx, bucket)
 	require.NoError(t, err)
 	require.Empty(t, uploads)
 }
@@ -70,19 +78,11 @@ func TestS3MaxAttemptsFromEnvironment(t *testing.T) {
 // that read as corrupt, naming it (the object is intact in the store); Verify reads it again
 // and finds nothing wrong.
 func TestS3VerifyRereadsCorruptionInTransit(t *testing.T) {
-	kind := storeKind{name: "s3", persistent: true, server: &storetest.Service{Kind: storetest.S3}}
-	if svc, ok := storetest.ServiceFromEnv(storetest.S3); ok {
-		kind.server = &svc
-	}
-	kind.require(t)
-	for _, kv := range kind.server.ProviderEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	server := s3TestServer(t)
 	ctx := context.Background()
 	bucket := storetest.NewBucketName()
-	require.NoError(t, kind.server.CreateBucket(ctx, bucket))
-	proxy, err := faultstore.Start(kind.server.Endpoint, nil)
+	require.NoError(t, server.CreateBucket(ctx, bucket))
+	proxy, err := faultstore.Start(server.Endpoint, nil)
 	require.NoError(t, err)
 	defer proxy.Close()
 	s, err := Open(ctx, storetest.Service{Kind: storetest.S3, Endpoint: proxy.URL()}.URL(bucket, "x"), Options{})

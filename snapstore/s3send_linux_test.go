@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,20 +25,12 @@ import (
 // object is whole. Without the send timeout the upload waits for as long as the stall lasts
 // (here until the test's context ends, and the upload fails).
 func TestS3UploadStalledSend(t *testing.T) {
-	kind := storeKind{name: "s3", persistent: true, server: &storetest.Service{Kind: storetest.S3}}
-	if svc, ok := storetest.ServiceFromEnv(storetest.S3); ok {
-		kind.server = &svc
-	}
-	kind.require(t)
-	for _, kv := range kind.server.ProviderEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	server := s3TestServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	bucket := storetest.NewBucketName()
-	require.NoError(t, kind.server.CreateBucket(ctx, bucket))
-	target, err := url.Parse(kind.server.Endpoint)
+	require.NoError(t, server.CreateBucket(ctx, bucket))
+	target, err := url.Parse(server.Endpoint)
 	require.NoError(t, err)
 	proxy := startStallingProxy(t, target.Host)
 	s, err := Open(ctx, storetest.Service{Kind: storetest.S3, Endpoint: "http://" + proxy.addr()}.URL(bucket, "x"),
