@@ -36,10 +36,7 @@ func (s *Store) createLocal(key string, data []byte) (err error) {
 			err = fmt.Errorf("create %q: remove the temporary file: %w", key, rerr)
 		}
 	}()
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
-	}
-	if err := fsync.WriteFile(tmp, data); err != nil {
+	if err := fsync.WriteClose(f, data); err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
 	}
 	if err := os.Link(tmp, final); err != nil {

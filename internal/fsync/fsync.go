@@ -50,6 +50,13 @@ func WriteFile(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	return WriteClose(f, data)
+}
+
+// WriteClose writes data to f, an open file, fsyncs it and closes it (on an error too), as
+// WriteFile does to the file it opens: for a file the caller created itself (a temporary
+// file of a name of its own).
+func WriteClose(f *os.File, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

@@ -95,7 +95,7 @@ func benchRestore(ctx context.Context, cfg config, ds *dataset, dir, lastDir str
 	}
 	defer store.Close()
 	dbPath := filepath.Join(dir, "full.db")
-	if _, err = saveObject(ctx, store, ds.Full, dbPath); err != nil { // ds.DBBytes: makeSource's
+	if err = saveObject(ctx, store, ds.Full, dbPath); err != nil {
 		return nil, err
 	}
 	defer os.Remove(dbPath)
@@ -505,23 +505,22 @@ func sourceConfig(dir string) (*embed.Config, error) {
 	return cfg, nil
 }
 
-// saveObject writes a full snapshot's payload (db and sha256) into a file and returns the
-// db's size.
-func saveObject(ctx context.Context, store *snapstore.Store, snap catalog.Snapshot, path string) (int64, error) {
+// saveObject writes a full snapshot's payload (db and sha256) into a file.
+func saveObject(ctx context.Context, store *snapstore.Store, snap catalog.Snapshot, path string) error {
 	r, err := store.Open(ctx, snap)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer r.Close()
 	f, err := os.Create(path)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	n, err := io.Copy(f, r)
+	_, err = io.Copy(f, r)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return n - 32, err
+	return err
 }
 
 // findReplayLog finds the "deltas replayed" line of etcdbr's JSON log.
